@@ -1,0 +1,101 @@
+"""SAM's own input convention: longest side resized to the model's input size, padded, normalized.
+
+transformers' `SamProcessor` needs torchvision, which is not available everywhere (and is a multi-GB
+install with CUDA torch), so the few operations are done here with PIL and torch. The conventions follow
+Meta's `ResizeLongestSide`: `scale = size / max(h, w)`, new sides rounded half up, bilinear resize,
+zero padding at the bottom and right after normalization, coordinates scaled per axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ResizeGeometry:
+    """Where an original image sits inside the square model input.
+
+    `original` and `resized` are (height, width); `input_size` is the side of the square input.
+    """
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+    input_size: int
+
+    @classmethod
+    def for_image(cls, height: int, width: int, input_size: int) -> "ResizeGeometry":
+        scale = input_size / max(height, width)
+        resized = (int(height * scale + 0.5), int(width * scale + 0.5))
+        return cls((height, width), resized, input_size)
+
+    def coords_to_input(self, coords: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """... x 2 (x, y) coordinates in original pixels -> model-input pixels."""
+        coords = torch.as_tensor(coords, dtype=torch.float32).clone()
+        coords[..., 0] *= self.resized[1] / self.original[1]
+        coords[..., 1] *= self.resized[0] / self.original[0]
+        return coords
+
+    def boxes_to_input(self, boxes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """... x 4 boxes (x0, y0, x1, y1) in original pixels -> model-input pixels."""
+        boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        return self.coords_to_input(boxes.reshape(*boxes.shape[:-1], 2, 2)).reshape(boxes.shape)
+
+    def logits_to_original(self, logits: torch.Tensor) -> torch.Tensor:
+        """B x M x h x w low-res logits -> B x M x H x W at the original size (as Meta's postprocess_masks)."""
+        size = self.input_size
+        upsampled = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
+        upsampled = upsampled[..., : self.resized[0], : self.resized[1]]
+        return F.interpolate(upsampled, self.original, mode="bilinear", align_corners=False)
+
+
+def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL image or H x W (x C) array -> H x W x 3 uint8 RGB."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8:
+            if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
+                array = array * 255.0
+            elif array.dtype == np.uint16:
+                array = array / 257.0
+            array = np.clip(array, 0, 255).round().astype(np.uint8)
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {array.shape}")
+        return np.ascontiguousarray(array[:, :, :3])
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return to_rgb_array((array / peak * 255.0).round().astype(np.uint8))
+    return np.asarray(image.convert("RGB"))
+
+
+def resize_longest(image: np.ndarray, geometry: ResizeGeometry) -> np.ndarray:
+    """H x W x C uint8 -> resized uint8 (bilinear, like Meta's ResizeLongestSide)."""
+    if image.shape[:2] == geometry.resized:
+        return image
+    pil = Image.fromarray(image)
+    return np.asarray(pil.resize((geometry.resized[1], geometry.resized[0]), Image.Resampling.BILINEAR))
+
+
+def normalize_and_pad(resized: np.ndarray, geometry: ResizeGeometry, mean: tuple, std: tuple) -> torch.Tensor:
+    """h x w x 3 uint8 (already resized) -> 3 x S x S float, normalized then zero padded bottom/right."""
+    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    tensor = (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    pad_h = geometry.input_size - tensor.shape[1]
+    pad_w = geometry.input_size - tensor.shape[2]
+    return F.pad(tensor, (0, pad_w, 0, pad_h))
+
+
+def mask_to_input(mask: np.ndarray, geometry: ResizeGeometry) -> torch.Tensor:
+    """H x W bool mask -> S x S float {0, 1} in the model-input frame (nearest resize, zero padding)."""
+    pil = Image.fromarray(mask.astype(np.uint8) * 255)
+    resized = np.asarray(pil.resize((geometry.resized[1], geometry.resized[0]), Image.Resampling.NEAREST)) > 127
+    out = torch.zeros(geometry.input_size, geometry.input_size)
+    out[: geometry.resized[0], : geometry.resized[1]] = torch.from_numpy(resized).float()
+    return out

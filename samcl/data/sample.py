@@ -1,0 +1,27 @@
+"""One annotated image, as every dataset in samcl yields it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Sample:
+    """An image with its ground-truth mask and optional fixed prompt points.
+
+    image: H x W x 3 uint8 RGB. mask: H x W bool (foreground True).
+    points: N x 2 float (x, y) in image pixels, or None (then sampled from the mask with a seed).
+    labels: N int (1 positive, 0 negative), or None (all positive).
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
