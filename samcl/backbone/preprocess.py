@@ -85,7 +85,7 @@ def resize_longest(image: np.ndarray, geometry: ResizeGeometry) -> np.ndarray:
 
 def normalize_and_pad(resized: np.ndarray, geometry: ResizeGeometry, mean: tuple, std: tuple) -> torch.Tensor:
     """h x w x 3 uint8 (already resized) -> 3 x S x S float, normalized then zero padded bottom/right."""
-    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()
     tensor = (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     pad_h = geometry.input_size - tensor.shape[1]
     pad_w = geometry.input_size - tensor.shape[2]

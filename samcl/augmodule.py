@@ -1,0 +1,235 @@
+"""AugModule: SLoRA (LoRA with one shared down-projection) plus Prompt Augmentation (heat features).
+
+For adapted block i with attention input x (after the block's own norm), the attention output becomes
+
+    attn(x) + B_i( LN1_i(A x) + LN2_i(H) )
+
+where H = ReLU(LN(Linear_r(heat repeated to r channels))) is the prompt feature map at the same token
+positions. Around the neck: neck(x + U_D(H)) + U_out(H). B_i, U_D and U_out start at zero, so a fresh
+module reproduces the base model exactly.
+
+All math here is written for *grouped* parameters: every tensor carries a leading group dimension G that
+is either 1 (one module for the whole batch) or B (one module per sample, a mixed-domain batch). A zero
+parameter set is the "base" choice: it adds exactly nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class AugModuleConfig:
+    """Sizes of one AugModule. Every number comes from the backbone's config (see `Backbone.augmodule_config`).
+
+    dim: token width D at the adapted blocks. rank: r. adapted_blocks: encoder block indices that get SLoRA.
+    neck_channels: channels of the image embedding (0 = no neck injection, as for SAM 2).
+    """
+
+    dim: int
+    adapted_blocks: tuple[int, ...]
+    neck_channels: int
+    rank: int = 10
+    neck_dim: int = 0  # token width entering the neck (defaults to dim)
+
+    def __post_init__(self):
+        object.__setattr__(self, "adapted_blocks", tuple(int(b) for b in self.adapted_blocks))
+        if not self.neck_dim:
+            object.__setattr__(self, "neck_dim", self.dim)
+        if self.rank < 1 or not self.adapted_blocks:
+            raise ValueError("an AugModule needs rank >= 1 and at least one adapted block")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AugModuleConfig":
+        return cls(**{k: (tuple(v) if k == "adapted_blocks" else v) for k, v in data.items()})
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(math.prod(shape) for shape in parameter_shapes(self).values())
+
+    @property
+    def num_layernorm_parameters(self) -> int:
+        return sum(math.prod(s) for name, s in parameter_shapes(self).items() if "ln" in name)
+
+
+def parameter_shapes(config: AugModuleConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every AugModule tensor (block-wise tensors stacked over the adapted blocks)."""
+    r, d, n = config.rank, config.dim, len(config.adapted_blocks)
+    shapes = {
+        "a.weight": (r, d), "a.bias": (r,),
+        "b.weight": (n, d, r), "b.bias": (n, d),
+        "ln1.weight": (n, r), "ln1.bias": (n, r),
+        "ln2.weight": (n, r), "ln2.bias": (n, r),
+        "heat.weight": (r, r), "heat.bias": (r,),
+        "heat_ln.weight": (r,), "heat_ln.bias": (r,),
+    }
+    if config.neck_channels:
+        shapes.update({
+            "neck_in.weight": (config.neck_dim, r), "neck_in.bias": (config.neck_dim,),
+            "neck_out.weight": (config.neck_channels, r), "neck_out.bias": (config.neck_channels,),
+        })
+    return shapes
+
+
+class AugModule(nn.Module):
+    """The trainable parameters of one domain. `params()` gives them grouped (G = 1) for the math below."""
+
+    def __init__(self, config: AugModuleConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.config = config
+        self.weights = nn.ParameterDict({
+            _key(name): nn.Parameter(torch.zeros(shape)) for name, shape in parameter_shapes(config).items()
+        })
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Kaiming-uniform A and heat Linear (as nn.Linear), LayerNorms at (1, 0), every up-projection zero."""
+        for name, param in self.named_tensors().items():
+            if name in ("a.weight", "heat.weight"):
+                bound = 1.0 / math.sqrt(param.shape[1])
+                param.uniform_(-bound, bound, generator=generator)
+            elif name in ("a.bias", "heat.bias"):
+                bound = 1.0 / math.sqrt(self.named_tensors()[name.replace("bias", "weight")].shape[1])
+                param.uniform_(-bound, bound, generator=generator)
+            elif "ln" in name and name.endswith("weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+
+    def named_tensors(self) -> dict[str, nn.Parameter]:
+        return {_name(k): v for k, v in self.weights.items()}
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Grouped view (leading G = 1) for `heat_features`, `slora_delta` and the neck functions."""
+        return {name: t.unsqueeze(0) for name, t in self.named_tensors().items()}
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        """The grouped parameters; a forward so that wrappers such as DistributedDataParallel see the use."""
+        return self.params()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: t.detach() for name, t in self.named_tensors().items()}
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = parameter_shapes(self.config)
+        if set(tensors) != set(expected):
+            raise ValueError(f"module tensors {sorted(tensors)} do not match the config's {sorted(expected)}")
+        for name, param in self.named_tensors().items():
+            if tuple(tensors[name].shape) != expected[name]:
+                raise ValueError(f"module tensor {name} has shape {tuple(tensors[name].shape)}, "
+                                 f"expected {expected[name]}")
+            param.copy_(tensors[name].to(param.dtype))
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.parameters())
+
+
+def _key(name: str) -> str:  # ParameterDict keys cannot contain dots
+    return name.replace(".", "__")
+
+
+def _name(key: str) -> str:
+    return key.replace("__", ".")
+
+
+def stack_params(modules: list[AugModule | None], config: AugModuleConfig,
+                 device=None, dtype=None) -> dict[str, torch.Tensor]:
+    """Per-sample parameters for a mixed batch: B modules (None = base, all zeros) -> grouped with G = B."""
+    zeros = {n: torch.zeros(s) for n, s in parameter_shapes(config).items()}
+    out = {}
+    for name in zeros:
+        parts = [m.named_tensors()[name] if m is not None else zeros[name] for m in modules]
+        out[name] = torch.stack([p.to(device=device, dtype=dtype) for p in parts])
+    return out
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x: B x N x in; weight: G x out x in; bias: G x out -> B x N x out (G broadcasts over B)."""
+    return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x: B x N x C; weight, bias: G x C."""
+    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) * weight.unsqueeze(-2) + bias.unsqueeze(-2)
+
+
+def heat_features(params: dict[str, torch.Tensor], heat: torch.Tensor) -> torch.Tensor:
+    """heat: B x N (one value per token, N = grid cells) -> H: B x N x r = ReLU(LN(Linear(heat repeated r times)))."""
+    rank = params["heat.weight"].shape[-1]
+    repeated = heat.unsqueeze(-1).expand(*heat.shape, rank)
+    return F.relu(_layer_norm(_linear(repeated, params["heat.weight"], params["heat.bias"]),
+                              params["heat_ln.weight"], params["heat_ln.bias"]))
+
+
+def slora_delta(params: dict[str, torch.Tensor], slot: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Adapter output for the `slot`-th adapted block. x: B x N x D (attention input), h: B x N x r -> B x N x D."""
+    down = _layer_norm(_linear(x, params["a.weight"], params["a.bias"]),
+                       params["ln1.weight"][:, slot], params["ln1.bias"][:, slot])
+    prompt = _layer_norm(h, params["ln2.weight"][:, slot], params["ln2.bias"][:, slot])
+    return _linear(down + prompt, params["b.weight"][:, slot], params["b.bias"][:, slot])
+
+
+def neck_input(params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """U_D(H): B x N x r -> B x N x D (added to the tokens entering the neck)."""
+    return _linear(h, params["neck_in.weight"], params["neck_in.bias"])
+
+
+def neck_output(params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """U_out(H): B x N x r -> B x N x C (added to the neck's output)."""
+    return _linear(h, params["neck_out.weight"], params["neck_out.bias"])
+
+
+@dataclass
+class AugModuleSize:
+    """Size report: parameters and bytes, with and without LayerNorms (the paper counts without)."""
+
+    parameters: int
+    layernorm_parameters: int
+    bytes: int
+    bytes_without_layernorm: int
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: AugModuleConfig, bytes_per_value: int = 4) -> "AugModuleSize":
+        p, ln = config.num_parameters, config.num_layernorm_parameters
+        return cls(p, ln, p * bytes_per_value, (p - ln) * bytes_per_value)
+
+
+class Injection:
+    """An AugModule (or a per-sample stack of them) bound to one batch's heat: what the backbone calls.
+
+    params: grouped tensors (G = 1 or B); heat: B x rows x cols on the adapted blocks' token grid.
+    """
+
+    def __init__(self, config: AugModuleConfig, params: dict[str, torch.Tensor], heat: torch.Tensor):
+        self.config = config
+        self.params = params
+        self.slots = {block: slot for slot, block in enumerate(config.adapted_blocks)}
+        self.features = heat_features(params, heat.flatten(1).to(params["a.weight"].dtype))  # B x N x r
+
+    def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None:
+        """x: B x N x D attention input of encoder block `block` -> B x N x D, or None if not adapted."""
+        slot = self.slots.get(block)
+        return None if slot is None else slora_delta(self.params, slot, x, self.features)
+
+    def neck(self, hidden: torch.Tensor, neck: nn.Module) -> torch.Tensor:
+        """neck(x + U_D(H)) + U_out(H). hidden: B x H x W x D -> B x C x H x W."""
+        if not self.config.neck_channels:
+            return neck(hidden)
+        batch, rows, cols, dim = hidden.shape
+        out = neck(hidden + neck_input(self.params, self.features).view(batch, rows, cols, dim))
+        extra = neck_output(self.params, self.features).view(batch, rows, cols, -1).permute(0, 3, 1, 2)
+        return out + extra

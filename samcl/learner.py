@@ -1,0 +1,322 @@
+"""The continual loop: learn domains one after another, select a module per image, segment, evaluate.
+
+    samcl = SAMCL.create("my-store", load_backbone("sam_vit_b_01ec64.pth"))
+    samcl.learn("polyps", FolderDataset("kvasir/train"))
+    result = samcl.segment([image], points=[[[120, 80]]])[0]      # result.domain says which module ran
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .augmodule import AugModule, AugModuleConfig, Injection, stack_params
+from .backbone import load_backbone
+from .backbone.preprocess import ResizeGeometry
+from .data.sample import Sample
+from .io import SamclError
+from .metrics import mask_scores, mean_scores
+from .prompts import render_heat
+from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
+from .store import BASE_CLASS, DomainEntry, ModuleStore, StoreState
+from .trainer import TrainConfig, default_device, train_module
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Prediction:
+    """One image's result. masks: M x H x W bool at the original size; scores: M predicted IoU;
+    low_res_logits: M x h x w; domain: the module that ran ("base" = SAM without a module)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+    domain: str
+    logits: np.ndarray | None = None  # M x H x W at the original size
+
+
+@dataclass
+class Prompt:
+    """Prompts for one image in original pixels: points N x 2 (x, y), labels N (1/0), box (x0, y0, x1, y1)."""
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, points=None, labels=None, box=None) -> "Prompt":
+        pts = None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float32).reshape(-1, 2)
+        lab = None if pts is None else (np.ones(len(pts), np.int64) if labels is None
+                                        else np.asarray(labels, dtype=np.int64).reshape(-1))
+        if pts is not None and len(lab) != len(pts):
+            raise ValueError(f"{len(pts)} points but {len(lab)} labels")
+        return cls(pts, lab, None if box is None else np.asarray(box, dtype=np.float32).reshape(4))
+
+
+class SAMCL:
+    """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
+
+    def __init__(self, backbone, state: StoreState, store: ModuleStore | None = None, device=None):
+        self.backbone = backbone
+        self.state = state
+        self.store = store
+        self.device = torch.device(device) if device is not None else default_device()
+        self.backbone.to(self.device)
+        for module in state.modules.values():
+            module.to(self.device)
+        if state.selector is not None:
+            state.selector.to(self.device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, backbone, store: str | Path | None = None, rank: int = 10,
+               adapted_blocks: tuple[int, ...] | None = None, selector: SelectorConfig = SelectorConfig(),
+               dtype: str = "float32", base_hint: str | None = None, device=None) -> "SAMCL":
+        """A new, empty module set on `backbone` (saved to `store` if given; it must not exist yet)."""
+        block = backbone.default_selector_block if selector.block is None else selector.block
+        aug = backbone.augmodule_config(rank=rank, adapted_blocks=adapted_blocks)
+        if block >= min(aug.adapted_blocks):
+            raise SamclError(f"selector block {block} must come before the first adapted block "
+                             f"{min(aug.adapted_blocks)}: selection must not compute a block twice")
+        if dtype not in ("float32", "float16"):
+            raise SamclError(f"unsupported storage dtype {dtype!r} (float32 or float16)")
+        state = StoreState(backbone=backbone.identity(), selector_config=selector, selector_block=block,
+                           aug_config=aug, dtype=dtype, base_hint=base_hint)
+        module_store = None
+        if store is not None:
+            module_store = ModuleStore(store)
+            if module_store.exists():
+                raise SamclError(f"{store}: a store already exists here")
+        return cls(backbone, state, module_store, device)
+
+    @classmethod
+    def open(cls, store: str | Path, base=None, device=None) -> "SAMCL":
+        """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store)."""
+        module_store = ModuleStore(store)
+        manifest = module_store.read_manifest()
+        if base is None:
+            hint = manifest.get("base_hint")
+            if not hint:
+                raise SamclError(f"{store}: the store does not record its base model; pass --base")
+            base = hint
+        backbone = base if hasattr(base, "identity") else load_backbone(base)
+        state = module_store.load(identity=backbone.identity())
+        return cls(backbone, state, module_store, device)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def domains(self) -> list[str]:
+        return self.state.names
+
+    @property
+    def aug_config(self) -> AugModuleConfig:
+        if self.state.aug_config is None:
+            self.state.aug_config = self.backbone.augmodule_config()
+        return self.state.aug_config
+
+    @property
+    def selector_block(self) -> int:
+        return self.state.selector_block
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(),
+              base: bool = False) -> dict:
+        """Learn one domain: train its AugModule (or none if `base`), add N_e embeddings, retrain the selector,
+        save. Returns a report (losses, seconds, sizes)."""
+        if not _NAME.match(name):
+            raise SamclError(f"domain name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
+        if name in self.domains:
+            raise SamclError(f"domain {name!r} is already in the module set")
+        if base and any(d.kind == "base" for d in self.state.domains):
+            raise SamclError("the module set already has a base class")
+        if len(samples) == 0:
+            raise SamclError(f"domain {name!r}: no training samples")
+        if self.store is None:
+            return self._learn(name, samples, config, base)
+        with self.store.lock():
+            if self.store.exists() and self.store.read_manifest().get("generation") != self.state.generation:
+                raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
+            return self._learn(name, samples, config, base)
+
+    def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool) -> dict:
+        report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict()}
+        pooled: dict[int, torch.Tensor] = {}
+        entry = DomainEntry(name=name, kind="base" if base else "module")
+        if not base:
+            module, stats, pooled = train_module(self.backbone, self.aug_config, samples, self.selector_block,
+                                                 config, self.device, desc=f"learn {name}")
+            self.state.modules[name] = module.to(self.device)
+            report["stats"] = stats
+        start = time.perf_counter()
+        embeddings = self.embeddings_for(samples, config.seed, pooled, config.progress)
+        label = len(self.state.domains)
+        self.state.domains.append(entry)
+        dim = embeddings.shape[1]
+        if self.state.buffer is None:
+            self.state.buffer = EmbeddingBuffer(dim)
+            self.state.selector = SelectorNet(dim, 1).to(self.device).eval()
+        self.state.buffer.add(embeddings, label)
+        self.state.selector.grow(len(self.state.domains), torch.Generator().manual_seed(config.seed + label))
+        self.state.selector.to(self.device)
+        if len(self.state.domains) > 1:
+            report["selector_losses"] = train_selector(self.state.selector, self.state.buffer,
+                                                       self.state.selector_config, seed=config.seed + label,
+                                                       progress=config.progress)
+        report["selector_seconds"] = time.perf_counter() - start
+        entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
+                      "buffer_samples": len(embeddings), **{k: v for k, v in report.get("stats", {}).items()}}
+        if self.store is not None:
+            self.store.save(self.state, written={name})
+        report["bytes"] = entry.bytes
+        return report
+
+    @torch.no_grad()
+    def embeddings_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
+                       progress: bool = False, batch_size: int = 8) -> torch.Tensor:
+        """N_e pooled selector-block embeddings of a seeded subset of `samples` (reusing ones already computed)."""
+        count = min(self.state.selector_config.samples_per_domain, len(samples))
+        chosen = sorted(np.random.default_rng(seed).choice(len(samples), size=count, replace=False).tolist())
+        known = known or {}
+        missing = [i for i in chosen if i not in known]
+        for start in tqdm(range(0, len(missing), batch_size), desc="embed", disable=not progress, leave=False):
+            part = missing[start:start + batch_size]
+            pixels = torch.stack([self.backbone.preprocess(samples[i].image)[0] for i in part]).to(self.device)
+            pooled = self.backbone.pool(self.backbone.prefix(pixels, self.selector_block)).cpu()
+            known.update(zip(part, pooled))
+        return torch.stack([known[i] for i in chosen]).float()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def select(self, pooled: torch.Tensor) -> list[int]:
+        """B x D pooled embeddings -> class index per image (into `domains`)."""
+        if self.state.selector is None or not self.state.domains:
+            return [-1] * pooled.shape[0]
+        if len(self.state.domains) == 1:
+            return [0] * pooled.shape[0]
+        logits = self.state.selector(pooled.to(self.device).float())
+        return logits.argmax(dim=1).tolist()
+
+    def module_for(self, index: int) -> AugModule | None:
+        if index < 0:
+            return None
+        entry = self.state.domains[index]
+        return self.state.modules.get(entry.name) if entry.kind == "module" else None
+
+    def domain_name(self, index: int) -> str:
+        return BASE_CLASS if index < 0 or self.state.domains[index].kind == "base" else self.state.domains[index].name
+
+    def injection(self, indices: list[int], heat: torch.Tensor) -> Injection | None:
+        """The adapter for a batch whose images chose `indices` (one module, or per-sample stacked params)."""
+        modules = [self.module_for(i) for i in indices]
+        if all(m is None for m in modules):
+            return None
+        if all(m is modules[0] for m in modules):
+            return Injection(self.aug_config, modules[0].params(), heat)
+        return Injection(self.aug_config, stack_params(modules, self.aug_config, self.device,
+                                                       self.backbone.dtype), heat)
+
+    def resolve_domain(self, domain: str | None) -> int | None:
+        """A forced domain name -> class index (-1 for base); None -> let the selector choose."""
+        if domain is None:
+            return None
+        if domain == BASE_CLASS and BASE_CLASS not in self.domains:
+            return -1
+        if domain not in self.domains:
+            raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(self.domains) or 'none'}")
+        return self.domains.index(domain)
+
+    @torch.no_grad()
+    def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
+                domain: str | None = None, return_logits: bool = False) -> list[Prediction]:
+        """Segment a batch of images (mixed domains allowed: each image gets its own module in one encoder pass).
+
+        images: arrays or PIL images of any sizes; prompts: one `Prompt` per image in original pixels.
+        """
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        backbone = self.backbone
+        tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
+        tokens = backbone.prefix(torch.stack(tensors).to(self.device), self.selector_block)
+        forced = self.resolve_domain(domain)
+        chosen = self.select(backbone.pool(tokens)) if forced is None else [forced] * len(images)
+        heat = self.heat(prompts, list(geometries))
+        embeddings = backbone.suffix(tokens, self.selector_block + 1, self.injection(chosen, heat))
+        return [self.decode_one(embeddings[j:j + 1], prompts[j], geometries[j], multimask_output,
+                             self.domain_name(chosen[j]), return_logits) for j in range(len(images))]
+
+    def heat(self, prompts: Sequence[Prompt], geometries: list[ResizeGeometry]) -> torch.Tensor:
+        """B x rows x cols heat for the batch's prompts (points padded with label -10, which paints nothing)."""
+        count = max((len(p.points) for p in prompts if p.points is not None), default=0)
+        points = torch.zeros(len(prompts), count, 2)
+        labels = torch.full((len(prompts), count), -10, dtype=torch.long)
+        boxes = torch.full((len(prompts), 4), -1e6)  # far outside: paints nothing
+        for j, (prompt, geometry) in enumerate(zip(prompts, geometries)):
+            if prompt.points is not None:
+                points[j, : len(prompt.points)] = geometry.coords_to_input(prompt.points)
+                labels[j, : len(prompt.points)] = torch.from_numpy(prompt.labels)
+            if prompt.box is not None:
+                boxes[j] = geometry.boxes_to_input(prompt.box)
+        has_box = any(p.box is not None for p in prompts)
+        return render_heat(points.to(self.device), labels.to(self.device),
+                           boxes.to(self.device) if has_box else None,
+                           self.backbone.grid, self.backbone.patch_size, self.backbone.heat_config)
+
+    def decode_one(self, embedding: torch.Tensor, prompt: Prompt, geometry: ResizeGeometry, multimask_output: bool,
+                domain: str, return_logits: bool) -> Prediction:
+        """One image's prompts through the decoder (per image, so results never depend on batch padding)."""
+        points = labels = box = None
+        if prompt.points is not None:
+            points = geometry.coords_to_input(prompt.points)[None].to(self.device)
+            labels = torch.from_numpy(prompt.labels)[None].to(self.device)
+        if prompt.box is not None:
+            box = geometry.boxes_to_input(prompt.box)[None].to(self.device)
+        low_res, iou = self.backbone.decode(embedding, points, labels, box, multimask_output)
+        full = geometry.logits_to_original(low_res.float())[0]
+        return Prediction(masks=(full > 0).cpu().numpy(), scores=iou[0].float().cpu().numpy(),
+                          low_res_logits=low_res[0].float().cpu().numpy(), domain=domain,
+                          logits=full.cpu().numpy() if return_logits else None)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, samples: Sequence[Sample], domain: str | None = None, batch_size: int = 8,
+                 progress: bool = False, force: str | None = None) -> dict:
+        """Mean IoU / F1 / MAE over `samples` with their fixed points; `domain` (the true one) also gives
+        selector accuracy; `force` runs one named module for every image (oracle selection)."""
+        scores, correct, chosen = [], 0, {}
+        for start in tqdm(range(0, len(samples), batch_size), desc=f"eval {domain or ''}".strip(),
+                          disable=not progress, leave=False):
+            batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+            prompts = [Prompt.of(s.points, s.labels) for s in batch]
+            for sample, result in zip(batch, self.segment([s.image for s in batch], prompts, domain=force)):
+                scores.append(mask_scores(result.masks[0], sample.mask))
+                chosen[result.domain] = chosen.get(result.domain, 0) + 1
+                correct += result.domain == domain
+        out = {**mean_scores(scores), "images": len(scores), "chosen": chosen}
+        if domain is not None and force is None:
+            out["selector_accuracy"] = correct / max(len(scores), 1)
+        return out
+
+    # ------------------------------------------------------------------ reporting
+    def storage(self) -> dict:
+        """Bytes: per module, selector, buffer, total."""
+        value = 2 if self.state.dtype == "float16" else 4
+        modules = {d.name: self.aug_config.num_parameters * value for d in self.state.domains if d.kind == "module"}
+        selector = buffer = 0
+        if self.state.selector is not None:
+            selector = sum(t.numel() * (value if t.is_floating_point() else t.element_size())
+                           for t in self.state.selector.state_dict().values())
+            buffer = self.state.buffer.embeddings.numel() * value + self.state.buffer.labels.numel() * 8
+        return {"modules": modules, "module_total": sum(modules.values()), "selector": selector,
+                "buffer": buffer, "total": sum(modules.values()) + selector + buffer}
+
+    def predictor(self) -> "SamclPredictor":
+        from .predictor import SamclPredictor
+
+        return SamclPredictor(self)

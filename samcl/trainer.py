@@ -1,0 +1,187 @@
+"""Training one domain's AugModule on the frozen backbone (the paper's recipe).
+
+Loss per sample: focal (alpha 0.8, gamma 2, per pixel, averaged) + 10 x dice + MSE(predicted IoU, actual IoU),
+then averaged over the batch (the reference sums over the batch). Masks are compared in the model-input
+frame (longest side resized, padded). Adam with a cosine schedule whose period is the whole run (stepped per
+batch, T_max = total steps; the reference's per-batch stepping with T_max = epochs made the rate cycle).
+Points: `points_per_image` positives drawn from the mask per (seed, epoch, sample), so any number of
+processes draws the same points for the same sample.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augmodule import AugModule, AugModuleConfig, Injection
+from .backbone.preprocess import mask_to_input
+from .data.sample import Sample
+from .prompts import render_heat, sample_points, sample_rng
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 2
+    lr: float = 0.005
+    points_per_image: int = 3
+    seed: int = 0
+    focal_alpha: float = 0.8
+    focal_gamma: float = 2.0
+    dice_weight: float = 10.0
+    iou_weight: float = 1.0
+    cache_bytes: int = 2 << 30  # keep prefix tokens in memory across epochs up to this size
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
+                      config: TrainConfig) -> torch.Tensor:
+    """logits, target: B x S x S; iou_pred: B. Per-sample loss averaged over the batch."""
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    focal = (config.focal_alpha * (1 - p_t) ** config.focal_gamma * bce).flatten(1).mean(1)
+    inter = (prob * target).flatten(1).sum(1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
+    with torch.no_grad():
+        hard = (logits > 0).float()
+        inter_h = (hard * target).flatten(1).sum(1)
+        union_h = ((hard + target) > 0).float().flatten(1).sum(1)
+        actual_iou = torch.where(union_h > 0, inter_h / union_h.clamp(min=1), torch.ones_like(union_h))
+    iou_loss = (iou_pred - actual_iou) ** 2
+    return (focal + config.dice_weight * dice + config.iou_weight * iou_loss).mean()
+
+
+class PrefixCache:
+    """Prefix tokens (and input-frame masks) per training sample: the frozen prefix runs once per image."""
+
+    def __init__(self, backbone, samples: Sequence[Sample], stop_block: int, budget: int, device):
+        self.backbone, self.samples, self.stop_block, self.device = backbone, samples, stop_block, device
+        self.budget = budget
+        self.tokens: dict[int, torch.Tensor] = {}
+        self.masks: dict[int, torch.Tensor] = {}
+        self.geometries: dict[int, object] = {}
+        self.pooled: dict[int, torch.Tensor] = {}  # selector embeddings, a by-product of the prefix
+        self.used = 0
+
+    @torch.no_grad()
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list]:
+        missing = [i for i in indices if i not in self.tokens]
+        fresh = {}
+        if missing:
+            pixels, masks, geometries = [], [], []
+            for i in missing:
+                sample = self.samples[i]
+                tensor, geometry = self.backbone.preprocess(sample.image)
+                pixels.append(tensor)
+                masks.append(mask_to_input(sample.mask, geometry))
+                geometries.append(geometry)
+            tokens = self.backbone.prefix(torch.stack(pixels).to(self.device), self.stop_block)
+            pooled = self.backbone.pool(tokens).cpu()
+            for j, i in enumerate(missing):
+                self.pooled[i] = pooled[j]
+                fresh[i] = (tokens[j], masks[j].to(self.device), geometries[j])
+                size = tokens[j].numel() * tokens[j].element_size() + masks[j].numel()
+                if self.used + size <= self.budget:
+                    self.tokens[i], self.masks[i], self.geometries[i] = fresh[i]
+                    self.used += size
+        get = lambda i: fresh[i] if i in fresh else (self.tokens[i], self.masks[i], self.geometries[i])  # noqa: E731
+        items = [get(i) for i in indices]
+        return torch.stack([t for t, _, _ in items]), torch.stack([m for _, m, _ in items]), [g for _, _, g in items]
+
+
+def usable_indices(samples: Sequence[Sample]) -> list[int]:
+    """Indices of samples with a non-empty mask; empty ones are skipped with a warning."""
+    keep = []
+    for i, sample in enumerate(samples):
+        if sample.mask.any():
+            keep.append(i)
+        else:
+            warnings.warn(f"{sample.name}: empty mask (no foreground), skipped in training", stacklevel=2)
+    if not keep:
+        raise ValueError("no training sample has a non-empty mask")
+    return keep
+
+
+def train_step_points(samples: Sequence[Sample], indices: list[int], geometries: list, config: TrainConfig,
+                      epoch: int) -> torch.Tensor:
+    """B x points_per_image x 2 positive points in model-input pixels, drawn per (seed, epoch, sample)."""
+    points = [geometry.coords_to_input(sample_points(samples[i].mask, config.points_per_image,
+                                                     sample_rng(config.seed, epoch, i)))
+              for i, geometry in zip(indices, geometries)]
+    return torch.stack(points)
+
+
+def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, tokens: torch.Tensor,
+                masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig) -> torch.Tensor:
+    """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers)."""
+    heat = render_heat(points, None, None, backbone.grid, backbone.patch_size, backbone.heat_config)
+    embeddings = backbone.suffix(tokens, start_block, Injection(aug_config, module_params, heat))
+    low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
+    size = backbone.image_size
+    logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)[:, 0]
+    return segmentation_loss(logits, iou[:, 0], masks, config)
+
+
+def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample], selector_block: int,
+                 config: TrainConfig, device: torch.device | None = None, desc: str = "train",
+                 shard: tuple[int, int] = (0, 1), wrap=None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
+    """Train a fresh AugModule on `samples`. Returns the module (on CPU), stats (losses, seconds) and the
+    pooled selector-block embeddings of the samples this process ran through the prefix (index -> D).
+
+    shard = (rank, world): this process takes every world-th sample of each global batch; `wrap` may wrap
+    the module for gradient synchronisation (DistributedDataParallel). With one process both are no-ops.
+    """
+    device = device or default_device()
+    if selector_block >= min(aug_config.adapted_blocks):
+        raise ValueError(f"selector block {selector_block} must come before the first adapted block "
+                         f"{min(aug_config.adapted_blocks)}")
+    backbone.to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    module = AugModule(aug_config, generator=generator).to(device)
+    trainable = wrap(module) if wrap is not None else module
+    indices = usable_indices(samples)
+    rank, world = shard
+    global_batch = config.batch_size * world
+    steps_per_epoch = max(len(indices) // global_batch, 1)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    cache = PrefixCache(backbone, samples, selector_block, config.cache_bytes // world, device)
+    losses, start = [], time.perf_counter()
+    bar = tqdm(total=total, desc=desc, disable=not config.progress or rank != 0, leave=False)
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        for step in range(steps_per_epoch):
+            chunk = order[step * global_batch:(step + 1) * global_batch]
+            batch = [indices[int(j)] for j in chunk[rank::world]]
+            tokens, masks, geometries = cache.batch(batch)
+            points = train_step_points(samples, batch, geometries, config, epoch).to(device)
+            params = trainable()  # through the wrapper, so DDP sees the forward
+            loss = module_loss(backbone, params, aug_config, tokens, masks, points, selector_block + 1, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    bar.close()
+    module = module.cpu().requires_grad_(False)
+    stats = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, steps_per_epoch):])),
+                    "steps": total, "seconds": time.perf_counter() - start, "samples": len(indices)}
+    return module, stats, cache.pooled

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny SAM configs built in memory (no weights are downloaded anywhere in the tests)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samcl.backbone.sam import SamBackbone
+
+
+def tiny_sam_config(image_size: int = 64, patch: int = 8, hidden: int = 32, depth: int = 4,
+                    window: int = 3, global_blocks=(1, 3), channels: int = 32) -> dict:
+    """A SamConfig dict small enough for CPU tests; windows do not divide the grid, so padding is exercised."""
+    return {
+        "vision_config": {
+            "image_size": image_size, "patch_size": patch, "hidden_size": hidden, "num_hidden_layers": depth,
+            "num_attention_heads": 2, "window_size": window, "global_attn_indexes": list(global_blocks),
+            "output_channels": channels, "mlp_dim": hidden * 2, "num_pos_feats": channels // 2,
+            "initializer_range": 0.02,
+        },
+        "prompt_encoder_config": {"image_size": image_size, "patch_size": patch, "hidden_size": channels},
+        "mask_decoder_config": {"hidden_size": channels, "mlp_dim": channels * 2, "num_attention_heads": 2,
+                                "iou_head_hidden_dim": channels},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone() -> SamBackbone:
+    backbone = SamBackbone.from_config(tiny_sam_config(), seed=0)
+    with torch.no_grad():  # non-zero position embeddings, so misplaced tokens would show
+        for name, param in backbone.model.named_parameters():
+            if "pos_embed" in name or "rel_pos" in name:
+                param.normal_(0, 0.02)
+    return backbone
