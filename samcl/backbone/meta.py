@@ -100,9 +100,9 @@ def _read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
     # (RuntimeError, EOFError, KeyError, ...).
     except Exception as err:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err!r:.200}") from err
-    for wrapper in _WRAPPER_KEYS:
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
-            checkpoint = checkpoint[wrapper]
+    if isinstance(checkpoint, dict):
+        wrapper = next((key for key in _WRAPPER_KEYS if isinstance(checkpoint.get(key), dict)), None)
+        checkpoint = checkpoint[wrapper] if wrapper else checkpoint
     if not isinstance(checkpoint, dict) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in checkpoint.items()
     ):
@@ -236,7 +236,7 @@ def _rename(key: str, pairs: list[tuple[str, str]]) -> str:
     for source, target in pairs:
         match = re.match(re.escape(source).replace(r"\{n\}", r"(?P<n>\d+)"), key)
         if match:
-            return target.replace("{n}", match.groupdict().get("n") or "") + key[match.end() :]
+            return target.replace("{n}", match.groupdict().get("n", "")) + key[match.end() :]
     return key
 
 
