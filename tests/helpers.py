@@ -1,0 +1,48 @@
+"""Small synthetic data for tests: coloured rectangles on two distinguishable backgrounds, non-square images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from samcl.data.sample import Sample
+
+
+def toy_samples(n: int, background: tuple[int, int, int], seed: int) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        height, width = int(rng.integers(40, 70)), int(rng.integers(72, 110))
+        image = np.clip(np.array(background) + rng.integers(-20, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+        mask = np.zeros((height, width), bool)
+        y0, x0 = int(rng.integers(4, height - 24)), int(rng.integers(4, width - 34))
+        mask[y0:y0 + 18, x0:x0 + 28] = True
+        image[mask] = 255 - np.array(background)
+        ys, xs = np.nonzero(mask)
+        picks = rng.choice(len(xs), 3)
+        points = np.stack([xs[picks], ys[picks]], 1).astype(np.float32)
+        out.append(Sample(f"img{i:03d}", image, mask, points, np.ones(3, np.int64)))
+    return out
+
+
+def write_split(root: Path, samples: list[Sample], with_points: bool = True) -> Path:
+    """Reference layout: PNG images, JPEG masks (values near 0/255), optional masks/points.json."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    points = {}
+    for s in samples:
+        Image.fromarray(s.image).save(root / "images" / f"{s.name}.png")
+        Image.fromarray(s.mask.astype(np.uint8) * 255).save(root / "masks" / f"{s.name}.jpg", quality=90)
+        points[f"{s.name}.jpg"] = s.points.tolist()
+    if with_points:
+        (root / "masks" / "points.json").write_text(json.dumps(points))
+    return root
+
+
+def write_domain(root: Path, background, seed: int, n_train: int = 8, n_test: int = 4) -> Path:
+    write_split(root / "train", toy_samples(n_train, background, seed))
+    write_split(root / "test", toy_samples(n_test, background, seed + 1000))
+    return root

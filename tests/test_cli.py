@@ -1,0 +1,73 @@
+"""The `samcl` command contract, end to end on a tiny HF-format SAM and two domains of non-square images."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samcl.backbone.sam import SamBackbone
+from samcl.cli import main
+
+from conftest import tiny_sam_config
+from helpers import write_domain
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(root / "tiny-sam")
+    write_domain(root / "red", (200, 30, 30), seed=0)
+    write_domain(root / "blue", (30, 30, 200), seed=1)
+    return root
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_learn_info_segment_eval(workspace, capsys):
+    store = workspace / "store"
+    code, _, _ = run(capsys, "learn", store, "--base", workspace / "tiny-sam", "--domain", "red",
+                     "--data", workspace / "red", "--epochs", "1", "--json")
+    assert code == 0
+    code, _, _ = run(capsys, "learn", store, "--domain", "blue", "--data", workspace / "blue" / "train",
+                     "--epochs", "1", "--json")
+    assert code == 0
+
+    code, out, _ = run(capsys, "info", store, "--json")
+    info = json.loads(out)
+    assert [d["name"] for d in info["domains"]] == ["red", "blue"]
+    assert all(d["bytes"] > 0 for d in info["domains"])
+
+    image = workspace / "blue" / "test" / "images" / "img000.png"
+    width, height = Image.open(image).size
+    code, out, _ = run(capsys, "segment", store, image, "--point", "40,20", "--negative", "2,2",
+                       "--out", workspace / "mask.png", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["domain"] in ("red", "blue") and isinstance(result["score"], float)
+    mask = np.asarray(Image.open(workspace / "mask.png"))
+    assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+
+    code, out, _ = run(capsys, "eval", store, "--data", f"red={workspace / 'red'}",
+                       "--data", f"blue={workspace / 'blue' / 'test'}", "--json")
+    scores = json.loads(out)["domains"]
+    assert set(scores) == {"red", "blue"}
+    for values in scores.values():
+        assert {"iou", "f1", "mae", "selector_accuracy"} <= set(values)
+        assert 0 <= values["iou"] <= 1 and 0 <= values["selector_accuracy"] <= 1
+
+    code, out, _ = run(capsys, "info", store)
+    assert code == 0 and "red" in out and "MiB" in out
+
+
+def test_human_errors_exit_2_and_name_the_file(workspace, capsys):
+    code, _, err = run(capsys, "learn", workspace / "s2", "--base", workspace / "missing-model",
+                       "--domain", "x", "--data", workspace / "red")
+    assert code == 2 and "missing-model" in err and "Traceback" not in err
+    code, _, err = run(capsys, "info", workspace / "nowhere")
+    assert code == 2 and "nowhere" in err
+    code, _, err = run(capsys, "learn", workspace / "s3", "--domain", "x", "--data", workspace / "empty")
+    assert code == 2 and "empty" in err

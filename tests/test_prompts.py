@@ -1,0 +1,75 @@
+import numpy as np
+import torch
+
+from samcl.augmodule import AugModule, Injection
+from samcl.backbone.preprocess import ResizeGeometry
+from samcl.prompts import HeatConfig, render_heat, sample_points, sample_rng
+
+
+def test_point_heat_peaks_at_its_own_token_not_transposed():
+    heat = render_heat(torch.tensor([[[45.0, 13.0]]]), None, None, (8, 8), 8.0, HeatConfig(1.0, 5))
+    row, col = divmod(int(heat[0].argmax()), 8)
+    assert (row, col) == (1, 5)  # y = 13 px -> row 1, x = 45 px -> column 5
+
+
+def test_negative_points_and_boxes_reach_the_heat():
+    points = torch.tensor([[[4.0, 4.0], [60.0, 60.0]]])
+    heat = render_heat(points, torch.tensor([[1, 0]]), torch.tensor([[32.0, 0.0, 63.0, 20.0]]), (8, 8), 8.0)
+    assert heat[0, 0, 0] > 0.9 and heat[0, 7, 7] < -0.9
+    assert torch.all(heat[0, 0:2, 4:8] >= 0.99)  # inside the box
+    empty = render_heat(None, None, None, (8, 8), 8.0)
+    assert empty.shape == (1, 8, 8) and empty.abs().sum() == 0
+
+
+def test_padding_labels_paint_nothing():
+    heat = render_heat(torch.tensor([[[4.0, 4.0]]]), torch.tensor([[-10]]), None, (8, 8), 8.0)
+    assert heat.abs().sum() == 0
+
+
+def test_point_heat_lands_on_its_tokens_in_windowed_and_global_blocks(tiny_backbone):
+    """Running each adapted block with a point's heat vs with no heat changes exactly the token under the
+    point, in windowed blocks (window 3 does not divide the 8 x 8 grid: padded windows) and global blocks."""
+    backbone = tiny_backbone
+    grid, patch = backbone.grid, backbone.patch_size
+    point = torch.tensor([[[6 * patch + 2.0, 2 * patch + 3.0]]])  # column 6, row 2
+    sharp = HeatConfig(sigma=0.3, kernel_size=1)
+    heat = render_heat(point, None, None, grid, patch, sharp)
+    config = backbone.augmodule_config(adapted_blocks=tuple(range(1, backbone.num_blocks)))
+    layers = backbone.model.vision_encoder.layers
+    assert any(layers[b].window_size > 0 for b in config.adapted_blocks)
+    assert any(layers[b].window_size == 0 for b in config.adapted_blocks)
+    module = AugModule(config, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, tensor in module.named_tensors().items():
+            if name.startswith("b."):
+                tensor.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    with_point = Injection(config, module.params(), heat)
+    without = Injection(config, module.params(), torch.zeros_like(heat))
+    tokens = torch.randn(1, *grid, backbone.hidden_size, generator=torch.Generator().manual_seed(2))
+    for block in config.adapted_blocks:
+        with torch.no_grad():
+            a = backbone._run_block(layers[block], tokens, block, with_point)
+            b = backbone._run_block(layers[block], tokens, block, without)
+        changed = ((a - b).abs().amax(-1)[0] > 1e-6).nonzero().tolist()
+        assert changed == [[2, 6]], (block, layers[block].window_size, changed)
+
+
+def test_sample_points_are_inside_and_seeded():
+    mask = np.zeros((30, 50), bool)
+    mask[10:20, 30:40] = True
+    a = sample_points(mask, 3, sample_rng(1, 0, 5))
+    b = sample_points(mask, 3, sample_rng(1, 0, 5))
+    assert np.array_equal(a, b)
+    assert mask[a[:, 1].astype(int), a[:, 0].astype(int)].all()
+
+
+def test_coordinates_under_resize_and_pad_for_non_square_images():
+    geometry = ResizeGeometry.for_image(height=50, width=200, input_size=64)
+    assert geometry.resized == (16, 64)
+    coords = geometry.coords_to_input(np.array([[100.0, 25.0], [199.0, 49.0]]))
+    assert torch.allclose(coords, torch.tensor([[32.0, 8.0], [63.68, 15.68]]), atol=1e-4)
+    logits = torch.zeros(1, 1, 16, 16)
+    logits[..., :4, :] = 5.0  # the top quarter of the input frame = the whole resized image
+    full = geometry.logits_to_original(logits)
+    assert full.shape == (1, 1, 50, 200)
+    assert (full[0, 0, :40] > 0).all()

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from samcl.backbone.sam import SamBackbone
+from samcl.io import SamclError
+from samcl.learner import SAMCL
+from samcl.selector import SelectorConfig
+from samcl.store import ModuleStore
+from samcl.trainer import TrainConfig
+
+from conftest import tiny_sam_config
+from helpers import toy_samples
+
+FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def learned_store(tmp_path_factory, tiny_backbone):
+    path = tmp_path_factory.mktemp("store") / "set"
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(samples_per_domain=6, epochs=3))
+    samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
+    samcl.learn("blue", toy_samples(6, (30, 30, 200), 1), FAST)
+    return path, samcl
+
+
+def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
+    path, samcl = learned_store
+    reopened = SAMCL.open(path, base=tiny_backbone)
+    assert reopened.domains == ["red", "blue"]
+    for name, module in samcl.state.modules.items():
+        for key, tensor in module.state_tensors().items():
+            assert torch.equal(tensor.cpu(), reopened.state.modules[name].state_tensors()[key])
+    for key, tensor in samcl.state.selector.state_dict().items():
+        assert torch.equal(tensor.cpu(), reopened.state.selector.state_dict()[key])
+    assert torch.equal(samcl.state.buffer.embeddings, reopened.state.buffer.embeddings)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
+    assert all(d["bytes"] == d["parameters"] * 4 for d in manifest["domains"])
+    assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
+
+
+def test_wrong_base_is_a_clear_error(learned_store):
+    path, _ = learned_store
+    other = SamBackbone.from_config(tiny_sam_config(), seed=123)
+    with pytest.raises(SamclError, match="different base model"):
+        SAMCL.open(path, base=other)
+
+
+def test_tampered_module_is_named(learned_store, tmp_path, tiny_backbone):
+    import shutil
+
+    path, _ = learned_store
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    victim = copy / manifest["domains"][1]["file"]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(SamclError, match=victim.name):
+        SAMCL.open(copy, base=tiny_backbone)
+
+
+def test_newer_format_is_refused(learned_store, tmp_path):
+    import shutil
+
+    path, _ = learned_store
+    copy = tmp_path / "newer"
+    shutil.copytree(path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SamclError, match="newer samcl"):
+        ModuleStore(copy).read_manifest()
+
+
+def test_duplicate_domain_leaves_store_unchanged(learned_store, tiny_backbone):
+    path, _ = learned_store
+    before = (path / "manifest.json").read_bytes()
+    samcl = SAMCL.open(path, base=tiny_backbone)
+    with pytest.raises(SamclError, match="already"):
+        samcl.learn("red", toy_samples(4, (200, 30, 30), 5), FAST)
+    assert (path / "manifest.json").read_bytes() == before
+
+
+def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path):
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(samples_per_domain=6, epochs=20))
+    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, base=True)
+    samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
+    assert [d.kind for d in samcl.state.domains] == ["base", "module"]
+    predictor = samcl.predictor()
+    sample = toy_samples(1, (200, 30, 30), 9)[0]
+    predictor.set_image(sample.image)
+    masks, scores, low_res = predictor.predict(sample.points, sample.labels, multimask_output=True)
+    assert masks.shape == (3, *sample.mask.shape) and scores.shape == (3,)
+    assert predictor.domain in ("red", "base")
+    predictor.set_image(sample.image, domain="base")
+    assert predictor.domain == "base"
