@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +19,55 @@ class SamclError(Exception):
     """A problem with the user's input or files: shown as one line, exit code 2, nothing saved is changed."""
 
 
+#: Test hook for fault injection: with SAMCL_FAULT_DELAY=<seconds> every step of a store write announces itself
+#: on stderr ("samcl-fault: <step>") and then pauses, so a test can kill the writer between two file writes.
+FAULT_DELAY_ENV = "SAMCL_FAULT_DELAY"
+
+
+def fault_point(step: str) -> None:
+    """A point between two steps of a write where a crash must leave a consistent store (no-op by default)."""
+    delay = os.environ.get(FAULT_DELAY_ENV)
+    if not delay:
+        return
+    print(f"samcl-fault: {step}", file=sys.stderr, flush=True)
+    try:
+        time.sleep(max(float(delay), 0.0))
+    except ValueError:
+        pass
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder."""
+    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    A crash leaves either the old file or the new one at `path` (and possibly a stale `.<name>.*.tmp` beside it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point(f"temporary file for {path.name} written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _make_dirs(folder: Path) -> None:
+    """mkdir -p, fsyncing the parent of every folder created so the new entries survive a power loss."""
+    if folder.is_dir():
+        return
+    _make_dirs(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+        return
+    fsync_dir(folder.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -51,12 +88,13 @@ def atomic_write_png(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-#: Images larger than this many pixels are refused (PIL's decompression-bomb guard is a warning only).
-MAX_IMAGE_PIXELS = 20_000 * 20_000
+#: Images with more pixels than this are refused before decoding (a decompression-bomb guard). It stays below
+#: the point where PIL itself refuses (2 x PIL's MAX_IMAGE_PIXELS), so the limit is samcl's and the message too.
+MAX_IMAGE_PIXELS = 150_000_000
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit and palette converted)."""
+    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit, float and palette converted)."""
     from .backbone.preprocess import to_rgb_array
 
     with _open(path) as image:
@@ -64,25 +102,52 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """8-bit (or 16-bit, RGB, palette) mask -> H x W bool; JPEG values near 0/255 are thresholded at half range."""
+    """Mask image -> H x W bool. 8-bit, RGB, RGBA: foreground above half range (JPEG values near 0/255 are
+    thresholded at 127); 16-bit, 32-bit and float: above half of their range; palette: any index but 0."""
+    from .backbone.preprocess import HIGH_DEPTH_MODES, high_depth_peak
+
     with _open(path) as image:
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            return array > (32767 if array.max(initial=0) > 255 else 127)
+        if image.mode in HIGH_DEPTH_MODES:
+            array = np.nan_to_num(np.asarray(image, dtype=np.float32))
+            return array > high_depth_peak(array) / 2
         if image.mode == "P":
             return np.asarray(image) > 0
         return np.asarray(image.convert("L")) > 127
 
 
+def _too_large(path: Path, width: int, height: int) -> SamclError:
+    return SamclError(f"{path}: image of {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) exceeds "
+                      f"samcl's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression-bomb guard); "
+                      "downscale it first")
+
+
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; samcl's explicit limit below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise SamclError(f"{path}: image of {image.width}x{image.height} pixels is too large")
+            image.close()
+            raise _too_large(path, image.width, image.height)
         image.load()
         return image
     except FileNotFoundError:
         raise SamclError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise SamclError(f"{path}: not a readable image ({exc})") from None
+    except IsADirectoryError:
+        raise SamclError(f"{path}: is a folder, not an image") from None
+    except PermissionError:
+        raise SamclError(f"{path}: permission denied") from None
+    except Image.DecompressionBombError as exc:
+        raise SamclError(f"{path}: image refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise SamclError(f"{path}: not a readable image ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as a short single-line text."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

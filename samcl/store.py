@@ -1,14 +1,17 @@
 """The on-disk module set: a directory with a JSON manifest and safetensors files. No pickle anywhere.
 
-    STORE/manifest.json               format version, base identity, domains in learning order
-    STORE/modules/<k>-<name>.safetensors   one AugModule per domain (config in the header metadata too)
-    STORE/selector.<gen>.safetensors  selector weights
-    STORE/buffer.<gen>.safetensors    selector embedding buffer
+    STORE/manifest.json                          format version, base identity, domains in learning order
+    STORE/modules/<k>-<name>.g<gen>.safetensors  one AugModule per domain (config in the header metadata too)
+    STORE/selector.g<gen>.safetensors            selector weights
+    STORE/buffer.g<gen>.safetensors              selector embedding buffer
+    STORE/.lock                                  the writer lock
 
 Every file is written atomically (temporary file, fsync, rename) under a fresh name, and the manifest is
-replaced last; files the new manifest no longer names are removed afterwards. A crash at any instant
-leaves the previous consistent store or the new one. Every file's sha256 is in the manifest and checked
-on open. One writer at a time (an exclusive lock on STORE/.lock).
+replaced last (the commit point); files the new manifest no longer names are removed afterwards. A crash at
+any instant leaves the previous consistent store or the new one; readers only follow the manifest, so a
+crashed writer's leftovers are never read, and the next writer removes them. Every file's sha256 is in the
+manifest and checked on open. One writer at a time (an exclusive, non-blocking lock on STORE/.lock); a new
+store only goes into an empty folder, since the store removes stale files of its own name patterns.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import fcntl
 import hashlib
 import json
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from safetensors.torch import save as save_safetensors
 
 from . import __version__
 from .augmodule import AugModule, AugModuleConfig
-from .io import SamclError, atomic_write_bytes, atomic_write_json
+from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
 
 FORMAT = "samcl-store"
@@ -80,6 +83,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _MissingFile(SamclError):
+    """A file the manifest names is gone (a concurrent writer may have just replaced that generation)."""
+
+
 class ModuleStore:
     """A store directory. `load()` reads and verifies it; `save(state)` writes it crash-safely."""
 
@@ -95,9 +102,17 @@ class ModuleStore:
 
     @contextmanager
     def lock(self):
-        """Exclusive writer lock; a second writer gets a clear error instead of waiting."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as handle:
+        """Exclusive writer lock; a second writer gets a clear error instead of waiting. A new store's folder
+        must be empty (or hold only a killed writer's leftovers): the store owns every file it writes there."""
+        created = not self.path.exists()
+        if not created:
+            self.check_location()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK, "a+")
+        except OSError as exc:
+            raise SamclError(f"{exc.filename or self.path}: cannot create the store ({exc.strerror})") from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -106,10 +121,31 @@ class ModuleStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+                if created and not self.exists():  # nothing was saved: leave no empty store folder behind
+                    (self.path / LOCK).unlink(missing_ok=True)
+                    with suppress(OSError):
+                        self.path.rmdir()
+
+    def check_location(self) -> None:
+        """Refuse to write a new store into a folder holding anything but store files."""
+        if not self.path.is_dir():
+            raise SamclError(f"{self.path}: exists and is not a folder")
+        if self.exists():
+            return
+        for path in sorted(self.path.iterdir()):
+            if path.name == LOCK or _is_store_file(path.name, top=True):
+                continue
+            if path.name == MODULES and path.is_dir() and all(_is_store_file(p.name, top=False)
+                                                                for p in path.iterdir()):
+                continue
+            raise SamclError(f"{self.path}: folder is not empty and is not a samcl store (it holds {path.name}); "
+                             "choose a new folder for the store")
 
     # ------------------------------------------------------------------ reading
     def read_manifest(self) -> dict:
         if not self.manifest_path.is_file():
+            if self.path.is_file():
+                raise SamclError(f"{self.path}: is a file, not a samcl store folder")
             raise SamclError(f"{self.path}: not a samcl store (no {MANIFEST})")
         try:
             manifest = json.loads(self.manifest_path.read_text())
@@ -124,13 +160,19 @@ class ModuleStore:
                              f"version {FORMAT_VERSION}. Upgrade samcl to open it.")
         return manifest
 
-    def _read_verified(self, relative: str, sha256: str | None) -> dict[str, torch.Tensor]:
+    def _read_verified(self, relative, sha256) -> dict[str, torch.Tensor]:
+        if not isinstance(relative, str) or not isinstance(sha256, str):
+            raise SamclError(f"{self.manifest_path}: malformed manifest (a file entry lacks its name or sha256)")
+        if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            raise SamclError(f"{self.manifest_path}: malformed manifest (file {relative!r} is outside the store)")
         path = self.path / relative
         try:
             data = path.read_bytes()
+        except FileNotFoundError:
+            raise _MissingFile(f"{path}: missing (named in {MANIFEST} but not in the store)") from None
         except OSError as exc:
-            raise SamclError(f"{path}: missing or unreadable ({exc.strerror})") from None
-        if sha256 is not None and sha256_bytes(data) != sha256:
+            raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
+        if sha256_bytes(data) != sha256:
             raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
         try:
             return load_safetensors(data)
@@ -138,48 +180,75 @@ class ModuleStore:
             raise SamclError(f"{path}: not a valid safetensors file ({exc})") from None
 
     def load(self, identity: dict | None = None) -> StoreState:
-        """Read and verify everything. `identity` (the base's) must match the one the store was built on."""
-        manifest = self.read_manifest()
-        if identity is not None:
-            check_identity(self.path, manifest["backbone"], identity)
-        state = StoreState(
-            backbone=manifest["backbone"],
-            selector_config=SelectorConfig(**manifest["selector"]["config"]),
-            selector_block=int(manifest["selector"]["block"]),
-            dtype=manifest.get("dtype", "float32"),
-            base_hint=manifest.get("base_hint"),
-            generation=int(manifest.get("generation", 0)),
-            aug_config=AugModuleConfig.from_dict(manifest["augmodule"]) if manifest.get("augmodule") else None,
-        )
-        for raw in manifest["domains"]:
-            entry = DomainEntry(**raw)
-            state.domains.append(entry)
+        """Read and verify everything. `identity` (the base's) must match the one the store was built on.
+
+        A writer removes the previous generation's files right after replacing the manifest; a reader that read
+        the old manifest just before then finds a file gone, and simply reads the new generation instead."""
+        for _ in range(_LOAD_ATTEMPTS):
+            manifest = self.read_manifest()
+            try:
+                return self._load(manifest, identity)
+            except _MissingFile:
+                try:
+                    replaced = self.read_manifest().get("generation") != manifest.get("generation")
+                except SamclError:
+                    replaced = False
+                if not replaced:
+                    raise
+        raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
+
+    def _load(self, manifest: dict, identity: dict | None) -> StoreState:
+        try:
+            if identity is not None:
+                check_identity(self.path, manifest["backbone"], identity)
+            state = StoreState(
+                backbone=manifest["backbone"],
+                selector_config=SelectorConfig(**manifest["selector"]["config"]),
+                selector_block=int(manifest["selector"]["block"]),
+                dtype=manifest.get("dtype", "float32"),
+                base_hint=manifest.get("base_hint"),
+                generation=int(manifest.get("generation", 0)),
+                aug_config=AugModuleConfig.from_dict(manifest["augmodule"]) if manifest.get("augmodule") else None,
+            )
+            state.domains = [DomainEntry(**raw) for raw in manifest["domains"]]
+            selector, buffer = manifest["selector"], manifest.get("buffer") or {}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SamclError(f"{self.manifest_path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        for entry in state.domains:
             if entry.kind == "module":
                 tensors = self._read_verified(entry.file, entry.sha256)
-                module = AugModule(AugModuleConfig.from_dict(entry.config))
                 try:
+                    module = AugModule(AugModuleConfig.from_dict(entry.config))
                     module.load_state_tensors({k: v.float() for k, v in tensors.items()})
-                except ValueError as exc:
-                    raise SamclError(f"{self.path / entry.file}: {exc}") from None
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise SamclError(f"{self.path / entry.file}: does not match its manifest entry ({exc})") from None
                 state.modules[entry.name] = module.requires_grad_(False)
-        if manifest.get("selector", {}).get("file"):
-            sel = manifest["selector"]
-            tensors = self._read_verified(sel["file"], sel["sha256"])
-            net = SelectorNet(int(sel["dim"]), len(state.domains))
+        if selector.get("file"):
+            tensors = self._read_verified(selector["file"], selector.get("sha256"))
             try:
+                net = SelectorNet(int(selector["dim"]), len(state.domains))
                 net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-            except RuntimeError as exc:
-                raise SamclError(f"{self.path / sel['file']}: selector does not match the manifest ({exc})") from None
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise SamclError(f"{self.path / selector['file']}: selector does not match the manifest "
+                                 f"({' '.join(str(exc).split())[:200]})") from None
             state.selector = net.eval()
-            buf = manifest["buffer"]
-            tensors = self._read_verified(buf["file"], buf["sha256"])
-            state.buffer = EmbeddingBuffer(int(sel["dim"]), tensors["embeddings"].float(), tensors["labels"].long())
+            tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"))
+            try:
+                state.buffer = EmbeddingBuffer(int(selector["dim"]), tensors["embeddings"].float(),
+                                               tensors["labels"].long())
+            except (KeyError, ValueError) as exc:
+                raise SamclError(f"{self.path / buffer['file']}: not a selector buffer ({exc})") from None
         return state
 
     # ------------------------------------------------------------------ writing
     def save(self, state: StoreState, written: set[str] | None = None) -> dict:
         """Write new module files (names in `written`, default: modules without a file yet), the selector and
-        buffer under a new generation, then the manifest; then remove files no longer named. Returns the manifest."""
+        buffer under a new generation, then the manifest; then remove files no longer named. Returns the manifest.
+
+        Call it holding `lock()`. A crash at any point leaves the old manifest with all of its files intact;
+        leftovers of a crashed write are never named by a manifest, and the next save removes them."""
+        fault_point("save: start")
+        self._remove_unreferenced(self.read_manifest() if self.exists() else None)
         state.generation += 1
         gen = state.generation
         dtype = getattr(torch, state.dtype)
@@ -190,12 +259,13 @@ class ModuleStore:
             tensors = {k: v.to(dtype).contiguous() for k, v in module.state_tensors().items()}
             data = save_safetensors(tensors, metadata={
                 "format": FORMAT, "config": json.dumps(module.config.to_dict()), "domain": entry.name})
-            entry.file = f"modules/{index:04d}-{_SAFE_NAME.sub('_', entry.name)}.g{gen}.safetensors"
+            entry.file = f"{MODULES}/{index:04d}-{_SAFE_NAME.sub('_', entry.name)}.g{gen}.safetensors"
             entry.bytes = sum(t.numel() * t.element_size() for t in tensors.values())
             entry.sha256 = sha256_bytes(data)
             entry.config = module.config.to_dict()
             entry.parameters = module.config.num_parameters
             atomic_write_bytes(self.path / entry.file, data)
+            fault_point(f"save: wrote {entry.file}")
         selector = {"config": state.selector_config.to_dict(), "block": state.selector_block}
         buffer = {}
         if state.selector is not None:
@@ -210,25 +280,52 @@ class ModuleStore:
             buffer = {"file": f"buffer.g{gen}.safetensors", "sha256": sha256_bytes(buf_data),
                       "bytes": len(buf_data), "count": len(state.buffer)}
             atomic_write_bytes(self.path / selector["file"], sel_data)
+            fault_point(f"save: wrote {selector['file']}")
             atomic_write_bytes(self.path / buffer["file"], buf_data)
+            fault_point(f"save: wrote {buffer['file']}")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "samcl_version": __version__,
             "generation": gen, "backbone": state.backbone, "base_hint": state.base_hint, "dtype": state.dtype,
             "augmodule": state.aug_config.to_dict() if state.aug_config else None,
             "selector": selector, "buffer": buffer, "domains": [d.to_dict() for d in state.domains],
         }
-        atomic_write_json(self.manifest_path, manifest)
+        atomic_write_json(self.manifest_path, manifest)  # the commit point
+        fault_point(f"save: wrote {MANIFEST}")
         self._remove_unreferenced(manifest)
+        fault_point("save: done")
         return manifest
 
-    def _remove_unreferenced(self, manifest: dict) -> None:
-        keep = {d["file"] for d in manifest["domains"] if d.get("file")}
-        keep |= {manifest["selector"].get("file"), manifest["buffer"].get("file")}
-        for path in list(self.path.glob("*.safetensors")) + list(self.path.glob("modules/*.safetensors")):
-            if str(path.relative_to(self.path)) not in keep:
+    def _remove_unreferenced(self, manifest: dict | None) -> None:
+        """Remove store files (by their name pattern) that `manifest` does not name, and stale temporaries.
+        Files that are not the store's own are never touched."""
+        keep = set()
+        if manifest is not None:
+            keep = {d.get("file") for d in manifest.get("domains", []) if isinstance(d, dict)}
+            keep |= {(manifest.get(key) or {}).get("file") for key in ("selector", "buffer")}
+        candidates = [(p, True) for p in self.path.glob("*")] + [(p, False) for p in self.path.glob(f"{MODULES}/*")]
+        for path, top in candidates:
+            if _is_store_file(path.name, top) and path.relative_to(self.path).as_posix() not in keep \
+                    and path.is_file():
                 path.unlink(missing_ok=True)
-        for tmp in list(self.path.glob(".*.tmp")) + list(self.path.glob("modules/.*.tmp")):
-            tmp.unlink(missing_ok=True)
+
+
+LOCK = ".lock"
+MODULES = "modules"
+_LOAD_ATTEMPTS = 5
+#: Names the store writes: generation-numbered data files, and atomic_write_bytes' temporaries of them
+#: (".<name>.<random>.tmp"). Only such names are ever removed from a store folder.
+_TOP_FILE = re.compile(r"(selector|buffer)\.g\d+\.safetensors")
+_MODULE_FILE = re.compile(r"\d{4}-[A-Za-z0-9_.-]+\.g\d+\.safetensors")
+_TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _is_store_file(name: str, top: bool) -> bool:
+    """`name` is a data file or temporary the store writes (`top`: in the store folder, else in modules/)."""
+    temp = _TEMP.fullmatch(name)
+    target = temp.group("name") if temp else name
+    if top:
+        return bool(_TOP_FILE.fullmatch(target) or (temp and target == MANIFEST))
+    return bool(_MODULE_FILE.fullmatch(target))
 
 
 def check_identity(path: Path, recorded: dict, identity: dict) -> None:

@@ -30,7 +30,8 @@ class ResizeGeometry:
     @classmethod
     def for_image(cls, height: int, width: int, input_size: int) -> "ResizeGeometry":
         scale = input_size / max(height, width)
-        resized = (int(height * scale + 0.5), int(width * scale + 0.5))
+        # at least one pixel: a very thin image (aspect beyond input_size:1) would otherwise resize to nothing
+        resized = (max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1))
         return cls((height, width), resized, input_size)
 
     def coords_to_input(self, coords: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -53,25 +54,39 @@ class ResizeGeometry:
         return F.interpolate(upsampled, self.original, mode="bilinear", align_corners=False)
 
 
+#: PIL modes with more than 8 bits per sample (16-bit, 32-bit integer, 32-bit float).
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def high_depth_peak(array: np.ndarray) -> float:
+    """The full-scale value of a high-bit-depth image, from its largest value: 1 (float in [0, 1]), 255 (8-bit
+    values stored wider), 65535 (16-bit), or the maximum itself (anything larger)."""
+    top = float(array.max(initial=0))
+    for peak in (1.0, 255.0, 65535.0):
+        if top <= peak and (peak > 1.0 or np.issubdtype(array.dtype, np.floating)):
+            return peak
+    return top
+
+
+def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
+    array = np.nan_to_num(array.astype(np.float32, copy=False))
+    return np.clip(array / high_depth_peak(array) * 255.0, 0, 255).round().astype(np.uint8)
+
+
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Any PIL image or H x W (x C) array -> H x W x 3 uint8 RGB."""
+    """Any PIL image or H x W (x C) array -> H x W x 3 uint8 RGB. Wider samples (16-bit, 32-bit, float) are
+    scaled from their full range (`high_depth_peak`); alpha is dropped; palettes are resolved."""
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
-            if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
-                array = array * 255.0
-            elif array.dtype == np.uint16:
-                array = array / 257.0
-            array = np.clip(array, 0, 255).round().astype(np.uint8)
+            array = _high_depth_to_uint8(array)
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] not in (3, 4):
             raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {array.shape}")
         return np.ascontiguousarray(array[:, :, :3])
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return to_rgb_array((array / peak * 255.0).round().astype(np.uint8))
+    if image.mode in HIGH_DEPTH_MODES:
+        return to_rgb_array(_high_depth_to_uint8(np.asarray(image)))
     return np.asarray(image.convert("RGB"))
 
 
