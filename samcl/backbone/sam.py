@@ -80,15 +80,12 @@ class SamBackbone(nn.Module):
                 raise ValueError(f"{path}: not a model directory (no config.json)")
             try:
                 config = json.loads((path / "config.json").read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
-            if config.get("model_type") != "sam":
-                raise ValueError(f"{path}: model_type is {config.get('model_type')!r}, expected 'sam'")
-            try:
-                model = SamModel.from_pretrained(path, local_files_only=True)
-            except Exception as exc:  # transformers raises many types for broken files
-                raise ValueError(f"{path}: cannot load SAM weights ({type(exc).__name__}: {exc})") from None
-            return cls(model)
+            model_type = config.get("model_type") if isinstance(config, dict) else None
+            if model_type != "sam":
+                raise ValueError(f"{path}: model_type is {model_type!r}, expected 'sam'")
+            return cls(load_hf_model(SamModel, path, "SAM"))
         from .meta import load_meta_checkpoint
 
         return cls(load_meta_checkpoint(path))
@@ -227,3 +224,37 @@ def preprocess_batch(backbone: SamBackbone, images: list[np.ndarray]) -> tuple[t
     """Several images -> B x 3 x S x S and their geometries."""
     tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
     return torch.stack(tensors), list(geometries)
+
+
+def load_hf_model(model_class, path: Path, label: str):
+    """A transformers model from a local directory, strictly: weights from safetensors only (never a pickled
+    pytorch_model.bin), and every weight present with its shape (transformers would otherwise initialise missing
+    ones at random and only log it). Any problem is one ValueError naming the path; transformers' own report
+    and progress bars are kept off the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        pickled = next((name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+                        if (path / name).is_file()), None)
+        hint = f"; {pickled} is a pickle, which samcl does not load: convert it to safetensors" if pickled else ""
+        raise ValueError(f"{path}: no model.safetensors{hint}")
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                  ignore_mismatched_sizes=True, output_loading_info=True)
+    except Exception as exc:  # transformers raises many types for broken files
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{path}: cannot load {label} weights ({type(exc).__name__}: {detail})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    for kind in ("missing_keys", "mismatched_keys"):
+        keys = sorted(info.get(kind) or [], key=str)
+        if keys:
+            first = keys[0] if isinstance(keys[0], str) else f"{keys[0][0]} {tuple(keys[0][1])} vs {tuple(keys[0][2])}"
+            raise ValueError(f"{path}: not a {label} checkpoint for its config.json ({len(keys)} "
+                             f"{kind.replace('_', ' ')}, e.g. {first})")
+    return model.eval()
