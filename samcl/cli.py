@@ -111,15 +111,30 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (SamclError, ValueError, FileNotFoundError) as exc:
+    except (SamclError, ValueError, OSError) as exc:  # bad input or files: one line, exit 2 (--debug: traceback)
         if args.debug:
             raise
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"samcl: error: {message}", file=sys.stderr)
+        print(f"samcl: error: {_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("samcl: interrupted; the store is unchanged unless a step finished", file=sys.stderr)
         return 130
+
+
+def _error_line(exc: BaseException) -> str:
+    """An error as one line; an OSError from below (permission denied, disk full...) as 'FILE: reason'."""
+    from .io import SamclError
+
+    if isinstance(exc, OSError) and not isinstance(exc, SamclError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _file_warning(message: str, data) -> str:
+    """'<stem>: problem' (the trainer names samples by stem) -> '<mask file>: problem'."""
+    stem, sep, rest = message.partition(": ")
+    return f"{data.masks[stem]}: {rest}" if sep and stem in getattr(data, "masks", {}) else message
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -133,6 +148,7 @@ def _table(rows: list[list], header: list[str]) -> str:
 def cmd_learn(args) -> int:
     from .backbone import load_backbone, resolve_base
     from .data.folders import FolderDataset, resolve_split
+    from .io import SamclError
     from .learner import SAMCL
     from .selector import SelectorConfig
     from .store import ModuleStore
@@ -150,8 +166,12 @@ def cmd_learn(args) -> int:
                          points_per_image=args.points, progress=not args.json)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = samcl.learn(args.domain, data, config, base=args.as_base)
+        try:
+            report = samcl.learn(args.domain, data, config, base=args.as_base)
+        except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
+            raise SamclError(f"{data.root}: {_error_line(exc)}") from None
     report["warnings"] = [str(w.message) for w in caught if "samcl" in w.filename or "empty mask" in str(w.message)]
+    report["warnings"] = [_file_warning(message, data) for message in report["warnings"]]
     for message in report["warnings"]:
         print(f"samcl: warning: {message}", file=sys.stderr)
     report["domains"] = samcl.domains

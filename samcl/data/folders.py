@@ -37,7 +37,16 @@ def resolve_split(path: str | Path, split: str) -> Path:
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    """Image files by stem. Hidden files (".DS_Store", macOS "._name.png" forks) are not data; two files
+    with one stem (a.png, a.jpg) would pair ambiguously and are an error."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in files:
+            raise SamclError(f"{path}: same name as {files[path.stem].name}; keep one file per name")
+        files[path.stem] = path
+    return files
 
 
 class FolderDataset(Sequence[Sample]):
@@ -48,6 +57,8 @@ class FolderDataset(Sequence[Sample]):
         self.seed = seed
         self.points_per_image = points_per_image
         images_dir, masks_dir = self.root / "images", self.root / "masks"
+        if not images_dir.is_dir():
+            raise SamclError(f"{self.root}: no images/ folder")
         if not masks_dir.is_dir():
             raise SamclError(f"{self.root}: no masks/ folder")
         images, masks = _files(images_dir), _files(masks_dir)
@@ -83,11 +94,12 @@ class FolderDataset(Sequence[Sample]):
             try:
                 points = np.asarray(value, dtype=np.float32)
                 labels = np.ones(len(points), np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise SamclError(f"{path}: malformed points for {key!r} (expected [[x, y], ...])") from None
-            if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or labels.shape != (len(points),) \
-                    or not np.isfinite(points).all():
+            if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
                 raise SamclError(f"{path}: malformed points for {key!r} (expected a non-empty [[x, y], ...])")
+            if labels.shape != (len(points),) or not np.isin(labels, (0, 1)).all():
+                raise SamclError(f"{path}: malformed labels for {key!r} (expected one 1 or 0 per point)")
             out[Path(key).stem] = (points, labels)
         return out
 
