@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     learn = sub.add_parser("learn", help="learn one domain into a store (created on first use)",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     learn.add_argument("store", type=Path, help="module-set directory")
-    learn.add_argument("--base", help="base SAM: HF directory or Meta .pth (first call; default: shipped tiny SAM)")
+    learn.add_argument("--base", help="base SAM or SAM 2: HF directory, Meta's SAM .pth or SAM 2.1 .pt "
+                                      "(first call; default: shipped tiny SAM)")
     learn.add_argument("--domain", required=True, help="name of the new domain")
     learn.add_argument("--data", required=True, type=Path,
                        help="split folder (images/, masks/) or domain folder (train/ is used)")

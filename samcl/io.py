@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -115,10 +116,9 @@ def read_mask(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L")) > 127
 
 
-def _too_large(path: Path, width: int, height: int) -> SamclError:
-    return SamclError(f"{path}: image of {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) exceeds "
-                      f"samcl's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression-bomb guard); "
-                      "downscale it first")
+def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
+    return SamclError(f"{path}: image of {size}{pixels / 1e6:.0f} megapixels exceeds samcl's limit of "
+                      f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression-bomb guard); downscale it first")
 
 
 def _open(path: Path) -> Image.Image:
@@ -130,7 +130,7 @@ def _open(path: Path) -> Image.Image:
             image = Image.open(path)
         if image.width * image.height > MAX_IMAGE_PIXELS:
             image.close()
-            raise _too_large(path, image.width, image.height)
+            raise _too_large(path, image.width * image.height, f"{image.width}x{image.height} pixels, ")
         image.load()
         return image
     except FileNotFoundError:
@@ -139,8 +139,9 @@ def _open(path: Path) -> Image.Image:
         raise SamclError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise SamclError(f"{path}: permission denied") from None
-    except Image.DecompressionBombError as exc:
-        raise SamclError(f"{path}: image refused as a possible decompression bomb ({exc})") from None
+    except Image.DecompressionBombError as exc:  # PIL's own guard fires first for the very largest
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, int(pixels.group(1)) if pixels else MAX_IMAGE_PIXELS + 1) from None
     except UnidentifiedImageError:
         raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:

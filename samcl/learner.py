@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from .augmodule import AugModule, AugModuleConfig, Injection, stack_params
 from .backbone import load_backbone
+from .backbone import tokens as batch_ops
 from .backbone.preprocess import ResizeGeometry
 from .data.sample import Sample
 from .io import SamclError
 from .metrics import mask_scores, mean_scores
-from .prompts import render_heat
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
 from .store import BASE_CLASS, DomainEntry, ModuleStore, StoreState
 from .trainer import TrainConfig, default_device, train_module
@@ -249,8 +249,9 @@ class SAMCL:
         chosen = self.select(backbone.pool(tokens)) if forced is None else [forced] * len(images)
         heat = self.heat(prompts, list(geometries))
         embeddings = backbone.suffix(tokens, self.selector_block + 1, self.injection(chosen, heat))
-        return [self.decode_one(embeddings[j:j + 1], prompts[j], geometries[j], multimask_output,
-                             self.domain_name(chosen[j]), return_logits) for j in range(len(images))]
+        return [self.decode_one(batch_ops.take(embeddings, slice(j, j + 1)), prompts[j], geometries[j],
+                                multimask_output, self.domain_name(chosen[j]), return_logits)
+                for j in range(len(images))]
 
     def heat(self, prompts: Sequence[Prompt], geometries: list[ResizeGeometry]) -> torch.Tensor:
         """B x rows x cols heat for the batch's prompts (points padded with label -10, which paints nothing)."""
@@ -265,9 +266,8 @@ class SAMCL:
             if prompt.box is not None:
                 boxes[j] = geometry.boxes_to_input(prompt.box)
         has_box = any(p.box is not None for p in prompts)
-        return render_heat(points.to(self.device), labels.to(self.device),
-                           boxes.to(self.device) if has_box else None,
-                           self.backbone.grid, self.backbone.patch_size, self.backbone.heat_config)
+        return self.backbone.heat(points.to(self.device), labels.to(self.device),
+                                  boxes.to(self.device) if has_box else None)
 
     def decode_one(self, embedding: torch.Tensor, prompt: Prompt, geometry: ResizeGeometry, multimask_output: bool,
                 domain: str, return_logits: bool) -> Prediction:

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augmodule import AugModule, AugModuleConfig, Injection
+from .backbone import tokens as batch_ops
 from .backbone.preprocess import mask_to_input
 from .data.sample import Sample
-from .prompts import render_heat, sample_points, sample_rng
+from .prompts import sample_points, sample_rng
 
 
 @dataclass
@@ -72,7 +73,7 @@ class PrefixCache:
     def __init__(self, backbone, samples: Sequence[Sample], stop_block: int, budget: int, device):
         self.backbone, self.samples, self.stop_block, self.device = backbone, samples, stop_block, device
         self.budget = budget
-        self.tokens: dict[int, torch.Tensor] = {}
+        self.tokens: dict[int, object] = {}  # per-sample prefix output (a tensor, or the backbone's tuple)
         self.masks: dict[int, torch.Tensor] = {}
         self.geometries: dict[int, object] = {}
         self.pooled: dict[int, torch.Tensor] = {}  # selector embeddings, a by-product of the prefix
@@ -94,14 +95,15 @@ class PrefixCache:
             pooled = self.backbone.pool(tokens).cpu()
             for j, i in enumerate(missing):
                 self.pooled[i] = pooled[j]
-                fresh[i] = (tokens[j], masks[j].to(self.device), geometries[j])
-                size = tokens[j].numel() * tokens[j].element_size() + masks[j].numel()
+                fresh[i] = (batch_ops.take(tokens, j), masks[j].to(self.device), geometries[j])
+                size = batch_ops.nbytes(fresh[i][0]) + masks[j].numel()
                 if self.used + size <= self.budget:
                     self.tokens[i], self.masks[i], self.geometries[i] = fresh[i]
                     self.used += size
         get = lambda i: fresh[i] if i in fresh else (self.tokens[i], self.masks[i], self.geometries[i])  # noqa: E731
         items = [get(i) for i in indices]
-        return torch.stack([t for t, _, _ in items]), torch.stack([m for _, m, _ in items]), [g for _, _, g in items]
+        return (batch_ops.stack([t for t, _, _ in items]), torch.stack([m for _, m, _ in items]),
+                [g for _, _, g in items])
 
 
 def usable_indices(samples: Sequence[Sample]) -> list[int]:
@@ -129,7 +131,7 @@ def train_step_points(samples: Sequence[Sample], indices: list[int], geometries:
 def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, tokens: torch.Tensor,
                 masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig) -> torch.Tensor:
     """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers)."""
-    heat = render_heat(points, None, None, backbone.grid, backbone.patch_size, backbone.heat_config)
+    heat = backbone.heat(points, None, None)
     embeddings = backbone.suffix(tokens, start_block, Injection(aug_config, module_params, heat))
     low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
     size = backbone.image_size

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..augmodule import AugModuleConfig
-from ..prompts import HeatConfig
+from ..prompts import HeatConfig, render_heat
 from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rgb_array
 
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
@@ -91,22 +91,9 @@ class SamBackbone(nn.Module):
         return cls(load_meta_checkpoint(path))
 
     def identity(self) -> dict:
-        """Architecture + sha256 of the config and of the weights: a store is tied to exactly this base."""
+        """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base."""
         if self._identity is None:
-            config = self.model.config.to_dict()
-            for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
-                config.pop(key, None)
-            config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-            weights = hashlib.sha256()
-            for name, tensor in sorted(self.model.state_dict().items()):
-                weights.update(name.encode())
-                weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-            self._identity = {
-                "family": self.family,
-                "architecture": type(self.model).__name__,
-                "config_sha256": config_hash,
-                "weights_sha256": weights.hexdigest(),
-            }
+            self._identity = model_identity(self.model, self.family)
         return self._identity
 
     # ----------------------------------------------------------------- choices derived from the config
@@ -125,10 +112,12 @@ class SamBackbone(nn.Module):
     @property
     def heat_config(self) -> HeatConfig:
         """Reference kernel (9 x 9, sigma 1.7 on a 64-cell grid), scaled to this grid's size."""
-        scale = self.grid[0] / 64
-        sigma = max(REFERENCE_HEAT.sigma * scale, 0.5)
-        kernel = max(2 * round(REFERENCE_HEAT.kernel_size * scale / 2) + 1, 3)
-        return HeatConfig(sigma=sigma, kernel_size=kernel)
+        return scaled_heat_config(self.grid)
+
+    def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
+             boxes: torch.Tensor | None) -> torch.Tensor:
+        """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
+        return render_heat(points, labels, boxes, self.grid, self.patch_size, self.heat_config)
 
     @property
     def device(self) -> torch.device:
@@ -218,6 +207,28 @@ class SamBackbone(nn.Module):
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask_output,
         )
         return logits[:, 0], iou[:, 0]
+
+
+def model_identity(model: nn.Module, family: str) -> dict:
+    """Family, architecture and sha256 of a transformers model's config and weights (what a store records)."""
+    config = model.config.to_dict()
+    for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
+        config.pop(key, None)
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    weights = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {"family": family, "architecture": type(model).__name__, "config_sha256": config_hash,
+            "weights_sha256": weights.hexdigest()}
+
+
+def scaled_heat_config(grid: tuple[int, int]) -> HeatConfig:
+    """The reference heat kernel (9 x 9 cells, sigma 1.7 at 64 cells) scaled to a grid of `grid[0]` rows."""
+    scale = grid[0] / 64
+    sigma = max(REFERENCE_HEAT.sigma * scale, 0.5)
+    kernel = max(2 * round(REFERENCE_HEAT.kernel_size * scale / 2) + 1, 3)
+    return HeatConfig(sigma=sigma, kernel_size=kernel)
 
 
 def preprocess_batch(backbone: SamBackbone, images: list[np.ndarray]) -> tuple[torch.Tensor, list[ResizeGeometry]]:
