@@ -52,7 +52,7 @@ from transformers.models.sam2.modeling_sam2 import window_partition, window_unpa
 from ..augmodule import AugModuleConfig
 from ..prompts import HeatConfig, render_heat
 from .preprocess import ResizeGeometry, to_rgb_array
-from .sam import Adapter, model_identity, scaled_heat_config
+from .sam import Adapter, load_hf_model, model_identity, scaled_heat_config
 
 #: SAM 2's pixel statistics (RGB in [0, 1]): ImageNet's, as Meta's SAM2Transforms.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -144,15 +144,12 @@ class Sam2Backbone(nn.Module):
                 raise ValueError(f"{path}: not a model directory (no config.json)")
             try:
                 config = json.loads((path / "config.json").read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
-            if config.get("model_type") != "sam2":
-                raise ValueError(f"{path}: model_type is {config.get('model_type')!r}, expected 'sam2'")
-            try:
-                model = Sam2Model.from_pretrained(path, local_files_only=True)
-            except Exception as exc:  # transformers raises many types for broken files
-                raise ValueError(f"{path}: cannot load SAM 2 weights ({type(exc).__name__}: {exc})") from None
-            return cls(model)
+            model_type = config.get("model_type") if isinstance(config, dict) else None
+            if model_type != "sam2":
+                raise ValueError(f"{path}: model_type is {model_type!r}, expected 'sam2'")
+            return cls(load_hf_model(Sam2Model, path, "SAM 2"))
         from .sam2_meta import load_sam2_checkpoint
 
         return cls(load_sam2_checkpoint(path))
