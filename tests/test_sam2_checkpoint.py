@@ -118,11 +118,11 @@ def build_meta_sam2(embed_dim, num_heads, stages, global_att_blocks, window_spec
     ).eval()
 
 
-def _randomized_meta_sam2(seed: int) -> torch.nn.Module:
+def _randomized_meta_sam2(seed: int, sizes: dict) -> torch.nn.Module:
     """Every parameter from seeded noise (norm weights ~ 1 + N(0, 0.1^2), vectors and position embeddings
     ~ N(0, 0.1^2), matrices ~ N(0, 1/fan_in)), so no parameter is left at a value that could hide a bug."""
     torch.manual_seed(seed)
-    model = build_meta_sam2(**TINY)
+    model = build_meta_sam2(**sizes)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape)
@@ -159,24 +159,37 @@ def _meta_predict(model, features, points, labels, box, multimask):
 
 
 # ---------------------------------------------------------------------------------------------- parity
-def test_parity_with_meta_sam2(tmp_path):
+def test_parity_with_meta_sam2_small(tmp_path):
+    _assert_parity(tmp_path, TINY, batch=2, load=lambda path: Sam2Backbone(load_sam2_checkpoint(path, **TINY_OVERRIDES)))
+
+
+@pytest.mark.slow
+def test_parity_with_meta_sam2_hiera_tiny(tmp_path):
+    """The official Hiera-Tiny size at 1024 px, loaded through load_backbone like sam2.1_hiera_tiny.pt."""
+    embed_dim, heads, stages, global_blocks, windows, background = OFFICIAL["tiny"]
+    sizes = dict(embed_dim=embed_dim, num_heads=heads, stages=stages, global_att_blocks=global_blocks,
+                 window_spec=windows, window_pos_embed_bkg_spatial_size=background)
+    _assert_parity(tmp_path, sizes, batch=1, load=load_backbone)
+
+
+def _assert_parity(tmp_path, sizes: dict, batch: int, load) -> None:
     """Random Meta SAM 2 saved as {"model": state_dict} like the official .pt files: samcl's loader and split
     execution give the same image features and low-res mask logits (<= 1e-4) for points, boxes, no prompt."""
-    meta = _randomized_meta_sam2(seed=0)
+    meta = _randomized_meta_sam2(0, sizes)
     path = tmp_path / "sam2.1_random.pt"
     torch.save({"model": meta.state_dict()}, path)
-    backbone = Sam2Backbone(load_sam2_checkpoint(path, **TINY_OVERRIDES))
-    pixels = torch.randn(2, 3, TINY["image_size"], TINY["image_size"], generator=torch.Generator().manual_seed(1))
+    backbone = load(path)
+    size = backbone.image_size
+    pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = _meta_image_features(meta, pixels)
         tokens = backbone.prefix(pixels, backbone.default_selector_block)
         ours = backbone.suffix(tokens, backbone.default_selector_block + 1)
         for mine, theirs in zip([*ours.high_res, ours.image], expected):
             assert mine.shape == theirs.shape and (mine - theirs).abs().max() <= TOLERANCE
-        size = TINY["image_size"]
-        points = torch.tensor([[[0.3, 0.4], [0.7, 0.6], [0.5, 0.2]]]).repeat(2, 1, 1) * size
-        labels = torch.tensor([[1, 0, 1]]).repeat(2, 1)
-        box = torch.tensor([[0.2, 0.25, 0.8, 0.9]]).repeat(2, 1) * size
+        points = torch.tensor([[[0.3, 0.4], [0.7, 0.6], [0.5, 0.2]]]).repeat(batch, 1, 1) * size
+        labels = torch.tensor([[1, 0, 1]]).repeat(batch, 1)
+        box = torch.tensor([[0.2, 0.25, 0.8, 0.9]]).repeat(batch, 1) * size
         cases = [(points, labels, None, True), (points, labels, None, False), (points, labels, box, False),
                  (None, None, box, True), (points[:, :1], labels[:, :1], None, False)]
         for pts, lab, bx, multimask in cases:
