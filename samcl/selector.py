@@ -1,8 +1,16 @@
 """Module Selector: an MLP on pooled middle-block embeddings, and the embedding buffer it trains on.
 
 Classifier (as the reference): D -> D (BN) -> D/4 (BN, ReLU) -> D/4 (BN, ReLU) -> K, cross-entropy, SGD
-lr 0.01 without momentum, batch 24, 25 epochs on the whole buffer after each new domain, continuing from
-its previous weights. The output layer grows by one row per class and keeps the old rows.
+lr 0.01 without momentum, batch 24, continuing from its previous weights after each new domain. The output
+layer grows by one row per class and keeps the old rows.
+
+Schedule. The reference trains 25 epochs on the whole buffer after each new domain, so a retrain costs
+O(K x N_e) and a long history becomes the bottleneck (K = 1,000 domains x 300 embeddings: 312,500 SGD steps).
+samcl runs exactly the reference schedule while it fits in `max_steps` steps (every small-K run, such as the
+demo, is bit for bit the reference), and beyond that a fixed budget of `max_steps` steps: each new-class
+embedding is still seen `epochs` times, and the rest of every batch replays old embeddings drawn uniformly at
+random (class-balanced, since every class holds N_e). The cost of a retrain is then independent of K apart
+from the output layer. `max_steps=None` is the reference schedule at any size.
 """
 
 from __future__ import annotations
@@ -18,40 +26,81 @@ from tqdm.auto import tqdm
 @dataclass(frozen=True)
 class SelectorConfig:
     """block: encoder block whose pooled output is the embedding (None: the backbone's middle block).
-    samples_per_domain: N_e embeddings kept per class in the buffer."""
+    samples_per_domain: N_e embeddings kept per class in the buffer.
+    max_steps: SGD steps per retrain once the reference schedule (`epochs` passes over the buffer) would take
+    more; None = always the reference schedule (see the module docstring)."""
 
     block: int | None = None
     samples_per_domain: int = 300
     epochs: int = 25
     lr: float = 0.01
     batch_size: int = 24
+    max_steps: int | None = 2000
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class EmbeddingBuffer:
-    """N x D pooled embeddings with their class index: what replaces image replay."""
+    """N x D pooled embeddings with their class index: what replaces image replay.
+
+    Only learning reads the buffer (it is the largest part of a store: 0.88 MiB per domain for ViT-B), so a
+    store opened for inference may defer it (`deferred`): it is read and verified on first use."""
 
     def __init__(self, dim: int, embeddings: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         self.dim = dim
-        self.embeddings = embeddings if embeddings is not None else torch.zeros(0, dim)
-        self.labels = labels if labels is not None else torch.zeros(0, dtype=torch.long)
-        if self.embeddings.shape[1:] != (dim,) or len(self.labels) != len(self.embeddings):
-            raise ValueError(f"buffer of shape {tuple(self.embeddings.shape)} with {len(self.labels)} labels "
-                             f"does not match dim {dim}")
+        self._loader = None
+        self._count = 0
+        self._set(embeddings if embeddings is not None else torch.zeros(0, dim),
+                  labels if labels is not None else torch.zeros(0, dtype=torch.long))
+
+    @classmethod
+    def deferred(cls, dim: int, count: int, loader) -> "EmbeddingBuffer":
+        """A buffer of `count` embeddings that `loader()` -> (embeddings, labels) reads on first use."""
+        buffer = cls(dim)
+        buffer._loader, buffer._count = loader, int(count)
+        return buffer
+
+    def _set(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        if embeddings.shape[1:] != (self.dim,) or len(labels) != len(embeddings):
+            raise ValueError(f"buffer of shape {tuple(embeddings.shape)} with {len(labels)} labels "
+                             f"does not match dim {self.dim}")
+        self._embeddings, self._labels = embeddings, labels
+
+    def load(self) -> "EmbeddingBuffer":
+        """Read a deferred buffer now (errors surface here, before any work that needs it)."""
+        if self._loader is not None:
+            embeddings, labels = self._loader()
+            if len(labels) != self._count:
+                raise ValueError(f"buffer holds {len(labels)} embeddings, expected {self._count}")
+            self._set(embeddings, labels)
+            self._loader = None
+        return self
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loader is None
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        return self.load()._embeddings
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.load()._labels
 
     def add(self, embeddings: torch.Tensor, label: int) -> None:
         embeddings = embeddings.detach().float().cpu().reshape(-1, self.dim)
-        self.embeddings = torch.cat([self.embeddings, embeddings])
-        self.labels = torch.cat([self.labels, torch.full((len(embeddings),), label, dtype=torch.long)])
+        self._set(torch.cat([self.embeddings, embeddings]),
+                  torch.cat([self.labels, torch.full((len(embeddings),), label, dtype=torch.long)]))
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self._count if self._loader is not None else len(self._labels)
 
     @property
     def num_bytes(self) -> int:
-        return self.embeddings.numel() * self.embeddings.element_size() + self.labels.numel() * 8
+        """Bytes in memory once loaded (float32 embeddings, int64 labels)."""
+        return len(self) * (self.dim * 4 + 8)
 
 
 class SelectorNet(nn.Module):
@@ -93,33 +142,65 @@ class SelectorNet(nn.Module):
 
 
 def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorConfig, seed: int,
-                   progress: bool = True) -> list[float]:
-    """Cross-entropy on the whole buffer for `config.epochs` epochs, continuing from `net`'s weights.
+                   progress: bool = True, new_from: int | None = None) -> list[float]:
+    """Cross-entropy on the buffer, continuing from `net`'s weights; the schedule is in the module docstring.
 
-    Returns the mean loss per epoch. Batches of one sample are merged into the previous batch (BatchNorm).
+    new_from: labels >= new_from are the classes learned since the last retrain (default: the highest label);
+    they matter only once the budget applies. Returns the mean loss per epoch (per `epochs`-th of the budget).
+    Batches of one sample are merged into the previous batch (BatchNorm).
     """
     generator = torch.Generator().manual_seed(seed)
     device = next(net.parameters()).device
     x, y = buffer.embeddings.to(device), buffer.labels.to(device)
+    batches_per_epoch = -(-len(y) // config.batch_size)
+    if config.max_steps is None or config.epochs * batches_per_epoch <= config.max_steps:
+        epochs = (_epoch_batches(len(y), config.batch_size, generator) for _ in range(config.epochs))
+    else:
+        epochs = _budget_batches(buffer.labels, config, generator, new_from)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr)
     losses = []
     net.train()
-    bar = tqdm(range(config.epochs), desc="selector", disable=not progress, leave=False)
-    for _ in bar:
-        order = torch.randperm(len(y), generator=generator).to(device)
-        batches = list(order.split(config.batch_size))
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2] = torch.cat([batches[-2], batches.pop()])
-        total = 0.0
+    bar = tqdm(epochs, total=config.epochs, desc="selector", disable=not progress, leave=False)
+    for batches in bar:
+        total, seen = 0.0, 0
         for batch in batches:
             if len(batch) < 2:
                 continue
+            batch = batch.to(device)
             loss = F.cross_entropy(net(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
-        losses.append(total / max(len(y), 1))
+            seen += len(batch)
+        losses.append(total / max(seen, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     net.eval()
     return losses
+
+
+def _epoch_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One reference epoch: a permutation of the whole buffer in batches (a last batch of one is merged)."""
+    batches = list(torch.randperm(count, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    return batches
+
+
+def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: torch.Generator,
+                    new_from: int | None) -> list[list[torch.Tensor]]:
+    """`max_steps` batches: each new-class sample `epochs` times (at most half the budget), the rest old samples
+    drawn uniformly with replacement; shuffled together and cut into `epochs` groups for the loss report."""
+    new_from = int(labels.max()) if new_from is None else new_from
+    new = torch.nonzero(labels >= new_from).flatten()
+    old = torch.nonzero(labels < new_from).flatten()
+    slots = config.max_steps * config.batch_size
+    repeats = [new[torch.randperm(len(new), generator=generator)] for _ in range(config.epochs)]
+    chosen = torch.cat(repeats)[: slots if len(old) == 0 else slots // 2]
+    if len(old):
+        picks = torch.randint(len(old), (slots - len(chosen),), generator=generator)
+        chosen = torch.cat([chosen, old[picks]])
+    chosen = chosen[torch.randperm(len(chosen), generator=generator)]
+    batches = list(chosen.split(config.batch_size))
+    size = -(-len(batches) // config.epochs)
+    return [batches[i:i + size] for i in range(0, len(batches), size)]
