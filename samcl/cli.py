@@ -62,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--data", required=True, type=Path,
                        help="split folder (images/, masks/) or domain folder (train/ is used)")
     learn.add_argument("--epochs", type=int, default=20)
-    learn.add_argument("--batch-size", type=int, default=2)
+    learn.add_argument("--batch-size", type=int, default=2,
+                       help="samples per step and process (under torchrun the global batch is this x processes)")
     learn.add_argument("--lr", type=float, default=0.005)
     learn.add_argument("--seed", type=int, default=0)
     learn.add_argument("--points", type=int, default=3, help="positive points sampled per training image")
+    learn.add_argument("--amp", choices=["none", "bf16"], default="none",
+                       help="mixed precision for training: bf16 autocast of the adapted encoder blocks and decoder "
+                            "(meant for CUDA; on CPU only when asked)")
     learn.add_argument("--as-base", action="store_true",
                        help="learn this domain as the 'base' class: no module, SAM's own behaviour")
     new = learn.add_argument_group("new store only")
@@ -102,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed for points where points.json has none")
     ev.add_argument("--base", help="base model (default: the one recorded in the store)")
     ev.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="SAMCL end to end on the shipped tiny SAM and synthetic domains (CPU)")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for results.json and plots")
+    demo.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes on 2 CPU cores)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--base", help="base SAM (default: the shipped tiny SAM)")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -147,6 +157,7 @@ def _table(rows: list[list], header: list[str]) -> str:
 
 
 def cmd_learn(args) -> int:
+    from . import distributed
     from .backbone import load_backbone, resolve_base
     from .data.folders import FolderDataset, resolve_split
     from .io import SamclError
@@ -155,22 +166,28 @@ def cmd_learn(args) -> int:
     from .store import ModuleStore
     from .trainer import TrainConfig
 
+    ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
+    device = ctx.device if ctx is not None else args.device
     data = FolderDataset(resolve_split(args.data, "train"), seed=args.seed, points_per_image=args.points)
     if ModuleStore(args.store).exists():
-        samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+        samcl = SAMCL.open(args.store, base=args.base, device=device)
     else:
         selector = SelectorConfig(block=args.selector_block, samples_per_domain=args.samples_per_domain,
                                   epochs=args.selector_epochs)
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
-                             dtype=args.dtype, base_hint=resolve_base(args.base), device=args.device)
+                             dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         points_per_image=args.points, progress=not args.json)
+                         points_per_image=args.points, progress=not args.json and (ctx is None or ctx.is_main),
+                         amp=args.amp)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             report = samcl.learn(args.domain, data, config, base=args.as_base)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {_error_line(exc)}") from None
+    distributed.shutdown()
+    if ctx is not None and not ctx.is_main:
+        return 0  # rank 0 reports (and wrote the store)
     report["warnings"] = [str(w.message) for w in caught if "samcl" in w.filename or "empty mask" in str(w.message)]
     report["warnings"] = [_file_warning(message, data) for message in report["warnings"]]
     for message in report["warnings"]:
@@ -277,7 +294,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"learn": cmd_learn, "info": cmd_info, "segment": cmd_segment, "eval": cmd_eval}
+def cmd_demo(args) -> int:
+    from .demo import main_demo
+
+    return main_demo(args.out, args.quick, args.seed, args.json, device=args.device, base=args.base)
+
+
+COMMANDS = {"demo": cmd_demo, "learn": cmd_learn, "info": cmd_info, "segment": cmd_segment, "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,8 @@ from .backbone.preprocess import mask_to_input
 from .data.sample import Sample
 from .prompts import sample_points, sample_rng
 
+AMP_MODES = ("none", "bf16")
+
 
 @dataclass
 class TrainConfig:
@@ -40,9 +42,23 @@ class TrainConfig:
     iou_weight: float = 1.0
     cache_bytes: int = 2 << 30  # keep prefix tokens in memory across epochs up to this size
     progress: bool = True
+    amp: str = "none"  # "bf16": autocast the adapted suffix and decoder to bfloat16 (see `autocast`)
+
+    def __post_init__(self):
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp {self.amp!r}: expected one of {', '.join(AMP_MODES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed precision for the trainable part of a step: bf16 autocast when asked ("bf16"), on CUDA or CPU.
+
+    Parameters, gradients and the Adam state stay float32 (bf16 has float32's range: no loss scaling), the
+    loss is computed in float32, and the frozen prefix (so the selector embeddings) is never autocast.
+    """
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 def default_device() -> torch.device:
@@ -131,22 +147,29 @@ def train_step_points(samples: Sequence[Sample], indices: list[int], geometries:
 def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, tokens: torch.Tensor,
                 masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig) -> torch.Tensor:
     """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers)."""
-    heat = backbone.heat(points, None, None)
-    embeddings = backbone.suffix(tokens, start_block, Injection(aug_config, module_params, heat))
-    low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
+    with autocast(tokens.device, config.amp):
+        heat = backbone.heat(points, None, None)
+        embeddings = backbone.suffix(tokens, start_block, Injection(aug_config, module_params, heat))
+        low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
     size = backbone.image_size
-    logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)[:, 0]
-    return segmentation_loss(logits, iou[:, 0], masks, config)
+    logits = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)[:, 0]
+    return segmentation_loss(logits, iou[:, 0].float(), masks, config)
 
 
 def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample], selector_block: int,
                  config: TrainConfig, device: torch.device | None = None, desc: str = "train",
-                 shard: tuple[int, int] = (0, 1), wrap=None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
+                 shard: tuple[int, int] = (0, 1), wrap=None,
+                 init: AugModule | None = None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
     """Train a fresh AugModule on `samples`. Returns the module (on CPU), stats (losses, seconds) and the
     pooled selector-block embeddings of the samples this process ran through the prefix (index -> D).
 
     shard = (rank, world): this process takes every world-th sample of each global batch; `wrap` may wrap
-    the module for gradient synchronisation (DistributedDataParallel). With one process both are no-ops.
+    the module for gradient synchronisation (DistributedDataParallel, which averages gradients over ranks).
+    Each rank's loss is its share of the global batch mean (scaled by local size x world / global size), so
+    the averaged gradient is the one a single process computes on the whole global batch, also for a short
+    last batch; the logged losses are these shares (their mean over ranks is the global loss). With one
+    process both are no-ops.
+    `init` continues training from an existing module's weights (the sequential fine-tuning baseline).
     """
     device = device or default_device()
     if selector_block >= min(aug_config.adapted_blocks):
@@ -154,10 +177,15 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
                          f"{min(aug_config.adapted_blocks)}")
     backbone.to(device)
     generator = torch.Generator().manual_seed(config.seed)
-    module = AugModule(aug_config, generator=generator).to(device)
+    module = AugModule(aug_config, generator=generator)
+    if init is not None:
+        module.load_state_tensors(init.state_tensors())
+    module = module.to(device).requires_grad_(True)
     trainable = wrap(module) if wrap is not None else module
     indices = usable_indices(samples)
     rank, world = shard
+    if len(indices) < world:
+        raise ValueError(f"{len(indices)} usable training samples for {world} processes: each needs at least one")
     global_batch = config.batch_size * world
     steps_per_epoch = max(len(indices) // global_batch, 1)
     total = steps_per_epoch * config.epochs
@@ -175,6 +203,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             points = train_step_points(samples, batch, geometries, config, epoch).to(device)
             params = trainable()  # through the wrapper, so DDP sees the forward
             loss = module_loss(backbone, params, aug_config, tokens, masks, points, selector_block + 1, config)
+            loss = loss * (len(batch) * world / len(chunk))  # exactly 1 with one process
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

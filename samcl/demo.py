@@ -1,0 +1,186 @@
+"""`samcl demo`: SAMCL end to end on the shipped tiny SAM and the synthetic domain suite, on a CPU.
+
+Learns the target domains in order (the general domain is learned first as the "base" class: SAM without a
+module, as the reference does with COCO), evaluates every domain before learning and after each step, and
+compares with one AugModule fine-tuned on the domains in sequence (no selector) to show the forgetting that
+SAMCL avoids. Writes results.json and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import load_backbone
+from .data import synthetic
+from .io import atomic_write_bytes, atomic_write_json
+from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
+from .selector import SelectorConfig
+from .trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    train: int
+    test: int
+    epochs: int
+    batch_size: int
+    lr: float
+    buffer: int
+
+
+FULL = DemoSize(train=64, test=32, epochs=8, batch_size=4, lr=0.005, buffer=64)
+QUICK = DemoSize(train=24, test=16, epochs=6, batch_size=4, lr=0.005, buffer=24)
+
+
+def demo_domains(size: DemoSize, seed: int) -> tuple[DomainData, list[DomainData], list[DomainData]]:
+    """(general as base class, target domains in order, extra evaluation domains: general + unseen)."""
+    make = lambda name: DomainData(name, synthetic.generate(name, size.train, seed, "train"),  # noqa: E731
+                                   synthetic.generate(name, size.test, seed, "test"))
+    general = make(synthetic.GENERAL)
+    targets = [make(name) for name in synthetic.TARGET_DOMAINS]
+    extra = [general, *[make(name) for name in synthetic.UNSEEN_DOMAINS]]
+    return general, targets, extra
+
+
+def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, baseline: bool = True,
+             device=None, base=None) -> dict:
+    from .baselines import SequentialStrategy
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    size = QUICK if quick else FULL
+    backbone = load_backbone(base)
+    general, targets, extra = demo_domains(size, seed)
+    train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress)
+    selector = SelectorConfig(samples_per_domain=size.buffer)
+    samcl = SamclStrategy(backbone, train, selector, base_domain=general, device=device)
+    result = run_protocol(samcl, targets, extra, progress=progress)
+    results = {"config": {"quick": quick, "seed": seed, "size": size.__dict__, "base": str(base or "builtin:tiny-sam"),
+                          "resize": "longest side + pad (SAM's convention), scored at original size",
+                          "fm_definitions": "FM_reference divides by t+1 (reference code); FM_best uses the "
+                                            "best earlier score and divides by t"},
+               "samcl": result.to_dict()}
+    if baseline:
+        sequential = run_protocol(SequentialStrategy(backbone, train, device=device), targets, extra,
+                                  progress=progress)
+        results["sequential"] = sequential.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    results["seconds"] = time.perf_counter() - start
+    results["plots"] = write_plots(out, result, samcl, targets + extra)
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def format_report(results: dict) -> str:
+    """The demo's printed table: the IoU matrix, AA/FM/FT, selector accuracy and storage."""
+    res = results["samcl"]
+    order, extra = res["order"], res["extra"]
+    names = order + extra
+    width = max(len(n) for n in names + ["zero-shot"]) + 2
+    lines = ["IoU after each step (rows) on each domain (columns; * = not learned):",
+             "".ljust(width) + "".join(n[:12].rjust(13) for n in names)]
+    for s, row in enumerate(res["rows"]):
+        label = "zero-shot" if s == 0 else f"+{order[s - 1]}"
+        lines.append(label.ljust(width) + "".join(f"{row[n]['iou']:.3f}".rjust(13) for n in names))
+    lines.append("")
+    summary = res["summary"]
+    iou = summary["iou"]
+    lines.append(f"SAMCL       AA {iou['AA']:.4f}  FM(reference) {iou['FM_reference']:.4f}  "
+                 f"FM(best earlier) {iou['FM_best']:.4f}  FT {iou['FT']:.4f}  "
+                 f"selector accuracy {summary.get('selector_accuracy', float('nan')):.3f}")
+    if "sequential" in results:
+        seq = results["sequential"]["summary"]["iou"]
+        lines.append(f"sequential  AA {seq['AA']:.4f}  FM(reference) {seq['FM_reference']:.4f}  "
+                     f"FM(best earlier) {seq['FM_best']:.4f}  FT {seq['FT']:.4f}  (one AugModule, no selector)")
+    gains = {n: summary["final"][n]["iou"] - summary["zero_shot"][n] for n in order}
+    lines.append("gain over zero-shot: " + ", ".join(f"{n} {g:+.3f}" for n, g in gains.items()))
+    st = res["storage"]
+    per_module = sorted(set(st["modules"].values()))
+    lines.append(f"storage: {len(st['modules'])} modules x {per_module[0] if per_module else 0:,} B, "
+                 f"selector {st['selector']:,} B, buffer {st['buffer']:,} B, total {st['total']:,} B "
+                 f"({st['total'] / 2**20:.3f} MiB)")
+    lines.append(f"wall time {results['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, domains: list[DomainData]) -> list[str]:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save(fig, name: str) -> str:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / name, buffer.getvalue())
+        return name
+
+    files = []
+    order, names = result.order, result.order + result.extra
+    matrix = np.array([[row[n]["iou"] for n in names] for row in result.rows])
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 0.6 * len(result.rows) + 1.5))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(result.rows)), ["zero-shot"] + [f"after {n}" for n in order])
+    for (r, c), value in np.ndenumerate(matrix):
+        ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+    ax.set_title("SAMCL continual IoU matrix a[t][i] (extra columns: never learned)")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    files.append(save(fig, "continual_matrix.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = range(len(result.rows))
+    for n in names:
+        ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o", label=n,
+                linestyle="-" if n in order else "--")
+    ax.set_xticks(list(steps), ["zero-shot"] + [f"+{n}" for n in order], rotation=20)
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("Per-domain IoU across learning steps (SAMCL)")
+    files.append(save(fig, "iou_per_step.png"))
+
+    fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)))
+    for r, domain in enumerate(domains):
+        sample = domain.test[0]
+        from .learner import Prompt
+
+        pred = strategy.samcl.segment([sample.image], [Prompt.of(sample.points, sample.labels)])[0]
+        panels = [(sample.image, f"{domain.name}: image + points"), (sample.mask, "ground truth"),
+                  (pred.masks[0], f"prediction (module: {pred.domain})"), (None, "overlay")]
+        for c, (data, title) in enumerate(panels):
+            ax = axes[r, c]
+            if data is None:
+                overlay = sample.image.astype(float) / 255
+                overlay[pred.masks[0]] = 0.5 * overlay[pred.masks[0]] + 0.5 * np.array([1.0, 0.2, 0.2])
+                ax.imshow(overlay)
+            else:
+                ax.imshow(data, cmap="gray" if data.ndim == 2 else None)
+            if c in (0, 3) and sample.points is not None:
+                ax.scatter(sample.points[:, 0], sample.points[:, 1], c="yellow", s=18, edgecolors="black")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    files.append(save(fig, "examples.png"))
+    return files
+
+
+def main_demo(out: Path, quick: bool, seed: int, as_json: bool, device=None, base=None) -> int:
+    results = run_demo(out, quick=quick, seed=seed, progress=not as_json, device=device, base=base)
+    if as_json:
+        print(json.dumps({k: results[k] for k in ("config", "seconds")} |
+                         {"summary": results["samcl"]["summary"], "storage": results["samcl"]["storage"]}))
+    else:
+        print(format_report(results))
+        print(f"results and plots in {out}/ ({', '.join(['results.json', *results['plots']])})")
+    return 0
