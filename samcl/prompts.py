@@ -22,10 +22,19 @@ import torch
 
 @dataclass(frozen=True)
 class HeatConfig:
-    """Heatmap rendering in token-grid cells."""
+    """Heatmap rendering in token-grid cells; `grid` is the grid size these values were chosen for."""
 
     sigma: float = 1.7
     kernel_size: int = 9
+    grid: int | None = None
+
+    def scaled_to(self, rows: int) -> "HeatConfig":
+        """The same kernel relative to the image, on a grid of `rows` cells (sigma >= 0.5, kernel >= 3)."""
+        if self.grid is None:
+            return self
+        scale = rows / self.grid
+        kernel = max(2 * round(self.kernel_size * scale / 2) + 1, 3)
+        return HeatConfig(sigma=max(self.sigma * scale, 0.5), kernel_size=kernel, grid=rows)
 
 
 def sample_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -29,8 +29,8 @@ from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rg
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-#: Heat sigma in cells at the reference grid (64 cells for SAM at 1024 px), scaled to other grids.
-REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9)
+#: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
+REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
 
 
 class Adapter(Protocol):
@@ -225,10 +225,7 @@ def model_identity(model: nn.Module, family: str) -> dict:
 
 def scaled_heat_config(grid: tuple[int, int]) -> HeatConfig:
     """The reference heat kernel (9 x 9 cells, sigma 1.7 at 64 cells) scaled to a grid of `grid[0]` rows."""
-    scale = grid[0] / 64
-    sigma = max(REFERENCE_HEAT.sigma * scale, 0.5)
-    kernel = max(2 * round(REFERENCE_HEAT.kernel_size * scale / 2) + 1, 3)
-    return HeatConfig(sigma=sigma, kernel_size=kernel)
+    return REFERENCE_HEAT.scaled_to(grid[0])
 
 
 def preprocess_batch(backbone: SamBackbone, images: list[np.ndarray]) -> tuple[torch.Tensor, list[ResizeGeometry]]:
