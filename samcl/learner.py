@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .augmodule import AugModule, AugModuleConfig, Injection, stack_params
 from .backbone import load_backbone
 from .backbone import tokens as batch_ops
@@ -130,7 +131,10 @@ class SAMCL:
     def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(),
               base: bool = False) -> dict:
         """Learn one domain: train its AugModule (or none if `base`), add N_e embeddings, retrain the selector,
-        save. Returns a report (losses, seconds, sizes)."""
+        save. Returns a report (losses, seconds, sizes).
+
+        Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
+        parallel, rank 0 alone writes the store, and all ranks end with the same state (`samcl.distributed`)."""
         if not _NAME.match(name):
             raise SamclError(f"domain name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
         if name in self.domains:
@@ -139,22 +143,31 @@ class SAMCL:
             raise SamclError("the module set already has a base class")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
-        if self.store is None:
-            return self._learn(name, samples, config, base)
+        ctx = distributed.current()
+        if self.store is None or (ctx is not None and not ctx.is_main):
+            return self._learn(name, samples, config, base, ctx)
         with self.store.lock():
             if self.store.exists() and self.store.read_manifest().get("generation") != self.state.generation:
                 raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
-            return self._learn(name, samples, config, base)
+            return self._learn(name, samples, config, base, ctx)
 
-    def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool) -> dict:
+    def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool,
+               ctx: distributed.DistContext | None = None) -> dict:
         report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict()}
         pooled: dict[int, torch.Tensor] = {}
         entry = DomainEntry(name=name, kind="base" if base else "module")
+        if ctx is not None:
+            distributed.check_ready(ctx, self, name, len(samples), base)
         if not base:
             module, stats, pooled = train_module(self.backbone, self.aug_config, samples, self.selector_block,
-                                                 config, self.device, desc=f"learn {name}")
+                                                 config, self.device, desc=f"learn {name}",
+                                                 shard=ctx.shard if ctx else (0, 1), wrap=ctx.wrap if ctx else None)
+            if ctx is not None:
+                pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
             self.state.modules[name] = module.to(self.device)
             report["stats"] = stats
+        if ctx is not None and not ctx.is_main:
+            return distributed.receive_result(ctx, self)  # rank 0 embeds, trains the selector and saves
         start = time.perf_counter()
         embeddings = self.embeddings_for(samples, config.seed, pooled, config.progress)
         label = len(self.state.domains)
@@ -176,6 +189,8 @@ class SAMCL:
         if self.store is not None:
             self.store.save(self.state, written={name})
         report["bytes"] = entry.bytes
+        if ctx is not None:
+            distributed.send_result(ctx, self, report)
         return report
 
     @torch.no_grad()
