@@ -192,7 +192,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     cache = PrefixCache(backbone, samples, selector_block, config.cache_bytes // world, device)
-    losses, start = [], time.perf_counter()
+    losses, rates, start = [], [], time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not config.progress or rank != 0, leave=False)
     for epoch in range(config.epochs):
         order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
@@ -207,6 +207,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            rates.append(schedule.get_last_lr()[0])
             schedule.step()
             losses.append(loss.item())
             bar.update()
@@ -214,5 +215,5 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     bar.close()
     module = module.cpu().requires_grad_(False)
     stats = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, steps_per_epoch):])),
-                    "steps": total, "seconds": time.perf_counter() - start, "samples": len(indices)}
+                    "steps": total, "lr": rates, "seconds": time.perf_counter() - start, "samples": len(indices)}
     return module, stats, cache.pooled

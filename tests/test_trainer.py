@@ -1,0 +1,52 @@
+import numpy as np
+import torch
+
+from samcl.trainer import TrainConfig, segmentation_loss, train_module
+
+from helpers import toy_samples
+
+
+def _train(backbone, seed):
+    config = backbone.augmodule_config()
+    return train_module(backbone, config, toy_samples(6, (200, 30, 30), 0), backbone.default_selector_block,
+                        TrainConfig(epochs=2, batch_size=2, seed=seed, progress=False), torch.device("cpu"))
+
+
+def test_training_is_deterministic_with_a_seed(tiny_backbone):
+    a, stats_a, _ = _train(tiny_backbone, 3)
+    b, stats_b, _ = _train(tiny_backbone, 3)
+    c, _, _ = _train(tiny_backbone, 4)
+    for name, tensor in a.state_tensors().items():
+        assert torch.equal(tensor, b.state_tensors()[name])
+    assert stats_a["loss_first"] == stats_b["loss_first"]
+    assert any(not torch.equal(t, c.state_tensors()[n]) for n, t in a.state_tensors().items())
+    assert any(t.abs().sum() > 0 for n, t in a.state_tensors().items() if n.startswith("b."))
+
+
+def test_cosine_schedule_spans_the_whole_run(tiny_backbone):
+    _, stats, _ = _train(tiny_backbone, 0)
+    rates = stats["lr"]
+    assert len(rates) == stats["steps"] == 6
+    assert rates[0] == TrainConfig().lr
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))  # no restart within the run
+    assert rates[-1] < 0.1 * rates[0]
+
+
+def test_loss_is_averaged_over_the_batch():
+    torch.manual_seed(0)
+    logits, target = torch.randn(1, 16, 16), (torch.rand(1, 16, 16) > 0.5).float()
+    iou = torch.rand(1)
+    config = TrainConfig()
+    one = segmentation_loss(logits, iou, target, config)
+    two = segmentation_loss(logits.repeat(2, 1, 1), iou.repeat(2), target.repeat(2, 1, 1), config)
+    assert torch.allclose(one, two)
+
+
+def test_empty_masks_are_skipped_with_a_warning(tiny_backbone, recwarn):
+    samples = toy_samples(4, (200, 30, 30), 0)
+    samples[1].mask = np.zeros_like(samples[1].mask)
+    _, stats, _ = train_module(tiny_backbone, tiny_backbone.augmodule_config(), samples,
+                               tiny_backbone.default_selector_block,
+                               TrainConfig(epochs=1, batch_size=1, progress=False), torch.device("cpu"))
+    assert stats["samples"] == 3
+    assert any("empty mask" in str(w.message) for w in recwarn)
