@@ -3,7 +3,8 @@ batch 2b learns; only rank 0 writes the store; every rank ends with the same mod
 
 The workers are started with torch.multiprocessing and given the variables torchrun sets (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR, MASTER_PORT), then run `samcl learn` through the CLI: the same path as
-`torchrun --nproc-per-node 2 -m samcl.cli learn ...`. One spawn serves every test below (module fixture).
+`torchrun --nproc-per-node 2 -m samcl.cli learn ...` (the slow test runs the real torchrun). One start of the
+workers serves the tests below (module fixture).
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def test_samcl_learn_runs_under_real_torchrun(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--node-rank", "0",
                "--nproc-per-node", str(WORLD), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
                "-m", "samcl.cli", *learn_args(tmp_path / "set", tmp_path / "base", tmp_path / "data", "red", BATCH)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)  # rank 0 alone prints
     assert report["stats"]["processes"] == WORLD and report["domains"] == ["red"]
