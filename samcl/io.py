@@ -42,19 +42,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     A crash leaves either the old file or the new one at `path` (and possibly a stale `.<name>.*.tmp` beside it)."""
     path = Path(path)
-    _make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        _make_dirs(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         fault_point(f"temporary file for {path.name} written")
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    except BaseException as exc:
+        if tmp is not None:  # (already renamed if only the folder's fsync failed: then a no-op)
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, permission denied...: the old file is still in place
+            raise SamclError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
-    fsync_dir(path.parent)
 
 
 def _make_dirs(folder: Path) -> None:

@@ -179,15 +179,17 @@ class ModuleStore:
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise SamclError(f"{path}: not a valid safetensors file ({exc})") from None
 
-    def load(self, identity: dict | None = None) -> StoreState:
+    def load(self, identity: dict | None = None, lazy_buffer: bool = False) -> StoreState:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
+        `lazy_buffer`: read (and verify) the selector's embedding buffer only when it is first used, which is
+        only for learning; inference opens a store of 1,000 domains without reading its largest file.
 
         A writer removes the previous generation's files right after replacing the manifest; a reader that read
         the old manifest just before then finds a file gone, and simply reads the new generation instead."""
         for _ in range(_LOAD_ATTEMPTS):
             manifest = self.read_manifest()
             try:
-                return self._load(manifest, identity)
+                return self._load(manifest, identity, lazy_buffer)
             except _MissingFile:
                 try:
                     replaced = self.read_manifest().get("generation") != manifest.get("generation")
@@ -197,7 +199,7 @@ class ModuleStore:
                     raise
         raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
 
-    def _load(self, manifest: dict, identity: dict | None) -> StoreState:
+    def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> StoreState:
         try:
             if identity is not None:
                 check_identity(self.path, manifest["backbone"], identity)
@@ -232,13 +234,23 @@ class ModuleStore:
                 raise SamclError(f"{self.path / selector['file']}: selector does not match the manifest "
                                  f"({' '.join(str(exc).split())[:200]})") from None
             state.selector = net.eval()
-            tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"))
-            try:
-                state.buffer = EmbeddingBuffer(int(selector["dim"]), tensors["embeddings"].float(),
-                                               tensors["labels"].long())
-            except (KeyError, ValueError) as exc:
-                raise SamclError(f"{self.path / buffer['file']}: not a selector buffer ({exc})") from None
+            dim = int(selector["dim"])
+            read = lambda: self._read_buffer(buffer, dim)  # noqa: E731
+            state.buffer = (EmbeddingBuffer.deferred(dim, buffer["count"], read)
+                            if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(dim, *read()))
         return state
+
+    def _read_buffer(self, buffer: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"))
+        try:
+            embeddings, labels = tensors["embeddings"].float(), tensors["labels"].long()
+            EmbeddingBuffer(dim, embeddings, labels)  # checks the shapes
+        except (KeyError, ValueError) as exc:
+            raise SamclError(f"{self.path / buffer['file']}: not a selector buffer ({exc})") from None
+        if len(labels) != buffer.get("count", len(labels)):
+            raise SamclError(f"{self.path / buffer['file']}: holds {len(labels)} embeddings, the manifest says "
+                             f"{buffer['count']}")
+        return embeddings, labels
 
     # ------------------------------------------------------------------ writing
     def save(self, state: StoreState, written: set[str] | None = None) -> dict:
@@ -246,9 +258,22 @@ class ModuleStore:
         buffer under a new generation, then the manifest; then remove files no longer named. Returns the manifest.
 
         Call it holding `lock()`. A crash at any point leaves the old manifest with all of its files intact;
-        leftovers of a crashed write are never named by a manifest, and the next save removes them."""
+        leftovers of a crashed write are never named by a manifest, and the next save removes them. A write
+        that fails with an error (disk full...) removes its own files and leaves `state` as it was."""
         fault_point("save: start")
         self._remove_unreferenced(self.read_manifest() if self.exists() else None)
+        saved = (state.generation, [dict(entry.__dict__) for entry in state.domains])
+        try:
+            return self._write(state, written)
+        except BaseException:
+            state.generation = saved[0]
+            for entry, fields in zip(state.domains, saved[1]):
+                entry.__dict__.update(fields)
+            with suppress(Exception):
+                self._remove_unreferenced(self.read_manifest() if self.exists() else None)
+            raise
+
+    def _write(self, state: StoreState, written: set[str] | None) -> dict:
         state.generation += 1
         gen = state.generation
         dtype = getattr(torch, state.dtype)

@@ -606,6 +606,22 @@ def test_failed_first_learn_leaves_no_store_folder(ws, tmp_path, capsys):
     assert not target.exists()
 
 
+@pytest.mark.parametrize("failing", ["selector", "manifest.json"])
+def test_disk_full_while_saving_leaves_the_store_as_it_was(ws, store, capsys, monkeypatch, failing):
+    """The write fails at the selector file or at the manifest itself: one line naming the file, the files of the
+    half write removed, the store's bytes unchanged."""
+    real_replace = samcl.io.os.replace
+
+    def replace(source, target):
+        if Path(target).name.startswith(failing):
+            raise OSError(28, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(samcl.io.os, "replace", replace)
+    user_error(capsys, "learn", store, "--domain", "x", "--data", ws / "blue", *FAST,
+               names=[store, failing, "cannot write (No space left on device)"])
+
+
 def test_debug_shows_the_traceback(ws, tmp_path, capsys):
     with pytest.raises(SamclError, match="not a samcl store"):
         main(["--debug", "info", str(tmp_path / "nowhere")])

@@ -113,8 +113,9 @@ class FolderDataset(Sequence[Sample]):
         image = read_image(self.images[stem])
         mask = read_mask(self.masks[stem])
         if mask.shape != image.shape[:2]:
+            hint = " (rotated: does the image carry an EXIF orientation?)" if mask.shape == image.shape[1::-1] else ""
             raise SamclError(f"{self.masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                             f"{image.shape[1]}x{image.shape[0]}")
+                             f"{image.shape[1]}x{image.shape[0]}{hint}")
         points, labels = self.points.get(stem, (None, None))
         if points is not None:
             height, width = mask.shape
