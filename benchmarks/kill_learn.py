@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny SAM config and toy data
+#: Where the `samcl` package the children import lives (main() points it at a frozen copy, so that edits to
+#: the working tree during a long run cannot mix two versions of the code between writer and reader).
+CODE_ROOT = ROOT
 
 TRAIN_MARKER = "learn "  # the training progress bar of `samcl learn` ("learn <domain>: 0%|...")
 SAVE_MARKER = "samcl-fault: save: start"
@@ -90,7 +94,7 @@ def learn_command(ws: Workspace, domain: str, data: Path) -> list[str]:
 def child_env(delay: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                TQDM_MININTERVAL="0", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CODE_ROOT), env.get("PYTHONPATH")]))
     if delay > 0:
         env["SAMCL_FAULT_DELAY"] = str(delay)
     else:
@@ -104,7 +108,7 @@ class Run:
     def __init__(self, command: list[str], env: dict):
         self.start = time.monotonic()
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                                     cwd=ROOT)
+                                     cwd=CODE_ROOT)  # not ROOT: `-m` puts the cwd first on sys.path
         self.text = ""
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -352,18 +356,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)
+    global CODE_ROOT
     rng = np.random.default_rng(args.seed)
     with contextlib.ExitStack() as stack:
         root = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kill-learn-")))
         root.mkdir(parents=True, exist_ok=True)
+        CODE_ROOT = root / "code"
+        shutil.copytree(ROOT / "samcl", CODE_ROOT / "samcl", ignore=shutil.ignore_patterns("__pycache__"),
+                        dirs_exist_ok=True)
+        sys.path.insert(0, str(CODE_ROOT))  # this process verifies with the same frozen copy
+        import torch
+
+        torch.set_num_threads(1)
         ws = prepare(root)
         names = list(ws.data)
         t0 = time.monotonic()
         calibrate(ws, args.fault_delay, names[0], ws.data[names[0]])
         timing = calibrate(ws, args.fault_delay, names[1], ws.data[names[1]])
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        print(f"kill_learn: samcl frozen from {ROOT} (HEAD {commit or '?'} + working tree)", flush=True)
         print(f"kill_learn: store with {names[0]}, {names[1]}; an unkilled learn takes {timing.end:.1f} s "
               f"(training bar at {timing.train:.1f} s, store write {timing.save:.1f}-{timing.saved:.1f} s with "
               f"{args.fault_delay} s pauses at each step); this machine, 2 shared CPU cores", flush=True)
