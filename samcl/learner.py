@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .augmodule import AugModule, AugModuleConfig, Injection, stack_params
+from .augmodule import AugModule, AugModuleConfig, Injection
+from .bank import ModuleBank
 from .backbone import load_backbone
 from .backbone import tokens as batch_ops
 from .backbone.preprocess import ResizeGeometry
@@ -75,6 +76,8 @@ class SAMCL:
             module.to(self.device)
         if state.selector is not None:
             state.selector.to(self.device)
+        self._bank: ModuleBank | None = None
+        self.bank()  # every module resident from the start: switching is choosing rows
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -109,7 +112,7 @@ class SAMCL:
                 raise SamclError(f"{store}: the store does not record its base model; pass --base")
             base = hint
         backbone = base if hasattr(base, "identity") else load_backbone(base)
-        state = module_store.load(identity=backbone.identity())
+        state = module_store.load(identity=backbone.identity(), lazy_buffer=True)  # the buffer is read to learn
         return cls(backbone, state, module_store, device)
 
     # ------------------------------------------------------------------ properties
@@ -156,6 +159,8 @@ class SAMCL:
         report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict()}
         pooled: dict[int, torch.Tensor] = {}
         entry = DomainEntry(name=name, kind="base" if base else "module")
+        if self.state.buffer is not None:
+            self.state.buffer.load()  # a deferred buffer is read and verified before any training
         if ctx is not None:
             distributed.check_ready(ctx, self, name, len(samples), base)
         if not base:
@@ -228,15 +233,25 @@ class SAMCL:
     def domain_name(self, index: int) -> str:
         return BASE_CLASS if index < 0 or self.state.domains[index].kind == "base" else self.state.domains[index].name
 
+    def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
+        """All modules resident as stacked tensors (`samcl.bank`): built when the set is opened, rebuilt only
+        when the set changed (a domain learned, or a module in `indices` replaced). Never reads a file."""
+        bank = self._bank
+        if (bank is None or len(bank.owners) != len(self.state.domains)
+                or not all(bank.is_current(i, self.module_for(i)) for i in set(indices) if i >= 0)):
+            dtype = self.backbone.dtype if self.backbone.dtype.is_floating_point else torch.float32
+            modules = [self.module_for(i) for i in range(len(self.state.domains))]
+            bank = self._bank = ModuleBank(self.aug_config, modules, self.device, dtype)
+        return bank
+
     def injection(self, indices: list[int], heat: torch.Tensor) -> Injection | None:
-        """The adapter for a batch whose images chose `indices` (one module, or per-sample stacked params)."""
-        modules = [self.module_for(i) for i in indices]
-        if all(m is None for m in modules):
+        """The adapter for a batch whose images chose `indices`: one module's rows of the bank (a view), or
+        per-sample rows gathered for a mixed batch (base = the zero row). None if no image uses a module."""
+        bank = self.bank(indices)
+        rows = [bank.row(i) for i in indices]
+        if not any(rows):
             return None
-        if all(m is modules[0] for m in modules):
-            return Injection(self.aug_config, modules[0].params(), heat)
-        return Injection(self.aug_config, stack_params(modules, self.aug_config, self.device,
-                                                       self.backbone.dtype), heat)
+        return Injection(self.aug_config, bank.params(rows), heat)
 
     def resolve_domain(self, domain: str | None) -> int | None:
         """A forced domain name -> class index (-1 for base); None -> let the selector choose."""
@@ -248,20 +263,36 @@ class SAMCL:
             raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(self.domains) or 'none'}")
         return self.domains.index(domain)
 
+    def resolve_domains(self, domain: str | Sequence[str | None] | None, count: int) -> list[int | None]:
+        """`segment`'s `domain` -> per image a forced class index, or None where the selector chooses."""
+        if domain is None or isinstance(domain, str):
+            return [self.resolve_domain(domain)] * count
+        if len(domain) != count:
+            raise ValueError(f"{count} images but {len(domain)} domains")
+        return [self.resolve_domain(d) for d in domain]
+
     @torch.no_grad()
     def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
-                domain: str | None = None, return_logits: bool = False) -> list[Prediction]:
+                domain: str | Sequence[str | None] | None = None, return_logits: bool = False) -> list[Prediction]:
         """Segment a batch of images (mixed domains allowed: each image gets its own module in one encoder pass).
 
         images: arrays or PIL images of any sizes; prompts: one `Prompt` per image in original pixels.
+        domain: None (the selector chooses), one name for every image, or one name (or None) per image.
+        Each image's result equals segmenting it alone: the prefix runs once for the batch, the selector reads
+        its pooled output, the suffix runs once with per-sample module rows, and decoding is per image.
         """
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         backbone = self.backbone
         tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
         tokens = backbone.prefix(torch.stack(tensors).to(self.device), self.selector_block)
-        forced = self.resolve_domain(domain)
-        chosen = self.select(backbone.pool(tokens)) if forced is None else [forced] * len(images)
+        chosen = self.resolve_domains(domain, len(images))
+        open_ = [j for j, forced in enumerate(chosen) if forced is None]
+        if open_:
+            pooled = backbone.pool(tokens)
+            picks = self.select(pooled if len(open_) == len(chosen) else pooled[open_])
+            for j, pick in zip(open_, picks):
+                chosen[j] = pick
         heat = self.heat(prompts, list(geometries))
         embeddings = backbone.suffix(tokens, self.selector_block + 1, self.injection(chosen, heat))
         return [self.decode_one(batch_ops.take(embeddings, slice(j, j + 1)), prompts[j], geometries[j],
@@ -327,7 +358,7 @@ class SAMCL:
         if self.state.selector is not None:
             selector = sum(t.numel() * (value if t.is_floating_point() else t.element_size())
                            for t in self.state.selector.state_dict().values())
-            buffer = self.state.buffer.embeddings.numel() * value + self.state.buffer.labels.numel() * 8
+            buffer = len(self.state.buffer) * (self.state.buffer.dim * value + 8)  # without reading a deferred one
         return {"modules": modules, "module_total": sum(modules.values()), "selector": selector,
                 "buffer": buffer, "total": sum(modules.values()) + selector + buffer}
 
