@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 import samcl.io
 from samcl.backbone.sam import SamBackbone
@@ -500,7 +501,7 @@ def test_weights_of_another_model_are_refused_not_randomly_filled(ws, tmp_path, 
 
 def test_pickle_where_safetensors_is_expected_is_refused(ws, tmp_path, capsys):
     base = hf_copy(ws, tmp_path)
-    state = load_file(base / "model.safetensors")
+    state = load_safetensors((base / "model.safetensors").read_bytes())
     (base / "model.safetensors").unlink()
     torch.save(state, base / "pytorch_model.bin")
     base_error(capsys, ws, tmp_path, base, names=["no model.safetensors", "pytorch_model.bin is a pickle"])
@@ -527,7 +528,7 @@ def module_file(store: Path) -> Path:
 
 def test_module_replaced_by_a_pickle_is_refused(ws, store_copy, tmp_path, capsys):
     victim = module_file(store_copy)
-    torch.save(load_file(victim), victim)
+    torch.save(load_safetensors(victim.read_bytes()), victim)  # (read first: load_file maps the file)
     image = ws / "red" / "test" / "images" / "img000.png"
     for argv in (["info", store_copy], ["segment", store_copy, image, "--point", "5,5", "--out", tmp_path / "m.png"],
                  ["learn", store_copy, "--domain", "x", "--data", ws / "blue", *FAST]):
