@@ -78,17 +78,9 @@ def split_copy(ws: Path, tmp_path: Path, name: str = "data") -> Path:
     return Path(shutil.copytree(ws / "red" / "train", tmp_path / name))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on shared cores: one intra-op thread is many times faster than two competing ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, one_thread):
+def ws(tmp_path_factory):
     """Two bases (the store's and another one), two domains, and a store holding one learned domain."""
     root = tmp_path_factory.mktemp("bad")
     SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(root / "tiny-sam")
@@ -171,7 +163,7 @@ def test_decompression_bomb_is_refused_before_decoding(ws, store, tmp_path, caps
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_chunks(width, height, 1, 0, zlib.compress(b"\x00" * 64)))
     megapixels = f"{width * height / 1e6:.0f} megapixels"
-    line = user_error(capsys, "segment", store, bomb, "--point", "5,5", "--out", tmp_path / "m.png",
+    user_error(capsys, "segment", store, bomb, "--point", "5,5", "--out", tmp_path / "m.png",
                       names=[bomb, megapixels, "limit of 150 megapixels", "decompression-bomb"])
     assert not (tmp_path / "m.png").exists()
     data = split_copy(ws, tmp_path)

@@ -28,13 +28,6 @@ UNPICKLERS = {"_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "
 PICKLE_NAMES_ALLOWED = {"UnpicklingError"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def parsed():
     for path in SOURCES:
