@@ -8,6 +8,12 @@ where H = ReLU(LN(Linear_r(heat repeated to r channels))) is the prompt feature 
 positions. Around the neck: neck(x + U_D(H)) + U_out(H). B_i, U_D and U_out start at zero, so a fresh
 module reproduces the base model exactly.
 
+Variants, for ablations and baselines, are configuration of the same math (`AugModuleConfig`):
+`shared_down=False` gives every adapted block its own down-projection A_i (plain LoRA instead of SLoRA);
+`prompt_augmentation=False` drops H and everything that reads it (LN2, the heat features, the neck
+injection); `target="qkv"` is LoRA as PEFT applies it to the attention's qkv projection,
+qkv(x) + B_i A_i x (A_i Kaiming-uniform, B_i zero, no bias, no LayerNorm, scaling alpha / r = 1).
+
 All math here is written for *grouped* parameters: every tensor carries a leading group dimension G that
 is either 1 (one module for the whole batch) or B (one module per sample, a mixed-domain batch). A zero
 parameter set is the "base" choice: it adds exactly nothing.
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LN_EPS = 1e-5
+TARGETS = ("attention", "qkv")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class AugModuleConfig:
 
     dim: token width D at the adapted blocks. rank: r. adapted_blocks: encoder block indices that get SLoRA.
     neck_channels: channels of the image embedding (0 = no neck injection, as for SAM 2).
+    shared_down: one down-projection A for all adapted blocks (SLoRA); False: one A_i per block (plain LoRA).
+    prompt_augmentation: the heat features H (into every adapted block and around the neck); False: none.
+    target: "attention" (the delta is added to the attention output, as SAMCL) or "qkv" (PEFT-style LoRA on
+    the attention's qkv projection: per-block A_i, B_i, nothing else).
     """
 
     dim: int
@@ -38,6 +49,9 @@ class AugModuleConfig:
     neck_channels: int
     rank: int = 10
     neck_dim: int = 0  # token width entering the neck (defaults to dim)
+    shared_down: bool = True
+    prompt_augmentation: bool = True
+    target: str = "attention"
 
     def __post_init__(self):
         object.__setattr__(self, "adapted_blocks", tuple(int(b) for b in self.adapted_blocks))
@@ -45,6 +59,16 @@ class AugModuleConfig:
             object.__setattr__(self, "neck_dim", self.dim)
         if self.rank < 1 or not self.adapted_blocks:
             raise ValueError("an AugModule needs rank >= 1 and at least one adapted block")
+        if self.target not in TARGETS:
+            raise ValueError(f"AugModule target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if self.target == "qkv" and (self.shared_down or self.prompt_augmentation):
+            raise ValueError("a qkv LoRA has one A per block and no prompt augmentation "
+                             "(shared_down=False, prompt_augmentation=False)")
+
+    @property
+    def has_neck(self) -> bool:
+        """Whether the module injects H around the neck (only H reaches the neck)."""
+        return bool(self.neck_channels) and self.prompt_augmentation and self.target == "attention"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
@@ -65,15 +89,21 @@ class AugModuleConfig:
 def parameter_shapes(config: AugModuleConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every AugModule tensor (block-wise tensors stacked over the adapted blocks)."""
     r, d, n = config.rank, config.dim, len(config.adapted_blocks)
+    if config.target == "qkv":
+        return {"a.weight": (n, r, d), "b.weight": (n, 3 * d, r)}
+    per_block = () if config.shared_down else (n,)
     shapes = {
-        "a.weight": (r, d), "a.bias": (r,),
+        "a.weight": (*per_block, r, d), "a.bias": (*per_block, r),
         "b.weight": (n, d, r), "b.bias": (n, d),
         "ln1.weight": (n, r), "ln1.bias": (n, r),
-        "ln2.weight": (n, r), "ln2.bias": (n, r),
-        "heat.weight": (r, r), "heat.bias": (r,),
-        "heat_ln.weight": (r,), "heat_ln.bias": (r,),
     }
-    if config.neck_channels:
+    if config.prompt_augmentation:
+        shapes.update({
+            "ln2.weight": (n, r), "ln2.bias": (n, r),
+            "heat.weight": (r, r), "heat.bias": (r,),
+            "heat_ln.weight": (r,), "heat_ln.bias": (r,),
+        })
+    if config.has_neck:
         shapes.update({
             "neck_in.weight": (config.neck_dim, r), "neck_in.bias": (config.neck_dim,),
             "neck_out.weight": (config.neck_channels, r), "neck_out.bias": (config.neck_channels,),
@@ -97,10 +127,10 @@ class AugModule(nn.Module):
         """Kaiming-uniform A and heat Linear (as nn.Linear), LayerNorms at (1, 0), every up-projection zero."""
         for name, param in self.named_tensors().items():
             if name in ("a.weight", "heat.weight"):
-                bound = 1.0 / math.sqrt(param.shape[1])
+                bound = 1.0 / math.sqrt(param.shape[-1])  # fan-in (per-block A: n x r x D)
                 param.uniform_(-bound, bound, generator=generator)
             elif name in ("a.bias", "heat.bias"):
-                bound = 1.0 / math.sqrt(self.named_tensors()[name.replace("bias", "weight")].shape[1])
+                bound = 1.0 / math.sqrt(self.named_tensors()[name.replace("bias", "weight")].shape[-1])
                 param.uniform_(-bound, bound, generator=generator)
             elif "ln" in name and name.endswith("weight"):
                 param.fill_(1.0)
@@ -174,12 +204,26 @@ def heat_features(params: dict[str, torch.Tensor], heat: torch.Tensor) -> torch.
                               params["heat_ln.weight"], params["heat_ln.bias"]))
 
 
-def slora_delta(params: dict[str, torch.Tensor], slot: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Adapter output for the `slot`-th adapted block. x: B x N x D (attention input), h: B x N x r -> B x N x D."""
-    down = _layer_norm(_linear(x, params["a.weight"], params["a.bias"]),
-                       params["ln1.weight"][:, slot], params["ln1.bias"][:, slot])
-    prompt = _layer_norm(h, params["ln2.weight"][:, slot], params["ln2.bias"][:, slot])
-    return _linear(down + prompt, params["b.weight"][:, slot], params["b.bias"][:, slot])
+def slora_delta(params: dict[str, torch.Tensor], slot: int, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+    """Adapter output for the `slot`-th adapted block. x: B x N x D (attention input), h: B x N x r (None: no
+    prompt augmentation) -> B x N x D. A is shared (G x r x D) or per block (G x n x r x D)."""
+    weight, bias = params["a.weight"], params["a.bias"]
+    if weight.dim() == 4:
+        weight, bias = weight[:, slot], bias[:, slot]
+    down = _layer_norm(_linear(x, weight, bias), params["ln1.weight"][:, slot], params["ln1.bias"][:, slot])
+    if h is not None:
+        down = down + _layer_norm(h, params["ln2.weight"][:, slot], params["ln2.bias"][:, slot])
+    return _linear(down, params["b.weight"][:, slot], params["b.bias"][:, slot])
+
+
+def qkv_lora_delta(params: dict[str, torch.Tensor], slot: int, x: torch.Tensor) -> torch.Tensor:
+    """PEFT-style LoRA on a qkv projection: B_i A_i x. x: B' x ... x D where B' is a multiple of the group
+    count G (windowed attention: each sample's windows are consecutive) -> B' x ... x 3D."""
+    groups = params["a.weight"].shape[0]
+    flat = x.reshape(groups, -1, x.shape[-1])  # G x (tokens of the group's samples) x D
+    down = torch.matmul(flat, params["a.weight"][:, slot].transpose(-1, -2))
+    up = torch.matmul(down, params["b.weight"][:, slot].transpose(-1, -2))
+    return up.reshape(*x.shape[:-1], up.shape[-1])
 
 
 def neck_input(params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
@@ -218,16 +262,27 @@ class Injection:
         self.config = config
         self.params = params
         self.slots = {block: slot for slot, block in enumerate(config.adapted_blocks)}
-        self.features = heat_features(params, heat.flatten(1).to(params["a.weight"].dtype))  # B x N x r
+        self.features = None  # B x N x r
+        if config.prompt_augmentation:
+            self.features = heat_features(params, heat.flatten(1).to(params["a.weight"].dtype))
 
     def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None:
         """x: B x N x D attention input of encoder block `block` -> B x N x D, or None if not adapted."""
         slot = self.slots.get(block)
-        return None if slot is None else slora_delta(self.params, slot, x, self.features)
+        if slot is None or self.config.target != "attention":
+            return None
+        return slora_delta(self.params, slot, x, self.features)
+
+    def adapts_qkv(self, block: int) -> bool:
+        return self.config.target == "qkv" and block in self.slots
+
+    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor:
+        """x: the qkv projection's input in block `block` (B' x ... x D) -> the LoRA term to add to its output."""
+        return qkv_lora_delta(self.params, self.slots[block], x)
 
     def neck(self, hidden: torch.Tensor, neck: nn.Module) -> torch.Tensor:
         """neck(x + U_D(H)) + U_out(H). hidden: B x H x W x D -> B x C x H x W."""
-        if not self.config.neck_channels:
+        if not self.config.has_neck:
             return neck(hidden)
         batch, rows, cols, dim = hidden.shape
         out = neck(hidden + neck_input(self.params, self.features).view(batch, rows, cols, dim))

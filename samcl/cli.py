@@ -112,6 +112,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--base", help="base SAM (default: the shipped tiny SAM)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    bench = sub.add_parser(
+        "benchmark", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the continual protocol for SAMCL and the baselines, several seeds: tables and plots",
+        description="Learn the domains in order with every method (same epochs and batch; learning rates chosen per "
+                    "method on a held-out part of the first domain), evaluate all domains after every step, and "
+                    "write results.json, results.md and plots. Resumable: rerun the same command after an "
+                    "interruption.",
+        epilog="methods: zero-shot, sequential, sequential-lora, ewc, lwf, replay, replay-matched, o-lora, samcl, "
+               "samcl-lora, samcl-noprompt, samcl-oracle, joint\n\nexamples:\n"
+               "  samcl benchmark --quick --out bench-quick\n"
+               "  samcl benchmark --out bench --jobs 2                         # embedded suite, seeds 0,1,2\n"
+               "  samcl benchmark --base sam_vit_b_01ec64.pth --domain polyps=data/kvasir "
+               "--domain camo=data/camo --out bench\n")
+    bench.add_argument("--out", type=Path, default=Path("benchmark-out"), help="folder for results and plots")
+    bench.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
+    bench.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
+    bench.add_argument("--base", help="base SAM (default: the shipped tiny SAM)")
+    bench.add_argument("--domain", type=_named_dir, action="append", metavar="NAME=DIR",
+                       help="a domain folder (train/ and test/) to learn, in order (default: the embedded suite)")
+    bench.add_argument("--extra", type=_named_dir, action="append", metavar="NAME=DIR",
+                       help="a domain folder only evaluated (unseen), with --domain")
+    bench.add_argument("--general", type=_named_dir, metavar="NAME=DIR",
+                       help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
+    bench.add_argument("--epochs", type=int, default=None, help="epochs per domain for every method")
+    bench.add_argument("--batch-size", type=int, default=None, help="batch size for every method")
+    bench.add_argument("--jobs", type=int, default=1, help="parallel (method, seed) runs, one CPU thread each")
+    bench.add_argument("--state", type=Path, default=None, help="state folder for resuming (default: OUT/state)")
+    bench.add_argument("--max-steps", type=int, default=None,
+                       help="stop after this many protocol steps (exit code 3); rerun to continue")
+    bench.add_argument("--json", action="store_true", help="print a JSON summary")
     return parser
 
 
@@ -300,7 +332,14 @@ def cmd_demo(args) -> int:
     return main_demo(args.out, args.quick, args.seed, args.json, device=args.device, base=args.base)
 
 
-COMMANDS = {"demo": cmd_demo, "learn": cmd_learn, "info": cmd_info, "segment": cmd_segment, "eval": cmd_eval}
+def cmd_benchmark(args) -> int:
+    from .benchmark import main_benchmark
+
+    return main_benchmark(args)
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info, "segment": cmd_segment,
+            "eval": cmd_eval}
 
 if __name__ == "__main__":
     sys.exit(main())

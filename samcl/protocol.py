@@ -8,17 +8,24 @@ evaluated with its fixed test points. From the IoU matrix a[t][i] come AA, FM (b
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
 
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from .data.sample import Sample
+from .io import SamclError, atomic_write_bytes, atomic_write_json
 from .learner import SAMCL
 from .metrics import continual_metrics
 from .selector import SelectorConfig
+from .store import BASE_CLASS, ModuleStore
 from .trainer import TrainConfig
 
 METRICS = ("iou", "f1", "mae")
@@ -48,18 +55,57 @@ class Strategy(ABC):
     def storage(self) -> dict:
         """Bytes kept beyond the frozen base: at least "total"; components such as modules/selector/buffer/replay."""
 
+    # ------------------------------------------------------------------ resuming (see `run_protocol`)
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything later steps depend on, as tensors (for safetensors) and JSON-able metadata."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Back to the state `state()` returned (on a strategy built with the same arguments)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored")
+
+    def save_state(self, folder: Path) -> None:
+        """Write `state()` to `folder` (state.safetensors, then state.json; each written atomically)."""
+        tensors, meta = self.state()
+        data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                                metadata={"format": "samcl-strategy-state"})
+        atomic_write_bytes(Path(folder) / STATE_TENSORS, data)
+        atomic_write_json(Path(folder) / STATE_META, {"strategy": type(self).__name__, "meta": meta})
+
+    def load_state(self, folder: Path) -> None:
+        folder = Path(folder)
+        try:
+            raw = json.loads((folder / STATE_META).read_text())
+            tensors = load_safetensors((folder / STATE_TENSORS).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SamclError(f"{folder}: unreadable strategy state ({exc})") from None
+        if raw.get("strategy") != type(self).__name__:
+            raise SamclError(f"{folder}: state of {raw.get('strategy')}, not {type(self).__name__}")
+        self.restore(tensors, raw["meta"])
+
+
+STATE_TENSORS = "state.safetensors"
+STATE_META = "state.json"
+
 
 class SamclStrategy(Strategy):
-    """SAMCL itself: one AugModule per domain + the Module Selector (or oracle selection for the ablation)."""
+    """SAMCL itself: one AugModule per domain + the Module Selector (or oracle selection for the ablation).
+
+    variant: AugModuleConfig fields for the ablations, e.g. {"shared_down": False} (plain LoRA: one A per
+    block) or {"prompt_augmentation": False} (no heat features)."""
 
     name = "samcl"
 
     def __init__(self, backbone, train: TrainConfig, selector: SelectorConfig = SelectorConfig(),
                  rank: int = 10, oracle: bool = False, base_domain: DomainData | None = None, device=None,
-                 store=None):
+                 store=None, variant: dict | None = None):
         self.samcl = SAMCL.create(backbone, store, rank=rank, selector=selector, device=device)
+        if variant:  # before anything is learned: every module of the set has this config
+            self.samcl.state.aug_config = replace(self.samcl.aug_config, **variant)
+        self.backbone, self.device = backbone, device
         self.train = train
         self.oracle = oracle
+        self.base_name = base_domain.name if base_domain is not None else None
         if oracle:
             self.name = "samcl-oracle"
         if base_domain is not None:  # the reference learns a general domain as "base" (SAM without a module)
@@ -69,12 +115,26 @@ class SamclStrategy(Strategy):
         return self.samcl.learn(domain.name, domain.train, self.train)
 
     def evaluate(self, domain: DomainData) -> dict:
+        """Selector accuracy counts the base class's domain as right when "base" is chosen; domains never
+        learned (unseen) have none."""
         learned = domain.name in self.samcl.domains
-        force = domain.name if self.oracle and learned else ("base" if self.oracle else None)
-        return self.samcl.evaluate(domain.test, domain=domain.name, force=force)
+        truth = BASE_CLASS if domain.name == self.base_name else (domain.name if learned else None)
+        if self.oracle:
+            return self.samcl.evaluate(domain.test, domain=domain.name, force=truth or BASE_CLASS)
+        return self.samcl.evaluate(domain.test, domain=truth)
 
     def storage(self) -> dict:
         return self.samcl.storage()
+
+    def save_state(self, folder: Path) -> None:
+        """The module set as a store (`samcl.store`: manifest + safetensors) in `folder`/store."""
+        store = ModuleStore(Path(folder) / "store")
+        with store.lock():
+            store.save(self.samcl.state, written=set(self.samcl.domains))
+
+    def load_state(self, folder: Path) -> None:
+        self.samcl = SAMCL.open(Path(folder) / "store", base=self.backbone, device=self.device)
+        self.samcl.store = None  # learning goes on in memory; `save_state` writes the next snapshot
 
 
 @dataclass
@@ -108,33 +168,66 @@ class ProtocolResult:
                 "matrix_iou": self.matrix("iou"), "summary": self.summary(), "learn": self.learn_stats,
                 "storage": self.storage, "seconds": self.seconds}
 
+    @property
+    def steps_done(self) -> int:
+        """Learning steps finished and evaluated (-1: not even the zero-shot evaluation)."""
+        return len(self.rows) - 1
+
+    def raw(self) -> dict:
+        """The fields as they are (also for an unfinished run), for `from_raw`."""
+        return {"method": self.method, "order": self.order, "extra": self.extra, "rows": self.rows,
+                "learn_stats": self.learn_stats, "storage": self.storage, "seconds": self.seconds}
+
+    @classmethod
+    def from_raw(cls, data: dict) -> "ProtocolResult":
+        return cls(**data)
+
+
+TIMERS = ("learn", "eval", "learn_cpu", "eval_cpu")
+
 
 def run_protocol(strategy: Strategy, domains: Sequence[DomainData], extra: Sequence[DomainData] = (),
-                 progress: bool = True) -> ProtocolResult:
-    """Learn `domains` in order; evaluate all of them (and `extra`) before learning and after every step."""
-    result = ProtocolResult(strategy.name, [d.name for d in domains], [d.name for d in extra])
+                 progress: bool = True, resume: ProtocolResult | None = None,
+                 on_step: Callable[[ProtocolResult], None] | None = None) -> ProtocolResult:
+    """Learn `domains` in order; evaluate all of them (and `extra`) before learning and after every step.
+
+    resume: the result of an interrupted run whose strategy state was restored to its last finished step; the
+    run goes on from there. on_step(result) is called after the zero-shot evaluation and after each step's
+    evaluation (to persist the strategy and the result). Seconds are wall and CPU (this process) seconds,
+    summed over interrupted runs."""
+    result = resume or ProtocolResult(strategy.name, [d.name for d in domains], [d.name for d in extra])
+    if result.order != [d.name for d in domains] or result.extra != [d.name for d in extra]:
+        raise ValueError("the result to resume was made on other domains")
+    for key in TIMERS:
+        result.seconds.setdefault(key, 0.0)
     everything = list(domains) + list(extra)
-    start = time.perf_counter()
-    eval_seconds = 0.0
 
     def evaluate_all(label: str) -> None:
-        nonlocal eval_seconds
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         row = {}
         for domain in tqdm(everything, desc=f"{strategy.name} eval {label}", disable=not progress, leave=False):
             row[domain.name] = strategy.evaluate(domain)
         result.rows.append(row)
-        eval_seconds += time.perf_counter() - t0
+        result.seconds["eval"] += time.perf_counter() - t0
+        result.seconds["eval_cpu"] += time.process_time() - c0
+        if on_step is not None:
+            on_step(result)
 
-    evaluate_all("zero-shot")
-    learn_seconds = 0.0
-    for domain in tqdm(domains, desc=f"{strategy.name} domains", disable=not progress):
-        t0 = time.perf_counter()
+    if result.steps_done < 0:
+        evaluate_all("zero-shot")
+    remaining = list(domains)[result.steps_done:]
+    for domain in tqdm(remaining, desc=f"{strategy.name} domains", disable=not progress):
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = strategy.learn(domain)
-        learn_seconds += time.perf_counter() - t0
-        result.learn_stats.append({"domain": domain.name, "seconds": time.perf_counter() - t0,
-                                   **{k: v for k, v in (stats or {}).items() if k in ("stats", "bytes", "kind")}})
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        result.seconds["learn"] += seconds
+        result.seconds["learn_cpu"] += cpu
+        kept = {k: v for k, v in (stats or {}).items() if k in ("bytes", "kind")}
+        if isinstance((stats or {}).get("stats"), dict):  # scalars only (not per-step traces)
+            kept["stats"] = {k: v for k, v in stats["stats"].items() if isinstance(v, (int, float, str))}
+        result.learn_stats.append({"domain": domain.name, "seconds": seconds, "cpu_seconds": cpu, **kept})
+        result.storage = strategy.storage()
         evaluate_all(f"after {domain.name}")
     result.storage = strategy.storage()
-    result.seconds = {"learn": learn_seconds, "eval": eval_seconds, "total": time.perf_counter() - start}
+    result.seconds["total"] = result.seconds["learn"] + result.seconds["eval"]
     return result

@@ -144,8 +144,24 @@ def train_step_points(samples: Sequence[Sample], indices: list[int], geometries:
     return torch.stack(points)
 
 
+class Objective:
+    """Hooks for continual baselines (`samcl.baselines`: EWC, LwF, O-LoRA); SAMCL itself trains without one.
+
+    `params` maps the trainable module's grouped parameters to the ones the forward uses (O-LoRA: the frozen
+    earlier LoRAs concatenated with the new one); `penalty` adds a term to each batch's loss, given the
+    batch's prefix tokens, points (model-input pixels) and low-res logits (B x 1 x h x w)."""
+
+    def params(self, trainable: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return trainable
+
+    def penalty(self, params: dict[str, torch.Tensor], tokens, points: torch.Tensor,
+                low_res: torch.Tensor) -> torch.Tensor | float:
+        return 0.0
+
+
 def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, tokens: torch.Tensor,
-                masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig) -> torch.Tensor:
+                masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig,
+                objective: Objective | None = None) -> torch.Tensor:
     """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers)."""
     with autocast(tokens.device, config.amp):
         heat = backbone.heat(points, None, None)
@@ -153,13 +169,16 @@ def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, toke
         low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
     size = backbone.image_size
     logits = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)[:, 0]
-    return segmentation_loss(logits, iou[:, 0].float(), masks, config)
+    loss = segmentation_loss(logits, iou[:, 0].float(), masks, config)
+    if objective is not None:
+        loss = loss + objective.penalty(module_params, tokens, points, low_res.float())
+    return loss
 
 
 def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample], selector_block: int,
                  config: TrainConfig, device: torch.device | None = None, desc: str = "train",
-                 shard: tuple[int, int] = (0, 1), wrap=None,
-                 init: AugModule | None = None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
+                 shard: tuple[int, int] = (0, 1), wrap=None, init: AugModule | None = None,
+                 objective: Objective | None = None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
     """Train a fresh AugModule on `samples`. Returns the module (on CPU), stats (losses, seconds) and the
     pooled selector-block embeddings of the samples this process ran through the prefix (index -> D).
 
@@ -169,7 +188,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     the averaged gradient is the one a single process computes on the whole global batch, also for a short
     last batch; the logged losses are these shares (their mean over ranks is the global loss). With one
     process both are no-ops.
-    `init` continues training from an existing module's weights (the sequential fine-tuning baseline).
+    `init` continues training from an existing module's weights (the sequential fine-tuning baseline);
+    `objective` adds a baseline's parameter mapping and penalty (`Objective`).
     """
     device = device or default_device()
     if selector_block >= min(aug_config.adapted_blocks):
@@ -202,7 +222,10 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             tokens, masks, geometries = cache.batch(batch)
             points = train_step_points(samples, batch, geometries, config, epoch).to(device)
             params = trainable()  # through the wrapper, so DDP sees the forward
-            loss = module_loss(backbone, params, aug_config, tokens, masks, points, selector_block + 1, config)
+            if objective is not None:
+                params = objective.params(params)
+            loss = module_loss(backbone, params, aug_config, tokens, masks, points, selector_block + 1, config,
+                               objective)
             loss = loss * (len(batch) * world / len(chunk))  # exactly 1 with one process
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -34,16 +35,34 @@ REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
 
 
 class Adapter(Protocol):
-    """What the suffix needs from an AugModule (see `samcl.augmodule.Injection`)."""
+    """What the suffix needs from an AugModule (see `samcl.augmodule.Injection`): a delta on an adapted block's
+    attention output, the neck, and (for LoRA on the qkv projection, as PEFT places it) a delta on qkv."""
 
     def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
     def neck(self, hidden: torch.Tensor, neck: nn.Module) -> torch.Tensor: ...
+    def adapts_qkv(self, block: int) -> bool: ...
+    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@contextmanager
+def qkv_adapter(attention: nn.Module, block: int, adapter: Adapter | None):
+    """While attention runs, add `adapter.qkv_delta` to its qkv projection's output (a forward hook removed
+    afterwards: the shared frozen model is never modified). A no-op unless the adapter adapts this block's qkv."""
+    if adapter is None or not getattr(adapter, "adapts_qkv", lambda block: False)(block):
+        yield
+        return
+    handle = attention.qkv.register_forward_hook(lambda _, args, out: out + adapter.qkv_delta(block, args[0]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class SamBackbone(nn.Module):
     """A frozen `SamModel` with split execution and adapter hooks."""
 
     family = "sam"
+    supports_qkv_lora = True  # `_run_block` applies an adapter's qkv delta (LoRA on qkv, as PEFT places it)
 
     def __init__(self, model: SamModel):
         super().__init__()
@@ -170,7 +189,8 @@ class SamBackbone(nn.Module):
         if layer.window_size > 0:
             rows, cols = x.shape[1], x.shape[2]
             x, padding = layer.window_partition(x, layer.window_size)
-        attn, _ = layer.attn(hidden_states=x)
+        with qkv_adapter(layer.attn, block, adapter):
+            attn, _ = layer.attn(hidden_states=x)
         if layer.window_size > 0:
             attn = layer.window_unpartition(attn, layer.window_size, padding, (rows, cols))
         if adapter is not None:
