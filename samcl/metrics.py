@@ -5,7 +5,8 @@
   both empty, IoU and F1 are 1 (a correct "nothing here"); when only one is empty they are 0.
 - Continual metrics from a[t][i] (score on domain i after learning step t, t and i 0-based):
   AA_t = mean_{i<=t} a[t][i]; FM (reference) = sum_{i<t} (a[i][i] - a[t][i]) / (t + 1);
-  FM (best earlier score) = mean_{i<t} (max_{s<t} a[s][i] - a[t][i]); FT = mean_{i>=1} a[i-1][i].
+  FM (best earlier score) = mean_{i<t} (max_{i<=s<t} a[s][i] - a[t][i]) (Chaudhry et al.: the best score since
+  domain i was learned; a score before learning it is transfer, not something to forget); FT = mean_{i>=1} a[i-1][i].
 """
 
 from __future__ import annotations
@@ -41,6 +42,6 @@ def continual_metrics(matrix: list[list[float]]) -> dict[str, float]:
     if t == 0:
         return {"AA": aa, "FM_reference": 0.0, "FM_best": 0.0, "FT": float("nan")}
     fm_ref = float(sum(a[i, i] - a[t, i] for i in range(t)) / (t + 1))
-    fm_best = float(np.mean([a[:t, i].max() - a[t, i] for i in range(t)]))
+    fm_best = float(np.mean([a[i:t, i].max() - a[t, i] for i in range(t)]))
     ft = float(np.mean([a[i - 1, i] for i in range(1, a.shape[1])]))
     return {"AA": aa, "FM_reference": fm_ref, "FM_best": fm_best, "FT": ft}

@@ -1,0 +1,159 @@
+"""`samcl benchmark`: reports, learning-rate choice, resuming, the CLI. A tiny random SAM keeps it fast; the
+real `--quick` run on the shipped tiny SAM is the slow test at the end (CI runs it)."""
+
+import json
+
+import pytest
+
+from conftest import tiny_sam_config
+from helpers import write_domain
+from samcl import benchmark as bm
+from samcl.backbone import TINY_SAM_DIR
+from samcl.backbone.sam import SamBackbone
+from samcl.cli import main
+from samcl.io import SamclError
+
+TINY = bm.BenchmarkSize(train=4, test=2, epochs=1, batch_size=2, buffer=4, replay_bytes=150_000, lr_grid=(1e-3, 1e-2))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sam")
+    SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(folder)
+    return str(folder)
+
+
+def _config(tmp_path, base, methods, **kw):
+    return bm.BenchmarkConfig(out=tmp_path / "out", methods=methods, seeds=kw.pop("seeds", [0]), base=base,
+                              sizes=kw.pop("sizes", TINY), progress=False, **kw)
+
+
+def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_base):
+    report = bm.run_benchmark(_config(tmp_path, tiny_base, list(bm.METHODS)))
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["metrics_sha256"] == report["metrics_sha256"]
+    assert list(saved["methods"]) == list(bm.METHODS)
+    order, extra = saved["config"]["order"], saved["config"]["extra"]
+    assert len(order) == 5 and extra == ["general", "camouflage_sand"]
+    for name, data in saved["methods"].items():
+        agg = data["aggregate"]
+        assert set(data["seeds"]) == {"0"}
+        assert {"AA", "FM_reference", "FM_best", "FT"} <= set(agg["continual"]["iou"])
+        assert set(agg["final"]) == set(order + extra)
+        assert len(data["seeds"]["0"]["matrix_iou"]) == len(order) + 1
+        assert agg["seconds"]["learn_cpu"]["mean"] is not None
+        assert (data["lr"] is None) == (name == "zero-shot")
+    samcl = saved["methods"]["samcl"]
+    assert samcl["aggregate"]["selector_accuracy"]["mean"] is not None
+    assert saved["methods"]["samcl-oracle"]["aggregate"]["continual"]["iou"]["FM_best"]["mean"] == pytest.approx(0.0)
+    assert saved["methods"]["zero-shot"]["aggregate"]["storage"]["total"]["mean"] == 0
+    # replay-matched: one module + a memory within SAMCL's total bytes (the estimate is SAMCL's exact count)
+    samcl_storage = samcl["seeds"]["0"]["storage"]
+    module = samcl_storage["module_total"] // len(order)
+    assert saved["config"]["replay_bytes"]["replay-matched"] == samcl_storage["total"] - module
+    matched = saved["methods"]["replay-matched"]["seeds"]["0"]["storage"]
+    assert matched["replay"] <= samcl_storage["total"] - module  # (no synthetic image fits this tiny SAMCL's bytes)
+    assert saved["methods"]["replay"]["seeds"]["0"]["storage"]["replay"] > matched["replay"]
+    markdown = (out / "results.md").read_text()
+    for text in ("FM (ref.)", "FM (best)", "| samcl |", "## Learning rates", "## Storage", "## Final MAE"):
+        assert text in markdown
+    for plot in ("accuracy_vs_storage.png", "forgetting.png", "final_iou.png"):
+        assert (out / plot).stat().st_size > 10_000
+
+
+def test_learning_rates_are_chosen_on_the_first_domain_and_cached(tmp_path, tiny_base, monkeypatch):
+    config = _config(tmp_path, tiny_base, ["sequential", "samcl-noprompt"], seeds=[0, 1])
+    first = bm.run_benchmark(config)
+    aa = first["methods"]["sequential"]["aggregate"]["continual"]["iou"]["AA"]
+    per_seed = [first["methods"]["sequential"]["seeds"][s]["continual"]["iou"]["AA"] for s in ("0", "1")]
+    assert aa["n"] == 2 and aa["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert aa["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # sample std (ddof 1)
+    rates = first["learning_rates"]
+    assert set(rates) == {"augmodule", "augmodule-no-prompt"}
+    for choice in rates.values():
+        grid = choice["grid"]
+        assert set(grid) == {repr(lr) for lr in TINY.lr_grid}
+        assert grid[repr(choice["lr"])] == max(grid.values())
+
+    def no_grid(job):
+        raise AssertionError("the cached learning rates were not used")
+
+    monkeypatch.setattr(bm, "run_grid_job", no_grid)
+    again = bm.run_benchmark(config)  # every run done and every rate cached: nothing is recomputed
+    assert again["metrics_sha256"] == first["metrics_sha256"]
+    assert again["learning_rates"] == rates
+
+
+def test_interrupted_benchmark_resumes_to_the_same_numbers(tmp_path, tiny_base):
+    methods = ["samcl", "o-lora", "replay"]
+    whole = bm.run_benchmark(_config(tmp_path / "whole", tiny_base, methods))
+    config = _config(tmp_path / "cut", tiny_base, methods, max_steps=4)
+    with pytest.raises(bm.BenchmarkStopped):
+        bm.run_benchmark(config)  # samcl: zero-shot + 3 steps done and saved
+    progress = json.loads((config.state_dir / "samcl" / "seed-0" / bm.PROGRESS).read_text())
+    assert not progress["done"] and progress["snapshot"] == "step-3"
+    assert len(progress["result"]["rows"]) == 4
+    assert [p.name for p in (config.state_dir / "samcl" / "seed-0").glob("step-*")] == ["step-3"]
+    with pytest.raises(bm.BenchmarkStopped):
+        bm.run_benchmark(config)  # samcl finishes, o-lora stops in the middle
+    resumed = bm.run_benchmark(replace_steps(config, None))
+    assert resumed["metrics_sha256"] == whole["metrics_sha256"]
+    for method in methods:
+        assert resumed["methods"][method]["seeds"]["0"]["matrix_iou"] == whole["methods"][method]["seeds"]["0"]["matrix_iou"]
+        assert resumed["methods"][method]["seeds"]["0"]["storage"] == whole["methods"][method]["seeds"]["0"]["storage"]
+        learned = resumed["methods"][method]["seeds"]["0"]["learn"]
+        assert [s["domain"] for s in learned] == whole["config"]["order"]  # every step ran exactly once
+
+
+def replace_steps(config, max_steps):
+    from dataclasses import replace
+
+    return replace(config, max_steps=max_steps)
+
+
+def test_state_from_another_configuration_is_refused(tmp_path, tiny_base):
+    config = _config(tmp_path, tiny_base, ["sequential"], max_steps=2)
+    with pytest.raises(bm.BenchmarkStopped):
+        bm.run_benchmark(config)
+    changed = _config(tmp_path, tiny_base, ["sequential"], sizes=bm.BenchmarkSize(**{**TINY.__dict__, "epochs": 2}))
+    with pytest.raises(SamclError, match="another configuration"):
+        bm.run_benchmark(changed)
+
+
+def test_cli_benchmark_on_domain_folders(tmp_path, tiny_base, capsys):
+    for i, colour in enumerate([(40, 100, 200), (200, 60, 40), (90, 200, 90)]):
+        write_domain(tmp_path / "data" / f"d{i}", colour, seed=i, n_train=4, n_test=2)
+    out = tmp_path / "out"
+    argv = ["benchmark", "--base", tiny_base, "--methods", "sequential,samcl", "--seeds", "0", "--epochs", "1",
+            "--batch-size", "2", "--out", str(out), "--domain", f"d0={tmp_path / 'data' / 'd0'}",
+            "--domain", f"d1={tmp_path / 'data' / 'd1'}", "--extra", f"d2={tmp_path / 'data' / 'd2'}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "samcl" in printed and "digest" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["order"] == ["d0", "d1"] and saved["config"]["extra"] == ["d2"]
+    assert saved["command"].startswith("samcl benchmark --out")
+    assert "--domain d0=" in saved["command"] and "--methods sequential,samcl" in saved["command"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "samcl,nope"], "unknown method nope"),
+    (["--seeds", "0,0"], "distinct"),
+    (["--domain", "a=/no/such/folder", "--domain", "b=/no/such/folder"], "/no/such/folder"),
+    (["--extra", "a=/x"], "go with --domain"),
+])
+def test_cli_benchmark_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
+    assert main(["benchmark", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TINY_SAM_DIR / "config.json").is_file(), reason="shipped tiny SAM not built yet")
+def test_quick_benchmark_on_the_shipped_tiny_sam(tmp_path, capsys):
+    assert main(["benchmark", "--quick", "--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(saved["methods"]) == list(bm.METHODS)
+    assert "AA (IoU %)" in capsys.readouterr().out
