@@ -153,18 +153,34 @@ class AugModule(nn.Module):
 
     @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = parameter_shapes(self.config)
-        if set(tensors) != set(expected):
-            raise ValueError(f"module tensors {sorted(tensors)} do not match the config's {sorted(expected)}")
+        _check_tensors(self.config, tensors)
         for name, param in self.named_tensors().items():
-            if tuple(tensors[name].shape) != expected[name]:
-                raise ValueError(f"module tensor {name} has shape {tuple(tensors[name].shape)}, "
-                                 f"expected {expected[name]}")
             param.copy_(tensors[name].to(param.dtype))
+
+    @classmethod
+    def from_tensors(cls, config: AugModuleConfig, tensors: dict[str, torch.Tensor]) -> "AugModule":
+        """A frozen module whose parameters are `tensors` themselves: no initialisation and no copy, the fast
+        way to open a thousand saved modules (`__init__` would draw random weights only to overwrite them)."""
+        _check_tensors(config, tensors)
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.config = config
+        module.weights = nn.ParameterDict({_key(name): nn.Parameter(tensors[name], requires_grad=False)
+                                           for name in parameter_shapes(config)})
+        return module
 
     @property
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.parameters())
+
+
+def _check_tensors(config: AugModuleConfig, tensors: dict[str, torch.Tensor]) -> None:
+    expected = parameter_shapes(config)
+    if set(tensors) != set(expected):
+        raise ValueError(f"module tensors {sorted(tensors)} do not match the config's {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(f"module tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
 
 
 def _key(name: str) -> str:  # ParameterDict keys cannot contain dots

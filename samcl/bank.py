@@ -29,21 +29,18 @@ class ModuleBank:
         self.owners = list(modules)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
-        rows = len(self.owners) + 1
-        self.tensors = {name: torch.zeros((rows, *shape), device=self.device, dtype=dtype)
-                        for name, shape in parameter_shapes(config).items()}
+        zeros = {name: torch.zeros(shape, device=self.device, dtype=dtype)
+                 for name, shape in parameter_shapes(config).items()}
+        self.device = next(iter(zeros.values())).device  # "cuda" -> "cuda:0", as the modules report it
+        named = [None if module is None else module.named_tensors() for module in self.owners]
         with torch.no_grad():
-            for row, module in enumerate(self.owners, start=1):
-                if module is None:
-                    continue
-                for name, param in module.named_tensors().items():
-                    self.tensors[name][row].copy_(param)
+            self.tensors = {name: torch.stack([zero, *(zero if n is None else n[name].to(self.device, dtype)
+                                                       for n in named)])
+                            for name, zero in zeros.items()}
+            for row, tensors in enumerate(named, start=1):
+                for name, param in (tensors or {}).items():
                     if param.device == self.device and param.dtype == dtype:
-                        param.data = self.tensors[name][row]
-
-    @classmethod
-    def empty(cls, config: AugModuleConfig, device=None, dtype: torch.dtype = torch.float32) -> "ModuleBank":
-        return cls(config, [], device, dtype)
+                        param.data = self.tensors[name][row]  # the module now lives in the bank: no second copy
 
     def row(self, index: int) -> int:
         """Bank row of class `index` (-1 or a class without module: row 0, the base)."""
@@ -55,10 +52,11 @@ class ModuleBank:
             return False
         if module is None:
             return True
-        param = module.named_tensors()["a.weight"]
+        name = next(iter(self.tensors))
+        param = module.named_tensors()[name]
         if param.device != self.device or param.dtype != self.dtype:
             return True  # a converted copy: in-place changes are not followed (rebuild explicitly)
-        return param.data_ptr() == self.tensors["a.weight"][index + 1].data_ptr()
+        return param.data_ptr() == self.tensors[name][index + 1].data_ptr()
 
     def params(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         """Grouped parameters for a batch whose samples use `rows`: G = 1 (a view) if all equal, else G = B."""

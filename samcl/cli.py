@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 EXAMPLES = """\
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--selector-block", type=int, default=None, help="encoder block for the selector embedding")
     new.add_argument("--samples-per-domain", type=int, default=300, help="N_e embeddings kept per domain")
     new.add_argument("--selector-epochs", type=int, default=25)
+    new.add_argument("--selector-max-steps", type=int, default=None,
+                     help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
+                          "(a long history; default 2000); 0 = the reference schedule always")
     new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="storage dtype of modules, selector and buffer")
     learn.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -206,6 +210,8 @@ def cmd_learn(args) -> int:
     else:
         selector = SelectorConfig(block=args.selector_block, samples_per_domain=args.samples_per_domain,
                                   epochs=args.selector_epochs)
+        if args.selector_max_steps is not None:
+            selector = replace(selector, max_steps=args.selector_max_steps or None)
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

@@ -220,8 +220,8 @@ class ModuleStore:
             if entry.kind == "module":
                 tensors = self._read_verified(entry.file, entry.sha256)
                 try:
-                    module = AugModule(AugModuleConfig.from_dict(entry.config))
-                    module.load_state_tensors({k: v.float() for k, v in tensors.items()})
+                    module = AugModule.from_tensors(AugModuleConfig.from_dict(entry.config),
+                                                    {k: v.float() for k, v in tensors.items()})
                 except (ValueError, TypeError, KeyError) as exc:
                     raise SamclError(f"{self.path / entry.file}: does not match its manifest entry ({exc})") from None
                 state.modules[entry.name] = module.requires_grad_(False)
