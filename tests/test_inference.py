@@ -122,7 +122,8 @@ def test_the_chosen_module_changes_the_result(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
-    outputs = [samcl.segment(images[:1], prompts[:1], domain=name)[0].low_res_logits for name in ("red", "blue", "base")]
+    outputs = [samcl.segment(images[:1], prompts[:1], domain=name)[0].low_res_logits
+               for name in ("red", "blue", "base")]
     for i in range(3):
         for j in range(i):
             assert np.abs(outputs[i] - outputs[j]).max() > 1e-3
@@ -191,7 +192,8 @@ def test_predictor_reruns_only_what_depends_on_the_prompt(served):
     encoder = fresh.model.vision_encoder
     block = samcl.selector_block
     prefix = _count_calls([encoder.patch_embed, *encoder.layers[:block + 1]])
-    suffix, decoder = _count_calls([encoder.neck, *encoder.layers[block + 1:]]), _count_calls([fresh.model.mask_decoder])
+    suffix = _count_calls([encoder.neck, *encoder.layers[block + 1:]])
+    decoder = _count_calls([fresh.model.mask_decoder])
     images, prompts = mixed_inputs()
     predictor = samcl.predictor()
     predictor.set_image(images[0])
