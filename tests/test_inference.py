@@ -178,6 +178,23 @@ def test_a_replaced_module_is_picked_up(served):
     assert np.abs(red.low_res_logits - blue.low_res_logits).max() <= TOLERANCE
 
 
+def test_a_learned_domain_is_resident_and_earlier_ones_unchanged(scaled_backbone):
+    samcl = SAMCL.create(scaled_backbone, None, selector=SelectorConfig(samples_per_domain=6, epochs=3))
+    images, prompts = mixed_inputs()
+    samcl.learn("red", toy_samples(6, RED, 0), FAST)
+    with torch.no_grad():
+        for param in samcl.state.modules["red"].parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.2)
+    red = samcl.segment(images[:1], prompts[:1], domain="red")[0]
+    base = samcl.segment(images[:1], prompts[:1], domain="base")[0]
+    assert np.abs(red.low_res_logits - base.low_res_logits).max() > 1e-3
+    samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)  # the bank grows by a row; red's row keeps its values
+    assert samcl.segment(images[:1], prompts[:1], domain="blue")[0].domain == "blue"
+    again = samcl.segment(images[:1], prompts[:1], domain="red")[0]
+    assert np.abs(again.low_res_logits - red.low_res_logits).max() <= TOLERANCE
+    assert len(samcl.bank().owners) == 2
+
+
 def _count_calls(modules) -> list[int]:
     counts = [0] * len(modules)
     for i, module in enumerate(modules):
