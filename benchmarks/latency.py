@@ -145,7 +145,8 @@ def module_bytes(backbone: SamBackbone) -> dict:
     return out
 
 
-def run(args) -> dict:
+def run(args, show=lambda report, key: None) -> dict:
+    """Measure every part; `show(report, key)` is called as each part completes."""
     torch.set_num_threads(args.threads)
     backbone = vit_b_backbone(args.size)
     samcl = SAMCL.create(backbone, None, device="cpu")
@@ -156,6 +157,7 @@ def run(args) -> dict:
                          "blocks": backbone.num_blocks, "selector_block": samcl.selector_block,
                          "adapted_blocks": list(samcl.aug_config.adapted_blocks), "threads": args.threads,
                          "repeats": args.repeats, "batch": args.batch, "torch": torch.__version__}}
+    show(report, "config")
 
     # 1. batch-1 latency; the selector picks among len(names) random modules
     times = interleaved({"bare SAM": lambda: bare_sam(backbone, [image], [prompt]),
@@ -170,23 +172,15 @@ def run(args) -> dict:
     report["parts_seconds"] = {
         "pool + select": per_call(lambda: samcl.select(backbone.pool(tokens))),
         "heat rendering": per_call(lambda: samcl.heat([prompt], [geometry])),
-        "module rows, 1 image": per_call(lambda: samcl.injection([0], heat)),
-        f"module rows, {args.batch} images mixed": per_call(
+        "module rows + heat features, 1 image": per_call(lambda: samcl.injection([0], heat)),
+        f"the same, {args.batch} images mixed": per_call(
             lambda: samcl.injection(rows, heat.expand(args.batch, -1, -1))),
     }
+    show(report, "latency")
 
-    # 2. batch throughput: every image its own module vs one module for all
-    batch_samcl = samcl
-    if args.batch_image_size not in (None, backbone.image_size):
-        batch_samcl = SAMCL.create(vit_b_backbone(args.batch_image_size), None, device="cpu")
-        add_random_domains(batch_samcl, max(args.batch, 2), samples_per_domain=4)
-    images, prompts = zip(*(test_image(batch_samcl.backbone, seed) for seed in range(args.batch)))
-    mixed = [names[j % len(names)] for j in range(args.batch)]
-    times = interleaved({"single-module batch": lambda: batch_samcl.segment(images, prompts, domain=names[0]),
-                         "mixed-domain batch": lambda: batch_samcl.segment(images, prompts, domain=mixed)},
-                        args.batch_repeats, warmup=batch_samcl is not samcl)
-    report["batch"] = {"seconds": times, "image_size": batch_samcl.backbone.image_size,
-                       "throughput_ratio": ratio(times, "single-module batch", "mixed-domain batch")}
+    # 4. storage
+    report["module_bytes"] = module_bytes(backbone)
+    show(report, "module_bytes")
 
     # 3. predictor caching
     predictor = samcl.predictor()
@@ -198,41 +192,58 @@ def run(args) -> dict:
 
         times = interleaved({"full": full, "prompt only": lambda: predictor.predict(prompt.points, prompt.labels)},
                             args.repeats)
-        report[f"predictor ({'module' if domain != 'base' else 'base class'})"] = {
-            "seconds": times, "ratio": ratio(times, "prompt only", "full")}
+        key = f"predictor ({'module' if domain != 'base' else 'base class'})"
+        report[key] = {"seconds": times, "ratio": ratio(times, "prompt only", "full")}
+        show(report, key)
 
-    # 4. storage
-    report["module_bytes"] = module_bytes(backbone)
+    # 2. batch throughput: every image its own module vs one module for all
+    batch_samcl = samcl
+    if args.batch_image_size not in (0, None, backbone.image_size):
+        batch_samcl = SAMCL.create(vit_b_backbone(args.batch_image_size), None, device="cpu")
+        add_random_domains(batch_samcl, max(args.batch, 2), samples_per_domain=4)
+    images, prompts = zip(*(test_image(batch_samcl.backbone, seed) for seed in range(args.batch)))
+    mixed = [names[j % len(names)] for j in range(args.batch)]
+    times = interleaved({"single-module batch": lambda: batch_samcl.segment(images, prompts, domain=names[0]),
+                         "mixed-domain batch": lambda: batch_samcl.segment(images, prompts, domain=mixed)},
+                        args.batch_repeats, warmup=batch_samcl is not samcl)
+    report["batch"] = {"seconds": times, "image_size": batch_samcl.backbone.image_size,
+                       "throughput_ratio": ratio(times, "single-module batch", "mixed-domain batch")}
+    show(report, "batch")
     return report
 
 
-def print_report(report: dict) -> None:
+def print_part(report: dict, key: str) -> None:
     c = report["config"]
-    print(f"SAM config: {c['image_size']} px, D = {c['hidden_size']}, {c['blocks']} blocks, selector block "
-          f"{c['selector_block']}, adapted blocks {c['adapted_blocks']}; random weights; torch {c['torch']}, "
-          f"{c['threads']} threads; {c['repeats']} repeats after a warm-up call (batch part: see below)\n")
 
     def line(label, times, ratio, kind="ratio", goal=""):
         parts = "  ".join(f"{name} {statistics.median(values) * 1000:9.1f} ms (min {min(values) * 1000:.1f})"
                           for name, values in times.items())
         print(f"{label:<34} {parts}\n{'':<34} {kind}: median {ratio['median']:.3f}, min {ratio['min']:.3f}  {goal}")
 
-    line("1. latency, batch 1", report["latency"]["seconds"], report["latency"]["ratio"],
-         "SAMCL / bare SAM", "(goal <= 1.05)")
-    print("   SAMCL's parts outside the encoder: " + ", ".join(
-        f"{name} {seconds * 1000:.2f} ms" for name, seconds in report["parts_seconds"].items()))
-    b = report["batch"]
-    line(f"2. batch of {c['batch']}, {b['image_size']} px ({len(next(iter(b['seconds'].values())))} repeats)",
-         b["seconds"],
-         b["throughput_ratio"], "throughput mixed / single", "(goal >= 0.90)")
-    for key in ("predictor (module)", "predictor (base class)"):
+    if key == "config":
+        print(f"SAM config: {c['image_size']} px, D = {c['hidden_size']}, {c['blocks']} blocks, selector block "
+              f"{c['selector_block']}, adapted blocks {c['adapted_blocks']}; random weights; torch {c['torch']}, "
+              f"{c['threads']} threads; {c['repeats']} timed calls after a warm-up call (batch part: see there)\n")
+    elif key == "latency":
+        line("1. latency, batch 1", report["latency"]["seconds"], report["latency"]["ratio"],
+             "SAMCL / bare SAM", "(goal <= 1.05)")
+        print("   SAMCL's parts outside the encoder: " + ", ".join(
+            f"{name} {seconds * 1000:.2f} ms" for name, seconds in report["parts_seconds"].items()))
+    elif key == "module_bytes":
+        m = report["module_bytes"]
+        f32, f16 = m["float32"], m["float16"]
+        print(f"4. bytes per module ({m['parameters']:,} parameters): float32 {f32['bytes']:,} B (file "
+              f"{f32['file_bytes']:,} B), float16 {f16['bytes']:,} B (file {f16['file_bytes']:,} B)\n"
+              f"   float16 / float32 = {f16['bytes'] / f32['bytes']:.3f} (files "
+              f"{f16['file_bytes'] / f32['file_bytes']:.3f}); without LayerNorms (the paper's count) "
+              f"{m['bytes_without_layernorm']:,} B in float32")
+    elif key.startswith("predictor"):
         line(f"3. {key}", report[key]["seconds"], report[key]["ratio"], "prompt-only re-run / full run")
-    m = report["module_bytes"]
-    f32, f16 = m["float32"], m["float16"]
-    print(f"4. bytes per module ({m['parameters']:,} parameters): float32 {f32['bytes']:,} B "
-          f"(file {f32['file_bytes']:,} B), float16 {f16['bytes']:,} B (file {f16['file_bytes']:,} B); "
-          f"float16 / float32 = {f16['bytes'] / f32['bytes']:.3f} (files {f16['file_bytes'] / f32['file_bytes']:.3f}); "
-          f"without LayerNorms (the paper's count) {m['bytes_without_layernorm']:,} B in float32")
+    elif key == "batch":
+        b = report["batch"]
+        line(f"2. batch of {c['batch']}, {b['image_size']} px ({len(next(iter(b['seconds'].values())))} timed)",
+             b["seconds"], b["throughput_ratio"], "throughput mixed / single", "(goal >= 0.90)")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,20 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="batch size for the mixed vs single comparison")
     parser.add_argument("--batch-repeats", type=int, default=None, help="repeats for the batch part (default: "
                                                                           "--repeats, at most 2)")
-    parser.add_argument("--batch-image-size", type=int, default=None,
-                        help="input size for the batch part (default: --size); a batch of 8 at 1024 px takes "
-                             "minutes per call on a laptop-class CPU")
+    parser.add_argument("--batch-image-size", type=int, default=512,
+                        help="input size for the batch part (default 512: a batch of 8 at 1024 px holds about 12 GB "
+                             "of attention maps and takes minutes per call on a CPU); 0 = --size")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (on cores shared with other "
                         "work 1 is much faster: threads wait for each other)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.batch_repeats is None:
         args.batch_repeats = min(args.repeats, 2)
-    report = run(args)
+    report = run(args, show=(lambda report, key: None) if args.json else print_part)
     if args.json:
         print(json.dumps(report))
-    else:
-        print_report(report)
     return 0
 
 
