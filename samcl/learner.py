@@ -191,7 +191,8 @@ class SAMCL:
                                                        progress=config.progress)
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
-                      "buffer_samples": len(embeddings), **{k: v for k, v in report.get("stats", {}).items()}}
+                      "buffer_samples": len(embeddings),
+                      **{k: v for k, v in report.get("stats", {}).items() if not isinstance(v, list)}}
         if self.store is not None:
             self.store.save(self.state, written={name})
         report["bytes"] = entry.bytes
