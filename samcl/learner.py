@@ -78,6 +78,8 @@ class SAMCL:
         if state.selector is not None:
             state.selector.to(self.device)
         self._bank: ModuleBank | None = None
+        self._prefix_cache: dict[int, tuple] | None = None  # see cache_prefixes
+        self._prefix_budget = 0
         self.bank()  # every module resident from the start: switching is choosing rows
 
     # ------------------------------------------------------------------ construction
@@ -286,8 +288,7 @@ class SAMCL:
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         backbone = self.backbone
-        tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
-        tokens = backbone.prefix(torch.stack(tensors).to(self.device), self.selector_block)
+        tokens, geometries = self._prefix(images)
         chosen = self.resolve_domains(domain, len(images))
         open_ = [j for j, forced in enumerate(chosen) if forced is None]
         if open_:
@@ -300,6 +301,34 @@ class SAMCL:
         return [self.decode_one(batch_ops.take(embeddings, slice(j, j + 1)), prompts[j], geometries[j],
                                 multimask_output, self.domain_name(chosen[j]), return_logits)
                 for j in range(len(images))]
+
+    def cache_prefixes(self, max_bytes: int) -> None:
+        """Keep the prefix tokens of images segmented again later (the protocol evaluates the same test images
+        after every step). The base is frozen, so an image's prefix never changes; entries are keyed by the
+        image object itself (held, so its id cannot be reused). max_bytes = 0 turns the cache off."""
+        self._prefix_cache = {} if max_bytes > 0 else None
+        self._prefix_budget = max_bytes
+
+    def _prefix(self, images: Sequence) -> tuple:
+        """(prefix tokens for the batch, geometries), from the cache where possible."""
+        cache, budget = self._prefix_cache, self._prefix_budget
+        hits = {j: cache[id(image)] for j, image in enumerate(images)
+                if cache is not None and id(image) in cache and cache[id(image)][0] is image}
+        missing = [j for j in range(len(images)) if j not in hits]
+        fresh = {}
+        if missing:
+            tensors, geometries = zip(*(self.backbone.preprocess(images[j]) for j in missing))
+            tokens = self.backbone.prefix(torch.stack(tensors).to(self.device), self.selector_block)
+            for k, j in enumerate(missing):
+                fresh[j] = (images[j], batch_ops.take(tokens, k), geometries[k])
+                size = batch_ops.nbytes(fresh[j][1])
+                if cache is not None and budget >= size:
+                    cache[id(images[j])] = fresh[j]
+                    self._prefix_budget = budget = budget - size
+            if not hits:
+                return tokens, list(geometries)
+        entries = [hits.get(j) or fresh[j] for j in range(len(images))]
+        return batch_ops.stack([e[1] for e in entries]), [e[2] for e in entries]
 
     def heat(self, prompts: Sequence[Prompt], geometries: list[ResizeGeometry]) -> torch.Tensor:
         """B x rows x cols heat for the batch's prompts (points padded with label -10, which paints nothing)."""

@@ -29,6 +29,8 @@ from .store import BASE_CLASS, ModuleStore
 from .trainer import TrainConfig
 
 METRICS = ("iou", "f1", "mae")
+#: Prefix tokens of test images kept across the protocol's evaluations (the frozen prefix never changes).
+EVAL_PREFIX_CACHE_BYTES = 256 << 20
 
 
 @dataclass
@@ -100,6 +102,7 @@ class SamclStrategy(Strategy):
                  rank: int = 10, oracle: bool = False, base_domain: DomainData | None = None, device=None,
                  store=None, variant: dict | None = None):
         self.samcl = SAMCL.create(backbone, store, rank=rank, selector=selector, device=device)
+        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
         if variant:  # before anything is learned: every module of the set has this config
             self.samcl.state.aug_config = replace(self.samcl.aug_config, **variant)
         self.backbone, self.device = backbone, device

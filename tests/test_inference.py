@@ -348,3 +348,24 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
     with torch.no_grad():
         accuracy = (net(test).argmax(1) == torch.arange(classes).repeat_interleave(20)).float().mean()
     assert accuracy > 0.9
+
+
+def test_prefix_cache_gives_identical_results_and_skips_the_prefix(tiny_backbone, monkeypatch):
+    from samcl.learner import SAMCL, Prompt
+    from helpers import toy_samples
+
+    samples = toy_samples(3, (200, 30, 30), 0)
+    images, prompts = [s.image for s in samples], [Prompt.of(s.points) for s in samples]
+    plain = SAMCL.create(tiny_backbone).segment(images, prompts)
+    cached = SAMCL.create(tiny_backbone)
+    cached.cache_prefixes(1 << 20)
+    first = cached.segment(images[:2], prompts[:2])
+    calls = []
+    original = tiny_backbone.prefix
+    monkeypatch.setattr(tiny_backbone, "prefix", lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k))
+    again = cached.segment(images, prompts)
+    assert calls == [1]  # only the image not seen before ran through the prefix
+    for a, b in zip(plain, first + again[2:]):
+        assert (a.low_res_logits == b.low_res_logits).all()
+    for a, b in zip(plain, again):
+        assert abs(a.low_res_logits - b.low_res_logits).max() <= 1e-5
