@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import platform
 import shutil
 import sys
@@ -102,14 +103,17 @@ class BenchmarkSize:
     batch_size: int
     buffer: int
     replay_bytes: int
-    lr_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    lr_grid: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
     val_fraction: float = 0.25
     rank: int = 10
     selector_epochs: int = 25
 
 
-FULL = BenchmarkSize(train=48, test=24, epochs=8, batch_size=4, buffer=48, replay_bytes=2 * 2**20)
-QUICK = BenchmarkSize(train=10, test=5, epochs=2, batch_size=4, buffer=10, replay_bytes=2**20)
+#: The default run: about 2,000 CPU-seconds for all methods and 3 seeds (one core-second per CPU-second: under 20
+#: minutes with --jobs 2 on 2 free cores). Images average about 40 KB as PNG (image + mask), so the stated replay
+#: budget holds about 50 images (about 10 per domain at the end, a fifth of a domain's training set).
+FULL = BenchmarkSize(train=48, test=32, epochs=8, batch_size=4, buffer=48, replay_bytes=2 * 2**20)
+QUICK = BenchmarkSize(train=12, test=6, epochs=3, batch_size=4, buffer=12, replay_bytes=2**20)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -175,27 +179,28 @@ class Suite:
 
 # ---------------------------------------------------------------------------------------------------- strategies
 def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, suite: Suite, seed: int,
-                  replay_matched_bytes: int) -> Strategy:
+                  replay_matched_bytes: int, device=None) -> Strategy:
     from . import baselines as b
 
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=lr or 0.0, seed=seed, progress=False)
     selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
     rank = size.rank
-    samcl = lambda **kw: SamclStrategy(backbone, train, selector, rank=rank, base_domain=suite.general, **kw)  # noqa: E731
+    samcl = lambda **kw: SamclStrategy(backbone, train, selector, rank=rank, base_domain=suite.general,  # noqa: E731
+                                       device=device, **kw)
     factories: dict[str, Callable[[], Strategy]] = {
-        "zero-shot": lambda: b.ZeroShotStrategy(backbone),
-        "sequential": lambda: b.SequentialStrategy(backbone, train, rank),
-        "sequential-lora": lambda: b.sequential_lora(backbone, train, rank),
-        "ewc": lambda: b.EwcStrategy(backbone, train, rank),
-        "lwf": lambda: b.LwfStrategy(backbone, train, rank),
-        "replay": lambda: b.ReplayStrategy(backbone, train, size.replay_bytes, rank),
-        "replay-matched": lambda: b.ReplayStrategy(backbone, train, replay_matched_bytes, rank),
-        "o-lora": lambda: b.OLoraStrategy(backbone, train, rank),
+        "zero-shot": lambda: b.ZeroShotStrategy(backbone, device),
+        "sequential": lambda: b.SequentialStrategy(backbone, train, rank, device),
+        "sequential-lora": lambda: b.sequential_lora(backbone, train, rank, device),
+        "ewc": lambda: b.EwcStrategy(backbone, train, rank, device),
+        "lwf": lambda: b.LwfStrategy(backbone, train, rank, device),
+        "replay": lambda: b.ReplayStrategy(backbone, train, size.replay_bytes, rank, device),
+        "replay-matched": lambda: b.ReplayStrategy(backbone, train, replay_matched_bytes, rank, device),
+        "o-lora": lambda: b.OLoraStrategy(backbone, train, rank, device),
         "samcl": lambda: samcl(),
         "samcl-lora": lambda: samcl(variant=FAMILIES["augmodule-per-block-a"]),
         "samcl-noprompt": lambda: samcl(variant=FAMILIES["augmodule-no-prompt"]),
         "samcl-oracle": lambda: samcl(oracle=True),
-        "joint": lambda: b.JointStrategy(backbone, train, suite.domains, rank),
+        "joint": lambda: b.JointStrategy(backbone, train, suite.domains, rank, device),
     }
     strategy = factories[method]()
     strategy.name = method
@@ -232,7 +237,10 @@ def _backbone(base: str | None):
 
 
 def _init_worker(events, counter, max_steps) -> None:
+    """One thread per run and deterministic kernels: a run's numbers do not depend on --jobs or on other runs."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, should a GPU be used
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     _WORKER.update(events=events, counter=counter, max_steps=max_steps)
 
 
@@ -267,6 +275,7 @@ class Job:
     state: str
     replay_matched_bytes: int
     identity: str  # sha256 of the base weights
+    device: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -311,7 +320,8 @@ def run_job(job: Job) -> dict:
     backbone = _backbone(job.base)
     torch.manual_seed(job.seed)
     suite = job.suite.build(job.size, job.seed)
-    strategy = make_strategy(job.method, backbone, job.lr, job.size, suite, job.seed, job.replay_matched_bytes)
+    strategy = make_strategy(job.method, backbone, job.lr, job.size, suite, job.seed, job.replay_matched_bytes,
+                             job.device)
     resume = None
     if progress is not None:
         resume = ProtocolResult.from_raw(progress["result"])
@@ -348,6 +358,7 @@ class GridJob:
     size: BenchmarkSize
     suite: SuiteSpec
     base: str | None
+    device: str | None = None
 
 
 def run_grid_job(job: GridJob) -> float:
@@ -360,7 +371,7 @@ def run_grid_job(job: GridJob) -> float:
     suite = job.suite.build(job.size, 0)
     first = suite.domains[0]
     fit, val = split_for_validation(first.train, job.size.val_fraction)
-    runner = _SingleModule(backbone, job.size.rank, None)
+    runner = _SingleModule(backbone, job.size.rank, job.device)
     config = family_config(backbone, job.family, job.size.rank)
     train = TrainConfig(epochs=job.size.epochs, batch_size=job.size.batch_size, lr=job.lr, seed=0, progress=False)
     module, _, _ = train_module(backbone, config, fit, runner.samcl.selector_block, train, runner.samcl.device)
@@ -431,14 +442,14 @@ class _Executor:
 
 
 def choose_learning_rates(families: list[str], size: BenchmarkSize, suite: SuiteSpec, base: str | None,
-                          identity: str, state: Path, executor: _Executor) -> dict[str, dict]:
+                          identity: str, state: Path, executor: _Executor, device=None) -> dict[str, dict]:
     """{family: {"grid": {lr: val IoU}, "lr": chosen}}; cached in STATE/learning_rates.json by configuration."""
     cache_path = state / "learning_rates.json"
     key = _as_json({"size": asdict(size), "suite": suite.describe(), "base_weights": identity,
                     "samcl_version": __version__})
     cache = _read_json(cache_path) or {}
     choices = cache.get("choices", {}) if cache.get("key") == key else {}
-    todo = [GridJob(f, lr, size, suite, base) for f in families if f not in choices for lr in size.lr_grid]
+    todo = [GridJob(f, lr, size, suite, base, device) for f in families if f not in choices for lr in size.lr_grid]
     scores = executor.map(run_grid_job, todo) if todo else []
     for job, score in zip(todo, scores):
         choices.setdefault(job.family, {"grid": {}})["grid"][repr(job.lr)] = score
@@ -461,6 +472,7 @@ class BenchmarkConfig:
     state: Path | None = None
     max_steps: int | None = None
     progress: bool = True
+    device: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     command: str = ""
@@ -513,9 +525,10 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     start = time.perf_counter()
     executor = _Executor(config.jobs, total, config.progress, config.max_steps)
     try:
-        rates = choose_learning_rates(families, size, config.suite, config.base, identity, state, executor)
+        rates = choose_learning_rates(families, size, config.suite, config.base, identity, state, executor,
+                                      config.device)
         jobs = [Job(method, seed, rates[METHODS[method].family]["lr"] if METHODS[method].family else None, size,
-                    config.suite, config.base, str(state), matched, identity)
+                    config.suite, config.base, str(state), matched, identity, config.device)
                 for seed in config.seeds for method in config.methods]
         raws = executor.map(run_job, jobs)
     finally:
@@ -751,13 +764,18 @@ def write_plots(out: Path, report: dict) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     totals = [methods[n]["aggregate"]["storage"]["total"]["mean"] or 0 for n in names]
     floor = 10 ** math.floor(math.log10(min([t for t in totals if t > 0] or [1e3]) / 4))
+    labels: list[list] = []  # [x, y, text]: points that coincide share one label
     for name, total in zip(names, totals):
         aa = methods[name]["aggregate"]["continual"]["iou"]["AA"]
-        x = total if total > 0 else floor
-        ax.errorbar([x], [100 * aa["mean"]], yerr=[100 * aa["std"]], fmt="o" if total > 0 else "s", capsize=3,
-                    color=colors[name], label=name)
-        ax.annotate(name + ("" if total > 0 else " (0 B)"), (x, 100 * aa["mean"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        x, y = (total if total > 0 else floor), 100 * aa["mean"]
+        ax.errorbar([x], [y], yerr=[100 * aa["std"]], fmt="o" if total > 0 else "s", capsize=3, color=colors[name])
+        near = next((item for item in labels if abs(math.log10(item[0] / x)) < 0.06 and abs(item[1] - y) < 0.4), None)
+        if near is not None:
+            near[2] += f" / {name}"
+        else:
+            labels.append([x, y, name + ("" if total > 0 else " (0 B)")])
+    for x, y, text in labels:
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("storage beyond the frozen base (bytes, log scale)")
     ax.set_ylabel("AA: final mean IoU over learned domains (%)")
@@ -767,7 +785,7 @@ def write_plots(out: Path, report: dict) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(names) + 2), 4.5))
     xs = np.arange(len(names))
-    for offset, key, label in ((-0.2, "FM_best", "FM (best earlier score, / t)"),
+    for offset, key, label in ((-0.2, "FM_best", "FM (best score since learned, / t)"),
                                (0.2, "FM_reference", "FM (reference, / (t + 1))")):
         stats = [methods[n]["aggregate"]["continual"]["iou"][key] for n in names]
         ax.bar(xs + offset, [100 * (s["mean"] or 0) for s in stats], 0.4, yerr=[100 * (s["std"] or 0) for s in stats],
@@ -817,7 +835,7 @@ def main_benchmark(args) -> int:
         suite = SuiteSpec(False, tuple(args.domain), tuple(args.extra or ()), args.general)
     config = BenchmarkConfig(out=args.out, methods=methods, seeds=seeds, quick=args.quick, base=args.base,
                              suite=suite, jobs=args.jobs, state=args.state, max_steps=args.max_steps,
-                             progress=not args.json, epochs=args.epochs, batch_size=args.batch_size,
+                             progress=not args.json, device=args.device, epochs=args.epochs, batch_size=args.batch_size,
                              command=canonical_command(args, methods, seeds))
     try:
         report = run_benchmark(config)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The exact command behind benchmarks/results/: the embedded synthetic suite on the shipped tiny SAM, every method,
+# seeds 0, 1, 2. On 2 CPU cores, --jobs 2 runs two (method, seed) runs at a time, one thread each; the numbers do
+# not depend on --jobs. Resumable: after an interruption run this again and it continues from the last finished
+# (method, seed, step) kept in benchmarks/results/state/ (not committed).
+# From scratch (what reproduces the committed table, digest included): FRESH=1 benchmarks/run_embedded.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ "${FRESH:-0}" == 1 ]]; then
+    rm -rf benchmarks/results/state
+fi
+exec samcl benchmark --out benchmarks/results --seeds 0,1,2 --jobs 2
