@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import load_backbone
+from .backbone import BUILTIN_TINY_SAM, load_backbone
 from .data import synthetic
 from .io import atomic_write_bytes, atomic_write_json
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
@@ -31,11 +31,12 @@ class DemoSize:
     epochs: int
     batch_size: int
     lr: float
-    buffer: int
+    buffer: int  # N_e: embeddings per domain in the selector's buffer
+    selector_epochs: int  # the reference's 25 epochs assume N_e = 300; small buffers need more passes
 
 
-FULL = DemoSize(train=64, test=32, epochs=8, batch_size=4, lr=0.005, buffer=64)
-QUICK = DemoSize(train=24, test=16, epochs=6, batch_size=4, lr=0.005, buffer=24)
+FULL = DemoSize(train=128, test=48, epochs=4, batch_size=4, lr=0.005, buffer=128, selector_epochs=60)
+QUICK = DemoSize(train=48, test=16, epochs=3, batch_size=4, lr=0.005, buffer=48, selector_epochs=100)
 
 
 def demo_domains(size: DemoSize, seed: int) -> tuple[DomainData, list[DomainData], list[DomainData]]:
@@ -52,16 +53,23 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
              device=None, base=None) -> dict:
     from .baselines import SequentialStrategy
 
+    if base is None:  # the tiny SAM: one intra-op thread is faster than several (and far faster on busy cores)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run_demo(out, quick, seed, progress, baseline, device, base=BUILTIN_TINY_SAM)
+        finally:
+            torch.set_num_threads(threads)
     torch.manual_seed(seed)
     start = time.perf_counter()
     size = QUICK if quick else FULL
     backbone = load_backbone(base)
     general, targets, extra = demo_domains(size, seed)
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress)
-    selector = SelectorConfig(samples_per_domain=size.buffer)
+    selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
     samcl = SamclStrategy(backbone, train, selector, base_domain=general, device=device)
     result = run_protocol(samcl, targets, extra, progress=progress)
-    results = {"config": {"quick": quick, "seed": seed, "size": size.__dict__, "base": str(base or "builtin:tiny-sam"),
+    results = {"config": {"quick": quick, "seed": seed, "size": size.__dict__, "base": str(base),
                           "resize": "longest side + pad (SAM's convention), scored at original size",
                           "fm_definitions": "FM_reference divides by t+1 (reference code); FM_best uses the "
                                             "best earlier score and divides by t"},
