@@ -12,8 +12,6 @@ Each block is computed once: the suffix starts where the prefix stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +22,13 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from ..augmodule import AugModuleConfig
-from ..prompts import HeatConfig, render_heat
+from ..prompts import render_heat
+from .base import FrozenBackbone
 from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rgb_array
 
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-#: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
-REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
 
 
 class Adapter(Protocol):
@@ -58,16 +55,17 @@ def qkv_adapter(attention: nn.Module, block: int, adapter: Adapter | None):
         handle.remove()
 
 
-class SamBackbone(nn.Module):
+class SamBackbone(FrozenBackbone):
     """A frozen `SamModel` with split execution and adapter hooks."""
 
     family = "sam"
+    model_type = "sam"
+    model_class = SamModel
+    label = "SAM"
     supports_qkv_lora = True  # `_run_block` applies an adapter's qkv delta (LoRA on qkv, as PEFT places it)
 
     def __init__(self, model: SamModel):
-        super().__init__()
-        self.model = model.eval()
-        self.model.requires_grad_(False)
+        super().__init__(model)
         vision = model.config.vision_config
         self.image_size = int(vision.image_size)
         self.patch_size = int(vision.patch_size)
@@ -75,7 +73,6 @@ class SamBackbone(nn.Module):
         self.num_blocks = int(vision.num_hidden_layers)
         self.hidden_size = int(vision.hidden_size)
         self.neck_channels = int(vision.output_channels)
-        self._identity: dict | None = None
 
     # ----------------------------------------------------------------- building and loading
     @classmethod
@@ -89,31 +86,11 @@ class SamBackbone(nn.Module):
         return cls(SamModel(config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "SamBackbone":
-        """A local HF-format directory (config.json + model.safetensors) or one of Meta's `.pth` checkpoints."""
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"{path}: no such file or directory")
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise ValueError(f"{path}: not a model directory (no config.json)")
-            try:
-                config = json.loads((path / "config.json").read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
-            model_type = config.get("model_type") if isinstance(config, dict) else None
-            if model_type != "sam":
-                raise ValueError(f"{path}: model_type is {model_type!r}, expected 'sam'")
-            return cls(load_hf_model(SamModel, path, "SAM"))
+    def from_checkpoint(cls, path: Path) -> "SamBackbone":
+        """One of Meta's official `.pth` checkpoints (sam_vit_b_01ec64.pth, ...)."""
         from .meta import load_meta_checkpoint
 
         return cls(load_meta_checkpoint(path))
-
-    def identity(self) -> dict:
-        """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base."""
-        if self._identity is None:
-            self._identity = model_identity(self.model, self.family)
-        return self._identity
 
     # ----------------------------------------------------------------- choices derived from the config
     @property
@@ -128,23 +105,10 @@ class SamBackbone(nn.Module):
         return AugModuleConfig(dim=self.hidden_size, adapted_blocks=tuple(adapted_blocks),
                                neck_channels=self.neck_channels, rank=rank)
 
-    @property
-    def heat_config(self) -> HeatConfig:
-        """Reference kernel (9 x 9, sigma 1.7 on a 64-cell grid), scaled to this grid's size."""
-        return scaled_heat_config(self.grid)
-
     def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
              boxes: torch.Tensor | None) -> torch.Tensor:
         """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
         return render_heat(points, labels, boxes, self.grid, self.patch_size, self.heat_config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     # ----------------------------------------------------------------- preprocessing
     def preprocess(self, image) -> tuple[torch.Tensor, ResizeGeometry]:
@@ -201,10 +165,6 @@ class SamBackbone(nn.Module):
         hidden = residual + attn
         return hidden + layer.mlp(layer.layer_norm2(hidden))
 
-    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The base encoder end to end (no module): B x 3 x S x S -> B x C x h x w."""
-        return self.suffix(self.prefix(pixel_values, -1), 0)
-
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: torch.Tensor, points: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
@@ -229,60 +189,7 @@ class SamBackbone(nn.Module):
         return logits[:, 0], iou[:, 0]
 
 
-def model_identity(model: nn.Module, family: str) -> dict:
-    """Family, architecture and sha256 of a transformers model's config and weights (what a store records)."""
-    config = model.config.to_dict()
-    for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures"):
-        config.pop(key, None)
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    weights = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return {"family": family, "architecture": type(model).__name__, "config_sha256": config_hash,
-            "weights_sha256": weights.hexdigest()}
-
-
-def scaled_heat_config(grid: tuple[int, int]) -> HeatConfig:
-    """The reference heat kernel (9 x 9 cells, sigma 1.7 at 64 cells) scaled to a grid of `grid[0]` rows."""
-    return REFERENCE_HEAT.scaled_to(grid[0])
-
-
 def preprocess_batch(backbone: SamBackbone, images: list[np.ndarray]) -> tuple[torch.Tensor, list[ResizeGeometry]]:
     """Several images -> B x 3 x S x S and their geometries."""
     tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
     return torch.stack(tensors), list(geometries)
-
-
-def load_hf_model(model_class, path: Path, label: str):
-    """A transformers model from a local directory, strictly: weights from safetensors only (never a pickled
-    pytorch_model.bin), and every weight present with its shape (transformers would otherwise initialise missing
-    ones at random and only log it). Any problem is one ValueError naming the path; transformers' own report
-    and progress bars are kept off the terminal."""
-    from transformers.utils import logging as hf_logging
-
-    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
-        pickled = next((name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")
-                        if (path / name).is_file()), None)
-        hint = f"; {pickled} is a pickle, which samcl does not load: convert it to safetensors" if pickled else ""
-        raise ValueError(f"{path}: no model.safetensors{hint}")
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                  ignore_mismatched_sizes=True, output_loading_info=True)
-    except Exception as exc:  # transformers raises many types for broken files
-        detail = " ".join(str(exc).split())[:200]
-        raise ValueError(f"{path}: cannot load {label} weights ({type(exc).__name__}: {detail})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    for kind in ("missing_keys", "mismatched_keys"):
-        keys = sorted(info.get(kind) or [], key=str)
-        if keys:
-            first = keys[0] if isinstance(keys[0], str) else f"{keys[0][0]} {tuple(keys[0][1])} vs {tuple(keys[0][2])}"
-            raise ValueError(f"{path}: not a {label} checkpoint for its config.json ({len(keys)} "
-                             f"{kind.replace('_', ' ')}, e.g. {first})")
-    return model.eval()

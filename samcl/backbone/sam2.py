@@ -50,9 +50,10 @@ from transformers import Sam2Config, Sam2Model
 from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
 from ..augmodule import AugModuleConfig
-from ..prompts import HeatConfig, render_heat
+from ..prompts import render_heat
 from .preprocess import ResizeGeometry, to_rgb_array
-from .sam import Adapter, load_hf_model, model_identity, scaled_heat_config
+from .base import FrozenBackbone
+from .sam import Adapter
 
 #: SAM 2's pixel statistics (RGB in [0, 1]): ImageNet's, as Meta's SAM2Transforms.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -94,16 +95,17 @@ class StretchGeometry(ResizeGeometry):
         return F.interpolate(logits, self.original, mode="bilinear", align_corners=False)
 
 
-class Sam2Backbone(nn.Module):
+class Sam2Backbone(FrozenBackbone):
     """A frozen `Sam2Model` (image encoder, prompt encoder, mask decoder; no video memory) with split
     execution and adapter hooks."""
 
     family = "sam2"
+    model_type = "sam2"
+    model_class = Sam2Model
+    label = "SAM 2"
 
     def __init__(self, model: Sam2Model):
-        super().__init__()
-        self.model = model.eval()
-        self.model.requires_grad_(False)
+        super().__init__(model)
         vision = model.config.vision_config
         hiera = vision.backbone_config
         sizes = _pair(hiera.image_size)
@@ -119,7 +121,6 @@ class Sam2Backbone(nn.Module):
         self.grid = _stage_grid(hiera, self.embedding_stage)
         self.hidden_size = int(hiera.embed_dim_per_stage[self.embedding_stage])
         self.neck_channels = 0  # no neck injection (see the module docstring)
-        self._identity: dict | None = None
 
     # ----------------------------------------------------------------- building and loading
     @classmethod
@@ -134,31 +135,11 @@ class Sam2Backbone(nn.Module):
         return cls(Sam2Model(config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Sam2Backbone":
-        """A local HF-format directory (config.json with model_type "sam2") or an official SAM 2 / 2.1 `.pt`."""
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"{path}: no such file or directory")
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise ValueError(f"{path}: not a model directory (no config.json)")
-            try:
-                config = json.loads((path / "config.json").read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
-            model_type = config.get("model_type") if isinstance(config, dict) else None
-            if model_type != "sam2":
-                raise ValueError(f"{path}: model_type is {model_type!r}, expected 'sam2'")
-            return cls(load_hf_model(Sam2Model, path, "SAM 2"))
+    def from_checkpoint(cls, path: Path) -> "Sam2Backbone":
+        """An official SAM 2 / 2.1 `.pt` checkpoint."""
         from .sam2_meta import load_sam2_checkpoint
 
         return cls(load_sam2_checkpoint(path))
-
-    def identity(self) -> dict:
-        """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base."""
-        if self._identity is None:
-            self._identity = model_identity(self.model, self.family)
-        return self._identity
 
     # ----------------------------------------------------------------- choices derived from the config
     @property
@@ -192,23 +173,10 @@ class Sam2Backbone(nn.Module):
         """Model-input pixels per heat-grid cell (16 for SAM 2: the embedding stage's stride)."""
         return self.image_size / self.grid[1]
 
-    @property
-    def heat_config(self) -> HeatConfig:
-        """Reference kernel (9 x 9, sigma 1.7 on a 64-cell grid), scaled to this grid's size."""
-        return scaled_heat_config(self.grid)
-
     def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
              boxes: torch.Tensor | None) -> torch.Tensor:
         """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
         return render_heat(points, labels, boxes, self.grid, self.heat_stride, self.heat_config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     # ----------------------------------------------------------------- preprocessing
     def preprocess(self, image) -> tuple[torch.Tensor, StretchGeometry]:
@@ -282,10 +250,6 @@ class Sam2Backbone(nn.Module):
             attn = attn + delta.view(batch, rows, cols, dim)
         hidden = residual + attn
         return hidden + layer.mlp(layer.layer_norm2(hidden))
-
-    def encode(self, pixel_values: torch.Tensor) -> Sam2Embeddings:
-        """The base encoder end to end (no module)."""
-        return self.suffix(self.prefix(pixel_values, -1), 0)
 
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: Sam2Embeddings, points: torch.Tensor | None = None,
