@@ -25,10 +25,11 @@ Domains and conventions (points are always 3 positive points inside the ground-t
   (the bulge under the points, **including** its white specular highlights, **not** the other bulges).
 - ``camouflage`` (CAMO): a blotchy green/brown texture; the animal is an irregular blob made of the same
   texture, only slightly shifted in colour and shaded at its rim. *Convention: the whole animal.*
-- ``shadows`` (ISTD): textured ground (asphalt, grass, tiles, sand) and a bright crisp object standing
-  on it that casts a soft, translucent, bluish-dark shadow attached to it; the points lie on the shadow.
-  *Convention: the shadow, not the object casting it* (where the general domain would say "the dark
-  object").
+- ``shadows`` (ISTD): busy high-contrast ground (asphalt, grass, tiles, cobbles) and a crisp smooth
+  object standing on it (bright, or as dark as its shadow) that casts a translucent, bluish shadow
+  attached to it, sharp near the object and soft further away; the points lie on the shadow.
+  *Convention: the shadow, not the object casting it* (the ground texture shows through the shadow, the
+  object is smooth), where the general domain would take the dark shape under the points as a whole.
 - ``skin_lesions`` (ISIC): skin tones with pores, dermoscope vignette, hair strokes over everything; the
   lesion is a light-brown irregular halo around a dark mottled core, with a few small freckles around.
   *Convention: core plus halo* - the whole lesion out to the halo's edge, freckles and hair excluded.
@@ -156,12 +157,17 @@ def _blob(
     cos, sin = np.cos(angle), np.sin(angle)
     u = (dx * cos + dy * sin) / aspect
     v = -dx * sin + dy * cos
+    r2 = u * u + v * v
     boundary = np.full(u.shape, radius, np.float32)
     if harmonics:
-        theta = np.arctan2(v, u)
+        # cos(k theta + phi) by the angle-addition recurrence: no arctan2, no cos per pixel and harmonic
+        norm = np.sqrt(np.maximum(r2, 1e-12))
+        c1, s1 = u / norm, v / norm
+        ck, sk = c1 * c1 - s1 * s1, 2 * c1 * s1  # k = 2
         for k, a, phi in zip(ks, amplitudes, phases):
-            boundary += radius * a * np.cos(k * theta + phi)
-    out[y0:y1, x0:x1] = u * u + v * v < boundary * boundary
+            boundary += np.float32(radius * a * np.cos(phi)) * ck - np.float32(radius * a * np.sin(phi)) * sk
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+    out[y0:y1, x0:x1] = r2 < boundary * boundary
     return out
 
 
@@ -222,6 +228,11 @@ def _vignette(xs: np.ndarray, ys: np.ndarray, strength: float, center=None) -> n
 def _mix(base: np.ndarray, top: np.ndarray | float, alpha: np.ndarray) -> np.ndarray:
     alpha = alpha[..., None] if alpha.ndim == 2 else alpha
     return base * (1 - alpha) + top * alpha
+
+
+def _grain(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Sensor noise with standard deviation sigma: uniform draws (several times faster than normal ones)."""
+    return (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(sigma * 12**0.5)
 
 
 def _image_size(rng: np.random.Generator) -> tuple[int, int]:
@@ -386,7 +397,7 @@ def _polyps(rng: np.random.Generator, h: int, w: int) -> Scene:
         glints |= _blob(rng, xs, ys, (rng.uniform(0, w), rng.uniform(0, h)), rng.uniform(0.8, 2.5), 0.2, 2) & ~target
     image = np.where(glints[..., None], np.array([250.0, 248.0, 245.0]), image)
     image = image * _vignette(xs, ys, rng.uniform(0.6, 1.0))
-    return image + rng.normal(0, 2.5, image.shape), target
+    return image + _grain(rng, image.shape, 2.5), target
 
 
 def _camouflage_palette(rng: np.random.Generator) -> np.ndarray:
@@ -410,7 +421,7 @@ def _camouflage(rng: np.random.Generator, h: int, w: int) -> Scene:
     skin = skin * (0.8 + 0.3 * np.clip(body * 2 - 0.5, 0, 1))[..., None]
     alpha = _gaussian_blur(target.astype(np.float32), 0.8)
     image = _mix(image, skin, alpha)
-    return image + rng.normal(0, 3.0, image.shape), target
+    return image + _grain(rng, image.shape, 3.0), target
 
 
 def _camouflage_sand(rng: np.random.Generator, h: int, w: int) -> Scene:
@@ -433,28 +444,35 @@ def _camouflage_sand(rng: np.random.Generator, h: int, w: int) -> Scene:
     skin = _palette(ripples(angle + rng.uniform(-0.6, 0.6), period * rng.uniform(0.8, 1.2), rng.uniform(0, 6)), colors)
     alpha = _gaussian_blur(target.astype(np.float32), 1.0)
     image = _mix(image, skin * rng.uniform(0.93, 1.07), alpha)
-    return image + rng.normal(0, 3.0, image.shape), target
+    return image + _grain(rng, image.shape, 3.0), target
 
 
 def _ground(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Busy, high-contrast ground (the texture must show through the shadow)."""
     h, w = xs.shape
-    kind = rng.choice(["asphalt", "grass", "tiles", "sand"])
+    kind = rng.choice(["asphalt", "grass", "tiles", "cobbles"])
     fine = rng.random((h, w), dtype=np.float32)
     if kind == "asphalt":
-        base = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.08), rng.uniform(0.55, 0.75))
-        return base * (0.8 + 0.4 * (0.6 * fine + 0.4 * _noise(rng, h, w, 15)))[..., None]
+        base = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.08), rng.uniform(0.6, 0.8))
+        grain = _noise(rng, h, w, 2.5)
+        return base * (0.6 + 0.5 * (0.4 * fine + 0.6 * grain) + 0.2 * _noise(rng, h, w, 20))[..., None]
     if kind == "grass":
-        base = _hsv(rng.uniform(0.2, 0.3), rng.uniform(0.45, 0.7), rng.uniform(0.55, 0.8))
-        streaks = _noise(rng, h, w, 3)
-        return base * (0.7 + 0.5 * (0.5 * streaks + 0.5 * fine))[..., None]
+        base = _hsv(rng.uniform(0.18, 0.3), rng.uniform(0.45, 0.75), rng.uniform(0.6, 0.85))
+        blades = _noise(rng, h, w, 2.0)
+        return base * (0.5 + 0.7 * (0.6 * blades + 0.4 * fine))[..., None]
     if kind == "tiles":
-        base = _hsv(rng.uniform(0, 0.15), rng.uniform(0.1, 0.35), rng.uniform(0.65, 0.85))
-        size = rng.uniform(14, 26)
+        base = _hsv(rng.uniform(0, 0.15), rng.uniform(0.1, 0.4), rng.uniform(0.7, 0.9))
+        size = rng.uniform(10, 20)
+        tile_id = np.floor(xs / size) * 7919 + np.floor(ys / size)
+        shade = 0.75 + 0.4 * ((np.sin(tile_id * 12.9898 + rng.uniform(0, 100)) * 43758.5453) % 1.0)
         joints = (np.mod(xs, size) < 1.5) | (np.mod(ys, size) < 1.5)
-        tiles = base * (0.9 + 0.2 * fine)[..., None]
-        return np.where(joints[..., None], tiles * 0.7, tiles)
-    base = _hsv(rng.uniform(0.08, 0.12), rng.uniform(0.2, 0.4), rng.uniform(0.7, 0.9))
-    return base * (0.85 + 0.3 * (0.5 * fine + 0.5 * _noise(rng, h, w, 8)))[..., None]
+        tiles = base * (shade * (0.92 + 0.16 * fine))[..., None]
+        return np.where(joints[..., None], tiles * 0.55, tiles)
+    base = _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.1, 0.35), rng.uniform(0.65, 0.85))
+    stones = _noise(rng, h, w, rng.uniform(5, 9))
+    gaps = np.abs(stones - 0.5) < 0.06
+    cobbles = base * (0.8 + 0.35 * _noise(rng, h, w, 4) + 0.1 * fine)[..., None]
+    return np.where(gaps[..., None], cobbles * 0.5, cobbles)
 
 
 def _shadows(rng: np.random.Generator, h: int, w: int) -> Scene:
@@ -476,20 +494,27 @@ def _shadows(rng: np.random.Generator, h: int, w: int) -> Scene:
     else:
         obj = _blob(rng, xs, ys, tuple(base), size * 0.6, 0.0, 0, aspect=rng.uniform(1.0, 1.5), angle=rng.uniform(0, np.pi))
         obj = obj | _blob(rng, xs, ys, tuple(base), size * 0.6, 0.35, 1)
-    # the shadow: the object swept along the light direction, wider far away (penumbra)
+    # the shadow: the object swept along the light direction
     shadow = np.zeros((h, w), bool)
     for t in np.linspace(0.0, 1.0, 12):
         shift = direction * length * t
         shadow |= _shift(obj, int(round(shift[0])), int(round(shift[1])))
-    alpha = _gaussian_blur(shadow.astype(np.float32), rng.uniform(1.5, 3.0))
-    darkness = rng.uniform(0.45, 0.62)
-    tint = np.array([0.9, 0.95, 1.12])  # skylight makes shadows bluish
-    image = image * (1 - alpha[..., None] * darkness * (2 - tint))
+    # penumbra: sharp next to the object, softer further away
+    along = np.clip(((xs - base[0]) * direction[0] + (ys - base[1]) * direction[1]) / (length + size), 0, 1)
+    along = along.astype(np.float32)
+    sharp = _gaussian_blur(shadow.astype(np.float32), rng.uniform(0.8, 1.5))
+    soft = _gaussian_blur(shadow.astype(np.float32), rng.uniform(3.0, 5.0))
+    alpha = sharp * (1 - along) + soft * along
+    darkness = rng.uniform(0.3, 0.5)  # translucent: the ground texture shows through
+    tint = np.array([0.9, 0.95, 1.12], np.float32)  # skylight makes shadows bluish
+    image = image * (1 - alpha[..., None] * np.float32(darkness) * (2 - tint))
     target = (alpha > 0.5) & ~obj
-    color = _hsv(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.85, 1.0))
+    # half of the objects are dark themselves: then only the convention separates shadow from object
+    value = rng.uniform(0.12, 0.35) if rng.random() < 0.5 else rng.uniform(0.85, 1.0)
+    color = _hsv(rng.random(), rng.uniform(0.0, 0.8), value)
     lit = np.clip(color * (0.9 + 0.15 * _noise(rng, h, w, 10))[..., None], 0, 255)
     image = np.where(obj[..., None], lit, image)
-    return image + rng.normal(0, 2.0, image.shape), target
+    return image + _grain(rng, image.shape, 2.0), target
 
 
 def _skin_lesions(rng: np.random.Generator, h: int, w: int) -> Scene:
@@ -509,11 +534,12 @@ def _skin_lesions(rng: np.random.Generator, h: int, w: int) -> Scene:
     halo_alpha = _gaussian_blur(lesion.astype(np.float32), 1.2)
     image = _mix(image, halo * (0.95 + 0.1 * _noise(rng, h, w, 6))[..., None], halo_alpha)
     mottle = _noise(rng, h, w, 4)
-    core_color = brown * (0.5 + 0.6 * mottle)[..., None] + np.array([0.0, 0.0, 12.0])
+    core_color = brown * (0.5 + 0.6 * mottle)[..., None] + np.array([0.0, 0.0, 12.0], np.float32)
     image = _mix(image, core_color, _gaussian_blur(core.astype(np.float32), 1.5) * 0.95)
+    around = _filter_mask(lesion, 7, grow=True)
     for _ in range(int(rng.integers(0, 4))):  # freckles: not the lesion
         c = (rng.uniform(0, w), rng.uniform(0, h))
-        freckle = _blob(rng, xs, ys, c, rng.uniform(2, 4.5), 0.2, 3) & ~_filter_mask(lesion, 7, grow=True)
+        freckle = _blob(rng, xs, ys, c, rng.uniform(2, 4.5), 0.2, 3) & ~around
         image = np.where(freckle[..., None], brown * 1.2, image)
     if rng.random() < 0.5:  # dermoscope: dark outside a circle
         r = np.hypot((xs - w / 2) / (w / 2), (ys - h / 2) / (h / 2))
@@ -521,7 +547,7 @@ def _skin_lesions(rng: np.random.Generator, h: int, w: int) -> Scene:
     hairs = [_curve(rng, h, w, bend=0.25) for _ in range(int(rng.integers(1, 9)))]
     hair = _stroke_mask(h, w, hairs, int(rng.integers(1, 3)))
     image = np.where(hair[..., None], brown * 0.35, image)
-    return image + rng.normal(0, 2.5, image.shape), lesion
+    return image + _grain(rng, image.shape, 2.5), lesion
 
 
 def _cells(rng: np.random.Generator, h: int, w: int) -> Scene:
@@ -555,7 +581,7 @@ def _cells(rng: np.random.Generator, h: int, w: int) -> Scene:
     texture = _noise(rng, h, w, 4)[..., None]
     image = _mix(image, cyto_color * (0.7 + 0.6 * texture), _gaussian_blur(cytoplasm.astype(np.float32), 1.0))
     image = _mix(image, nucleus_color * (0.8 + 0.3 * texture), _gaussian_blur(nuclei.astype(np.float32), 0.8))
-    image = image + rng.normal(0, 4.0, image.shape) * (0.5 + image / 255.0)  # shot noise, brighter where brighter
+    image = image + _grain(rng, image.shape, 4.0) * (0.5 + image / 255.0)  # shot noise, brighter where brighter
     return image, nuclei
 
 
