@@ -5,7 +5,8 @@
     python benchmarks/latency.py --json                   # one JSON object instead of the table
 
 Prints, each as time of SAMCL / time of its baseline, both measured interleaved in this run (median and min of
-the repeats; on shared cores the min is the steadier figure):
+the repeats), in wall time and in this process's CPU time (on cores shared with other work, wall time swings
+with their load; CPU time, with one thread, much less):
   1. latency, batch 1: `SAMCL.segment` (prefix, selection from its pooled output, suffix with the chosen
      module and the prompt heat, decoder) / bare SAM (`SamBackbone.encode` + `decode` with no module). Both
      include the same preprocessing and the upscaling of the mask to the original size.      goal <= 1.05
@@ -103,22 +104,25 @@ def bare_sam(backbone: SamBackbone, images, prompts) -> list[np.ndarray]:
     return out
 
 
-def interleaved(functions: dict[str, callable], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
-    """Seconds per call of each function, alternating between them (one warm-up call each first)."""
+def interleaved(functions: dict[str, callable], repeats: int, warmup: bool = True) -> dict[str, dict]:
+    """Wall and CPU seconds per call of each function, alternating between them (one warm-up call each first).
+    CPU time (this process's) hardly moves when other processes take the cores; wall time does."""
     for function in functions.values() if warmup else ():
         function()
-    times = {name: [] for name in functions}
+    times = {name: {"wall": [], "cpu": []} for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             function()
-            times[name].append(time.perf_counter() - start)
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
     return times
 
 
-def ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> dict:
-    return {"median": statistics.median(times[numerator]) / statistics.median(times[denominator]),
-            "min": min(times[numerator]) / min(times[denominator])}
+def ratio(times: dict[str, dict], numerator: str, denominator: str) -> dict:
+    """Ratios of medians and of minima, for wall and for CPU time."""
+    return {f"{clock} {stat.__name__}": stat(times[numerator][clock]) / stat(times[denominator][clock])
+            for clock in ("wall", "cpu") for stat in (statistics.median, min)}
 
 
 def per_call(function, calls: int = 50) -> float:
@@ -216,9 +220,12 @@ def print_part(report: dict, key: str) -> None:
     c = report["config"]
 
     def line(label, times, ratio, kind="ratio", goal=""):
-        parts = "  ".join(f"{name} {statistics.median(values) * 1000:9.1f} ms (min {min(values) * 1000:.1f})"
-                          for name, values in times.items())
-        print(f"{label:<34} {parts}\n{'':<34} {kind}: median {ratio['median']:.3f}, min {ratio['min']:.3f}  {goal}")
+        for clock in ("wall", "cpu"):
+            parts = "  ".join(f"{name} {statistics.median(t[clock]) * 1000:8.1f} ms (min {min(t[clock]) * 1000:.1f})"
+                              for name, t in times.items())
+            print(f"{label if clock == 'wall' else '':<34} {clock:>4}: {parts}")
+        print(f"{'':<34} {kind}: wall median {ratio['wall median']:.3f}, min {ratio['wall min']:.3f}; "
+              f"CPU median {ratio['cpu median']:.3f}, min {ratio['cpu min']:.3f}  {goal}")
 
     if key == "config":
         print(f"SAM config: {c['image_size']} px, D = {c['hidden_size']}, {c['blocks']} blocks, selector block "
@@ -241,7 +248,8 @@ def print_part(report: dict, key: str) -> None:
         line(f"3. {key}", report[key]["seconds"], report[key]["ratio"], "prompt-only re-run / full run")
     elif key == "batch":
         b = report["batch"]
-        line(f"2. batch of {c['batch']}, {b['image_size']} px ({len(next(iter(b['seconds'].values())))} timed)",
+        line(f"2. batch of {c['batch']}, {b['image_size']} px ({len(next(iter(b['seconds'].values()))['wall'])} "
+             "timed)",
              b["seconds"], b["throughput_ratio"], "throughput mixed / single", "(goal >= 0.90)")
     sys.stdout.flush()
 
