@@ -35,8 +35,8 @@ class DemoSize:
     selector_epochs: int  # the reference's 25 epochs assume N_e = 300; small buffers need more passes
 
 
-FULL = DemoSize(train=128, test=48, epochs=4, batch_size=4, lr=0.005, buffer=128, selector_epochs=60)
-QUICK = DemoSize(train=48, test=16, epochs=3, batch_size=4, lr=0.005, buffer=48, selector_epochs=100)
+FULL = DemoSize(train=128, test=48, epochs=4, batch_size=4, lr=0.005, buffer=128, selector_epochs=200)
+QUICK = DemoSize(train=48, test=16, epochs=3, batch_size=4, lr=0.005, buffer=48, selector_epochs=300)
 
 
 def demo_domains(size: DemoSize, seed: int) -> tuple[DomainData, list[DomainData], list[DomainData]]:
@@ -66,7 +66,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     backbone = load_backbone(base)
     general, targets, extra = demo_domains(size, seed)
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress)
-    selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
+    selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs, max_steps=None)
     samcl = SamclStrategy(backbone, train, selector, base_domain=general, device=device)
     result = run_protocol(samcl, targets, extra, progress=progress)
     results = {"config": {"quick": quick, "seed": seed, "size": size.__dict__, "base": str(base),
