@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -114,6 +115,8 @@ class SAMCL:
             if not hint:
                 raise SamclError(f"{store}: the store does not record its base model; pass --base")
             base = hint
+            if not hint.startswith("builtin:") and not Path(hint).exists():
+                raise SamclError(f"{store}: its base model {hint} is no longer there; pass --base with its new path")
         backbone = base if hasattr(base, "identity") else load_backbone(base)
         state = module_store.load(identity=backbone.identity(), lazy_buffer=True)  # the buffer is read to learn
         return cls(backbone, state, module_store, device)
@@ -150,12 +153,42 @@ class SAMCL:
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
         ctx = distributed.current()
-        if self.store is None or (ctx is not None and not ctx.is_main):
-            return self._learn(name, samples, config, base, ctx)
-        with self.store.lock():
-            if self.store.exists() and self.store.read_manifest().get("generation") != self.state.generation:
-                raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
-            return self._learn(name, samples, config, base, ctx)
+        with self._rollback_on_error():
+            if self.store is None or (ctx is not None and not ctx.is_main):
+                return self._learn(name, samples, config, base, ctx)
+            with self.store.lock():
+                if self.store.exists() and self.store.read_manifest().get("generation") != self.state.generation:
+                    raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
+                return self._learn(name, samples, config, base, ctx)
+
+    @contextmanager
+    def _rollback_on_error(self):
+        """A learn step that fails (bad data, interrupt, disk full) leaves the in-memory set as it was, as the
+        store on disk is: no half-learned domain, buffer rows or selector weights."""
+        state = self.state
+        domains, modules, generation = list(state.domains), dict(state.modules), state.generation
+        selector = None if state.selector is None else {k: v.clone() for k, v in state.selector.state_dict().items()}
+        buffer = None if state.buffer is None or not state.buffer.is_loaded else \
+            (state.buffer.embeddings, state.buffer.labels)
+        had_buffer = state.buffer is not None
+        try:
+            yield
+        except BaseException:
+            state.domains[:], state.modules, state.generation = domains, modules, generation
+            if selector is None:
+                state.selector = None
+            else:
+                head = state.selector.head
+                if head.out_features != len(selector["head.weight"]):
+                    state.selector.head = torch.nn.Linear(head.in_features, len(selector["head.weight"])).to(
+                        head.weight.device)
+                state.selector.load_state_dict(selector)
+            if not had_buffer:
+                state.buffer = None
+            elif buffer is not None:
+                state.buffer._set(*buffer)
+            self._bank = None
+            raise
 
     def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool,
                ctx: distributed.DistContext | None = None) -> dict:

@@ -96,3 +96,23 @@ def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path)
     assert predictor.domain in ("red", "base")
     predictor.set_image(sample.image, domain="base")
     assert predictor.domain == "base"
+
+
+def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_backbone, monkeypatch):
+    path, _ = learned_store
+    samcl = SAMCL.open(path, base=tiny_backbone)
+    before = ([d.name for d in samcl.state.domains], samcl.state.buffer.embeddings.clone(),
+              {k: v.clone() for k, v in samcl.state.selector.state_dict().items()})
+    def disk_full(*args, **kwargs):  # the last step of a learn: everything in memory has changed by now
+        raise SamclError("store: cannot write (No space left on device)")
+
+    monkeypatch.setattr(samcl.store, "save", disk_full)
+    with pytest.raises(SamclError, match="No space"):
+        samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)
+    monkeypatch.undo()
+    assert [d.name for d in samcl.state.domains] == before[0] and "green" not in samcl.state.modules
+    assert torch.equal(samcl.state.buffer.embeddings, before[1])
+    for key, tensor in samcl.state.selector.state_dict().items():
+        assert torch.equal(tensor, before[2][key])
+    samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards
+    assert samcl.domains[-1] == "green"
