@@ -1,8 +1,8 @@
 """The continual loop: learn domains one after another, select a module per image, segment, evaluate.
 
-    samcl = SAMCL.create("my-store", load_backbone("sam_vit_b_01ec64.pth"))
+    samcl = SAMCL.create(load_backbone("sam_vit_b_01ec64.pth"), "my-store")
     samcl.learn("polyps", FolderDataset("kvasir/train"))
-    result = samcl.segment([image], points=[[[120, 80]]])[0]      # result.domain says which module ran
+    result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: the module that ran
 """
 
 from __future__ import annotations
