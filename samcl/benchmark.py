@@ -316,7 +316,7 @@ def run_job(job: Job) -> dict:
         raise SamclError(f"{folder / PROGRESS}: made with another configuration (method, seed, sizes, learning rate "
                          "or base); use another --state folder or delete this one")
     if progress is not None and progress.get("done"):
-        return progress["result"]
+        return {**progress["result"], "code": progress.get("code")}
     backbone = _backbone(job.base)
     torch.manual_seed(job.seed)
     suite = job.suite.build(job.size, job.seed)
@@ -338,7 +338,7 @@ def run_job(job: Job) -> dict:
                 shutil.rmtree(folder / snapshot)
             strategy.save_state(folder / snapshot)
         atomic_write_json(folder / PROGRESS, {"fingerprint": fingerprint, "result": result.raw(),
-                                              "snapshot": snapshot, "done": False})
+                                              "snapshot": snapshot, "done": False, "code": code_digest()})
         for old in folder.glob("step-*"):
             if old.name != snapshot and old.is_dir():
                 shutil.rmtree(old)
@@ -346,8 +346,24 @@ def run_job(job: Job) -> dict:
 
     result = run_protocol(strategy, suite.domains, suite.extra, progress=False, resume=resume, on_step=on_step)
     atomic_write_json(folder / PROGRESS, {"fingerprint": fingerprint, "result": result.raw(), "snapshot": snapshot,
-                                          "done": True})
-    return result.raw()
+                                          "done": True, "code": code_digest()})
+    return {**result.raw(), "code": code_digest()}
+
+
+def code_digest() -> str:
+    """sha256 of the samcl package's Python sources: results reproduce only with the same code (and base weights,
+    which the fingerprint holds). Recorded per run, so a run resumed across a code change shows in the report."""
+    if "code" not in _WORKER_CODE:
+        digest = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+        _WORKER_CODE["code"] = digest.hexdigest()
+    return _WORKER_CODE["code"]
+
+
+_WORKER_CODE: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------------- learning rates
@@ -533,8 +549,13 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         raws = executor.map(run_job, jobs)
     finally:
         executor.close()
+    codes = sorted({raw.pop("code", None) or "unknown" for raw in raws})
     results = {job: ProtocolResult.from_raw(raw) for job, raw in zip(jobs, raws)}
     report = build_report(config, size, rates, results, matched, resolve_base(config.base))
+    report["config"]["code_sha256"] = codes[0] if len(codes) == 1 else codes
+    if len(codes) > 1:
+        report["warnings"] = ["runs were made with different samcl code (resumed across a code change): "
+                              "delete the state folder and run again for a consistent table"]
     report["seconds"] = time.perf_counter() - start
     write_outputs(config.out, report)
     return report
@@ -726,7 +747,11 @@ def format_markdown(report: dict) -> str:
     for name, data in methods.items():
         sec = data["aggregate"]["seconds"]
         lines.append(f"| {name} | {_pm(sec['learn'], 1, 1)} | {_pm(sec['learn_cpu'], 1, 1)} | {_pm(sec['eval'], 1, 1)} |")
-    lines += ["", f"Digest of every reproducible number: `{report['metrics_sha256']}`.", ""]
+    code = cfg.get("code_sha256")
+    lines += ["", f"Digest of every reproducible number: `{report['metrics_sha256']}` (samcl sources sha256 "
+              f"`{code if isinstance(code, str) else ', '.join(code or [])}`; torch {cfg['torch']}; {cfg['machine']}).", ""]
+    for warning in report.get("warnings", []):
+        lines += [f"**Warning:** {warning}", ""]
     if report.get("command"):
         lines += ["Made with:", "", "```bash", report["command"], "```", ""]
     return "\n".join(lines)
@@ -774,8 +799,12 @@ def write_plots(out: Path, report: dict) -> list[str]:
             near[2] += f" / {name}"
         else:
             labels.append([x, y, name + ("" if total > 0 else " (0 B)")])
-    for x, y, text in labels:
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    span = max(y for _, y, _ in labels) - min(y for _, y, _ in labels) or 1.0
+    placed: list[tuple[float, float]] = []
+    for x, y, text in sorted(labels, key=lambda item: -item[1]):  # crowded labels step down, one line each
+        crowd = sum(1 for px, py in placed if abs(math.log10(px / x)) < 0.25 and abs(py - y) < 0.04 * span)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 3 - 10 * crowd), fontsize=8)
+        placed.append((x, y))
     ax.set_xscale("log")
     ax.set_xlabel("storage beyond the frozen base (bytes, log scale)")
     ax.set_ylabel("AA: final mean IoU over learned domains (%)")

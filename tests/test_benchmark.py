@@ -33,6 +33,7 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     out = tmp_path / "out"
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics_sha256"] == report["metrics_sha256"]
+    assert saved["config"]["code_sha256"] == bm.code_digest() and "warnings" not in saved
     assert list(saved["methods"]) == list(bm.METHODS)
     order, extra = saved["config"]["order"], saved["config"]["extra"]
     assert len(order) == 5 and extra == ["general", "camouflage_sand"]
