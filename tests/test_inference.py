@@ -32,15 +32,6 @@ RED, BLUE, GRAY = (200, 30, 30), (30, 30, 200), (120, 120, 120)
 TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models and thousands of tiny selector steps: on shared cores thread hand-offs cost more than the math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scaled_backbone(tiny_backbone) -> SamBackbone:
     """The tiny SAM with its mask decoder re-drawn at std 1/sqrt(fan_in): transformers' init makes logits of
