@@ -308,6 +308,17 @@ def _read_json(path: Path) -> dict | None:
         raise SamclError(f"{path}: unreadable ({exc}); delete it to start that run again") from None
 
 
+def _units_done(job: Job) -> int:
+    """Evaluations (zero-shot + steps) a job's saved progress already holds (0 if none or from another config)."""
+    try:
+        progress = _read_json(job.folder / PROGRESS)
+    except SamclError:
+        return 0
+    if progress is None or progress.get("fingerprint") != job.fingerprint():
+        return 0
+    return len(progress["result"]["rows"])
+
+
 def run_job(job: Job) -> dict:
     """Run (or resume, or just read back) one (method, seed) protocol; returns the result's raw fields."""
     folder, fingerprint = job.folder, job.fingerprint()
@@ -466,6 +477,7 @@ def choose_learning_rates(families: list[str], size: BenchmarkSize, suite: Suite
     cache = _read_json(cache_path) or {}
     choices = cache.get("choices", {}) if cache.get("key") == key else {}
     todo = [GridJob(f, lr, size, suite, base, device) for f in families if f not in choices for lr in size.lr_grid]
+    executor.bar.update(len(families) * len(size.lr_grid) - len(todo))  # cached trials count as done
     scores = executor.map(run_grid_job, todo) if todo else []
     for job, score in zip(todo, scores):
         choices.setdefault(job.family, {"grid": {}})["grid"][repr(job.lr)] = score
@@ -546,6 +558,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         jobs = [Job(method, seed, rates[METHODS[method].family]["lr"] if METHODS[method].family else None, size,
                     config.suite, config.base, str(state), matched, identity, config.device)
                 for seed in config.seeds for method in config.methods]
+        executor.bar.update(sum(_units_done(job) for job in jobs))  # a resumed run's bar starts where it stopped
         raws = executor.map(run_job, jobs)
     finally:
         executor.close()
