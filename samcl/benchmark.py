@@ -812,13 +812,18 @@ def write_plots(out: Path, report: dict) -> list[str]:
             near[2] += f" / {name}"
         else:
             labels.append([x, y, name + ("" if total > 0 else " (0 B)")])
-    span = max(y for _, y, _ in labels) - min(y for _, y, _ in labels) or 1.0
-    placed: list[tuple[float, float]] = []
-    for x, y, text in sorted(labels, key=lambda item: -item[1]):  # crowded labels step down, one line each
-        crowd = sum(1 for px, py in placed if abs(math.log10(px / x)) < 0.25 and abs(py - y) < 0.04 * span)
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 3 - 10 * crowd), fontsize=8)
-        placed.append((x, y))
     ax.set_xscale("log")
+    ax.autoscale_view()
+    points_per_pixel = 72 / fig.dpi
+    placed: list[tuple[float, float]] = []  # label anchors in display pixels: crowded labels step down a line
+    for x, y, text in sorted(labels, key=lambda item: -item[1]):
+        px, py = ax.transData.transform((x, y))
+        offset = 3.0
+        while any(abs(qx - px) < 90 and abs(qy - (py + offset / points_per_pixel)) < 11 / points_per_pixel
+                  for qx, qy in placed):
+            offset -= 10.0
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, offset), fontsize=8)
+        placed.append((px, py + offset / points_per_pixel))
     ax.set_xlabel("storage beyond the frozen base (bytes, log scale)")
     ax.set_ylabel("AA: final mean IoU over learned domains (%)")
     ax.grid(alpha=0.3, which="both")
