@@ -158,3 +158,36 @@ def test_quick_benchmark_on_the_shipped_tiny_sam(tmp_path, capsys):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(saved["methods"]) == list(bm.METHODS)
     assert "AA (IoU %)" in capsys.readouterr().out
+
+
+def _compare_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
+    spec = importlib.util.spec_from_file_location("samcl_bench_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_script_finds_a_changed_score(tmp_path, tiny_base, capsys):
+    """benchmarks/compare.py (how a rerun is checked against the committed table): identical runs agree, a score
+    moved by half a point is found, with its size, and passes only under a tolerance above it."""
+    compare = _compare_script()
+    bm.run_benchmark(_config(tmp_path / "a", tiny_base, ["sequential", "samcl"]))
+    bm.run_benchmark(_config(tmp_path / "b", tiny_base, ["sequential", "samcl"]))
+    first, second = tmp_path / "a" / "out" / "results.json", tmp_path / "b" / "out" / "results.json"
+    assert compare.main([str(first), str(second)]) == 0  # a rerun from scratch: same numbers
+    assert "identical" in capsys.readouterr().out
+    changed = json.loads(second.read_text())
+    changed["methods"]["samcl"]["seeds"]["0"]["matrix_iou"][1][0] += 0.005
+    second.write_text(json.dumps(changed))
+    assert compare.main([str(first), str(second)]) == 1
+    printed = capsys.readouterr().out
+    assert "0.500" in printed and "differ" in printed
+    assert compare.main([str(first), str(second), "--tolerance", "0.6"]) == 0
+    second.write_text("[1]")
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(first), str(second)])
+    assert stop.value.code == 2 and "not a samcl benchmark results.json" in capsys.readouterr().err
