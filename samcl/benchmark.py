@@ -673,8 +673,11 @@ def metrics_digest(report: dict) -> str:
 
 
 def _pm(stat: dict, scale: float = 100.0, digits: int = 1) -> str:
+    """"mean ± std"; the mean alone from a single run (a spread over one seed would read as zero)."""
     if stat is None or stat.get("mean") is None:
         return "–"
+    if stat.get("n", 2) < 2:
+        return f"{stat['mean'] * scale:.{digits}f}"
     return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
 
 
@@ -700,8 +703,9 @@ def format_markdown(report: dict) -> str:
         f"Seeds {', '.join(map(str, cfg['seeds']))}; every method: {size['epochs']} epochs, batch {size['batch_size']}, "
         f"rank {size['rank']}"
         + (f", {size['train']} train / {size['test']} test images per domain" if cfg["suite"]["suite"].startswith("embedded") else "")
-        + f"; SAMCL buffer N_e = {size['buffer']} per domain. Mean ± std (ddof 1) over seeds.",
-        f"Scores at the original image size ({cfg['resize']}). IoU, F1 and MAE in %.",
+        + f"; SAMCL buffer N_e = {size['buffer']} per domain. "
+        + ("Mean ± std (ddof 1) over seeds." if len(cfg["seeds"]) > 1 else "One seed: no spread shown."),
+        f"Resize: {cfg['resize']}. IoU, F1 and MAE in %.",
         "",
         "## Continual metrics (IoU)",
         "",

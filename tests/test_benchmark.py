@@ -57,8 +57,10 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     assert matched["replay"] <= samcl_storage["total"] - module  # (no synthetic image fits this tiny SAMCL's bytes)
     assert saved["methods"]["replay"]["seeds"]["0"]["storage"]["replay"] > matched["replay"]
     markdown = (out / "results.md").read_text()
-    for text in ("FM (ref.)", "FM (best)", "| samcl |", "## Learning rates", "## Storage", "## Final MAE"):
+    for text in ("FM (ref.)", "FM (best)", "| samcl |", "## Learning rates", "## Storage", "## Final MAE",
+                 "One seed: no spread shown."):
         assert text in markdown
+    assert "±" not in markdown  # one seed: means only, not "± 0.0"
     for plot in ("accuracy_vs_storage.png", "forgetting.png", "final_iou.png"):
         assert (out / plot).stat().st_size > 10_000
 
@@ -70,6 +72,9 @@ def test_learning_rates_are_chosen_on_the_first_domain_and_cached(tmp_path, tiny
     per_seed = [first["methods"]["sequential"]["seeds"][s]["continual"]["iou"]["AA"] for s in ("0", "1")]
     assert aa["n"] == 2 and aa["mean"] == pytest.approx(sum(per_seed) / 2)
     assert aa["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # sample std (ddof 1)
+    samcl_row = next(line for line in (tmp_path / "out" / "results.md").read_text().splitlines()
+                     if line.startswith("| samcl-noprompt |"))
+    assert samcl_row.count("±") == 7  # two seeds: mean ± std in every score column
     rates = first["learning_rates"]
     assert set(rates) == {"augmodule", "augmodule-no-prompt"}
     for choice in rates.values():
