@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -244,6 +245,15 @@ def _init_worker(events, counter, max_steps) -> None:
     _WORKER.update(events=events, counter=counter, max_steps=max_steps)
 
 
+def _init_pool_worker(events, counter, max_steps) -> None:
+    """A worker process leaves Ctrl-C to the parent, which stops every worker at once (`_Executor.close`)."""
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())  # workers draw no bars; tqdm's default inter-process lock would outlive a kill
+    _init_worker(events, counter, max_steps)
+
+
 def _step_done(label: str, counts: bool = True) -> None:
     """Report one finished unit of work (to the progress bar); stop when --max-steps protocol steps (`counts`)
     have been done in this invocation."""
@@ -420,7 +430,8 @@ def split_for_validation(samples, fraction: float) -> tuple[list, list]:
 # ---------------------------------------------------------------------------------------------------- running
 class _Executor:
     """Runs jobs in this process (jobs = 1) or in `jobs` single-threaded worker processes, with one progress bar
-    over units (learning-rate trials, protocol steps)."""
+    over units (learning-rate trials, protocol steps). On an error or Ctrl-C the workers are stopped at once:
+    every finished step is already saved, and a killed step is redone on resume."""
 
     def __init__(self, jobs: int, total: int, progress: bool, max_steps: int | None):
         self.jobs = jobs
@@ -431,7 +442,7 @@ class _Executor:
         self.max_steps = max_steps
         self.pool = None
         if jobs > 1:
-            self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+            self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_pool_worker,
                                             initargs=(self.events, self.counter, max_steps))
 
     def map(self, fn, items: list) -> list:
@@ -447,8 +458,11 @@ class _Executor:
         futures = [self.pool.submit(fn, item) for item in items]
         while not all(f.done() for f in futures):
             self._drain(timeout=0.5)
+            failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+            if failed is not None:  # an error (or --max-steps) in one run stops the others now (see close)
+                failed.result()
         self._drain()
-        return [f.result() for f in futures]  # re-raises a worker's error (the first in submission order)
+        return [f.result() for f in futures]
 
     def _drain(self, timeout: float | None = None) -> None:
         import queue
@@ -462,10 +476,19 @@ class _Executor:
         except queue.Empty:
             pass
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        """stop: terminate the workers now (after an error or Ctrl-C) instead of letting them finish."""
         self.bar.close()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is None:
+            return
+        if not stop:
+            self.pool.shutdown(wait=True)
+        elif hasattr(self.pool, "terminate_workers"):  # Python 3.14+
+            self.pool.terminate_workers()
+        else:  # no public way before 3.14: the executor's own process table
+            for worker in list((getattr(self.pool, "_processes", None) or {}).values()):
+                worker.terminate()
+            self.pool.shutdown(wait=True, cancel_futures=True)  # the pool sees its workers gone and cleans up
 
 
 def choose_learning_rates(families: list[str], size: BenchmarkSize, suite: SuiteSpec, base: str | None,
@@ -560,8 +583,10 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
                 for seed in config.seeds for method in config.methods]
         executor.bar.update(sum(_units_done(job) for job in jobs))  # a resumed run's bar starts where it stopped
         raws = executor.map(run_job, jobs)
-    finally:
-        executor.close()
+    except BaseException:
+        executor.close(stop=True)
+        raise
+    executor.close()
     codes = sorted({raw.pop("code", None) or "unknown" for raw in raws})
     results = {job: ProtocolResult.from_raw(raw) for job, raw in zip(jobs, raws)}
     report = build_report(config, size, rates, results, matched, resolve_base(config.base))
@@ -894,6 +919,10 @@ def main_benchmark(args) -> int:
         print(f"samcl: stopped after --max-steps {args.max_steps}; everything finished is saved in "
               f"{config.state_dir}; run the same command again to continue", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"samcl: interrupted; every finished step is saved in {config.state_dir}; run the same command "
+              "again to continue", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps({"results": str(args.out / "results.json"), "metrics_sha256": report["metrics_sha256"],
                           "methods": {m: d["aggregate"]["continual"]["iou"] for m, d in report["methods"].items()}}))

@@ -196,3 +196,66 @@ def test_compare_script_finds_a_changed_score(tmp_path, tiny_base, capsys):
     with pytest.raises(SystemExit) as stop:
         compare.main([str(first), str(second)])
     assert stop.value.code == 2 and "not a samcl benchmark results.json" in capsys.readouterr().err
+
+
+def _group_alive(group: int) -> bool:
+    import os
+
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _saved_steps(state) -> int:
+    """Protocol evaluations saved so far over every (method, seed) run of a state folder."""
+    return sum(len(json.loads(p.read_text())["result"]["rows"]) for p in state.glob("*/seed-*/progress.json"))
+
+
+def test_ctrl_c_stops_the_workers_at_once_and_the_rerun_finishes_the_same(tmp_path, tiny_base):
+    """Ctrl-C during a --jobs 2 run (SIGINT to the whole process group, as a terminal sends it): exit 130 with the
+    resume hint and no traceback; the workers stop where they are (at most the step each had in hand is saved
+    after the signal; they used to run their (method, seed) runs to the end first) and none is left running.
+    The same command then continues and ends with the numbers of an uncut run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = ["benchmark", "--base", tiny_base, "--quick", "--epochs", "1", "--methods", "sequential,ewc,replay,samcl",
+            "--jobs", "2", "--json"]
+    out = tmp_path / "cut"
+    runner = "import sys; from samcl.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def sigint_as_in_a_terminal():  # a background job of a non-interactive shell would inherit SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen([sys.executable, "-c", runner, *argv, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
+    deadline = time.monotonic() + 300
+    while _saved_steps(out / "state") < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no step saved in 300 s"
+        time.sleep(0.05)
+    before = _saved_steps(out / "state")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; every finished step is saved in" in err and "run the same command again" in err
+    assert "Traceback" not in err and "leaked" not in err
+    assert _saved_steps(out / "state") <= before + 2
+    gone = time.monotonic() + 30  # (multiprocessing's resource tracker leaves once the parent has gone)
+    while _group_alive(proc.pid) and time.monotonic() < gone:
+        time.sleep(0.1)
+    assert not _group_alive(proc.pid), subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
+                                                       capture_output=True, text=True).stdout
+    assert not (out / "results.json").exists()
+
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert resumed["metrics_sha256"] == whole["metrics_sha256"]
