@@ -216,7 +216,7 @@ def _saved_steps(state) -> int:
 def test_ctrl_c_stops_the_workers_at_once_and_the_rerun_finishes_the_same(tmp_path, tiny_base):
     """Ctrl-C during a --jobs 2 run (SIGINT to the whole process group, as a terminal sends it): exit 130 with the
     resume hint and no traceback; the workers stop where they are (at most the step each had in hand is saved
-    after the signal; they used to run their (method, seed) runs to the end first) and none is left running.
+    after the signal, with room for a slow parent; they used to run their (method, seed) runs to the end first) and none is left running.
     The same command then continues and ends with the numbers of an uncut run."""
     import os
     import signal
@@ -246,7 +246,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_the_rerun_finishes_the_same(tmp_pa
     assert proc.returncode == 130, err
     assert "interrupted; every finished step is saved in" in err and "run the same command again" in err
     assert "Traceback" not in err and "leaked" not in err
-    assert _saved_steps(out / "state") <= before + 2
+    assert _saved_steps(out / "state") <= before + 4  # two per worker at most, for a slow parent (was 14 here)
     gone = time.monotonic() + 30  # (multiprocessing's resource tracker leaves once the parent has gone)
     while _group_alive(proc.pid) and time.monotonic() < gone:
         time.sleep(0.1)
