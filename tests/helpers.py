@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from samcl.augmodule import Injection, stack_params
 from samcl.data.sample import Sample
 
 
@@ -46,3 +48,19 @@ def write_domain(root: Path, background, seed: int, n_train: int = 8, n_test: in
     write_split(root / "train", toy_samples(n_train, background, seed))
     write_split(root / "test", toy_samples(n_test, background, seed + 1000))
     return root
+
+
+def assert_mixed_batch_matches_single(backbone, config, chosen) -> tuple:
+    """Run random images through the adapted blocks with one module per sample (None: the base) in one pass, and
+    check each result against that sample run alone (max abs diff <= 1e-5). Returns (tokens, mixed, block)."""
+    pixels = torch.randn(len(chosen), 3, backbone.image_size, backbone.image_size)
+    heat = torch.rand(len(chosen), *backbone.grid)
+    block = backbone.default_selector_block
+    with torch.no_grad():
+        tokens = backbone.prefix(pixels, block)
+        mixed = backbone.suffix(tokens, block + 1, Injection(config, stack_params(chosen, config), heat))
+        for j, module in enumerate(chosen):
+            injection = None if module is None else Injection(config, module.params(), heat[j:j + 1])
+            single = backbone.suffix(tokens[j:j + 1], block + 1, injection)
+            assert (mixed[j] - single[0]).abs().max() <= 1e-5
+    return tokens, mixed, block

@@ -1,6 +1,7 @@
 import torch
 
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, stack_params
+from helpers import assert_mixed_batch_matches_single
+from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection
 from samcl.prompts import render_heat
 
 
@@ -37,15 +38,6 @@ def test_trained_module_changes_output_and_stacking_matches_single(tiny_backbone
             for p in module.parameters():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
         modules.append(module)
-    pixels = torch.randn(3, 3, tiny_backbone.image_size, tiny_backbone.image_size)
-    heat = torch.rand(3, *tiny_backbone.grid)
-    block = tiny_backbone.default_selector_block
-    chosen = [modules[0], None, modules[1]]
+    tokens, mixed, block = assert_mixed_batch_matches_single(tiny_backbone, config, [modules[0], None, modules[1]])
     with torch.no_grad():
-        tokens = tiny_backbone.prefix(pixels, block)
-        mixed = tiny_backbone.suffix(tokens, block + 1, Injection(config, stack_params(chosen, config), heat))
-        for j, module in enumerate(chosen):
-            injection = None if module is None else Injection(config, module.params(), heat[j:j + 1])
-            single = tiny_backbone.suffix(tokens[j:j + 1], block + 1, injection)
-            assert (mixed[j] - single[0]).abs().max() <= 1e-5
         assert (mixed[0] - tiny_backbone.suffix(tokens[:1], block + 1)[0]).abs().max() > 1e-3

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import toy_samples
+from helpers import assert_mixed_batch_matches_single, toy_samples
 from samcl import baselines as b
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, qkv_lora_delta, stack_params
+from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, qkv_lora_delta
 from samcl.protocol import DomainData, SamclStrategy, run_protocol
 from samcl.selector import SelectorConfig
 from samcl.trainer import TrainConfig, train_module
@@ -72,17 +72,7 @@ def test_fresh_variant_module_reproduces_base(tiny_backbone, variant):
 def test_variant_mixed_batch_matches_single(tiny_backbone, variant):
     """Per-sample modules (G = B) in one pass equal each sample alone, also through windowed qkv hooks."""
     config = replace(tiny_backbone.augmodule_config(), **VARIANTS[variant])
-    chosen = [_perturbed(config, 1), None, _perturbed(config, 5)]
-    pixels = torch.randn(3, 3, tiny_backbone.image_size, tiny_backbone.image_size)
-    heat = torch.rand(3, *tiny_backbone.grid)
-    block = tiny_backbone.default_selector_block
-    with torch.no_grad():
-        tokens = tiny_backbone.prefix(pixels, block)
-        mixed = tiny_backbone.suffix(tokens, block + 1, Injection(config, stack_params(chosen, config), heat))
-        for j, module in enumerate(chosen):
-            injection = None if module is None else Injection(config, module.params(), heat[j:j + 1])
-            single = tiny_backbone.suffix(tokens[j:j + 1], block + 1, injection)
-            assert (mixed[j] - single[0]).abs().max() <= 1e-5
+    assert_mixed_batch_matches_single(tiny_backbone, config, [_perturbed(config, 1), None, _perturbed(config, 5)])
 
 
 def test_qkv_lora_matches_peft(tiny_backbone):
