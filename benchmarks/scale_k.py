@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distributed_timing import SMALL_SAM  # noqa: E402  (the small random SAM, when the builtin one is missing)
 from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL  # noqa: E402
@@ -47,14 +48,6 @@ from samcl.store import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
 SPREAD = 0.5
-#: For the demo case when the builtin tiny SAM is not installed: a small SAM with random weights.
-FALLBACK_SAM = {
-    "vision_config": {"image_size": 128, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 6,
-                      "num_attention_heads": 2, "window_size": 4, "global_attn_indexes": [2, 5],
-                      "output_channels": 32, "mlp_dim": 128, "num_pos_feats": 16, "initializer_range": 0.02},
-    "prompt_encoder_config": {"image_size": 128, "patch_size": 8, "hidden_size": 32},
-    "mask_decoder_config": {"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
-}
 
 
 def rss_bytes(trim: bool = False) -> int:
@@ -240,7 +233,7 @@ def demo_case(args) -> dict:
     try:
         backbone, source = load_backbone(None), "builtin tiny SAM"
     except SamclError:
-        backbone, source = SamBackbone.from_config(FALLBACK_SAM, seed=0), "random small SAM (builtin not installed)"
+        backbone, source = SamBackbone.from_config(SMALL_SAM, seed=0), "random small SAM (builtin not installed)"
     names = (synthetic.GENERAL, *synthetic.TARGET_DOMAINS)
     block = backbone.default_selector_block
 
