@@ -33,7 +33,7 @@ import torch
 from transformers import SamConfig
 
 from samcl import SAMCL, Prompt
-from samcl.augmodule import AugModule, AugModuleSize
+from samcl.augmodule import AugModule, AugModuleSize, config_for
 from samcl.backbone.sam import SamBackbone
 from samcl.selector import EmbeddingBuffer, SelectorNet
 from samcl.store import DomainEntry
@@ -135,7 +135,7 @@ def per_call(function, calls: int = 50) -> float:
 
 def module_bytes(backbone: SamBackbone) -> dict:
     """Save one random module with the store's own save path in float32 and in float16."""
-    out = {"parameters": backbone.augmodule_config().num_parameters}
+    out = {"parameters": config_for(backbone.site).num_parameters}
     with tempfile.TemporaryDirectory() as folder:
         for dtype in ("float32", "float16"):
             samcl = SAMCL.create(backbone, Path(folder) / dtype, dtype=dtype, device="cpu")
@@ -144,7 +144,7 @@ def module_bytes(backbone: SamBackbone) -> dict:
                 manifest = samcl.store.save(samcl.state)
             entry = manifest["domains"][0]
             out[dtype] = {"bytes": entry["bytes"], "file_bytes": (Path(folder) / dtype / entry["file"]).stat().st_size}
-    size = AugModuleSize.of(backbone.augmodule_config())
+    size = AugModuleSize.of(config_for(backbone.site))
     out["bytes_without_layernorm"] = size.bytes_without_layernorm
     return out
 

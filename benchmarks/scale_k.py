@@ -43,6 +43,7 @@ from distributed_timing import SMALL_SAM  # noqa: E402  (the small random SAM, w
 from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL  # noqa: E402
+from samcl.augmodule import config_for  # noqa: E402
 from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector  # noqa: E402
 from samcl.store import ModuleStore  # noqa: E402
 
@@ -275,7 +276,7 @@ def run(args) -> dict:
     report = {"config": {"ks": args.ks, "samples_per_domain": args.samples_per_domain, "dtype": args.dtype,
                          "spread": SPREAD,
                          "image_size": backbone.image_size, "hidden_size": dim, "threads": args.threads,
-                         "module_parameters": backbone.augmodule_config().num_parameters,
+                         "module_parameters": config_for(backbone.site).num_parameters,
                          "max_steps": SelectorConfig().max_steps}, "ks": {}}
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
         for k in args.ks:

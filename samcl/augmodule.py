@@ -34,7 +34,7 @@ TARGETS = ("attention", "qkv")
 
 @dataclass(frozen=True)
 class AugModuleConfig:
-    """Sizes of one AugModule. Every number comes from the backbone's config (see `Backbone.augmodule_config`).
+    """Sizes of one AugModule. Every number comes from the backbone's adaptation site (see `config_for`).
 
     dim: token width D at the adapted blocks. rank: r. adapted_blocks: encoder block indices that get SLoRA.
     neck_channels: channels of the image embedding (0 = no neck injection, as for SAM 2).
@@ -84,6 +84,18 @@ class AugModuleConfig:
     @property
     def num_layernorm_parameters(self) -> int:
         return sum(math.prod(s) for name, s in parameter_shapes(self).items() if "ln" in name)
+
+
+def config_for(site, rank: int = 10, adapted_blocks: tuple[int, ...] | None = None, **variant) -> AugModuleConfig:
+    """The AugModule for a backbone's `AdaptationSite` (`backbone.site`): its width, neck and blocks (default:
+    the site's default blocks, those after the selector block). `variant`: other AugModuleConfig fields."""
+    blocks = tuple(site.default_blocks if adapted_blocks is None else adapted_blocks)
+    wrong = [b for b in blocks if b not in site.blocks]
+    if wrong:
+        raise ValueError(f"adapted blocks must lie in {site.blocks[0]}..{site.blocks[-1]} (blocks this backbone can "
+                         f"adapt, on the heat's token grid); got {wrong}")
+    return AugModuleConfig(dim=site.dim, adapted_blocks=blocks, neck_channels=site.neck_channels, rank=rank,
+                           neck_dim=site.neck_dim, **variant)
 
 
 def parameter_shapes(config: AugModuleConfig) -> dict[str, tuple[int, ...]]:
@@ -269,7 +281,7 @@ class AugModuleSize:
 
 
 class Injection:
-    """An AugModule (or a per-sample stack of them) bound to one batch's heat: what the backbone calls.
+    """An AugModule (or a per-sample stack of them) bound to one batch's heat: the backbone's `Adapter`.
 
     params: grouped tensors (G = 1 or B); heat: B x rows x cols on the adapted blocks' token grid.
     """
@@ -292,15 +304,14 @@ class Injection:
     def adapts_qkv(self, block: int) -> bool:
         return self.config.target == "qkv" and block in self.slots
 
-    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor:
+    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None:
         """x: the qkv projection's input in block `block` (B' x ... x D) -> the LoRA term to add to its output."""
+        if not self.adapts_qkv(block):
+            return None
         return qkv_lora_delta(self.params, self.slots[block], x)
 
-    def neck(self, hidden: torch.Tensor, neck: nn.Module) -> torch.Tensor:
-        """neck(x + U_D(H)) + U_out(H). hidden: B x H x W x D -> B x C x H x W."""
+    def neck_deltas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(U_D(H): B x N x D into the neck, U_out(H): B x N x C onto its output), or (None, None)."""
         if not self.config.has_neck:
-            return neck(hidden)
-        batch, rows, cols, dim = hidden.shape
-        out = neck(hidden + neck_input(self.params, self.features).view(batch, rows, cols, dim))
-        extra = neck_output(self.params, self.features).view(batch, rows, cols, -1).permute(0, 3, 1, 2)
-        return out + extra
+            return None, None
+        return neck_input(self.params, self.features), neck_output(self.params, self.features)

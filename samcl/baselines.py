@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .augmodule import AugModule, AugModuleConfig, Injection
+from .augmodule import AugModule, AugModuleConfig, Injection, config_for
 from .data.sample import Sample
 from .io import SamclError
 from .learner import SAMCL
@@ -58,9 +58,9 @@ OLORA_STRENGTH = 0.1
 
 def lora_config(backbone, rank: int = 10) -> AugModuleConfig:
     """PEFT-style LoRA (rank r) on the qkv projection of the blocks SAMCL adapts."""
-    if not getattr(backbone, "supports_qkv_lora", False):
+    if not backbone.site.qkv_lora:
         raise SamclError(f"LoRA on the attention's qkv is implemented for SAM only, not {backbone.family!r}")
-    return replace(backbone.augmodule_config(rank=rank), shared_down=False, prompt_augmentation=False, target="qkv")
+    return replace(config_for(backbone.site, rank=rank), shared_down=False, prompt_augmentation=False, target="qkv")
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .augmodule import AugModule, AugModuleConfig, Injection
+from .augmodule import AugModule, AugModuleConfig, Injection, config_for
 from .bank import ModuleBank
 from .backbone import load_backbone
 from .backbone import tokens as batch_ops
@@ -90,7 +90,7 @@ class SAMCL:
                dtype: str = "float32", base_hint: str | None = None, device=None) -> "SAMCL":
         """A new, empty module set on `backbone` (saved to `store` if given; it must not exist yet)."""
         block = backbone.default_selector_block if selector.block is None else selector.block
-        aug = backbone.augmodule_config(rank=rank, adapted_blocks=adapted_blocks)
+        aug = config_for(backbone.site, rank=rank, adapted_blocks=adapted_blocks)
         if block >= min(aug.adapted_blocks):
             raise SamclError(f"selector block {block} must come before the first adapted block "
                              f"{min(aug.adapted_blocks)}: selection must not compute a block twice")
@@ -129,7 +129,7 @@ class SAMCL:
     @property
     def aug_config(self) -> AugModuleConfig:
         if self.state.aug_config is None:
-            self.state.aug_config = self.backbone.augmodule_config()
+            self.state.aug_config = config_for(self.backbone.site)
         return self.state.aug_config
 
     @property

@@ -1,7 +1,7 @@
 import torch
 
 from helpers import assert_mixed_batch_matches_single
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection
+from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for
 from samcl.prompts import render_heat
 
 
@@ -19,7 +19,7 @@ def test_fresh_module_reproduces_base(tiny_backbone):
     torch.manual_seed(0)
     pixels = torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size)
     block = tiny_backbone.default_selector_block
-    config = tiny_backbone.augmodule_config()
+    config = config_for(tiny_backbone.site)
     heat = render_heat(torch.tensor([[[9.0, 30.0]], [[50.0, 12.0]]]), None, None, tiny_backbone.grid,
                        tiny_backbone.patch_size, tiny_backbone.heat_config)
     with torch.no_grad():
@@ -30,7 +30,7 @@ def test_fresh_module_reproduces_base(tiny_backbone):
 
 
 def test_trained_module_changes_output_and_stacking_matches_single(tiny_backbone):
-    config = tiny_backbone.augmodule_config()
+    config = config_for(tiny_backbone.site)
     modules = []
     for seed in (1, 2):
         module = AugModule(config, generator=torch.Generator().manual_seed(seed))

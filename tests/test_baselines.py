@@ -9,7 +9,7 @@ import torch
 
 from helpers import assert_mixed_batch_matches_single, toy_samples
 from samcl import baselines as b
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, qkv_lora_delta
+from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, qkv_lora_delta
 from samcl.protocol import DomainData, SamclStrategy, run_protocol
 from samcl.selector import SelectorConfig
 from samcl.trainer import TrainConfig, train_module
@@ -55,7 +55,7 @@ def test_variant_sizes_follow_from_config():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fresh_variant_module_reproduces_base(tiny_backbone, variant):
     torch.manual_seed(0)
-    config = replace(tiny_backbone.augmodule_config(), **VARIANTS[variant])
+    config = replace(config_for(tiny_backbone.site), **VARIANTS[variant])
     pixels = torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size)
     heat = torch.rand(2, *tiny_backbone.grid)
     block = tiny_backbone.default_selector_block
@@ -71,7 +71,7 @@ def test_fresh_variant_module_reproduces_base(tiny_backbone, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_mixed_batch_matches_single(tiny_backbone, variant):
     """Per-sample modules (G = B) in one pass equal each sample alone, also through windowed qkv hooks."""
-    config = replace(tiny_backbone.augmodule_config(), **VARIANTS[variant])
+    config = replace(config_for(tiny_backbone.site), **VARIANTS[variant])
     assert_mixed_batch_matches_single(tiny_backbone, config, [_perturbed(config, 1), None, _perturbed(config, 5)])
 
 
@@ -140,7 +140,7 @@ def test_strategy_state_round_trip_continues_identically(tiny_backbone, tmp_path
 
 def test_ewc_penalty_pulls_towards_the_earlier_weights(tiny_backbone):
     domains = _domains(2, train=6)
-    config = tiny_backbone.augmodule_config()
+    config = config_for(tiny_backbone.site)
     sequential = b.SequentialStrategy(tiny_backbone, TRAIN)
     sequential.learn(domains[0])
     anchor = sequential.module.state_tensors()

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from samcl import distributed
-from samcl.augmodule import AugModule
+from samcl.augmodule import AugModule, config_for
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
 from samcl.io import SamclError
@@ -161,7 +161,7 @@ def test_a_fixed_gpu_under_torchrun_is_a_clear_error():
 
 def test_bf16_autocast_trains_float32_parameters_and_keeps_selector_embeddings_exact(tiny_backbone):
     samples = toy_samples(4, (200, 30, 30), 0)
-    aug = tiny_backbone.augmodule_config(rank=4)
+    aug = config_for(tiny_backbone.site, rank=4)
     runs = {amp: train_module(tiny_backbone, aug, samples, tiny_backbone.default_selector_block,
                               TrainConfig(epochs=1, batch_size=2, progress=False, amp=amp), torch.device("cpu"))
             for amp in ("none", "bf16")}

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from samcl.augmodule import AugModule, Injection
+from samcl.augmodule import AugModule, Injection, config_for
 from samcl.backbone.preprocess import ResizeGeometry
 from samcl.prompts import HeatConfig, render_heat, sample_points, sample_rng
 
@@ -34,7 +34,7 @@ def test_point_heat_lands_on_its_tokens_in_windowed_and_global_blocks(tiny_backb
     point = torch.tensor([[[6 * patch + 2.0, 2 * patch + 3.0]]])  # column 6, row 2
     sharp = HeatConfig(sigma=0.3, kernel_size=1)
     heat = render_heat(point, None, None, grid, patch, sharp)
-    config = backbone.augmodule_config(adapted_blocks=tuple(range(1, backbone.num_blocks)))
+    config = config_for(backbone.site, adapted_blocks=tuple(range(1, backbone.num_blocks)))
     layers = backbone.model.vision_encoder.layers
     assert any(layers[b].window_size > 0 for b in config.adapted_blocks)
     assert any(layers[b].window_size == 0 for b in config.adapted_blocks)

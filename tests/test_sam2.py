@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import Sam2Config, Sam2Model
 
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, stack_params
+from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, stack_params
 from samcl.backbone import load_backbone
 from samcl.backbone.sam import SamBackbone
 from samcl.backbone.sam2 import Sam2Backbone, StretchGeometry
@@ -82,7 +82,7 @@ def test_hiera_tiny_choices_and_module_size_match_the_reference():
     with torch.device("meta"):
         hiera_t = Sam2Backbone(Sam2Model(Sam2Config()))
     assert hiera_t.default_selector_block == 5
-    config = hiera_t.augmodule_config()
+    config = config_for(hiera_t.site)
     assert config == AugModuleConfig(dim=384, adapted_blocks=(6, 7, 8, 9), neck_channels=0, rank=10)
     assert hiera_t.grid == (64, 64) and hiera_t.heat_stride == 16
     heat = hiera_t.heat_config
@@ -104,14 +104,14 @@ def test_other_sizes_derive_their_choices_from_the_config(stages, global_blocks,
     with torch.device("meta"):
         backbone = Sam2Backbone(Sam2Model(config))
     assert backbone.default_selector_block == selector
-    assert backbone.augmodule_config().adapted_blocks == tuple(adapted)
+    assert config_for(backbone.site).adapted_blocks == tuple(adapted)
 
 
 def test_query_pooling_and_other_stage_blocks_cannot_be_adapted(backbone):
-    assert backbone.augmodule_config().adapted_blocks == (5, 6, 7)
+    assert config_for(backbone.site).adapted_blocks == (5, 6, 7)
     for blocks in [(3,), (2,), (8,), (5, 8)]:  # query pooling, stride 8, stride 32
         with pytest.raises(ValueError, match="adapted blocks must lie in 4..7"):
-            backbone.augmodule_config(adapted_blocks=blocks)
+            config_for(backbone.site, adapted_blocks=blocks)
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
@@ -120,7 +120,7 @@ def test_fresh_module_reproduces_base(backbone):
     and the decoder's output from it = Sam2Model's forward."""
     pixels = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
     block = backbone.default_selector_block
-    config = backbone.augmodule_config()
+    config = config_for(backbone.site)
     points = torch.tensor([[[9.0, 30.0]], [[100.0, 12.0]]])
     with torch.no_grad():
         reference = backbone.model.get_image_embeddings(pixels)
@@ -136,7 +136,7 @@ def test_fresh_module_reproduces_base(backbone):
 
 
 def test_trained_module_changes_output_and_stacking_matches_single(backbone):
-    config = backbone.augmodule_config()
+    config = config_for(backbone.site)
     modules = [_trained_like(config, 1), _trained_like(config, 2)]
     pixels = torch.randn(3, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(3))
     heat = backbone.heat(torch.tensor([[[20.0, 20.0]]] * 3), None, None)
@@ -158,7 +158,7 @@ def test_point_heat_lands_on_its_tokens_in_windowed_and_global_blocks(backbone):
     grid, stride = backbone.grid, backbone.heat_stride
     point = torch.tensor([[[6 * stride + 2.0, 2 * stride + 3.0]]])  # column 6, row 2
     heat = render_heat(point, None, None, grid, stride, HeatConfig(sigma=0.3, kernel_size=1))
-    config = backbone.augmodule_config()
+    config = config_for(backbone.site)
     layers = backbone.model.vision_encoder.backbone.blocks
     assert {layers[b].window_size > 0 for b in config.adapted_blocks} == {True, False}
     module = _trained_like(config, 0)

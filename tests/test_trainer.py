@@ -1,13 +1,14 @@
 import numpy as np
 import torch
 
+from samcl.augmodule import config_for
 from samcl.trainer import TrainConfig, segmentation_loss, train_module
 
 from helpers import toy_samples
 
 
 def _train(backbone, seed):
-    config = backbone.augmodule_config()
+    config = config_for(backbone.site)
     return train_module(backbone, config, toy_samples(6, (200, 30, 30), 0), backbone.default_selector_block,
                         TrainConfig(epochs=2, batch_size=2, seed=seed, progress=False), torch.device("cpu"))
 
@@ -45,7 +46,7 @@ def test_loss_is_averaged_over_the_batch():
 def test_empty_masks_are_skipped_with_a_warning(tiny_backbone, recwarn):
     samples = toy_samples(4, (200, 30, 30), 0)
     samples[1].mask = np.zeros_like(samples[1].mask)
-    _, stats, _ = train_module(tiny_backbone, tiny_backbone.augmodule_config(), samples,
+    _, stats, _ = train_module(tiny_backbone, config_for(tiny_backbone.site), samples,
                                tiny_backbone.default_selector_block,
                                TrainConfig(epochs=1, batch_size=1, progress=False), torch.device("cpu"))
     assert stats["samples"] == 3

@@ -1,11 +1,16 @@
 """What every backbone shares: a frozen transformers model, loading from a local directory or a checkpoint,
-its identity (what a store is tied to), and the reference heat kernel scaled to its token grid."""
+its identity (what a store is tied to), the reference heat kernel scaled to its token grid, where an adapter
+may act (`AdaptationSite`), what an adapter gives the backbone (`Adapter`: tensors, never code to call), and
+the one encoder block with an attention delta that SAM and SAM 2 share (`run_adapted_block`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -14,6 +19,66 @@ from ..prompts import HeatConfig
 
 #: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
 REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
+
+
+@dataclass(frozen=True)
+class AdaptationSite:
+    """Where an adapter can act on this backbone; `samcl.augmodule.config_for` derives an AugModule from it.
+
+    dim: token width D at the adaptable blocks; grid: (rows, cols) of their tokens (the heat's grid); stride:
+    model-input pixels per grid cell; blocks: the encoder blocks an adapter may adapt; default_blocks: those
+    adapted by default (after the selector block); selector_block: the default selector block (its pooled
+    output is the selector's input; it precedes every adapted block); neck_dim / neck_channels: token width
+    entering the neck and channels leaving it (0: no neck injection); qkv_lora: whether the backbone applies
+    a delta on the attention's qkv projection (LoRA as PEFT places it)."""
+
+    dim: int
+    grid: tuple[int, int]
+    stride: float
+    blocks: tuple[int, ...]
+    default_blocks: tuple[int, ...]
+    selector_block: int
+    neck_dim: int = 0
+    neck_channels: int = 0
+    qkv_lora: bool = False
+
+
+class Adapter(Protocol):
+    """What the suffix takes from an AugModule (`samcl.augmodule.Injection`): tensors to add, per block.
+
+    block_delta: x (B x N x D, an adapted block's attention input after its norm) -> B x N x D added to the
+    attention output, or None where the block is not adapted. qkv_delta: the qkv projection's input ->
+    the term added to its output, or None. neck_deltas: (B x N x D added to the tokens entering the neck,
+    B x N x C added to its output), each None when absent."""
+
+    def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
+    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
+    def adapts_qkv(self, block: int) -> bool: ...
+    def neck_deltas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]: ...
+
+
+def run_adapted_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapter: Adapter | None,
+                      attend: Callable[[torch.Tensor], torch.Tensor], partition, unpartition) -> torch.Tensor:
+    """One pre-norm transformer block (SAM's ViT layer or a Hiera block at constant width) with the adapter's
+    delta added to the attention output. hidden: B x H x W x D. The delta is per token, so adding it on the
+    full grid after un-partitioning equals adding it inside each window at the token's own position.
+    attend: windows (or the grid) -> attention output; partition / unpartition: the model's window helpers."""
+    residual = hidden
+    normed = layer.layer_norm1(hidden)
+    x = normed
+    if layer.window_size > 0:
+        rows, cols = x.shape[1], x.shape[2]
+        x, padding = partition(x, layer.window_size)
+    attn = attend(x)
+    if layer.window_size > 0:
+        attn = unpartition(attn, layer.window_size, padding, (rows, cols))
+    if adapter is not None:
+        batch, rows, cols, dim = normed.shape
+        delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim))
+        if delta is not None:
+            attn = attn + delta.view(batch, rows, cols, dim)
+    hidden = residual + attn
+    return hidden + layer.mlp(layer.layer_norm2(hidden))
 
 
 class FrozenBackbone(nn.Module):
@@ -32,6 +97,9 @@ class FrozenBackbone(nn.Module):
         self.model = model.eval()
         self.model.requires_grad_(False)
         self._identity: dict | None = None
+        #: Where the weights came from, set by `samcl.backbone.load_backbone`: {"base": the spec a store records,
+        #: "file", "size", "mtime_ns": the weights file}. None for a model built in memory.
+        self.source: dict | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "FrozenBackbone":
@@ -47,20 +115,33 @@ class FrozenBackbone(nn.Module):
             config = json.loads((path / "config.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
+        return cls.from_config_dict(path, config)
+
+    @classmethod
+    def from_config_dict(cls, path: Path, config) -> "FrozenBackbone":
+        """An HF-format directory whose config.json the caller has already read (it is read once)."""
         model_type = config.get("model_type") if isinstance(config, dict) else None
         if model_type != cls.model_type:
             raise ValueError(f"{path}: model_type is {model_type!r}, expected {cls.model_type!r}")
-        return cls(load_hf_model(cls.model_class, path, cls.label))
+        return cls(load_hf_model(cls.model_class, path, cls.label, config))
 
     @classmethod
     def from_checkpoint(cls, path: Path) -> "FrozenBackbone":
         raise NotImplementedError
 
     def identity(self) -> dict:
-        """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base."""
+        """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base.
+        Hashing every weight takes a while at full size, so it happens once per backbone, and not at all when
+        a store recorded this identity for the same weights file (`adopt_identity`)."""
         if self._identity is None:
             self._identity = model_identity(self.model, self.family)
         return self._identity
+
+    def adopt_identity(self, identity: dict, source: dict | None) -> None:
+        """Take a store's recorded identity without hashing when the store recorded it for the very file this
+        backbone was loaded from, unchanged since (same path, size and modification time)."""
+        if self._identity is None and self.source is not None and source == self.source:
+            self._identity = dict(identity)
 
     @property
     def heat_config(self) -> HeatConfig:
@@ -94,7 +175,13 @@ def model_identity(model: nn.Module, family: str) -> dict:
             "weights_sha256": weights.hexdigest()}
 
 
-def load_hf_model(model_class, path: Path, label: str):
+def file_source(base: str, weights: Path) -> dict:
+    """What `FrozenBackbone.source` records for weights read from `weights` (for a store's base `base`)."""
+    stat = os.stat(weights)
+    return {"base": base, "file": str(Path(weights).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def load_hf_model(model_class, path: Path, label: str, config_dict: dict | None = None):
     """A transformers model from a local directory, strictly: weights from safetensors only (never a pickled
     pytorch_model.bin), and every weight present with its shape (transformers would otherwise initialise missing
     ones at random and only log it). Any problem is one ValueError naming the path; transformers' own report
@@ -110,8 +197,11 @@ def load_hf_model(model_class, path: Path, label: str):
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
+        extra = {}
+        if config_dict is not None:  # already read: transformers need not read config.json again
+            extra["config"] = model_class.config_class.from_dict(config_dict)
         model, info = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                  ignore_mismatched_sizes=True, output_loading_info=True)
+                                                  ignore_mismatched_sizes=True, output_loading_info=True, **extra)
     except Exception as exc:  # transformers raises many types for broken files
         detail = " ".join(str(exc).split())[:200]
         raise ValueError(f"{path}: cannot load {label} weights ({type(exc).__name__}: {detail})") from None

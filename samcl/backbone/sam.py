@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import SamConfig, SamModel
 
-from ..augmodule import AugModuleConfig
 from ..prompts import render_heat
-from .base import FrozenBackbone
+from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
 from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rgb_array
 
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
@@ -31,21 +28,11 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-class Adapter(Protocol):
-    """What the suffix needs from an AugModule (see `samcl.augmodule.Injection`): a delta on an adapted block's
-    attention output, the neck, and (for LoRA on the qkv projection, as PEFT places it) a delta on qkv."""
-
-    def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
-    def neck(self, hidden: torch.Tensor, neck: nn.Module) -> torch.Tensor: ...
-    def adapts_qkv(self, block: int) -> bool: ...
-    def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor: ...
-
-
 @contextmanager
 def qkv_adapter(attention: nn.Module, block: int, adapter: Adapter | None):
     """While attention runs, add `adapter.qkv_delta` to its qkv projection's output (a forward hook removed
     afterwards: the shared frozen model is never modified). A no-op unless the adapter adapts this block's qkv."""
-    if adapter is None or not getattr(adapter, "adapts_qkv", lambda block: False)(block):
+    if adapter is None or not adapter.adapts_qkv(block):
         yield
         return
     handle = attention.qkv.register_forward_hook(lambda _, args, out: out + adapter.qkv_delta(block, args[0]))
@@ -62,7 +49,6 @@ class SamBackbone(FrozenBackbone):
     model_type = "sam"
     model_class = SamModel
     label = "SAM"
-    supports_qkv_lora = True  # `_run_block` applies an adapter's qkv delta (LoRA on qkv, as PEFT places it)
 
     def __init__(self, model: SamModel):
         super().__init__(model)
@@ -98,12 +84,15 @@ class SamBackbone(FrozenBackbone):
         """The middle block (6 of 12 for ViT-B, as the reference)."""
         return self.num_blocks // 2
 
-    def augmodule_config(self, rank: int = 10, adapted_blocks: tuple[int, ...] | None = None) -> AugModuleConfig:
-        """Defaults: every block after the selector block (7..11 for ViT-B), neck injection on."""
-        if adapted_blocks is None:
-            adapted_blocks = tuple(range(self.default_selector_block + 1, self.num_blocks))
-        return AugModuleConfig(dim=self.hidden_size, adapted_blocks=tuple(adapted_blocks),
-                               neck_channels=self.neck_channels, rank=rank)
+    @property
+    def site(self) -> AdaptationSite:
+        """Every block but the first can be adapted (its output feeds the selector at the earliest); by default
+        the blocks after the selector block (7..11 for ViT-B), with neck injection."""
+        return AdaptationSite(dim=self.hidden_size, grid=self.grid, stride=self.patch_size,
+                              blocks=tuple(range(1, self.num_blocks)),
+                              default_blocks=tuple(range(self.default_selector_block + 1, self.num_blocks)),
+                              selector_block=self.default_selector_block, neck_dim=self.hidden_size,
+                              neck_channels=self.neck_channels, qkv_lora=True)
 
     def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
              boxes: torch.Tensor | None) -> torch.Tensor:
@@ -134,36 +123,30 @@ class SamBackbone(FrozenBackbone):
         return tokens.mean(dim=(1, 2))
 
     def suffix(self, tokens: torch.Tensor, start_block: int, adapter: Adapter | None = None) -> torch.Tensor:
-        """Tokens after block `start_block - 1` -> image embeddings B x C x h x w, adapted where `adapter` says."""
+        """Tokens after block `start_block - 1` -> image embeddings B x C x h x w, adapted where `adapter` says:
+        neck(x + U_D(H)) + U_out(H) around the neck when the adapter gives those deltas."""
         encoder = self.model.vision_encoder
         hidden = tokens
         for block in range(start_block, self.num_blocks):
             hidden = self._run_block(encoder.layers[block], hidden, block, adapter)
-        if adapter is None:
-            return encoder.neck(hidden)
-        return adapter.neck(hidden, encoder.neck)
+        into, out = adapter.neck_deltas() if adapter is not None else (None, None)
+        if into is not None:
+            hidden = hidden + into.view(hidden.shape)
+        embeddings = encoder.neck(hidden)
+        if out is not None:
+            batch, _, rows, cols = embeddings.shape
+            embeddings = embeddings + out.view(batch, rows, cols, -1).permute(0, 3, 1, 2)
+        return embeddings
 
     @staticmethod
     def _run_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapter: Adapter | None) -> torch.Tensor:
-        """One SamVisionLayer, with the adapter's delta added to the attention output (per token, so
-        adding it on the full grid equals adding it inside each window at the token's own position)."""
-        residual = hidden
-        normed = layer.layer_norm1(hidden)
-        x = normed
-        if layer.window_size > 0:
-            rows, cols = x.shape[1], x.shape[2]
-            x, padding = layer.window_partition(x, layer.window_size)
-        with qkv_adapter(layer.attn, block, adapter):
-            attn, _ = layer.attn(hidden_states=x)
-        if layer.window_size > 0:
-            attn = layer.window_unpartition(attn, layer.window_size, padding, (rows, cols))
-        if adapter is not None:
-            batch, rows, cols, dim = normed.shape
-            delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim))
-            if delta is not None:
-                attn = attn + delta.view(batch, rows, cols, dim)
-        hidden = residual + attn
-        return hidden + layer.mlp(layer.layer_norm2(hidden))
+        """One SamVisionLayer with the adapter's attention delta (and qkv delta, for LoRA on qkv)."""
+        def attend(x: torch.Tensor) -> torch.Tensor:
+            with qkv_adapter(layer.attn, block, adapter):
+                return layer.attn(hidden_states=x)[0]
+
+        return run_adapted_block(layer, hidden, block, adapter, attend, layer.window_partition,
+                                 layer.window_unpartition)
 
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: torch.Tensor, points: torch.Tensor | None = None,
@@ -188,8 +171,3 @@ class SamBackbone(FrozenBackbone):
         )
         return logits[:, 0], iou[:, 0]
 
-
-def preprocess_batch(backbone: SamBackbone, images: list[np.ndarray]) -> tuple[torch.Tensor, list[ResizeGeometry]]:
-    """Several images -> B x 3 x S x S and their geometries."""
-    tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
-    return torch.stack(tensors), list(geometries)

@@ -49,11 +49,9 @@ from torch import nn
 from transformers import Sam2Config, Sam2Model
 from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
-from ..augmodule import AugModuleConfig
 from ..prompts import render_heat
+from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
 from .preprocess import ResizeGeometry, to_rgb_array
-from .base import FrozenBackbone
-from .sam import Adapter
 
 #: SAM 2's pixel statistics (RGB in [0, 1]): ImageNet's, as Meta's SAM2Transforms.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -156,17 +154,15 @@ class Sam2Backbone(FrozenBackbone):
         global_blocks = [b for b in blocks[1:-1] if b in hiera.global_attention_blocks]
         return global_blocks[0] if global_blocks else blocks[len(blocks) // 2]
 
-    def augmodule_config(self, rank: int = 10, adapted_blocks: tuple[int, ...] | None = None) -> AugModuleConfig:
-        """Defaults: the embedding stage's blocks after the selector block (6..9 for Hiera-T), no neck injection."""
+    @property
+    def site(self) -> AdaptationSite:
+        """The embedding stage's blocks after its query-pooling first block (on the heat's grid) can be adapted;
+        by default those after the selector block (6..9 for Hiera-T). No neck injection."""
         stage = self.embedding_stage_blocks
-        if adapted_blocks is None:
-            adapted_blocks = tuple(range(self.default_selector_block + 1, stage.stop))
-        allowed = range(stage.start + 1, stage.stop)  # not the stage's query-pooling first block
-        wrong = [b for b in adapted_blocks if b not in allowed]
-        if wrong:
-            raise ValueError(f"SAM 2 adapted blocks must lie in {allowed.start}..{allowed.stop - 1} (the stride-16 "
-                             f"stage after its query-pooling block, on the heat's token grid); got {wrong}")
-        return AugModuleConfig(dim=self.hidden_size, adapted_blocks=tuple(adapted_blocks), neck_channels=0, rank=rank)
+        return AdaptationSite(dim=self.hidden_size, grid=self.grid, stride=self.heat_stride,
+                              blocks=tuple(range(stage.start + 1, stage.stop)),
+                              default_blocks=tuple(range(self.default_selector_block + 1, stage.stop)),
+                              selector_block=self.default_selector_block)
 
     @property
     def heat_stride(self) -> float:
@@ -206,8 +202,7 @@ class Sam2Backbone(FrozenBackbone):
 
     def suffix(self, tokens: HieraTokens, start_block: int, adapter: Adapter | None = None) -> Sam2Embeddings:
         """Tokens after block `start_block - 1` -> the decoder's inputs, adapted where `adapter` says."""
-        config = getattr(adapter, "config", None)
-        if config is not None and config.neck_channels:
+        if adapter is not None and any(d is not None for d in adapter.neck_deltas()):
             raise ValueError("SAM 2 has no neck injection: the AugModule config must have neck_channels=0")
         tokens = self._run_blocks(tokens, start_block, self.num_blocks, adapter)
         model = self.model
@@ -235,21 +230,8 @@ class Sam2Backbone(FrozenBackbone):
         blocks (grid and width change) run as they are: they are never adapted."""
         if adapter is None or layer.query_stride or layer.dim != layer.dim_out:
             return layer(hidden)
-        residual = hidden
-        normed = layer.layer_norm1(hidden)
-        x = normed
-        if layer.window_size > 0:
-            rows, cols = x.shape[1], x.shape[2]
-            x, padding = window_partition(x, layer.window_size)
-        attn = layer.attn(hidden_states=x)
-        if layer.window_size > 0:
-            attn = window_unpartition(attn, layer.window_size, padding, (rows, cols))
-        batch, rows, cols, dim = normed.shape
-        delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim))
-        if delta is not None:
-            attn = attn + delta.view(batch, rows, cols, dim)
-        hidden = residual + attn
-        return hidden + layer.mlp(layer.layer_norm2(hidden))
+        return run_adapted_block(layer, hidden, block, adapter, lambda x: layer.attn(hidden_states=x),
+                                 window_partition, window_unpartition)
 
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: Sam2Embeddings, points: torch.Tensor | None = None,
