@@ -227,7 +227,7 @@ class Verifier:
         samcl = SAMCL(self.backbone, state, store=None, device="cpu")
         with torch.no_grad():
             pooled = self.backbone.pool(self.backbone.prefix(self.pixels, samcl.selector_block))
-            chosen = samcl.select(pooled)[0]
+            chosen = samcl.engine.select(pooled)[0]
             assert 0 <= chosen < len(names), f"selector chose class {chosen} of {len(names)}"
             if len(names) > 1:
                 logits = state.selector(pooled.float())

@@ -34,6 +34,7 @@ from transformers import SamConfig
 
 from samcl import SAMCL, Prompt
 from samcl.augmodule import AugModule, AugModuleSize, config_for
+from samcl.engine import InputPrompt
 from samcl.backbone.sam import SamBackbone
 from samcl.selector import EmbeddingBuffer, SelectorNet
 from samcl.store import DomainEntry
@@ -66,18 +67,18 @@ def add_random_domains(samcl: SAMCL, count: int, samples_per_domain: int = 1, se
     spread apart by `spread`, unit noise) and an untrained selector over them."""
     dim = samcl.backbone.hidden_size
     generator = torch.Generator().manual_seed(seed)
-    start = len(samcl.state.domains)
+    start = len(samcl.module_set.domains)
     for k in range(start, start + count):
         name = f"domain{k:04d}"
-        samcl.state.modules[name] = random_module(samcl, seed + k)
-        samcl.state.domains.append(DomainEntry(name, "module"))
-    total = len(samcl.state.domains)
+        samcl.module_set.modules[name] = random_module(samcl, seed + k)
+        samcl.module_set.domains.append(DomainEntry(name, "module"))
+    total = len(samcl.module_set.domains)
     centres = torch.randn(total, dim, generator=generator) * spread
     labels = torch.arange(total).repeat_interleave(samples_per_domain)
     embeddings = centres[labels] + torch.randn(len(labels), dim, generator=generator)
-    samcl.state.buffer = EmbeddingBuffer(dim, embeddings, labels)
+    samcl.module_set.buffer = EmbeddingBuffer(dim, embeddings, labels)
     torch.manual_seed(seed)
-    samcl.state.selector = SelectorNet(dim, total).eval()
+    samcl.module_set.selector = SelectorNet(dim, total).eval()
 
 
 def test_image(backbone: SamBackbone, seed: int) -> tuple[np.ndarray, Prompt]:
@@ -141,7 +142,7 @@ def module_bytes(backbone: SamBackbone) -> dict:
             samcl = SAMCL.create(backbone, Path(folder) / dtype, dtype=dtype, device="cpu")
             add_random_domains(samcl, 1)
             with samcl.store.lock():
-                manifest = samcl.store.save(samcl.state)
+                manifest = samcl.store.save(samcl.module_set)
             entry = manifest["domains"][0]
             out[dtype] = {"bytes": entry["bytes"], "file_bytes": (Path(folder) / dtype / entry["file"]).stat().st_size}
     size = AugModuleSize.of(config_for(backbone.site))
@@ -171,14 +172,15 @@ def run(args, show=lambda report, key: None) -> dict:
     # where SAMCL's extra work goes (each part outside the encoder, timed alone)
     tokens = backbone.prefix(backbone.preprocess(image)[0][None], samcl.selector_block)
     geometry = backbone.preprocess(image)[1]
-    heat = samcl.heat([prompt], [geometry])
+    inputs = [InputPrompt.of(prompt, geometry, samcl.device)]
+    heat = samcl.engine.heat(inputs)
     rows = list(range(args.batch))
     report["parts_seconds"] = {
-        "pool + select": per_call(lambda: samcl.select(backbone.pool(tokens))),
-        "heat rendering": per_call(lambda: samcl.heat([prompt], [geometry])),
-        "module rows + heat features, 1 image": per_call(lambda: samcl.injection([0], heat)),
+        "pool + select": per_call(lambda: samcl.engine.select(backbone.pool(tokens))),
+        "heat rendering": per_call(lambda: samcl.engine.heat(inputs)),
+        "module rows + heat features, 1 image": per_call(lambda: samcl.engine.injection([0], heat)),
         f"the same, {args.batch} images mixed": per_call(
-            lambda: samcl.injection(rows, heat.expand(args.batch, -1, -1))),
+            lambda: samcl.engine.injection(rows, heat.expand(args.batch, -1, -1))),
     }
     show(report, "latency")
 

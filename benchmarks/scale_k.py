@@ -74,7 +74,7 @@ def build_store(path: Path, backbone, k: int, samples_per_domain: int, dtype: st
     built = time.perf_counter() - start
     start = time.perf_counter()
     with samcl.store.lock():
-        manifest = samcl.store.save(samcl.state)
+        manifest = samcl.store.save(samcl.module_set)
     saved = time.perf_counter() - start
     on_disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return {"build_seconds": built, "save_seconds": saved, "disk_bytes": on_disk,
@@ -100,7 +100,7 @@ def child_open(path: Path, size: int | None) -> dict:
     after_open = rss_bytes()
     after_open_trimmed = rss_bytes(trim=True)
     start = time.perf_counter()
-    samcl.state.buffer.load()
+    samcl.module_set.buffer.load()
     buffer_seconds = time.perf_counter() - start
     after_buffer = rss_bytes()
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def child_open(path: Path, size: int | None) -> dict:
     return {"open_seconds": opened, "rss_open": after_open - before, "rss_open_trimmed": after_open_trimmed - before,
             "buffer_read_seconds": buffer_seconds,
             "rss_with_buffer": after_buffer - before, "full_load_seconds": full,
-            "bank_bytes": samcl.bank().num_bytes, "domains": len(samcl.domains)}
+            "bank_bytes": samcl.engine.bank().num_bytes, "domains": len(samcl.domains)}
 
 
 # ----------------------------------------------------------------------------------------------- latency
@@ -127,7 +127,7 @@ def measure_latency(path: Path, backbone, repeats: int) -> dict:
     samcl = SAMCL.open(path, base=backbone, device="cpu")
     image, prompt = test_image(backbone, 0)
     tokens = backbone.prefix(backbone.preprocess(image)[0][None], samcl.selector_block)
-    select = per_call(lambda: samcl.select(backbone.pool(tokens)), 200)
+    select = per_call(lambda: samcl.engine.select(backbone.pool(tokens)), 200)
     segment = per_call(lambda: samcl.segment([image], [prompt]), repeats)
     return {"select_seconds": statistics.median(select), "segment_seconds": segment}
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sizes import tensor_bytes
+
 LN_EPS = 1e-5
 TARGETS = ("attention", "qkv")
 
@@ -183,7 +185,7 @@ class AugModule(nn.Module):
 
     @property
     def num_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.parameters())
+        return tensor_bytes(list(self.parameters()))
 
 
 def _check_tensors(config: AugModuleConfig, tensors: dict[str, torch.Tensor]) -> None:

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from .augmodule import AugModule, AugModuleConfig, parameter_shapes
+from .sizes import tensor_bytes
 
 
 class ModuleBank:
@@ -68,4 +69,4 @@ class ModuleBank:
 
     @property
     def num_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        return tensor_bytes(self.tensors)

@@ -38,8 +38,10 @@ from .data.sample import Sample
 from .io import SamclError
 from .learner import SAMCL
 from .protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, Strategy
-from .store import BASE_CLASS, DomainEntry
-from .trainer import Objective, PrefixCache, TrainConfig, module_loss, train_module, train_step_points, usable_indices
+from .moduleset import BASE_CLASS, DomainEntry
+from .prefix_cache import PrefixCache
+from .trainer import (Objective, TrainConfig, module_loss, train_module, train_step_points, training_batch,
+                      usable_indices)
 
 ADAPTER = "adapter"
 SEQUENTIAL = ADAPTER  # the name the single module runs under (kept for older callers)
@@ -81,18 +83,18 @@ class _SingleModule:
 
     def __init__(self, backbone, rank: int, device):
         self.samcl = SAMCL.create(backbone, None, rank=rank, device=device)
-        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
         self.module: AugModule | None = None
 
     def use(self, module: AugModule | None) -> None:
-        state = self.samcl.state
+        classes = self.samcl.module_set
         self.module = module
         if module is None:
             return
-        state.aug_config = module.config  # the bank is rebuilt for a new module object (O-LoRA's rank grows)
-        state.modules[ADAPTER] = module.to(self.samcl.device)
+        classes.aug_config = module.config  # the bank is rebuilt for a new module object (O-LoRA's rank grows)
+        classes.modules[ADAPTER] = module.to(self.samcl.device)
         if ADAPTER not in self.samcl.domains:
-            state.domains.append(DomainEntry(ADAPTER, "module"))
+            classes.domains.append(DomainEntry(ADAPTER, "module"))
 
     def evaluate(self, samples: Sequence[Sample]) -> dict:
         return self.samcl.evaluate(samples, force=ADAPTER if self.module is not None else BASE_CLASS)
@@ -125,7 +127,7 @@ class ZeroShotStrategy(Strategy):
     def storage(self) -> dict:
         return {"modules": {}, "module_total": 0, "selector": 0, "buffer": 0, "total": 0}
 
-    def state(self) -> tuple[dict, dict]:
+    def snapshot(self) -> tuple[dict, dict]:
         return {}, {}
 
     def restore(self, tensors: dict, meta: dict) -> None:
@@ -184,7 +186,7 @@ class SequentialStrategy(Strategy):
         return {"modules": {ADAPTER: size} if size else {}, "module_total": size, "selector": 0, "buffer": 0,
                 "total": size}
 
-    def state(self) -> tuple[dict, dict]:
+    def snapshot(self) -> tuple[dict, dict]:
         tensors = _module_tensors("module", self.module) if self.module is not None else {}
         return tensors, {"steps": self.steps, "config": self.config.to_dict()}
 
@@ -227,12 +229,12 @@ def diagonal_fisher(backbone, module: AugModule, samples: Sequence[Sample], sele
     squared gradient of each sample's loss (points as the first training epoch draws them). `normalize` divides
     it by its mean over all parameters, so that the EWC strength does not depend on the loss's scale."""
     module = module.to(device).requires_grad_(True)
-    cache = PrefixCache(backbone, samples, selector_block, train.cache_bytes, device)
+    cache = PrefixCache(backbone, selector_block, device)  # one pass: nothing to keep
     names = list(module.named_tensors())
     sums = {name: torch.zeros_like(t) for name, t in module.named_tensors().items()}
     indices = usable_indices(samples)
     for index in indices:
-        tokens, masks, geometries = cache.batch([index])
+        tokens, masks, geometries, _ = training_batch(cache, samples, [index])
         points = train_step_points(samples, [index], geometries, train, 0).to(device)
         loss = module_loss(backbone, module.params(), module.config, tokens, masks, points, selector_block + 1,
                            train)
@@ -272,8 +274,8 @@ class EwcStrategy(SequentialStrategy):
         out["total"] += out["fisher"]
         return out
 
-    def state(self) -> tuple[dict, dict]:
-        tensors, meta = super().state()
+    def snapshot(self) -> tuple[dict, dict]:
+        tensors, meta = super().snapshot()
         for k, (fisher, theta) in enumerate(self.anchors):
             tensors.update({f"fisher.{k}.{n}": t for n, t in fisher.items()})
             tensors.update({f"theta.{k}.{n}": t for n, t in theta.items()})
@@ -395,8 +397,8 @@ class ReplayStrategy(SequentialStrategy):
         out["total"] += self.memory_bytes
         return out
 
-    def state(self) -> tuple[dict, dict]:
-        tensors, meta = super().state()
+    def snapshot(self) -> tuple[dict, dict]:
+        tensors, meta = super().snapshot()
         for k, item in enumerate(self.memory):
             tensors[f"memory.{k}.image"] = torch.frombuffer(bytearray(item.image_png), dtype=torch.uint8)
             tensors[f"memory.{k}.mask"] = torch.frombuffer(bytearray(item.mask_png), dtype=torch.uint8)
@@ -513,7 +515,7 @@ class OLoraStrategy(Strategy):
         total = sum(sizes.values())
         return {"modules": sizes, "module_total": total, "selector": 0, "buffer": 0, "total": total}
 
-    def state(self) -> tuple[dict, dict]:
+    def snapshot(self) -> tuple[dict, dict]:
         tensors = {}
         for k, module in enumerate(self.loras):
             tensors.update(_module_tensors(f"lora.{k}", module))

@@ -161,7 +161,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)))
     for r, domain in enumerate(domains):
         sample = domain.test[0]
-        from .learner import Prompt
+        from .types import Prompt
 
         pred = strategy.samcl.segment([sample.image], [Prompt.of(sample.points, sample.labels)])[0]
         panels = [(sample.image, f"{domain.name}: image + points"), (sample.mask, "ground truth"),

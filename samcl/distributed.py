@@ -109,7 +109,7 @@ def check_ready(ctx: DistContext, samcl, name: str, count: int, base: bool) -> N
         raise SamclError(f"rank {ctx.rank}: the module set is on {samcl.device} but this rank's GPU is "
                          f"cuda:{torch.cuda.current_device()} (create it with device=samcl.distributed.init().device)")
     ctx.check_agree("the task (domain, base, samples, store generation, domains, device kind)",
-                    (name, base, count, samcl.state.generation, samcl.domains, samcl.device.type))
+                    (name, base, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
 
 
 def merge_training(ctx: DistContext, module: nn.Module, stats: dict, pooled: dict[int, torch.Tensor]
@@ -127,7 +127,7 @@ def merge_training(ctx: DistContext, module: nn.Module, stats: dict, pooled: dic
 
 def send_result(ctx: DistContext, samcl, report: dict) -> None:
     """Rank 0, after saving: the new domain entries, selector and buffer (on CPU), and the report."""
-    state = samcl.state
+    state = samcl.module_set
     ctx.broadcast({
         "report": report, "generation": state.generation, "domains": [d.to_dict() for d in state.domains],
         "selector": {k: v.detach().cpu() for k, v in state.selector.state_dict().items()},
@@ -138,10 +138,10 @@ def send_result(ctx: DistContext, samcl, report: dict) -> None:
 def receive_result(ctx: DistContext, samcl) -> dict:
     """Other ranks: take rank 0's selector, buffer and entries, so every rank holds the same module set."""
     from .selector import EmbeddingBuffer, SelectorNet
-    from .store import DomainEntry
+    from .moduleset import DomainEntry
 
     result = ctx.broadcast()
-    state = samcl.state
+    state = samcl.module_set
     state.generation = result["generation"]
     state.domains = [DomainEntry(**entry) for entry in result["domains"]]
     embeddings, labels = result["buffer"]

@@ -16,29 +16,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .backbone.preprocess import ResizeGeometry
-from .learner import SAMCL, Prompt
+from .engine import Engine, InputPrompt
+from .types import Prompt
 
 
 class SamclPredictor:
-    def __init__(self, samcl: SAMCL):
-        self.samcl = samcl
+    """set_image / predict on one image at a time, through the inference engine (`samcl.engine`)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
         self.reset_image()
 
     def reset_image(self) -> None:
-        self._tokens: torch.Tensor | None = None
-        self._geometry: ResizeGeometry | None = None
+        self._tokens = None
+        self._geometry = None
         self._choice: int | None = None
-        self._base_embedding: torch.Tensor | None = None
+        self._base_embedding = None
 
     @torch.no_grad()
     def set_image(self, image, domain: str | None = None) -> None:
         """image: H x W x 3 uint8 RGB array or PIL image. `domain` forces a module instead of selecting."""
-        samcl = self.samcl
-        tensor, self._geometry = samcl.backbone.preprocess(image)
-        self._tokens = samcl.backbone.prefix(tensor[None].to(samcl.device), samcl.selector_block)
-        forced = samcl.resolve_domain(domain)
-        self._choice = samcl.select(samcl.backbone.pool(self._tokens))[0] if forced is None else forced
+        engine = self.engine
+        self._tokens, (self._geometry,) = engine.prefix([image])
+        self._choice = engine.choose(self._tokens, engine.resolve(domain, 1))[0]
         self._base_embedding = None
 
     @property
@@ -49,7 +49,7 @@ class SamclPredictor:
     def domain(self) -> str:
         """The module chosen for the current image."""
         self._require_image()
-        return self.samcl.domain_name(self._choice)
+        return self.engine.module_set.domain_name(self._choice)
 
     @torch.no_grad()
     def predict(self, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
@@ -58,17 +58,15 @@ class SamclPredictor:
         """point_coords N x 2 (x, y) and point_labels N in original pixels; box (x0, y0, x1, y1).
         Returns masks M x H x W (bool, or logits if `return_logits`), scores M, low-res logits M x h x w."""
         self._require_image()
-        samcl = self.samcl
-        prompt = Prompt.of(point_coords, point_labels, box)
-        injection = None
-        if samcl.module_for(self._choice) is not None:
-            injection = samcl.injection([self._choice], samcl.heat([prompt], [self._geometry]))
-            embedding = samcl.backbone.suffix(self._tokens, samcl.selector_block + 1, injection)
-        else:
+        engine = self.engine
+        prompt = InputPrompt.of(Prompt.of(point_coords, point_labels, box), self._geometry, engine.device)
+        if engine.module_set.module_for(self._choice) is not None:
+            embedding = engine.suffix(self._tokens, [self._choice], [prompt])
+        else:  # no module: the image embedding does not depend on the prompt
             if self._base_embedding is None:
-                self._base_embedding = samcl.backbone.suffix(self._tokens, samcl.selector_block + 1, None)
+                self._base_embedding = engine.backbone.suffix(self._tokens, engine.start_block, None)
             embedding = self._base_embedding
-        result = samcl.decode_one(embedding, prompt, self._geometry, multimask_output, self.domain, return_logits)
+        result = engine.decode(embedding, prompt, self._geometry, multimask_output, self.domain, return_logits)
         masks = result.logits if return_logits else result.masks
         return masks, result.scores, result.low_res_logits
 

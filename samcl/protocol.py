@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
 from .data.sample import Sample
-from .io import SamclError, atomic_write_bytes, atomic_write_json
+from .io import SamclError, atomic_write_json
 from .learner import SAMCL
 from .metrics import continual_metrics
 from .selector import SelectorConfig
-from .store import BASE_CLASS, ModuleStore
+from .moduleset import BASE_CLASS
+from .store import ModuleStore, read_tensors, write_tensors
 from .trainer import TrainConfig
 
 METRICS = ("iou", "f1", "mae")
@@ -58,8 +57,8 @@ class Strategy(ABC):
         """Bytes kept beyond the frozen base: at least "total"; components such as modules/selector/buffer/replay."""
 
     # ------------------------------------------------------------------ resuming (see `run_protocol`)
-    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """Everything later steps depend on, as tensors (for safetensors) and JSON-able metadata."""
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything later steps depend on, as tensors (for safetensors) and JSON-able metadata (`restore` undoes)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -67,20 +66,19 @@ class Strategy(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be restored")
 
     def save_state(self, folder: Path) -> None:
-        """Write `state()` to `folder` (state.safetensors, then state.json; each written atomically)."""
-        tensors, meta = self.state()
-        data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                metadata={"format": "samcl-strategy-state"})
-        atomic_write_bytes(Path(folder) / STATE_TENSORS, data)
+        """Write `snapshot()` to `folder` through the store's safetensors path (state.safetensors, then
+        state.json; each written atomically)."""
+        tensors, meta = self.snapshot()
+        write_tensors(Path(folder) / STATE_TENSORS, tensors, kind="strategy-state")
         atomic_write_json(Path(folder) / STATE_META, {"strategy": type(self).__name__, "meta": meta})
 
     def load_state(self, folder: Path) -> None:
         folder = Path(folder)
         try:
             raw = json.loads((folder / STATE_META).read_text())
-            tensors = load_safetensors((folder / STATE_TENSORS).read_bytes())
         except (OSError, ValueError) as exc:
             raise SamclError(f"{folder}: unreadable strategy state ({exc})") from None
+        tensors = read_tensors(folder / STATE_TENSORS)
         if raw.get("strategy") != type(self).__name__:
             raise SamclError(f"{folder}: state of {raw.get('strategy')}, not {type(self).__name__}")
         self.restore(tensors, raw["meta"])
@@ -102,9 +100,9 @@ class SamclStrategy(Strategy):
                  rank: int = 10, oracle: bool = False, base_domain: DomainData | None = None, device=None,
                  store=None, variant: dict | None = None):
         self.samcl = SAMCL.create(backbone, store, rank=rank, selector=selector, device=device)
-        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
         if variant:  # before anything is learned: every module of the set has this config
-            self.samcl.state.aug_config = replace(self.samcl.aug_config, **variant)
+            self.samcl.module_set.aug_config = replace(self.samcl.aug_config, **variant)
         self.backbone, self.device = backbone, device
         self.train = train
         self.oracle = oracle
@@ -133,11 +131,12 @@ class SamclStrategy(Strategy):
         """The module set as a store (`samcl.store`: manifest + safetensors) in `folder`/store."""
         store = ModuleStore(Path(folder) / "store")
         with store.lock():
-            store.save(self.samcl.state, written=set(self.samcl.domains))
+            store.save(self.samcl.module_set, written=set(self.samcl.domains))
 
     def load_state(self, folder: Path) -> None:
         self.samcl = SAMCL.open(Path(folder) / "store", base=self.backbone, device=self.device)
         self.samcl.store = None  # learning goes on in memory; `save_state` writes the next snapshot
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
 
 
 @dataclass

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .sizes import tensor_bytes
+
 
 @dataclass(frozen=True)
 class SelectorConfig:
@@ -94,6 +96,10 @@ class EmbeddingBuffer:
         self._set(torch.cat([self.embeddings, embeddings]),
                   torch.cat([self.labels, torch.full((len(embeddings),), label, dtype=torch.long)]))
 
+    def keep_first(self, count: int) -> None:
+        """Drop every row after the first `count` (undoes `add`s: a failed learn step's rows)."""
+        self._set(self.embeddings[:count], self.labels[:count])
+
     def __len__(self) -> int:
         return self._count if self._loader is not None else len(self._labels)
 
@@ -137,8 +143,7 @@ class SelectorNet(nn.Module):
 
     @property
     def num_bytes(self) -> int:
-        tensors = list(self.state_dict().values())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes(self.state_dict())
 
 
 def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorConfig, seed: int,

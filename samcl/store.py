@@ -21,7 +21,6 @@ import hashlib
 import json
 import re
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,58 +28,51 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import __version__
+from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
 from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
+from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+from .sizes import tensor_bytes
 
 FORMAT = "samcl-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BASE_CLASS = "base"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass
-class DomainEntry:
-    """One learned class: an AugModule ("module") or SAM without a module ("base")."""
-
-    name: str
-    kind: str  # "module" | "base"
-    file: str | None = None
-    bytes: int = 0
-    sha256: str | None = None
-    config: dict | None = None
-    parameters: int = 0
-    info: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
-
-
-@dataclass
-class StoreState:
-    """Everything a store holds, in memory."""
-
-    backbone: dict
-    selector_config: SelectorConfig
-    selector_block: int
-    domains: list[DomainEntry] = field(default_factory=list)
-    modules: dict[str, AugModule] = field(default_factory=dict)
-    selector: SelectorNet | None = None
-    buffer: EmbeddingBuffer | None = None
-    aug_config: AugModuleConfig | None = None
-    dtype: str = "float32"
-    base_hint: str | None = None
-    generation: int = 0
-
-    @property
-    def names(self) -> list[str]:
-        return [d.name for d in self.domains]
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor], **metadata: str) -> bytes:
+    """Named tensors as safetensors bytes, tagged with the store's format (and `metadata`)."""
+    return save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                            metadata={"format": FORMAT, **metadata})
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], **metadata: str) -> tuple[str, int]:
+    """Write named tensors to `path` as safetensors, atomically. Returns (sha256, bytes) of the file."""
+    data = tensors_to_bytes(tensors, **metadata)
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data), len(data)
+
+
+def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Named tensors from a safetensors file (checked against `sha256` if given); errors name the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _MissingFile(f"{path}: missing") from None
+    except OSError as exc:
+        raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise SamclError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
 class _MissingFile(SamclError):
@@ -165,29 +157,21 @@ class ModuleStore:
             raise SamclError(f"{self.manifest_path}: malformed manifest (a file entry lacks its name or sha256)")
         if Path(relative).is_absolute() or ".." in Path(relative).parts:
             raise SamclError(f"{self.manifest_path}: malformed manifest (file {relative!r} is outside the store)")
-        path = self.path / relative
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise _MissingFile(f"{path}: missing (named in {MANIFEST} but not in the store)") from None
-        except OSError as exc:
-            raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
-        if sha256_bytes(data) != sha256:
-            raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
-        try:
-            return load_safetensors(data)
-        except (SafetensorError, ValueError, RuntimeError) as exc:
-            raise SamclError(f"{path}: not a valid safetensors file ({exc})") from None
+            return read_tensors(self.path / relative, sha256)
+        except _MissingFile:
+            raise _MissingFile(f"{self.path / relative}: missing (named in {MANIFEST} but not in the store)") from None
 
-    def load(self, identity: dict | None = None, lazy_buffer: bool = False) -> StoreState:
+    def load(self, identity: dict | None = None, lazy_buffer: bool = False, manifest: dict | None = None) -> ModuleSet:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
         `lazy_buffer`: read (and verify) the selector's embedding buffer only when it is first used, which is
         only for learning; inference opens a store of 1,000 domains without reading its largest file.
 
         A writer removes the previous generation's files right after replacing the manifest; a reader that read
         the old manifest just before then finds a file gone, and simply reads the new generation instead."""
-        for _ in range(_LOAD_ATTEMPTS):
-            manifest = self.read_manifest()
+        for attempt in range(_LOAD_ATTEMPTS):
+            if manifest is None or attempt:  # a manifest the caller has just read is not read again
+                manifest = self.read_manifest()
             try:
                 return self._load(manifest, identity, lazy_buffer)
             except _MissingFile:
@@ -199,16 +183,17 @@ class ModuleStore:
                     raise
         raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
 
-    def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> StoreState:
+    def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> ModuleSet:
         try:
             if identity is not None:
                 check_identity(self.path, manifest["backbone"], identity)
-            state = StoreState(
+            state = ModuleSet(
                 backbone=manifest["backbone"],
                 selector_config=SelectorConfig(**manifest["selector"]["config"]),
                 selector_block=int(manifest["selector"]["block"]),
                 dtype=manifest.get("dtype", "float32"),
                 base_hint=manifest.get("base_hint"),
+                base_source=manifest.get("base_source"),
                 generation=int(manifest.get("generation", 0)),
                 aug_config=AugModuleConfig.from_dict(manifest["augmodule"]) if manifest.get("augmodule") else None,
             )
@@ -253,7 +238,7 @@ class ModuleStore:
         return embeddings, labels
 
     # ------------------------------------------------------------------ writing
-    def save(self, state: StoreState, written: set[str] | None = None) -> dict:
+    def save(self, state: ModuleSet, written: set[str] | None = None) -> dict:
         """Write new module files (names in `written`, default: modules without a file yet), the selector and
         buffer under a new generation, then the manifest; then remove files no longer named. Returns the manifest.
 
@@ -273,7 +258,7 @@ class ModuleStore:
                 self._remove_unreferenced(self.read_manifest() if self.exists() else None)
             raise
 
-    def _write(self, state: StoreState, written: set[str] | None) -> dict:
+    def _write(self, state: ModuleSet, written: set[str] | None) -> dict:
         state.generation += 1
         gen = state.generation
         dtype = getattr(torch, state.dtype)
@@ -281,36 +266,32 @@ class ModuleStore:
             if entry.kind != "module" or (entry.file is not None and (written is None or entry.name not in written)):
                 continue
             module = state.modules[entry.name]
-            tensors = {k: v.to(dtype).contiguous() for k, v in module.state_tensors().items()}
-            data = save_safetensors(tensors, metadata={
-                "format": FORMAT, "config": json.dumps(module.config.to_dict()), "domain": entry.name})
+            tensors = {k: v.to(dtype) for k, v in module.state_tensors().items()}
             entry.file = f"{MODULES}/{index:04d}-{_SAFE_NAME.sub('_', entry.name)}.g{gen}.safetensors"
-            entry.bytes = sum(t.numel() * t.element_size() for t in tensors.values())
-            entry.sha256 = sha256_bytes(data)
+            entry.bytes = tensor_bytes(tensors)
+            entry.sha256, _ = write_tensors(self.path / entry.file, tensors, domain=entry.name,
+                                            config=json.dumps(module.config.to_dict()))
             entry.config = module.config.to_dict()
             entry.parameters = module.config.num_parameters
-            atomic_write_bytes(self.path / entry.file, data)
             fault_point(f"save: wrote {entry.file}")
         selector = {"config": state.selector_config.to_dict(), "block": state.selector_block}
         buffer = {}
         if state.selector is not None:
-            sel_tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+            sel_tensors = {k: (v.to(dtype) if v.is_floating_point() else v)
                            for k, v in state.selector.state_dict().items()}
-            sel_data = save_safetensors(sel_tensors, metadata={"format": FORMAT})
-            buf_tensors = {"embeddings": state.buffer.embeddings.to(dtype).contiguous(),
-                           "labels": state.buffer.labels.contiguous()}
-            buf_data = save_safetensors(buf_tensors, metadata={"format": FORMAT})
-            selector.update(file=f"selector.g{gen}.safetensors", sha256=sha256_bytes(sel_data),
-                            bytes=len(sel_data), dim=state.buffer.dim, classes=state.names)
-            buffer = {"file": f"buffer.g{gen}.safetensors", "sha256": sha256_bytes(buf_data),
-                      "bytes": len(buf_data), "count": len(state.buffer)}
-            atomic_write_bytes(self.path / selector["file"], sel_data)
+            selector["file"] = f"selector.g{gen}.safetensors"
+            sha, size = write_tensors(self.path / selector["file"], sel_tensors)
+            selector.update(sha256=sha, bytes=size, dim=state.buffer.dim, classes=state.names)
             fault_point(f"save: wrote {selector['file']}")
-            atomic_write_bytes(self.path / buffer["file"], buf_data)
+            buf_tensors = {"embeddings": state.buffer.embeddings.to(dtype), "labels": state.buffer.labels}
+            buffer = {"file": f"buffer.g{gen}.safetensors"}
+            sha, size = write_tensors(self.path / buffer["file"], buf_tensors)
+            buffer.update(sha256=sha, bytes=size, count=len(state.buffer))
             fault_point(f"save: wrote {buffer['file']}")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "samcl_version": __version__,
-            "generation": gen, "backbone": state.backbone, "base_hint": state.base_hint, "dtype": state.dtype,
+            "generation": gen, "backbone": state.backbone, "base_hint": state.base_hint,
+            "base_source": state.base_source, "dtype": state.dtype,
             "augmodule": state.aug_config.to_dict() if state.aug_config else None,
             "selector": selector, "buffer": buffer, "domains": [d.to_dict() for d in state.domains],
         }

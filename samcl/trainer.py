@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augmodule import AugModule, AugModuleConfig, Injection
-from .backbone import tokens as batch_ops
-from .backbone.preprocess import mask_to_input
 from .data.sample import Sample
+from .prefix_cache import PrefixCache
 from .prompts import sample_points, sample_rng
 
 AMP_MODES = ("none", "bf16")
@@ -83,43 +82,11 @@ def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torc
     return (focal + config.dice_weight * dice + config.iou_weight * iou_loss).mean()
 
 
-class PrefixCache:
-    """Prefix tokens (and input-frame masks) per training sample: the frozen prefix runs once per image."""
-
-    def __init__(self, backbone, samples: Sequence[Sample], stop_block: int, budget: int, device):
-        self.backbone, self.samples, self.stop_block, self.device = backbone, samples, stop_block, device
-        self.budget = budget
-        self.tokens: dict[int, object] = {}  # per-sample prefix output (a tensor, or the backbone's tuple)
-        self.masks: dict[int, torch.Tensor] = {}
-        self.geometries: dict[int, object] = {}
-        self.pooled: dict[int, torch.Tensor] = {}  # selector embeddings, a by-product of the prefix
-        self.used = 0
-
-    @torch.no_grad()
-    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, list]:
-        missing = [i for i in indices if i not in self.tokens]
-        fresh = {}
-        if missing:
-            pixels, masks, geometries = [], [], []
-            for i in missing:
-                sample = self.samples[i]
-                tensor, geometry = self.backbone.preprocess(sample.image)
-                pixels.append(tensor)
-                masks.append(mask_to_input(sample.mask, geometry))
-                geometries.append(geometry)
-            tokens = self.backbone.prefix(torch.stack(pixels).to(self.device), self.stop_block)
-            pooled = self.backbone.pool(tokens).cpu()
-            for j, i in enumerate(missing):
-                self.pooled[i] = pooled[j]
-                fresh[i] = (batch_ops.take(tokens, j), masks[j].to(self.device), geometries[j])
-                size = batch_ops.nbytes(fresh[i][0]) + masks[j].numel()
-                if self.used + size <= self.budget:
-                    self.tokens[i], self.masks[i], self.geometries[i] = fresh[i]
-                    self.used += size
-        get = lambda i: fresh[i] if i in fresh else (self.tokens[i], self.masks[i], self.geometries[i])  # noqa: E731
-        items = [get(i) for i in indices]
-        return (batch_ops.stack([t for t, _, _ in items]), torch.stack([m for _, m, _ in items]),
-                [g for _, _, g in items])
+def training_batch(cache: PrefixCache, samples: Sequence[Sample], batch: list[int]):
+    """(prefix tokens B x ..., input-frame masks B x S x S, geometries, the prefixes) of samples `batch`."""
+    prefixes = cache.lookup(batch, lambda i: (samples[i].image, samples[i].mask))
+    return (cache.stack(prefixes), torch.stack([p.mask for p in prefixes]), [p.geometry for p in prefixes],
+            prefixes)
 
 
 def usable_indices(samples: Sequence[Sample]) -> list[int]:
@@ -211,7 +178,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    cache = PrefixCache(backbone, samples, selector_block, config.cache_bytes // world, device)
+    cache = PrefixCache(backbone, selector_block, device, config.cache_bytes // world)
+    pooled: dict[int, torch.Tensor] = {}  # selector embeddings: a by-product of the prefix, reused for the buffer
     losses, rates, start = [], [], time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not config.progress or rank != 0, leave=False)
     for epoch in range(config.epochs):
@@ -219,7 +187,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
         for step in range(steps_per_epoch):
             chunk = order[step * global_batch:(step + 1) * global_batch]
             batch = [indices[int(j)] for j in chunk[rank::world]]
-            tokens, masks, geometries = cache.batch(batch)
+            tokens, masks, geometries, prefixes = training_batch(cache, samples, batch)
+            pooled.update((i, p.pooled) for i, p in zip(batch, prefixes))
             points = train_step_points(samples, batch, geometries, config, epoch).to(device)
             params = trainable()  # through the wrapper, so DDP sees the forward
             if objective is not None:
@@ -239,4 +208,4 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     module = module.cpu().requires_grad_(False)
     stats = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, steps_per_epoch):])),
                     "steps": total, "lr": rates, "seconds": time.perf_counter() - start, "samples": len(indices)}
-    return module, stats, cache.pooled
+    return module, stats, pooled

@@ -46,7 +46,7 @@ def learn_args(store: Path, base: Path, data: Path, domain: str, batch_size: int
 
 def state_hash(samcl: SAMCL) -> str:
     """Everything a rank holds after learning: modules, selector, buffer, domain entries."""
-    state = samcl.state
+    state = samcl.module_set
     tensors = {f"module.{name}.{k}": v for name, m in state.modules.items() for k, v in m.state_tensors().items()}
     tensors.update({f"selector.{k}": v for k, v in state.selector.state_dict().items() if v.is_floating_point()})
     tensors["buffer"] = state.buffer.embeddings
@@ -108,7 +108,7 @@ def test_two_processes_learn_the_module_one_process_learns_with_the_global_batch
     one, two = SAMCL.open(root / "one", base=base, device="cpu"), SAMCL.open(root / "two", base=base, device="cpu")
     assert one.domains == two.domains == list(DOMAINS)
     for name in DOMAINS:
-        expected, got = one.state.modules[name].state_tensors(), two.state.modules[name].state_tensors()
+        expected, got = one.module_set.modules[name].state_tensors(), two.module_set.modules[name].state_tensors()
         worst = max((expected[k] - got[k]).abs().max().item() for k in expected)
         assert worst <= TOLERANCE, f"{name}: module differs by {worst}"
         initial = AugModule(one.aug_config, generator=torch.Generator().manual_seed(0)).state_tensors()

@@ -59,11 +59,11 @@ def served(tmp_path_factory, scaled_backbone):
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)
     with torch.no_grad():  # one epoch barely moves a module: give each a distinct, visible effect
-        for seed, module in enumerate(samcl.state.modules.values()):
+        for seed, module in enumerate(samcl.module_set.modules.values()):
             for param in module.parameters():
                 param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(seed)) * 0.2)
     with samcl.store.lock():
-        samcl.store.save(samcl.state, written={"red", "blue"})
+        samcl.store.save(samcl.module_set, written={"red", "blue"})
     return root, backbone
 
 
@@ -123,17 +123,17 @@ def test_the_chosen_module_changes_the_result(served):
 def test_modules_are_resident_rows_and_switching_copies_nothing(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
-    bank = samcl.bank()
+    bank = samcl.engine.bank()
     red, blue = samcl.domains.index("red"), samcl.domains.index("blue")
     for index in (red, blue):  # the modules live in the bank's rows: no second copy in memory
-        for name, param in samcl.module_for(index).named_tensors().items():
+        for name, param in samcl.module_set.module_for(index).named_tensors().items():
             assert param.data_ptr() == bank.tensors[name][index + 1].data_ptr()
     heat = torch.zeros(2, *backbone.grid)
-    single = samcl.injection([red, red], heat).params
+    single = samcl.engine.injection([red, red], heat).params
     assert all(t.shape[0] == 1 and t.data_ptr() == bank.tensors[n][red + 1].data_ptr() for n, t in single.items())
-    mixed = samcl.injection([red, -1], heat).params
+    mixed = samcl.engine.injection([red, -1], heat).params
     assert all(torch.equal(t[0], bank.tensors[n][red + 1]) and not t[1].any() for n, t in mixed.items())
-    assert samcl.injection([-1, samcl.domains.index("gray")], heat) is None  # base everywhere: no adapter at all
+    assert samcl.engine.injection([-1, samcl.domains.index("gray")], heat) is None  # base everywhere: no adapter at all
 
 
 def test_segment_reads_no_file_and_copies_no_model_after_open(served, monkeypatch):
@@ -164,7 +164,7 @@ def test_a_replaced_module_is_picked_up(served):
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
     blue = samcl.segment(images[:1], prompts[:1], domain="blue")[0]
-    samcl.state.modules["red"] = copy.deepcopy(samcl.state.modules["blue"])
+    samcl.module_set.modules["red"] = copy.deepcopy(samcl.module_set.modules["blue"])
     red = samcl.segment(images[:1], prompts[:1], domain="red")[0]
     assert np.abs(red.low_res_logits - blue.low_res_logits).max() <= TOLERANCE
 
@@ -174,7 +174,7 @@ def test_a_learned_domain_is_resident_and_earlier_ones_unchanged(scaled_backbone
     images, prompts = mixed_inputs()
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     with torch.no_grad():
-        for param in samcl.state.modules["red"].parameters():
+        for param in samcl.module_set.modules["red"].parameters():
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.2)
     red = samcl.segment(images[:1], prompts[:1], domain="red")[0]
     base = samcl.segment(images[:1], prompts[:1], domain="base")[0]
@@ -183,7 +183,7 @@ def test_a_learned_domain_is_resident_and_earlier_ones_unchanged(scaled_backbone
     assert samcl.segment(images[:1], prompts[:1], domain="blue")[0].domain == "blue"
     again = samcl.segment(images[:1], prompts[:1], domain="red")[0]
     assert np.abs(again.low_res_logits - red.low_res_logits).max() <= TOLERANCE
-    assert len(samcl.bank().owners) == 2
+    assert len(samcl.engine.bank().owners) == 2
 
 
 def _count_calls(modules) -> list[int]:
@@ -246,8 +246,8 @@ def test_opening_defers_the_buffer_until_learning_needs_it(served, tmp_path):
     copied = tmp_path / "set"
     shutil.copytree(root / "set", copied)
     samcl = SAMCL.open(copied, base=backbone)
-    assert not samcl.state.buffer.is_loaded and len(samcl.state.buffer) == 18
-    assert samcl.storage()["buffer"] == 18 * (samcl.state.buffer.dim * 4 + 8) and not samcl.state.buffer.is_loaded
+    assert not samcl.module_set.buffer.is_loaded and len(samcl.module_set.buffer) == 18
+    assert samcl.storage()["buffer"] == 18 * (samcl.module_set.buffer.dim * 4 + 8) and not samcl.module_set.buffer.is_loaded
     manifest = json.loads((copied / "manifest.json").read_text())
     buffer = copied / manifest["buffer"]["file"]
     buffer.write_bytes(buffer.read_bytes()[:-8])  # corrupt: inference still works, learning refuses at once
@@ -285,15 +285,15 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
         assert half == (full[0] // 2, full[1]) and full[0] > 0  # floats halve; labels stay int64
     assert learned["float16"].storage()["total"] < 0.55 * learned["float32"].storage()["total"]
 
-    original = learned["float32"].state  # same seed, same training: the same module in both sets
+    original = learned["float32"].module_set  # same seed, same training: the same module in both sets
     reopened = SAMCL.open(tmp_path / "float16", base=scaled_backbone)
     for name, tensor in original.modules["red"].state_tensors().items():
-        loaded = reopened.state.modules["red"].state_tensors()[name]
+        loaded = reopened.module_set.modules["red"].state_tensors()[name]
         assert loaded.dtype == torch.float32  # computed in float32 (the base's dtype), stored in float16
         assert torch.equal(loaded, tensor.half().float())
         assert torch.allclose(loaded, tensor, rtol=1e-3, atol=1e-4)
-    assert reopened.bank().dtype == torch.float32
-    assert torch.equal(reopened.state.buffer.embeddings, original.buffer.embeddings.half().float())
+    assert reopened.engine.bank().dtype == torch.float32
+    assert torch.equal(reopened.module_set.buffer.embeddings, original.buffer.embeddings.half().float())
     images, prompts = mixed_inputs()
     half = reopened.segment(images[:1], prompts[:1], domain="red")[0]
     full = SAMCL.open(tmp_path / "float32", base=scaled_backbone).segment(images[:1], prompts[:1], domain="red")[0]
@@ -349,7 +349,7 @@ def test_prefix_cache_gives_identical_results_and_skips_the_prefix(tiny_backbone
     images, prompts = [s.image for s in samples], [Prompt.of(s.points) for s in samples]
     plain = SAMCL.create(tiny_backbone).segment(images, prompts)
     cached = SAMCL.create(tiny_backbone)
-    cached.cache_prefixes(1 << 20)
+    cached.engine.cache_prefixes(1 << 20)
     first = cached.segment(images[:2], prompts[:2])
     calls = []
     original = tiny_backbone.prefix

@@ -198,15 +198,15 @@ def learned(tmp_path_factory, backbone):
 def test_learn_and_store_round_trip_is_bit_exact(learned, backbone):
     path, samcl, reports = learned
     assert all(r["stats"]["loss_first"] > 0 for r in reports)
-    assert samcl.selector_block == 4 and samcl.state.buffer.dim == 64
+    assert samcl.selector_block == 4 and samcl.module_set.buffer.dim == 64
     reopened = SAMCL.open(path, base=backbone)
     assert reopened.domains == ["red", "blue"] and reopened.aug_config == samcl.aug_config
-    for name, module in samcl.state.modules.items():
+    for name, module in samcl.module_set.modules.items():
         for key, tensor in module.state_tensors().items():
-            assert torch.equal(tensor.cpu(), reopened.state.modules[name].state_tensors()[key])
-    for key, tensor in samcl.state.selector.state_dict().items():
-        assert torch.equal(tensor.cpu(), reopened.state.selector.state_dict()[key])
-    assert torch.equal(samcl.state.buffer.embeddings, reopened.state.buffer.embeddings)
+            assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
+    for key, tensor in samcl.module_set.selector.state_dict().items():
+        assert torch.equal(tensor.cpu(), reopened.module_set.selector.state_dict()[key])
+    assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["backbone"]["family"] == "sam2" and manifest["backbone"]["architecture"] == "Sam2Model"
 

@@ -29,12 +29,12 @@ def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
     path, samcl = learned_store
     reopened = SAMCL.open(path, base=tiny_backbone)
     assert reopened.domains == ["red", "blue"]
-    for name, module in samcl.state.modules.items():
+    for name, module in samcl.module_set.modules.items():
         for key, tensor in module.state_tensors().items():
-            assert torch.equal(tensor.cpu(), reopened.state.modules[name].state_tensors()[key])
-    for key, tensor in samcl.state.selector.state_dict().items():
-        assert torch.equal(tensor.cpu(), reopened.state.selector.state_dict()[key])
-    assert torch.equal(samcl.state.buffer.embeddings, reopened.state.buffer.embeddings)
+            assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
+    for key, tensor in samcl.module_set.selector.state_dict().items():
+        assert torch.equal(tensor.cpu(), reopened.module_set.selector.state_dict()[key])
+    assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
     assert all(d["bytes"] == d["parameters"] * 4 for d in manifest["domains"])
@@ -87,7 +87,7 @@ def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path)
     samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(samples_per_domain=6, epochs=20))
     samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, base=True)
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
-    assert [d.kind for d in samcl.state.domains] == ["base", "module"]
+    assert [d.kind for d in samcl.module_set.domains] == ["base", "module"]
     predictor = samcl.predictor()
     sample = toy_samples(1, (200, 30, 30), 9)[0]
     predictor.set_image(sample.image)
@@ -101,8 +101,8 @@ def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path)
 def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_backbone, monkeypatch):
     path, _ = learned_store
     samcl = SAMCL.open(path, base=tiny_backbone)
-    before = ([d.name for d in samcl.state.domains], samcl.state.buffer.embeddings.clone(),
-              {k: v.clone() for k, v in samcl.state.selector.state_dict().items()})
+    before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.embeddings.clone(),
+              {k: v.clone() for k, v in samcl.module_set.selector.state_dict().items()})
     def disk_full(*args, **kwargs):  # the last step of a learn: everything in memory has changed by now
         raise SamclError("store: cannot write (No space left on device)")
 
@@ -110,9 +110,9 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
     with pytest.raises(SamclError, match="No space"):
         samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)
     monkeypatch.undo()
-    assert [d.name for d in samcl.state.domains] == before[0] and "green" not in samcl.state.modules
-    assert torch.equal(samcl.state.buffer.embeddings, before[1])
-    for key, tensor in samcl.state.selector.state_dict().items():
+    assert [d.name for d in samcl.module_set.domains] == before[0] and "green" not in samcl.module_set.modules
+    assert torch.equal(samcl.module_set.buffer.embeddings, before[1])
+    for key, tensor in samcl.module_set.selector.state_dict().items():
         assert torch.equal(tensor, before[2][key])
     samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards
     assert samcl.domains[-1] == "green"

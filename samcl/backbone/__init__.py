@@ -1,4 +1,5 @@
-"""Backbones: the only code that knows SAM internals. `load_backbone` picks the right loader for a path."""
+"""Backbones: the only code that knows SAM internals. `load_backbone` is the one entry point for every kind of
+base: the builtin tiny SAM, an HF-format directory (SAM or SAM 2), or one of Meta's checkpoint files."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..io import SamclError
+from .base import FrozenBackbone, file_source
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone
 
@@ -23,48 +25,48 @@ def resolve_base(spec: str | Path | None) -> str:
 
 def load_backbone(spec: str | Path | None = None) -> SamBackbone | Sam2Backbone:
     """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM or SAM 2 by its
-    config's model_type; a file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys."""
-    if spec is None or str(spec) == BUILTIN_TINY_SAM:
-        if not (TINY_SAM_DIR / "config.json").is_file():
-            raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
-        spec = TINY_SAM_DIR
-    path = Path(spec)
+    config's model_type; a file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
+    The backbone remembers where it came from (`source`), so a store created on it can find it again."""
+    base = resolve_base(spec)
+    path = TINY_SAM_DIR if base == BUILTIN_TINY_SAM else Path(spec)
+    if base == BUILTIN_TINY_SAM and not (TINY_SAM_DIR / "config.json").is_file():
+        raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
     try:
         if path.is_dir():
-            return _backbone_class(path).from_pretrained(path)
-        if path.is_file():
-            return _from_checkpoint(path)
-        return SamBackbone.from_pretrained(path)  # names the missing path
+            backbone, weights = _from_directory(path), path / "model.safetensors"
+            if not weights.is_file():
+                weights = path / "model.safetensors.index.json"
+        elif path.is_file():
+            backbone, weights = _from_checkpoint(path), path
+        else:
+            raise ValueError(f"{path}: no such file or directory")
     except ValueError as exc:
         raise SamclError(str(exc)) from None
+    backbone.source = file_source(base, weights)
+    return backbone
 
 
-def _backbone_class(directory: Path) -> type:
-    """SamBackbone or Sam2Backbone by config.json's model_type (SamBackbone reports a missing or bad config)."""
+def _from_directory(directory: Path) -> FrozenBackbone:
+    """SamBackbone or Sam2Backbone by config.json's model_type, reading config.json once."""
     try:
-        model_type = json.loads((directory / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return SamBackbone
-    return Sam2Backbone if model_type == "sam2" else SamBackbone
+        config = json.loads((directory / "config.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{directory}: not a model directory (no config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{directory / 'config.json'}: unreadable ({exc})") from None
+    kind = Sam2Backbone if isinstance(config, dict) and config.get("model_type") == "sam2" else SamBackbone
+    return kind.from_config_dict(directory, config)
 
 
-def _from_checkpoint(path: Path) -> SamBackbone | Sam2Backbone:
+def _from_checkpoint(path: Path) -> FrozenBackbone:
     """One read of a Meta checkpoint (torch.load(weights_only=True)), then SAM's or SAM 2's key mapping."""
-    from transformers import SamModel
-
-    from .meta import _read_state_dict, convert_meta_state_dict
+    from .meta import read_checkpoint, sam_model_from_state_dict
     from .sam2_meta import is_sam2_state_dict, sam2_model_from_state_dict
 
-    state_dict = _read_state_dict(path)
+    state_dict = read_checkpoint(path)
     if is_sam2_state_dict(state_dict):
         return Sam2Backbone(sam2_model_from_state_dict(state_dict, str(path)))
-    try:
-        config, converted = convert_meta_state_dict(state_dict)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    model = SamModel(config)
-    model.load_state_dict(converted, strict=True)
-    return SamBackbone(model.eval())
+    return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "BUILTIN_TINY_SAM"]
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "BUILTIN_TINY_SAM"]

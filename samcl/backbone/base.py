@@ -83,7 +83,7 @@ def run_adapted_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapte
 
 class FrozenBackbone(nn.Module):
     """A transformers model with every weight frozen. Subclasses set `family`, `model_type` (config.json's),
-    `model_class`, `label`, and implement `from_checkpoint` (official checkpoint files), the split execution
+    `model_class`, `label`, and implement the split execution
     (`prefix`, `pool`, `suffix`, `decode`) and `grid` (the adapted blocks' token grid)."""
 
     family = ""
@@ -103,12 +103,13 @@ class FrozenBackbone(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "FrozenBackbone":
-        """A local HF-format directory (config.json + model.safetensors) or an official checkpoint file."""
+        """A local HF-format directory (config.json + model.safetensors). Meta's checkpoint files: use
+        `samcl.load_backbone`, the one entry point for every kind of base."""
         path = Path(path)
         if not path.exists():
             raise ValueError(f"{path}: no such file or directory")
         if not path.is_dir():
-            return cls.from_checkpoint(path)
+            raise ValueError(f"{path}: is a file, not a model directory (samcl.load_backbone reads checkpoint files)")
         if not (path / "config.json").is_file():
             raise ValueError(f"{path}: not a model directory (no config.json)")
         try:
@@ -124,10 +125,6 @@ class FrozenBackbone(nn.Module):
         if model_type != cls.model_type:
             raise ValueError(f"{path}: model_type is {model_type!r}, expected {cls.model_type!r}")
         return cls(load_hf_model(cls.model_class, path, cls.label, config))
-
-    @classmethod
-    def from_checkpoint(cls, path: Path) -> "FrozenBackbone":
-        raise NotImplementedError
 
     def identity(self) -> dict:
         """Family, architecture + sha256 of the config and of the weights: a store is tied to exactly this base.

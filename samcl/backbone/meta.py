@@ -50,11 +50,15 @@ def load_meta_checkpoint(path: str | PathLike) -> SamModel:
     corrupt file, pickled objects other than tensors, a dict that is not SAM) raises
     ``ValueError("<path>: <problem>")``.
     """
-    state_dict = _read_state_dict(path)
+    return sam_model_from_state_dict(read_checkpoint(path), str(path))
+
+
+def sam_model_from_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> SamModel:
+    """A Meta SAM state dict already read from `source` (named in errors) -> eval-mode ``SamModel``."""
     try:
         config, hf_state_dict = convert_meta_state_dict(state_dict)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise ValueError(f"{source}: {err}") from None
     model = SamModel(config)
     model.load_state_dict(hf_state_dict, strict=True)
     return model.eval()
@@ -83,7 +87,7 @@ def convert_meta_state_dict(
     return config, converted
 
 
-def _read_state_dict(path: str | PathLike) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | PathLike) -> dict[str, torch.Tensor]:
     """Read ``path`` with ``torch.load(weights_only=True)`` and unwrap it to a flat state dict."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,7 +13,6 @@ Each block is computed once: the suffix starts where the prefix stopped.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -70,13 +69,6 @@ class SamBackbone(FrozenBackbone):
             config.vision_config.initializer_range = 0.02
         torch.manual_seed(seed)
         return cls(SamModel(config))
-
-    @classmethod
-    def from_checkpoint(cls, path: Path) -> "SamBackbone":
-        """One of Meta's official `.pth` checkpoints (sam_vit_b_01ec64.pth, ...)."""
-        from .meta import load_meta_checkpoint
-
-        return cls(load_meta_checkpoint(path))
 
     # ----------------------------------------------------------------- choices derived from the config
     @property

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -131,13 +130,6 @@ class Sam2Backbone(FrozenBackbone):
             config = Sam2Config(**config)
         torch.manual_seed(seed)
         return cls(Sam2Model(config))
-
-    @classmethod
-    def from_checkpoint(cls, path: Path) -> "Sam2Backbone":
-        """An official SAM 2 / 2.1 `.pt` checkpoint."""
-        from .sam2_meta import load_sam2_checkpoint
-
-        return cls(load_sam2_checkpoint(path))
 
     # ----------------------------------------------------------------- choices derived from the config
     @property

@@ -23,7 +23,7 @@ from os import PathLike
 import torch
 from transformers import Sam2Config, Sam2Model
 
-from .meta import _indices, _mlp_pairs, _read_state_dict, _rename, _require, _shorten
+from .meta import _indices, _mlp_pairs, _rename, _require, _shorten, read_checkpoint
 
 TRUNK = "image_encoder.trunk."
 _PE_MATRIX = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
@@ -77,7 +77,7 @@ def load_sam2_checkpoint(path: str | PathLike, **overrides) -> Sam2Model:
     ``overrides`` (custom sizes only): ``num_heads``, ``global_attention_blocks``, ``window_size_per_stage``,
     ``image_size``, ``fpn_top_down_levels``. Any problem raises ``ValueError("<path>: <problem>")``.
     """
-    state_dict = _read_state_dict(path)
+    state_dict = read_checkpoint(path)
     return sam2_model_from_state_dict(state_dict, str(path), **overrides)
 
 

@@ -35,15 +35,3 @@ def stack(samples: list[Batch]) -> Batch:
     """Per-sample structures (as `take(batch, i)`) -> one batch."""
     return map_batch(lambda *ts: torch.stack(ts), *samples)
 
-
-def nbytes(batch: Batch) -> int:
-    """Bytes held by every tensor of the structure."""
-    total = 0
-
-    def count(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    map_batch(count, batch)
-    return total

@@ -1,0 +1,184 @@
+"""The inference engine: the one data path from images and prompts to masks, for `SAMCL.segment`, the predictor,
+the baselines and the benchmark.
+
+    images -> prefix (blocks 0..s, cached)  -> pooled -> selector -> class k per image (or a forced one)
+           -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class) -> decode per image
+
+A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.bank`), and
+decoding is per image, so each result equals segmenting that image alone. Prompts are converted to the
+model-input frame once (`InputPrompt`) and used by both the heat and the decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .augmodule import Injection
+from .backbone import tokens as batch_ops
+from .bank import ModuleBank
+from .metrics import mask_scores, mean_scores
+from .moduleset import ModuleSet
+from .prefix_cache import Identity, PrefixCache
+from .types import Prediction, Prompt
+
+
+@dataclass
+class InputPrompt:
+    """One image's prompt in model-input pixels: points 1 x N x 2, labels 1 x N, box 1 x 4 (each or None)."""
+
+    points: torch.Tensor | None
+    labels: torch.Tensor | None
+    box: torch.Tensor | None
+
+    @classmethod
+    def of(cls, prompt: Prompt, geometry, device) -> "InputPrompt":
+        points = labels = box = None
+        if prompt.points is not None:
+            points = geometry.coords_to_input(prompt.points)[None].to(device)
+            labels = torch.from_numpy(prompt.labels)[None].to(device)
+        if prompt.box is not None:
+            box = geometry.boxes_to_input(prompt.box)[None].to(device)
+        return cls(points, labels, box)
+
+
+class Engine:
+    """Runs a `ModuleSet` on its frozen backbone. Holds the module bank and the prefix cache; reads no file."""
+
+    def __init__(self, backbone, module_set: ModuleSet, device: torch.device):
+        self.backbone, self.module_set, self.device = backbone, module_set, device
+        self.cache = PrefixCache(backbone, module_set.selector_block, device)
+        self._bank: ModuleBank | None = None
+
+    @property
+    def start_block(self) -> int:
+        """The first block after the selector block: where the suffix starts."""
+        return self.module_set.selector_block + 1
+
+    def cache_prefixes(self, max_bytes: int) -> None:
+        """Keep the prefix of images segmented again later (keyed by the image object, held while cached) within
+        `max_bytes`; 0 turns the cache off. The protocol evaluates the same test images after every step."""
+        self.cache = PrefixCache(self.backbone, self.module_set.selector_block, self.device, max_bytes)
+
+    # ------------------------------------------------------------------ classes and module rows
+    def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
+        """All modules resident as stacked tensors: built once, rebuilt only when the set changed (a class
+        added, or a module in `indices` replaced). Never reads a file."""
+        bank, classes = self._bank, self.module_set
+        if (bank is None or len(bank.owners) != len(classes.domains)
+                or not all(bank.is_current(i, classes.module_for(i)) for i in set(indices) if i >= 0)):
+            dtype = self.backbone.dtype if self.backbone.dtype.is_floating_point else torch.float32
+            modules = [classes.module_for(i) for i in range(len(classes.domains))]
+            bank = self._bank = ModuleBank(classes.aug_config, modules, self.device, dtype)
+        return bank
+
+    def forget_bank(self) -> None:
+        """Rebuild the bank on next use (after the set was rolled back or replaced)."""
+        self._bank = None
+
+    @torch.no_grad()
+    def select(self, pooled: torch.Tensor) -> list[int]:
+        """B x D pooled embeddings -> class index per image (-1: no class learned yet)."""
+        classes = self.module_set
+        if classes.selector is None or not classes.domains:
+            return [-1] * pooled.shape[0]
+        if len(classes.domains) == 1:
+            return [0] * pooled.shape[0]
+        return classes.selector(pooled.to(self.device).float()).argmax(dim=1).tolist()
+
+    def resolve(self, domain: str | Sequence[str | None] | None, count: int) -> list[int | None]:
+        """`segment`'s `domain` -> per image a forced class index, or None where the selector chooses."""
+        if domain is None or isinstance(domain, str):
+            return [None if domain is None else self.module_set.index_of(domain)] * count
+        if len(domain) != count:
+            raise ValueError(f"{count} images but {len(domain)} domains")
+        return [None if d is None else self.module_set.index_of(d) for d in domain]
+
+    def injection(self, indices: list[int], heat: torch.Tensor) -> Injection | None:
+        """The adapter for a batch whose images chose `indices`: one module's rows of the bank (a view), or
+        per-sample rows gathered for a mixed batch (base = the zero row). None if no image uses a module."""
+        bank = self.bank(indices)
+        rows = [bank.row(i) for i in indices]
+        if not any(rows):
+            return None
+        return Injection(self.module_set.aug_config, bank.params(rows), heat)
+
+    # ------------------------------------------------------------------ the data path
+    def prefix(self, images: Sequence):
+        """(prefix tokens of the batch, their resize geometries), from the cache where possible."""
+        prefixes = self.cache.lookup([Identity(image) for image in images], lambda key: (key.obj, None))
+        return PrefixCache.stack(prefixes), [p.geometry for p in prefixes]
+
+    def choose(self, tokens, forced: list[int | None]) -> list[int]:
+        """Each image's class: the forced one, else the selector's choice from the pooled prefix."""
+        chosen = list(forced)
+        open_ = [j for j, k in enumerate(chosen) if k is None]
+        if open_:
+            pooled = self.backbone.pool(tokens)
+            picks = self.select(pooled if len(open_) == len(chosen) else pooled[open_])
+            for j, pick in zip(open_, picks):
+                chosen[j] = pick
+        return chosen
+
+    def heat(self, prompts: Sequence[InputPrompt]) -> torch.Tensor:
+        """B x rows x cols heat of the batch's prompts (points padded with label -10, which paints nothing)."""
+        count = max((p.points.shape[1] for p in prompts if p.points is not None), default=0)
+        points = torch.zeros(len(prompts), count, 2, device=self.device)
+        labels = torch.full((len(prompts), count), -10, dtype=torch.long, device=self.device)
+        boxes = torch.full((len(prompts), 4), -1e6, device=self.device)  # far outside: paints nothing
+        for j, prompt in enumerate(prompts):
+            if prompt.points is not None:
+                points[j, : prompt.points.shape[1]] = prompt.points[0]
+                labels[j, : prompt.points.shape[1]] = prompt.labels[0]
+            if prompt.box is not None:
+                boxes[j] = prompt.box[0]
+        has_box = any(p.box is not None for p in prompts)
+        return self.backbone.heat(points, labels, boxes if has_box else None)
+
+    def suffix(self, tokens, chosen: list[int], prompts: Sequence[InputPrompt]):
+        """The image embeddings of the batch, each image through its class's module rows."""
+        return self.backbone.suffix(tokens, self.start_block, self.injection(chosen, self.heat(prompts)))
+
+    def decode(self, embedding, prompt: InputPrompt, geometry, multimask_output: bool, domain: str,
+               return_logits: bool = False) -> Prediction:
+        """One image's prompt through the decoder (per image, so results never depend on batch padding)."""
+        low_res, iou = self.backbone.decode(embedding, prompt.points, prompt.labels, prompt.box, multimask_output)
+        full = geometry.logits_to_original(low_res.float())[0]
+        return Prediction(masks=(full > 0).cpu().numpy(), scores=iou[0].float().cpu().numpy(), domain=domain,
+                          low_res=low_res[0], logits=full.cpu().numpy() if return_logits else None)
+
+    @torch.no_grad()
+    def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
+                domain: str | Sequence[str | None] | None = None, return_logits: bool = False) -> list[Prediction]:
+        """See `SAMCL.segment`."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        forced = self.resolve(domain, len(images))
+        tokens, geometries = self.prefix(images)
+        chosen = self.choose(tokens, forced)
+        inputs = [InputPrompt.of(p, g, self.device) for p, g in zip(prompts, geometries)]
+        embeddings = self.suffix(tokens, chosen, inputs)
+        return [self.decode(batch_ops.take(embeddings, slice(j, j + 1)), inputs[j], geometries[j],
+                            multimask_output, self.module_set.domain_name(chosen[j]), return_logits)
+                for j in range(len(images))]
+
+    def evaluate(self, samples: Sequence, domain: str | None = None, batch_size: int = 8, progress: bool = False,
+                 force: str | None = None) -> dict:
+        """Mean IoU / F1 / MAE over `samples` with their fixed points; `domain` (the true class's name, "base"
+        for the base class) also gives selector accuracy; `force` runs one class for every image (oracle)."""
+        scores, correct, chosen = [], 0, {}
+        for start in tqdm(range(0, len(samples), batch_size), desc=f"eval {domain or ''}".strip(),
+                          disable=not progress, leave=False):
+            batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+            prompts = [Prompt.of(s.points, s.labels) for s in batch]
+            for sample, result in zip(batch, self.segment([s.image for s in batch], prompts, domain=force)):
+                scores.append(mask_scores(result.masks[0], sample.mask))
+                chosen[result.domain] = chosen.get(result.domain, 0) + 1
+                correct += result.domain == domain
+        out = {**mean_scores(scores), "images": len(scores), "chosen": chosen}
+        if domain is not None and force is None:
+            out["selector_accuracy"] = correct / max(len(scores), 1)
+        return out

@@ -1,0 +1,106 @@
+"""A module set in memory: the classes learned so far (in order), their AugModules, the selector and its
+buffer, and what they were built on. `samcl.store` reads and writes it; `samcl.engine` runs it; the learner
+grows it.
+
+    classes   domains[k] for k = 0..K-1: a "module" class (its AugModule in `modules`) or the "base" class
+    index -1  "no class": SAM without a module (what an empty set, or a forced "base", runs)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .augmodule import AugModule, AugModuleConfig
+from .io import SamclError
+from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+
+#: The name results give to SAM without a module (the learned base class, or no class at all).
+BASE_CLASS = "base"
+
+
+@dataclass
+class DomainEntry:
+    """One learned class: an AugModule ("module") or SAM without a module ("base")."""
+
+    name: str
+    kind: str  # "module" | "base"
+    file: str | None = None
+    bytes: int = 0
+    sha256: str | None = None
+    config: dict | None = None
+    parameters: int = 0
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class ModuleSet:
+    """Everything a store holds, in memory. backbone: the base's identity; base_hint: where to find the base
+    ("builtin:tiny-sam" or an absolute path); base_source: the weights file the identity was computed from
+    (path, size, mtime), so reopening on the same unchanged file need not hash it again."""
+
+    backbone: dict
+    selector_config: SelectorConfig
+    selector_block: int
+    domains: list[DomainEntry] = field(default_factory=list)
+    modules: dict[str, AugModule] = field(default_factory=dict)
+    selector: SelectorNet | None = None
+    buffer: EmbeddingBuffer | None = None
+    aug_config: AugModuleConfig | None = None
+    dtype: str = "float32"
+    base_hint: str | None = None
+    base_source: dict | None = None
+    generation: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+    def module_for(self, index: int) -> AugModule | None:
+        """The AugModule of class `index` (None for -1 and for the base class)."""
+        if index < 0:
+            return None
+        entry = self.domains[index]
+        return self.modules.get(entry.name) if entry.kind == "module" else None
+
+    def domain_name(self, index: int) -> str:
+        """What a result reports for class `index`: its name, or "base" for -1 and the base class."""
+        return BASE_CLASS if index < 0 or self.domains[index].kind == "base" else self.domains[index].name
+
+    def index_of(self, domain: str) -> int:
+        """A domain name -> class index; "base" (not a learned name) -> -1, no module."""
+        names = self.names
+        if domain == BASE_CLASS and BASE_CLASS not in names:
+            return -1  # the same as the base class, if one was learned: no module
+        if domain not in names:
+            raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(names) or 'none'}")
+        return names.index(domain)
+
+    # ------------------------------------------------------------------ rollback of a failed learn step
+    def snapshot(self) -> dict:
+        """What `restore` needs to undo everything a learn step may change (classes, modules, selector weights,
+        buffer rows, generation)."""
+        selector = None if self.selector is None else {k: v.clone() for k, v in self.selector.state_dict().items()}
+        rows = None if self.buffer is None or not self.buffer.is_loaded else len(self.buffer)
+        return {"domains": [DomainEntry(**e.to_dict()) for e in self.domains], "modules": dict(self.modules),
+                "generation": self.generation, "selector": selector, "buffer": self.buffer, "rows": rows}
+
+    def restore(self, snap: dict) -> None:
+        self.domains[:] = snap["domains"]
+        self.modules, self.generation = snap["modules"], snap["generation"]
+        weights = snap["selector"]
+        if weights is None:
+            self.selector = None
+        else:
+            head = self.selector.head
+            classes = len(weights["head.weight"])
+            if head.out_features != classes:
+                self.selector.head = torch.nn.Linear(head.in_features, classes).to(head.weight.device)
+            self.selector.load_state_dict(weights)
+        self.buffer = snap["buffer"]
+        if self.buffer is not None and snap["rows"] is not None:
+            self.buffer.keep_first(snap["rows"])
