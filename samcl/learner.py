@@ -32,7 +32,7 @@ from .prefix_cache import PrefixCache
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
 from .sizes import storage
 from .store import ModuleStore
-from .trainer import TrainConfig, default_device, train_module
+from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 from .types import Prediction, Prompt
 
 #: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full.
@@ -170,9 +170,13 @@ class SAMCL:
         if ctx is not None:
             distributed.check_ready(ctx, self, name, len(samples), base)
         if not base:
-            module, stats, pooled = train_module(self.backbone, self.aug_config, samples, self.selector_block,
-                                                 config, self.device, desc=f"learn {name}",
-                                                 shard=ctx.shard if ctx else (0, 1), wrap=ctx.wrap if ctx else None)
+            try:
+                module, stats, pooled = train_module(self.backbone, self.aug_config, samples, self.selector_block,
+                                                     config, self.device, desc=f"learn {name}",
+                                                     shard=ctx.shard if ctx else (0, 1),
+                                                     wrap=ctx.wrap if ctx else None)
+            except NonFiniteLoss as exc:  # not the data's fault: say so without naming a data folder
+                raise SamclError(f"learning {name!r} diverged: {exc}") from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
             self.module_set.modules[name] = module.to(self.device)

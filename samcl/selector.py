@@ -39,6 +39,19 @@ class SelectorConfig:
     batch_size: int = 24
     max_steps: int | None = 2000
 
+    def __post_init__(self):
+        for name in ("samples_per_domain", "epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SelectorConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError("SelectorConfig.batch_size must be >= 2 (the selector has BatchNorm layers)")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise ValueError(f"SelectorConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"SelectorConfig.max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
+        if self.block is not None and (not isinstance(self.block, int) or self.block < 0):
+            raise ValueError(f"SelectorConfig.block must be an integer >= 0 or None, got {self.block!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

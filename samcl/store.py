@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import re
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -96,6 +97,8 @@ class ModuleStore:
     def lock(self):
         """Exclusive writer lock; a second writer gets a clear error instead of waiting. A new store's folder
         must be empty (or hold only a killed writer's leftovers): the store owns every file it writes there."""
+        if self.path.is_symlink() and not self.path.exists():
+            raise SamclError(f"{self.path}: is a symbolic link to {os.readlink(self.path)}, which does not exist")
         created = not self.path.exists()
         if not created:
             self.check_location()
@@ -103,7 +106,8 @@ class ModuleStore:
             self.path.mkdir(parents=True, exist_ok=True)
             handle = open(self.path / LOCK, "a+")
         except OSError as exc:
-            raise SamclError(f"{exc.filename or self.path}: cannot create the store ({exc.strerror})") from None
+            doing = "create the store" if created else "write to the store"
+            raise SamclError(f"{exc.filename or self.path}: cannot {doing} ({exc.strerror})") from None
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,14 +128,22 @@ class ModuleStore:
             raise SamclError(f"{self.path}: exists and is not a folder")
         if self.exists():
             return
+        data = []  # committed store files without a manifest: a store was here (only temporaries may be removed)
         for path in sorted(self.path.iterdir()):
             if path.name == LOCK or _is_store_file(path.name, top=True):
+                data += [path.name] if not _TEMP.fullmatch(path.name) else []
                 continue
             if path.name == MODULES and path.is_dir() and all(_is_store_file(p.name, top=False)
                                                                 for p in path.iterdir()):
+                data += [f"{MODULES}/{p.name}" for p in sorted(path.iterdir()) if not _TEMP.fullmatch(p.name)]
                 continue
             raise SamclError(f"{self.path}: folder is not empty and is not a samcl store (it holds {path.name}); "
                              "choose a new folder for the store")
+        if data:
+            raise SamclError(f"{self.path}: holds samcl store files ({', '.join(data[:3])}"
+                             f"{', ...' if len(data) > 3 else ''}) but no {MANIFEST}: a store that lost its manifest "
+                             "(or a first learn killed before it committed). Nothing was changed; restore "
+                             f"{MANIFEST} from a copy, or remove the folder to start a new store there")
 
     # ------------------------------------------------------------------ reading
     def read_manifest(self) -> dict:
@@ -302,14 +314,16 @@ class ModuleStore:
         return manifest
 
     def _remove_unreferenced(self, manifest: dict | None) -> None:
-        """Remove store files (by their name pattern) that `manifest` does not name, and stale temporaries.
-        Files that are not the store's own are never touched."""
+        """Remove store files (by their name pattern) that `manifest` does not name, and stale temporaries; with no
+        manifest, only temporaries. Files that are not the store's own are never touched."""
         keep = set()
         if manifest is not None:
             keep = {d.get("file") for d in manifest.get("domains", []) if isinstance(d, dict)}
             keep |= {(manifest.get(key) or {}).get("file") for key in ("selector", "buffer")}
         candidates = [(p, True) for p in self.path.glob("*")] + [(p, False) for p in self.path.glob(f"{MODULES}/*")]
         for path, top in candidates:
+            if manifest is None and not _TEMP.fullmatch(path.name):
+                continue  # without a manifest nothing says a data file is garbage (`check_location` refused them)
             if _is_store_file(path.name, top) and path.relative_to(self.path).as_posix() not in keep \
                     and path.is_file():
                 path.unlink(missing_ok=True)

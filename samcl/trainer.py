@@ -46,6 +46,13 @@ class TrainConfig:
     def __post_init__(self):
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp {self.amp!r}: expected one of {', '.join(AMP_MODES)}")
+        for name in ("epochs", "batch_size", "points_per_image"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 <= self.lr < float("inf")):  # 0: nothing learns
+            raise ValueError(f"TrainConfig.lr must be a finite number >= 0, got {self.lr!r}")
+        if self.cache_bytes < 0:
+            raise ValueError(f"TrainConfig.cache_bytes must be >= 0, got {self.cache_bytes!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +87,19 @@ def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torc
         actual_iou = torch.where(union_h > 0, inter_h / union_h.clamp(min=1), torch.ones_like(union_h))
     iou_loss = (iou_pred - actual_iou) ** 2
     return (focal + config.dice_weight * dice + config.iou_weight * iou_loss).mean()
+
+
+class NonFiniteLoss(ValueError):
+    """Training diverged (NaN or infinite loss or weights): the module is not kept."""
+
+
+def batch_bounds(count: int, global_batch: int, world: int = 1) -> list[tuple[int, int]]:
+    """(begin, end) of each step's slice of an epoch's order: every sample is used every epoch; a short last
+    batch stays (merged into the previous one when it could not give every process a sample)."""
+    bounds = [(b, min(b + global_batch, count)) for b in range(0, count, global_batch)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < world:
+        bounds[-2:] = [(bounds[-2][0], count)]
+    return bounds
 
 
 def training_batch(cache: PrefixCache, samples: Sequence[Sample], batch: list[int]):
@@ -173,8 +193,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     rank, world = shard
     if len(indices) < world:
         raise ValueError(f"{len(indices)} usable training samples for {world} processes: each needs at least one")
-    global_batch = config.batch_size * world
-    steps_per_epoch = max(len(indices) // global_batch, 1)
+    bounds = batch_bounds(len(indices), config.batch_size * world, world)
+    steps_per_epoch = len(bounds)
     total = steps_per_epoch * config.epochs
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
@@ -184,8 +204,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     bar = tqdm(total=total, desc=desc, disable=not config.progress or rank != 0, leave=False)
     for epoch in range(config.epochs):
         order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        for step in range(steps_per_epoch):
-            chunk = order[step * global_batch:(step + 1) * global_batch]
+        for begin, end in bounds:
+            chunk = order[begin:end]
             batch = [indices[int(j)] for j in chunk[rank::world]]
             tokens, masks, geometries, prefixes = training_batch(cache, samples, batch)
             pooled.update((i, p.pooled) for i, p in zip(batch, prefixes))
@@ -198,6 +218,10 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             loss = loss * (len(batch) * world / len(chunk))  # exactly 1 with one process
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if not torch.isfinite(loss.detach()):  # before the step: the module keeps its last finite weights
+                raise NonFiniteLoss(f"the loss became {loss.item()} at epoch {epoch + 1}, step {len(losses) + 1} "
+                                    f"(learning rate {schedule.get_last_lr()[0]:g}); nothing was saved: try a "
+                                    "smaller --lr")
             optimizer.step()
             rates.append(schedule.get_last_lr()[0])
             schedule.step()
@@ -206,6 +230,8 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     bar.close()
     module = module.cpu().requires_grad_(False)
+    if not all(torch.isfinite(t).all() for t in module.state_tensors().values()):
+        raise NonFiniteLoss("training produced non-finite module weights; nothing was saved: try a smaller --lr")
     stats = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, steps_per_epoch):])),
                     "steps": total, "lr": rates, "seconds": time.perf_counter() - start, "samples": len(indices)}
     return module, stats, pooled

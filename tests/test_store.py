@@ -116,3 +116,30 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
         assert torch.equal(tensor, before[2][key])
     samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards
     assert samcl.domains[-1] == "green"
+
+
+def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone):
+    """A copy whose manifest.json is gone (or a folder holding only modules/) still proves a store was there:
+    learning into it is refused with the reason, and not one file is deleted."""
+    import shutil
+
+    from helpers import toy_samples
+    from samcl.io import SamclError
+
+    fast = TrainConfig(epochs=1, batch_size=2, progress=False)
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(samples_per_domain=4, epochs=2))
+    samcl.learn("red", toy_samples(4, (200, 30, 30), 0), fast)
+    samcl.learn("blue", toy_samples(4, (30, 30, 200), 1), fast)
+    for variant in ("no-manifest", "modules-only"):
+        copy = tmp_path / variant
+        shutil.copytree(tmp_path / "S", copy)
+        (copy / "manifest.json").unlink()
+        if variant == "modules-only":
+            for path in copy.iterdir():
+                if path.is_file():
+                    path.unlink()
+        before = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*"))
+        again = SAMCL.create(tiny_backbone, copy, selector=SelectorConfig(samples_per_domain=4, epochs=2))
+        with pytest.raises(SamclError, match="holds samcl store files .* but no manifest.json"):
+            again.learn("cells", toy_samples(4, (30, 200, 30), 2), fast)
+        assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == before

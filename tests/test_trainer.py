@@ -51,3 +51,36 @@ def test_empty_masks_are_skipped_with_a_warning(tiny_backbone, recwarn):
                                TrainConfig(epochs=1, batch_size=1, progress=False), torch.device("cpu"))
     assert stats["samples"] == 3
     assert any("empty mask" in str(w.message) for w in recwarn)
+
+
+def test_every_sample_is_used_every_epoch():
+    """3 samples, batch 2: two steps per epoch (the last one short), not one with a sample dropped; under two
+    processes a last batch too small to give each a sample joins the previous one."""
+    from samcl.trainer import batch_bounds
+
+    assert batch_bounds(3, 2) == [(0, 2), (2, 3)]
+    assert batch_bounds(4, 2) == [(0, 2), (2, 4)]
+    assert batch_bounds(5, 4, world=2) == [(0, 5)]
+    assert batch_bounds(6, 4, world=2) == [(0, 4), (4, 6)]
+    assert batch_bounds(1, 2) == [(0, 1)]
+
+
+def test_a_diverging_learn_fails_and_saves_nothing(tmp_path, tiny_backbone):
+    """A learning rate so large that the weights overflow: the loss turns NaN; learn fails with the reason, and
+    the store keeps what it had."""
+    import pytest
+    import torch
+
+    from helpers import toy_samples
+    from samcl.io import SamclError
+    from samcl.learner import SAMCL
+    from samcl.selector import SelectorConfig
+
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(samples_per_domain=4, epochs=2))
+    samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    manifest = (tmp_path / "S" / "manifest.json").read_bytes()
+    with pytest.raises(SamclError, match="diverged: the loss became nan"):
+        samcl.learn("blue", toy_samples(4, (30, 30, 200), 1),
+                    TrainConfig(epochs=2, batch_size=2, lr=1e30, progress=False))
+    assert (tmp_path / "S" / "manifest.json").read_bytes() == manifest and samcl.domains == ["red"]
+    assert all(torch.isfinite(t).all() for m in samcl.module_set.modules.values() for t in m.state_tensors().values())
