@@ -43,7 +43,7 @@ class Identity:
 @dataclass
 class Prefix:
     """One image's prefix: tokens (the backbone's structure, no batch dimension), its resize geometry, its
-    pooled selector embedding (D, on the CPU), and its mask in the model-input frame when one was given."""
+    pooled selector embedding (D, on the CPU), and its mask in the model-input frame (bool) when one was given."""
 
     tokens: Any
     geometry: Any
@@ -86,7 +86,7 @@ class PrefixCache:
         pooled = self.backbone.pool(tokens).cpu()
         out = []
         for k, ((_, mask), geometry) in enumerate(zip(items, geometries)):
-            frame = None if mask is None else mask_to_input(mask, geometry).to(self.device)
+            frame = None if mask is None else (mask_to_input(mask, geometry) > 0.5).to(self.device)  # 1 byte a pixel
             out.append(Prefix(batch_ops.take(tokens, k), geometry, pooled[k], frame))
         return out
 

@@ -39,7 +39,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     dice_weight: float = 10.0
     iou_weight: float = 1.0
-    cache_bytes: int = 2 << 30  # keep prefix tokens in memory across epochs up to this size
+    cache_bytes: int = 1 << 30  # keep prefix tokens (and masks) in memory across epochs up to this many bytes
     progress: bool = True
     amp: str = "none"  # "bf16": autocast the adapted suffix and decoder to bfloat16 (see `autocast`)
 
@@ -105,7 +105,7 @@ def batch_bounds(count: int, global_batch: int, world: int = 1) -> list[tuple[in
 def training_batch(cache: PrefixCache, samples: Sequence[Sample], batch: list[int]):
     """(prefix tokens B x ..., input-frame masks B x S x S, geometries, the prefixes) of samples `batch`."""
     prefixes = cache.lookup(batch, lambda i: (samples[i].image, samples[i].mask))
-    return (cache.stack(prefixes), torch.stack([p.mask for p in prefixes]), [p.geometry for p in prefixes],
+    return (cache.stack(prefixes), torch.stack([p.mask for p in prefixes]).float(), [p.geometry for p in prefixes],
             prefixes)
 
 
