@@ -1,14 +1,43 @@
 """samcl: continual learning for Segment Anything (SAMCL).
 
     from samcl import SAMCL, load_backbone, FolderDataset, Prompt
+
+The public names are imported on first use (PEP 562), so `import samcl` (and the `samcl` command's start-up)
+does not pay for torch and transformers until a name that needs them is used.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .backbone import load_backbone  # noqa: E402
-from .data.folders import FolderDataset  # noqa: E402
-from .learner import SAMCL, Prediction, Prompt  # noqa: E402
-from .selector import SelectorConfig  # noqa: E402
-from .trainer import TrainConfig  # noqa: E402
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-__all__ = ["SAMCL", "Prediction", "Prompt", "FolderDataset", "SelectorConfig", "TrainConfig", "load_backbone"]
+from ._version import __version__
+
+#: public name -> the module that defines it
+_PUBLIC = {
+    "SAMCL": ".learner", "Prediction": ".learner", "Prompt": ".learner",
+    "FolderDataset": ".data.folders", "SelectorConfig": ".selector", "TrainConfig": ".trainer",
+    "load_backbone": ".backbone",
+}
+
+__all__ = ["SAMCL", "Prediction", "Prompt", "FolderDataset", "SelectorConfig", "TrainConfig", "load_backbone",
+           "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
+    from .backbone import load_backbone
+    from .data.folders import FolderDataset
+    from .learner import SAMCL, Prediction, Prompt
+    from .selector import SelectorConfig
+    from .trainer import TrainConfig
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
