@@ -20,7 +20,10 @@ EXIT_BROKEN_PIPE = 141
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     _escape_unencodable_output()
-    args = build_parser(command_of(argv)).parse_args(argv)
+    try:
+        args = build_parser(command_of(argv)).parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed: its exit code
+        return stop.code if isinstance(stop.code, int) else 2
     from ..io import SamclError
     from .commands import COMMANDS
     from .errors import error_line
