@@ -7,7 +7,6 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 from ..io import SamclError
