@@ -11,7 +11,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -4,7 +4,6 @@ stored as 0/1, EXIF-rotated photos, and how `eval` names the base class."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
