@@ -1,3 +1,3 @@
-"""The package version, in its own module so that any module can read it without importing the package."""
+"""The one place the package version is written (pyproject's `version` must match it)."""
 
 __version__ = "0.1.0"

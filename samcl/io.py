@@ -1,4 +1,7 @@
-"""File helpers shared by the store, the datasets and the CLI: atomic writes and image reading."""
+"""File helpers shared by the store, the datasets and the CLI: atomic writes and image reading.
+
+New files get the permissions any Unix tool gives them (0666 minus the umask), and a file that is replaced
+keeps its own; images and masks are read upright (EXIF orientation applied, `samcl.images`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .images import HIGH_DEPTH_MODES, high_depth_peak, to_rgb_array, upright
 
 
 class SamclError(Exception):
@@ -45,7 +51,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = None
     try:
         _make_dirs(path.parent)
+        mode = file_mode(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, mode)  # mkstemp creates 0600; a store or a mask is meant to be shareable like any file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -59,6 +67,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):  # disk full, permission denied...: the old file is still in place
             raise SamclError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+def file_mode(path: Path) -> int:
+    """The permissions a write to `path` gives: the replaced file's own, or 0666 minus the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _make_dirs(folder: Path) -> None:
@@ -99,25 +129,28 @@ MAX_IMAGE_PIXELS = 150_000_000
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit, float and palette converted)."""
-    from .backbone.preprocess import to_rgb_array
-
+    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit, float and palette converted),
+    upright by its EXIF orientation."""
     with _open(path) as image:
         return to_rgb_array(image)
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Mask image -> H x W bool. 8-bit, RGB, RGBA: foreground above half range (JPEG values near 0/255 are
-    thresholded at 127); 16-bit, 32-bit and float: above half of their range; palette: any index but 0."""
-    from .backbone.preprocess import HIGH_DEPTH_MODES, high_depth_peak
-
+    """Mask image -> H x W bool, upright by its EXIF orientation. 8-bit, RGB, RGBA: foreground above half range
+    (JPEG values near 0/255 are thresholded at 127); 16-bit, 32-bit and float: above half of their range;
+    palette: any index but 0. Integer masks holding only 0 and 1 (a common export) are read as 0/1."""
     with _open(path) as image:
         if image.mode in HIGH_DEPTH_MODES:
             array = np.nan_to_num(np.asarray(image, dtype=np.float32))
+            if image.mode != "F" and array.max(initial=0) == 1:
+                return array > 0
             return array > high_depth_peak(array) / 2
         if image.mode == "P":
             return np.asarray(image) > 0
-        return np.asarray(image.convert("L")) > 127
+        array = np.asarray(image.convert("L"))
+        if array.max(initial=0) == 1:  # 0/1, not 0/255: thresholding at 127 would read it as empty
+            return array > 0
+        return array > 127
 
 
 def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
@@ -128,6 +161,9 @@ def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     try:
+        kind = os.stat(path).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a fifo would block for ever, a device never ends
+            raise SamclError(f"{path}: is a {_file_kind(kind)}, not an image file")
         with warnings.catch_warnings():
             # PIL warns above its own limit; samcl's explicit limit below decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -136,7 +172,7 @@ def _open(path: Path) -> Image.Image:
             image.close()
             raise _too_large(path, image.width * image.height, f"{image.width}x{image.height} pixels, ")
         image.load()
-        return image
+        return upright(image)
     except FileNotFoundError:
         raise SamclError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -150,6 +186,14 @@ def _open(path: Path) -> Image.Image:
         raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise SamclError(f"{path}: not a readable image ({_short(exc)})") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _short(exc: BaseException) -> str:

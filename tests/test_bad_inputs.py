@@ -1,7 +1,5 @@
 """Every bad input through the `samcl` command: exit code 2, one line on stderr naming the file and the problem,
-no traceback (unless --debug), and an existing store's bytes unchanged. Odd but valid images work.
-
-Run with `-s` to see the exact line a user gets for each case ("user sees: ...")."""
+no traceback (unless --debug), and an existing store's bytes unchanged. Odd but valid images work."""
 
 from __future__ import annotations
 
@@ -68,8 +66,6 @@ def user_error(capsys, *argv, names=()) -> str:
     assert "Traceback" not in err
     for name in names:
         assert str(name) in lines[0], lines[0]
-    with capsys.disabled():
-        print(f"\n  user sees: {lines[0]}")
     return lines[0]
 
 

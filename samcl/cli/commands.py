@@ -1,0 +1,254 @@
+"""The subcommands. Each imports what it needs when it runs, so a command pays only for its own imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from ..io import SamclError
+from .errors import error_line
+
+
+def check_device(name: str | None) -> None:
+    """--device names a device this PyTorch has, or one line says why not (before any model is loaded)."""
+    if name is None:
+        return
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise SamclError(f"--device {name}: {why}; use --device cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise SamclError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s), cuda:0 and up")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SamclError("--device mps: Apple's MPS is not available here; use --device cpu")
+
+
+def note(message: str) -> None:
+    print(f"samcl: {message}", file=sys.stderr)
+
+
+def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3):
+    from ..data.folders import FolderDataset, resolve_split
+
+    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame)
+    if data.points_note:
+        note(data.points_note)
+    return data
+
+
+def _check_store_path(store: Path) -> None:
+    if store.is_symlink() and not store.exists():
+        raise SamclError(f"{store}: a symlink to {os.readlink(store)}, which does not exist; create the folder it "
+                         "points to, or remove the link")
+
+
+def cmd_learn(args) -> int:
+    from .. import distributed
+    from ..backbone import load_backbone, resolve_base
+    from ..learner import SAMCL
+    from ..selector import SelectorConfig
+    from ..store import ModuleStore
+    from ..trainer import TrainConfig
+
+    _check_store_path(args.store)
+    check_device(args.device)
+    ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
+    device = ctx.device if ctx is not None else args.device
+    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
+    if ModuleStore(args.store).exists():
+        samcl = SAMCL.open(args.store, base=args.base, device=device)
+    else:
+        selector = SelectorConfig(block=args.selector_block, samples_per_domain=args.samples_per_domain,
+                                  epochs=args.selector_epochs, max_steps=args.selector_max_steps or None)
+        samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
+                             dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         points_per_image=args.points_per_image, amp=args.amp,
+                         progress=not args.json and (ctx is None or ctx.is_main))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            report = samcl.learn(args.domain, data, config, base=args.as_base)
+        except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
+            raise SamclError(f"{data.root}: {error_line(exc)}") from None
+    distributed.shutdown()
+    if ctx is not None and not ctx.is_main:
+        return 0  # rank 0 reports (and wrote the store)
+    report["warnings"] = [_file_warning(str(w.message), data) for w in caught
+                          if "samcl" in w.filename or "empty mask" in str(w.message)]
+    for message in report["warnings"]:
+        print(f"samcl: warning: {message}", file=sys.stderr)
+    report["domains"] = samcl.domains
+    report["storage"] = samcl.storage()
+    if args.json:
+        print(json.dumps(report, default=float))
+        return 0
+    stats = report.get("stats", {})
+    print(f"learned {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
+    if stats:
+        print(f"  loss {stats['loss_first']:.4f} -> {stats['loss_last']:.4f} over {stats['steps']} steps "
+              f"({stats['seconds']:.1f} s)")
+    print(f"  module {report['bytes']:,} bytes; store now holds: {', '.join(samcl.domains)}")
+    return 0
+
+
+def _file_warning(message: str, data) -> str:
+    """'<stem>: problem' (the trainer names samples by stem) -> '<mask file>: problem'."""
+    stem, sep, rest = message.partition(": ")
+    return f"{data.masks[stem]}: {rest}" if sep and stem in getattr(data, "masks", {}) else message
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def cmd_info(args) -> int:
+    from ..store import ModuleStore
+
+    store = ModuleStore(args.store)
+    manifest = store.read_manifest()
+    state = store.load()  # verifies every file's checksum
+    domains = [{"name": d.name, "kind": d.kind, "bytes": d.bytes, "parameters": d.parameters,
+                "file": d.file, "sha256": d.sha256} for d in state.domains]
+    selector, buffer = manifest.get("selector", {}), manifest.get("buffer", {})
+    module_bytes = sum(d["bytes"] for d in domains)
+    total = module_bytes + selector.get("bytes", 0) + buffer.get("bytes", 0)
+    info = {
+        "store": str(args.store), "format_version": manifest["format_version"], "backbone": manifest["backbone"],
+        "base": manifest.get("base_hint"), "dtype": manifest.get("dtype"), "augmodule": manifest.get("augmodule"),
+        "selector": {"block": selector.get("block"), "config": selector.get("config"), "bytes": selector.get("bytes", 0)},
+        "buffer": {"bytes": buffer.get("bytes", 0), "count": buffer.get("count", 0)},
+        "domains": domains,
+        "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
+                    "total": total},
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    backbone = manifest["backbone"]
+    print(f"store {args.store}  (format v{manifest['format_version']}, {manifest.get('dtype')})")
+    print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
+          f"({manifest.get('base_hint')})")
+    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings\n")
+    rows = [[i, d["name"], d["kind"], f"{d['parameters']:,}", f"{d['bytes']:,}"] for i, d in enumerate(domains)]
+    print(table(rows, ["#", "domain", "kind", "params", "bytes"]))
+    s = info["storage"]
+    print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
+          f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from ..io import read_image
+    from . import output
+
+    if not args.point and not args.negative and args.box is None:
+        print("samcl: warning: no prompt given; segmenting with no points or box", file=sys.stderr)
+    targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+    check_device(args.device)
+    images = [read_image(path) for path in args.images]
+    points = [*args.point, *args.negative]
+    labels = [1] * len(args.point) + [0] * len(args.negative)
+    for path, image in zip(args.images, images):
+        height, width = image.shape[:2]
+        for x, y in points:
+            if not (0 <= x < width and 0 <= y < height):
+                raise SamclError(f"{path}: point {x:g},{y:g} lies outside the {width}x{height} image")
+    import numpy as np
+
+    from ..learner import SAMCL, Prompt
+
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    prompt = Prompt.of(points or None, labels or None, args.box)
+    results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
+    out = []
+    for path, target, result in zip(args.images, targets, results):
+        output.write(target, (result.masks[0] * 255).astype(np.uint8))
+        out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
+                    "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
+    if args.json:
+        print(json.dumps(out[0] if len(out) == 1 else {"results": out}))
+    else:  # with --out - stdout carries the mask: the table goes to stderr
+        print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
+                    ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..learner import SAMCL
+    from ..store import BASE_CLASS
+
+    folders: dict[str, str] = {}
+    for name, path in args.data:
+        if name in folders:
+            raise SamclError(f"--data {name}: given twice ({folders[name]} and {path}); one folder per domain")
+        folders[name] = path
+    check_device(args.device)
+    datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    base_name = next((d.name for d in samcl.state.domains if d.kind == "base"), None)
+    known = {*samcl.domains, BASE_CLASS}
+    for name in folders:
+        if name not in known:
+            print(f"samcl: warning: --data {name}: not a domain of this store (learned: "
+                  f"{', '.join(samcl.domains) or 'none'}); its masks are scored, selector accuracy is not",
+                  file=sys.stderr)
+    results = {}
+    for name, data in datasets.items():
+        truth = BASE_CLASS if name == base_name else (name if name in known else None)
+        result = samcl.evaluate(data, domain=truth, progress=not args.json)
+        if base_name is not None:  # results name the base class 'base'; the user named it
+            result["chosen"] = {(base_name if k == BASE_CLASS else k): v for k, v in result["chosen"].items()}
+        result.setdefault("selector_accuracy", None)
+        results[name] = result
+    if args.json:
+        print(json.dumps({"domains": results, "learned": samcl.domains}))
+        return 0
+    rows = [[name, r["images"], f"{r['iou']:.4f}", f"{r['f1']:.4f}", f"{r['mae']:.4f}",
+             "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
+             ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
+    print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
+    return 0
+
+
+def writable_folder(folder: Path) -> None:
+    """Create `folder` and write a file in it now, so a long run cannot fail at its end for want of a place."""
+    if folder.exists() and not folder.is_dir():
+        raise SamclError(f"{folder}: is a file; --out names a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SamclError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def cmd_demo(args) -> int:
+    writable_folder(args.out)
+    check_device(args.device)
+    from ..demo import main_demo
+
+    return main_demo(args.out, args.quick, args.seed, args.json, device=args.device, base=args.base)
+
+
+def cmd_benchmark(args) -> int:
+    writable_folder(args.out)
+    check_device(args.device)
+    from ..benchmark import main_benchmark
+
+    return main_benchmark(args)
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
+            "segment": cmd_segment, "eval": cmd_eval}

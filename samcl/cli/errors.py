@@ -1,0 +1,13 @@
+"""How the command reports what went wrong: one line on stderr."""
+
+from __future__ import annotations
+
+from ..io import SamclError
+
+
+def error_line(exc: BaseException) -> str:
+    """An error as one line; an OSError from below (permission denied, disk full...) as 'FILE: reason'."""
+    if isinstance(exc, OSError) and not isinstance(exc, SamclError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,117 @@
+"""Where `samcl segment --out` writes, decided before any work, and how.
+
+- a regular file (new or existing): atomic replace; its extension names the format (PNG, BMP, TIFF, WebP,
+  all lossless); anything else is refused rather than written as PNG bytes under a wrong name
+- a symlink: written through to its target (the link stays a link)
+- a character or block device, a fifo: opened and written through, never replaced (PNG unless named)
+- `-`: PNG bytes on stdout (one image; not with --json, not to a terminal)
+- a folder (several images, or an existing folder): `<stem>.png` per image; two images with one stem are refused
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import SamclError, atomic_write_bytes
+
+FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+LOSSY = {".jpg", ".jpeg", ".jpe"}
+
+
+@dataclass(frozen=True)
+class Target:
+    shown: str  # what the user named (the mask path reported back)
+    path: Path | None  # where bytes go (a symlink resolved); None for stdout
+    kind: str  # "file" (atomic replace), "stream" (device or fifo: written through), "stdout"
+    format: str
+
+
+def plan(out: str, images: list[Path], json_on_stdout: bool) -> list[Target]:
+    """One target per image, or SamclError naming --out and the problem."""
+    if out == "-":
+        if len(images) > 1:
+            raise SamclError("--out -: several images need a folder")
+        if json_on_stdout:
+            raise SamclError("--out -: the mask goes to stdout, so --json cannot; give a file or drop --json")
+        if sys.stdout.isatty():
+            raise SamclError("--out -: stdout is a terminal; redirect it (> mask.png) or give a file")
+        return [Target("-", None, "stdout", "PNG")]
+    path = Path(out)
+    folder = path.is_dir() or (len(images) > 1 and not path.exists())
+    if len(images) > 1 and not folder:
+        raise SamclError(f"{out}: several images need --out to be a folder, and this is a file")
+    if len(images) > 1 and path.suffix.lower() in (*FORMATS, *LOSSY):
+        raise SamclError(f"{out}: several images need --out to be a folder, not a {path.suffix} file")
+    if not folder:
+        return [_target(path)]
+    owners: dict[str, Path] = {}
+    for image in images:
+        name = f"{image.stem}.png"
+        if name in owners and owners[name].resolve() != image.resolve():
+            raise SamclError(f"{owners[name]} and {image} would both be written to {path / name}; "
+                             "segment them in separate calls or rename one")
+        owners[name] = image
+    return [_target(path / f"{image.stem}.png") for image in images]
+
+
+def _target(path: Path) -> Target:
+    real = Path(os.path.realpath(path))  # a symlink is written through: the link itself is kept
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise SamclError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    suffix = path.suffix.lower()
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
+        return Target(str(path), real, "stream", FORMATS.get(suffix, "PNG"))
+    if mode is not None and not stat.S_ISREG(mode):
+        raise SamclError(f"{path}: not a regular file, device or fifo; give a file name such as mask.png")
+    if suffix in LOSSY:
+        raise SamclError(f"{path}: JPEG is lossy and would blur the mask's edges; use .png (or .bmp, .tif, .webp)")
+    if suffix not in FORMATS:
+        named = f"'{path.suffix}'" if path.suffix else "no extension"
+        raise SamclError(f"{path}: {named} names no mask format; use .png (or .bmp, .tif, .webp)")
+    parent = real.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SamclError(f"{path}: cannot write ({parent} is not a writable folder)")
+    return Target(str(path), real, "file", FORMATS[suffix])
+
+
+def encode(mask: np.ndarray, format: str) -> bytes:
+    """H x W uint8 (0/255) -> image bytes, lossless."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format=format, **({"lossless": True} if format == "WEBP" else {}))
+    return buffer.getvalue()
+
+
+def write(target: Target, mask: np.ndarray) -> None:
+    data = encode(mask, target.format)
+    if target.kind == "stdout":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    elif target.kind == "stream":
+        try:
+            fd = os.open(target.path, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: the node stays what it is
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SamclError(f"{target.shown}: cannot write ({exc.strerror or exc})") from None
+    else:
+        atomic_write_bytes(target.path, data)

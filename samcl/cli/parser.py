@@ -1,0 +1,256 @@
+"""The `samcl` command line: every flag with its range (`samcl.cli_types`), help text, default and examples.
+
+Defaults of learning flags are read from the config dataclasses (`TrainConfig`, `SelectorConfig`), never
+restated here. Only the subcommand being run gets its flags (`build_parser(command)`), so `samcl --help` and
+`samcl info` do not import the model code that those dataclasses live next to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .. import cli_types as t
+from .._version import __version__
+
+BUILTIN = "builtin:tiny-sam"
+MAX_EPOCHS, MAX_BATCH = 100_000, 4096
+
+EXAMPLES = {
+    "learn": f"""\
+examples:
+  samcl learn my-set --domain polyps --data data/kvasir              # new set on the shipped tiny SAM ({BUILTIN})
+  samcl learn my-set --base sam_vit_b_01ec64.pth --domain polyps --data data/kvasir
+  samcl learn my-set --domain shadows --data data/istd --epochs 20   # later domains: the base is remembered
+  samcl learn my-set --domain general --data data/coco --as-base     # SAM's own domain, learned without a module
+  samcl learn my-set --domain cells --data data/cells --json         # the report as JSON""",
+    "info": """\
+examples:
+  samcl info my-set
+  samcl info my-set --json | python -m json.tool""",
+    "segment": """\
+examples:
+  samcl segment my-set photo.jpg --point 320,240 --out mask.png
+  samcl segment my-set photo.jpg --point 320,240 --negative 10,10 --out mask.png   # a negative point too
+  samcl segment my-set photo.jpg --box 100,80,420,360 --out mask.png --json         # a box; JSON summary
+  samcl segment my-set a.jpg b.png --point 50,50 --out masks/                      # masks/a.png, masks/b.png
+  samcl segment my-set photo.jpg --point 320,240 --out - > mask.png                # PNG bytes to stdout
+points and boxes are 0-based pixel x,y in the image as viewers show it (EXIF orientation applied).""",
+    "eval": """\
+examples:
+  samcl eval my-set --data polyps=data/kvasir --data shadows=data/istd
+  samcl eval my-set --data polyps=data/kvasir/test --json
+  samcl eval my-set --data general=data/coco          # the domain learned with --as-base, by its name""",
+    "demo": """\
+examples:
+  samcl demo --quick                     # under 2 minutes on 2 CPU cores
+  samcl demo --out demo-out --json       # the full run; summary as JSON""",
+}
+
+TOP_EXAMPLES = f"""\
+examples:
+  samcl demo --quick                                   # the whole method on the shipped tiny SAM, on CPU
+  samcl learn my-set --base sam_vit_b_01ec64.pth --domain polyps --data data/kvasir
+  samcl segment my-set photo.jpg --point 320,240 --negative 10,10 --out mask.png --json
+  samcl eval my-set --data polyps=data/kvasir --json
+base models: an HF directory, Meta's SAM .pth or SAM 2.1 .pt, or {BUILTIN} (shipped; the default).
+`samcl COMMAND --help` shows each command's flags, defaults and examples."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; '(default: X)' after every flag whose default means something."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        meaningless = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if "%(default)" not in text and action.option_strings and not meaningless:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the flag: 'samcl learn: error: argument --lr: expected ...'."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def defaults(config_class) -> dict:
+    """A config dataclass's field defaults by name (the one source of the CLI's learning defaults)."""
+    return {f.name: f.default for f in dataclasses.fields(config_class)}
+
+
+ALL = "*"
+
+
+def build_parser(command: str | None = ALL) -> Parser:
+    """The parser; with a `command` name only that subcommand gets its flags, with None none does (cheap
+    start-up: `samcl --help` imports no model code)."""
+    parser = Parser(prog="samcl", formatter_class=HelpFormatter, epilog=TOP_EXAMPLES,
+                    description="Teach Segment Anything new image domains one after another without forgetting: one "
+                                "tiny AugModule per domain, and a Module Selector that picks the right one per image.")
+    parser.add_argument("--version", action="version", version=f"samcl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--device", type=t.device, default=None,
+                        help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
+              "benchmark": _benchmark}
+    helps = {"learn": "learn one domain into a store (created on first use)",
+             "info": "show a store's domains, sizes and base model",
+             "segment": "segment images; the selector picks the module",
+             "eval": "evaluate a store on test folders",
+             "demo": "SAMCL end to end on the shipped tiny SAM and synthetic domains (CPU)",
+             "benchmark": "the continual protocol for SAMCL and the baselines, several seeds: tables and plots"}
+    for name, add in adders.items():
+        child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
+        if command in (ALL, name):
+            add(child)
+    return parser
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv (skipping the global flags), or None."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--device":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _base(p, default_text: str) -> None:
+    p.add_argument("--base", help=f"base SAM or SAM 2: an HF directory, Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
+                                  f"({default_text})")
+
+
+def _points_frame(p) -> None:
+    p.add_argument("--points-frame", choices=["auto", "pixels", "square1024"], default="auto",
+                   help="coordinates of masks/points.json: pixels of the image, or the 1024x1024 square the "
+                        "reference code stretches every image to; auto: square1024 for the reference's "
+                        "[[points], [labels]] entries, pixels otherwise")
+
+
+def _learn(p) -> None:
+    from ..selector import SelectorConfig
+    from ..trainer import TrainConfig
+
+    train, selector = defaults(TrainConfig), defaults(SelectorConfig)
+    p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
+    _base(p, f"first learn only; default: {BUILTIN}")
+    p.add_argument("--domain", required=True, help="name of the new domain")
+    p.add_argument("--data", required=True, type=Path,
+                   help="split folder (images/, masks/) or domain folder (its train/ is used)")
+    p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=train["epochs"],
+                   help="passes over the training images")
+    p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=train["batch_size"],
+                   help="samples per step and process (under torchrun the global batch is this x processes)")
+    p.add_argument("--lr", type=t.float_range(0, 10, low_open=True), default=train["lr"],
+                   help="Adam learning rate (cosine schedule over the whole run)")
+    p.add_argument("--seed", type=t.seed, default=train["seed"], help="seed for points, order and initialisation")
+    p.add_argument("--points", dest="points_per_image", metavar="N", type=t.int_range(1, 64), default=train["points_per_image"],
+                   help="positive points sampled per training image and epoch")
+    p.add_argument("--amp", choices=["none", "bf16"], default=train["amp"],
+                   help="mixed precision for training: bf16 autocast of the adapted encoder blocks and decoder "
+                        "(meant for CUDA; on CPU only when asked)")
+    p.add_argument("--as-base", action="store_true",
+                   help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    _points_frame(p)
+    new = p.add_argument_group("new store only")
+    new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
+    new.add_argument("--selector-block", type=t.int_range(0, 255), default=selector["block"],
+                     help="encoder block for the selector embedding (default: the middle block)")
+    new.add_argument("--samples-per-domain", type=t.int_range(1, 100_000), default=selector["samples_per_domain"],
+                     help="N_e embeddings kept per domain")
+    new.add_argument("--selector-epochs", type=t.int_range(1, MAX_EPOCHS), default=selector["epochs"],
+                     help="passes over the embedding buffer per selector retrain")
+    new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
+                     help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
+                          "(a long history); 0 = the reference schedule always")
+    new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                     help="storage dtype of modules, selector and buffer")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _info(p) -> None:
+    p.add_argument("store", type=Path, help="module-set directory")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+
+
+def _segment(p) -> None:
+    p.add_argument("store", type=Path, help="module-set directory")
+    p.add_argument("images", type=Path, nargs="+", help="one or more images (one batch, mixed domains allowed)")
+    p.add_argument("--point", type=t.point, action="append", default=[], metavar="X,Y",
+                   help="positive point, 0-based pixels (repeatable)")
+    p.add_argument("--negative", type=t.point, action="append", default=[], metavar="X,Y",
+                   help="negative point, 0-based pixels (repeatable)")
+    p.add_argument("--box", type=t.box, default=None, metavar="X0,Y0,X1,Y1", help="box prompt, 0-based pixels")
+    p.add_argument("--out", required=True,
+                   help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
+                        "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
+                        "each); a symlink is written through, never replaced")
+    p.add_argument("--domain", default=None, help="force this module instead of selecting ('base': none)")
+    _base(p, "default: the one recorded in the store")
+    p.add_argument("--json", action="store_true", help="print image, module, score and mask file as JSON")
+
+
+def _eval(p) -> None:
+    p.add_argument("store", type=Path, help="module-set directory")
+    p.add_argument("--data", type=t.named_dir, action="append", required=True, metavar="NAME=DIR",
+                   help="true domain name and a split or domain folder (its test/ is used); repeatable, one per name")
+    p.add_argument("--seed", type=t.seed, default=0, help="seed for points where points.json has none")
+    _points_frame(p)
+    _base(p, "default: the one recorded in the store")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _demo(p) -> None:
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for results.json and plots")
+    p.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes on 2 CPU cores)")
+    p.add_argument("--seed", type=t.seed, default=0, help="seed for data, training and points")
+    _base(p, f"default: {BUILTIN}")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _benchmark(p) -> None:
+    """(These flags belong with `samcl.benchmark`; they use the same validated types.)"""
+    p.description = ("Learn the domains in order with every method (same epochs and batch; learning rates chosen per "
+                     "method on a held-out part of the first domain), evaluate all domains after every step, and "
+                     "write results.json, results.md and plots. Resumable: rerun the same command after an "
+                     "interruption.")
+    p.epilog = ("methods: zero-shot, sequential, sequential-lora, ewc, lwf, replay, replay-matched, o-lora, samcl, "
+                "samcl-lora, samcl-noprompt, samcl-oracle, joint\n\nexamples:\n"
+                "  samcl benchmark --quick --out bench-quick\n"
+                "  samcl benchmark --out bench --jobs 2                         # embedded suite, seeds 0,1,2\n"
+                "  samcl benchmark --base sam_vit_b_01ec64.pth --domain polyps=data/kvasir "
+                "--domain camo=data/camo --out bench\n")
+    p.add_argument("--out", type=Path, default=Path("benchmark-out"), help="folder for results and plots")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
+    p.add_argument("--seeds", type=t.seed_list, default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
+    _base(p, f"default: {BUILTIN}")
+    p.add_argument("--domain", type=t.named_dir, action="append", metavar="NAME=DIR",
+                   help="a domain folder (train/ and test/) to learn, in order (default: the embedded suite)")
+    p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",
+                   help="a domain folder only evaluated (unseen), with --domain")
+    p.add_argument("--general", type=t.named_dir, metavar="NAME=DIR",
+                   help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
+    p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=None,
+                   help="epochs per domain for every method (default: the suite's)")
+    p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=None,
+                   help="batch size for every method (default: the suite's)")
+    p.add_argument("--jobs", type=t.int_range(1, 256), default=1, help="parallel (method, seed) runs, one CPU thread each")
+    p.add_argument("--state", type=Path, default=None, help="state folder for resuming (default: OUT/state)")
+    p.add_argument("--max-steps", type=t.int_range(1, 1_000_000), default=None,
+                   help="stop after this many protocol steps (exit code 3); rerun to continue")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    build_parser().print_help(sys.stdout)
