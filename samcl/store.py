@@ -17,7 +17,6 @@ store only goes into an empty folder, since the store removes stale files of its
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -32,18 +31,13 @@ from safetensors.torch import save as save_safetensors
 from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
 from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
+from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_manifest, read_verified_bytes,
+                       sha256_bytes)
 from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
 from .sizes import tensor_bytes
 
-FORMAT = "samcl-store"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], **metadata: str) -> bytes:
@@ -65,7 +59,7 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise _MissingFile(f"{path}: missing") from None
+        raise MissingFile(f"{path}: missing") from None
     except OSError as exc:
         raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
     if sha256 is not None and sha256_bytes(data) != sha256:
@@ -74,10 +68,6 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
         return load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise SamclError(f"{path}: not a valid safetensors file ({exc})") from None
-
-
-class _MissingFile(SamclError):
-    """A file the manifest names is gone (a concurrent writer may have just replaced that generation)."""
 
 
 class ModuleStore:
@@ -147,32 +137,14 @@ class ModuleStore:
 
     # ------------------------------------------------------------------ reading
     def read_manifest(self) -> dict:
-        if not self.manifest_path.is_file():
-            if self.path.is_file():
-                raise SamclError(f"{self.path}: is a file, not a samcl store folder")
-            raise SamclError(f"{self.path}: not a samcl store (no {MANIFEST})")
-        try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SamclError(f"{self.manifest_path}: unreadable manifest ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise SamclError(f"{self.manifest_path}: not a samcl store manifest")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise SamclError(f"{self.manifest_path}: store format version {version} was written by a newer samcl "
-                             f"({manifest.get('samcl_version')}); this samcl {__version__} reads up to "
-                             f"version {FORMAT_VERSION}. Upgrade samcl to open it.")
-        return manifest
+        return read_manifest(self.path)
 
     def _read_verified(self, relative, sha256) -> dict[str, torch.Tensor]:
-        if not isinstance(relative, str) or not isinstance(sha256, str):
-            raise SamclError(f"{self.manifest_path}: malformed manifest (a file entry lacks its name or sha256)")
-        if Path(relative).is_absolute() or ".." in Path(relative).parts:
-            raise SamclError(f"{self.manifest_path}: malformed manifest (file {relative!r} is outside the store)")
+        data = read_verified_bytes(self.path, relative, sha256)
         try:
-            return read_tensors(self.path / relative, sha256)
-        except _MissingFile:
-            raise _MissingFile(f"{self.path / relative}: missing (named in {MANIFEST} but not in the store)") from None
+            return load_safetensors(data)
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise SamclError(f"{self.path / relative}: not a valid safetensors file ({exc})") from None
 
     def load(self, identity: dict | None = None, lazy_buffer: bool = False, manifest: dict | None = None) -> ModuleSet:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
@@ -186,7 +158,7 @@ class ModuleStore:
                 manifest = self.read_manifest()
             try:
                 return self._load(manifest, identity, lazy_buffer)
-            except _MissingFile:
+            except MissingFile:
                 try:
                     replaced = self.read_manifest().get("generation") != manifest.get("generation")
                 except SamclError:

@@ -114,13 +114,16 @@ def table(rows: list[list], header: list[str]) -> str:
 
 
 def cmd_info(args) -> int:
-    from ..store import ModuleStore
+    from ..manifest import read_manifest, verify
 
-    store = ModuleStore(args.store)
-    manifest = store.read_manifest()
-    state = store.load()  # verifies every file's checksum
-    domains = [{"name": d.name, "kind": d.kind, "bytes": d.bytes, "parameters": d.parameters,
-                "file": d.file, "sha256": d.sha256} for d in state.domains]
+    manifest = read_manifest(args.store)
+    verify(args.store, manifest)  # every file's checksum (no model code: info stays fast)
+    try:
+        domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
+                    "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
+                   for d in manifest["domains"]]
+    except (KeyError, TypeError) as exc:
+        raise SamclError(f"{args.store}/manifest.json: malformed manifest ({type(exc).__name__}: {exc})") from None
     selector, buffer = manifest.get("selector", {}), manifest.get("buffer", {})
     module_bytes = sum(d["bytes"] for d in domains)
     total = module_bytes + selector.get("bytes", 0) + buffer.get("bytes", 0)
@@ -167,7 +170,8 @@ def cmd_segment(args) -> int:
                 raise SamclError(f"{path}: point {x:g},{y:g} lies outside the {width}x{height} image")
     import numpy as np
 
-    from ..learner import SAMCL, Prompt
+    from ..learner import SAMCL
+    from ..types import Prompt
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device)
     prompt = Prompt.of(points or None, labels or None, args.box)
@@ -187,7 +191,7 @@ def cmd_segment(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..learner import SAMCL
-    from ..store import BASE_CLASS
+    from ..moduleset import BASE_CLASS
 
     folders: dict[str, str] = {}
     for name, path in args.data:
@@ -197,7 +201,7 @@ def cmd_eval(args) -> int:
     check_device(args.device)
     datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
     samcl = SAMCL.open(args.store, base=args.base, device=args.device)
-    base_name = next((d.name for d in samcl.state.domains if d.kind == "base"), None)
+    base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
     known = {*samcl.domains, BASE_CLASS}
     for name in folders:
         if name not in known:
