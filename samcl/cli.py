@@ -339,7 +339,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .benchmark import main_benchmark
+    from .bench import main_benchmark
 
     return main_benchmark(args)
 
