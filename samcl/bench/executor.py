@@ -87,13 +87,12 @@ class Executor:
         self.bar = tqdm(total=total, desc="benchmark", unit="step", disable=not progress)
         ctx = multiprocessing.get_context("spawn")
         counter = ctx.Value("l", 0)
-        self.pool = None
+        self.pool = self.events = None
+        self.local = WorkerContext(counter, max_steps, bar=self.bar)  # the context of jobs run in this process
         if jobs > 1:
             self.events = ctx.Queue()
             self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_pool_worker,
                                             initargs=(WorkerContext(counter, max_steps, events=self.events),))
-        else:
-            self.local = WorkerContext(counter, max_steps, bar=self.bar)
 
     def map(self, fn: Callable, items: list) -> list:
         """[fn(item, context) for item in items], in order; the first error (or BenchmarkStopped) is raised."""
