@@ -8,9 +8,9 @@ import pytest
 from conftest import tiny_sam_config
 from helpers import write_domain
 from samcl import bench as bm
-from samcl.bench import lrsearch
 from samcl.backbone import TINY_SAM_DIR
 from samcl.backbone.sam import SamBackbone
+from samcl.bench import lrsearch
 from samcl.cli import main
 from samcl.io import SamclError
 
