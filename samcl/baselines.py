@@ -526,3 +526,13 @@ class OLoraStrategy(Strategy):
             raise SamclError(f"{self.name}: saved state has another LoRA config")
         self.loras = [_module_from(f"lora.{k}", tensors, self.config) for k in range(int(meta["loras"]))]
         self.runner.use(concat_loras(self.loras) if self.loras else None)
+
+
+def score_fresh_module(backbone, config: AugModuleConfig, fit: Sequence[Sample], val: Sequence[Sample],
+                       train: TrainConfig, rank: int = 10, device=None) -> float:
+    """Mean IoU on `val` of a fresh module of `config` trained on `fit`, run alone for every image (no selector):
+    what the benchmark's learning-rate search scores each rate with."""
+    runner = _SingleModule(backbone, rank, device)
+    module, _, _ = train_module(backbone, config, fit, runner.samcl.selector_block, train, runner.samcl.device)
+    runner.use(module)
+    return runner.evaluate(val)["iou"]

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from .backbone import BUILTIN_TINY_SAM, load_backbone
-from .data import synthetic
-from .io import atomic_write_bytes, atomic_write_json
+from .bench.suite import embedded_suite
+from .io import atomic_write_json
+from .plots import pyplot, save_figure
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
 from .selector import SelectorConfig
 from .trainer import TrainConfig
@@ -39,16 +40,6 @@ FULL = DemoSize(train=128, test=48, epochs=4, batch_size=4, lr=0.005, buffer=128
 QUICK = DemoSize(train=48, test=16, epochs=3, batch_size=4, lr=0.005, buffer=48, selector_epochs=300)
 
 
-def demo_domains(size: DemoSize, seed: int) -> tuple[DomainData, list[DomainData], list[DomainData]]:
-    """(general as base class, target domains in order, extra evaluation domains: general + unseen)."""
-    make = lambda name: DomainData(name, synthetic.generate(name, size.train, seed, "train"),  # noqa: E731
-                                   synthetic.generate(name, size.test, seed, "test"))
-    general = make(synthetic.GENERAL)
-    targets = [make(name) for name in synthetic.TARGET_DOMAINS]
-    extra = [general, *[make(name) for name in synthetic.UNSEEN_DOMAINS]]
-    return general, targets, extra
-
-
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, baseline: bool = True,
              device=None, base=None) -> dict:
     from .baselines import SequentialStrategy
@@ -64,7 +55,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     start = time.perf_counter()
     size = QUICK if quick else FULL
     backbone = load_backbone(base)
-    general, targets, extra = demo_domains(size, seed)
+    suite = embedded_suite(size.train, size.test, seed)  # the benchmark's suite: general, targets, unseen
+    general, targets, extra = suite.general, suite.domains, suite.extra
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress)
     selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs, max_steps=None)
     samcl = SamclStrategy(backbone, train, selector, base_domain=general, device=device)
@@ -118,20 +110,7 @@ def format_report(results: dict) -> str:
 
 
 def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, domains: list[DomainData]) -> list[str]:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def save(fig, name: str) -> str:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out / name, buffer.getvalue())
-        return name
-
+    plt = pyplot()
     files = []
     order, names = result.order, result.order + result.extra
     matrix = np.array([[row[n]["iou"] for n in names] for row in result.rows])
@@ -143,7 +122,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
         ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
     ax.set_title("SAMCL continual IoU matrix a[t][i] (extra columns: never learned)")
     fig.colorbar(image, ax=ax, fraction=0.03)
-    files.append(save(fig, "continual_matrix.png"))
+    files.append(save_figure(fig, out, "continual_matrix.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = range(len(result.rows))
@@ -156,7 +135,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     ax.set_title("Per-domain IoU across learning steps (SAMCL)")
-    files.append(save(fig, "iou_per_step.png"))
+    files.append(save_figure(fig, out, "iou_per_step.png"))
 
     fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)))
     for r, domain in enumerate(domains):
@@ -179,7 +158,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    files.append(save(fig, "examples.png"))
+    files.append(save_figure(fig, out, "examples.png"))
     return files
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from conftest import tiny_sam_config
 from helpers import write_domain
-from samcl import benchmark as bm
+from samcl import bench as bm
 from samcl.backbone import TINY_SAM_DIR
 from samcl.backbone.sam import SamBackbone
+from samcl.bench import lrsearch
 from samcl.cli import main
 from samcl.io import SamclError
 
@@ -85,7 +86,7 @@ def test_learning_rates_are_chosen_on_the_first_domain_and_cached(tmp_path, tiny
     def no_grid(job):
         raise AssertionError("the cached learning rates were not used")
 
-    monkeypatch.setattr(bm, "run_grid_job", no_grid)
+    monkeypatch.setattr(lrsearch, "run_grid_job", no_grid)
     again = bm.run_benchmark(config)  # every run done and every rate cached: nothing is recomputed
     assert again["metrics_sha256"] == first["metrics_sha256"]
     assert again["learning_rates"] == rates

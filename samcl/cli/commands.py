@@ -249,7 +249,7 @@ def cmd_demo(args) -> int:
 def cmd_benchmark(args) -> int:
     writable_folder(args.out)
     check_device(args.device)
-    from ..benchmark import main_benchmark
+    from ..bench import main_benchmark
 
     return main_benchmark(args)
 

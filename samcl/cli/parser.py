@@ -219,7 +219,7 @@ def _demo(p) -> None:
 
 
 def _benchmark(p) -> None:
-    """(These flags belong with `samcl.benchmark`; they use the same validated types.)"""
+    """Flags of `samcl benchmark` (run by `samcl.bench.main_benchmark`), on the same validated types."""
     p.description = ("Learn the domains in order with every method (same epochs and batch; learning rates chosen per "
                      "method on a held-out part of the first domain), evaluate all domains after every step, and "
                      "write results.json, results.md and plots. Resumable: rerun the same command after an "

@@ -1,0 +1,44 @@
+"""`samcl benchmark`: the continual protocol (`samcl.protocol`) for every method (`samcl.baselines`), several
+seeds, one budget; results.json, results.md and plots.
+
+    samcl benchmark --out bench                          # embedded suite, shipped tiny SAM, all methods, seeds 0,1,2
+    samcl benchmark --quick --out bench-quick            # a few minutes on 2 CPU cores (CI)
+    samcl benchmark --base sam_vit_b_01ec64.pth --domain polyps=data/kvasir --domain camo=data/camo --out bench
+
+Protocol. The target domains are learned in order; every method is evaluated on every domain (and on the extra
+domains: the base model's own "general" domain and unseen ones) before learning and after each step, with the
+fixed test points, SAM-style resize (longest side + pad) and scores at the original image size. SAMCL (and its
+ablations) learn the general domain first as the "base" class (SAM without a module), as the reference does with
+COCO; no other method learns it.
+
+Budget. Every method trains with the same loop, epochs and batch size (`samcl.trainer`); the learning rate is
+chosen per method family on the first domain only: the family's module is trained on the first 75% of that
+domain's training split of seed 0 with each rate of the grid and scored (IoU) on the remaining 25%. Methods whose
+first step trains the same module share the choice (the first step of EWC, LwF, replay, joint and SAMCL is plain
+AugModule training). Choices are cached in the state folder.
+
+Runs are single-threaded (`torch.set_num_threads(1)`), seeded and deterministic, so `--jobs` (parallel
+(method, seed) runs) changes nothing but the wall time. Resumable: after every step a run's strategy state
+(safetensors + JSON; SAMCL as a module store) and its results so far are written atomically to
+STATE/<method>/seed-<s>/; a rerun of the same command skips what is done and continues each unfinished run
+from its last finished step.
+
+The package, one concern a module: `methods` (the registry, family configs, sizes, strategy factory), `suite`
+(the domains; the demo uses it too), `executor` (worker processes, progress, --max-steps, Ctrl-C), `jobs`
+(resumable (method, seed) runs), `lrsearch` (the learning-rate grid), `runner` (one whole run), `report`
+(results.json's content, digest, summary), `render` (results.md, plots), `cli` (the command).
+"""
+
+from .cli import canonical_command, main_benchmark
+from .executor import BenchmarkStopped
+from .jobs import PROGRESS, code_digest
+from .lrsearch import choose_learning_rates, run_grid_job, split_for_validation
+from .methods import FAMILIES, FULL, METHODS, QUICK, BenchmarkSize, Method, family_config, make_strategy
+from .report import build_report, metrics_digest
+from .runner import BenchmarkConfig, run_benchmark
+from .suite import Suite, SuiteSpec, embedded_suite
+
+__all__ = ["BenchmarkConfig", "BenchmarkSize", "BenchmarkStopped", "FAMILIES", "FULL", "METHODS", "Method",
+           "PROGRESS", "QUICK", "Suite", "SuiteSpec", "build_report", "canonical_command", "choose_learning_rates",
+           "code_digest", "embedded_suite", "family_config", "main_benchmark", "make_strategy", "metrics_digest",
+           "run_benchmark", "run_grid_job", "split_for_validation"]

@@ -1,0 +1,133 @@
+"""The benchmark's methods: the registry (name, description, the module family its first step trains), each
+family's AugModule config, how to build each method's `Strategy`, and the benchmark's sizes (BenchmarkSize,
+FULL, QUICK). Adding a method is one entry in METHODS and one in `make_strategy`'s table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
+
+from ..augmodule import config_for
+from .. import baselines as b
+from ..io import SamclError
+from ..protocol import SamclStrategy, Strategy
+from ..selector import SelectorConfig, SelectorNet
+from ..trainer import TrainConfig
+
+if TYPE_CHECKING:
+    from .suite import Suite
+
+
+@dataclass(frozen=True)
+class Method:
+    description: str
+    family: str | None  # module trained in the first step (shares the learning-rate choice); None: no training
+
+
+METHODS: dict[str, Method] = {
+    "zero-shot": Method("the base SAM, never adapted", None),
+    "sequential": Method("one AugModule fine-tuned on the domains in turn", "augmodule"),
+    "sequential-lora": Method("one LoRA on the attention qkv (as PEFT), fine-tuned in turn", "lora-qkv"),
+    "ewc": Method("sequential AugModule + EWC (diagonal Fisher per domain)", "augmodule"),
+    "lwf": Method("sequential AugModule + distillation to the previous module (LwF)", "augmodule"),
+    "replay": Method("sequential AugModule + image replay, stated byte budget", "augmodule"),
+    "replay-matched": Method("image replay with SAMCL's storage in bytes", "augmodule"),
+    "o-lora": Method("a new qkv LoRA per domain, orthogonal to the earlier ones, summed", "lora-qkv"),
+    "samcl": Method("SAMCL: one AugModule per domain + Module Selector", "augmodule"),
+    "samcl-lora": Method("SAMCL ablation: plain LoRA (one A per block) instead of SLoRA", "augmodule-per-block-a"),
+    "samcl-noprompt": Method("SAMCL ablation: no prompt augmentation", "augmodule-no-prompt"),
+    "samcl-oracle": Method("SAMCL ablation: oracle selection (true domain's module)", "augmodule"),
+    "joint": Method("upper bound: a fresh AugModule on all domains so far", "augmodule"),
+}
+
+#: AugModuleConfig fields of each family (see `samcl.augmodule`).
+FAMILIES: dict[str, dict] = {
+    "augmodule": {},
+    "lora-qkv": {"shared_down": False, "prompt_augmentation": False, "target": "qkv"},
+    "augmodule-per-block-a": {"shared_down": False},
+    "augmodule-no-prompt": {"prompt_augmentation": False},
+}
+
+
+def family_config(backbone, family: str, rank: int):
+    """The AugModuleConfig a family trains (`lora-qkv` checks that the backbone supports it)."""
+    if family == "lora-qkv":
+        return b.lora_config(backbone, rank)
+    return replace(config_for(backbone.site, rank=rank), **FAMILIES[family])
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SamclError(f"unknown method {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise SamclError("a method is listed twice")
+    return methods
+
+
+@dataclass(frozen=True)
+class BenchmarkSize:
+    """train/test: images per domain (embedded suite; real folders use all). buffer: N_e. replay_bytes: the stated
+    replay budget. lr_grid: learning rates tried per family."""
+
+    train: int
+    test: int
+    epochs: int
+    batch_size: int
+    buffer: int
+    replay_bytes: int
+    lr_grid: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
+    val_fraction: float = 0.25
+    rank: int = 10
+    selector_epochs: int = 25
+
+
+#: The default run: about 2,000 CPU-seconds for all methods and 3 seeds (one core-second per CPU-second: under 20
+#: minutes with --jobs 2 on 2 free cores). Images average about 40 KB as PNG (image + mask), so the stated replay
+#: budget holds about 50 images (about 10 per domain at the end, a fifth of a domain's training set).
+FULL = BenchmarkSize(train=48, test=32, epochs=8, batch_size=4, buffer=48, replay_bytes=2 * 2**20)
+QUICK = BenchmarkSize(train=12, test=6, epochs=3, batch_size=4, buffer=12, replay_bytes=2**20)
+
+
+def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, suite: Suite, seed: int,
+                  replay_matched_bytes: int, device=None) -> Strategy:
+    train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=lr or 0.0, seed=seed, progress=False)
+    selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
+    rank = size.rank
+    samcl = lambda **kw: SamclStrategy(backbone, train, selector, rank=rank, base_domain=suite.general,  # noqa: E731
+                                       device=device, **kw)
+    factories: dict[str, Callable[[], Strategy]] = {
+        "zero-shot": lambda: b.ZeroShotStrategy(backbone, device),
+        "sequential": lambda: b.SequentialStrategy(backbone, train, rank, device),
+        "sequential-lora": lambda: b.sequential_lora(backbone, train, rank, device),
+        "ewc": lambda: b.EwcStrategy(backbone, train, rank, device),
+        "lwf": lambda: b.LwfStrategy(backbone, train, rank, device),
+        "replay": lambda: b.ReplayStrategy(backbone, train, size.replay_bytes, rank, device),
+        "replay-matched": lambda: b.ReplayStrategy(backbone, train, replay_matched_bytes, rank, device),
+        "o-lora": lambda: b.OLoraStrategy(backbone, train, rank, device),
+        "samcl": lambda: samcl(),
+        "samcl-lora": lambda: samcl(variant=FAMILIES["augmodule-per-block-a"]),
+        "samcl-noprompt": lambda: samcl(variant=FAMILIES["augmodule-no-prompt"]),
+        "samcl-oracle": lambda: samcl(oracle=True),
+        "joint": lambda: b.JointStrategy(backbone, train, suite.domains, rank, device),
+    }
+    strategy = factories[method]()
+    strategy.name = method
+    return strategy
+
+
+def samcl_storage_bytes(backbone, size: BenchmarkSize, train_sizes: list[int], base_size: int | None) -> int:
+    """SAMCL's bytes after learning domains of `train_sizes` images (and a base class of `base_size`): modules,
+    selector and buffer, as `SAMCL.storage` counts them (float32)."""
+    aug = config_for(backbone.site, rank=size.rank)
+    classes = len(train_sizes) + (base_size is not None)
+    net = SelectorNet(aug.dim, classes)
+    selector = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in net.state_dict().values())
+    counts = [min(size.buffer, n) for n in train_sizes + ([base_size] if base_size is not None else [])]
+    return aug.num_parameters * 4 * len(train_sizes) + selector + sum(counts) * (aug.dim * 4 + 8)
+
+
+def strengths() -> dict:
+    """The fixed strengths of the regularised baselines (part of every run's fingerprint and of the report)."""
+    return {"ewc": b.EWC_STRENGTH, "lwf": b.LWF_STRENGTH, "lwf_temperature": b.LWF_TEMPERATURE,
+            "o-lora": b.OLORA_STRENGTH}
