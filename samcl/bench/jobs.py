@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..io import SamclError, atomic_write_json
 from ..protocol import ProtocolResult, run_protocol
 from .executor import WorkerContext

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..baselines import score_fresh_module
 from ..io import SamclError, atomic_write_json
 from ..trainer import TrainConfig

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from .methods import METHODS, BenchmarkSize, strengths
 
 if TYPE_CHECKING:
