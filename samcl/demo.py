@@ -18,11 +18,14 @@ import torch
 
 from .backbone import BUILTIN_TINY_SAM, load_backbone
 from .bench.suite import embedded_suite
+from .data.synthetic import GENERAL
 from .io import atomic_write_json
+from .metrics import mask_scores
 from .plots import pyplot, save_figure
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
 from .selector import SelectorConfig
 from .trainer import TrainConfig
+from .types import Prompt
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,15 @@ def format_report(results: dict) -> str:
     order, extra = res["order"], res["extra"]
     names = order + extra
     width = max(len(n) for n in names + ["zero-shot"]) + 2
-    lines = ["IoU after each step (rows) on each domain (columns; * = not learned):",
-             "".ljust(width) + "".join(n[:12].rjust(13) for n in names)]
+    column = max(len(n) for n in names) + 2
+    lines = [f"IoU after each step (rows) on each domain (columns; * = not learned at that step; {GENERAL} is the "
+             "base class, learned first):",
+             "".ljust(width) + "".join(n.rjust(column) for n in names)]
     for s, row in enumerate(res["rows"]):
         label = "zero-shot" if s == 0 else f"+{order[s - 1]}"
-        lines.append(label.ljust(width) + "".join(f"{row[n]['iou']:.3f}".rjust(13) for n in names))
+        learned = set(order[:s]) | {GENERAL}
+        cells = [f"{row[n]['iou']:.3f}{' ' if n in learned else '*'}".rjust(column) for n in names]
+        lines.append(label.ljust(width) + "".join(cells))
     lines.append("")
     summary = res["summary"]
     iou = summary["iou"]
@@ -121,14 +128,14 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     for (r, c), value in np.ndenumerate(matrix):
         ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
     ax.set_title("SAMCL continual IoU matrix a[t][i] (extra columns: never learned)")
-    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.colorbar(image, ax=ax, fraction=0.03).set_label("IoU")
     files.append(save_figure(fig, out, "continual_matrix.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = range(len(result.rows))
     for n in names:
-        ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o", label=n,
-                linestyle="-" if n in order else "--")
+        ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o",
+                label=n if n in order else f"{n} (dashed: never learned)", linestyle="-" if n in order else "--")
     ax.set_xticks(list(steps), ["zero-shot"] + [f"+{n}" for n in order], rotation=20)
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
@@ -140,11 +147,10 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)))
     for r, domain in enumerate(domains):
         sample = domain.test[0]
-        from .types import Prompt
-
         pred = strategy.samcl.segment([sample.image], [Prompt.of(sample.points, sample.labels)])[0]
+        iou = mask_scores(pred.masks[0], sample.mask)["iou"]
         panels = [(sample.image, f"{domain.name}: image + points"), (sample.mask, "ground truth"),
-                  (pred.masks[0], f"prediction (module: {pred.domain})"), (None, "overlay")]
+                  (pred.masks[0], f"prediction (module: {pred.domain}), IoU {iou:.2f}"), (None, "overlay")]
         for c, (data, title) in enumerate(panels):
             ax = axes[r, c]
             if data is None:

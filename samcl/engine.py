@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .augmodule import Injection
 from .backbone import tokens as batch_ops
@@ -170,8 +170,8 @@ class Engine:
         """Mean IoU / F1 / MAE over `samples` with their fixed points; `domain` (the true class's name, "base"
         for the base class) also gives selector accuracy; `force` runs one class for every image (oracle)."""
         scores, correct, chosen = [], 0, {}
-        for start in tqdm(range(0, len(samples), batch_size), desc=f"eval {domain or ''}".strip(),
-                          disable=not progress, leave=False):
+        for start in bar(range(0, len(samples), batch_size), desc=f"eval {domain or ''}".strip(),
+                          progress=progress, leave=False):
             batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
             prompts = [Prompt.of(s.points, s.labels) for s in batch]
             for sample, result in zip(batch, self.segment([s.image for s in batch], prompts, domain=force)):

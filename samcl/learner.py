@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import bar
 
 from . import distributed
 from .augmodule import AugModuleConfig, config_for
@@ -224,7 +224,7 @@ class SAMCL:
         known = known or {}
         missing = [i for i in chosen if i not in known]
         prefixes = PrefixCache(self.backbone, self.selector_block, self.device)  # budget 0: computes, keeps nothing
-        for start in tqdm(range(0, len(missing), batch_size), desc="embed", disable=not progress, leave=False):
+        for start in bar(range(0, len(missing), batch_size), desc="embed", progress=progress, leave=False):
             part = missing[start:start + batch_size]
             found = prefixes.lookup(part, lambda i: (samples[i].image, None))
             known.update((i, prefix.pooled) for i, prefix in zip(part, found))

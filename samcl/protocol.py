@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .data.sample import Sample
 from .io import SamclError, atomic_write_json
@@ -207,7 +207,7 @@ def run_protocol(strategy: Strategy, domains: Sequence[DomainData], extra: Seque
     def evaluate_all(label: str) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         row = {}
-        for domain in tqdm(everything, desc=f"{strategy.name} eval {label}", disable=not progress, leave=False):
+        for domain in bar(everything, desc=f"{strategy.name} eval {label}", progress=progress, leave=False):
             row[domain.name] = strategy.evaluate(domain)
         result.rows.append(row)
         result.seconds["eval"] += time.perf_counter() - t0
@@ -218,7 +218,7 @@ def run_protocol(strategy: Strategy, domains: Sequence[DomainData], extra: Seque
     if result.steps_done < 0:
         evaluate_all("zero-shot")
     remaining = list(domains)[result.steps_done:]
-    for domain in tqdm(remaining, desc=f"{strategy.name} domains", disable=not progress):
+    for domain in bar(remaining, desc=f"{strategy.name} domains", progress=progress):
         t0, c0 = time.perf_counter(), time.process_time()
         stats = strategy.learn(domain)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0

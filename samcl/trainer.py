@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .augmodule import AugModule, AugModuleConfig, Injection
 from .data.sample import Sample
@@ -201,7 +201,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     cache = PrefixCache(backbone, selector_block, device, config.cache_bytes // world)
     pooled: dict[int, torch.Tensor] = {}  # selector embeddings: a by-product of the prefix, reused for the buffer
     losses, rates, start = [], [], time.perf_counter()
-    bar = tqdm(total=total, desc=desc, disable=not config.progress or rank != 0, leave=False)
+    steps = bar(total=total, desc=desc, progress=config.progress and rank == 0, leave=False)
     for epoch in range(config.epochs):
         order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         for begin, end in bounds:
@@ -226,9 +226,9 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             rates.append(schedule.get_last_lr()[0])
             schedule.step()
             losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-    bar.close()
+            steps.update()
+            steps.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    steps.close()
     module = module.cpu().requires_grad_(False)
     if not all(torch.isfinite(t).all() for t in module.state_tensors().values()):
         raise NonFiniteLoss("training produced non-finite module weights; nothing was saved: try a smaller --lr")

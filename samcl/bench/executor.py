@@ -23,6 +23,8 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..progress import bar
+
 
 class BenchmarkStopped(Exception):
     """--max-steps reached: every finished step is saved; rerun to continue."""
@@ -84,7 +86,7 @@ class Executor:
     over units (learning-rate trials, protocol steps). On an error or Ctrl-C the workers are stopped at once."""
 
     def __init__(self, jobs: int, total: int, progress: bool, max_steps: int | None):
-        self.bar = tqdm(total=total, desc="benchmark", unit="step", disable=not progress)
+        self.bar = bar(total=total, desc="benchmark", unit="step", progress=progress)
         ctx = multiprocessing.get_context("spawn")
         counter = ctx.Value("l", 0)
         self.pool = self.events = None
