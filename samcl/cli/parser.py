@@ -161,6 +161,9 @@ def _learn(p) -> None:
                         "(meant for CUDA; on CPU only when asked)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
+                   help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
+                        "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
     _points_frame(p)
     new = p.add_argument_group("new store only")
     new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
