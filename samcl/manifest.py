@@ -54,18 +54,23 @@ def checked_file(store: Path, relative, sha256) -> Path:
     return Path(store) / relative
 
 
-def read_verified_bytes(store: Path, relative, sha256) -> bytes:
-    """A file the manifest names, its bytes checked against the manifest's sha256."""
-    path = checked_file(store, relative, sha256)
+def read_checked(path: Path, sha256: str | None, missing: str = "missing") -> bytes:
+    """A file's bytes, checked against `sha256` when given; every problem is one SamclError naming the file."""
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise MissingFile(f"{path}: missing (named in {MANIFEST} but not in the store)") from None
+        raise MissingFile(f"{path}: {missing}") from None
     except OSError as exc:
         raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
-    if sha256_bytes(data) != sha256:
+    if sha256 is not None and sha256_bytes(data) != sha256:
         raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
     return data
+
+
+def read_verified_bytes(store: Path, relative, sha256) -> bytes:
+    """A file the manifest names, its bytes checked against the manifest's sha256."""
+    return read_checked(checked_file(store, relative, sha256), sha256,
+                        missing=f"missing (named in {MANIFEST} but not in the store)")
 
 
 def named_files(manifest: dict) -> list[tuple[str, str]]:

@@ -31,8 +31,8 @@ from safetensors.torch import save as save_safetensors
 from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
 from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
-from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_manifest, read_verified_bytes,
-                       sha256_bytes)
+from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_checked, read_manifest,
+                       read_verified_bytes, sha256_bytes)
 from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
 from .sizes import tensor_bytes
@@ -55,15 +55,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], **metadata: str)
 
 def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Named tensors from a safetensors file (checked against `sha256` if given); errors name the file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MissingFile(f"{path}: missing") from None
-    except OSError as exc:
-        raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
-    if sha256 is not None and sha256_bytes(data) != sha256:
-        raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
+    data = read_checked(path, sha256)
     try:
         return load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:

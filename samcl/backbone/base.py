@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
-from ..prompts import HeatConfig
+from ..prompts import HeatConfig, render_heat
 
 #: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
 REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
@@ -144,6 +144,12 @@ class FrozenBackbone(nn.Module):
     def heat_config(self) -> HeatConfig:
         """The reference kernel (9 x 9, sigma 1.7 on a 64-cell grid), scaled to this backbone's heat grid."""
         return REFERENCE_HEAT.scaled_to(self.grid[0])
+
+    def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
+             boxes: torch.Tensor | None) -> torch.Tensor:
+        """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
+        site = self.site
+        return render_heat(points, labels, boxes, site.grid, site.stride, self.heat_config)
 
     @property
     def device(self) -> torch.device:

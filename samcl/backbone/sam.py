@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from transformers import SamConfig, SamModel
 
-from ..prompts import render_heat
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
 from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rgb_array
 
@@ -85,11 +84,6 @@ class SamBackbone(FrozenBackbone):
                               default_blocks=tuple(range(self.default_selector_block + 1, self.num_blocks)),
                               selector_block=self.default_selector_block, neck_dim=self.hidden_size,
                               neck_channels=self.neck_channels, qkv_lora=True)
-
-    def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
-             boxes: torch.Tensor | None) -> torch.Tensor:
-        """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
-        return render_heat(points, labels, boxes, self.grid, self.patch_size, self.heat_config)
 
     # ----------------------------------------------------------------- preprocessing
     def preprocess(self, image) -> tuple[torch.Tensor, ResizeGeometry]:

@@ -48,7 +48,6 @@ from torch import nn
 from transformers import Sam2Config, Sam2Model
 from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
-from ..prompts import render_heat
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
 from .preprocess import ResizeGeometry, to_rgb_array
 
@@ -160,11 +159,6 @@ class Sam2Backbone(FrozenBackbone):
     def heat_stride(self) -> float:
         """Model-input pixels per heat-grid cell (16 for SAM 2: the embedding stage's stride)."""
         return self.image_size / self.grid[1]
-
-    def heat(self, points: torch.Tensor | None, labels: torch.Tensor | None,
-             boxes: torch.Tensor | None) -> torch.Tensor:
-        """Prompt heat on the adapted blocks' token grid: model-input pixels in, B x rows x cols out."""
-        return render_heat(points, labels, boxes, self.grid, self.heat_stride, self.heat_config)
 
     # ----------------------------------------------------------------- preprocessing
     def preprocess(self, image) -> tuple[torch.Tensor, StretchGeometry]:
