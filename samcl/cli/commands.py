@@ -254,5 +254,21 @@ def cmd_benchmark(args) -> int:
     return main_benchmark(args)
 
 
-COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
+def cmd_import_reference(args) -> int:
+    from ..reference import import_reference
+
+    report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    rows = [[name, "module" if name in report["modules"] else "base",
+             report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
+             if name in report["modules"] else "-"] for name in report["domains"]]
+    print(table(rows, ["domain", "kind", "tensors", "values"]))
+    print(f"\nimported into {args.out}: adapted blocks {report['adapted_blocks']}, selector block "
+          f"{report['selector']['block']}, heat mode 'reference' (the authors' forward); learn refuses this store")
+    return 0
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "import-reference": cmd_import_reference, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval}
