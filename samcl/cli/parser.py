@@ -226,7 +226,7 @@ def _import_reference(p) -> None:
     p.add_argument("out", type=Path, help="new store folder")
     p.add_argument("--base", required=True,
                    help="the base the modules were trained on: SAM ViT-B for SAM1 files, SAM 2 Hiera-T for SAM2 "
-                        f"files (Meta's .pth / .pt, or an HF directory)")
+                        "files (Meta's .pth / .pt, or an HF directory)")
     p.add_argument("--selector", type=Path, default=None,
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
     p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
