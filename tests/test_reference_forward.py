@@ -187,3 +187,28 @@ def test_engine_renders_their_heat_from_stretched_points(imported):
     torch.testing.assert_close(engine.heat([prompt]), expected)
     result = imported.segment([image], [Prompt.of([[45, 10]], [1])])[0]
     assert result.masks.shape[1:] == (40, 90)
+
+
+def test_sam2_import_runs_their_forward_with_hiera_windows(tmp_path, monkeypatch):
+    from test_sam2 import tiny_sam2_config
+
+    from samcl.backbone.sam2 import Sam2Backbone
+    from samcl.reference import import_reference
+
+    backbone = Sam2Backbone.from_config(tiny_sam2_config(), seed=0)
+    site = backbone.site
+    write_reference_dir(tmp_path / "SAM2", site.dim, site.default_blocks, 0)
+    report = import_reference(tmp_path / "SAM2", tmp_path / "store", backbone)
+    assert report["adapted_blocks"] == [5, 6, 7] and report["selector"]["block"] == 4
+    samcl = SAMCL.open(tmp_path / "store", base=backbone, device="cpu")
+    seen = []
+    original = Injection.block_delta
+
+    def spy(self, block, x, window=0):
+        seen.append((block, window))
+        return original(self, block, x, window)
+
+    image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    monkeypatch.setattr(Injection, "block_delta", spy)
+    result = samcl.segment([image], [Prompt.of([[30, 20]], [1])], domain="Kvasir")[0]
+    assert seen == [(5, 6), (6, 6), (7, 0)] and result.masks.shape[1:] == (50, 70)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from reference_files import fake_authors_package, selector_state, write_module_file, write_reference_dir
-from transformers import SamConfig, SamModel
+from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
 
 from samcl.backbone.base import AdaptationSite
 from samcl.backbone.sam import SamBackbone
+from samcl.backbone.sam2 import Sam2Backbone
 from samcl.cli import main
 from samcl.io import SamclError
 from samcl.learner import SAMCL
@@ -24,8 +25,12 @@ from samcl.reference.unpickle import ReferenceFileError, load_reference_file
 
 TINY_BLOCKS, TINY_DIM, TINY_NECK = (4, 5), 128, 64  # the builtin tiny SAM: 6 blocks, selector block 3
 
-HIERA_T_SITE = AdaptationSite(dim=384, grid=(64, 64), stride=16, blocks=tuple(range(4, 10)),
-                              default_blocks=(6, 7, 8, 9), selector_block=5)
+def hiera_t_site() -> AdaptationSite:
+    """The real SAM 2 Hiera-T site (transformers' default Sam2Config), built on the meta device."""
+    with torch.device("meta"):
+        backbone = Sam2Backbone(Sam2Model(Sam2Config()))
+    assert backbone.default_selector_block == 5 and backbone.site.dim == 384
+    return backbone.site
 
 
 def vit_b_site() -> AdaptationSite:
@@ -54,7 +59,7 @@ def test_vit_b_file_maps_one_to_one_at_real_shapes(tmp_path):
 
 def test_sam2_hiera_t_file_maps_at_real_shapes(tmp_path):
     write_module_file(tmp_path / "ISIC.pth", 384, [6, 7, 8, 9], sam2=True)
-    module, facts = read_module(tmp_path / "ISIC.pth", HIERA_T_SITE)
+    module, facts = read_module(tmp_path / "ISIC.pth", hiera_t_site())
     assert facts["values"] == 21_036 and facts["reference_class"] == "module.SAMCL_2.Extra"
     assert module.config.neck_channels == 0 and not module.config.has_neck
 
@@ -65,7 +70,7 @@ def test_file_for_the_other_base_is_refused_with_one_line(tmp_path):
         read_module(tmp_path / "ISIC.pth", vit_b_site())
     write_module_file(tmp_path / "Kvasir.pth", 768, [7, 8, 9, 10, 11], neck=256)
     with pytest.raises(SamclError, match=r"Kvasir.pth: its modules are 768 wide"):
-        read_module(tmp_path / "Kvasir.pth", HIERA_T_SITE)
+        read_module(tmp_path / "Kvasir.pth", hiera_t_site())
 
 
 class Planted:
