@@ -165,6 +165,12 @@ def test_imported_store_refuses_learn(imported, tmp_path):
         samcl.learn("polyps", toy_samples(2, (0, 0, 0), 0))
 
 
+def test_info_says_the_store_runs_their_forward(imported, capsys):
+    assert main(["info", str(imported[2])]) == 0
+    out = capsys.readouterr().out
+    assert "imported from the authors' files" in out and "0 buffered embeddings" in out
+
+
 def test_command_errors_are_one_line(tmp_path, capsys):
     root = tmp_path / "SAM1"
     write_reference_dir(root, TINY_DIM, TINY_BLOCKS, TINY_NECK)

@@ -143,7 +143,10 @@ def cmd_info(args) -> int:
     print(f"store {args.store}  (format v{manifest['format_version']}, {manifest.get('dtype')})")
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
-    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings\n")
+    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings")
+    if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
+        print("imported from the authors' files: their forward (stretched input, their heat); learn refuses it")
+    print()
     rows = [[i, d["name"], d["kind"], f"{d['parameters']:,}", f"{d['bytes']:,}"] for i, d in enumerate(domains)]
     print(table(rows, ["#", "domain", "kind", "params", "bytes"]))
     s = info["storage"]
