@@ -32,6 +32,9 @@ from .sizes import tensor_bytes
 
 LN_EPS = 1e-5
 TARGETS = ("attention", "qkv")
+#: "samcl": the heat lies on the tokens at the prompt, in every block and at the neck (everything samcl learns).
+#: "reference": the authors' forward, for modules imported from their files only (`samcl.reference`).
+HEAT_MODES = ("samcl", "reference")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class AugModuleConfig:
     shared_down: bool = True
     prompt_augmentation: bool = True
     target: str = "attention"
+    heat_mode: str = "samcl"
 
     def __post_init__(self):
         object.__setattr__(self, "adapted_blocks", tuple(int(b) for b in self.adapted_blocks))
@@ -66,6 +70,10 @@ class AugModuleConfig:
         if self.target == "qkv" and (self.shared_down or self.prompt_augmentation):
             raise ValueError("a qkv LoRA has one A per block and no prompt augmentation "
                              "(shared_down=False, prompt_augmentation=False)")
+        if self.heat_mode not in HEAT_MODES:
+            raise ValueError(f"AugModule heat_mode {self.heat_mode!r}: expected one of {', '.join(HEAT_MODES)}")
+        if self.heat_mode == "reference" and not (self.prompt_augmentation and self.target == "attention"):
+            raise ValueError("the reference heat mode is the authors' SLoRA with prompt augmentation")
 
     @property
     def has_neck(self) -> bool:
@@ -73,7 +81,12 @@ class AugModuleConfig:
         return bool(self.neck_channels) and self.prompt_augmentation and self.target == "attention"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
+        """Every field; heat_mode only when it is not the default, so the configs of everything samcl learns
+        read (and are written) as before the field existed."""
+        data = {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
+        if data["heat_mode"] == "samcl":
+            del data["heat_mode"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "AugModuleConfig":
@@ -282,26 +295,51 @@ class AugModuleSize:
         return cls(p, ln, p * bytes_per_value, (p - ln) * bytes_per_value)
 
 
+def window_picture(heat: torch.Tensor, window: int) -> torch.Tensor:
+    """The reference's heat in a windowed block: the whole map (B x rows x cols) resized (nearest, as
+    F.interpolate and cv2.INTER_NEAREST: source cell floor(i * rows / window)) to window x window, the same
+    picture in every window (tokens padded to whole windows, as attention pads them) -> B x rows x cols."""
+    rows, cols = heat.shape[1:]
+    small = F.interpolate(heat[:, None], size=(window, window), mode="nearest")[:, 0]
+    return small.repeat(1, -(-rows // window), -(-cols // window))[:, :rows, :cols]
+
+
 class Injection:
     """An AugModule (or a per-sample stack of them) bound to one batch's heat: the backbone's `Adapter`.
 
-    params: grouped tensors (G = 1 or B); heat: B x rows x cols on the adapted blocks' token grid.
+    params: grouped tensors (G = 1 or B); heat: B x rows x cols on the adapted blocks' token grid (row = y).
+    In the "reference" heat mode H goes where the authors' code puts it: on the tokens in global-attention blocks
+    (their permute), their untransposed map (row = x) resized to one window and repeated in windowed blocks,
+    and their untransposed map at the neck (see `render_reference_heat` and shared/SAMCL.md's defects).
     """
 
     def __init__(self, config: AugModuleConfig, params: dict[str, torch.Tensor], heat: torch.Tensor):
         self.config = config
         self.params = params
         self.slots = {block: slot for slot, block in enumerate(config.adapted_blocks)}
+        self.reference = config.heat_mode == "reference"
+        self.heat = heat.to(params["a.weight"].dtype)
         self.features = None  # B x N x r
+        self._windowed: dict[int, torch.Tensor] = {}
         if config.prompt_augmentation:
-            self.features = heat_features(params, heat.flatten(1).to(params["a.weight"].dtype))
+            self.features = heat_features(params, self.heat.flatten(1))
 
-    def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None:
-        """x: B x N x D attention input of encoder block `block` -> B x N x D, or None if not adapted."""
+    def _features_in(self, window: int) -> torch.Tensor | None:
+        """H as the block with this window size (0: global attention) receives it."""
+        if not self.reference or window <= 0 or self.features is None:
+            return self.features
+        if window not in self._windowed:
+            raw = self.heat.transpose(1, 2)  # their array: row = x
+            self._windowed[window] = heat_features(self.params, window_picture(raw, window).flatten(1))
+        return self._windowed[window]
+
+    def block_delta(self, block: int, x: torch.Tensor, window: int = 0) -> torch.Tensor | None:
+        """x: B x N x D attention input of encoder block `block` (window: its attention window, 0 = global)
+        -> B x N x D, or None if not adapted."""
         slot = self.slots.get(block)
         if slot is None or self.config.target != "attention":
             return None
-        return slora_delta(self.params, slot, x, self.features)
+        return slora_delta(self.params, slot, x, self._features_in(window))
 
     def adapts_qkv(self, block: int) -> bool:
         return self.config.target == "qkv" and block in self.slots
@@ -316,4 +354,7 @@ class Injection:
         """(U_D(H): B x N x D into the neck, U_out(H): B x N x C onto its output), or (None, None)."""
         if not self.config.has_neck:
             return None, None
-        return neck_input(self.params, self.features), neck_output(self.params, self.features)
+        h = self.features
+        if self.reference:  # their map as it is: transposed relative to the tokens
+            h = heat_features(self.params, self.heat.transpose(1, 2).flatten(1))
+        return neck_input(self.params, h), neck_output(self.params, h)

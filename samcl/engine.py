@@ -23,6 +23,7 @@ from .bank import ModuleBank
 from .metrics import mask_scores, mean_scores
 from .moduleset import ModuleSet
 from .prefix_cache import Identity, PrefixCache
+from .prompts import render_reference_heat
 from .types import Prediction, Prompt
 
 
@@ -50,7 +51,10 @@ class Engine:
 
     def __init__(self, backbone, module_set: ModuleSet, device: torch.device):
         self.backbone, self.module_set, self.device = backbone, module_set, device
-        self.cache = PrefixCache(backbone, module_set.selector_block, device)
+        config = module_set.aug_config
+        #: modules imported from the authors' code run their forward: stretched input, their heat (`samcl.reference`)
+        self.reference = config is not None and config.heat_mode == "reference"
+        self.cache = PrefixCache(backbone, module_set.selector_block, device, stretch=self.reference)
         self._bank: ModuleBank | None = None
 
     @property
@@ -61,7 +65,8 @@ class Engine:
     def cache_prefixes(self, max_bytes: int) -> None:
         """Keep the prefix of images segmented again later (keyed by the image object, held while cached) within
         `max_bytes`; 0 turns the cache off. The protocol evaluates the same test images after every step."""
-        self.cache = PrefixCache(self.backbone, self.module_set.selector_block, self.device, max_bytes)
+        self.cache = PrefixCache(self.backbone, self.module_set.selector_block, self.device, max_bytes,
+                                 stretch=self.reference)
 
     # ------------------------------------------------------------------ classes and module rows
     def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
@@ -135,6 +140,8 @@ class Engine:
                 labels[j, : prompt.points.shape[1]] = prompt.labels[0]
             if prompt.box is not None:
                 boxes[j] = prompt.box[0]
+        if self.reference:  # the authors' rendering: points only, labels ignored
+            return render_reference_heat(points, labels, self.backbone.grid, self.backbone.site.stride)
         has_box = any(p.box is not None for p in prompts)
         return self.backbone.heat(points, labels, boxes if has_box else None)
 

@@ -139,6 +139,11 @@ class SAMCL:
             raise SamclError("the module set already has a base class")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
+        if self.aug_config.heat_mode == "reference":
+            where = self.store.path if self.store is not None else "this module set"
+            raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
+                             "embedding buffer to retrain the selector on, and its modules run their forward: "
+                             "learn new domains into a store of their own")
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):

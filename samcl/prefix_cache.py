@@ -58,8 +58,9 @@ class Prefix:
 class PrefixCache:
     """Prefix outputs by key, within `budget` bytes (0: nothing is kept, every lookup computes)."""
 
-    def __init__(self, backbone, stop_block: int, device, budget: int = 0):
+    def __init__(self, backbone, stop_block: int, device, budget: int = 0, stretch: bool = False):
         self.backbone, self.stop_block, self.device = backbone, stop_block, device
+        self.stretch = stretch  # images stretched to the square input (the authors' frame, for imported sets)
         self.budget = budget
         self.entries: dict[Hashable, Prefix] = {}
         self.used = 0
@@ -81,7 +82,8 @@ class PrefixCache:
         return [found[j] for j in range(len(keys))]
 
     def _compute(self, items: list[tuple]) -> list[Prefix]:
-        tensors, geometries = zip(*(self.backbone.preprocess(image) for image, _ in items))
+        tensors, geometries = zip(*(self.backbone.preprocess(image, stretch=self.stretch)
+                                           for image, _ in items))
         tokens = self.backbone.prefix(torch.stack(tensors).to(self.device), self.stop_block)
         pooled = self.backbone.pool(tokens).cpu()
         out = []

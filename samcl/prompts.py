@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,39 @@ def render_heat(points: torch.Tensor | None, labels: torch.Tensor | None, boxes:
         dy = torch.clamp(torch.maximum(b[:, 1, None] - cy, cy - b[:, 3, None]), min=0).view(-1, rows, 1)
         positive = torch.maximum(positive, bump(dx, dy))
     return positive - negative
+
+
+#: OpenCV's `getGaussianKernel(9, 0)`: for this size and sigma 0 OpenCV uses a fixed table (sum 256/256),
+#: not the Gaussian of its formula sigma = 0.3 * ((9 - 1) / 2 - 1) + 0.8 = 1.7 (peak 14.008 after x 255,
+#: against 14.25 for the formula). The authors' heat went through `cv2.GaussianBlur(heat, (9, 9), 0)`.
+OPENCV_KERNEL_9 = (4 / 256, 13 / 256, 30 / 256, 51 / 256, 60 / 256, 51 / 256, 30 / 256, 13 / 256, 4 / 256)
+
+
+def render_reference_heat(points: torch.Tensor | None, labels: torch.Tensor | None, grid: tuple[int, int],
+                          stride: float) -> torch.Tensor:
+    """The authors' heat, for modules imported from their code only (`samcl.reference`), on the token grid
+    (B x rows x cols, row = y, so that it lies on the tokens at the points; `augmodule.Injection` places it as
+    their code does, transposed at the neck).
+
+    Their rendering: a grid array with 1 added at [int(x / stride)][int(y / stride)] per point (x, y in
+    model-input pixels of the image stretched to a square; clamped to the grid here, where their code would
+    fail), blurred with OpenCV's 9 x 9 Gaussian (sigma 0: `OPENCV_KERNEL_9`, borders reflected as OpenCV's
+    BORDER_REFLECT_101), times 255. Labels are ignored (a negative point adds heat as a positive one does),
+    except the padding label -10 of a batch; boxes never reach it. points: B x N x 2 or None; labels: B x N."""
+    rows, cols = grid
+    batch = 1 if points is None else points.shape[0]
+    device = torch.device("cpu") if points is None else points.device
+    impulses = torch.zeros(batch, rows * cols, dtype=torch.float64, device=device)
+    if points is not None and points.shape[1] > 0:
+        cells = torch.floor(points.to(torch.float64) / stride).long()
+        x = cells[..., 0].clamp(0, cols - 1)
+        y = cells[..., 1].clamp(0, rows - 1)
+        real = torch.ones_like(x, dtype=torch.float64) if labels is None else (labels.to(device) != -10).double()
+        impulses.scatter_add_(1, y * cols + x, real)  # row = y here; their array's row is x (transposed)
+    kernel = torch.tensor(OPENCV_KERNEL_9, dtype=torch.float64, device=device)
+    radius = len(OPENCV_KERNEL_9) // 2
+    image = impulses.view(batch, 1, rows, cols)
+    image = F.pad(image, (radius, radius, radius, radius), mode="reflect")  # reflect = OpenCV's REFLECT_101
+    image = F.conv2d(image, kernel.view(1, 1, 1, -1))
+    image = F.conv2d(image, kernel.view(1, 1, -1, 1))
+    return (image[:, 0] * 255).float()

@@ -46,12 +46,13 @@ class AdaptationSite:
 class Adapter(Protocol):
     """What the suffix takes from an AugModule (`samcl.augmodule.Injection`): tensors to add, per block.
 
-    block_delta: x (B x N x D, an adapted block's attention input after its norm) -> B x N x D added to the
+    block_delta: x (B x N x D, an adapted block's attention input after its norm), window (the block's attention
+    window size, 0 for global attention: an adapter may place its tensors per window) -> B x N x D added to the
     attention output, or None where the block is not adapted. qkv_delta: the qkv projection's input ->
     the term added to its output, or None. neck_deltas: (B x N x D added to the tokens entering the neck,
     B x N x C added to its output), each None when absent."""
 
-    def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
+    def block_delta(self, block: int, x: torch.Tensor, window: int = 0) -> torch.Tensor | None: ...
     def qkv_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None: ...
     def adapts_qkv(self, block: int) -> bool: ...
     def neck_deltas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]: ...
@@ -74,7 +75,7 @@ def run_adapted_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapte
         attn = unpartition(attn, layer.window_size, padding, (rows, cols))
     if adapter is not None:
         batch, rows, cols, dim = normed.shape
-        delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim))
+        delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim), layer.window_size)
         if delta is not None:
             attn = attn + delta.view(batch, rows, cols, dim)
     hidden = residual + attn

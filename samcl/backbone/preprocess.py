@@ -56,6 +56,20 @@ class ResizeGeometry:
         return F.interpolate(upsampled, self.original, mode="bilinear", align_corners=False)
 
 
+@dataclass(frozen=True)
+class StretchGeometry(ResizeGeometry):
+    """The whole image stretched to the square input (no aspect ratio, no padding): SAM 2's input frame, and the
+    frame of the authors' code (for modules imported from it, `samcl.reference`)."""
+
+    @classmethod
+    def for_image(cls, height: int, width: int, input_size: int) -> "StretchGeometry":
+        return cls((height, width), (input_size, input_size), input_size)
+
+    def logits_to_original(self, logits: torch.Tensor) -> torch.Tensor:
+        """B x M x h x w low-res logits -> B x M x H x W at the original size (as Meta's SAM2Transforms)."""
+        return F.interpolate(logits, self.original, mode="bilinear", align_corners=False)
+
+
 def resize_longest(image: np.ndarray, geometry: ResizeGeometry) -> np.ndarray:
     """H x W x C uint8 -> resized uint8 (bilinear, like Meta's ResizeLongestSide)."""
     if image.shape[:2] == geometry.resized:

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
-from .preprocess import ResizeGeometry, normalize_and_pad, resize_longest, to_rgb_array
+from .preprocess import ResizeGeometry, StretchGeometry, normalize_and_pad, resize_longest, to_rgb_array
 
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -86,10 +86,13 @@ class SamBackbone(FrozenBackbone):
                               neck_channels=self.neck_channels, qkv_lora=True)
 
     # ----------------------------------------------------------------- preprocessing
-    def preprocess(self, image) -> tuple[torch.Tensor, ResizeGeometry]:
-        """PIL image or array -> (3 x S x S normalized, padded tensor; geometry for coordinates and masks)."""
+    def preprocess(self, image, stretch: bool = False) -> tuple[torch.Tensor, ResizeGeometry]:
+        """PIL image or array -> (3 x S x S normalized, padded tensor; geometry for coordinates and masks).
+        stretch: the whole image resized to S x S without keeping its aspect ratio (bilinear, no padding), as the
+        authors' code feeds SAM (for modules imported from it); default: SAM's longest side + padding."""
         rgb = to_rgb_array(image)
-        geometry = ResizeGeometry.for_image(rgb.shape[0], rgb.shape[1], self.image_size)
+        kind = StretchGeometry if stretch else ResizeGeometry
+        geometry = kind.for_image(rgb.shape[0], rgb.shape[1], self.image_size)
         return normalize_and_pad(resize_longest(rgb, geometry), geometry, PIXEL_MEAN, PIXEL_STD), geometry
 
     # ----------------------------------------------------------------- split execution

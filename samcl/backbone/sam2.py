@@ -38,7 +38,6 @@ resize (`StretchGeometry`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -49,7 +48,7 @@ from transformers import Sam2Config, Sam2Model
 from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
-from .preprocess import ResizeGeometry, to_rgb_array
+from .preprocess import StretchGeometry, to_rgb_array
 
 #: SAM 2's pixel statistics (RGB in [0, 1]): ImageNet's, as Meta's SAM2Transforms.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -76,19 +75,6 @@ class Sam2Embeddings(NamedTuple):
 
     image: torch.Tensor
     high_res: tuple[torch.Tensor, ...]
-
-
-@dataclass(frozen=True)
-class StretchGeometry(ResizeGeometry):
-    """SAM 2's input frame: the whole image stretched to the square input (no aspect ratio, no padding)."""
-
-    @classmethod
-    def for_image(cls, height: int, width: int, input_size: int) -> "StretchGeometry":
-        return cls((height, width), (input_size, input_size), input_size)
-
-    def logits_to_original(self, logits: torch.Tensor) -> torch.Tensor:
-        """B x M x h x w low-res logits -> B x M x H x W at the original size (as Meta's SAM2Transforms)."""
-        return F.interpolate(logits, self.original, mode="bilinear", align_corners=False)
 
 
 class Sam2Backbone(FrozenBackbone):
@@ -161,8 +147,9 @@ class Sam2Backbone(FrozenBackbone):
         return self.image_size / self.grid[1]
 
     # ----------------------------------------------------------------- preprocessing
-    def preprocess(self, image) -> tuple[torch.Tensor, StretchGeometry]:
-        """PIL image or array -> (3 x S x S normalized tensor; geometry for coordinates and masks)."""
+    def preprocess(self, image, stretch: bool = True) -> tuple[torch.Tensor, StretchGeometry]:
+        """PIL image or array -> (3 x S x S normalized tensor; geometry for coordinates and masks). SAM 2 always
+        stretches the image to the square input (`stretch` is SAM's choice, accepted for the same interface)."""
         rgb = to_rgb_array(image)
         geometry = StretchGeometry.for_image(rgb.shape[0], rgb.shape[1], self.image_size)
         tensor = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1) / 255.0

@@ -143,7 +143,10 @@ def cmd_info(args) -> int:
     print(f"store {args.store}  (format v{manifest['format_version']}, {manifest.get('dtype')})")
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
-    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings\n")
+    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings")
+    if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
+        print("imported from the authors' files: their forward (stretched input, their heat); learn refuses it")
+    print()
     rows = [[i, d["name"], d["kind"], f"{d['parameters']:,}", f"{d['bytes']:,}"] for i, d in enumerate(domains)]
     print(table(rows, ["#", "domain", "kind", "params", "bytes"]))
     s = info["storage"]
@@ -254,5 +257,21 @@ def cmd_benchmark(args) -> int:
     return main_benchmark(args)
 
 
-COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
+def cmd_import_reference(args) -> int:
+    from ..reference import import_reference
+
+    report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    rows = [[name, "module" if name in report["modules"] else "base",
+             report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
+             if name in report["modules"] else "-"] for name in report["domains"]]
+    print(table(rows, ["domain", "kind", "tensors", "values"]))
+    print(f"\nimported into {args.out}: adapted blocks {report['adapted_blocks']}, selector block "
+          f"{report['selector']['block']}, heat mode 'reference' (the authors' forward); learn refuses this store")
+    return 0
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "import-reference": cmd_import_reference, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval}

@@ -43,6 +43,14 @@ examples:
   samcl eval my-set --data polyps=data/kvasir --data shadows=data/istd
   samcl eval my-set --data polyps=data/kvasir/test --json
   samcl eval my-set --data general=data/coco          # the domain learned with --as-base, by its name""",
+    "import-reference": """\
+examples:
+  samcl import-reference SAMCL/checkpoint/SAM1 ref-vitb --base sam_vit_b_01ec64.pth
+  samcl import-reference SAMCL/checkpoint/SAM2 ref-hiera-t --base sam2.1_hiera_tiny.pt \\
+      --selector SAMCL/checkpoint/SAM2/Module_Selector.pth --json
+  samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
+The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
+authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",
     "demo": """\
 examples:
   samcl demo --quick                     # under 2 minutes on 2 CPU cores
@@ -98,13 +106,14 @@ def build_parser(command: str | None = ALL) -> Parser:
                         help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
-              "benchmark": _benchmark}
+              "benchmark": _benchmark, "import-reference": _import_reference}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
              "eval": "evaluate a store on test folders",
              "demo": "SAMCL end to end on the shipped tiny SAM and synthetic domains (CPU)",
-             "benchmark": "the continual protocol for SAMCL and the baselines, several seeds: tables and plots"}
+             "benchmark": "the continual protocol for SAMCL and the baselines, several seeds: tables and plots",
+             "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
         if command in (ALL, name):
@@ -211,6 +220,23 @@ def _eval(p) -> None:
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _import_reference(p) -> None:
+    from ..reference.importer import REFERENCE_CLASSES, SELECTOR_FILE
+
+    p.add_argument("directory", type=Path, help="folder of the authors' module files (<domain>.pth)")
+    p.add_argument("out", type=Path, help="new store folder")
+    p.add_argument("--base", required=True,
+                   help="the base the modules were trained on: SAM ViT-B for SAM1 files, SAM 2 Hiera-T for SAM2 "
+                        "files (Meta's .pth / .pt, or an HF directory)")
+    p.add_argument("--selector", type=Path, default=None,
+                   help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
+    p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
+                   default=",".join(REFERENCE_CLASSES), metavar="A,B,...",
+                   help="the selector's classes in its output order; the one without a module file is the base "
+                        "class (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _demo(p) -> None:

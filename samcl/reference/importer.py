@@ -1,0 +1,227 @@
+"""The authors' released modules as a samcl store: `samcl import-reference DIR OUT --base CHECKPOINT`.
+
+    report = import_reference("checkpoint/SAM1", "ref-store", "sam_vit_b_01ec64.pth")
+
+Their module file (one per domain, `<domain>.pth`) is a pickled dict of `nn.Module`s; the mapping onto an
+AugModule is one to one (`module_tensors`): `A` -> a, `B_i` -> b[i], `norm1_i` -> ln1[i], `norm2_i` -> ln2[i],
+`extra.layer` -> heat, `extra.norm` -> heat_ln, `extra.upward` -> neck_in, `extra.upward_` -> neck_out, and
+`lora_layer` names the adapted blocks. `Module_Selector.pth` is a state dict of their selector (`layer1`, `norm1`,
+..., `layer4`), which is samcl's `SelectorNet` layer for layer (`SELECTOR_LAYERS`); its classes are
+`REFERENCE_CLASSES` in order, the one without a module file being the base class (SAM with no module).
+
+Imported modules keep the authors' forward (`heat_mode="reference"`: stretched input, their heat and its
+placement), recorded in the manifest. Their sets carry no embedding buffer, so the store has an empty one and
+`learn` refuses to add domains to it (the selector could only be retrained on buffered embeddings)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..augmodule import AugModule, config_for, parameter_shapes
+from ..io import SamclError
+from ..moduleset import BASE_CLASS, DomainEntry, ModuleSet
+from ..selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+from .unpickle import Record, ReferenceFileError, load_reference_file
+
+#: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
+REFERENCE_CLASSES = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
+SELECTOR_FILE = "Module_Selector.pth"
+#: Their selector's layers -> samcl's `SelectorNet` (features: Linear, BN, Linear, BN, ReLU, Linear, BN, ReLU).
+SELECTOR_LAYERS = {"layer1": "features.0", "norm1": "features.1", "layer2": "features.2", "norm2": "features.3",
+                   "layer3": "features.5", "norm3": "features.6", "layer4": "head"}
+LINEAR = "torch.nn.modules.linear.Linear"
+LAYER_NORM = "torch.nn.modules.normalization.LayerNorm"
+EXTRA_CLASSES = ("module.SAMCL.Extra", "module.SAMCL_2.Extra")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a domain name, as `samcl learn` accepts
+
+
+def _layer(record, kind: str, what: str, path: Path) -> list[torch.Tensor]:
+    """[weight, bias] of a recorded Linear / LayerNorm, as float32."""
+    if not isinstance(record, Record) or record.cls_name != kind:
+        found = record.cls_name if isinstance(record, Record) else type(record).__name__
+        raise ReferenceFileError(f"{path}: {what} is a {found}, expected a {kind.rpartition('.')[2]}")
+    params = record.parameters
+    if kind == LAYER_NORM and float(record.state.get("eps", 1e-5)) != 1e-5:
+        raise ReferenceFileError(f"{path}: {what} has eps {record.state['eps']}, samcl's LayerNorms use 1e-5")
+    if not all(isinstance(params.get(k), torch.Tensor) for k in ("weight", "bias")):
+        raise ReferenceFileError(f"{path}: {what} lacks its weight or bias")
+    return [params["weight"].float(), params["bias"].float()]
+
+
+def module_tensors(obj, path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, ...], dict]:
+    """A module file's object -> (AugModule tensors by samcl name, adapted blocks, facts for the manifest)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("lora_layer"), (list, tuple)):
+        raise ReferenceFileError(f"{path}: not one of the authors' module files (no dict with 'lora_layer')")
+    blocks = tuple(obj["lora_layer"])
+    if not blocks or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+        raise ReferenceFileError(f"{path}: lora_layer {list(blocks)} is not a list of block numbers")
+    extra = obj.get("extra")
+    if not isinstance(extra, Record) or extra.cls_name not in EXTRA_CLASSES:
+        raise ReferenceFileError(f"{path}: 'extra' is not {' or '.join(EXTRA_CLASSES)}")
+    per_block = [f"{kind}_{i:03d}" for i in range(len(blocks)) for kind in ("B", "norm1", "norm2")]
+    unknown = sorted(set(obj) - {"lora_layer", "extra", "A", *per_block})
+    if unknown:
+        raise ReferenceFileError(f"{path}: unexpected entries {unknown} (lora_layer lists {len(blocks)} blocks)")
+    a = _layer(obj.get("A"), LINEAR, "A", path)
+    stacked = {kind: [_layer(obj.get(f"{kind}_{i:03d}"), LINEAR if kind == "B" else LAYER_NORM,
+                             f"{kind}_{i:03d}", path) for i in range(len(blocks))] for kind in ("B", "norm1", "norm2")}
+    parts = extra.modules
+    tensors = {"a.weight": a[0], "a.bias": a[1]}
+    for kind, name in (("B", "b"), ("norm1", "ln1"), ("norm2", "ln2")):
+        tensors[f"{name}.weight"] = torch.stack([wb[0] for wb in stacked[kind]])
+        tensors[f"{name}.bias"] = torch.stack([wb[1] for wb in stacked[kind]])
+    sources = {"heat": ("layer", LINEAR), "heat_ln": ("norm", LAYER_NORM)}
+    if "upward" in parts or "upward_" in parts:
+        sources.update(neck_in=("upward", LINEAR), neck_out=("upward_", LINEAR))
+    for name, (part, kind) in sources.items():
+        tensors[f"{name}.weight"], tensors[f"{name}.bias"] = _layer(parts.get(part), kind, f"extra.{part}", path)
+    facts = {"imported_from": path.name, "reference_class": extra.cls_name, "cnt": extra.state.get("cnt"),
+             "tensors": 2 * (1 + 3 * len(blocks) + len(sources))}
+    if not isinstance(facts["cnt"], (int, float, type(None))):
+        facts["cnt"] = None
+    return tensors, blocks, facts
+
+
+def read_module(path: Path, site) -> tuple[AugModule, dict]:
+    """One of their module files as an AugModule for `site` (the base's adaptation site), sizes checked."""
+    tensors, blocks, facts = module_tensors(load_reference_file(path), path)
+    rank, dim = tensors["a.weight"].shape
+    if dim != site.dim:
+        raise SamclError(f"{path}: its modules are {dim} wide (A is {rank}x{dim}), the base's blocks are {site.dim} "
+                         "wide: SAM1 files need a SAM ViT-B base, SAM2 files a SAM 2 Hiera-T base")
+    if "neck_in.weight" in tensors and not site.neck_channels:
+        raise SamclError(f"{path}: its module injects heat at the neck (upward, upward_), which this base has "
+                         "not (SAM 2): SAM1 files need a SAM ViT-B base")
+    try:
+        config = config_for(site, rank=rank, adapted_blocks=blocks, heat_mode="reference")
+    except ValueError as exc:
+        raise SamclError(f"{path}: lora_layer {list(blocks)} does not fit the base ({exc})") from None
+    if "neck_in.weight" not in tensors:
+        config = replace(config, neck_channels=0)
+    expected = parameter_shapes(config)
+    for name, shape in expected.items():
+        if name not in tensors or tuple(tensors[name].shape) != shape:
+            got = tuple(tensors[name].shape) if name in tensors else "nothing"
+            raise SamclError(f"{path}: {name} is {got}, the base's site needs {shape}")
+    facts["values"] = sum(t.numel() for t in tensors.values())
+    facts["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return AugModule.from_tensors(config, {k: tensors[k].contiguous() for k in expected}), facts
+
+
+def selector_state(obj, path: Path) -> dict[str, torch.Tensor]:
+    """Their selector's state dict (or pickled module) -> `SelectorNet` state dict names."""
+    if isinstance(obj, Record):  # a pickled module rather than its state dict: flatten it
+        flat: dict = {}
+
+        def walk(record: Record, prefix: str) -> None:
+            for key in ("_parameters", "_buffers"):
+                flat.update({f"{prefix}{k}": v for k, v in (record.state.get(key) or {}).items() if v is not None})
+            for name, child in record.modules.items():
+                if isinstance(child, Record):
+                    walk(child, f"{prefix}{name}.")
+
+        walk(obj, "")
+        obj = flat
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ReferenceFileError(f"{path}: not a selector state dict (layer1 ... layer4)")
+    state = {}
+    for key, value in obj.items():
+        layer, _, field = key.partition(".")
+        if layer not in SELECTOR_LAYERS:
+            raise ReferenceFileError(f"{path}: unexpected selector entry {key!r} (expected {', '.join(SELECTOR_LAYERS)})")
+        state[f"{SELECTOR_LAYERS[layer]}.{field}"] = value.float() if value.is_floating_point() else value.long()
+    return state
+
+
+def read_selector(path: Path, dim: int, classes: int) -> SelectorNet:
+    net = SelectorNet(dim, classes)
+    state = selector_state(load_reference_file(path), path)
+    head = state.get("head.weight")
+    if head is not None and head.dim() == 2 and head.shape[0] != classes:
+        raise SamclError(f"{path}: the selector has {head.shape[0]} classes, but {classes} were named "
+                         f"(--classes)")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SamclError(f"{path}: does not fit a selector on {dim}-wide embeddings of this base "
+                         f"({' '.join(str(exc).split())[:240]})") from None
+    return net.eval()
+
+
+def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> dict[str, Path | None]:
+    """Class name -> its module file in `directory` (`<name>.pth`, case-insensitive) or None (the base class)."""
+    if not directory.is_dir():
+        raise SamclError(f"{directory}: not a folder (give the folder of the authors' .pth module files)")
+    found = {p.stem.lower(): p for p in sorted(directory.glob("*.pth")) if p.resolve() != selector.resolve()}
+    files = {name: found.pop(name.lower(), None) for name in classes}
+    if found:
+        raise SamclError(f"{directory / next(iter(found.values())).name}: not one of the selector's classes "
+                         f"({', '.join(classes)}); name the classes with --classes")
+    bases = [name for name, path in files.items() if path is None]
+    if len(bases) > 1:
+        raise SamclError(f"{directory}: no module file for {', '.join(bases)}; only one class (SAM without a "
+                         "module, their COCO) may have none")
+    if len(bases) == len(classes):
+        raise SamclError(f"{directory}: holds no module file of the classes {', '.join(classes)}")
+    return files
+
+
+def import_reference(directory, out, base, selector=None, classes: tuple[str, ...] = REFERENCE_CLASSES) -> dict:
+    """Write a samcl store at `out` from the authors' module files in `directory`, their selector (default:
+    `directory`/Module_Selector.pth, else the folder above), on the base `base` (a spec for `load_backbone` or
+    a loaded backbone). Returns a report (domains, tensors, values, files)."""
+    from ..backbone import load_backbone
+    from ..backbone.base import FrozenBackbone
+    from ..store import ModuleStore
+
+    directory, out = Path(directory), Path(out)
+    for name in classes:
+        if not _NAME.fullmatch(name) or name == BASE_CLASS:
+            raise SamclError(f"class name {name!r}: use letters, digits, '_', '.', '-' (max 64), not {BASE_CLASS!r}")
+    if len(set(classes)) != len(classes):
+        raise SamclError(f"--classes names a class twice: {', '.join(classes)}")
+    if selector is None:
+        candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
+        selector = next((p for p in candidates if p.is_file()), candidates[0])
+    selector = Path(selector)
+    if not selector.is_file():
+        raise SamclError(f"{selector}: no such selector file (give it with --selector)")
+    files = module_files(directory, classes, selector)
+    store = ModuleStore(out)
+    if store.exists():
+        raise SamclError(f"{out}: a store already exists here; import into a new folder")
+    backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
+    site = backbone.site
+    block = backbone.default_selector_block
+    modules, facts = {}, {}
+    for name, path in files.items():
+        if path is not None:
+            modules[name], facts[name] = read_module(path, site)
+    configs = {m.config for m in modules.values()}
+    if len(configs) > 1:
+        raise SamclError(f"{directory}: the module files differ in rank or adapted blocks; a store holds one kind")
+    config = configs.pop()
+    if block >= min(config.adapted_blocks):
+        raise SamclError(f"{directory}: the modules adapt block {min(config.adapted_blocks)}, not after the "
+                         f"selector block {block} of this base")
+    net = read_selector(selector, site.dim, len(classes))
+    source = getattr(backbone, "source", None)
+    state = ModuleSet(backbone=backbone.identity(), selector_config=SelectorConfig(block=block), selector_block=block,
+                      aug_config=config, base_hint=(source or {}).get("base"), base_source=source)
+    for name in classes:
+        kind = "module" if name in modules else "base"
+        info = {**facts.get(name, {}), "selector": selector.name, "heat_mode": "reference"}
+        state.domains.append(DomainEntry(name=name, kind=kind, info=info))
+    state.modules, state.selector, state.buffer = modules, net, EmbeddingBuffer(site.dim)
+    with store.lock():
+        store.save(state)
+    return {"store": str(out), "domains": list(classes), "base_class": next((n for n in classes if n not in modules), None),
+            "modules": {n: {"file": str(files[n]), "tensors": f["tensors"], "values": f["values"]}
+                        for n, f in facts.items()},
+            "values_per_module": config.num_parameters, "adapted_blocks": list(config.adapted_blocks),
+            "selector": {"file": str(selector), "block": block, "classes": len(classes)}, "heat_mode": "reference"}
