@@ -37,7 +37,7 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     assert saved["config"]["code_sha256"] == bm.code_digest() and "warnings" not in saved
     assert list(saved["methods"]) == list(bm.METHODS)
     order, extra = saved["config"]["order"], saved["config"]["extra"]
-    assert len(order) == 5 and extra == ["general", "camouflage_sand"]
+    assert len(order) == 5 and extra == ["general", "camouflage_sand", "documents"]
     for name, data in saved["methods"].items():
         agg = data["aggregate"]
         assert set(data["seeds"]) == {"0"}
