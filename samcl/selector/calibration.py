@@ -58,16 +58,16 @@ class Calibration:
 
 
 def held_out_distances(selector, phi: torch.Tensor, stats) -> torch.Tensor:
-    """Distances of each of a new class's images (N x M features) to that class fitted without the image's fold."""
+    """Open-set distances (`open_distance`: under the class's own statistics) of each of a new class's images (N x M
+    features) to that class fitted without the image's fold."""
     count = len(phi)
     if count < 2:
         return torch.zeros(0, dtype=torch.float64)
     folds = min(FOLDS, count)
     index = torch.arange(count)
     out = torch.empty(count, dtype=torch.float64)
-    k = selector.classes  # the class being added comes after the others
     for fold in range(folds):
         held = index % folds == fold
         rest = type(stats).of(phi[~held], stats.scatter is not None)
-        out[held] = selector.distance_to(phi[held], k, rest)
+        out[held] = selector.open_distance(phi[held], rest)
     return out

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 #: Selector kinds: the paper's MLP on an embedding buffer, and the statistics selectors (`samcl.selector.stats`).
 KINDS = ("mlp", "ncm", "fecam", "ranpac")
-#: What a new store gets (chosen by `benchmarks/selectors.py`; see the README's selector section).
+#: What a new store gets (chosen by `benchmarks/selector_kinds.py`; see the README's selector section).
 DEFAULT_KIND = "fecam"
 #: Pooled features of the prefix: the grid mean (the paper's), or mean and spread (std) over the grid.
 FEATURES = ("mean", "mean_std")

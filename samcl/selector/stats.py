@@ -14,7 +14,7 @@ proj_dim x proj_dim whatever the backbone's width: 33 KB per class at proj_dim 1
 
 The open-set answer (`samcl.selector.calibration`): each class keeps the log-normal fit of its own held-out training
 images' distances; an image whose chosen class would see it farther than a share `frr` of that class's own images
-goes to base.
+goes to base. The open-set distance uses the class's own statistics alone (`open_distance`).
 """
 
 from __future__ import annotations
@@ -105,18 +105,28 @@ class StatsSelector(Selector):
         """B x M -> B x K distances to every class (lower is nearer)."""
         raise NotImplementedError
 
-    def distance_to(self, phi: torch.Tensor, k: int, stats: ClassStats) -> torch.Tensor:
-        """Distances of B x M to class `k` were its statistics `stats` (k == classes: a class being added)."""
-        raise NotImplementedError
+    def open_distance(self, phi: torch.Tensor, stats: ClassStats) -> torch.Tensor:
+        """The open-set distance of B x M to a class: under the class's own statistics alone (its covariance shrunk
+        toward the isotropic one of equal trace, `shrink` samples' worth), so a class's calibration depends on no
+        other class: it does not change with learning order or when another class is removed."""
+        diff = phi - stats.mean
+        if stats.scatter is None:
+            return (diff ** 2).sum(dim=1)
+        width = stats.scatter.shape[0]
+        trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
+        iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
+        covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
+        covariance = covariance * width / covariance.trace()
+        return torch.einsum("bm,mn,bn->b", diff, torch.linalg.inv(covariance), diff)
 
     def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
         if not self.stats:
             return [-1] * len(pooled), [0.0] * len(pooled)
-        d = self.distances(self.phi(pooled))
-        best = d.argmin(dim=1)
+        phi = self.phi(pooled)
+        best = self.distances(phi).argmin(dim=1)
         chosen, scores = [], []
         for j, k in enumerate(best.tolist()):
-            score = self.calibration[k].score(float(d[j, k]))
+            score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k])[0]))
             scores.append(score)
             chosen.append(-1 if fallback and self.config.frr > 0 and score < self.config.frr else k)
         return chosen, scores
@@ -205,17 +215,13 @@ class NcmSelector(StatsSelector):
         means = torch.stack([s.mean for s in self.stats])
         return torch.cdist(phi, means) ** 2
 
-    def distance_to(self, phi, k, stats):
-        return ((phi - stats.mean) ** 2).sum(dim=1)
-
 
 class FecamSelector(StatsSelector):
     kind = "fecam"
 
-    def _pooled(self, skip: int | None = None, extra: ClassStats | None = None) -> tuple[torch.Tensor, float]:
-        """Sum of scatters and of counts over the classes (class `skip` left out, `extra` added)."""
-        parts = [s for k, s in enumerate(self.stats) if k != skip] + ([extra] if extra is not None else [])
-        return sum(s.scatter for s in parts), sum(s.count for s in parts)
+    def _pooled(self) -> tuple[torch.Tensor, float]:
+        """Sum of scatters and of counts over the classes."""
+        return sum(s.scatter for s in self.stats), sum(s.count for s in self.stats)
 
     def _covariance(self, stats: ClassStats, pooled: torch.Tensor) -> torch.Tensor:
         blend = (stats.scatter + self.config.shrink * pooled) / (stats.count + self.config.shrink)
@@ -236,11 +242,6 @@ class FecamSelector(StatsSelector):
         diff = phi[:, None, :] - means[None]
         return torch.einsum("bkm,kmn,bkn->bk", diff, precisions, diff)
 
-    def distance_to(self, phi, k, stats):
-        scatter, count = self._pooled(skip=k, extra=stats)
-        precision = torch.linalg.inv(self._covariance(stats, scatter / max(count, 1.0)))
-        diff = phi - stats.mean
-        return torch.einsum("bm,mn,bn->b", diff, precision, diff)
 
 
 class RanpacSelector(StatsSelector):
@@ -263,10 +264,6 @@ class RanpacSelector(StatsSelector):
         if self._cache is None:
             self._cache = self._solve(self.stats, self.stats)
         return torch.exp(-(phi @ self._cache))  # positive, lower for a higher ridge output
-
-    def distance_to(self, phi, k, stats):
-        parts = [s for j, s in enumerate(self.stats) if j != k] + [stats]
-        return torch.exp(-(phi @ self._solve(parts, [stats]))[:, 0])
 
 
 STATS_KINDS = {"ncm": NcmSelector, "fecam": FecamSelector, "ranpac": RanpacSelector}
