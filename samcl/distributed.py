@@ -130,25 +130,24 @@ def send_result(ctx: DistContext, samcl, report: dict) -> None:
     state = samcl.module_set
     ctx.broadcast({
         "report": report, "generation": state.generation, "domains": [d.to_dict() for d in state.domains],
-        "selector": {k: v.detach().cpu() for k, v in state.selector.state_dict().items()},
-        "buffer": (state.buffer.embeddings.cpu(), state.buffer.labels.cpu()),
+        "selector": {k: v.detach().cpu() for k, v in state.selector.to_tensors().items()},
+        "dim": state.selector.dim,
+        "buffer": None if state.buffer is None else (state.buffer.embeddings.cpu(), state.buffer.labels.cpu()),
     })
 
 
 def receive_result(ctx: DistContext, samcl) -> dict:
     """Other ranks: take rank 0's selector, buffer and entries, so every rank holds the same module set."""
-    from .selector import EmbeddingBuffer, SelectorNet
     from .moduleset import DomainEntry
+    from .selector import EmbeddingBuffer, selector_from_tensors
 
     result = ctx.broadcast()
     state = samcl.module_set
     state.generation = result["generation"]
     state.domains = [DomainEntry(**entry) for entry in result["domains"]]
-    embeddings, labels = result["buffer"]
-    state.buffer = EmbeddingBuffer(embeddings.shape[1], embeddings, labels)
-    selector = SelectorNet(embeddings.shape[1], len(state.domains))
-    selector.load_state_dict(result["selector"])
-    state.selector = selector.to(samcl.device).eval()
+    buffer = None if result["buffer"] is None else EmbeddingBuffer(result["dim"], *result["buffer"])
+    state.selector = selector_from_tensors(state.selector_config, result["dim"], len(state.domains),
+                                           result["selector"], buffer).to(samcl.device)
     return result["report"]
 
 

@@ -1,7 +1,8 @@
 """The inference engine: the one data path from images and prompts to masks, for `SAMCL.segment`, the predictor,
 the baselines and the benchmark.
 
-    images -> prefix (blocks 0..s, cached)  -> pooled -> selector -> class k per image (or a forced one)
+    images -> prefix (blocks 0..s, cached)  -> pooled -> selector -> class k per image (or a forced one, or
+           base where no learned domain fits: the open-set fallback)
            -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class) -> decode per image
 
 A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.bank`), and
@@ -56,6 +57,7 @@ class Engine:
         self.reference = config is not None and config.heat_mode == "reference"
         self.cache = PrefixCache(backbone, module_set.selector_block, device, stretch=self.reference)
         self._bank: ModuleBank | None = None
+        self.fallback = True  # the open-set answer: an image no learned domain fits runs on the base
 
     @property
     def start_block(self) -> int:
@@ -85,14 +87,14 @@ class Engine:
         self._bank = None
 
     @torch.no_grad()
-    def select(self, pooled: torch.Tensor) -> list[int]:
-        """B x D pooled embeddings -> class index per image (-1: no class learned yet)."""
+    def select(self, pooled: torch.Tensor, fallback: bool | None = None) -> tuple[list[int], list[float | None]]:
+        """B x 2D pooled features -> class index per image (-1: base: nothing learned yet, or no learned domain
+        fits (the open-set fallback, unless `fallback` is False; None: the engine's `fallback`)) and the
+        selector's score."""
         classes = self.module_set
         if classes.selector is None or not classes.domains:
-            return [-1] * pooled.shape[0]
-        if len(classes.domains) == 1:
-            return [0] * pooled.shape[0]
-        return classes.selector(pooled.to(self.device).float()).argmax(dim=1).tolist()
+            return [-1] * pooled.shape[0], [None] * pooled.shape[0]
+        return classes.selector.choose(pooled, self.fallback if fallback is None else fallback)
 
     def resolve(self, domain: str | Sequence[str | None] | None, count: int) -> list[int | None]:
         """`segment`'s `domain` -> per image a forced class index, or None where the selector chooses."""
@@ -117,16 +119,18 @@ class Engine:
         prefixes = self.cache.lookup([Identity(image) for image in images], lambda key: (key.obj, None))
         return PrefixCache.stack(prefixes), [p.geometry for p in prefixes]
 
-    def choose(self, tokens, forced: list[int | None]) -> list[int]:
-        """Each image's class: the forced one, else the selector's choice from the pooled prefix."""
-        chosen = list(forced)
+    def choose(self, tokens, forced: list[int | None], fallback: bool | None = None
+               ) -> tuple[list[int], list[float | None]]:
+        """Each image's class: the forced one, else the selector's choice from the pooled prefix; and the
+        selector's score (None where forced)."""
+        chosen, scores = list(forced), [None] * len(forced)
         open_ = [j for j, k in enumerate(chosen) if k is None]
         if open_:
-            pooled = self.backbone.pool(tokens)
-            picks = self.select(pooled if len(open_) == len(chosen) else pooled[open_])
-            for j, pick in zip(open_, picks):
-                chosen[j] = pick
-        return chosen
+            pooled = self.backbone.pool_stats(tokens)
+            picks, picked = self.select(pooled if len(open_) == len(chosen) else pooled[open_], fallback)
+            for j, pick, score in zip(open_, picks, picked):
+                chosen[j], scores[j] = pick, score
+        return chosen, scores
 
     def heat(self, prompts: Sequence[InputPrompt]) -> torch.Tensor:
         """B x rows x cols heat of the batch's prompts (points padded with label -10, which paints nothing)."""
@@ -159,18 +163,22 @@ class Engine:
 
     @torch.no_grad()
     def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
-                domain: str | Sequence[str | None] | None = None, return_logits: bool = False) -> list[Prediction]:
+                domain: str | Sequence[str | None] | None = None, return_logits: bool = False,
+                fallback: bool | None = None) -> list[Prediction]:
         """See `SAMCL.segment`."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         forced = self.resolve(domain, len(images))
         tokens, geometries = self.prefix(images)
-        chosen = self.choose(tokens, forced)
+        chosen, scores = self.choose(tokens, forced, fallback)
         inputs = [InputPrompt.of(p, g, self.device) for p, g in zip(prompts, geometries)]
         embeddings = self.suffix(tokens, chosen, inputs)
-        return [self.decode(batch_ops.take(embeddings, slice(j, j + 1)), inputs[j], geometries[j],
-                            multimask_output, self.module_set.domain_name(chosen[j]), return_logits)
-                for j in range(len(images))]
+        results = [self.decode(batch_ops.take(embeddings, slice(j, j + 1)), inputs[j], geometries[j],
+                               multimask_output, self.module_set.domain_name(chosen[j]), return_logits)
+                   for j in range(len(images))]
+        for result, score in zip(results, scores):
+            result.selector_score = score
+        return results
 
     def evaluate(self, samples: Sequence, domain: str | None = None, batch_size: int = 8, progress: bool = False,
                  force: str | None = None) -> dict:

@@ -29,7 +29,7 @@ from .io import SamclError
 from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
-from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
+from .selector import SelectorConfig, make_selector
 from .sizes import storage
 from .store import ModuleStore
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
@@ -82,9 +82,10 @@ class SAMCL:
         return cls(backbone, module_set, module_store, device)
 
     @classmethod
-    def open(cls, store: str | Path, base=None, device=None) -> "SAMCL":
+    def open(cls, store: str | Path, base=None, device=None, fallback: bool = True) -> "SAMCL":
         """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
-        weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged."""
+        weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
+        `fallback`: images no learned domain fits run on the base (the statistics selectors' open-set answer)."""
         module_store = ModuleStore(store)
         manifest = module_store.read_manifest()
         if base is None:
@@ -102,7 +103,9 @@ class SAMCL:
                                        manifest=manifest)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
-        return cls(backbone, module_set, module_store, device)
+        samcl = cls(backbone, module_set, module_store, device)
+        samcl.engine.fallback = fallback
+        return samcl
 
     # ------------------------------------------------------------------ properties
     @property
@@ -191,9 +194,7 @@ class SAMCL:
         start = time.perf_counter()
         embeddings = self.embeddings_for(samples, config.seed, pooled, config.progress)
         self.module_set.domains.append(entry)
-        losses = self._add_class(embeddings, config.seed, config.progress)
-        if losses is not None:
-            report["selector_losses"] = losses
+        report.update(self._add_class(embeddings, config.seed, config.progress))
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
                       "buffer_samples": len(embeddings),
@@ -205,26 +206,21 @@ class SAMCL:
             distributed.send_result(ctx, self, report)
         return report
 
-    def _add_class(self, embeddings: torch.Tensor, seed: int, progress: bool) -> list[float] | None:
-        """The newest class's N_e embeddings into the buffer; the selector grows one output row and retrains on
-        the whole buffer (from two classes on). Returns the retrain's losses per epoch (None: no retrain)."""
+    def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
+        """The newest class into the selector (`mlp`: N_e embeddings into the buffer, one more output row, a retrain
+        on the whole buffer from two classes on; statistics kinds: the class's statistics in closed form)."""
         classes = self.module_set
-        label = len(classes.domains) - 1
-        if classes.buffer is None:
-            classes.buffer = EmbeddingBuffer(embeddings.shape[1])
-            classes.selector = SelectorNet(embeddings.shape[1], 1).to(self.device).eval()
-        classes.buffer.add(embeddings, label)
-        classes.selector.grow(label + 1, torch.Generator().manual_seed(seed + label))
-        classes.selector.to(self.device)
-        if label == 0:
-            return None
-        return train_selector(classes.selector, classes.buffer, classes.selector_config, seed=seed + label,
-                              progress=progress)
+        if classes.selector is None:
+            classes.selector = make_selector(classes.selector_config, pooled.shape[1] // 2).to(self.device)
+        return classes.selector.add_class(pooled, seed, progress)
 
     def embeddings_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
                        progress: bool = False, batch_size: int = 8) -> torch.Tensor:
-        """N_e pooled selector-block embeddings of a seeded subset of `samples` (reusing ones already computed)."""
-        count = min(self.module_set.selector_config.samples_per_domain, len(samples))
+        """N x 2D pooled selector-block features (`backbone.pool_stats`) of a seeded subset of `samples` (reusing
+        ones already computed): N_e for the `mlp` selector's buffer, every image for a statistics selector (its
+        state does not grow with them, and training pooled them all already)."""
+        config = self.module_set.selector_config
+        count = min(config.samples_per_domain if config.kind == "mlp" else len(samples), len(samples))
         chosen = sorted(np.random.default_rng(seed).choice(len(samples), size=count, replace=False).tolist())
         known = known or {}
         missing = [i for i in chosen if i not in known]
@@ -237,15 +233,17 @@ class SAMCL:
 
     # ------------------------------------------------------------------ inference (`samcl.engine`)
     def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
-                domain: str | Sequence[str | None] | None = None, return_logits: bool = False) -> list[Prediction]:
+                domain: str | Sequence[str | None] | None = None, return_logits: bool = False,
+                fallback: bool | None = None) -> list[Prediction]:
         """Segment a batch of images (mixed domains allowed: each image gets its own module in one encoder pass).
 
         images: arrays or PIL images of any sizes; prompts: one `Prompt` per image in original pixels.
         domain: None (the selector chooses), one name for every image, or one name (or None) per image.
         Each image's result equals segmenting it alone: the prefix runs once for the batch, the selector reads
         its pooled output, the suffix runs once with per-sample module rows, and decoding is per image.
+        fallback: False sends every image to its nearest learned domain, even one that fits none (None: as opened).
         """
-        return self.engine.segment(images, prompts, multimask_output, domain, return_logits)
+        return self.engine.segment(images, prompts, multimask_output, domain, return_logits, fallback)
 
     def evaluate(self, samples: Sequence[Sample], domain: str | None = None, batch_size: int = 8,
                  progress: bool = False, force: str | None = None) -> dict:

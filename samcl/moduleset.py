@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from .augmodule import AugModule, AugModuleConfig
 from .io import SamclError
-from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+from .selector import EmbeddingBuffer, Selector, SelectorConfig
 
 #: The name results give to SAM without a module (the learned base class, or no class at all).
 BASE_CLASS = "base"
@@ -48,13 +46,17 @@ class ModuleSet:
     selector_block: int
     domains: list[DomainEntry] = field(default_factory=list)
     modules: dict[str, AugModule] = field(default_factory=dict)
-    selector: SelectorNet | None = None
-    buffer: EmbeddingBuffer | None = None
+    selector: Selector | None = None
     aug_config: AugModuleConfig | None = None
     dtype: str = "float32"
     base_hint: str | None = None
     base_source: dict | None = None
     generation: int = 0
+
+    @property
+    def buffer(self) -> EmbeddingBuffer | None:
+        """The `mlp` selector's embedding buffer (the statistics selectors keep none)."""
+        return getattr(self.selector, "buffer", None)
 
     @property
     def names(self) -> list[str]:
@@ -84,23 +86,13 @@ class ModuleSet:
     def snapshot(self) -> dict:
         """What `restore` needs to undo everything a learn step may change (classes, modules, selector weights,
         buffer rows, generation)."""
-        selector = None if self.selector is None else {k: v.clone() for k, v in self.selector.state_dict().items()}
-        rows = None if self.buffer is None or not self.buffer.is_loaded else len(self.buffer)
         return {"domains": [DomainEntry(**e.to_dict()) for e in self.domains], "modules": dict(self.modules),
-                "generation": self.generation, "selector": selector, "buffer": self.buffer, "rows": rows}
+                "generation": self.generation, "selector": self.selector,
+                "selector_state": None if self.selector is None else self.selector.snapshot()}
 
     def restore(self, snap: dict) -> None:
         self.domains[:] = snap["domains"]
         self.modules, self.generation = snap["modules"], snap["generation"]
-        weights = snap["selector"]
-        if weights is None:
-            self.selector = None
-        else:
-            head = self.selector.head
-            classes = len(weights["head.weight"])
-            if head.out_features != classes:
-                self.selector.head = torch.nn.Linear(head.in_features, classes).to(head.weight.device)
-            self.selector.load_state_dict(weights)
-        self.buffer = snap["buffer"]
-        if self.buffer is not None and snap["rows"] is not None:
-            self.buffer.keep_first(snap["rows"])
+        self.selector = snap["selector"]
+        if self.selector is not None:
+            self.selector.restore(snap["selector_state"])

@@ -38,7 +38,7 @@ class SamclPredictor:
         """image: H x W x 3 uint8 RGB array or PIL image. `domain` forces a module instead of selecting."""
         engine = self.engine
         self._tokens, (self._geometry,) = engine.prefix([image])
-        self._choice = engine.choose(self._tokens, engine.resolve(domain, 1))[0]
+        self._choice = engine.choose(self._tokens, engine.resolve(domain, 1))[0][0]
         self._base_embedding = None
 
     @property

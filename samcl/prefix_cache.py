@@ -43,7 +43,7 @@ class Identity:
 @dataclass
 class Prefix:
     """One image's prefix: tokens (the backbone's structure, no batch dimension), its resize geometry, its
-    pooled selector embedding (D, on the CPU), and its mask in the model-input frame (bool) when one was given."""
+    pooled selector features (2D: grid mean, then grid std, on the CPU), and its mask in the model-input frame (bool) when one was given."""
 
     tokens: Any
     geometry: Any
@@ -85,7 +85,7 @@ class PrefixCache:
         tensors, geometries = zip(*(self.backbone.preprocess(image, stretch=self.stretch)
                                            for image, _ in items))
         tokens = self.backbone.prefix(torch.stack(tensors).to(self.device), self.stop_block)
-        pooled = self.backbone.pool(tokens).cpu()
+        pooled = self.backbone.pool_stats(tokens).cpu()
         out = []
         for k, ((_, mask), geometry) in enumerate(zip(items, geometries)):
             frame = None if mask is None else (mask_to_input(mask, geometry) > 0.5).to(self.device)  # 1 byte a pixel

@@ -159,6 +159,10 @@ class ProtocolResult:
         out = {metric: continual_metrics(self.matrix(metric)) for metric in METRICS}
         final = self.rows[-1]
         out["final"] = {name: {k: v for k, v in final[name].items() if k != "chosen"} for name in self.order + self.extra}
+        for name in self.order + self.extra:  # the share of images that ran on the base (open set, base class)
+            chosen = final[name].get("chosen")
+            if chosen and "selector_accuracy" in final[name] or chosen and name in self.extra:
+                out["final"][name]["to_base"] = chosen.get(BASE_CLASS, 0) / max(sum(chosen.values()), 1)
         out["zero_shot"] = {name: self.rows[0][name]["iou"] for name in self.order + self.extra}
         accuracies = [final[n]["selector_accuracy"] for n in self.order if "selector_accuracy" in final[n]]
         if accuracies:

@@ -2,8 +2,9 @@
 
     STORE/manifest.json                          format version, base identity, domains in learning order
     STORE/modules/<k>-<name>.g<gen>.safetensors  one AugModule per domain (config in the header metadata too)
-    STORE/selector.g<gen>.safetensors            selector weights
-    STORE/buffer.g<gen>.safetensors              selector embedding buffer
+    STORE/selector.g<gen>.safetensors            selector state: the MLP's weights, or a statistics selector's
+                                                 per-class statistics (its kind in the manifest; none = mlp)
+    STORE/buffer.g<gen>.safetensors              the mlp selector's embedding buffer
     STORE/.lock                                  the writer lock
 
 Every file is written atomically (temporary file, fsync, rename) under a fresh name, and the manifest is
@@ -34,7 +35,7 @@ from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
 from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_checked, read_manifest,
                        read_verified_bytes, sha256_bytes)
 from .moduleset import DomainEntry, ModuleSet
-from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+from .selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
 from .sizes import tensor_bytes
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -165,7 +166,7 @@ class ModuleStore:
                 check_identity(self.path, manifest["backbone"], identity)
             state = ModuleSet(
                 backbone=manifest["backbone"],
-                selector_config=SelectorConfig(**manifest["selector"]["config"]),
+                selector_config=SelectorConfig.from_manifest(manifest["selector"]["config"]),
                 selector_block=int(manifest["selector"]["block"]),
                 dtype=manifest.get("dtype", "float32"),
                 base_hint=manifest.get("base_hint"),
@@ -188,17 +189,17 @@ class ModuleStore:
                 state.modules[entry.name] = module.requires_grad_(False)
         if selector.get("file"):
             tensors = self._read_verified(selector["file"], selector.get("sha256"))
+            config, dim = state.selector_config, int(selector["dim"])
+            loaded = None
+            if config.kind == "mlp":
+                read = lambda: self._read_buffer(buffer, dim)  # noqa: E731
+                loaded = (EmbeddingBuffer.deferred(dim, buffer["count"], read)
+                          if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(dim, *read()))
             try:
-                net = SelectorNet(int(selector["dim"]), len(state.domains))
-                net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                state.selector = selector_from_tensors(config, dim, len(state.domains), tensors, loaded)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
                 raise SamclError(f"{self.path / selector['file']}: selector does not match the manifest "
                                  f"({' '.join(str(exc).split())[:200]})") from None
-            state.selector = net.eval()
-            dim = int(selector["dim"])
-            read = lambda: self._read_buffer(buffer, dim)  # noqa: E731
-            state.buffer = (EmbeddingBuffer.deferred(dim, buffer["count"], read)
-                            if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(dim, *read()))
         return state
 
     def _read_buffer(self, buffer: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,15 +251,19 @@ class ModuleStore:
             entry.config = module.config.to_dict()
             entry.parameters = module.config.num_parameters
             fault_point(f"save: wrote {entry.file}")
-        selector = {"config": state.selector_config.to_dict(), "block": state.selector_block}
+        selector = {"kind": state.selector_config.kind, "config": state.selector_config.to_dict(),
+                    "block": state.selector_block}
         buffer = {}
         if state.selector is not None:
-            sel_tensors = {k: (v.to(dtype) if v.is_floating_point() else v)
-                           for k, v in state.selector.state_dict().items()}
+            # the MLP's weights in the storage dtype (as always); statistics stay exact (float32, counts float64)
+            cast = dtype if state.selector_config.kind == "mlp" else None
+            sel_tensors = {k: (v.to(cast) if cast is not None and v.is_floating_point() else v)
+                           for k, v in state.selector.to_tensors().items()}
             selector["file"] = f"selector.g{gen}.safetensors"
             sha, size = write_tensors(self.path / selector["file"], sel_tensors)
-            selector.update(sha256=sha, bytes=size, dim=state.buffer.dim, classes=state.names)
+            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)
             fault_point(f"save: wrote {selector['file']}")
+        if state.buffer is not None:
             buf_tensors = {"embeddings": state.buffer.embeddings.to(dtype), "labels": state.buffer.labels}
             buffer = {"file": f"buffer.g{gen}.safetensors"}
             sha, size = write_tensors(self.path / buffer["file"], buf_tensors)

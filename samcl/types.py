@@ -32,13 +32,15 @@ class Prediction:
     """One image's result. masks: M x H x W bool at the original size; scores: M predicted IoU;
     domain: the module that ran ("base" = SAM without a module); low_res: M x h x w logits (a tensor on the
     model's device, copied to the host only when `low_res_logits` is read); logits: M x H x W at the original
-    size when asked for."""
+    size when asked for; selector_score: how sure the selector was (statistics selectors: the calibrated share
+    of that domain's own images farther away; below the store's target false-reject rate the image ran on base)."""
 
     masks: np.ndarray
     scores: np.ndarray
     domain: str
     low_res: torch.Tensor
     logits: np.ndarray | None = None
+    selector_score: float | None = None  # the selector's score for `domain` (None: the domain was forced)
 
     @property
     def low_res_logits(self) -> np.ndarray:

@@ -26,6 +26,7 @@ CONVENTIONS = {
     "skin_lesions": "core + halo",
     "cells": "ALL nuclei, no cytoplasm",
     "camouflage_sand": "unseen: the whole animal",
+    "documents": "unseen, unlike all: the whole stamp",
 }
 
 

@@ -104,7 +104,7 @@ def test_qkv_lora_matches_peft(tiny_backbone):
 
 
 def _strategies(backbone, domains):
-    selector = SelectorConfig(samples_per_domain=4)
+    selector = SelectorConfig(kind="mlp", samples_per_domain=4)
     return {
         "zero-shot": lambda: b.ZeroShotStrategy(backbone),
         "sequential": lambda: b.SequentialStrategy(backbone, TRAIN),

@@ -37,7 +37,7 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     assert saved["config"]["code_sha256"] == bm.code_digest() and "warnings" not in saved
     assert list(saved["methods"]) == list(bm.METHODS)
     order, extra = saved["config"]["order"], saved["config"]["extra"]
-    assert len(order) == 5 and extra == ["general", "camouflage_sand"]
+    assert len(order) == 5 and extra == ["general", "camouflage_sand", "documents"]
     for name, data in saved["methods"].items():
         agg = data["aggregate"]
         assert set(data["seeds"]) == {"0"}
@@ -50,8 +50,8 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     assert samcl["aggregate"]["selector_accuracy"]["mean"] is not None
     assert saved["methods"]["samcl-oracle"]["aggregate"]["continual"]["iou"]["FM_best"]["mean"] == pytest.approx(0.0)
     assert saved["methods"]["zero-shot"]["aggregate"]["storage"]["total"]["mean"] == 0
-    # replay-matched: one module + a memory within SAMCL's total bytes (the estimate is SAMCL's exact count)
-    samcl_storage = samcl["seeds"]["0"]["storage"]
+    # replay-matched: one module + a memory within SAMCL's (paper selector's) total bytes (its exact count)
+    samcl_storage = saved["methods"]["samcl-mlp"]["seeds"]["0"]["storage"]
     module = samcl_storage["module_total"] // len(order)
     assert saved["config"]["replay_bytes"]["replay-matched"] == samcl_storage["total"] - module
     matched = saved["methods"]["replay-matched"]["seeds"]["0"]["storage"]

@@ -49,7 +49,7 @@ kill_learn = _harness()
 def small_store(tmp_path, tiny_backbone):
     """A store with one learned domain (red)."""
     path = tmp_path / "store"
-    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(samples_per_domain=6, epochs=2))
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=2))
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
     return path
 

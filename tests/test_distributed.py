@@ -48,7 +48,7 @@ def state_hash(samcl: SAMCL) -> str:
     """Everything a rank holds after learning: modules, selector, buffer, domain entries."""
     state = samcl.module_set
     tensors = {f"module.{name}.{k}": v for name, m in state.modules.items() for k, v in m.state_tensors().items()}
-    tensors.update({f"selector.{k}": v for k, v in state.selector.state_dict().items() if v.is_floating_point()})
+    tensors.update({f"selector.{k}": v for k, v in state.selector.to_tensors().items() if v.is_floating_point()})
     tensors["buffer"] = state.buffer.embeddings
     return distributed.tensors_sha256(tensors) + json.dumps([d.to_dict() for d in state.domains], sort_keys=True)
 

@@ -53,7 +53,7 @@ def served(tmp_path_factory, scaled_backbone):
     root = tmp_path_factory.mktemp("inference")
     scaled_backbone.model.save_pretrained(root / "tiny-sam")
     backbone = SamBackbone.from_pretrained(root / "tiny-sam")
-    samcl = SAMCL.create(backbone, root / "set", selector=SelectorConfig(samples_per_domain=6, epochs=300),
+    samcl = SAMCL.create(backbone, root / "set", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=300),
                          base_hint=str(root / "tiny-sam"))
     samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, base=True)
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
@@ -170,7 +170,7 @@ def test_a_replaced_module_is_picked_up(served):
 
 
 def test_a_learned_domain_is_resident_and_earlier_ones_unchanged(scaled_backbone):
-    samcl = SAMCL.create(scaled_backbone, None, selector=SelectorConfig(samples_per_domain=6, epochs=3))
+    samcl = SAMCL.create(scaled_backbone, None, selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=3))
     images, prompts = mixed_inputs()
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     with torch.no_grad():
@@ -266,7 +266,7 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
     learned, files = {}, {}
     for dtype in ("float32", "float16"):
         samcl = SAMCL.create(scaled_backbone, tmp_path / dtype, dtype=dtype,
-                             selector=SelectorConfig(samples_per_domain=6, epochs=3))
+                             selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=3))
         samcl.learn("red", toy_samples(6, RED, 0), FAST)
         learned[dtype] = samcl
         manifest = json.loads((tmp_path / dtype / "manifest.json").read_text())

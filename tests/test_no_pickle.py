@@ -131,7 +131,7 @@ def test_opening_a_store_and_an_hf_base_never_unpickles(tmp_path, monkeypatch):
     base = tmp_path / "base"
     SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(base)
     store = tmp_path / "store"
-    samcl = SAMCL.create(SamBackbone.from_pretrained(base), store, selector=SelectorConfig(samples_per_domain=4,
+    samcl = SAMCL.create(SamBackbone.from_pretrained(base), store, selector=SelectorConfig(kind="mlp", samples_per_domain=4,
                                                                                              epochs=1))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, progress=False))
 
@@ -156,7 +156,7 @@ def test_a_pickle_in_the_store_is_never_loaded(tmp_path, tiny_backbone, payload)
     from samcl.store import sha256_bytes
 
     store = tmp_path / "store"
-    samcl = SAMCL.create(tiny_backbone, store, selector=SelectorConfig(samples_per_domain=4, epochs=1))
+    samcl = SAMCL.create(tiny_backbone, store, selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=1))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, progress=False))
     manifest = json.loads((store / "manifest.json").read_text())
     entry = manifest["domains"][0] if payload == "module file" else manifest["selector"]

@@ -24,7 +24,7 @@ FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 def saved(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("open-once")
     tiny_backbone.model.save_pretrained(root / "base")
-    samcl = SAMCL.create(load_backbone(root / "base"), root / "set", selector=SelectorConfig(samples_per_domain=4,
+    samcl = SAMCL.create(load_backbone(root / "base"), root / "set", selector=SelectorConfig(kind="mlp", samples_per_domain=4,
                                                                                             epochs=300))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), FAST)
     samcl.learn("blue", toy_samples(4, (30, 30, 200), 1), FAST)

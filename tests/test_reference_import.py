@@ -146,7 +146,7 @@ def test_store_holds_exactly_the_files_tensors(imported):
     mapping = {"layer1": "features.0", "norm1": "features.1", "layer2": "features.2", "norm2": "features.3",
                "layer3": "features.5", "norm3": "features.6", "layer4": "head"}
     expected = selector_state(TINY_DIM, 6)
-    state = samcl.module_set.selector.state_dict()
+    state = samcl.module_set.selector.net.state_dict()
     assert len(state) == len(expected)
     for key, value in expected.items():
         layer, _, field = key.partition(".")

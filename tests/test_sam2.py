@@ -189,7 +189,7 @@ def test_preprocessing_stretches_to_the_square_input_like_sam2(backbone):
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory, backbone):
     path = tmp_path_factory.mktemp("sam2-store") / "set"
-    samcl = SAMCL.create(backbone, path, selector=SelectorConfig(samples_per_domain=6, epochs=3))
+    samcl = SAMCL.create(backbone, path, selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=3))
     reports = [samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST),
                samcl.learn("blue", toy_samples(6, (30, 30, 200), 1), FAST)]
     return path, samcl, reports
@@ -204,8 +204,8 @@ def test_learn_and_store_round_trip_is_bit_exact(learned, backbone):
     for name, module in samcl.module_set.modules.items():
         for key, tensor in module.state_tensors().items():
             assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
-    for key, tensor in samcl.module_set.selector.state_dict().items():
-        assert torch.equal(tensor.cpu(), reopened.module_set.selector.state_dict()[key])
+    for key, tensor in samcl.module_set.selector.to_tensors().items():
+        assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key])
     assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["backbone"]["family"] == "sam2" and manifest["backbone"]["architecture"] == "Sam2Model"
@@ -235,7 +235,7 @@ def test_store_refuses_a_backbone_of_another_family(learned, tmp_path):
         SAMCL.open(path, base=SamBackbone.from_config(tiny_sam_config()))
     sam_store = tmp_path / "sam-set"
     sam = SAMCL.create(SamBackbone.from_config(tiny_sam_config()), sam_store,
-                       selector=SelectorConfig(samples_per_domain=4, epochs=1))
+                       selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=1))
     sam.learn("red", toy_samples(4, (200, 30, 30), 0), FAST, base=True)
     with pytest.raises(SamclError, match="built on a 'sam' backbone, the given base is 'sam2'"):
         SAMCL.open(sam_store, base=tiny_sam2())

@@ -12,11 +12,12 @@ def test_selector_growth_keeps_old_rows():
 
 
 def test_selector_learns_separable_domains_and_continues_training():
+    torch.manual_seed(0)  # SelectorNet's initial weights come from the global RNG: not from earlier tests' use of it
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=gen) * 3
     buffer = EmbeddingBuffer(16)
     net = SelectorNet(16, 1)
-    config = SelectorConfig(epochs=25, samples_per_domain=100)
+    config = SelectorConfig(kind="mlp", epochs=25, samples_per_domain=100)
     for label in range(3):
         buffer.add(centres[label] + torch.randn(100, 16, generator=gen), label)
         net.grow(label + 1)

@@ -19,7 +19,7 @@ FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 @pytest.fixture(scope="module")
 def learned_store(tmp_path_factory, tiny_backbone):
     path = tmp_path_factory.mktemp("store") / "set"
-    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(samples_per_domain=6, epochs=3))
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=3))
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
     samcl.learn("blue", toy_samples(6, (30, 30, 200), 1), FAST)
     return path, samcl
@@ -32,8 +32,8 @@ def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
     for name, module in samcl.module_set.modules.items():
         for key, tensor in module.state_tensors().items():
             assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
-    for key, tensor in samcl.module_set.selector.state_dict().items():
-        assert torch.equal(tensor.cpu(), reopened.module_set.selector.state_dict()[key])
+    for key, tensor in samcl.module_set.selector.to_tensors().items():
+        assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key])
     assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
@@ -84,7 +84,7 @@ def test_duplicate_domain_leaves_store_unchanged(learned_store, tiny_backbone):
 
 
 def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path):
-    samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(samples_per_domain=6, epochs=20))
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=20))
     samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, base=True)
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
     assert [d.kind for d in samcl.module_set.domains] == ["base", "module"]
@@ -102,7 +102,7 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
     path, _ = learned_store
     samcl = SAMCL.open(path, base=tiny_backbone)
     before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.embeddings.clone(),
-              {k: v.clone() for k, v in samcl.module_set.selector.state_dict().items()})
+              {k: v.clone() for k, v in samcl.module_set.selector.to_tensors().items()})
     def disk_full(*args, **kwargs):  # the last step of a learn: everything in memory has changed by now
         raise SamclError("store: cannot write (No space left on device)")
 
@@ -112,7 +112,7 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
     monkeypatch.undo()
     assert [d.name for d in samcl.module_set.domains] == before[0] and "green" not in samcl.module_set.modules
     assert torch.equal(samcl.module_set.buffer.embeddings, before[1])
-    for key, tensor in samcl.module_set.selector.state_dict().items():
+    for key, tensor in samcl.module_set.selector.to_tensors().items():
         assert torch.equal(tensor, before[2][key])
     samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards
     assert samcl.domains[-1] == "green"
@@ -127,7 +127,7 @@ def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone)
     from samcl.io import SamclError
 
     fast = TrainConfig(epochs=1, batch_size=2, progress=False)
-    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(samples_per_domain=4, epochs=2))
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), fast)
     samcl.learn("blue", toy_samples(4, (30, 30, 200), 1), fast)
     for variant in ("no-manifest", "modules-only"):
@@ -139,7 +139,7 @@ def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone)
                 if path.is_file():
                     path.unlink()
         before = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*"))
-        again = SAMCL.create(tiny_backbone, copy, selector=SelectorConfig(samples_per_domain=4, epochs=2))
+        again = SAMCL.create(tiny_backbone, copy, selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))
         with pytest.raises(SamclError, match="holds samcl store files .* but no manifest.json"):
             again.learn("cells", toy_samples(4, (30, 200, 30), 2), fast)
         assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == before

@@ -76,7 +76,7 @@ def test_a_diverging_learn_fails_and_saves_nothing(tmp_path, tiny_backbone):
     from samcl.learner import SAMCL
     from samcl.selector import SelectorConfig
 
-    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(samples_per_domain=4, epochs=2))
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
     manifest = (tmp_path / "S" / "manifest.json").read_bytes()
     with pytest.raises(SamclError, match="diverged: the loss became nan"):

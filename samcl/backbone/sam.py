@@ -3,7 +3,8 @@
 Split execution for SAMCL:
 
     prefix(pixels, stop)        patch embedding + blocks 0..stop          -> B x H x W x D tokens
-    pool(tokens)                mean over the grid                        -> B x D (the selector's input)
+    pool(tokens)                mean over the grid                        -> B x D (the paper's selector input)
+    pool_stats(tokens)          mean and std over the grid                -> B x 2D (the selectors' input)
     suffix(tokens, start, ad)   blocks start.. (adapted ones get SLoRA) + neck (+ heat injection)
     decode(embeddings, ...)     prompt encoder + mask decoder             -> low-res logits, IoU
 
@@ -110,6 +111,12 @@ class SamBackbone(FrozenBackbone):
     def pool(tokens: torch.Tensor) -> torch.Tensor:
         """B x H x W x D -> B x D (mean over the grid)."""
         return tokens.mean(dim=(1, 2))
+
+    @classmethod
+    def pool_stats(cls, tokens: torch.Tensor) -> torch.Tensor:
+        """B x H x W x D -> B x 2D: the grid mean (exactly `pool`), then the spread (std) over the grid: richer
+        features from the tokens the prefix computed anyway (`samcl.selector` reads the columns it uses)."""
+        return torch.cat([cls.pool(tokens), tokens.var(dim=(1, 2), unbiased=False).sqrt()], dim=1)
 
     def suffix(self, tokens: torch.Tensor, start_block: int, adapter: Adapter | None = None) -> torch.Tensor:
         """Tokens after block `start_block - 1` -> image embeddings B x C x h x w, adapted where `adapter` says:

@@ -3,7 +3,8 @@
 Split execution for SAMCL, the same interface as `SamBackbone`:
 
     prefix(pixels, stop)        patch embedding + Hiera blocks 0..stop    -> HieraTokens
-    pool(tokens)                mean over the grid                        -> B x D (the selector's input)
+    pool(tokens)                mean over the grid                        -> B x D (the paper's selector input)
+    pool_stats(tokens)          mean and std over the grid                -> B x 2D (the selectors' input)
     suffix(tokens, start, ad)   blocks start.. (adapted ones get SLoRA) + FPN neck -> Sam2Embeddings
     decode(embeddings, ...)     prompt encoder + mask decoder             -> low-res logits, IoU
 
@@ -172,6 +173,11 @@ class Sam2Backbone(FrozenBackbone):
     def pool(tokens: HieraTokens) -> torch.Tensor:
         """-> B x D (mean of the current hidden tokens over the grid)."""
         return tokens.hidden.mean(dim=(1, 2))
+
+    @classmethod
+    def pool_stats(cls, tokens: HieraTokens) -> torch.Tensor:
+        """-> B x 2D: the grid mean (exactly `pool`), then the std over the grid."""
+        return torch.cat([cls.pool(tokens), tokens.hidden.var(dim=(1, 2), unbiased=False).sqrt()], dim=1)
 
     def suffix(self, tokens: HieraTokens, start_block: int, adapter: Adapter | None = None) -> Sam2Embeddings:
         """Tokens after block `start_block - 1` -> the decoder's inputs, adapted where `adapter` says."""

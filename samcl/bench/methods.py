@@ -11,7 +11,7 @@ from ..augmodule import config_for
 from .. import baselines as b
 from ..io import SamclError
 from ..protocol import SamclStrategy, Strategy
-from ..selector import SelectorConfig, SelectorNet
+from ..selector import DEFAULT_KIND, SelectorConfig, SelectorNet
 from ..trainer import TrainConfig
 
 if TYPE_CHECKING:
@@ -33,7 +33,11 @@ METHODS: dict[str, Method] = {
     "replay": Method("sequential AugModule + image replay, stated byte budget", "augmodule"),
     "replay-matched": Method("image replay with SAMCL's storage in bytes", "augmodule"),
     "o-lora": Method("a new qkv LoRA per domain, orthogonal to the earlier ones, summed", "lora-qkv"),
-    "samcl": Method("SAMCL: one AugModule per domain + Module Selector", "augmodule"),
+    "samcl": Method("SAMCL: one AugModule per domain + Module Selector (the default kind, fecam)", "augmodule"),
+    "samcl-mlp": Method("SAMCL with the paper's selector: an MLP retrained on an embedding buffer", "augmodule"),
+    "samcl-ncm": Method("SAMCL with a nearest-class-mean selector (+ open-set fallback)", "augmodule"),
+    "samcl-ranpac": Method("SAMCL with a RanPAC selector (random projection + ridge, + open-set fallback)",
+                           "augmodule"),
     "samcl-lora": Method("SAMCL ablation: plain LoRA (one A per block) instead of SLoRA", "augmodule-per-block-a"),
     "samcl-noprompt": Method("SAMCL ablation: no prompt augmentation", "augmodule-no-prompt"),
     "samcl-oracle": Method("SAMCL ablation: oracle selection (true domain's module)", "augmodule"),
@@ -94,8 +98,9 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=lr or 0.0, seed=seed, progress=False)
     selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
     rank = size.rank
-    samcl = lambda **kw: SamclStrategy(backbone, train, selector, rank=rank, base_domain=suite.general,  # noqa: E731
-                                       device=device, **kw)
+    samcl = lambda kind=DEFAULT_KIND, **kw: SamclStrategy(  # noqa: E731
+        backbone, train, replace(selector, kind=kind, features=None), rank=rank, base_domain=suite.general,
+        device=device, **kw)
     factories: dict[str, Callable[[], Strategy]] = {
         "zero-shot": lambda: b.ZeroShotStrategy(backbone, device),
         "sequential": lambda: b.SequentialStrategy(backbone, train, rank, device),
@@ -106,6 +111,9 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
         "replay-matched": lambda: b.ReplayStrategy(backbone, train, replay_matched_bytes, rank, device),
         "o-lora": lambda: b.OLoraStrategy(backbone, train, rank, device),
         "samcl": lambda: samcl(),
+        "samcl-mlp": lambda: samcl("mlp"),
+        "samcl-ncm": lambda: samcl("ncm"),
+        "samcl-ranpac": lambda: samcl("ranpac"),
         "samcl-lora": lambda: samcl(variant=FAMILIES["augmodule-per-block-a"]),
         "samcl-noprompt": lambda: samcl(variant=FAMILIES["augmodule-no-prompt"]),
         "samcl-oracle": lambda: samcl(oracle=True),
@@ -117,8 +125,9 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
 
 
 def samcl_storage_bytes(backbone, size: BenchmarkSize, train_sizes: list[int], base_size: int | None) -> int:
-    """SAMCL's bytes after learning domains of `train_sizes` images (and a base class of `base_size`): modules,
-    selector and buffer, as `SAMCL.storage` counts them (float32)."""
+    """SAMCL-with-the-paper's-selector's bytes after learning domains of `train_sizes` images (and a base class of
+    `base_size`): modules, MLP selector and buffer, as `SAMCL.storage` counts them (float32). The replay-matched
+    budget keeps this meaning across selector kinds."""
     aug = config_for(backbone.site, rank=size.rank)
     classes = len(train_sizes) + (base_size is not None)
     net = SelectorNet(aug.dim, classes)

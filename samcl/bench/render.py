@@ -62,6 +62,7 @@ def format_markdown(report: dict) -> str:
         final = data["aggregate"]["final"]
         if final[learned[0]]["selector_accuracy"]["mean"] is not None:
             lines.append(f"| {name} | " + " | ".join(pm(final[n]["selector_accuracy"]) for n in learned + extra[:1]) + " |")
+    lines += open_set_section(methods, learned, extra)
     lines += ["", "## Storage after the last step (bytes)", "",
               "| method | modules | selector | buffer | replayed images | EWC Fisher + weights | total |",
               "|---|---|---|---|---|---|---|"]
@@ -95,6 +96,31 @@ def format_markdown(report: dict) -> str:
     if report.get("command"):
         lines += ["Made with:", "", "```bash", report["command"], "```", ""]
     return "\n".join(lines)
+
+
+def open_set_section(methods: dict, learned: list[str], extra: list[str]) -> list[str]:
+    """The open-set figure: per SAMCL variant, the share of each never-learned domain's images that ran on the base
+    (sent to base, or to the base class) and their IoU against zero-shot; and the false rejects on learned domains
+    (their images sent to base)."""
+    unseen = extra[1:]  # extra[0] is the general domain (SAMCL's base class)
+    rows = {n: d for n, d in methods.items() if d["aggregate"]["final"][learned[0]].get("to_base", {}).get("mean")
+            is not None}
+    if not rows or not unseen:
+        return []
+    zero = methods.get("zero-shot", {}).get("aggregate", {}).get("final", {})
+    lines = ["", "## Open set: never-learned domains (share run on base; IoU, zero-shot in brackets)", "",
+             "| method | " + " | ".join(f"{n} → base | {n} IoU" for n in unseen)
+             + " | false rejects (learned domains → base) |", "|---|" + "---|---|" * len(unseen) + "---|"]
+    for name, data in rows.items():
+        final = data["aggregate"]["final"]
+        cells = []
+        for n in unseen:
+            zs = f" ({pm(zero[n]['iou'])})" if n in zero else ""
+            cells += [pm(final[n].get("to_base")), pm(final[n]["iou"]) + zs]
+        rejects = [final[n]["to_base"]["mean"] for n in learned if final[n].get("to_base", {}).get("mean") is not None]
+        cells.append(f"{100 * sum(rejects) / len(rejects):.1f}" if rejects else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_outputs(out: Path, report: dict) -> list[str]:

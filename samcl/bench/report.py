@@ -52,7 +52,8 @@ def build_report(config: BenchmarkConfig, size: BenchmarkSize, rates: dict, resu
             final = summary["final"]
             seeds[str(seed)] = {
                 "continual": {metric: summary[metric] for metric in ("iou", "f1", "mae")},
-                "final": {name: {k: final[name][k] for k in ("iou", "f1", "mae", "selector_accuracy") if k in final[name]}
+                "final": {name: {k: final[name][k] for k in ("iou", "f1", "mae", "selector_accuracy", "to_base")
+                                 if k in final[name]}
                           for name in learned + extra},
                 "selector_accuracy": summary.get("selector_accuracy"),
                 "matrix_iou": [[row[name]["iou"] for name in learned + extra] for row in result.rows],
@@ -64,7 +65,7 @@ def build_report(config: BenchmarkConfig, size: BenchmarkSize, rates: dict, resu
             "continual": {metric: {key: mean_std([s["continual"][metric][key] for s in seeds.values()])
                                    for key in ("AA", "FM_reference", "FM_best", "FT")} for metric in ("iou", "f1", "mae")},
             "final": {name: {k: mean_std([s["final"][name].get(k) for s in seeds.values()])
-                             for k in ("iou", "f1", "mae", "selector_accuracy")} for name in learned + extra},
+                             for k in ("iou", "f1", "mae", "selector_accuracy", "to_base")} for name in learned + extra},
             "final_mean": {k: mean_std([float(np.mean([s["final"][n][k] for n in learned])) for s in seeds.values()])
                            for k in ("iou", "f1", "mae")},
             "selector_accuracy": mean_std([s["selector_accuracy"] for s in seeds.values()]),

@@ -53,7 +53,7 @@ def cmd_learn(args) -> int:
     from .. import distributed
     from ..backbone import load_backbone, resolve_base
     from ..learner import SAMCL
-    from ..selector import SelectorConfig
+    from ..selector import DEFAULT_KIND, SelectorConfig
     from ..store import ModuleStore
     from ..trainer import TrainConfig
 
@@ -64,8 +64,12 @@ def cmd_learn(args) -> int:
     data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
     if ModuleStore(args.store).exists():
         samcl = SAMCL.open(args.store, base=args.base, device=device)
+        kind = samcl.module_set.selector_config.kind
+        if args.selector is not None and args.selector != kind:
+            raise SamclError(f"--selector {args.selector}: {args.store} already uses the {kind} selector "
+                             "(the kind is chosen when a store is created)")
     else:
-        selector = SelectorConfig(block=args.selector_block, samples_per_domain=args.samples_per_domain,
+        selector = SelectorConfig(kind=args.selector or DEFAULT_KIND, block=args.selector_block, samples_per_domain=args.samples_per_domain,
                                   epochs=args.selector_epochs, max_steps=args.selector_max_steps or None)
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
@@ -130,7 +134,8 @@ def cmd_info(args) -> int:
     info = {
         "store": str(args.store), "format_version": manifest["format_version"], "backbone": manifest["backbone"],
         "base": manifest.get("base_hint"), "dtype": manifest.get("dtype"), "augmodule": manifest.get("augmodule"),
-        "selector": {"block": selector.get("block"), "config": selector.get("config"), "bytes": selector.get("bytes", 0)},
+        "selector": {"kind": selector.get("kind", "mlp"), "block": selector.get("block"),
+                     "config": selector.get("config"), "bytes": selector.get("bytes", 0)},
         "buffer": {"bytes": buffer.get("bytes", 0), "count": buffer.get("count", 0)},
         "domains": domains,
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
@@ -143,7 +148,9 @@ def cmd_info(args) -> int:
     print(f"store {args.store}  (format v{manifest['format_version']}, {manifest.get('dtype')})")
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
-    print(f"selector block {selector.get('block')}, {buffer.get('count', 0)} buffered embeddings")
+    kind = info["selector"]["kind"]
+    kept = f"{buffer.get('count', 0)} buffered embeddings" if kind == "mlp" else "per-domain statistics, no embeddings"
+    print(f"selector {kind} at block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
         print("imported from the authors' files: their forward (stretched input, their heat); learn refuses it")
     print()
@@ -176,13 +183,14 @@ def cmd_segment(args) -> int:
     from ..learner import SAMCL
     from ..types import Prompt
 
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback)
     prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
     out = []
     for path, target, result in zip(args.images, targets, results):
         output.write(target, (result.masks[0] * 255).astype(np.uint8))
         out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
+                    "selector_score": result.selector_score,
                     "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
     if args.json:
         print(json.dumps(out[0] if len(out) == 1 else {"results": out}))

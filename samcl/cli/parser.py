@@ -147,7 +147,7 @@ def _points_frame(p) -> None:
 
 
 def _learn(p) -> None:
-    from ..selector import SelectorConfig
+    from ..selector import DEFAULT_KIND, KINDS, SelectorConfig
     from ..trainer import TrainConfig
 
     train, selector = defaults(TrainConfig), defaults(SelectorConfig)
@@ -176,10 +176,14 @@ def _learn(p) -> None:
     _points_frame(p)
     new = p.add_argument_group("new store only")
     new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
+    new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
+                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
+                          "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
+                          "learned domain to base)")
     new.add_argument("--selector-block", type=t.int_range(0, 255), default=selector["block"],
                      help="encoder block for the selector embedding (default: the middle block)")
     new.add_argument("--samples-per-domain", type=t.int_range(1, 100_000), default=selector["samples_per_domain"],
-                     help="N_e embeddings kept per domain")
+                     help="N_e embeddings kept per domain (mlp selector)")
     new.add_argument("--selector-epochs", type=t.int_range(1, MAX_EPOCHS), default=selector["epochs"],
                      help="passes over the embedding buffer per selector retrain")
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
@@ -208,8 +212,13 @@ def _segment(p) -> None:
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
                         "each); a symlink is written through, never replaced")
     p.add_argument("--domain", default=None, help="force this module instead of selecting ('base': none)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="always run the nearest learned domain's module, even for an image that fits none "
+                        "(default: such images run on the base; statistics selectors only)")
     _base(p, "default: the one recorded in the store")
-    p.add_argument("--json", action="store_true", help="print image, module, score and mask file as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
+                        "mask file as JSON")
 
 
 def _eval(p) -> None:

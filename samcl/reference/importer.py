@@ -25,7 +25,7 @@ import torch
 from ..augmodule import AugModule, config_for, parameter_shapes
 from ..io import SamclError
 from ..moduleset import BASE_CLASS, DomainEntry, ModuleSet
-from ..selector import EmbeddingBuffer, SelectorConfig, SelectorNet
+from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
 from .unpickle import Record, ReferenceFileError, load_reference_file
 
 #: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
@@ -211,13 +211,15 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
                          f"selector block {block} of this base")
     net = read_selector(selector, site.dim, len(classes))
     source = getattr(backbone, "source", None)
-    state = ModuleSet(backbone=backbone.identity(), selector_config=SelectorConfig(block=block), selector_block=block,
+    config_mlp = SelectorConfig(kind="mlp", block=block)  # theirs is the paper's MLP, on the mean-pooled block
+    state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,
                       aug_config=config, base_hint=(source or {}).get("base"), base_source=source)
     for name in classes:
         kind = "module" if name in modules else "base"
         info = {**facts.get(name, {}), "selector": selector.name, "heat_mode": "reference"}
         state.domains.append(DomainEntry(name=name, kind=kind, info=info))
-    state.modules, state.selector, state.buffer = modules, net, EmbeddingBuffer(site.dim)
+    state.modules = modules
+    state.selector = MlpSelector(config_mlp, site.dim, net, EmbeddingBuffer(site.dim))  # no buffer: learn refuses
     with store.lock():
         store.save(state)
     return {"store": str(out), "domains": list(classes), "base_class": next((n for n in classes if n not in modules), None),

@@ -41,6 +41,8 @@ Domains and conventions (points are always 3 positive points inside the ground-t
 - ``camouflage_sand`` (unseen, COD10K-like; never learned, measures transfer): rippled sand in ochre and
   tan; a flat elongated animal (flatfish, lizard) covered in the same ripples at a different phase.
   *Convention: the whole animal*, as in ``camouflage``, with a different look.
+- ``documents`` (unseen; unlike every learned domain, for the open-set answer): a scanned grey page with rows
+  of text and one faded ink stamp. *Convention: the whole stamp* (see `documents.py`).
 
 Each sample's size is drawn independently (width and height in 112-192 px, never square), so SAM's
 longest-side resize and padding are exercised. Everything is a pure function of ``(domain, seed, split,
@@ -62,11 +64,12 @@ from samcl.data.sample import Sample
 
 from .draw import Scene, _filter_mask
 from .general import _general, general_scene
+from .documents import _documents
 from .targets import _camouflage, _camouflage_sand, _cells, _polyps, _shadows, _skin_lesions
 
 GENERAL = "general"
 TARGET_DOMAINS: tuple[str, ...] = ("polyps", "camouflage", "shadows", "skin_lesions", "cells")
-UNSEEN_DOMAINS: tuple[str, ...] = ("camouflage_sand",)
+UNSEEN_DOMAINS: tuple[str, ...] = ("camouflage_sand", "documents")
 ALL_DOMAINS: tuple[str, ...] = (GENERAL, *TARGET_DOMAINS, *UNSEEN_DOMAINS)
 
 SPLITS = ("train", "test")
@@ -90,6 +93,7 @@ _RENDERERS: dict[str, Callable[[np.random.Generator, int, int], Scene]] = {
     "skin_lesions": _skin_lesions,
     "cells": _cells,
     "camouflage_sand": _camouflage_sand,
+    "documents": _documents,
 }
 
 # ----------------------------------------------------------------------------------------------------

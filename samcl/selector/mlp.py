@@ -1,4 +1,4 @@
-"""Module Selector: an MLP on pooled middle-block embeddings, and the embedding buffer it trains on.
+"""The `mlp` selector (the paper's): an MLP on pooled middle-block embeddings, and the embedding buffer it trains on.
 
 Classifier (as the reference): D -> D (BN) -> D/4 (BN, ReLU) -> D/4 (BN, ReLU) -> K, cross-entropy, SGD
 lr 0.01 without momentum, batch 24, continuing from its previous weights after each new domain. The output
@@ -15,45 +15,14 @@ from the output layer. `max_steps=None` is the reference schedule at any size.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .sizes import tensor_bytes
-
-
-@dataclass(frozen=True)
-class SelectorConfig:
-    """block: encoder block whose pooled output is the embedding (None: the backbone's middle block).
-    samples_per_domain: N_e embeddings kept per class in the buffer.
-    max_steps: SGD steps per retrain once the reference schedule (`epochs` passes over the buffer) would take
-    more; None = always the reference schedule (see the module docstring)."""
-
-    block: int | None = None
-    samples_per_domain: int = 300
-    epochs: int = 25
-    lr: float = 0.01
-    batch_size: int = 24
-    max_steps: int | None = 2000
-
-    def __post_init__(self):
-        for name in ("samples_per_domain", "epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"SelectorConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise ValueError("SelectorConfig.batch_size must be >= 2 (the selector has BatchNorm layers)")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
-            raise ValueError(f"SelectorConfig.lr must be a finite number > 0, got {self.lr!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ValueError(f"SelectorConfig.max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
-        if self.block is not None and (not isinstance(self.block, int) or self.block < 0):
-            raise ValueError(f"SelectorConfig.block must be an integer >= 0 or None, got {self.block!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from ..sizes import tensor_bytes
+from .base import Selector
+from .config import SelectorConfig
 
 
 class EmbeddingBuffer:
@@ -222,3 +191,103 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
     batches = list(chosen.split(config.batch_size))
     size = -(-len(batches) // config.epochs)
     return [batches[i:i + size] for i in range(0, len(batches), size)]
+
+
+class MlpSelector(Selector):
+    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class, as
+    before selector kinds existed (the same calls, seeds and files: old stores route bit for bit). No open set: the
+    score is the softmax probability of the chosen class."""
+
+    kind = "mlp"
+
+    def __init__(self, config: SelectorConfig, dim: int, net: SelectorNet | None = None,
+                 buffer: EmbeddingBuffer | None = None):
+        self.config, self.dim = config, dim
+        self.net, self.buffer = net, buffer if buffer is not None else EmbeddingBuffer(dim)
+        self.device = torch.device("cpu")
+
+    @property
+    def classes(self) -> int:
+        return 0 if self.net is None else self.net.head.out_features
+
+    def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+        label = self.classes if self.net is not None else 0
+        embeddings = pooled[:, : self.dim]
+        if self.net is None:
+            self.net = SelectorNet(self.dim, 1).to(self.device).eval()
+        self.buffer.add(embeddings, label)
+        self.net.grow(label + 1, torch.Generator().manual_seed(seed + label))
+        self.net.to(self.device)
+        if label == 0:
+            return {}
+        return {"selector_losses": train_selector(self.net, self.buffer, self.config, seed=seed + label,
+                                                  progress=progress)}
+
+    @torch.no_grad()
+    def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
+        count = pooled.shape[0]
+        if self.classes == 0:
+            return [-1] * count, [0.0] * count
+        if self.classes == 1:
+            return [0] * count, [1.0] * count
+        logits = self.net(pooled[:, : self.dim].to(self.device).float())
+        probs = logits.softmax(dim=1)
+        chosen = logits.argmax(dim=1)
+        return chosen.tolist(), probs.gather(1, chosen[:, None])[:, 0].tolist()
+
+    def remove_class(self, index: int, seed: int = 0) -> None:
+        """Drop the class's buffer rows and retrain from scratch on the rest: its weights mixed every class, so
+        nothing short of a new network holds nothing derived from the removed one."""
+        keep = self.buffer.labels != index
+        labels = self.buffer.labels[keep]
+        self.buffer = EmbeddingBuffer(self.dim, self.buffer.embeddings[keep], labels - (labels > index).long())
+        self.retrain(self.classes - 1, seed)
+
+    def merge(self, other: "MlpSelector", seed: int = 0) -> None:
+        """Append `other`'s classes: the union of both buffers (its labels after ours), retrained from scratch."""
+        if not isinstance(other, MlpSelector) or other.dim != self.dim:
+            raise ValueError("only mlp selectors of the same width merge")
+        shift = self.classes
+        self.buffer = EmbeddingBuffer(self.dim, torch.cat([self.buffer.embeddings, other.buffer.embeddings]),
+                                      torch.cat([self.buffer.labels, other.buffer.labels + shift]))
+        self.retrain(shift + other.classes, seed)
+
+    def retrain(self, classes: int, seed: int = 0) -> None:
+        """A fresh network for `classes` classes (initialised from `seed`, whatever the global RNG holds), trained
+        on the whole buffer with the configured schedule: the same result from the same buffer, every time."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = SelectorNet(self.dim, classes).to(self.device).eval()
+        if classes > 1:
+            train_selector(self.net, self.buffer, self.config, seed=seed, progress=False, new_from=0)
+
+    def snapshot(self):
+        weights = None if self.net is None else {k: v.clone() for k, v in self.net.state_dict().items()}
+        rows = len(self.buffer) if self.buffer.is_loaded else None
+        return weights, self.buffer, rows
+
+    def restore(self, snap) -> None:
+        weights, self.buffer, rows = snap
+        if weights is None:
+            self.net = None
+        else:
+            head = self.net.head
+            classes = len(weights["head.weight"])
+            if head.out_features != classes:
+                self.net.head = nn.Linear(head.in_features, classes).to(head.weight.device)
+            self.net.load_state_dict(weights)
+        if rows is not None:
+            self.buffer.keep_first(rows)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.net.state_dict())
+
+    def to(self, device) -> "MlpSelector":
+        self.device = torch.device(device)
+        if self.net is not None:
+            self.net.to(self.device)
+        return self
+
+    @property
+    def num_bytes(self) -> int:
+        return 0 if self.net is None else self.net.num_bytes

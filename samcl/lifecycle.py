@@ -1,0 +1,113 @@
+"""A module set's life after learning: forget a domain exactly, merge sets learned apart. Neither needs the base
+model or a single image: both work on the stored modules and selector state, and commit like `learn` (one new
+generation under the store's lock; a kill at any instant leaves the old set or the new one).
+
+    forget("my-set", "polyps")                           # the set as if polyps had never been learned
+    merge("both", ["site-a", "site-b"], rename={"cells": "cells-b"})
+
+What "nothing derived from the domain" means per selector kind: the statistics kinds (ncm, fecam, ranpac) keep
+per-class statistics that only that class's images made, so removing its entry is exact; the `mlp` selector's
+weights mix every class, so it is retrained from scratch on the remaining buffer rows, with the seed of the set's
+first learned domain (`MlpSelector.retrain`). Merging is the union: modules copied tensor for tensor, statistics
+appended (exact), or the mlp retrained from scratch on both buffers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import SamclError
+from .moduleset import BASE_CLASS, ModuleSet
+from .store import ModuleStore
+
+
+def _seed(module_set: ModuleSet) -> int:
+    """The set's seed: the one its first learned domain was learned with (0 if not recorded)."""
+    return int(module_set.domains[0].info.get("seed", 0)) if module_set.domains else 0
+
+
+def _load(store: ModuleStore) -> ModuleSet:
+    module_set = store.load()  # every file read and checked (the mlp's buffer too: forget and merge need it)
+    if module_set.aug_config is not None and module_set.aug_config.heat_mode == "reference":
+        raise SamclError(f"{store.path}: an imported reference set has no embedding buffer to retrain its "
+                         "selector on; forget and merge work on sets samcl learned")
+    return module_set
+
+
+def forget(path: str | Path, domain: str) -> dict:
+    """Remove `domain` from the store at `path`: its module file, its selector state, every selector weight
+    that saw it. Returns a report (remaining domains, whether the selector was retrained, bytes)."""
+    store = ModuleStore(path)
+    with store.lock():
+        module_set = _load(store)
+        names = module_set.names
+        if domain not in names:
+            hint = " ('base' names no class: the base model itself cannot be forgotten)" if domain == BASE_CLASS else ""
+            raise SamclError(f"{path}: no domain {domain!r}{hint}; learned: {', '.join(names) or 'none'}")
+        index = names.index(domain)
+        if len(names) == 1:
+            raise SamclError(f"{path}: {domain!r} is the set's only domain; delete the store instead of forgetting it")
+        was_base = module_set.domains[index].kind == "base"  # no module: only its selector state goes
+        seed = _seed(module_set)
+        module_set.selector.remove_class(index, seed=seed)
+        del module_set.domains[index]
+        module_set.modules.pop(domain, None)
+        store.save(module_set, written=set())
+    return {"store": str(path), "forgot": domain, "was_base_class": was_base, "domains": module_set.names,
+            "selector": module_set.selector_config.kind,
+            "selector_retrained": module_set.selector_config.kind == "mlp", "seed": seed}
+
+
+def _check_compatible(first: ModuleSet, other: ModuleSet, where: str) -> None:
+    """Sets merge only on the same base, with the same AugModule, selector and storage configuration."""
+    checks = [("base model", first.backbone, other.backbone),
+              ("AugModule config", first.aug_config and first.aug_config.to_dict(),
+               other.aug_config and other.aug_config.to_dict()),
+              ("selector kind", first.selector_config.kind, other.selector_config.kind),
+              ("selector config", first.selector_config.to_dict(), other.selector_config.to_dict()),
+              ("selector block", first.selector_block, other.selector_block),
+              ("storage dtype", first.dtype, other.dtype)]
+    for what, mine, theirs in checks:
+        if mine != theirs:
+            raise SamclError(f"{where}: another {what} than the first store's ({str(theirs)[:80]} vs {str(mine)[:80]}); "
+                             "only sets learned on the same base with the same configuration merge")
+
+
+def merge(out: str | Path, paths: list[str | Path], rename: dict[str, str] | None = None) -> dict:
+    """A new store at `out` holding the union of the stores at `paths` (learned apart on the same base).
+    rename: OLD=NEW for a domain of the second or a later store whose name is taken already."""
+    if len(paths) < 2:
+        raise SamclError("merge needs at least two stores")
+    rename = dict(rename or {})
+    target = ModuleStore(out)
+    if target.exists():
+        raise SamclError(f"{out}: a store already exists here; merge writes a new one")
+    sets = [_load(ModuleStore(p)) for p in paths]
+    merged = sets[0]
+    used = set()
+    for path, other in zip(paths[1:], sets[1:]):
+        _check_compatible(merged, other, str(path))
+        if any(d.kind == "base" for d in merged.domains) and any(d.kind == "base" for d in other.domains):
+            raise SamclError(f"{path}: both sets have a base class; a set has one (forget one of them first)")
+        for entry in other.domains:
+            new = rename.get(entry.name, entry.name)
+            if new != entry.name:
+                used.add(entry.name)
+            if new in merged.names:
+                raise SamclError(f"{path}: domain {new!r} is in an earlier store too; give it another name with "
+                                 f"--rename {new}=NEW")
+            if entry.name in other.modules:
+                merged.modules[new] = other.modules[entry.name]
+            entry.name = new
+            merged.domains.append(entry)
+        merged.selector.merge(other.selector, seed=_seed(merged))
+    unused = sorted(set(rename) - used)
+    if unused:
+        raise SamclError(f"--rename {unused[0]}=...: no later store has a domain {unused[0]!r}")
+    for entry in merged.domains:
+        entry.file = entry.sha256 = None  # every module file is written into the new store
+    merged.generation = 0
+    with target.lock():
+        target.save(merged)
+    return {"store": str(out), "from": [str(p) for p in paths], "domains": merged.names,
+            "selector": merged.selector_config.kind, "selector_retrained": merged.selector_config.kind == "mlp"}

@@ -1,0 +1,73 @@
+"""The open-set answer of the statistics selectors: when does an image belong to none of the learned domains?
+
+Set from training data only. A new class's training images are split into up to `FOLDS` folds; the class's
+statistics are fitted without a fold and the distances of that fold's images to the class are recorded (held out:
+the distance a new image of the class will have, not the smaller one of an image the statistics have seen). Their
+logarithm is fitted by a normal distribution (mean m, deviation s). An image's score for class k is then the share
+of class k's own images expected to lie farther away: 1 - Phi((log d - m) / s). The selector sends an image to base
+when the score of its nearest class is below `frr` (the target false-reject rate, 1 % by default): by construction
+about `frr` of a learned domain's images fall back, and images far from every class do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+FOLDS = 8
+#: Floor of the fitted spread: with a dozen images a class's held-out distances may agree by chance.
+MIN_SPREAD = 0.1
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Normal fit (mean, spread) of a class's held-out log distances; spread 0: no fit (fewer than 2 images)."""
+
+    mean: float
+    spread: float
+
+    @classmethod
+    def fit(cls, distances: torch.Tensor) -> "Calibration":
+        logs = torch.log(distances.double().clamp_min(1e-12))
+        if len(logs) < 2:
+            return cls(float(logs.mean()) if len(logs) else 0.0, 0.0)
+        return cls(float(torch.tensor(float(logs.mean())).float()),
+                   float(torch.tensor(max(float(logs.std()), MIN_SPREAD)).float()))
+
+    def score(self, distance: float) -> float:
+        """The share of the class's own images expected farther than `distance` (1.0 where there is no fit)."""
+        if self.spread <= 0:
+            return 1.0
+        z = (math.log(max(distance, 1e-12)) - self.mean) / self.spread
+        return 0.5 * math.erfc(z / math.sqrt(2))
+
+    def looser(self, other: "Calibration") -> "Calibration":
+        """The fit that accepts more (the higher 1 - frr quantile, for a 1 % target), for two merged classes."""
+        if self.spread <= 0 or other.spread <= 0:
+            return Calibration(self.mean, 0.0)
+        return max(self, other, key=lambda c: c.mean + 2.33 * c.spread)
+
+    def to_list(self) -> list[float]:
+        return [self.mean, self.spread]
+
+    @classmethod
+    def from_list(cls, values) -> "Calibration":
+        return cls(float(values[0]), float(values[1]))
+
+
+def held_out_distances(selector, phi: torch.Tensor, stats) -> torch.Tensor:
+    """Open-set distances (`open_distance`: under the class's own statistics) of each of a new class's images (N x M
+    features) to that class fitted without the image's fold."""
+    count = len(phi)
+    if count < 2:
+        return torch.zeros(0, dtype=torch.float64)
+    folds = min(FOLDS, count)
+    index = torch.arange(count)
+    out = torch.empty(count, dtype=torch.float64)
+    for fold in range(folds):
+        held = index % folds == fold
+        rest = type(stats).of(phi[~held], stats.scatter is not None)
+        out[held] = selector.open_distance(phi[held], rest)
+    return out

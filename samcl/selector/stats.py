@@ -1,0 +1,269 @@
+"""Statistics selectors: per class a count, a mean and (FeCAM, RanPAC) a scatter matrix of the pooled features, never
+the embeddings themselves. A class's statistics are computed once, from its own images, so they do not depend on
+the order classes were learned in, removing a class is dropping its entry (exactly what never learning it gives),
+and two selectors' classes merge by concatenation (`merge`) or two classes by the parallel-axis rule (`merge_classes`).
+
+    ncm     nearest class mean of the L2-normalised features
+    fecam   FeCAM (Goswami et al. 2023): Mahalanobis distance to each class under its covariance, shrunk toward the
+            pooled within-class covariance (`shrink` samples' worth) and toward the identity, normalised to trace M
+    ranpac  RanPAC (McDonnell et al. 2023): a fixed random projection with ReLU, ridge regression of one-hot targets
+            from the Gram matrix (the sum of every class's uncentred second moment) and the class sums
+
+Features wider than `proj_dim` are first multiplied by a fixed random matrix (seeded, stored), so a class's scatter is
+proj_dim x proj_dim whatever the backbone's width: 33 KB per class at proj_dim 128 (float32, upper triangle).
+
+The open-set answer (`samcl.selector.calibration`): each class keeps the log-normal fit of its own held-out training
+images' distances; an image whose chosen class would see it farther than a share `frr` of that class's own images
+goes to base. The open-set distance uses the class's own statistics alone (`open_distance`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Selector
+from .calibration import Calibration, held_out_distances
+from .config import SelectorConfig, features_of
+
+_IDENTITY_SHRINK = 0.1  # FeCAM's diagonal shrinkage: a share of the mean variance added to every variance
+
+
+class ClassStats:
+    """One class: count n, mean (M), scatter sum (x - mean)(x - mean)^T (M x M, or None for NCM). Float64 values
+    that are exactly float32 numbers, so a stored set reads back bit for bit. Never changed in place."""
+
+    __slots__ = ("count", "mean", "scatter")
+
+    def __init__(self, count: float, mean: torch.Tensor, scatter: torch.Tensor | None):
+        self.count, self.mean, self.scatter = float(count), mean, scatter
+
+    @classmethod
+    def of(cls, phi: torch.Tensor, with_scatter: bool) -> "ClassStats":
+        phi = phi.double()
+        mean = phi.mean(dim=0)
+        scatter = None
+        if with_scatter:
+            centred = phi - mean
+            scatter = _f32(centred.T @ centred)
+        return cls(len(phi), _f32(mean), scatter)
+
+    def merged(self, other: "ClassStats") -> "ClassStats":
+        """The statistics of both classes' images together (parallel-axis rule)."""
+        n = self.count + other.count
+        mean = (self.mean * self.count + other.mean * other.count) / n
+        scatter = None
+        if self.scatter is not None:
+            delta = (other.mean - self.mean)[:, None]
+            scatter = self.scatter + other.scatter + (delta @ delta.T) * self.count * other.count / n
+        return ClassStats(n, _f32(mean), None if scatter is None else _f32(scatter))
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.float().double()
+
+
+class StatsSelector(Selector):
+    """The shared machinery of the statistics kinds; subclasses define the feature map and the distance."""
+
+    with_scatter = True
+
+    def __init__(self, config: SelectorConfig, dim: int, projection: torch.Tensor | None = None):
+        self.config, self.dim = config, dim
+        width = 2 * dim if config.features == "mean_std" else dim
+        if projection is None and self.projected(width):
+            generator = torch.Generator().manual_seed(0)
+            projection = _f32(torch.randn(width, config.proj_dim, generator=generator, dtype=torch.float64)
+                              / config.proj_dim ** 0.5)
+        self.projection = projection
+        self.stats: list[ClassStats] = []
+        self.calibration: list[Calibration] = []
+        self._cache = None
+
+    def projected(self, width: int) -> bool:
+        return width > self.config.proj_dim
+
+    # ------------------------------------------------------------------ the interface
+    @property
+    def classes(self) -> int:
+        return len(self.stats)
+
+    def phi(self, pooled: torch.Tensor) -> torch.Tensor:
+        """N x 2D pooled features -> N x M, float64."""
+        x = features_of(pooled.detach().cpu().double(), self.config.features, self.dim)
+        return x @ self.projection if self.projection is not None else x
+
+    def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+        phi = self.phi(pooled)
+        stats = ClassStats.of(phi, self.with_scatter)
+        distances = held_out_distances(self, phi, stats)
+        self.stats.append(stats)
+        self.calibration.append(Calibration.fit(distances))
+        self._cache = None
+        return {"held_out": len(distances)}
+
+    def distances(self, phi: torch.Tensor) -> torch.Tensor:
+        """B x M -> B x K distances to every class (lower is nearer)."""
+        raise NotImplementedError
+
+    def open_distance(self, phi: torch.Tensor, stats: ClassStats) -> torch.Tensor:
+        """The open-set distance of B x M to a class: under the class's own statistics alone (its covariance shrunk
+        toward the isotropic one of equal trace, `shrink` samples' worth), so a class's calibration depends on no
+        other class: it does not change with learning order or when another class is removed."""
+        diff = phi - stats.mean
+        if stats.scatter is None:
+            return (diff ** 2).sum(dim=1)
+        width = stats.scatter.shape[0]
+        trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
+        iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
+        covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
+        covariance = covariance * width / covariance.trace()
+        return torch.einsum("bm,mn,bn->b", diff, torch.linalg.inv(covariance), diff)
+
+    def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
+        if not self.stats:
+            return [-1] * len(pooled), [0.0] * len(pooled)
+        phi = self.phi(pooled)
+        best = self.distances(phi).argmin(dim=1)
+        chosen, scores = [], []
+        for j, k in enumerate(best.tolist()):
+            score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k])[0]))
+            scores.append(score)
+            chosen.append(-1 if fallback and self.config.frr > 0 and score < self.config.frr else k)
+        return chosen, scores
+
+    def remove_class(self, index: int, seed: int = 0) -> None:
+        del self.stats[index], self.calibration[index]
+        self._cache = None
+
+    def merge(self, other: "StatsSelector", seed: int = 0) -> None:
+        """Append `other`'s classes (same kind, features and projection)."""
+        if type(other) is not type(self) or other.config.features != self.config.features or other.dim != self.dim \
+                or not _same(self.projection, other.projection):
+            raise ValueError("only selectors of the same kind, features and projection merge")
+        self.stats += other.stats
+        self.calibration += other.calibration
+        self._cache = None
+
+    def merge_classes(self, keep: int, absorb: int) -> None:
+        """Class `absorb`'s images become class `keep`'s (its statistics exact; its open-set fit the looser one)."""
+        self.stats[keep] = self.stats[keep].merged(self.stats[absorb])
+        self.calibration[keep] = self.calibration[keep].looser(self.calibration[absorb])
+        self.remove_class(absorb)
+
+    def snapshot(self):
+        return list(self.stats), list(self.calibration)
+
+    def restore(self, snap) -> None:
+        self.stats, self.calibration = list(snap[0]), list(snap[1])
+        self._cache = None
+
+    # ------------------------------------------------------------------ state
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"count": torch.tensor([s.count for s in self.stats], dtype=torch.float64),
+               "mean": torch.stack([s.mean for s in self.stats]).float(),
+               "calibration": torch.tensor([c.to_list() for c in self.calibration], dtype=torch.float32)}
+        if self.with_scatter:
+            rows, cols = torch.triu_indices(*self.stats[0].scatter.shape)
+            out["scatter"] = torch.stack([s.scatter[rows, cols] for s in self.stats]).float()
+        if self.projection is not None:
+            out["projection"] = self.projection.float()
+        return out
+
+    @classmethod
+    def from_tensors(cls, config: SelectorConfig, dim: int, tensors: dict[str, torch.Tensor]) -> "StatsSelector":
+        projection = tensors.get("projection")
+        selector = cls(config, dim, None if projection is None else projection.double())
+        count, mean = tensors["count"].double(), tensors["mean"].double()
+        scatter = tensors.get("scatter")
+        width = mean.shape[1]
+        for k in range(len(count)):
+            full = None
+            if selector.with_scatter:
+                full = torch.zeros(width, width, dtype=torch.float64)
+                rows, cols = torch.triu_indices(width, width)
+                full[rows, cols] = scatter[k].double()
+                full = full + full.T - torch.diag(full.diagonal())
+            selector.stats.append(ClassStats(float(count[k]), mean[k], full))
+            selector.calibration.append(Calibration.from_list(tensors["calibration"][k].tolist()))
+        return selector
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.to_tensors().values()) if self.stats else 0
+
+    def bytes_per_class(self) -> int:
+        """Stored bytes that grow with each class (the projection is a fixed cost)."""
+        tensors = self.to_tensors()
+        return sum(t[0].numel() * t.element_size() for k, t in tensors.items() if k != "projection")
+
+
+def _same(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+
+class NcmSelector(StatsSelector):
+    kind = "ncm"
+    with_scatter = False
+
+    def projected(self, width: int) -> bool:
+        return False  # no covariance: the mean costs D floats, no projection needed
+
+    def phi(self, pooled):
+        return torch.nn.functional.normalize(super().phi(pooled), dim=1)
+
+    def distances(self, phi):
+        means = torch.stack([s.mean for s in self.stats])
+        return torch.cdist(phi, means) ** 2
+
+
+class FecamSelector(StatsSelector):
+    kind = "fecam"
+
+    def _pooled(self) -> tuple[torch.Tensor, float]:
+        """Sum of scatters and of counts over the classes."""
+        return sum(s.scatter for s in self.stats), sum(s.count for s in self.stats)
+
+    def _covariance(self, stats: ClassStats, pooled: torch.Tensor) -> torch.Tensor:
+        blend = (stats.scatter + self.config.shrink * pooled) / (stats.count + self.config.shrink)
+        width = blend.shape[0]
+        blend = blend + _IDENTITY_SHRINK * blend.trace() / width * torch.eye(width, dtype=blend.dtype)
+        return blend * width / blend.trace()
+
+    def _precisions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is None:
+            scatter, count = self._pooled()
+            pooled = scatter / max(count, 1.0)
+            covariances = torch.stack([self._covariance(s, pooled) for s in self.stats])
+            self._cache = (torch.stack([s.mean for s in self.stats]), torch.linalg.inv(covariances))
+        return self._cache
+
+    def distances(self, phi):
+        means, precisions = self._precisions()
+        diff = phi[:, None, :] - means[None]
+        return torch.einsum("bkm,kmn,bkn->bk", diff, precisions, diff)
+
+
+
+class RanpacSelector(StatsSelector):
+    kind = "ranpac"
+
+    def projected(self, width: int) -> bool:
+        return True  # the random projection with ReLU is the method
+
+    def phi(self, pooled):
+        return torch.relu(super().phi(pooled))
+
+    def _solve(self, parts: list[ClassStats], columns: list[ClassStats]) -> torch.Tensor:
+        gram = sum(s.scatter + s.count * torch.outer(s.mean, s.mean) for s in parts)
+        width = gram.shape[0]
+        gram = gram + self.config.ridge * gram.trace() / width * torch.eye(width, dtype=gram.dtype)
+        targets = torch.stack([s.mean * s.count for s in columns], dim=1)
+        return torch.linalg.solve(gram, targets)  # M x columns
+
+    def distances(self, phi):
+        if self._cache is None:
+            self._cache = self._solve(self.stats, self.stats)
+        return torch.exp(-(phi @ self._cache))  # positive, lower for a higher ridge output
+
+
+STATS_KINDS = {"ncm": NcmSelector, "fecam": FecamSelector, "ranpac": RanpacSelector}

@@ -1,0 +1,157 @@
+"""The selector kinds: statistics selectors that do not depend on learning order and forget exactly, the open-set
+fallback to base and its switch, few-shot routing, and stores written before selector kinds existed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from samcl import SAMCL, SelectorConfig, TrainConfig
+from samcl.data.sample import Sample
+from samcl.selector import make_selector
+
+from helpers import toy_samples
+
+FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
+STATS = ("ncm", "fecam", "ranpac")
+COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 190, 40)}
+
+
+def gaussian_classes(count: int, dim: int = 24, n: int = 30, seed: int = 0) -> list[torch.Tensor]:
+    """`count` classes of N x 2D pooled features (separable, not trivially so)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 2 * dim, generator=g) + 2.0 * torch.randn(1, 2 * dim, generator=g) for _ in range(count)]
+
+
+def fitted(kind: str, classes: list[torch.Tensor], dim: int = 24):
+    selector = make_selector(SelectorConfig(kind=kind, proj_dim=16), dim)
+    for x in classes:
+        selector.add_class(x)
+    return selector
+
+
+@pytest.mark.parametrize("kind", STATS)
+def test_two_learning_orders_route_the_same(kind):
+    train, test = gaussian_classes(4, seed=0), gaussian_classes(4, seed=0)
+    test = [x + 0.3 * torch.randn_like(x) for x in test]
+    order = [2, 0, 3, 1]
+    one, two = fitted(kind, train), fitted(kind, [train[k] for k in order])
+    x = torch.cat(test)
+    first, _ = one.choose(x, fallback=False)
+    second, _ = two.choose(x, fallback=False)
+    assert first == [order[k] for k in second]
+    assert sum(c == k // 30 for k, c in enumerate(first)) / len(first) > 0.9  # and it routes well
+
+
+@pytest.mark.parametrize("kind", STATS)
+def test_removing_a_class_equals_never_learning_it(kind):
+    classes = gaussian_classes(4, seed=1)
+    forgot = fitted(kind, classes)
+    forgot.remove_class(1)
+    never = fitted(kind, [classes[0], classes[2], classes[3]])
+    for key, tensor in never.to_tensors().items():
+        assert torch.equal(tensor, forgot.to_tensors()[key]), key
+    x = torch.cat(gaussian_classes(4, seed=2))
+    assert forgot.choose(x) == never.choose(x)
+
+
+def test_merging_selectors_and_classes():
+    classes = gaussian_classes(4, seed=3)
+    left, right = fitted("fecam", classes[:2]), fitted("fecam", classes[2:])
+    left.merge(right)
+    whole = fitted("fecam", classes)
+    for key, tensor in whole.to_tensors().items():
+        assert torch.equal(tensor, left.to_tensors()[key]), key
+    left.merge_classes(0, 1)  # class 1's images become class 0's: the statistics of both together
+    together = fitted("fecam", [torch.cat(classes[:2])] + classes[2:])
+    assert torch.allclose(left.stats[0].mean, together.stats[0].mean, atol=1e-6)
+    assert torch.allclose(left.stats[0].scatter, together.stats[0].scatter, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError):
+        left.merge(fitted("ncm", classes[:1]))
+
+
+def pooled(backbone, samples) -> torch.Tensor:
+    with torch.no_grad():
+        pixels = torch.stack([backbone.preprocess(s.image)[0] for s in samples])
+        return backbone.pool_stats(backbone.prefix(pixels, backbone.default_selector_block))
+
+
+def unlike_samples(n: int, seed: int) -> list[Sample]:
+    """Grey stripes with a dark square: unlike the solid colour fields of COLOURS."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        image = np.zeros((56, 88, 3), np.uint8) + (np.arange(88) % 6 < 3)[None, :, None] * 220
+        image = np.clip(image + rng.integers(0, 30, image.shape), 0, 255).astype(np.uint8)
+        mask = np.zeros((56, 88), bool)
+        mask[10:30, 20:50] = True
+        image[mask] = 40
+        out.append(Sample(f"u{i}", image, mask, np.array([[30.0, 20.0]] * 3), np.ones(3, np.int64)))
+    return out
+
+
+def test_twelve_images_per_domain_route_and_unlike_goes_to_base(tiny_backbone):
+    """Visibly different domains from 12 training images each: >= 95 % routed right; a never-learned domain unlike
+    all of them goes to base (the fallback), and without the fallback to some learned domain."""
+    selector = make_selector(SelectorConfig(), tiny_backbone.hidden_size)  # the default kind
+    for k, colour in enumerate(COLOURS.values()):
+        selector.add_class(pooled(tiny_backbone, toy_samples(12, colour, seed=k)))
+    right = total = 0
+    for k, colour in enumerate(COLOURS.values()):
+        chosen, _ = selector.choose(pooled(tiny_backbone, toy_samples(20, colour, seed=100 + k)))
+        right, total = right + sum(c == k for c in chosen), total + len(chosen)
+    assert right / total >= 0.95
+    unlike = pooled(tiny_backbone, unlike_samples(10, 5))
+    chosen, scores = selector.choose(unlike)
+    assert sum(c == -1 for c in chosen) >= 9 and max(scores) < 0.01
+    assert -1 not in selector.choose(unlike, fallback=False)[0]
+
+
+@pytest.fixture(scope="module")
+def stats_store(tmp_path_factory, tiny_backbone):
+    path = tmp_path_factory.mktemp("kinds") / "set"
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="fecam"))
+    for k, (name, colour) in enumerate(list(COLOURS.items())[:2]):
+        samcl.learn(name, toy_samples(12, colour, seed=k), FAST)
+    return path, samcl
+
+
+def test_fallback_switch(stats_store, tiny_backbone):
+    path, samcl = stats_store
+    images = [s.image for s in unlike_samples(2, 9)] + [toy_samples(1, COLOURS["blue"], seed=50)[0].image]
+    prompts = [__import__("samcl").Prompt.of([[30, 20]])] * 3
+    results = samcl.segment(images, prompts)
+    assert [r.domain for r in results] == ["base", "base", "blue"]
+    assert results[2].selector_score > results[0].selector_score
+    assert all(r.domain != "base" for r in samcl.segment(images, prompts, fallback=False))
+    closed = SAMCL.open(path, base=tiny_backbone, fallback=False)
+    assert closed.module_set.selector_config.kind == "fecam"
+    assert [r.domain for r in closed.segment(images, prompts)][:2] != ["base", "base"]
+    reopened = SAMCL.open(path, base=tiny_backbone)  # stored statistics route exactly as in memory
+    again = reopened.segment(images, prompts)
+    assert [r.selector_score for r in again] == [r.selector_score for r in results]
+
+
+def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, tiny_backbone):
+    """A store as written before selector kinds existed (its manifest names no kind: the MLP on the grid mean)."""
+    path = tmp_path / "old"
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=3))
+    samcl.learn("red", toy_samples(6, COLOURS["red"], 0), FAST)
+    samcl.learn("blue", toy_samples(6, COLOURS["blue"], 1), FAST)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for key in ("kind", "features", "proj_dim", "shrink", "ridge", "frr"):
+        manifest["selector"].pop(key, None)
+        manifest["selector"]["config"].pop(key, None)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    images = [s.image for s in toy_samples(3, COLOURS["red"], 7) + toy_samples(3, COLOURS["blue"], 8)]
+    prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
+    before = samcl.segment(images, prompts)
+    old = SAMCL.open(path, base=tiny_backbone)
+    assert old.module_set.selector_config.kind == "mlp" and old.module_set.selector_config.features == "mean"
+    after = old.segment(images, prompts)
+    assert [r.domain for r in after] == [r.domain for r in before]
+    for a, b in zip(after, before):
+        assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
