@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny SAM config and toy da
 #: the working tree during a long run cannot mix two versions of the code between writer and reader).
 CODE_ROOT = ROOT
 
-TRAIN_MARKER = "learn "  # the training progress bar of `samcl learn` ("learn <domain>: 0%|...")
+TRAIN_MARKER = "samcl-fault: train: "  # training has started (announced when SAMCL_FAULT_DELAY is set)
 SAVE_MARKER = "samcl-fault: save: start"
 DONE_MARKER = "samcl-fault: save: done"
 FAULT_PREFIX = "samcl-fault: "
@@ -226,12 +226,10 @@ class Verifier:
         assert len(state.modules) == sum(d["kind"] == "module" for d in manifest["domains"])
         samcl = SAMCL(self.backbone, state, store=None, device="cpu")
         with torch.no_grad():
-            pooled = self.backbone.pool(self.backbone.prefix(self.pixels, samcl.selector_block))
-            chosen = samcl.engine.select(pooled)[0]
+            pooled = self.backbone.pool_stats(self.backbone.prefix(self.pixels, samcl.selector_block))
+            (chosen,), (score,) = samcl.engine.select(pooled, fallback=False)
             assert 0 <= chosen < len(names), f"selector chose class {chosen} of {len(names)}"
-            if len(names) > 1:
-                logits = state.selector(pooled.float())
-                assert logits.shape == (1, len(names)) and torch.isfinite(logits).all()
+            assert state.selector.classes == len(names) and (score is None or score == score), "selector state"
             result = samcl.segment([self.image], [Prompt.of([[20, 20]])])[0]
             assert result.masks.shape[1:] == self.image.shape[:2] and result.domain in names + ["base"]
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:

@@ -176,7 +176,7 @@ def run(args, show=lambda report, key: None) -> dict:
     heat = samcl.engine.heat(inputs)
     rows = list(range(args.batch))
     report["parts_seconds"] = {
-        "pool + select": per_call(lambda: samcl.engine.select(backbone.pool(tokens))),
+        "pool + select": per_call(lambda: samcl.engine.select(backbone.pool_stats(tokens))),
         "heat rendering": per_call(lambda: samcl.engine.heat(inputs)),
         "module rows + heat features, 1 image": per_call(lambda: samcl.engine.injection([0], heat)),
         f"the same, {args.batch} images mixed": per_call(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from .progress import bar
 
 from .augmodule import Injection
 from .backbone import tokens as batch_ops
@@ -24,6 +23,7 @@ from .bank import ModuleBank
 from .metrics import mask_scores, mean_scores
 from .moduleset import ModuleSet
 from .prefix_cache import Identity, PrefixCache
+from .progress import bar
 from .prompts import render_reference_heat
 from .types import Prediction, Prompt
 

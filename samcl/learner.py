@@ -17,7 +17,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from .progress import bar
 
 from . import distributed
 from .augmodule import AugModuleConfig, config_for
@@ -29,6 +28,7 @@ from .io import SamclError
 from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
+from .progress import bar
 from .selector import SelectorConfig, make_selector
 from .sizes import storage
 from .store import ModuleStore

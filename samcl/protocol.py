@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from .progress import bar
 
 from .data.sample import Sample
 from .io import SamclError, atomic_write_json
 from .learner import SAMCL
 from .metrics import continual_metrics
-from .selector import SelectorConfig
 from .moduleset import BASE_CLASS
+from .progress import bar
+from .selector import SelectorConfig
 from .store import ModuleStore, read_tensors, write_tensors
 from .trainer import TrainConfig
 

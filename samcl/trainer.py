@@ -18,11 +18,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .progress import bar
 
 from .augmodule import AugModule, AugModuleConfig, Injection
 from .data.sample import Sample
+from .io import fault_point
 from .prefix_cache import PrefixCache
+from .progress import bar
 from .prompts import sample_points, sample_rng
 
 AMP_MODES = ("none", "bf16")
@@ -202,6 +203,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     pooled: dict[int, torch.Tensor] = {}  # selector embeddings: a by-product of the prefix, reused for the buffer
     losses, rates, start = [], [], time.perf_counter()
     steps = bar(total=total, desc=desc, progress=config.progress and rank == 0, leave=False)
+    fault_point(f"train: {desc} started")  # (a no-op unless a kill test asks: bars are off when not a terminal)
     for epoch in range(config.epochs):
         order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         for begin, end in bounds:

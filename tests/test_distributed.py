@@ -41,7 +41,7 @@ DOMAINS = {"red": ((200, 30, 30), 0, 8), "blue": ((30, 30, 200), 1, 3)}
 def learn_args(store: Path, base: Path, data: Path, domain: str, batch_size: int) -> list[str]:
     return ["--device", "cpu", "learn", str(store), "--base", str(base), "--domain", domain,
             "--data", str(data / domain), "--epochs", "2", "--batch-size", str(batch_size), "--lr", "0.01",
-            "--samples-per-domain", "6", "--selector-epochs", "3", "--json"]
+            "--samples-per-domain", "6", "--selector-epochs", "3", "--selector", "mlp", "--json"]  # the buffer path
 
 
 def state_hash(samcl: SAMCL) -> str:
@@ -49,7 +49,8 @@ def state_hash(samcl: SAMCL) -> str:
     state = samcl.module_set
     tensors = {f"module.{name}.{k}": v for name, m in state.modules.items() for k, v in m.state_tensors().items()}
     tensors.update({f"selector.{k}": v for k, v in state.selector.to_tensors().items() if v.is_floating_point()})
-    tensors["buffer"] = state.buffer.embeddings
+    if state.buffer is not None:  # the mlp's buffer (the statistics selectors keep none)
+        tensors["buffer"] = state.buffer.embeddings
     return distributed.tensors_sha256(tensors) + json.dumps([d.to_dict() for d in state.domains], sort_keys=True)
 
 

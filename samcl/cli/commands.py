@@ -281,5 +281,35 @@ def cmd_import_reference(args) -> int:
     return 0
 
 
-COMMANDS = {"benchmark": cmd_benchmark, "import-reference": cmd_import_reference, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
+def cmd_forget(args) -> int:
+    from ..lifecycle import forget
+
+    report = forget(args.store, args.domain)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    how = (f"the mlp selector retrained from scratch on the remaining buffer (seed {report['seed']})"
+           if report["selector_retrained"] else f"its {report['selector']} statistics removed exactly")
+    base = " (it was the base class: no module, only its selector state)" if report["was_base_class"] else ""
+    print(f"forgot {args.domain}{base}: {how}; store now holds: {', '.join(report['domains'])}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from ..lifecycle import merge
+
+    renames = dict(args.rename)
+    if len(renames) != len(args.rename):
+        raise SamclError("--rename: the same domain renamed twice")
+    report = merge(args.out, args.stores, renames)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    how = "mlp selector retrained from scratch on both buffers" if report["selector_retrained"] \
+        else f"{report['selector']} statistics combined exactly"
+    print(f"merged {len(args.stores)} stores into {args.out} ({how}): {', '.join(report['domains'])}")
+    return 0
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "forget": cmd_forget, "merge": cmd_merge, "import-reference": cmd_import_reference, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval}

@@ -43,6 +43,16 @@ examples:
   samcl eval my-set --data polyps=data/kvasir --data shadows=data/istd
   samcl eval my-set --data polyps=data/kvasir/test --json
   samcl eval my-set --data general=data/coco          # the domain learned with --as-base, by its name""",
+    "forget": """\
+examples:
+  samcl forget my-set polyps              # the set as if polyps had never been learned
+  samcl forget my-set polyps --json
+""",
+    "merge": """\
+examples:
+  samcl merge both site-a site-b                         # the union of two sets learned apart on one base
+  samcl merge both site-a site-b --rename cells=cells-b  # site-b's cells clashes with site-a's
+""",
     "import-reference": """\
 examples:
   samcl import-reference SAMCL/checkpoint/SAM1 ref-vitb --base sam_vit_b_01ec64.pth
@@ -106,14 +116,16 @@ def build_parser(command: str | None = ALL) -> Parser:
                         help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
-              "benchmark": _benchmark, "import-reference": _import_reference}
+              "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
              "eval": "evaluate a store on test folders",
              "demo": "SAMCL end to end on the shipped tiny SAM and synthetic domains (CPU)",
              "benchmark": "the continual protocol for SAMCL and the baselines, several seeds: tables and plots",
-             "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store"}
+             "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store",
+             "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
+             "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
         if command in (ALL, name):
@@ -229,6 +241,27 @@ def _eval(p) -> None:
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def _forget(p) -> None:
+    p.add_argument("store", type=Path, help="module-set directory")
+    p.add_argument("domain", help="the domain to remove")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _rename(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW, got {text!r}")
+    return old, new
+
+
+def _merge(p) -> None:
+    p.add_argument("out", type=Path, help="new store folder for the union")
+    p.add_argument("stores", type=Path, nargs="+", help="two or more stores learned on the same base")
+    p.add_argument("--rename", type=_rename, action="append", default=[], metavar="OLD=NEW",
+                   help="give a domain of the second or a later store another name (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _import_reference(p) -> None:
