@@ -293,15 +293,18 @@ class Injection:
         self.params = params
         self.slots = {block: slot for slot, block in enumerate(config.adapted_blocks)}
         self.features = None  # B x N x r
+        #: The module's math runs in its parameters' dtype (float32) whatever the encoder's precision: it is
+        #: under 1 % of a block's work, and its small deltas keep their precision.
+        self.dtype = params["a.weight"].dtype
         if config.prompt_augmentation:
-            self.features = heat_features(params, heat.flatten(1).to(params["a.weight"].dtype))
+            self.features = heat_features(params, heat.flatten(1).to(self.dtype))
 
     def block_delta(self, block: int, x: torch.Tensor) -> torch.Tensor | None:
         """x: B x N x D attention input of encoder block `block` -> B x N x D, or None if not adapted."""
         slot = self.slots.get(block)
         if slot is None or self.config.target != "attention":
             return None
-        return slora_delta(self.params, slot, x, self.features)
+        return slora_delta(self.params, slot, x.to(self.dtype), self.features)  # in the module's dtype
 
     def adapts_qkv(self, block: int) -> bool:
         return self.config.target == "qkv" and block in self.slots
@@ -310,7 +313,7 @@ class Injection:
         """x: the qkv projection's input in block `block` (B' x ... x D) -> the LoRA term to add to its output."""
         if not self.adapts_qkv(block):
             return None
-        return qkv_lora_delta(self.params, self.slots[block], x)
+        return qkv_lora_delta(self.params, self.slots[block], x.to(self.dtype))
 
     def neck_deltas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(U_D(H): B x N x D into the neck, U_out(H): B x N x C onto its output), or (None, None)."""

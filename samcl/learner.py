@@ -29,6 +29,7 @@ from .io import SamclError
 from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
+from .precision import resolve as resolve_precision
 from .selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
 from .sizes import storage
 from .store import ModuleStore
@@ -42,7 +43,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
 
-    def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None):
+    def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None,
+                 precision: str = "float32"):
         self.backbone = backbone
         self.module_set = module_set
         self.store = store
@@ -55,6 +57,26 @@ class SAMCL:
             module_set.selector.to(self.device)
         self.engine = Engine(backbone, module_set, self.device)
         self.engine.bank()  # every module resident from the start: switching is choosing rows
+        self.set_precision(precision)
+
+    def set_precision(self, precision: str | None) -> str:
+        """Run inference in `precision`: "float32", "bfloat16", or "auto"/None (`samcl.precision.resolve`: what
+        this machine runs best at equal quality). The encoder's weights are cast once, here. Learning needs the
+        float32 encoder (the store's contents never depend on the precision), so a set in bfloat16 is for
+        inference only. Returns the precision now in use."""
+        try:
+            chosen = resolve_precision(precision, str(self.device))
+            if chosen != self.backbone.precision:
+                self.backbone.set_precision(chosen)
+                self.engine.cache_prefixes(self.engine.cache.budget)  # cached prefixes were the other precision's
+        except ValueError as exc:
+            raise SamclError(str(exc)) from None
+        return chosen
+
+    @property
+    def precision(self) -> str:
+        """The inference precision ("float32" or "bfloat16"): the image encoder's."""
+        return self.backbone.precision
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -82,9 +104,10 @@ class SAMCL:
         return cls(backbone, module_set, module_store, device)
 
     @classmethod
-    def open(cls, store: str | Path, base=None, device=None) -> "SAMCL":
+    def open(cls, store: str | Path, base=None, device=None, precision: str | None = "float32") -> "SAMCL":
         """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
-        weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged."""
+        weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
+        `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`)."""
         module_store = ModuleStore(store)
         manifest = module_store.read_manifest()
         if base is None:
@@ -102,7 +125,7 @@ class SAMCL:
                                        manifest=manifest)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
-        return cls(backbone, module_set, module_store, device)
+        return cls(backbone, module_set, module_store, device, precision)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -139,6 +162,9 @@ class SAMCL:
             raise SamclError("the module set already has a base class")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
+        if self.precision != "float32":
+            raise SamclError(f"this module set runs in {self.precision} for inference; learning needs the float32 "
+                             "encoder (the store must not depend on the precision): open it with precision='float32'")
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
@@ -251,6 +277,9 @@ class SAMCL:
         """Bytes: per module, selector, buffer, total (`samcl.sizes.storage`)."""
         return storage(self.module_set)
 
-    def predictor(self) -> SamclPredictor:
-        """A predictor in the style of Meta's SamPredictor that picks the module itself."""
+    def predictor(self, precision: str | None = None) -> SamclPredictor:
+        """A predictor in the style of Meta's SamPredictor that picks the module itself. `precision`: switch the
+        set to this inference precision first (None: keep the current one; see `set_precision`)."""
+        if precision is not None:
+            self.set_precision(precision)
         return SamclPredictor(self.engine)

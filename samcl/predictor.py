@@ -42,6 +42,11 @@ class SamclPredictor:
         self._base_embedding = None
 
     @property
+    def precision(self) -> str:
+        """The encoder's precision ("float32" or "bfloat16"; `SAMCL.predictor(precision=...)` sets it)."""
+        return self.engine.backbone.precision
+
+    @property
     def is_image_set(self) -> bool:
         return self._tokens is not None
 
