@@ -115,6 +115,8 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def cmd_info(args) -> int:
     from ..manifest import read_manifest, verify
+    from ..precision import describe_auto, native_bf16
+    from ..precision import resolve as resolve_precision
 
     manifest = read_manifest(args.store)
     verify(args.store, manifest)  # every file's checksum (no model code: info stays fast)
@@ -135,6 +137,7 @@ def cmd_info(args) -> int:
         "domains": domains,
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
+        "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
     }
     if args.json:
         print(json.dumps(info))
@@ -149,6 +152,7 @@ def cmd_info(args) -> int:
     s = info["storage"]
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
+    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
     return 0
 
 
@@ -173,7 +177,7 @@ def cmd_segment(args) -> int:
     from ..learner import SAMCL
     from ..types import Prompt
 
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision)
     prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
     out = []
@@ -200,7 +204,7 @@ def cmd_eval(args) -> int:
         folders[name] = path
     check_device(args.device)
     datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision)
     base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
     known = {*samcl.domains, BASE_CLASS}
     for name in folders:
@@ -217,12 +221,13 @@ def cmd_eval(args) -> int:
         result.setdefault("selector_accuracy", None)
         results[name] = result
     if args.json:
-        print(json.dumps({"domains": results, "learned": samcl.domains}))
+        print(json.dumps({"domains": results, "learned": samcl.domains, "precision": samcl.precision}))
         return 0
     rows = [[name, r["images"], f"{r['iou']:.4f}", f"{r['f1']:.4f}", f"{r['mae']:.4f}",
              "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
+    print(f"precision {samcl.precision}")
     return 0
 
 

@@ -130,6 +130,17 @@ def _base(p, default_text: str) -> None:
                                   f"({default_text})")
 
 
+def add_precision(p) -> None:
+    """--precision for every inference command (segment, eval, serve): the encoder's precision at inference;
+    the help says what auto picks on this machine (read from the CPU's flags, no model code imported)."""
+    from .. import precision
+
+    p.add_argument("--precision", choices=precision.CHOICES, default="auto",
+                   help="inference precision of the image encoder: bfloat16 casts its weights once at load (the "
+                        "selector, modules and decoder stay float32; the store is never changed); "
+                        f"{precision.describe_auto()}")
+
+
 def _points_frame(p) -> None:
     p.add_argument("--points-frame", choices=["auto", "pixels", "square1024"], default="auto",
                    help="coordinates of masks/points.json: pixels of the image, or the 1024x1024 square the "
@@ -197,6 +208,7 @@ def _segment(p) -> None:
                         "each); a symlink is written through, never replaced")
     p.add_argument("--domain", default=None, help="force this module instead of selecting ('base': none)")
     _base(p, "default: the one recorded in the store")
+    add_precision(p)
     p.add_argument("--json", action="store_true", help="print image, module, score and mask file as JSON")
 
 
@@ -207,6 +219,7 @@ def _eval(p) -> None:
     p.add_argument("--seed", type=t.seed, default=0, help="seed for points where points.json has none")
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
+    add_precision(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
