@@ -44,7 +44,7 @@ class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
 
     def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None,
-                 precision: str = "float32"):
+                 precision: str | None = None):
         self.backbone = backbone
         self.module_set = module_set
         self.store = store
@@ -57,7 +57,8 @@ class SAMCL:
             module_set.selector.to(self.device)
         self.engine = Engine(backbone, module_set, self.device)
         self.engine.bank()  # every module resident from the start: switching is choosing rows
-        self.set_precision(precision)
+        if precision is not None:  # None: the backbone's own (float32 as loaded)
+            self.set_precision(precision)
 
     def set_precision(self, precision: str | None) -> str:
         """Run inference in `precision`: "float32", "bfloat16", or "auto"/None (`samcl.precision.resolve`: what
@@ -104,10 +105,11 @@ class SAMCL:
         return cls(backbone, module_set, module_store, device)
 
     @classmethod
-    def open(cls, store: str | Path, base=None, device=None, precision: str | None = "float32") -> "SAMCL":
+    def open(cls, store: str | Path, base=None, device=None, precision: str | None = None) -> "SAMCL":
         """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
         weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
-        `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`)."""
+        `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`); None keeps the
+        base's own (float32 as loaded from a file)."""
         module_store = ModuleStore(store)
         manifest = module_store.read_manifest()
         if base is None:

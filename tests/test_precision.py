@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_sam_config
+from helpers import toy_samples
 from transformers import SamConfig
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
@@ -17,9 +19,6 @@ from samcl.io import SamclError
 from samcl.learner import SAMCL, Prompt
 from samcl.selector import SelectorConfig
 from samcl.trainer import TrainConfig
-
-from conftest import tiny_sam_config
-from helpers import toy_samples
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 COLOURS = {"red": ((200, 30, 30), 0), "blue": ((30, 30, 200), 1), "green": ((30, 200, 30), 2)}

@@ -174,6 +174,7 @@ class FrozenBackbone(nn.Module):
             return
         if self.precision != "float32":
             raise ValueError(f"the encoder already runs in {self.precision}: load the base again for {precision}")
+        self.identity()  # a store is tied to the float32 weights: their hash, taken (or adopted) before the cast
         self.model.vision_encoder.to(dtypes[precision])
         self.precision = precision
 
