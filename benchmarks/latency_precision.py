@@ -31,11 +31,15 @@ from samcl.precision import native_bf16
 
 
 def int8_backbone(size: int | None, seed: int = 0) -> SamBackbone:
-    """The ViT-B backbone with the image encoder's linear layers dynamically quantised to int8 (an experiment:
+    """The ViT-B backbone with the image encoder's linear layers dynamically quantised to int8."""
+    return quantize_encoder_int8(vit_b_backbone(size, seed))
+
+
+def quantize_encoder_int8(backbone):
+    """The image encoder's linear layers dynamically quantised to int8, in place (an experiment:
     `torch.ao.quantization.quantize_dynamic`, deprecated in PyTorch, is not part of samcl)."""
     import warnings
 
-    backbone = vit_b_backbone(size, seed)
     backbone.identity()  # of the float32 weights, as `set_precision` does
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -109,9 +113,33 @@ def precision_comparison(args, show) -> dict:
                          "mask_iou": float((a & b).sum() / max((a | b).sum(), 1)),
                          "foreground": float(a.mean())}
     report["quality"] = quality
+    report["augmodule_ms"] = augmodule_cost(sets["float32"], reference)
     report["config"]["load_after"] = os.getloadavg()
     show(report, "precision quality")
     return report
+
+
+def augmodule_cost(samcl: SAMCL, backbone) -> dict:
+    """Milliseconds of one adapted block's SLoRA delta on the full token grid, with the module's math in float32
+    and in bfloat16 (the input arrives in the encoder's dtype either way), against one whole encoder block."""
+    from latency import per_call
+
+    from samcl.augmodule import Injection
+
+    rows, cols = backbone.grid
+    x = torch.randn(1, rows * cols, backbone.hidden_size)
+    heat = torch.zeros(1, rows, cols)
+    block = samcl.aug_config.adapted_blocks[0]
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        params = {k: v.to(dtype) for k, v in samcl.engine.bank([0]).params([1]).items()}
+        injection = Injection(samcl.aug_config, params, heat)
+        out[name] = per_call(lambda: injection.block_delta(block, x.to(torch.bfloat16)), calls=5) * 1000
+    layer = backbone.model.vision_encoder.layers[block]
+    hidden = x.view(1, rows, cols, -1)
+    with torch.no_grad():
+        out["encoder block float32"] = per_call(lambda: backbone._run_block(layer, hidden, block, None), calls=1) * 1000
+    return out
 
 
 def print_precision(report: dict, key: str) -> None:
@@ -135,4 +163,7 @@ def print_precision(report: dict, key: str) -> None:
         for name, q in report["quality"].items():
             print(f"   {name} vs float32 masks: max |logit diff| {q['max_logit_diff']:.4g} (max |logit| "
                   f"{q['max_abs_logit']:.4g}), mask IoU {q['mask_iou']:.4f}, foreground {q['foreground']:.3f}")
+        a = report["augmodule_ms"]
+        print(f"   AugModule delta of one block: float32 {a['float32']:.2f} ms, bfloat16 {a['bfloat16']:.2f} ms "
+              f"(one float32 encoder block {a['encoder block float32']:.0f} ms)")
         print(f"   load average after {c['load_after'][0]:.2f}")

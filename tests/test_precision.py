@@ -146,3 +146,36 @@ def test_cli_bad_precision_is_one_line(store, command, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "--precision" in err and "fp8" in err
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_adapted_suffix_in_bfloat16_is_close_to_float32(tiny_backbone, family):
+    """A module's float32 deltas on a bfloat16 encoder: the embeddings come out float32 (the decoder's dtype) and
+    close to the float32 encoder's; the heat features stay float32."""
+    import copy
+
+    from samcl.augmodule import AugModule, Injection, config_for
+    from test_sam2 import tiny_sam2
+
+    full = copy.deepcopy(tiny_backbone) if family == "sam" else tiny_sam2()
+    half = copy.deepcopy(full)
+    half.set_precision("bfloat16")
+    config = config_for(full.site)
+    module = AugModule(config, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
+    pixels = torch.randn(1, 3, full.image_size, full.image_size, generator=torch.Generator().manual_seed(2))
+    points = torch.tensor([[[20.0, 30.0]]])
+    outs = []
+    with torch.no_grad():
+        for backbone in (full, half):
+            start = min(config.adapted_blocks)
+            tokens = backbone.prefix(pixels, start - 1)
+            injection = Injection(config, module.params(), backbone.heat(points, None, None))
+            assert injection.features.dtype == torch.float32
+            embeddings = backbone.suffix(tokens, start, injection)
+            outs.append(embeddings if family == "sam" else embeddings.image)
+    assert outs[0].dtype == outs[1].dtype == torch.float32
+    scale = outs[0].abs().max()
+    assert (outs[1] - outs[0]).abs().max() < 0.05 * scale
