@@ -121,6 +121,9 @@ def test_auto_reads_native_bf16_from_cpu_flags(tmp_path, monkeypatch):
     assert precision.resolve("auto", "cpu") == "bfloat16" and precision.resolve("auto", "cuda") == "float32"
     monkeypatch.setattr(precision, "AUTO_BF16", False)
     assert precision.resolve("auto", "cpu") == "float32" and precision.resolve("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr(precision, "AUTO_BF16", True)
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # emulated bfloat16 is slower: float32
+    assert precision.resolve("auto", "cpu") == "float32" and "no native bfloat16" in precision.describe_auto()
     with pytest.raises(ValueError, match="precision 'fp8'"):
         precision.resolve("fp8")
 
@@ -134,6 +137,14 @@ def test_cli_segment_in_bfloat16(store, tmp_path, capsys):
                  "--out", str(tmp_path / "mask.png"), "--precision", "bfloat16", "--json"])
     assert code == 0 and '"domain": "red"' in capsys.readouterr().out
     assert (tmp_path / "mask.png").stat().st_size > 0
+
+
+def test_info_says_what_auto_picks(store, capsys):
+    assert main(["info", str(store)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("inference precision (--precision auto): float32 here")
+    assert main(["info", str(store), "--json"]) == 0
+    assert '"inference_precision": {"auto": "float32"' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["segment", "eval"])
