@@ -190,3 +190,20 @@ def test_adapted_suffix_in_bfloat16_is_close_to_float32(tiny_backbone, family):
     assert outs[0].dtype == outs[1].dtype == torch.float32
     scale = outs[0].abs().max()
     assert (outs[1] - outs[0]).abs().max() < 0.05 * scale
+
+
+def test_cli_learn_amp_bf16_refused_on_cpu_without_native_bf16(tmp_path, capsys, monkeypatch):
+    from samcl.cli import commands
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    with pytest.raises(SamclError, match="--amp bf16: this CPU has no native bfloat16"):
+        commands.check_amp("bf16", "cpu")
+    commands.check_amp("none", "cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    commands.check_amp("bf16", "cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    code = main(["--device", "cpu", "learn", str(tmp_path / "s"), "--domain", "a", "--data", str(tmp_path),
+                 "--amp", "bf16"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--amp bf16" in err
+    assert not (tmp_path / "s").exists()

@@ -30,6 +30,21 @@ def check_device(name: str | None) -> None:
         raise SamclError("--device mps: Apple's MPS is not available here; use --device cpu")
 
 
+def check_amp(amp: str, device) -> None:
+    """--amp bf16 on a CPU without native bfloat16 is refused: emulated, a training step took 34x float32's CPU
+    time at ViT-B size for the same losses (benchmarks/amp_cpu.py), so float32 is the right choice there."""
+    if amp != "bf16":
+        return
+    import torch
+
+    from ..precision import native_bf16
+
+    on_cpu = (str(device) == "cpu") if device is not None else not torch.cuda.is_available()
+    if on_cpu and not native_bf16():
+        raise SamclError("--amp bf16: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag), where a "
+                         "bf16 training step takes about 34x the float32 time; use --amp none")
+
+
 def note(message: str) -> None:
     print(f"samcl: {message}", file=sys.stderr)
 
@@ -61,6 +76,7 @@ def cmd_learn(args) -> int:
     check_device(args.device)
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
+    check_amp(args.amp, device)
     data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
     if ModuleStore(args.store).exists():
         samcl = SAMCL.open(args.store, base=args.base, device=device)

@@ -169,7 +169,7 @@ def _learn(p) -> None:
                    help="positive points sampled per training image and epoch")
     p.add_argument("--amp", choices=["none", "bf16"], default=train["amp"],
                    help="mixed precision for training: bf16 autocast of the adapted encoder blocks and decoder "
-                        "(meant for CUDA; on CPU only when asked)")
+                        "(CUDA, or a CPU with native bfloat16; refused on other CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
     _points_frame(p)
