@@ -134,7 +134,7 @@ def augmodule_cost(samcl: SAMCL, backbone) -> dict:
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         params = {k: v.to(dtype) for k, v in samcl.engine.bank([0]).params([1]).items()}
         injection = Injection(samcl.aug_config, params, heat)
-        out[name] = per_call(lambda: injection.block_delta(block, x.to(torch.bfloat16)), calls=5) * 1000
+        out[name] = per_call(lambda i=injection: i.block_delta(block, x.to(torch.bfloat16)), calls=5) * 1000
     layer = backbone.model.vision_encoder.layers[block]
     hidden = x.view(1, rows, cols, -1)
     with torch.no_grad():
