@@ -99,8 +99,12 @@ def test_store_contents_do_not_depend_on_precision(store):
 
 def test_predictor_in_bfloat16_matches_segment(store):
     samcl = SAMCL.open(store, device="cpu")
-    predictor = samcl.predictor(precision="bfloat16")
     sample = toy_samples(1, (30, 30, 200), 21)[0]
+    early = samcl.predictor()
+    early.set_image(sample.image)
+    predictor = samcl.predictor(precision="bfloat16")
+    with pytest.raises(RuntimeError, match="call set_image"):
+        early.predict(sample.points, np.ones(3))
     predictor.set_image(sample.image)
     masks, _, _ = predictor.predict(sample.points, np.ones(3))
     result = samcl.segment([sample.image], [Prompt.of(sample.points)])[0]
