@@ -3,6 +3,8 @@
     python benchmarks/latency.py                          # SAM ViT-B config (1024 px), batch 1, 3 repeats
     python benchmarks/latency.py --size 512 --repeats 5   # a quicker look: same model, smaller input
     python benchmarks/latency.py --json                   # one JSON object instead of the table
+    nice -n 10 python benchmarks/latency.py --precision --repeats 1   # 5. only: precisions, ViT-B at 1024 px
+    python benchmarks/latency.py --precision --size 512 --repeats 1   # 5. quick mode
 
 Prints, each as time of SAMCL / time of its baseline, both measured interleaved in this run (median and min of
 the repeats), in wall time and in this process's CPU time (on cores shared with other work, wall time swings
@@ -15,6 +17,10 @@ with their load; CPU time, with one thread, much less):
   3. predictor, after `set_image`: prompt-only re-run (`predict`) / full run (`set_image` + `predict`), for an
      image whose class has a module (the suffix depends on the points) and for the base class (decoder only).
   4. bytes per module as the store saves it, float32 vs float16.
+  5. (--precision, alone) SAMCL in each inference precision (float32, bfloat16; int8 dynamic quantisation of the
+     encoder's linear layers with --int8, an experiment) / transformers' own `SamModel` forward in float32, and
+     the predictor's prompt-only re-run in each precision / the same; with the max logit difference and the IoU
+     between float32's masks and each other precision's.                                goal bfloat16 <= 0.30
 and, to show where SAMCL's extra time goes, the cost of selection, heat rendering and picking module rows.
 """
 
@@ -34,8 +40,8 @@ from transformers import SamConfig
 
 from samcl import SAMCL, Prompt
 from samcl.augmodule import AugModule, AugModuleSize, config_for
-from samcl.engine import InputPrompt
 from samcl.backbone.sam import SamBackbone
+from samcl.engine import InputPrompt
 from samcl.selector import EmbeddingBuffer, SelectorNet
 from samcl.store import DomainEntry
 
@@ -218,17 +224,18 @@ def run(args, show=lambda report, key: None) -> dict:
     return report
 
 
+def line(label, times, ratio, kind="ratio", goal=""):
+    """Wall and CPU medians (and minima) of each timed function, then their ratio."""
+    for clock in ("wall", "cpu"):
+        parts = "  ".join(f"{name} {statistics.median(t[clock]) * 1000:8.1f} ms (min {min(t[clock]) * 1000:.1f})"
+                          for name, t in times.items())
+        print(f"{label if clock == 'wall' else '':<34} {clock:>4}: {parts}")
+    print(f"{'':<34} {kind}: wall median {ratio['wall median']:.3f}, min {ratio['wall min']:.3f}; "
+          f"CPU median {ratio['cpu median']:.3f}, min {ratio['cpu min']:.3f}  {goal}")
+
+
 def print_part(report: dict, key: str) -> None:
     c = report["config"]
-
-    def line(label, times, ratio, kind="ratio", goal=""):
-        for clock in ("wall", "cpu"):
-            parts = "  ".join(f"{name} {statistics.median(t[clock]) * 1000:8.1f} ms (min {min(t[clock]) * 1000:.1f})"
-                              for name, t in times.items())
-            print(f"{label if clock == 'wall' else '':<34} {clock:>4}: {parts}")
-        print(f"{'':<34} {kind}: wall median {ratio['wall median']:.3f}, min {ratio['wall min']:.3f}; "
-              f"CPU median {ratio['cpu median']:.3f}, min {ratio['cpu min']:.3f}  {goal}")
-
     if key == "config":
         print(f"SAM config: {c['image_size']} px, D = {c['hidden_size']}, {c['blocks']} blocks, selector block "
               f"{c['selector_block']}, adapted blocks {c['adapted_blocks']}; random weights; torch {c['torch']}, "
@@ -269,8 +276,17 @@ def main(argv: list[str] | None = None) -> int:
                              "of attention maps and takes minutes per call on a CPU); 0 = --size")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (on cores shared with other "
                         "work 1 is much faster: threads wait for each other)")
+    parser.add_argument("--precision", action="store_true", help="run only part 5, the precision comparison")
+    parser.add_argument("--int8", action="store_true", help="with --precision: int8 dynamic quantisation too")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.precision:  # part 5 alone (its own file: benchmarks/latency_precision.py)
+        from latency_precision import precision_comparison, print_precision
+
+        report = precision_comparison(args, show=(lambda report, key: None) if args.json else print_precision)
+        if args.json:
+            print(json.dumps(report))
+        return 0
     if args.batch_repeats is None:
         args.batch_repeats = min(args.repeats, 2)
     report = run(args, show=(lambda report, key: None) if args.json else print_part)

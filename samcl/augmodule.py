@@ -321,6 +321,9 @@ class Injection:
         self.heat = heat.to(params["a.weight"].dtype)
         self.features = None  # B x N x r
         self._windowed: dict[int, torch.Tensor] = {}
+        #: The module's math runs in its parameters' dtype (float32) whatever the encoder's precision: it is
+        #: under 1 % of a block's work, and its small deltas keep their precision.
+        self.dtype = params["a.weight"].dtype
         if config.prompt_augmentation:
             self.features = heat_features(params, self.heat.flatten(1))
 
@@ -339,7 +342,7 @@ class Injection:
         slot = self.slots.get(block)
         if slot is None or self.config.target != "attention":
             return None
-        return slora_delta(self.params, slot, x, self._features_in(window))
+        return slora_delta(self.params, slot, x.to(self.dtype), self._features_in(window))  # in the module's dtype
 
     def adapts_qkv(self, block: int) -> bool:
         return self.config.target == "qkv" and block in self.slots
@@ -348,7 +351,7 @@ class Injection:
         """x: the qkv projection's input in block `block` (B' x ... x D) -> the LoRA term to add to its output."""
         if not self.adapts_qkv(block):
             return None
-        return qkv_lora_delta(self.params, self.slots[block], x)
+        return qkv_lora_delta(self.params, self.slots[block], x.to(self.dtype))
 
     def neck_deltas(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(U_D(H): B x N x D into the neck, U_out(H): B x N x C onto its output), or (None, None)."""

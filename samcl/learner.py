@@ -28,6 +28,7 @@ from .io import SamclError
 from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
+from .precision import resolve as resolve_precision
 from .progress import bar
 from .selector import SelectorConfig, make_selector
 from .sizes import storage
@@ -42,7 +43,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
 
-    def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None):
+    def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None,
+                 precision: str | None = None):
         self.backbone = backbone
         self.module_set = module_set
         self.store = store
@@ -55,6 +57,27 @@ class SAMCL:
             module_set.selector.to(self.device)
         self.engine = Engine(backbone, module_set, self.device)
         self.engine.bank()  # every module resident from the start: switching is choosing rows
+        if precision is not None:  # None: the backbone's own (float32 as loaded)
+            self.set_precision(precision)
+
+    def set_precision(self, precision: str | None) -> str:
+        """Run inference in `precision`: "float32", "bfloat16", or "auto"/None (`samcl.precision.resolve`: what
+        this machine runs best at equal quality). The encoder's weights are cast once, here. Learning needs the
+        float32 encoder (the store's contents never depend on the precision), so a set in bfloat16 is for
+        inference only. Returns the precision now in use."""
+        try:
+            chosen = resolve_precision(precision, str(self.device))
+            if chosen != self.backbone.precision:
+                self.backbone.set_precision(chosen)
+                self.engine.cache_prefixes(self.engine.cache.budget)  # cached prefixes were the other precision's
+        except ValueError as exc:
+            raise SamclError(str(exc)) from None
+        return chosen
+
+    @property
+    def precision(self) -> str:
+        """The inference precision ("float32" or "bfloat16"): the image encoder's."""
+        return self.backbone.precision
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -82,10 +105,13 @@ class SAMCL:
         return cls(backbone, module_set, module_store, device)
 
     @classmethod
-    def open(cls, store: str | Path, base=None, device=None, fallback: bool = True) -> "SAMCL":
+    def open(cls, store: str | Path, base=None, device=None, fallback: bool = True,
+             precision: str | None = None) -> "SAMCL":
         """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
         weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
-        `fallback`: images no learned domain fits run on the base (the statistics selectors' open-set answer)."""
+        `fallback`: images no learned domain fits run on the base (the statistics selectors' open-set answer).
+        `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`); None keeps the
+        base's own (float32 as loaded from a file)."""
         module_store = ModuleStore(store)
         manifest = module_store.read_manifest()
         if base is None:
@@ -103,7 +129,7 @@ class SAMCL:
                                        manifest=manifest)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
-        samcl = cls(backbone, module_set, module_store, device)
+        samcl = cls(backbone, module_set, module_store, device, precision)
         samcl.engine.fallback = fallback
         return samcl
 
@@ -147,6 +173,9 @@ class SAMCL:
             raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
                              "embedding buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
+        if self.precision != "float32":
+            raise SamclError(f"this module set runs in {self.precision} for inference; learning needs the float32 "
+                             "encoder (the store must not depend on the precision): open it with precision='float32'")
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
@@ -254,6 +283,9 @@ class SAMCL:
         """Bytes: per module, selector, buffer, total (`samcl.sizes.storage`)."""
         return storage(self.module_set)
 
-    def predictor(self) -> SamclPredictor:
-        """A predictor in the style of Meta's SamPredictor that picks the module itself."""
+    def predictor(self, precision: str | None = None) -> SamclPredictor:
+        """A predictor in the style of Meta's SamPredictor that picks the module itself. `precision`: switch the
+        set to this inference precision first (None: keep the current one; see `set_precision`)."""
+        if precision is not None:
+            self.set_precision(precision)
         return SamclPredictor(self.engine)

@@ -32,14 +32,21 @@ class SamclPredictor:
         self._geometry = None
         self._choice: int | None = None
         self._base_embedding = None
+        self._precision: str | None = None
 
     @torch.no_grad()
     def set_image(self, image, domain: str | None = None) -> None:
         """image: H x W x 3 uint8 RGB array or PIL image. `domain` forces a module instead of selecting."""
         engine = self.engine
         self._tokens, (self._geometry,) = engine.prefix([image])
+        self._precision = engine.backbone.precision
         self._choice = engine.choose(self._tokens, engine.resolve(domain, 1))[0][0]
         self._base_embedding = None
+
+    @property
+    def precision(self) -> str:
+        """The encoder's precision ("float32" or "bfloat16"; `SAMCL.predictor(precision=...)` sets it)."""
+        return self.engine.backbone.precision
 
     @property
     def is_image_set(self) -> bool:
@@ -73,3 +80,6 @@ class SamclPredictor:
     def _require_image(self) -> None:
         if self._tokens is None:
             raise RuntimeError("call set_image(...) before predict()")
+        if self._precision != self.engine.backbone.precision:  # the cached prefix is the other precision's
+            raise RuntimeError(f"the precision changed to {self.engine.backbone.precision} after set_image(...) "
+                               "(in float32): call set_image(...) again")

@@ -33,6 +33,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_auto_precision():
+    """`--precision auto` picks bfloat16 on CPUs with native bfloat16; tests compare the CLI's results with the
+    API's float32 ones at 1e-5, so auto means float32 here whatever CPU runs them (tests/test_precision.py pins
+    the rule itself)."""
+    from samcl import precision
+
+    saved, precision.AUTO_BF16 = precision.AUTO_BF16, False
+    yield
+    precision.AUTO_BF16 = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone() -> SamBackbone:
     backbone = SamBackbone.from_config(tiny_sam_config(), seed=0)

@@ -199,8 +199,8 @@ def test_predictor_reruns_only_what_depends_on_the_prompt(served):
     samcl = SAMCL.open(root / "set", base=fresh)
     encoder = fresh.model.vision_encoder
     block = samcl.selector_block
-    prefix = _count_calls([encoder.patch_embed, *encoder.layers[:block + 1]])
-    suffix = _count_calls([encoder.neck, *encoder.layers[block + 1:]])
+    prefix = _count_calls([encoder.patch_embed, *(layer.mlp for layer in encoder.layers[:block + 1])])
+    suffix = _count_calls([encoder.neck, *(layer.mlp for layer in encoder.layers[block + 1:])])
     decoder = _count_calls([fresh.model.mask_decoder])
     images, prompts = mixed_inputs()
     predictor = samcl.predictor()

@@ -76,8 +76,8 @@ def run_adapted_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapte
     if adapter is not None:
         batch, rows, cols, dim = normed.shape
         delta = adapter.block_delta(block, normed.reshape(batch, rows * cols, dim), layer.window_size)
-        if delta is not None:
-            attn = attn + delta.view(batch, rows, cols, dim)
+        if delta is not None:  # the adapter computes in its own dtype (float32); the block keeps the encoder's
+            attn = attn + delta.view(batch, rows, cols, dim).to(attn.dtype)
     hidden = residual + attn
     return hidden + layer.mlp(layer.layer_norm2(hidden))
 
@@ -97,6 +97,8 @@ class FrozenBackbone(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.model.requires_grad_(False)
+        #: "float32" or "bfloat16": the image encoder's weights and activations (`set_precision`).
+        self.precision = "float32"
         self._identity: dict | None = None
         #: Where the weights came from, set by `samcl.backbone.load_backbone`: {"base": the spec a store records,
         #: "file", "size", "mtime_ns": the weights file}. None for a model built in memory.
@@ -158,7 +160,30 @@ class FrozenBackbone(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The decoder's dtype: prompts, decoding and adapters compute in it (float32 at every precision)."""
+        return next(self.model.mask_decoder.parameters()).dtype
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        """The image encoder's dtype: its weights, and the prefix tokens and activations it produces."""
+        return next(self.model.vision_encoder.parameters()).dtype
+
+    def set_precision(self, precision: str) -> None:
+        """Run the image encoder in `precision` ("float32" or "bfloat16"): its weights are cast once, here, never
+        per call. The prompt encoder and mask decoder stay float32 (a small share of the time, and the logits
+        keep their precision); adapters add their float32 deltas cast to the encoder's dtype; `pool` averages in
+        float32 so the selector sees float32 features. Casting back from bfloat16 would not restore the weights,
+        so it is refused: load the base again."""
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+        if precision not in dtypes:
+            raise ValueError(f"precision {precision!r}: expected float32 or bfloat16")
+        if precision == self.precision:
+            return
+        if self.precision != "float32":
+            raise ValueError(f"the encoder already runs in {self.precision}: load the base again for {precision}")
+        self.identity()  # a store is tied to the float32 weights: their hash, taken (or adopted) before the cast
+        self.model.vision_encoder.to(dtypes[precision])
+        self.precision = precision
 
     def encode(self, pixel_values: torch.Tensor):
         """The base encoder end to end (no module)."""

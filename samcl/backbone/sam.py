@@ -13,9 +13,8 @@ Each block is computed once: the suffix starts where the prefix stopped.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import SamConfig, SamModel
 
@@ -27,18 +26,27 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-@contextmanager
-def qkv_adapter(attention: nn.Module, block: int, adapter: Adapter | None):
-    """While attention runs, add `adapter.qkv_delta` to its qkv projection's output (a forward hook removed
-    afterwards: the shared frozen model is never modified). A no-op unless the adapter adapts this block's qkv."""
-    if adapter is None or not adapter.adapts_qkv(block):
-        yield
-        return
-    handle = attention.qkv.register_forward_hook(lambda _, args, out: out + adapter.qkv_delta(block, args[0]))
-    try:
-        yield
-    finally:
-        handle.remove()
+def attention(attn: nn.Module, x: torch.Tensor, qkv_delta: torch.Tensor | None = None) -> torch.Tensor:
+    """SAM's attention (transformers' `SamVisionAttention`, window or global) through PyTorch's fused
+    `scaled_dot_product_attention`, with the decomposed relative-position bias passed as its additive mask.
+    x: B x H x W x D (a window or the whole grid); qkv_delta: B x H x W x 3D added to the qkv projection (LoRA
+    on qkv) or None. Everything stays in x's dtype (bfloat16 encoder: bfloat16 kernels); the bias is built
+    from the bfloat16 query as transformers builds it from its own."""
+    batch, rows, cols, _ = x.shape
+    heads, tokens = attn.num_attention_heads, rows * cols
+    qkv = attn.qkv(x)
+    if qkv_delta is not None:
+        qkv = qkv + qkv_delta.to(qkv.dtype)
+    qkv = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)  # 3 x B x heads x N x c
+    query, key, value = qkv.unbind(0)
+    bias = None
+    if attn.use_rel_pos:
+        flat = query.reshape(batch * heads, tokens, -1)
+        bias = attn.get_decomposed_rel_pos(flat, attn.rel_pos_h, attn.rel_pos_w, (rows, cols), (rows, cols))
+        bias = bias.reshape(batch, heads, tokens, tokens)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=attn.scale)
+    out = out.view(batch, heads, rows, cols, -1).permute(0, 2, 3, 1, 4).reshape(batch, rows, cols, -1)
+    return attn.proj(out)
 
 
 class SamBackbone(FrozenBackbone):
@@ -100,17 +108,17 @@ class SamBackbone(FrozenBackbone):
     def prefix(self, pixel_values: torch.Tensor, stop_block: int) -> torch.Tensor:
         """B x 3 x S x S -> tokens after block `stop_block` (inclusive): B x H x W x D."""
         encoder = self.model.vision_encoder
-        hidden = encoder.patch_embed(pixel_values.to(self.dtype))
+        hidden = encoder.patch_embed(pixel_values.to(self.encoder_dtype))
         if encoder.pos_embed is not None:
             hidden = hidden + encoder.pos_embed
         for block in range(stop_block + 1):
-            hidden = encoder.layers[block](hidden)
+            hidden = self._run_block(encoder.layers[block], hidden, block, None)
         return hidden
 
     @staticmethod
     def pool(tokens: torch.Tensor) -> torch.Tensor:
-        """B x H x W x D -> B x D (mean over the grid)."""
-        return tokens.mean(dim=(1, 2))
+        """B x H x W x D -> B x D (mean over the grid, in float32 whatever the encoder's precision)."""
+        return tokens.float().mean(dim=(1, 2))
 
     @classmethod
     def pool_stats(cls, tokens: torch.Tensor) -> torch.Tensor:
@@ -127,19 +135,20 @@ class SamBackbone(FrozenBackbone):
             hidden = self._run_block(encoder.layers[block], hidden, block, adapter)
         into, out = adapter.neck_deltas() if adapter is not None else (None, None)
         if into is not None:
-            hidden = hidden + into.view(hidden.shape)
-        embeddings = encoder.neck(hidden)
+            hidden = hidden + into.view(hidden.shape).to(hidden.dtype)
+        embeddings = encoder.neck(hidden).to(self.dtype)  # the decoder's dtype (bfloat16 encoder: float32)
         if out is not None:
             batch, _, rows, cols = embeddings.shape
-            embeddings = embeddings + out.view(batch, rows, cols, -1).permute(0, 3, 1, 2)
+            embeddings = embeddings + out.view(batch, rows, cols, -1).permute(0, 3, 1, 2).to(embeddings.dtype)
         return embeddings
 
     @staticmethod
     def _run_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapter: Adapter | None) -> torch.Tensor:
-        """One SamVisionLayer with the adapter's attention delta (and qkv delta, for LoRA on qkv)."""
+        """One SamVisionLayer with the adapter's attention delta (and qkv delta, for LoRA on qkv); attention
+        through the fused kernel (`attention`), also where no adapter acts (the prefix, the base)."""
         def attend(x: torch.Tensor) -> torch.Tensor:
-            with qkv_adapter(layer.attn, block, adapter):
-                return layer.attn(hidden_states=x)[0]
+            qkv_delta = adapter.qkv_delta(block, x) if adapter is not None and adapter.adapts_qkv(block) else None
+            return attention(layer.attn, x, qkv_delta)
 
         return run_adapted_block(layer, hidden, block, adapter, attend, layer.window_partition,
                                  layer.window_unpartition)

@@ -165,14 +165,14 @@ class Sam2Backbone(FrozenBackbone):
     def prefix(self, pixel_values: torch.Tensor, stop_block: int) -> HieraTokens:
         """B x 3 x S x S -> tokens after block `stop_block` (inclusive), with the finished stages' outputs."""
         hiera = self.model.vision_encoder.backbone
-        hidden = hiera.patch_embed(pixel_values.to(self.dtype))
+        hidden = hiera.patch_embed(pixel_values.to(self.encoder_dtype))
         hidden = hidden + hiera._get_pos_embed(hidden.shape[1:3])
         return self._run_blocks(HieraTokens(hidden, ()), 0, stop_block + 1, None)
 
     @staticmethod
     def pool(tokens: HieraTokens) -> torch.Tensor:
         """-> B x D (mean of the current hidden tokens over the grid)."""
-        return tokens.hidden.mean(dim=(1, 2))
+        return tokens.hidden.float().mean(dim=(1, 2))
 
     @classmethod
     def pool_stats(cls, tokens: HieraTokens) -> torch.Tensor:
@@ -187,6 +187,7 @@ class Sam2Backbone(FrozenBackbone):
         model = self.model
         fpn, _ = model.vision_encoder.neck(tokens.stages)  # low -> high resolution
         levels = fpn[-model.vision_encoder.num_feature_levels:][::-1]  # high -> low: stride 4, 8, 16
+        levels = [level.to(self.dtype) for level in levels]  # the decoder's dtype (bfloat16 encoder: float32)
         decoder = model.mask_decoder
         image = levels[-1] + model.no_memory_embedding.view(1, -1, 1, 1)
         return Sam2Embeddings(image, (decoder.conv_s0(levels[0]), decoder.conv_s1(levels[1])))

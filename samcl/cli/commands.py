@@ -30,6 +30,21 @@ def check_device(name: str | None) -> None:
         raise SamclError("--device mps: Apple's MPS is not available here; use --device cpu")
 
 
+def check_amp(amp: str, device) -> None:
+    """--amp bf16 on a CPU without native bfloat16 is refused: emulated, a training step took 34x float32's CPU
+    time at ViT-B size for the same losses (benchmarks/amp_cpu.py), so float32 is the right choice there."""
+    if amp != "bf16":
+        return
+    import torch
+
+    from ..precision import native_bf16
+
+    on_cpu = (str(device) == "cpu") if device is not None else not torch.cuda.is_available()
+    if on_cpu and not native_bf16():
+        raise SamclError("--amp bf16: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag), where a "
+                         "bf16 training step takes about 34x the float32 time; use --amp none")
+
+
 def note(message: str) -> None:
     print(f"samcl: {message}", file=sys.stderr)
 
@@ -61,6 +76,7 @@ def cmd_learn(args) -> int:
     check_device(args.device)
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
+    check_amp(args.amp, device)
     data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
     if ModuleStore(args.store).exists():
         samcl = SAMCL.open(args.store, base=args.base, device=device)
@@ -119,6 +135,8 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def cmd_info(args) -> int:
     from ..manifest import read_manifest, verify
+    from ..precision import describe_auto, native_bf16
+    from ..precision import resolve as resolve_precision
 
     manifest = read_manifest(args.store)
     verify(args.store, manifest)  # every file's checksum (no model code: info stays fast)
@@ -140,6 +158,7 @@ def cmd_info(args) -> int:
         "domains": domains,
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
+        "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
     }
     if args.json:
         print(json.dumps(info))
@@ -159,6 +178,7 @@ def cmd_info(args) -> int:
     s = info["storage"]
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
+    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
     return 0
 
 
@@ -183,7 +203,8 @@ def cmd_segment(args) -> int:
     from ..learner import SAMCL
     from ..types import Prompt
 
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
+                       precision=args.precision)
     prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
     out = []
@@ -211,7 +232,7 @@ def cmd_eval(args) -> int:
         folders[name] = path
     check_device(args.device)
     datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision)
     base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
     known = {*samcl.domains, BASE_CLASS}
     for name in folders:
@@ -228,12 +249,13 @@ def cmd_eval(args) -> int:
         result.setdefault("selector_accuracy", None)
         results[name] = result
     if args.json:
-        print(json.dumps({"domains": results, "learned": samcl.domains}))
+        print(json.dumps({"domains": results, "learned": samcl.domains, "precision": samcl.precision}))
         return 0
     rows = [[name, r["images"], f"{r['iou']:.4f}", f"{r['f1']:.4f}", f"{r['mae']:.4f}",
              "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
+    print(f"precision {samcl.precision}")
     return 0
 
 

@@ -151,6 +151,17 @@ def _base(p, default_text: str) -> None:
                                   f"({default_text})")
 
 
+def add_precision(p) -> None:
+    """--precision for every inference command (segment, eval, serve): the encoder's precision at inference;
+    the help says what auto picks on this machine (read from the CPU's flags, no model code imported)."""
+    from .. import precision
+
+    p.add_argument("--precision", choices=precision.CHOICES, default="auto",
+                   help="inference precision of the image encoder: bfloat16 casts its weights once at load (the "
+                        "selector, modules and decoder stay float32; the store is never changed); "
+                        f"{precision.describe_auto()}")
+
+
 def _points_frame(p) -> None:
     p.add_argument("--points-frame", choices=["auto", "pixels", "square1024"], default="auto",
                    help="coordinates of masks/points.json: pixels of the image, or the 1024x1024 square the "
@@ -179,7 +190,7 @@ def _learn(p) -> None:
                    help="positive points sampled per training image and epoch")
     p.add_argument("--amp", choices=["none", "bf16"], default=train["amp"],
                    help="mixed precision for training: bf16 autocast of the adapted encoder blocks and decoder "
-                        "(meant for CUDA; on CPU only when asked)")
+                        "(CUDA, or a CPU with native bfloat16; refused on other CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
     p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
@@ -228,6 +239,7 @@ def _segment(p) -> None:
                    help="always run the nearest learned domain's module, even for an image that fits none "
                         "(default: such images run on the base; statistics selectors only)")
     _base(p, "default: the one recorded in the store")
+    add_precision(p)
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
@@ -240,6 +252,7 @@ def _eval(p) -> None:
     p.add_argument("--seed", type=t.seed, default=0, help="seed for points where points.json has none")
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
+    add_precision(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
