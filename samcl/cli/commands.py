@@ -254,5 +254,18 @@ def cmd_benchmark(args) -> int:
     return main_benchmark(args)
 
 
+def cmd_serve(args) -> int:
+    _check_store_path(args.store)
+    check_device(args.device)
+    from ..serve import ServeConfig, serve
+
+    config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
+                         base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
+                         cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
+                         max_megapixels=args.max_megapixels, reload_seconds=args.reload_seconds, threads=args.threads)
+    serve(config, workers=args.workers)
+    return 0
+
+
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
-            "segment": cmd_segment, "eval": cmd_eval}
+            "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve}
