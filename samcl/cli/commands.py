@@ -257,6 +257,11 @@ def cmd_benchmark(args) -> int:
 def cmd_serve(args) -> int:
     _check_store_path(args.store)
     check_device(args.device)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
     from ..serve import ServeConfig, serve
 
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
