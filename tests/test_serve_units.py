@@ -22,7 +22,7 @@ def test_rle_is_cocos_compressed_form():
     assert coco_rle(square)["counts"] == "6320004"
     # a negative difference (1 - 10 = -9) ends on a group with its sign bit set: chr(48 + (-9 & 31)) = "G"
     column = np.array([0] + [1] * 10 + [0] + [1], bool)[:, None]
-    assert coco_rle(column)["counts"] == "1:11G"
+    assert coco_rle(column)["counts"] == "1:1G"
 
 
 @pytest.mark.parametrize("seed", range(6))
