@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -80,6 +80,10 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(PAGE / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(status_code=204)
 
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
 
