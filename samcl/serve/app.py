@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +91,7 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict:
         """Liveness and what is being served (no token needed: load balancers call it)."""
-        return {"status": "ok", "generation": host.generation, "domains": len(host.samcl.domains),
+        return {"status": "ok", "pid": os.getpid(), "generation": host.generation, "domains": len(host.samcl.domains),
                 "cache": host.cache.stats(), "batches": host.batches, "reload_error": host.reload_error,
                 "auth": bool(config.token)}
 
