@@ -85,8 +85,8 @@ def requests_for(images: list[dict], count: int, client: int) -> list[dict]:
         image = images[(client + i) % len(images)]
         n = 1 + i % 3
         points = np.stack([rng.uniform(0, image["width"], n), rng.uniform(0, image["height"], n)], 1)
-        out.append({"image_id": image["image_id"], "points": points.tolist(), "labels": [1] * (n - 1) + [1 if n == 1 else 0],
-                    "mask_format": "rle"})
+        labels = [1] * (n - 1) + [1 if n == 1 else 0]
+        out.append({"image_id": image["image_id"], "points": points.tolist(), "labels": labels, "mask_format": "rle"})
     return out
 
 
@@ -134,7 +134,7 @@ def rss_over(url: str, pid: int, images: list[dict], total: int, clients: int) -
     process = psutil.Process(pid)
     samples = [process.memory_info().rss]
     for _ in range(total // 100):
-        result = asyncio.run(load(url, images, clients, 100 // clients))
+        result = asyncio.run(load(url, images, clients, 100 // clients))  # 10 clients x 10 requests
         if result["failures"]:
             raise SystemExit(f"{result['failures']} requests failed during the RSS run")
         samples.append(process.memory_info().rss)
@@ -161,7 +161,7 @@ def run_model(name: str, store: Path, args, size: int | None) -> dict:
                   f"{result_off['throughput']:.1f} req/s", file=sys.stderr)
         out = {"model": name, "rows": rows}
         if name == "tiny" and args.rss_requests:
-            out["rss"] = rss_over(on_url, on.pid, images[on_url], args.rss_requests, 16)
+            out["rss"] = rss_over(on_url, on.pid, images[on_url], args.rss_requests, 10)
         return out
     finally:
         for process in (on, off):

@@ -85,7 +85,8 @@ def wait_for(driver, condition, what: str, seconds: float = 60):
 def drawn_mask(driver) -> np.ndarray:
     """The mask canvas's pixels as drawn: foreground where its alpha is not 0."""
     packed = driver.execute_script("""
-        const c = document.getElementById('mask'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const c = document.getElementById('mask');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let s = ''; for (let i = 3; i < d.length; i += 4) s += d[i] > 0 ? '1' : '0'; return [c.width, c.height, s];""")
     width, height, bits = packed
     return np.frombuffer(bits.encode(), np.uint8).reshape(height, width) == ord("1")

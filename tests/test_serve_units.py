@@ -51,3 +51,25 @@ def test_cache_evicts_least_recently_used_within_its_byte_budget():
 def test_loopback_addresses():
     assert all(map(is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.org"]))
+
+
+def test_decode_many_equals_decode_per_image():
+    """The server decodes a batch grouped by prompt shape; each result is the image's own `decode`."""
+    from samcl import SAMCL, Prompt, load_backbone
+    from samcl.engine import InputPrompt
+
+    engine = SAMCL.create(load_backbone("builtin:tiny-sam"), device="cpu").engine
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (50 + 9 * i, 70, 3), dtype=np.uint8) for i in range(5)]
+    prompts = [Prompt.of([[10, 12]]), Prompt.of([[3, 4], [20, 30]], [1, 0]), Prompt.of([[5, 6]]),
+               Prompt.of(None, None, [2, 3, 40, 45]), Prompt.of([[7, 8]], [1], [1, 1, 30, 30])]
+    with torch.no_grad():
+        tokens, geometries = engine.prefix(images)
+        inputs = [InputPrompt.of(p, g, engine.device) for p, g in zip(prompts, geometries)]
+        embeddings = engine.suffix(tokens, [-1] * 5, inputs)
+        many = engine.decode_many(embeddings, inputs, geometries, False, ["base"] * 5)
+        for j, result in enumerate(many):
+            alone = engine.decode(embeddings[j:j + 1], inputs[j], geometries[j], False, "base")
+            assert np.array_equal(result.masks, alone.masks) and result.masks.shape[1:] == images[j].shape[:2]
+            assert np.allclose(result.scores, alone.scores, atol=1e-5)
+            assert torch.allclose(result.low_res, alone.low_res, atol=1e-4)

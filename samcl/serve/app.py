@@ -39,7 +39,7 @@ from .schemas import DomainsResponse, ErrorBody, ImageResponse, SegmentRequest, 
 
 log = logging.getLogger("samcl.serve")
 PAGE = Path(__file__).resolve().parent / "page"
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422)}
 
 
 def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
@@ -107,6 +107,10 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
         """Upload an image file (the request body: PNG, JPEG, ... bytes). Its encoder prefix and the selector's
         pick are cached, so each segment request on it costs only the prompt-dependent part."""
         start = time.perf_counter()
+        kind = request.headers.get("content-type", "")
+        if kind.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            raise ApiError(415, "not_raw_image", f"send the image file itself as the request body (curl "
+                                                 f"--data-binary @photo.jpg), not as a form ({kind.split(';')[0]})")
         data = await request.body()
         key = codec.image_id(data)
         entry = host.cache.get(key)

@@ -7,8 +7,9 @@ pass through `samcl.engine.Engine` (no second inference path).
 
 A batch may hold uploads and segment requests of different images and domains: the images not cached run
 through `Engine.prefix` together, the selector picks for those without a pick under the current generation, and
-every segment job goes through one `Engine.suffix` (per-sample module rows) and its own `Engine.decode`, so each
-result equals running it alone. Everything here runs in one thread; the event loop only queues jobs.
+every segment job goes through one `Engine.suffix` (per-sample module rows) and `Engine.decode_many` (one
+decoder call per prompt shape), so each result equals running it alone (up to float rounding). Everything
+here runs in one thread; the event loop only queues jobs.
 """
 
 from __future__ import annotations
@@ -178,14 +179,16 @@ class ModelHost:
             job.index, job.score = job.entry.choices[generation]
 
     def _segment(self, engine: Engine, jobs: list[Job]) -> None:
-        """One suffix pass for the batch (each image its own module rows), then each job's own decode."""
+        """One suffix pass for the batch (each image its own module rows), then the decoder by prompt shape."""
         device = engine.device
         inputs = [InputPrompt.of(j.prompt, j.entry.geometry, device) for j in jobs]
         start = time.perf_counter()
         embeddings = engine.suffix(batch_ops.stack([j.entry.tokens for j in jobs]), [j.index for j in jobs], inputs)
         suffix_ms = (time.perf_counter() - start) * 1e3
-        for i, job in enumerate(jobs):
-            start = time.perf_counter()
-            job.prediction = engine.decode(batch_ops.take(embeddings, slice(i, i + 1)), inputs[i], job.entry.geometry,
-                                           False, engine.module_set.domain_name(job.index))
-            job.timings.update(suffix_ms=suffix_ms, decode_ms=(time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        names = [engine.module_set.domain_name(j.index) for j in jobs]
+        predictions = engine.decode_many(embeddings, inputs, [j.entry.geometry for j in jobs], False, names)
+        decode_ms = (time.perf_counter() - start) * 1e3
+        for job, prediction in zip(jobs, predictions):
+            job.prediction = prediction
+            job.timings.update(suffix_ms=suffix_ms, decode_ms=decode_ms)
