@@ -34,8 +34,8 @@ import httpx
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]  # this checkout's samcl, not another
 from latency import add_random_domains, vit_b_backbone  # noqa: E402
 from serve_helpers import make_store, png  # noqa: E402
 
@@ -66,15 +66,19 @@ def start(store: Path, threads: int, *flags: str) -> tuple[subprocess.Popen, str
     port = free_port()
     command = [sys.executable, "-m", "samcl.cli", "serve", str(store), "--port", str(port), "--threads",
                str(threads), *flags]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tempfile.TemporaryFile()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(900):
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return process, url
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise SystemExit(f"server for {store} did not start")
+    log.seek(0)
+    raise SystemExit(f"server for {store} did not start (exit code {process.poll()}): {log.read().decode()[-2000:]}")
 
 
 def requests_for(images: list[dict], count: int, client: int) -> list[dict]:

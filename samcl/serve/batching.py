@@ -4,7 +4,7 @@
     await batcher.submit(job)            # returns when the batch holding `job` has run
 
 The first job of a batch waits at most `window_s` for others (counted from its arrival, so jobs that queued
-while the previous batch ran go at once), up to `max_batch` jobs; `max_batch` 1 runs every job alone (batching
+while the previous batch ran go at once; not at all right after a batch of one), up to `max_batch` jobs; `max_batch` 1 runs every job alone (batching
 off). Batches run one at a time in the model's single thread (`executor`), so the event loop keeps accepting
 requests while the model works, and the model never runs two batches at once. This is what multi-adapter LLM
 servers do with per-request adapters (S-LoRA, Punica): the requests of a batch may use different modules.
@@ -27,6 +27,7 @@ class Batcher:
         self.window_s, self.max_batch = window_s, max(1, max_batch)
         self.queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._last_size = 2  # the first request waits for company
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -54,7 +55,10 @@ class Batcher:
     async def _gather(self) -> list:
         first = await self.queue.get()
         batch = [first]
-        deadline = first[0].timings["queued_at"] + self.window_s
+        # After a batch of one (a lone client, or a lull) a request runs at once instead of paying the window for
+        # company that is not coming; jobs that queue meanwhile make the next batch larger, and waiting resumes.
+        window = self.window_s if self._last_size > 1 else 0.0
+        deadline = first[0].timings["queued_at"] + window
         while len(batch) < self.max_batch:
             try:
                 batch.append(self.queue.get_nowait())
@@ -68,6 +72,7 @@ class Batcher:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
             except (asyncio.TimeoutError, TimeoutError):
                 break
+        self._last_size = len(batch)
         return batch
 
     async def _serve(self) -> None:
