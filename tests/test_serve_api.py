@@ -236,3 +236,15 @@ def test_a_broken_new_generation_is_not_served(store, tmp_path):
         answer = c.post("/v1/segment", json={"image": base64.b64encode(png(sample.image)).decode(),
                                              "points": [[4, 4]]})
         assert answer.status_code == 200 and answer.json()["generation"] == generation
+
+
+def test_serve_command_refuses_bad_setups_in_one_line(store, tmp_path, capsys, monkeypatch):
+    from samcl.cli import main
+
+    monkeypatch.delenv("SAMCL_SERVE_TOKEN", raising=False)
+    for argv, words in [(["serve", str(store), "--host", "0.0.0.0"], "needs a token"),
+                        (["serve", str(tmp_path / "none")], "not a samcl store"),
+                        (["serve", str(store), "--port", "70000"], "argument --port")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
