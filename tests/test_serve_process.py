@@ -58,6 +58,7 @@ def segment(port: int, body: dict) -> dict:
     return answer.json()
 
 
+@pytest.mark.slow  # three server processes start (about a minute on 2 shared cores)
 def test_two_workers_a_learn_and_a_sigkill(tmp_path):
     store = make_store(tmp_path / "store")
     samples = sample_images(4)
