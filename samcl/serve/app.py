@@ -44,22 +44,26 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422)}
 
 def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     host = host or ModelHost(config)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samcl-model")
-    batcher = Batcher(host.run, executor, config.batch_window_s, config.max_batch)
+    batcher = Batcher(host.run, None, config.batch_window_s, config.max_batch)
 
     async def watch_store() -> None:
         while True:
             await asyncio.sleep(config.reload_seconds)
-            await batcher.call(host.reload_if_changed)
+            try:
+                await batcher.call(host.reload_if_changed)
+            except Exception:  # keep watching: the next commit may well be readable
+                log.exception("checking the store for a new generation failed")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # the model's one thread: batches and reloads never overlap (made here, so an app can start again)
+        batcher.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samcl-model")
         batcher.start()
         watcher = asyncio.get_running_loop().create_task(watch_store())
         yield
         watcher.cancel()
         await batcher.stop()
-        executor.shutdown(wait=True)
+        batcher.executor.shutdown(wait=True)
 
     app = FastAPI(title="samcl", version=__version__, lifespan=lifespan,
                   description="Segment Anything with one AugModule per learned domain; the Module Selector picks "
@@ -118,8 +122,8 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
         job = Job("upload", key, image=image, entry=entry)
         await _run(batcher, job)
         height, width = job.entry.size
-        return {"image_id": key, "width": width, "height": height, "domain": _name(host, job.index),
-                "score": job.score, "generation": host.generation, "timings": _timings(job, start)}
+        return {"image_id": key, "width": width, "height": height, "domain": job.chosen,
+                "score": job.score, "generation": job.generation, "timings": _timings(job, start)}
 
     @app.post("/v1/segment", response_model=SegmentResponse, dependencies=auth, responses=ERRORS)
     async def segment(body: SegmentRequest):
@@ -140,7 +144,7 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
             encoded = {"format": "rle", **codec.coco_rle(mask)}
         return {"image_id": key, "domain": job.prediction.domain, "score": job.score,
                 "predicted_iou": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
-                "mask": {**encoded, "width": width, "height": height}, "generation": host.generation,
+                "mask": {**encoded, "width": width, "height": height}, "generation": job.generation,
                 "timings": _timings(job, start)}
 
     return app
@@ -150,13 +154,6 @@ async def _run(batcher: Batcher, job: Job) -> None:
     await batcher.submit(job)
     if job.error is not None:
         raise job.error
-
-
-def _name(host: ModelHost, index: int) -> str:
-    try:
-        return host.samcl.module_set.domain_name(index)
-    except IndexError:  # the store was reloaded in between (a forget): the pick's own name is gone
-        return "base"
 
 
 def _timings(job: Job, start: float) -> dict:

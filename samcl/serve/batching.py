@@ -22,7 +22,7 @@ log = logging.getLogger("samcl.serve")
 
 
 class Batcher:
-    def __init__(self, run: Callable[[list], None], executor: Executor, window_s: float, max_batch: int):
+    def __init__(self, run: Callable[[list], None], executor: Executor | None, window_s: float, max_batch: int):
         self.run, self.executor = run, executor
         self.window_s, self.max_batch = window_s, max(1, max_batch)
         self.queue: asyncio.Queue | None = None

@@ -48,6 +48,8 @@ class Job:
     # filled by the model thread
     prediction: Any = None
     index: int = -1
+    chosen: str = "base"
+    generation: int = 0
     score: float | None = None
     error: Exception | None = None
     timings: dict = field(default_factory=dict)
@@ -122,7 +124,7 @@ class ModelHost:
         self.batches += 1
         engine = self.samcl.engine
         for job in jobs:
-            job.batch_size = len(jobs)
+            job.batch_size, job.generation = len(jobs), self.generation
         start = time.perf_counter()
         self._prefixes(engine, jobs)
         prefixed = time.perf_counter()
@@ -177,6 +179,7 @@ class ModelHost:
                 entry.choices[generation] = (pick, score)
         for job in jobs:
             job.index, job.score = job.entry.choices[generation]
+            job.chosen = engine.module_set.domain_name(job.index)  # named now: a reload may renumber classes
 
     def _segment(self, engine: Engine, jobs: list[Job]) -> None:
         """One suffix pass for the batch (each image its own module rows), then the decoder by prompt shape."""
