@@ -17,7 +17,8 @@ from samcl.trainer import TrainConfig
 
 BAD_NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e400", "9" * 40]
 REQUIRED = {"learn": ["S", "--domain", "d", "--data", "D"], "segment": ["S", "i.png", "--out", "m.png"],
-            "eval": ["S", "--data", "a=D"], "info": ["S"], "demo": [], "benchmark": []}
+            "eval": ["S", "--data", "a=D"], "info": ["S"], "demo": [], "benchmark": [],
+            "serve": ["S"]}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -58,7 +59,8 @@ def accepted(kind, value: str) -> bool:
 def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command, flag, kind, capsys):
     for value in BAD_NUMBERS:
         if accepted(kind, value):  # 0 is a valid seed, block or 'no step limit': it must say so in the help
-            assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds"), value
+            assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds",
+                                                   "--batch-window-ms", "--cache-mb"), value
             continue
         code = main([command, *REQUIRED[command], f"{flag}={value}"])
         err = capsys.readouterr().err

@@ -333,5 +333,25 @@ def cmd_merge(args) -> int:
     return 0
 
 
-COMMANDS = {"benchmark": cmd_benchmark, "forget": cmd_forget, "merge": cmd_merge, "import-reference": cmd_import_reference, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
-            "segment": cmd_segment, "eval": cmd_eval}
+def cmd_serve(args) -> int:
+    _check_store_path(args.store)
+    check_device(args.device)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
+    from ..serve import ServeConfig, serve
+
+    config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
+                         base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
+                         cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
+                         max_megapixels=args.max_megapixels, reload_seconds=args.reload_seconds, threads=args.threads,
+                         precision=args.precision, fallback=not args.no_fallback)
+    serve(config, workers=args.workers)
+    return 0
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
+            "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
+            "import-reference": cmd_import_reference}

@@ -61,6 +61,14 @@ examples:
   samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
 The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
 authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",
+    "serve": """\
+examples:
+  samcl serve my-set                                   # http://127.0.0.1:8000/ : the page; /docs : the API
+  samcl serve my-set --port 9000 --max-batch 1         # cross-request batching off
+  SAMCL_SERVE_TOKEN=secret samcl serve my-set --host 0.0.0.0 --workers 2
+  curl --data-binary @photo.jpg localhost:8000/v1/images          # -> {"image_id": ...}
+  curl -H 'Content-Type: application/json' localhost:8000/v1/segment \\
+       -d '{"image_id": "ID", "points": [[320, 240]], "labels": [1]}'""",
     "demo": """\
 examples:
   samcl demo --quick                     # under 2 minutes on 2 CPU cores
@@ -116,7 +124,8 @@ def build_parser(command: str | None = ALL) -> Parser:
                         help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
-              "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge}
+              "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
+              "serve": _serve}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -125,7 +134,8 @@ def build_parser(command: str | None = ALL) -> Parser:
              "benchmark": "the continual protocol for SAMCL and the baselines, several seeds: tables and plots",
              "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store",
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
-             "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)"}
+             "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
+             "serve": "an HTTP API and a click-to-segment page over a store"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
         if command in (ALL, name):
@@ -300,6 +310,38 @@ def _demo(p) -> None:
     p.add_argument("--seed", type=t.seed, default=0, help="seed for data, training and points")
     _base(p, f"default: {BUILTIN}")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _serve(p) -> None:
+    from ..serve.config import ServeConfig, TOKEN_ENV
+
+    d = defaults(ServeConfig)
+    p.add_argument("store", type=Path, help="module-set directory (only read; a learn into it is picked up)")
+    p.add_argument("--host", default=d["host"],
+                   help=f"address to listen on; anything but loopback needs a token (--token or ${TOKEN_ENV})")
+    p.add_argument("--port", type=t.int_range(1, 65535), default=d["port"], help="TCP port")
+    p.add_argument("--token", default=None,
+                   help=f"API token clients send as 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; "
+                        "the variable keeps it out of the process list)")
+    p.add_argument("--workers", type=t.int_range(1, 256), default=1,
+                   help="server processes sharing the port (each opens the store and has its own cache)")
+    p.add_argument("--batch-window-ms", type=t.float_range(0, 1000), default=d["batch_window_ms"],
+                   help="how long a request waits for others to share its batch")
+    p.add_argument("--max-batch", type=t.int_range(1, 1024), default=d["max_batch"],
+                   help="most requests in one batch; 1 turns cross-request batching off")
+    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=d["cache_bytes"] / 2**20,
+                   help="MiB of per-image encoder prefixes kept (least recently used evicted)")
+    p.add_argument("--max-upload-mb", type=t.float_range(0, 4096, low_open=True), default=d["max_upload_bytes"] / 2**20,
+                   help="largest image upload in MiB")
+    p.add_argument("--max-megapixels", type=t.float_range(0, 1000, low_open=True), default=d["max_megapixels"],
+                   help="largest image in megapixels (refused before decoding)")
+    p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
+                   help="how often the store's manifest is checked for a new generation")
+    p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="always run the selector's nearest domain, even for images no learned domain fits")
+    add_precision(p)
+    _base(p, "default: the one recorded in the store")
 
 
 def _benchmark(p) -> None:

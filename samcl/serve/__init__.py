@@ -1,0 +1,72 @@
+"""`samcl serve`: an HTTP API over one store, with cross-request mixed-domain batching and a click-to-segment page.
+
+    from samcl.serve import ServeConfig, create_app, serve
+    serve(ServeConfig(store="my-set", port=8000))          # blocks; what `samcl serve my-set` runs
+
+Files: `config` (settings, the token rule), `app` (routes, errors, auth), `schemas` (request and response bodies:
+the OpenAPI document), `batching` (gathering concurrent requests), `model` (the engine side: one opened store,
+a batch through `samcl.engine`, reloading a new generation), `cache` (per-image prefix cache within a byte
+budget), `codec` (image uploads, PNG and COCO RLE masks), `limits` (body size), `page/` (HTML and JavaScript).
+
+The server holds no state that matters: the store is only read, and the cache refills from uploads. So any
+number of processes (uvicorn workers, containers, machines) can serve one store behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from ..io import SamclError
+from .config import TOKEN_ENV, ServeConfig, is_loopback
+
+#: Worker processes read their settings from this variable (uvicorn starts workers from an import string).
+CONFIG_ENV = "SAMCL_SERVE_CONFIG"
+
+__all__ = ["ServeConfig", "create_app", "serve", "TOKEN_ENV", "is_loopback"]
+
+
+def create_app(config: ServeConfig):
+    from .app import create_app as create
+
+    return create(config)
+
+
+def app_from_env():
+    """The app of one worker process, from the settings the parent put in $SAMCL_SERVE_CONFIG."""
+    settings = json.loads(os.environ[CONFIG_ENV])
+    return create_app(ServeConfig(**settings))
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Fail with one line now if the address cannot be bound (in use, not this machine's), before the model loads."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise SamclError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise SamclError(f"{host}:{port}: cannot listen there ({exc.strerror})") from None
+
+
+def serve(config: ServeConfig, workers: int = 1, log_level: str = "info") -> None:
+    """Run the server until interrupted. With several workers each process opens the store and has its own cache."""
+    import uvicorn
+
+    check_bindable(config.host, config.port)
+    if workers == 1:
+        app = create_app(config)  # a bad store fails here, before the port is bound
+        uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)
+        return
+    settings = {k: (str(v) if k == "store" else v) for k, v in config.__dict__.items()}
+    from .model import ModelHost
+
+    ModelHost.check_store(config)  # once here, so a bad store is one line instead of one per worker
+    os.environ[CONFIG_ENV] = json.dumps(settings)
+    uvicorn.run("samcl.serve:app_from_env", factory=True, host=config.host, port=config.port, workers=workers,
+                log_level=log_level, timeout_graceful_shutdown=5)

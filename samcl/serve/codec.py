@@ -1,0 +1,124 @@
+"""Bytes in and out of the API: uploaded images (with the size limits) and masks as PNG or COCO RLE.
+
+    image = decode_image(data, max_pixels)        # H x W x 3 uint8, upright; ApiError 4xx naming the problem
+    png_base64(mask); coco_rle(mask) -> {"size": [h, w], "counts": "..."}; rle_to_mask(rle) (its inverse)
+
+COCO RLE is the compressed string form of pycocotools (`mask.encode`): run lengths over the mask in column-major
+order starting with a run of zeros, each run stored as its difference to the run two before, in 5-bit groups
+offset by 48 (what `maskApi.c`'s rleToString writes), so any COCO tool decodes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..images import to_rgb_array, upright
+from .errors import ApiError
+
+
+def image_id(data: bytes) -> str:
+    """An image's id: a hash of its bytes, so the same upload gets the same id on every server process."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def decode_base64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_base64", f"{what}: not valid base64") from None
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> H x W x 3 uint8 RGB, upright by EXIF; refused before decoding above `max_pixels`."""
+    if not data:
+        raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        pixels = image.width * image.height
+        if pixels > max_pixels:
+            raise ApiError(413, "image_too_large", f"image of {image.width}x{image.height} pixels "
+                                                    f"({pixels / 1e6:.1f} MP) exceeds this server's limit of "
+                                                    f"{max_pixels / 1e6:g} MP")
+        image.load()
+        return to_rgb_array(upright(image))
+    except ApiError:
+        raise
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image_too_large", f"image exceeds this server's limit of {max_pixels / 1e6:g} MP") \
+            from None
+    except UnidentifiedImageError:
+        raise ApiError(400, "not_an_image", "not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ApiError(400, "not_an_image", f"not a readable image ({text})") from None
+
+
+def png_bytes(mask: np.ndarray) -> bytes:
+    """A H x W bool mask as an 8-bit grayscale PNG (foreground 255)."""
+    out = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def png_base64(mask: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(mask)).decode("ascii")
+
+
+def run_lengths(mask: np.ndarray) -> list[int]:
+    """Column-major runs, starting with the (possibly empty) run of zeros."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs = [0] + runs
+    return runs
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    """A H x W bool mask as COCO's compressed RLE: {"size": [h, w], "counts": str}."""
+    counts = run_lengths(mask)
+    chars = []
+    for i, count in enumerate(counts):
+        x = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift, as C's on a signed long
+            more = x != -1 if c & 0x10 else x != 0
+            chars.append(chr((c | 0x20 if more else c) + 48))
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": "".join(chars)}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """The inverse of `coco_rle`."""
+    height, width = rle["size"]
+    text, counts, p = rle["counts"], [], 0
+    while p < len(text):
+        x = k = 0
+        more = True
+        while more:
+            c = ord(text[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    flat = np.zeros(height * width, dtype=bool)
+    position, value = 0, False
+    for count in counts:
+        flat[position:position + count] = value
+        position, value = position + count, not value
+    return flat.reshape((height, width), order="F")

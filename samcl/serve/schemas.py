@@ -1,0 +1,76 @@
+"""The API's request and response bodies (they are also its OpenAPI schema, at /openapi.json and /docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SegmentRequest(BaseModel):
+    """Points and box in original image pixels, 0-based (x, y), as the image is shown (EXIF orientation applied)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str | None = Field(None, description="id from POST /v1/images")
+    image: str | None = Field(None, description="the image file inline, base64 (used when image_id is absent or "
+                                                "no longer cached; its id is then cached too)")
+    points: list[tuple[Coordinate, Coordinate]] = Field(default_factory=list, max_length=64,
+                                                        description="[[x, y], ...]")
+    labels: list[Literal[0, 1]] | None = Field(None, description="1 positive, 0 negative, one per point "
+                                                                 "(default: all positive)")
+    box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = Field(None, description="[x0, y0, x1, y1]")
+    domain: str | None = Field(None, description="force this domain's module ('base': none); default: the "
+                                                 "selector chooses")
+    mask_format: Literal["png", "rle"] = Field("png", description="png: base64 8-bit PNG (foreground 255); "
+                                                                  "rle: COCO compressed RLE")
+
+
+class Mask(BaseModel):
+    format: Literal["png", "rle"]
+    width: int
+    height: int
+    data: str | None = Field(None, description="png: base64 PNG bytes")
+    counts: str | None = Field(None, description="rle: COCO compressed counts (size is [height, width])")
+    size: list[int] | None = None
+
+
+class SegmentResponse(BaseModel):
+    image_id: str
+    domain: str = Field(description="the module that ran ('base': SAM without a module)")
+    score: float | None = Field(description="the selector's score for its pick; null when the domain was forced "
+                                            "or the selector gives none")
+    predicted_iou: float
+    foreground: float = Field(description="share of the image's pixels in the mask")
+    mask: Mask
+    generation: int = Field(description="the store generation that served the request")
+    timings: dict[str, float | int]
+
+
+class ImageResponse(BaseModel):
+    image_id: str
+    width: int
+    height: int
+    domain: str = Field(description="the selector's pick for this image")
+    score: float | None
+    generation: int
+    timings: dict[str, float | int]
+
+
+class Domain(BaseModel):
+    name: str
+    kind: str
+    bytes: int
+    parameters: int
+
+
+class DomainsResponse(BaseModel):
+    domains: list[Domain]
+    base: dict
+    generation: int
+
+
+class ErrorBody(BaseModel):
+    error: dict[str, str] = Field(description='{"code": ..., "message": ...}')

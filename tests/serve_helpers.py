@@ -1,0 +1,46 @@
+"""Shared by the serve tests: a small store learned on synthetic domains, images as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from samcl import SAMCL, SelectorConfig, TrainConfig, load_backbone
+from samcl.data.synthetic import generate
+
+DOMAINS = ("polyps", "cells")
+
+
+def make_store(path: Path, domains=DOMAINS) -> Path:
+    """A store on the shipped tiny SAM with `domains` learned for one epoch on 8 synthetic images each (~1 s)."""
+    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), path, selector=SelectorConfig(samples_per_domain=8,
+                                                                                         epochs=5))
+    for domain in domains:
+        samcl.learn(domain, generate(domain, 8, 0), TrainConfig(epochs=1, batch_size=4, progress=False))
+    return path
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def png(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def sample_images(n: int = 4) -> list:
+    """Test samples of different domains (each with its fixed points)."""
+    return [generate(("polyps", "cells", "shadows", "camouflage")[i % 4], 1, 100 + i, "test")[0] for i in range(n)]
+
+
+def store_files(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a store with its size and modification time (a reader must change none)."""
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
+            if p.is_file()}
