@@ -69,8 +69,9 @@ def test_bfloat16_keeps_selector_decisions_and_masks_close(store):
         for sample in toy_samples(4, colour, seed + 10):
             images.append(sample.image)
             prompts.append(Prompt.of(sample.points))
-    full = SAMCL.open(store, device="cpu", precision="float32")
-    half = SAMCL.open(store, device="cpu", precision="bfloat16")
+    # closed-set routing (no open-set fallback), so every image shows which domain the selector picked
+    full = SAMCL.open(store, device="cpu", precision="float32", fallback=False)
+    half = SAMCL.open(store, device="cpu", precision="bfloat16", fallback=False)
     assert (full.precision, half.precision) == ("float32", "bfloat16")
     assert half.backbone.encoder_dtype == torch.bfloat16 and half.backbone.dtype == torch.float32
     a, b = full.segment(images, prompts), half.segment(images, prompts)
