@@ -8,7 +8,6 @@ SAMCL avoids. Writes results.json and plots.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from .backbone import BUILTIN_TINY_SAM, load_backbone
 from .bench.suite import embedded_suite
 from .data.synthetic import GENERAL
-from .io import atomic_write_json
+from .io import atomic_write_json, print_json
 from .metrics import mask_scores
 from .plots import pyplot, save_figure
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
@@ -171,8 +170,8 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
 def main_demo(out: Path, quick: bool, seed: int, as_json: bool, device=None, base=None) -> int:
     results = run_demo(out, quick=quick, seed=seed, progress=not as_json, device=device, base=base)
     if as_json:
-        print(json.dumps({k: results[k] for k in ("config", "seconds")} |
-                         {"summary": results["samcl"]["summary"], "storage": results["samcl"]["storage"]}))
+        print_json({k: results[k] for k in ("config", "seconds")} |
+                   {"summary": results["samcl"]["summary"], "storage": results["samcl"]["storage"]})
     else:
         print(format_report(results))
         print(f"results and plots in {out}/ ({', '.join(['results.json', *results['plots']])})")

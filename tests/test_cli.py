@@ -71,3 +71,23 @@ def test_human_errors_exit_2_and_name_the_file(workspace, capsys):
     assert code == 2 and "nowhere" in err
     code, _, err = run(capsys, "learn", workspace / "s3", "--domain", "x", "--data", workspace / "empty")
     assert code == 2 and "empty" in err
+
+
+def test_json_output_never_prints_nan():
+    """--json must be valid JSON: a non-finite score (NaN, inf) comes out as null, and every command prints JSON
+    through that one function."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+    from pathlib import Path
+
+    import numpy as np
+
+    from samcl.io import print_json
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_json({"score": float("nan"), "iou": [1.0, float("inf")], "n": np.float32(0.5)})
+    assert json.loads(out.getvalue()) == {"score": None, "iou": [1.0, None], "n": 0.5}
+    source = (Path(__file__).resolve().parent.parent / "samcl" / "cli" / "commands.py").read_text()
+    assert "json.dumps(" not in source  # all through samcl.io.print_json

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 
-from ..io import SamclError
+from ..io import SamclError, print_json
 from .executor import BenchmarkStopped
 from .methods import METHODS, check_methods
 from .report import format_summary
@@ -49,8 +48,8 @@ def main_benchmark(args) -> int:
               "again to continue", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps({"results": str(args.out / "results.json"), "metrics_sha256": report["metrics_sha256"],
-                          "methods": {m: d["aggregate"]["continual"]["iou"] for m, d in report["methods"].items()}}))
+        print_json({"results": str(args.out / "results.json"), "metrics_sha256": report["metrics_sha256"],
+                    "methods": {m: d["aggregate"]["continual"]["iou"] for m, d in report["methods"].items()}})
     else:
         print(format_summary(report))
         print(f"\nresults in {args.out}/: results.json, results.md, {', '.join(report['plots'])}")

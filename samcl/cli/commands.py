@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-from ..io import SamclError
+from ..io import SamclError, print_json
 from .errors import error_line
 
 
@@ -108,7 +107,7 @@ def cmd_learn(args) -> int:
     report["domains"] = samcl.domains
     report["storage"] = samcl.storage()
     if args.json:
-        print(json.dumps(report, default=float))
+        print_json(report)
         return 0
     stats = report.get("stats", {})
     print(f"learned {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
@@ -161,7 +160,7 @@ def cmd_info(args) -> int:
         "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
     }
     if args.json:
-        print(json.dumps(info))
+        print_json(info)
         return 0
     backbone = manifest["backbone"]
     print(f"store {args.store}  (format v{manifest['format_version']}, {manifest.get('dtype')})")
@@ -214,7 +213,7 @@ def cmd_segment(args) -> int:
                     "selector_score": result.selector_score,
                     "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
     if args.json:
-        print(json.dumps(out[0] if len(out) == 1 else {"results": out}))
+        print_json(out[0] if len(out) == 1 else {"results": out})
     else:  # with --out - stdout carries the mask: the table goes to stderr
         print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
                     ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
@@ -249,7 +248,7 @@ def cmd_eval(args) -> int:
         result.setdefault("selector_accuracy", None)
         results[name] = result
     if args.json:
-        print(json.dumps({"domains": results, "learned": samcl.domains, "precision": samcl.precision}))
+        print_json({"domains": results, "learned": samcl.domains, "precision": samcl.precision})
         return 0
     rows = [[name, r["images"], f"{r['iou']:.4f}", f"{r['f1']:.4f}", f"{r['mae']:.4f}",
              "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
@@ -292,7 +291,7 @@ def cmd_import_reference(args) -> int:
 
     report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     rows = [[name, "module" if name in report["modules"] else "base",
              report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
@@ -308,7 +307,7 @@ def cmd_forget(args) -> int:
 
     report = forget(args.store, args.domain)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     how = (f"the mlp selector retrained from scratch on the remaining buffer (seed {report['seed']})"
            if report["selector_retrained"] else f"its {report['selector']} statistics removed exactly")
@@ -325,7 +324,7 @@ def cmd_merge(args) -> int:
         raise SamclError("--rename: the same domain renamed twice")
     report = merge(args.out, args.stores, renames)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     how = "mlp selector retrained from scratch on both buffers" if report["selector_retrained"] \
         else f"{report['selector']} statistics combined exactly"
