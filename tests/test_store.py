@@ -143,3 +143,16 @@ def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone)
         with pytest.raises(SamclError, match="holds samcl store files .* but no manifest.json"):
             again.learn("cells", toy_samples(4, (30, 200, 30), 2), fast)
         assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == before
+
+
+def test_domain_names_match_in_full_and_base_is_reserved(tmp_path, tiny_backbone):
+    """'abc\\n' is not 'abc' (a `$` would match before the newline), and 'base' names SAM without a module."""
+    from helpers import toy_samples
+
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(samples_per_domain=4, epochs=2))
+    samples = toy_samples(4, (200, 30, 30), 0)
+    for name, problem in [("abc\n", "use letters, digits"), ("base", "reserved"), ("-x", "use letters, digits"),
+                          ("a" * 65, "use letters, digits")]:
+        with pytest.raises(SamclError, match=problem):
+            samcl.learn(name, samples, TrainConfig(epochs=1, batch_size=2, progress=False))
+    assert not (tmp_path / "S").exists()
