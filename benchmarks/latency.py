@@ -42,8 +42,8 @@ from samcl import SAMCL, Prompt
 from samcl.augmodule import AugModule, AugModuleSize, config_for
 from samcl.backbone.sam import SamBackbone
 from samcl.engine import InputPrompt
-from samcl.selector import EmbeddingBuffer, SelectorNet
-from samcl.store import DomainEntry
+from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
+from samcl.moduleset import DomainEntry
 
 
 def vit_b_backbone(size: int | None = None, seed: int = 0) -> SamBackbone:
@@ -82,9 +82,11 @@ def add_random_domains(samcl: SAMCL, count: int, samples_per_domain: int = 1, se
     centres = torch.randn(total, dim, generator=generator) * spread
     labels = torch.arange(total).repeat_interleave(samples_per_domain)
     embeddings = centres[labels] + torch.randn(len(labels), dim, generator=generator)
-    samcl.module_set.buffer = EmbeddingBuffer(dim, embeddings, labels)
     torch.manual_seed(seed)
-    samcl.module_set.selector = SelectorNet(dim, total).eval()
+    config = SelectorConfig(kind="mlp", samples_per_domain=samcl.module_set.selector_config.samples_per_domain)
+    samcl.module_set.selector_config = config  # the paper's MLP and its buffer: the selector these figures time
+    samcl.module_set.selector = MlpSelector(config, dim, SelectorNet(dim, total).eval(),
+                                            EmbeddingBuffer(dim, embeddings, labels))
 
 
 def test_image(backbone: SamBackbone, seed: int) -> tuple[np.ndarray, Prompt]:

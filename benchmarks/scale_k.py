@@ -43,7 +43,7 @@ from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL  # noqa: E402
 from samcl.augmodule import config_for  # noqa: E402
-from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector  # noqa: E402
+from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, make_selector, train_selector  # noqa: E402
 from samcl.store import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
@@ -68,7 +68,7 @@ def rss_bytes(trim: bool = False) -> int:
 def build_store(path: Path, backbone, k: int, samples_per_domain: int, dtype: str) -> dict:
     start = time.perf_counter()
     samcl = SAMCL.create(backbone, path, dtype=dtype, device="cpu",
-                         selector=SelectorConfig(samples_per_domain=samples_per_domain))
+                         selector=SelectorConfig(kind="mlp", samples_per_domain=samples_per_domain))
     add_random_domains(samcl, k, samples_per_domain=samples_per_domain, spread=SPREAD)
     built = time.perf_counter() - start
     start = time.perf_counter()
@@ -199,8 +199,28 @@ def measure_retrain(k: int, samples_per_domain: int, dim: int, args) -> dict:
     seconds = (time.perf_counter() - start) * config.epochs / epochs
     out["reference"] = {"seconds": seconds, "extrapolated": not full, "steps": reference_steps,
                         "accuracy": accuracy(reference, test_x, test_y, k - 1) if full else None}
+    out["statistics"] = measure_statistics(k, x, y, test_x, test_y, dim)
     out["_state"] = (budget, buffer, test_x, test_y)
     return out
+
+
+def measure_statistics(k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                       dim: int) -> dict:
+    """The default statistics selector (fecam) on the same embeddings: the first K - 1 classes taken one by one,
+    then the K-th timed (its statistics and held-out calibration, plus the first routing call, which inverts the
+    per-class covariances); accuracy on the same held-out embeddings (closed set, as the MLP's), bytes per class."""
+    selector = make_selector(SelectorConfig(kind="fecam", features="mean"), dim)  # these embeddings are means only
+    for c in range(k - 1):
+        selector.add_class(x[y == c])
+    start = time.perf_counter()
+    selector.add_class(x[y == k - 1])
+    selector.choose(test_x[:1], fallback=False)
+    seconds = time.perf_counter() - start
+    chosen = torch.tensor(selector.choose(test_x, fallback=False)[0])
+    hit = chosen == test_y
+    return {"update_seconds": seconds, "bytes_per_class": selector.num_bytes / k,
+            "accuracy": {"all": hit.float().mean().item(), "old": hit[test_y < k - 1].float().mean().item(),
+                         "new": hit[test_y >= k - 1].float().mean().item()}}
 
 
 def measure_drift(state, k: int, dim: int, samples_per_domain: int, rounds: int) -> dict:
@@ -295,6 +315,43 @@ def run(args) -> dict:
     return report
 
 
+def selector_report(report: dict) -> str:
+    """The selector tables: the MLP's retrain (samcl's budget and the reference) and the statistics selector."""
+    import contextlib
+    import io
+
+    c = report["config"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        header = ["K", "buffer", "samcl steps", "samcl retrain", "reference steps", "reference retrain",
+                  "acc before", "acc samcl all/old/new", "acc reference all/old/new", "nearest centre"]
+        rows = []
+        for k, r in report["ks"].items():
+            t = r["retrain"]
+            acc = lambda a: "-" if a is None else f"{a['all']:.3f}/{a['old']:.3f}/{a['new']:.3f}"  # noqa: E731
+            ref = t["reference"]
+            reference_time = f"{ref['seconds']:.1f} s" + (" (1 epoch x 25)" if ref["extrapolated"] else "")
+            rows.append([k, f"{k * c['samples_per_domain']:,}", f"{t['samcl']['steps']:,}",
+                         f"{t['samcl']['seconds']:.1f} s", f"{ref['steps']:,}", reference_time,
+                         f"{t['before_new_class']['all']:.3f}", acc(t["samcl"]["accuracy"]), acc(ref["accuracy"]),
+                         f"{t['oracle_nearest_centre']:.3f}"])
+        print(_table(rows, header))
+        print(f"\n(retrain after the K-th domain, from a selector trained on the first K - 1; goal <= 30 s at K = 1,000. "
+              f"acc: held-out embeddings, 20 per class; classes: centres N(0, {c['spread']}^2) per dimension, noise 1; "
+              "nearest centre: the ideal classifier.)")
+        header = ["K", "fecam update after the K-th", "fecam acc all/old/new", "mlp (samcl) acc all/old/new",
+                  "fecam bytes/class", "mlp buffer bytes/class"]
+        rows = []
+        for k, r in report["ks"].items():
+            s, t = r["retrain"]["statistics"], r["retrain"]
+            rows.append([k, f"{s['update_seconds']:.3f} s", acc(s["accuracy"]), acc(t["samcl"]["accuracy"]),
+                         f"{s['bytes_per_class']:,.0f}", f"{c['samples_per_domain'] * (c['hidden_size'] * 4 + 8):,}"])
+        print("\n" + _table(rows, header))
+        print("(the default statistics selector on the same embeddings: closed-form update, no buffer; goal: update "
+              "<= 1 s at K = 1,000 and accuracy no lower than the MLP's.)")
+    return out.getvalue().rstrip("\n")
+
+
 def print_report(report: dict) -> None:
     c = report["config"]
     print(f"stores of K random ViT-B AugModules ({c['module_parameters']:,} parameters, {c['dtype']}), "
@@ -314,22 +371,7 @@ def print_report(report: dict) -> None:
     print("\n(open: every module read, sha256-checked and resident, buffer deferred; goal <= 2 s at K = 1,000. "
           "RSS: growth over the open; trimmed: after handing freed heap back to the OS, i.e. what stays. "
           "bank: the resident module tensors. full verify: what `samcl info` reads, buffer included.)\n")
-    header = ["K", "buffer", "samcl steps", "samcl retrain", "reference steps", "reference retrain",
-              "acc before", "acc samcl all/old/new", "acc reference all/old/new", "nearest centre"]
-    rows = []
-    for k, r in report["ks"].items():
-        t = r["retrain"]
-        acc = lambda a: "-" if a is None else f"{a['all']:.3f}/{a['old']:.3f}/{a['new']:.3f}"  # noqa: E731
-        ref = t["reference"]
-        reference_time = f"{ref['seconds']:.1f} s" + (" (1 epoch x 25)" if ref["extrapolated"] else "")
-        rows.append([k, f"{k * c['samples_per_domain']:,}", f"{t['samcl']['steps']:,}",
-                     f"{t['samcl']['seconds']:.1f} s", f"{ref['steps']:,}", reference_time,
-                     f"{t['before_new_class']['all']:.3f}", acc(t["samcl"]["accuracy"]), acc(ref["accuracy"]),
-                     f"{t['oracle_nearest_centre']:.3f}"])
-    print(_table(rows, header))
-    print(f"\n(retrain after the K-th domain, from a selector trained on the first K - 1; goal <= 30 s at K = 1,000. "
-          f"acc: held-out embeddings, 20 per class; classes: centres N(0, {c['spread']}^2) per dimension, noise 1; "
-          "nearest centre: the ideal classifier.)")
+    print(selector_report(report))
     if "drift" in report:
         d = report["drift"]
         print(f"\n{len(d['accuracy_after_each'])} more domains after K = {d['k']}, each with a budget retrain "
@@ -372,12 +414,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="folder for the temporary stores")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--selectors-only", action="store_true",
+                        help="only the selector part (retrain, accuracy, the statistics selector): no stores built")
     parser.add_argument("--child-open", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     SPREAD = args.spread
     if args.child_open is not None:
         torch.set_num_threads(args.threads)
         print(json.dumps(child_open(args.child_open, args.size)))
+        return 0
+    if args.selectors_only:
+        torch.set_num_threads(args.threads)
+        report = {"config": {"samples_per_domain": args.samples_per_domain, "hidden_size": 768, "spread": SPREAD,
+                             "max_steps": SelectorConfig().max_steps}, "ks": {}}
+        for k in args.ks:
+            retrain = measure_retrain(k, args.samples_per_domain, 768, args)
+            retrain.pop("_state")
+            report["ks"][k] = {"retrain": retrain}
+        print(json.dumps(report, default=str) if args.json else selector_report(report))
         return 0
     report = run(args)
     if args.json:
