@@ -216,7 +216,8 @@ def measure_statistics(k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.T
     selector.add_class(x[y == k - 1])
     selector.choose(test_x[:1], fallback=False)
     seconds = time.perf_counter() - start
-    chosen = torch.tensor(selector.choose(test_x, fallback=False)[0])
+    # in chunks: the Mahalanobis distances of N images to K classes hold N x K x proj_dim values at once
+    chosen = torch.tensor([c for part in test_x.split(256) for c in selector.choose(part, fallback=False)[0]])
     hit = chosen == test_y
     return {"update_seconds": seconds, "bytes_per_class": selector.num_bytes / k,
             "accuracy": {"all": hit.float().mean().item(), "old": hit[test_y < k - 1].float().mean().item(),
