@@ -93,7 +93,7 @@ class SAMCL:
                              f"{min(aug.adapted_blocks)}: selection must not compute a block twice")
         if dtype not in ("float32", "float16"):
             raise SamclError(f"unsupported storage dtype {dtype!r} (float32 or float16)")
-        source = getattr(backbone, "source", None)
+        source = backbone.source  # where `load_backbone` read it (None for a model built in memory)
         module_set = ModuleSet(backbone=backbone.identity(), selector_config=selector, selector_block=block,
                                aug_config=aug, dtype=dtype, base_hint=base_hint or (source or {}).get("base"),
                                base_source=source)

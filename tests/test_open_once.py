@@ -87,3 +87,17 @@ def test_a_changed_weights_file_is_hashed_again_once(saved, watched):
         assert len(hashed) == 1
     finally:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_sharded_base_records_every_shard(tmp_path, tiny_backbone):
+    """A base saved in shards: the recorded source covers the index and every shard, so touching one shard
+    makes the next open hash the weights again instead of trusting the store's record."""
+    tiny_backbone.model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1
+    source = load_backbone(tmp_path / "sharded").source
+    files = [tmp_path / "sharded" / "model.safetensors.index.json", *shards]
+    assert source["size"] == sum(f.stat().st_size for f in files)
+    stat = shards[-1].stat()
+    os.utime(shards[-1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert load_backbone(tmp_path / "sharded").source != source

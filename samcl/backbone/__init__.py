@@ -33,11 +33,11 @@ def load_backbone(spec: str | Path | None = None) -> SamBackbone | Sam2Backbone:
         raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
     try:
         if path.is_dir():
-            backbone, weights = _from_directory(path), path / "model.safetensors"
-            if not weights.is_file():
-                weights = path / "model.safetensors.index.json"
+            backbone = _from_directory(path)  # (it read model.safetensors, or the index and every shard)
+            weights = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else \
+                [path / "model.safetensors.index.json", *sorted(path.glob("model-*.safetensors"))]
         elif path.is_file():
-            backbone, weights = _from_checkpoint(path), path
+            backbone, weights = _from_checkpoint(path), [path]
         else:
             raise ValueError(f"{path}: no such file or directory")
     except ValueError as exc:

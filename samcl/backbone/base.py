@@ -204,10 +204,13 @@ def model_identity(model: nn.Module, family: str) -> dict:
             "weights_sha256": weights.hexdigest()}
 
 
-def file_source(base: str, weights: Path) -> dict:
-    """What `FrozenBackbone.source` records for weights read from `weights` (for a store's base `base`)."""
-    stat = os.stat(weights)
-    return {"base": base, "file": str(Path(weights).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def file_source(base: str, weights: list[Path]) -> dict:
+    """What `FrozenBackbone.source` records for weights read from the files `weights` (one checkpoint, or a
+    sharded model's index and every shard; for a store's base `base`): the first file's path, their total size and
+    latest modification time, so a change to any shard counts."""
+    stats = [os.stat(path) for path in weights]
+    return {"base": base, "file": str(Path(weights[0]).resolve()), "size": sum(s.st_size for s in stats),
+            "mtime_ns": max(s.st_mtime_ns for s in stats)}
 
 
 def load_hf_model(model_class, path: Path, label: str, config_dict: dict | None = None):

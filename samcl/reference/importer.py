@@ -210,7 +210,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
         raise SamclError(f"{directory}: the modules adapt block {min(config.adapted_blocks)}, not after the "
                          f"selector block {block} of this base")
     net = read_selector(selector, site.dim, len(classes))
-    source = getattr(backbone, "source", None)
+    source = backbone.source
     config_mlp = SelectorConfig(kind="mlp", block=block)  # theirs is the paper's MLP, on the mean-pooled block
     state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,
                       aug_config=config, base_hint=(source or {}).get("base"), base_source=source)
