@@ -155,3 +155,63 @@ def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, ti
     assert [r.domain for r in after] == [r.domain for r in before]
     for a, b in zip(after, before):
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
+
+
+def test_per_class_shrinkage_keeps_many_classes_apart():
+    """100 classes of one shared (anisotropic) shape, 24 images each in 48 dimensions: the Ledoit-Wolf intensity
+    pulls each class's noisy covariance to the pooled one; a fixed 16-sample shrink leaves it noisy."""
+    def accuracy(shrink):
+        g = torch.Generator().manual_seed(3)
+        shape = torch.randn(48, 48, generator=g) / 48 ** 0.5 * torch.linspace(0.2, 2.0, 48)
+        selector = make_selector(SelectorConfig(kind="fecam", shrink=shrink), 24)
+        centres = [0.4 * torch.randn(1, 48, generator=g) for _ in range(100)]
+        for centre in centres:
+            selector.add_class(centre + torch.randn(24, 48, generator=g) @ shape)
+        test = torch.cat([centre + torch.randn(10, 48, generator=g) @ shape for centre in centres])
+        chosen, _ = selector.choose(test, fallback=False)
+        again = type(selector).from_tensors(selector.config, 24, selector.to_tensors())
+        assert again.choose(test) == selector.choose(test)  # beta is stored: the reloaded set routes the same
+        return sum(c == i // 10 for i, c in enumerate(chosen)) / len(chosen)
+
+    per_class, fixed = accuracy(None), accuracy(16.0)
+    assert per_class > 0.95 and per_class > fixed + 0.08, (per_class, fixed)
+
+
+def test_tolerance_bound_keeps_false_rejects_under_the_target():
+    from samcl.selector.calibration import tolerance_factor
+
+    # Natrella's closed form against the exact noncentral-t factors (n = 12 and 48, 99 % content, 95 % confidence)
+    assert tolerance_factor(12, 0.01, 0.95) == pytest.approx(3.7471, rel=0.015)
+    assert tolerance_factor(48, 0.01, 0.95) == pytest.approx(2.8759, rel=0.015)
+
+    def rejected(**kw):
+        g = torch.Generator().manual_seed(5)
+        selector = make_selector(SelectorConfig(kind="fecam", frr=0.01, **kw), 24)
+        test = []
+        for _ in range(30):  # 48 training images per class, 200 new images of the same class
+            centre = 2.0 * torch.randn(1, 48, generator=g)
+            selector.add_class(centre + torch.randn(48, 48, generator=g))
+            test.append(centre + torch.randn(200, 48, generator=g))
+        chosen, _ = selector.choose(torch.cat(test))
+        return sum(c == -1 for c in chosen) / len(chosen)
+
+    bounded, plain = rejected(), rejected(tolerance=0.0)
+    assert bounded <= 0.01 and bounded < plain, (bounded, plain)
+
+
+def test_fecam_config_from_before_the_tolerance_bound_keeps_its_rule():
+    old = {"kind": "fecam", "features": "mean_std", "block": None, "samples_per_domain": 300, "epochs": 25,
+           "lr": 0.01, "batch_size": 24, "max_steps": 2000, "proj_dim": 128, "shrink": 16.0, "ridge": 0.001,
+           "frr": 0.01}  # what the manifest of a store made before it holds
+    config = SelectorConfig.from_manifest(old)
+    assert (config.tolerance, config.shrink, config.proj_dim) == (0.0, 16.0, 128)
+    classes = gaussian_classes(3, seed=4)
+    selector = make_selector(config, 24)
+    for x in classes:
+        selector.add_class(x)
+    assert "beta" not in selector.to_tensors()  # the tensors such a store holds, and nothing more
+    x = torch.cat(gaussian_classes(3, seed=5)) * 1.5
+    chosen, scores = selector.choose(x)
+    closed, _ = selector.choose(x, fallback=False)
+    assert chosen == [-1 if s < 0.01 else k for k, s in zip(closed, scores)]  # the plain quantile, as before
+    assert -1 in chosen

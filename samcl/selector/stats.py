@@ -5,16 +5,22 @@ and two selectors' classes merge by concatenation (`merge`) or two classes by th
 
     ncm     nearest class mean of the L2-normalised features
     fecam   FeCAM (Goswami et al. 2023): Mahalanobis distance to each class under its covariance, shrunk toward the
-            pooled within-class covariance (`shrink` samples' worth) and toward the identity, normalised to trace M
+            pooled within-class covariance and toward the identity, normalised to trace M. How far toward the pooled
+            one: per class, the Ledoit-Wolf intensity (Ledoit & Wolf 2004) lambda = beta / ||S - P||_F^2, where
+            beta (the sampling variance of the class's covariance S, from its own images: one number stored per
+            class) says how noisy S is and P is the pooled covariance; classes that share one shape get nearly the
+            pooled covariance (what keeps 1,000 classes apart), classes with few images or their own shape keep
+            theirs. Stores made before it keep the fixed `shrink` count.
     ranpac  RanPAC (McDonnell et al. 2023): a fixed random projection with ReLU, ridge regression of one-hot targets
             from the Gram matrix (the sum of every class's uncentred second moment) and the class sums
 
 Features wider than `proj_dim` are first multiplied by a fixed random matrix (seeded, stored), so a class's scatter is
-proj_dim x proj_dim whatever the backbone's width: 33 KB per class at proj_dim 128 (float32, upper triangle).
+proj_dim x proj_dim whatever the backbone's width: 42 KB per class at proj_dim 144 (float32, upper triangle).
 
 The open-set answer (`samcl.selector.calibration`): each class keeps the log-normal fit of its own held-out training
 images' distances; an image whose chosen class would see it farther than a share `frr` of that class's own images
-goes to base. The open-set distance uses the class's own statistics alone (`open_distance`).
+goes to base (the cut: `calibration.fallback_threshold`). The open-set distance uses the class's own statistics
+alone (`open_distance`).
 """
 
 from __future__ import annotations
@@ -22,44 +28,66 @@ from __future__ import annotations
 import torch
 
 from .base import Selector
-from .calibration import Calibration, held_out_distances
+from .calibration import Calibration, fallback_threshold, held_out_distances
 from .config import SelectorConfig, features_of
 
 _IDENTITY_SHRINK = 0.1  # FeCAM's diagonal shrinkage: a share of the mean variance added to every variance
 
 
 class ClassStats:
-    """One class: count n, mean (M), scatter sum (x - mean)(x - mean)^T (M x M, or None for NCM). Float64 values
-    that are exactly float32 numbers, so a stored set reads back bit for bit. Never changed in place."""
+    """One class: count n, mean (M), scatter sum (x - mean)(x - mean)^T (M x M, or None for NCM) and beta, the
+    Ledoit-Wolf sampling variance of its covariance S = scatter / n: (1/n^2) sum_i ||z_i z_i^T - S||_F^2 over the
+    centred features z_i (None without a scatter). Float64 values that are exactly float32 numbers, so a stored set
+    reads back bit for bit. Never changed in place."""
 
-    __slots__ = ("count", "mean", "scatter")
+    __slots__ = ("count", "mean", "scatter", "beta")
 
-    def __init__(self, count: float, mean: torch.Tensor, scatter: torch.Tensor | None):
-        self.count, self.mean, self.scatter = float(count), mean, scatter
+    def __init__(self, count: float, mean: torch.Tensor, scatter: torch.Tensor | None, beta: float | None = None):
+        self.count, self.mean, self.scatter, self.beta = float(count), mean, scatter, beta
 
     @classmethod
     def of(cls, phi: torch.Tensor, with_scatter: bool) -> "ClassStats":
         phi = phi.double()
         mean = phi.mean(dim=0)
-        scatter = None
+        scatter = beta = None
         if with_scatter:
             centred = phi - mean
-            scatter = _f32(centred.T @ centred)
-        return cls(len(phi), _f32(mean), scatter)
+            scatter = centred.T @ centred
+            n = len(phi)
+            # sum_i ||z z^T - S||^2 = sum_i ||z_i||^4 - n ||S||^2, since sum_i z_i^T S z_i = n ||S||^2
+            beta = _f32_scalar((float(((centred ** 2).sum(dim=1) ** 2).sum()) - float((scatter ** 2).sum()) / n)
+                               / n ** 2)
+            scatter = _f32(scatter)
+        return cls(len(phi), _f32(mean), scatter, beta)
 
     def merged(self, other: "ClassStats") -> "ClassStats":
-        """The statistics of both classes' images together (parallel-axis rule)."""
+        """The statistics of both classes' images together (parallel-axis rule; beta, which needs the images'
+        fourth moments, is combined as if both classes had one mean: an approximation)."""
         n = self.count + other.count
         mean = (self.mean * self.count + other.mean * other.count) / n
-        scatter = None
+        scatter = beta = None
         if self.scatter is not None:
             delta = (other.mean - self.mean)[:, None]
             scatter = self.scatter + other.scatter + (delta @ delta.T) * self.count * other.count / n
-        return ClassStats(n, _f32(mean), None if scatter is None else _f32(scatter))
+            if self.beta is not None and other.beta is not None:
+                beta = _f32_scalar((self.beta * self.count ** 2 + other.beta * other.count ** 2) / n ** 2)
+        return ClassStats(n, _f32(mean), None if scatter is None else _f32(scatter), beta)
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.float().double()
+
+
+def _f32_scalar(value: float) -> float:
+    return float(torch.tensor(max(value, 0.0), dtype=torch.float32))
+
+
+def _ledoit_wolf(stats: ClassStats, covariance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The class's covariance pulled toward `target` by its Ledoit-Wolf intensity beta / ||S - target||^2 (in
+    [0, 1])."""
+    gap = float(((covariance - target) ** 2).sum())
+    weight = 1.0 if gap <= 0 else min(1.0, stats.beta / gap)
+    return (1 - weight) * covariance + weight * target
 
 
 class StatsSelector(Selector):
@@ -105,17 +133,26 @@ class StatsSelector(Selector):
         """B x M -> B x K distances to every class (lower is nearer)."""
         raise NotImplementedError
 
+    @property
+    def per_class_shrink(self) -> bool:
+        """Covariances shrunk by each class's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
+        return self.with_scatter and self.config.shrink is None
+
     def open_distance(self, phi: torch.Tensor, stats: ClassStats) -> torch.Tensor:
         """The open-set distance of B x M to a class: under the class's own statistics alone (its covariance shrunk
-        toward the isotropic one of equal trace, `shrink` samples' worth), so a class's calibration depends on no
-        other class: it does not change with learning order or when another class is removed."""
+        toward the isotropic one of equal trace, by its Ledoit-Wolf intensity or `shrink` samples' worth), so a
+        class's calibration depends on no other class: it does not change with learning order or when another class
+        is removed."""
         diff = phi - stats.mean
         if stats.scatter is None:
             return (diff ** 2).sum(dim=1)
         width = stats.scatter.shape[0]
         trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
         iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
-        covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
+        if self.per_class_shrink:
+            covariance = _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), iso)
+        else:
+            covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
         covariance = covariance * width / covariance.trace()
         return torch.einsum("bm,mn,bn->b", diff, torch.linalg.inv(covariance), diff)
 
@@ -128,7 +165,8 @@ class StatsSelector(Selector):
         for j, k in enumerate(best.tolist()):
             score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k])[0]))
             scores.append(score)
-            chosen.append(-1 if fallback and self.config.frr > 0 and score < self.config.frr else k)
+            cut = fallback_threshold(self.config.frr, self.stats[k].count, self.config.tolerance)
+            chosen.append(-1 if fallback and score < cut else k)
         return chosen, scores
 
     def remove_class(self, index: int, seed: int = 0) -> None:
@@ -165,6 +203,8 @@ class StatsSelector(Selector):
         if self.with_scatter:
             rows, cols = torch.triu_indices(*self.stats[0].scatter.shape)
             out["scatter"] = torch.stack([s.scatter[rows, cols] for s in self.stats]).float()
+        if self.per_class_shrink:
+            out["beta"] = torch.tensor([s.beta for s in self.stats], dtype=torch.float32)
         if self.projection is not None:
             out["projection"] = self.projection.float()
         return out
@@ -174,7 +214,9 @@ class StatsSelector(Selector):
         projection = tensors.get("projection")
         selector = cls(config, dim, None if projection is None else projection.double())
         count, mean = tensors["count"].double(), tensors["mean"].double()
-        scatter = tensors.get("scatter")
+        scatter, beta = tensors.get("scatter"), tensors.get("beta")
+        if selector.per_class_shrink and beta is None:
+            raise ValueError("a per-class shrinkage selector without its 'beta' tensor")
         width = mean.shape[1]
         for k in range(len(count)):
             full = None
@@ -183,7 +225,8 @@ class StatsSelector(Selector):
                 rows, cols = torch.triu_indices(width, width)
                 full[rows, cols] = scatter[k].double()
                 full = full + full.T - torch.diag(full.diagonal())
-            selector.stats.append(ClassStats(float(count[k]), mean[k], full))
+            selector.stats.append(ClassStats(float(count[k]), mean[k], full,
+                                             float(beta[k]) if selector.per_class_shrink else None))
             selector.calibration.append(Calibration.from_list(tensors["calibration"][k].tolist()))
         return selector
 
@@ -224,7 +267,10 @@ class FecamSelector(StatsSelector):
         return sum(s.scatter for s in self.stats), sum(s.count for s in self.stats)
 
     def _covariance(self, stats: ClassStats, pooled: torch.Tensor) -> torch.Tensor:
-        blend = (stats.scatter + self.config.shrink * pooled) / (stats.count + self.config.shrink)
+        if self.per_class_shrink:
+            blend = _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), pooled)
+        else:
+            blend = (stats.scatter + self.config.shrink * pooled) / (stats.count + self.config.shrink)
         width = blend.shape[0]
         blend = blend + _IDENTITY_SHRINK * blend.trace() / width * torch.eye(width, dtype=blend.dtype)
         return blend * width / blend.trace()
