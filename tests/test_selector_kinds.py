@@ -215,3 +215,27 @@ def test_fecam_config_from_before_the_tolerance_bound_keeps_its_rule():
     closed, _ = selector.choose(x, fallback=False)
     assert chosen == [-1 if s < 0.01 else k for k, s in zip(closed, scores)]  # the plain quantile, as before
     assert -1 in chosen
+
+
+def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identically(tmp_path, tiny_backbone):
+    """A fecam store as written before the per-class shrinkage and the tolerance bound (its manifest has a fixed
+    `shrink`, `proj_dim` 128 and no `tolerance`; its tensors no `beta`)."""
+    path = tmp_path / "old"
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="fecam", shrink=16.0, proj_dim=128,
+                                                                      tolerance=0.0))
+    for k, (name, colour) in enumerate(list(COLOURS.items())[:2]):
+        samcl.learn(name, toy_samples(12, colour, seed=k), FAST)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for section in (manifest["selector"], manifest["selector"].get("config", {})):
+        section.pop("tolerance", None)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    images = [s.image for s in unlike_samples(2, 9) + toy_samples(2, COLOURS["red"], 7)]
+    prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
+    before = samcl.segment(images, prompts)
+    old = SAMCL.open(path, base=tiny_backbone)
+    config = old.module_set.selector_config
+    assert (config.kind, config.shrink, config.proj_dim, config.tolerance) == ("fecam", 16.0, 128, 0.0)
+    after = old.segment(images, prompts)
+    assert [(r.domain, r.selector_score) for r in after] == [(r.domain, r.selector_score) for r in before]
+    for a, b in zip(after, before):
+        assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
