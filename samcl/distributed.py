@@ -145,7 +145,8 @@ def receive_result(ctx: DistContext, samcl) -> dict:
     state = samcl.module_set
     state.generation = result["generation"]
     state.domains = [DomainEntry(**entry) for entry in result["domains"]]
-    buffer = None if result["buffer"] is None else EmbeddingBuffer(result["dim"], *result["buffer"])
+    width = state.selector_config.width(result["dim"])
+    buffer = None if result["buffer"] is None else EmbeddingBuffer(width, *result["buffer"])
     state.selector = selector_from_tensors(state.selector_config, result["dim"], len(state.domains),
                                            result["selector"], buffer).to(samcl.device)
     return result["report"]

@@ -192,9 +192,10 @@ class ModuleStore:
             config, dim = state.selector_config, int(selector["dim"])
             loaded = None
             if config.kind == "mlp":
-                read = lambda: self._read_buffer(buffer, dim)  # noqa: E731
-                loaded = (EmbeddingBuffer.deferred(dim, buffer["count"], read)
-                          if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(dim, *read()))
+                width = config.width(dim)
+                read = lambda: self._read_buffer(buffer, width)  # noqa: E731
+                loaded = (EmbeddingBuffer.deferred(width, buffer["count"], read)
+                          if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(width, *read()))
             try:
                 state.selector = selector_from_tensors(config, dim, len(state.domains), tensors, loaded)
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:

@@ -239,3 +239,23 @@ def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identica
     assert [(r.domain, r.selector_score) for r in after] == [(r.domain, r.selector_score) for r in before]
     for a, b in zip(after, before):
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
+
+
+def test_mlp_on_mean_and_spread_reads_both_and_reopens(tmp_path, tiny_backbone):
+    """`features="mean_std"` for the MLP: its network and buffer take 2D columns (not silently the mean alone), and
+    the store reopens with the same widths and routing."""
+    path = tmp_path / "mlp-std"
+    samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="mlp", features="mean_std",
+                                                                      samples_per_domain=6, epochs=3))
+    for k, (name, colour) in enumerate(list(COLOURS.items())[:2]):
+        samcl.learn(name, toy_samples(6, colour, seed=k), FAST)
+    selector = samcl.module_set.selector
+    width = 2 * tiny_backbone.hidden_size
+    assert selector.net.features[0].in_features == width and selector.buffer.embeddings.shape[1] == width
+    images = [s.image for s in toy_samples(2, COLOURS["red"], 7) + toy_samples(2, COLOURS["blue"], 8)]
+    prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
+    before = samcl.segment(images, prompts)
+    again = SAMCL.open(path, base=tiny_backbone)
+    assert again.module_set.selector_config.features == "mean_std"
+    assert [(r.domain, r.selector_score) for r in again.segment(images, prompts)] == \
+        [(r.domain, r.selector_score) for r in before]

@@ -35,6 +35,8 @@ METHODS: dict[str, Method] = {
     "o-lora": Method("a new qkv LoRA per domain, orthogonal to the earlier ones, summed", "lora-qkv"),
     "samcl": Method("SAMCL: one AugModule per domain + Module Selector (the default kind, fecam)", "augmodule"),
     "samcl-mlp": Method("SAMCL with the paper's selector: an MLP retrained on an embedding buffer", "augmodule"),
+    "samcl-mlp-std": Method("SAMCL with the paper's MLP selector given the pooled mean + spread (not the paper's "
+                            "input; no open set)", "augmodule"),
     "samcl-ncm": Method("SAMCL with a nearest-class-mean selector (+ open-set fallback)", "augmodule"),
     "samcl-ranpac": Method("SAMCL with a RanPAC selector (random projection + ridge, + open-set fallback)",
                            "augmodule"),
@@ -98,8 +100,8 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
     train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=lr or 0.0, seed=seed, progress=False)
     selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs)
     rank = size.rank
-    samcl = lambda kind=DEFAULT_KIND, **kw: SamclStrategy(  # noqa: E731
-        backbone, train, replace(selector, kind=kind, features=None), rank=rank, base_domain=suite.general,
+    samcl = lambda kind=DEFAULT_KIND, features=None, **kw: SamclStrategy(  # noqa: E731
+        backbone, train, replace(selector, kind=kind, features=features), rank=rank, base_domain=suite.general,
         device=device, **kw)
     factories: dict[str, Callable[[], Strategy]] = {
         "zero-shot": lambda: b.ZeroShotStrategy(backbone, device),
@@ -112,6 +114,7 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
         "o-lora": lambda: b.OLoraStrategy(backbone, train, rank, device),
         "samcl": lambda: samcl(),
         "samcl-mlp": lambda: samcl("mlp"),
+        "samcl-mlp-std": lambda: samcl("mlp", features="mean_std"),
         "samcl-ncm": lambda: samcl("ncm"),
         "samcl-ranpac": lambda: samcl("ranpac"),
         "samcl-lora": lambda: samcl(variant=FAMILIES["augmodule-per-block-a"]),

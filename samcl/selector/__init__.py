@@ -34,7 +34,7 @@ def selector_from_tensors(config: SelectorConfig, dim: int, classes: int, tensor
                           buffer: EmbeddingBuffer | None = None) -> Selector:
     """A stored selector (raises ValueError/KeyError/RuntimeError when the tensors do not fit)."""
     if config.kind == "mlp":
-        net = SelectorNet(dim, classes)
+        net = SelectorNet(config.width(dim), classes)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         return MlpSelector(config, dim, net.eval(), buffer)
     selector = STATS_KINDS[config.kind].from_tensors(config, dim, tensors)

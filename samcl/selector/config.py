@@ -81,6 +81,10 @@ class SelectorConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def width(self, dim: int) -> int:
+        """How many pooled columns the selector reads for a backbone of width D = `dim`."""
+        return dim if self.features == "mean" else 2 * dim
+
 
 def features_of(pooled, features: str, dim: int):
     """The columns of `pooled` (N x 2D: grid mean, then grid std) that `features` names."""

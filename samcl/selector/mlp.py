@@ -196,14 +196,15 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
 class MlpSelector(Selector):
     """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class, as
     before selector kinds existed (the same calls, seeds and files: old stores route bit for bit). No open set: the
-    score is the softmax probability of the chosen class."""
+    score is the softmax probability of the chosen class. Its input (and buffer) is the pooled columns
+    `config.features` names: the grid mean (the paper's), or mean and spread."""
 
     kind = "mlp"
 
     def __init__(self, config: SelectorConfig, dim: int, net: SelectorNet | None = None,
                  buffer: EmbeddingBuffer | None = None):
-        self.config, self.dim = config, dim
-        self.net, self.buffer = net, buffer if buffer is not None else EmbeddingBuffer(dim)
+        self.config, self.dim, self.width = config, dim, config.width(dim)
+        self.net, self.buffer = net, buffer if buffer is not None else EmbeddingBuffer(self.width)
         self.device = torch.device("cpu")
 
     @property
@@ -212,9 +213,9 @@ class MlpSelector(Selector):
 
     def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
         label = self.classes if self.net is not None else 0
-        embeddings = pooled[:, : self.dim]
+        embeddings = pooled[:, : self.width]
         if self.net is None:
-            self.net = SelectorNet(self.dim, 1).to(self.device).eval()
+            self.net = SelectorNet(self.width, 1).to(self.device).eval()
         self.buffer.add(embeddings, label)
         self.net.grow(label + 1, torch.Generator().manual_seed(seed + label))
         self.net.to(self.device)
@@ -230,7 +231,7 @@ class MlpSelector(Selector):
             return [-1] * count, [0.0] * count
         if self.classes == 1:
             return [0] * count, [1.0] * count
-        logits = self.net(pooled[:, : self.dim].to(self.device).float())
+        logits = self.net(pooled[:, : self.width].to(self.device).float())
         probs = logits.softmax(dim=1)
         chosen = logits.argmax(dim=1)
         return chosen.tolist(), probs.gather(1, chosen[:, None])[:, 0].tolist()
@@ -240,15 +241,15 @@ class MlpSelector(Selector):
         nothing short of a new network holds nothing derived from the removed one."""
         keep = self.buffer.labels != index
         labels = self.buffer.labels[keep]
-        self.buffer = EmbeddingBuffer(self.dim, self.buffer.embeddings[keep], labels - (labels > index).long())
+        self.buffer = EmbeddingBuffer(self.width, self.buffer.embeddings[keep], labels - (labels > index).long())
         self.retrain(self.classes - 1, seed)
 
     def merge(self, other: "MlpSelector", seed: int = 0) -> None:
         """Append `other`'s classes: the union of both buffers (its labels after ours), retrained from scratch."""
-        if not isinstance(other, MlpSelector) or other.dim != self.dim:
+        if not isinstance(other, MlpSelector) or other.dim != self.dim or other.width != self.width:
             raise ValueError("only mlp selectors of the same width merge")
         shift = self.classes
-        self.buffer = EmbeddingBuffer(self.dim, torch.cat([self.buffer.embeddings, other.buffer.embeddings]),
+        self.buffer = EmbeddingBuffer(self.width, torch.cat([self.buffer.embeddings, other.buffer.embeddings]),
                                       torch.cat([self.buffer.labels, other.buffer.labels + shift]))
         self.retrain(shift + other.classes, seed)
 
@@ -257,7 +258,7 @@ class MlpSelector(Selector):
         on the whole buffer with the configured schedule: the same result from the same buffer, every time."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = SelectorNet(self.dim, classes).to(self.device).eval()
+            self.net = SelectorNet(self.width, classes).to(self.device).eval()
         if classes > 1:
             train_selector(self.net, self.buffer, self.config, seed=seed, progress=False, new_from=0)
 
