@@ -16,7 +16,9 @@ Feature variants (all from tokens the prefix computes anyway):
 Columns: acc = learned domains' test images routed to their class with the fallback off (the general domain's to
 its base class); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
 learned domain's images that run on base (the fallback on: sent to base, or to the base class general); B/class = state bytes that grow per class; update = seconds
-to add the last class. The last lines give the bytes per class at ViT-B width (D = 768).
+to add the last class. The last lines give the bytes per class at ViT-B width (D = 768). The `probe` row is not a
+selector but a reference: a logistic regression fitted on all classes' embeddings at once (its acc says how far
+any classifier of these features gets; its frr and B/class mean nothing).
 
 --seeds 10,11,12,13,14 gives seeds the committed benchmark does not use: the selector settings were chosen there.
 """
@@ -32,10 +34,47 @@ from samcl.backbone import load_backbone
 from samcl.bench.suite import embedded_suite
 from samcl.selector import MlpSelector, SelectorConfig, make_selector
 
-KINDS = ("mlp", "ncm", "fecam", "fecam-fixed", "ranpac")
+KINDS = ("mlp", "ncm", "fecam", "fecam-fixed", "ranpac", "probe")
 #: fecam-fixed: fecam as stores made before the per-class shrinkage have it (a fixed 16-sample shrink toward the
 #: pooled covariance, projection to 128, the plain fitted quantile as the open-set cut), for comparison.
 SETTINGS = {"fecam-fixed": {"kind": "fecam", "shrink": 16.0, "proj_dim": 128, "tolerance": 0.0}}
+
+
+class Probe:
+    """Not a selector: a reference for how separable the features are. A multinomial logistic regression fitted on
+    every class's standardised features at once (L2 weight 1e-3, L-BFGS), keeping every embedding; closed set."""
+
+    def __init__(self):
+        self.parts, self.model = [], None
+
+    def add_class(self, x, seed: int = 0):
+        self.parts.append(x.double())
+        self.model = None
+
+    def choose(self, x, fallback: bool = True):
+        if self.model is None:
+            data = torch.cat(self.parts)
+            labels = torch.cat([torch.full((len(p),), k) for k, p in enumerate(self.parts)])
+            mean, std = data.mean(0), data.std(0) + 1e-9
+            weight = torch.zeros(data.shape[1], len(self.parts), dtype=torch.float64, requires_grad=True)
+            bias = torch.zeros(len(self.parts), dtype=torch.float64, requires_grad=True)
+            optimizer = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+            def loss():
+                optimizer.zero_grad()
+                value = torch.nn.functional.cross_entropy((data - mean) / std @ weight + bias, labels) \
+                    + 1e-3 * (weight ** 2).sum()
+                value.backward()
+                return value
+
+            optimizer.step(loss)
+            self.model = (mean, std, weight.detach(), bias.detach())
+        mean, std, weight, bias = self.model
+        probabilities = torch.softmax((x.double() - mean) / std @ weight + bias, dim=1)
+        return probabilities.argmax(1).tolist(), probabilities.max(1).values.tolist()
+
+    def bytes_per_class(self) -> int:
+        return 0
 VARIANTS = ("mean", "mean_std", "multi")
 
 
@@ -58,8 +97,12 @@ def embed(backbone, samples, batch: int = 16) -> dict[str, torch.Tensor]:
 
 def fit(kind: str, classes: list[torch.Tensor], width: int, buffer: int, seed: int):
     """A selector of `kind` fitted on the classes in order; the seconds of the last add_class."""
-    config = SelectorConfig(**{"kind": kind, **SETTINGS.get(kind, {})}, features="mean", samples_per_domain=buffer)
-    selector = make_selector(config, width)
+    if kind == "probe":
+        selector = Probe()
+    else:
+        config = SelectorConfig(**{"kind": kind, **SETTINGS.get(kind, {})}, features="mean",
+                                samples_per_domain=buffer)
+        selector = make_selector(config, width)
     seconds = 0.0
     for label, x in enumerate(classes):
         if kind == "mlp":  # the buffer keeps N_e of the class's images (a seeded subset, as the learner does)
@@ -97,7 +140,7 @@ def measure(kind, variant, feats, learned, unseen, buffer, seed) -> dict:
 def vit_b_bytes(buffer: int) -> dict[str, int]:
     """Bytes per class at D = 768 with the default features of each kind (one class of random features)."""
     out = {}
-    for kind in KINDS:
+    for kind in KINDS[:-1]:
         config = SelectorConfig(**{"kind": kind, **SETTINGS.get(kind, {})}, samples_per_domain=300)
         selector = make_selector(config, 768)
         selector.add_class(torch.randn(300 if kind == "mlp" else buffer, 2 * 768))
