@@ -259,3 +259,17 @@ def test_mlp_on_mean_and_spread_reads_both_and_reopens(tmp_path, tiny_backbone):
     assert again.module_set.selector_config.features == "mean_std"
     assert [(r.domain, r.selector_score) for r in again.segment(images, prompts)] == \
         [(r.domain, r.selector_score) for r in before]
+
+
+@pytest.mark.parametrize("kind", STATS)
+def test_domains_of_one_and_two_images(kind):
+    """Classes of one and two images have no covariance of their own (they take the pooled one; for two images the
+    Ledoit-Wolf variance is 0 and would keep a singular covariance) and no open-set fit; neither breaks routing."""
+    g = torch.Generator().manual_seed(0)
+    one, many = torch.randn(1, 48, generator=g), torch.randn(10, 48, generator=g) + 3
+    two = torch.randn(2, 48, generator=g) - 3
+    selector = make_selector(SelectorConfig(kind=kind), 24)
+    for x in (one, many, two):
+        selector.add_class(x)
+    chosen, scores = selector.choose(torch.cat([one, many[:2], two]))
+    assert chosen == [0, 1, 1, 2, 2] and all(0 <= s <= 1 for s in scores)

@@ -84,9 +84,10 @@ def _f32_scalar(value: float) -> float:
 
 def _ledoit_wolf(stats: ClassStats, covariance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The class's covariance pulled toward `target` by its Ledoit-Wolf intensity beta / ||S - target||^2 (in
-    [0, 1])."""
+    [0, 1]). Below three images beta says nothing (for two it is 0 whatever they are: each centred outer product
+    equals S) and the class takes the target's covariance."""
     gap = float(((covariance - target) ** 2).sum())
-    weight = 1.0 if gap <= 0 else min(1.0, stats.beta / gap)
+    weight = 1.0 if gap <= 0 or stats.count < 3 else min(1.0, stats.beta / gap)
     return (1 - weight) * covariance + weight * target
 
 
