@@ -139,14 +139,13 @@ class StatsSelector(Selector):
         """Covariances shrunk by each class's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
         return self.with_scatter and self.config.shrink is None
 
-    def open_distance(self, phi: torch.Tensor, stats: ClassStats) -> torch.Tensor:
-        """The open-set distance of B x M to a class: under the class's own statistics alone (its covariance shrunk
-        toward the isotropic one of equal trace, by its Ledoit-Wolf intensity or `shrink` samples' worth), so a
-        class's calibration depends on no other class: it does not change with learning order or when another class
-        is removed."""
-        diff = phi - stats.mean
+    def open_precision(self, stats: ClassStats) -> torch.Tensor | None:
+        """The inverse of the class's open-set covariance: its own covariance shrunk toward the isotropic one of equal
+        trace (by its Ledoit-Wolf intensity or `shrink` samples' worth), normalised to trace M; None without a
+        scatter (NCM: squared Euclidean distance). It uses the class's own statistics alone, so a class's calibration
+        depends on no other class: it does not change with learning order or when another class is removed."""
         if stats.scatter is None:
-            return (diff ** 2).sum(dim=1)
+            return None
         width = stats.scatter.shape[0]
         trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
         iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
@@ -154,19 +153,32 @@ class StatsSelector(Selector):
             covariance = _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), iso)
         else:
             covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
-        covariance = covariance * width / covariance.trace()
-        return torch.einsum("bm,mn,bn->b", diff, torch.linalg.inv(covariance), diff)
+        return torch.linalg.inv(covariance * width / covariance.trace())
+
+    def open_distance(self, phi: torch.Tensor, stats: ClassStats,
+                      precision: torch.Tensor | None = None) -> torch.Tensor:
+        """The open-set distance of B x M to a class (`precision`: its `open_precision`, computed when not given)."""
+        diff = phi - stats.mean
+        if stats.scatter is None:
+            return (diff ** 2).sum(dim=1)
+        if precision is None:
+            precision = self.open_precision(stats)
+        return torch.einsum("bm,mn,bn->b", diff, precision, diff)
 
     def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
         if not self.stats:
             return [-1] * len(pooled), [0.0] * len(pooled)
         phi = self.phi(pooled)
-        best = self.distances(phi).argmin(dim=1)
+        best = self.distances(phi).argmin(dim=1).tolist()
+        # per chosen class once: its open-set precision and its fallback cut
+        per_class = {k: (self.open_precision(self.stats[k]),
+                         fallback_threshold(self.config.frr, self.stats[k].count, self.config.tolerance))
+                     for k in set(best)}
         chosen, scores = [], []
-        for j, k in enumerate(best.tolist()):
-            score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k])[0]))
+        for j, k in enumerate(best):
+            precision, cut = per_class[k]
+            score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k], precision)[0]))
             scores.append(score)
-            cut = fallback_threshold(self.config.frr, self.stats[k].count, self.config.tolerance)
             chosen.append(-1 if fallback and score < cut else k)
         return chosen, scores
 
