@@ -13,7 +13,7 @@ from transformers import SamConfig
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
 from samcl import precision
-from samcl.backbone.sam import SamBackbone, attention
+from samcl.backbone.sam import SamBackbone, attention, rel_pos_bias
 from samcl.cli import main
 from samcl.io import SamclError
 from samcl.learner import SAMCL, Prompt
@@ -40,6 +40,46 @@ def test_fused_attention_equals_transformers_attention(tiny_backbone, block):
     assert layer.attn.use_rel_pos and layer.attn.rel_pos_h.abs().max() > 0  # the bias is really exercised
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours, sdpa, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("grid,batch", [(8, 1), (3, 8)], ids=["global", "windows"])
+def test_rel_pos_bias_is_transformers_bias_bit_for_bit_and_contiguous(dtype, grid, batch):
+    """Our bias (written into a contiguous buffer) holds exactly transformers' `get_decomposed_rel_pos` values in
+    each precision, so float32 results do not move; theirs is strided and was copied once more per block."""
+    config = SamConfig(**tiny_sam_config()).vision_config
+    attn = SamVisionAttention(config, window_size=0 if grid == 8 else grid).eval()
+    generator = torch.Generator().manual_seed(grid)
+    with torch.no_grad():
+        attn.rel_pos_h.copy_(torch.randn(attn.rel_pos_h.shape, generator=generator))
+        attn.rel_pos_w.copy_(torch.randn(attn.rel_pos_w.shape, generator=generator))
+    attn.to(dtype)
+    heads, tokens = attn.num_attention_heads, grid * grid
+    qkv = torch.randn(batch, tokens, 3, heads, config.hidden_size // heads, generator=generator)
+    qkv = qkv.to(dtype).permute(2, 0, 3, 1, 4)
+    query = qkv[0]  # strided, as `attention` gets it
+    with torch.no_grad():
+        theirs = attn.get_decomposed_rel_pos(query.reshape(batch * heads, tokens, -1), attn.rel_pos_h,
+                                             attn.rel_pos_w, (grid, grid), (grid, grid))
+        ours = rel_pos_bias(attn, query, grid, grid)
+    assert ours.is_contiguous() and ours.dtype == dtype and ours.shape == (batch, heads, tokens, tokens)
+    assert torch.equal(ours, theirs.reshape(batch, heads, tokens, tokens))
+
+
+def test_attention_bias_stays_differentiable(tiny_backbone):
+    """Training backpropagates through the bias (the query depends on a qkv delta or an earlier adapted block):
+    the gradient through `attention` equals the one through transformers' eager attention."""
+    layer = tiny_backbone.model.vision_encoder.layers[1]
+    config = SamConfig(**tiny_sam_config()).vision_config
+    eager = SamVisionAttention(config, layer.window_size).eval()
+    eager.load_state_dict(layer.attn.state_dict())
+    x = torch.randn(1, 8, 8, 32, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for run in (lambda v: attention(layer.attn, v), lambda v: eager(v)[0]):
+        v = x.clone().requires_grad_(True)
+        run(v).square().sum().backward()
+        grads.append(v.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
 
 
 def test_base_encoder_equals_transformers_vision_encoder(tiny_backbone):
