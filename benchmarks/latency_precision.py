@@ -56,10 +56,10 @@ def transformers_sam(model, image, prompt, processor=SamBackbone.preprocess):
     """transformers' own `SamModel` end to end (its own encoder and attention), float32: preprocess as SAMCL
     does, one forward with the points, the mask upscaled to the original size."""
     pixels, geometry = processor(image)
-    points = geometry.coords_to_input(prompt.points)[None, None]
-    labels = torch.from_numpy(prompt.labels)[None, None]
+    points = geometry.coords_to_input(prompt.points)[None, None].to(pixels.device)
+    labels = torch.from_numpy(prompt.labels)[None, None].to(pixels.device)
     out = model(pixel_values=pixels[None], input_points=points, input_labels=labels, multimask_output=False)
-    return (geometry.logits_to_original(out.pred_masks[:, 0, 0:1].float())[0] > 0).numpy()
+    return (geometry.logits_to_original(out.pred_masks[:, 0, 0:1].float().cpu())[0] > 0).numpy()
 
 
 def precision_comparison(args, show) -> dict:

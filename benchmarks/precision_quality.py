@@ -31,7 +31,7 @@ IOU_POINTS, AGREEMENT = 0.5, 0.995
 
 
 def learn_suite(suite, args) -> SAMCL:
-    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), None, device="cpu",
+    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), None, device=args.device,
                          selector=SelectorConfig(samples_per_domain=args.train, epochs=300, max_steps=None))
     train = TrainConfig(epochs=args.epochs, batch_size=4, lr=0.005, seed=args.seed, progress=False)
     samcl.learn(suite.general.name, suite.general.train, train, base=True)
@@ -40,7 +40,7 @@ def learn_suite(suite, args) -> SAMCL:
     return samcl
 
 
-def variant(trained: SAMCL, name: str) -> SAMCL:
+def variant(trained: SAMCL, name: str, device: str = "cpu") -> SAMCL:
     """The trained set on a freshly loaded base in precision `name` (the modules and selector are shared)."""
     backbone = load_backbone("builtin:tiny-sam")
     if name == "int8":
@@ -48,8 +48,8 @@ def variant(trained: SAMCL, name: str) -> SAMCL:
         from latency_precision import quantize_encoder_int8
 
         quantize_encoder_int8(backbone)
-        return SAMCL(backbone, trained.module_set, device="cpu")
-    return SAMCL(backbone, trained.module_set, device="cpu", precision=name)
+        return SAMCL(backbone, trained.module_set, device=device)
+    return SAMCL(backbone, trained.module_set, device=device, precision=name)
 
 
 @torch.no_grad()
@@ -73,14 +73,17 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--int8", action="store_true", help="the int8 dynamic quantisation experiment too")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: learn and segment there")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.int8 and args.device != "cpu":
+        parser.error("--int8: dynamic quantisation runs on the CPU only")
     torch.set_num_threads(1)
     start = time.perf_counter()
     suite = embedded_suite(args.train, args.test, args.seed)
     trained = learn_suite(suite, args)
     names = ["float32", "bfloat16"] + (["int8"] if args.int8 else [])
-    sets = {name: (trained if name == "float32" else variant(trained, name)) for name in names}
+    sets = {name: (trained if name == "float32" else variant(trained, name, args.device)) for name in names}
     report = {"config": vars(args), "domains": {}, "agreement": {}, "pass": {}}
     decisions = {name: [] for name in names}
     for domain in [suite.general, *suite.domains, *suite.unseen]:
