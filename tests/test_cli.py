@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file
 
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
@@ -91,3 +92,24 @@ def test_json_output_never_prints_nan():
     assert json.loads(out.getvalue()) == {"score": None, "iou": [1.0, None], "n": 0.5}
     source = (Path(__file__).resolve().parent.parent / "samcl" / "cli" / "commands.py").read_text()
     assert "json.dumps(" not in source  # all through samcl.io.print_json
+
+
+def test_learn_selector_features_chosen_at_creation(workspace, capsys):
+    """`--selector-features` picks what the selector reads when a store is created (the MLP on mean + spread
+    here), `info` says it, and a later learn asking for other features is refused without touching the store."""
+    store = workspace / "mlp-std"
+    code, _, _ = run(capsys, "learn", store, "--base", workspace / "tiny-sam", "--domain", "red", "--data",
+                     workspace / "red", "--epochs", "1", "--selector", "mlp", "--selector-features", "mean_std",
+                     "--samples-per-domain", "4", "--selector-epochs", "2", "--json")
+    assert code == 0
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["selector"]["kind"] == "mlp" and manifest["selector"]["config"]["features"] == "mean_std"
+    buffer = load_file(store / manifest["buffer"]["file"])["embeddings"]
+    assert buffer.shape[1] == 2 * 32  # the tiny SAM's hidden size, twice: mean and spread kept
+    code, out, _ = run(capsys, "info", store)
+    assert code == 0 and "selector mlp on the mean_std of block" in out
+    before = {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    code, _, err = run(capsys, "learn", store, "--domain", "blue", "--data", workspace / "blue", "--epochs", "1",
+                       "--selector-features", "mean")
+    assert code == 2 and "--selector-features mean" in err and "mean_std" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before

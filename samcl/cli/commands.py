@@ -83,8 +83,13 @@ def cmd_learn(args) -> int:
         if args.selector is not None and args.selector != kind:
             raise SamclError(f"--selector {args.selector}: {args.store} already uses the {kind} selector "
                              "(the kind is chosen when a store is created)")
+        features = samcl.module_set.selector_config.features
+        if args.selector_features is not None and args.selector_features != features:
+            raise SamclError(f"--selector-features {args.selector_features}: {args.store}'s selector reads "
+                             f"{features} (chosen when a store is created)")
     else:
-        selector = SelectorConfig(kind=args.selector or DEFAULT_KIND, block=args.selector_block, samples_per_domain=args.samples_per_domain,
+        selector = SelectorConfig(kind=args.selector or DEFAULT_KIND, features=args.selector_features,
+                                  block=args.selector_block, samples_per_domain=args.samples_per_domain,
                                   epochs=args.selector_epochs, max_steps=args.selector_max_steps or None)
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
@@ -168,7 +173,8 @@ def cmd_info(args) -> int:
           f"({manifest.get('base_hint')})")
     kind = info["selector"]["kind"]
     kept = f"{buffer.get('count', 0)} buffered embeddings" if kind == "mlp" else "per-domain statistics, no embeddings"
-    print(f"selector {kind} at block {selector.get('block')}, {kept}")
+    features = (selector.get("config") or {}).get("features") or "mean"  # stores from before features: the mean
+    print(f"selector {kind} on the {features} of block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
         print("imported from the authors' files: their forward (stretched input, their heat); learn refuses it")
     print()

@@ -180,7 +180,7 @@ def _points_frame(p) -> None:
 
 
 def _learn(p) -> None:
-    from ..selector import DEFAULT_KIND, KINDS, SelectorConfig
+    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS, SelectorConfig
     from ..trainer import TrainConfig
 
     train, selector = defaults(TrainConfig), defaults(SelectorConfig)
@@ -213,6 +213,10 @@ def _learn(p) -> None:
                      help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
                           "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
+    new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
+                     help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "
+                          "(mean and spread over the grid; the same encoder work) (default: "
+                          + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items()) + ")")
     new.add_argument("--selector-block", type=t.int_range(0, 255), default=selector["block"],
                      help="encoder block for the selector embedding (default: the middle block)")
     new.add_argument("--samples-per-domain", type=t.int_range(1, 100_000), default=selector["samples_per_domain"],
