@@ -12,6 +12,8 @@ Feature variants (all from tokens the prefix computes anyway):
   mean         grid mean of the selector block (the paper's)
   mean_std     grid mean and std of the selector block
   multi        grid mean and std of the selector block and the block before it
+  mean_std_max grid mean, std and max (per channel) of the selector block: measured, not offered (the max lifts
+               closed-set routing, but the open-set cut on it lets more than the target fall back; see the README)
 
 Columns: acc = learned domains' test images routed to their class with the fallback off (the general domain's to
 its base class); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
@@ -75,7 +77,7 @@ class Probe:
 
     def bytes_per_class(self) -> int:
         return 0
-VARIANTS = ("mean", "mean_std", "multi")
+VARIANTS = ("mean", "mean_std", "multi", "mean_std_max")
 
 
 @torch.no_grad()
@@ -92,6 +94,7 @@ def embed(backbone, samples, batch: int = 16) -> dict[str, torch.Tensor]:
         out["mean"].append(last[:, : last.shape[1] // 2])
         out["mean_std"].append(last)
         out["multi"].append(torch.cat([last, prev], dim=1))
+        out["mean_std_max"].append(torch.cat([last, tokens.float().amax(dim=(1, 2))], dim=1))
     return {v: torch.cat(parts).float() for v, parts in out.items()}
 
 
