@@ -99,7 +99,10 @@ def embed(backbone, samples, batch: int = 16) -> dict[str, torch.Tensor]:
 
 
 def fit(kind: str, classes: list[torch.Tensor], width: int, buffer: int, seed: int):
-    """A selector of `kind` fitted on the classes in order; the seconds of the last add_class."""
+    """A selector of `kind` fitted on the classes in order; the seconds of the last add_class. The global RNG is
+    seeded first: the MLP's network takes its first layers' initial weights from it, so each fit depends on its
+    seed alone, not on which rows ran before it (adding a row used to change the MLP rows of later seeds)."""
+    torch.manual_seed(seed)
     if kind == "probe":
         selector = Probe()
     else:
