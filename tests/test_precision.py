@@ -13,6 +13,7 @@ from transformers import SamConfig
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
 from samcl import precision
+from samcl.backbone import sam as sam_module
 from samcl.backbone.sam import SamBackbone, attention, rel_pos_bias
 from samcl.cli import main
 from samcl.io import SamclError
@@ -80,6 +81,30 @@ def test_attention_bias_stays_differentiable(tiny_backbone):
         run(v).square().sum().backward()
         grads.append(v.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [40, 200, 1024])
+def test_cpu_attention_in_query_chunks_is_the_same_bit_for_bit(monkeypatch, chunk):
+    """Over more than CPU_QUERY_CHUNK tokens, attention runs in chunks of whole query rows (a smaller bias at a
+    time): the output equals one call over all queries bit for bit, and gradients agree. Grid 40 x 40 (1,600
+    tokens): the default 1,024 (chunks of 25 and 15 rows), 200 (5 rows) and 40 (one row at a time)."""
+    config = SamConfig(**tiny_sam_config()).vision_config
+    config.image_size = 40 * config.patch_size  # a 40 x 40 global grid
+    attn = SamVisionAttention(config, window_size=0).eval()
+    generator = torch.Generator().manual_seed(chunk)
+    with torch.no_grad():
+        attn.rel_pos_h.copy_(torch.randn(attn.rel_pos_h.shape, generator=generator))
+        attn.rel_pos_w.copy_(torch.randn(attn.rel_pos_w.shape, generator=generator))
+    x = torch.randn(2, 40, 40, config.hidden_size, generator=generator)
+    results = []
+    for size in (10 ** 9, chunk):  # one call, then chunks
+        monkeypatch.setattr(sam_module, "CPU_QUERY_CHUNK", size)
+        v = x.clone().requires_grad_(True)
+        out = attention(attn, v)
+        out.square().sum().backward()
+        results.append((out.detach(), v.grad))
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
 
 
 def test_base_encoder_equals_transformers_vision_encoder(tiny_backbone):

@@ -26,6 +26,13 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
+#: On a CPU, attention over more tokens than this runs in chunks of whole query rows of about this many queries,
+#: so the bias never holds more than heads x chunk x N values at once (a global block of ViT-B at 1024 px: 0.2 GB
+#: instead of 0.8 GB in float32, per image). Each query's result is the same bit for bit (the fused kernel treats
+#: every query row alone), and so is the speed on this project's CPU; the GPU path is unchanged (not measured).
+CPU_QUERY_CHUNK = 1024
+
+
 def attention(attn: nn.Module, x: torch.Tensor, qkv_delta: torch.Tensor | None = None) -> torch.Tensor:
     """SAM's attention (transformers' `SamVisionAttention`, window or global) through PyTorch's fused
     `scaled_dot_product_attention`, with the decomposed relative-position bias passed as its additive mask.
@@ -39,27 +46,50 @@ def attention(attn: nn.Module, x: torch.Tensor, qkv_delta: torch.Tensor | None =
         qkv = qkv + qkv_delta.to(qkv.dtype)
     qkv = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)  # 3 x B x heads x N x c
     query, key, value = qkv.unbind(0)
-    bias = rel_pos_bias(attn, query, rows, cols) if attn.use_rel_pos else None
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=attn.scale)
+    if not attn.use_rel_pos:
+        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+    else:
+        along_h, along_w = rel_pos_terms(attn, query, rows, cols)
+        step = rows  # query rows per call: all of them, or a chunk on a CPU (CPU_QUERY_CHUNK)
+        if x.device.type == "cpu" and tokens > CPU_QUERY_CHUNK:
+            step = max(1, CPU_QUERY_CHUNK // cols)
+        parts = []
+        for start in range(0, rows, step):
+            stop = start + step
+            bias = rel_pos_sum(along_h[:, start:stop], along_w[:, start:stop], batch, heads)
+            parts.append(F.scaled_dot_product_attention(query[:, :, start * cols:stop * cols], key, value,
+                                                        attn_mask=bias, scale=attn.scale))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
     out = out.view(batch, heads, rows, cols, -1).permute(0, 2, 3, 1, 4).reshape(batch, rows, cols, -1)
     return attn.proj(out)
 
 
-def rel_pos_bias(attn: nn.Module, query: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """transformers' decomposed relative-position bias (`SamVisionAttention.get_decomposed_rel_pos`: the same
-    einsums on the same query, the same sums, so the same values bit for bit), as a contiguous B x heads x N x N
-    tensor. Theirs comes out strided (batch x heads inside), so making it the attention mask copied heads x N x N
-    values once more per block (0.8 GB per global block at 1024 px in float32): one global ViT-B block at 1024 px in
-    bfloat16 took 1,032 ms with theirs and 551 ms with this on a CPU with native bfloat16
+def rel_pos_terms(attn: nn.Module, query: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of transformers' decomposed relative-position bias (`SamVisionAttention.get_decomposed_rel_pos`:
+    the same einsums on the same query), made contiguous: (B heads) x rows x cols x rows and ... x cols. Their sum
+    (`rel_pos_sum`) is the bias; theirs comes out strided (batch x heads inside), so making it the attention mask
+    copied heads x N x N values once more per block (0.8 GB per global block at 1024 px in float32): one global ViT-B
+    block at 1024 px in bfloat16 took 1,032 ms with theirs and 551 ms with these on a CPU with native bfloat16
     (`benchmarks/attention_bias.py`). query: B x heads x N x c."""
     batch, heads, tokens, channels = query.shape
     grid = query.reshape(batch * heads, rows, cols, channels)
     along_h = torch.einsum("bhwc,hkc->bhwk", grid, attn.get_rel_pos(rows, rows, attn.rel_pos_h))
     along_w = torch.einsum("bhwc,wkc->bhwk", grid, attn.get_rel_pos(cols, cols, attn.rel_pos_w))
-    # einsum's results are strided; made contiguous (N x side values each), their broadcast sum comes out
-    # contiguous, so the reshape below is a view (no `out=`: the sum must stay differentiable for training)
-    bias = along_h.contiguous()[..., None] + along_w.contiguous()[..., None, :]
-    return bias.view(batch, heads, tokens, tokens)
+    return along_h.contiguous(), along_w.contiguous()
+
+
+def rel_pos_sum(along_h: torch.Tensor, along_w: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    """The bias of the query rows the terms hold: B x heads x (rows x cols) x N, contiguous. The broadcast sum of
+    contiguous terms comes out contiguous, so the reshape is a view (no `out=`: it must stay differentiable)."""
+    bias = along_h[..., None] + along_w[..., None, :]
+    return bias.view(batch, heads, bias.shape[1] * bias.shape[2], -1)
+
+
+def rel_pos_bias(attn: nn.Module, query: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """transformers' decomposed relative-position bias, the same values bit for bit, as a contiguous
+    B x heads x N x N tensor (see `rel_pos_terms`)."""
+    batch, heads = query.shape[:2]
+    return rel_pos_sum(*rel_pos_terms(attn, query, rows, cols), batch, heads)
 
 
 class SamBackbone(FrozenBackbone):
