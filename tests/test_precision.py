@@ -46,7 +46,7 @@ def test_fused_attention_equals_transformers_attention(tiny_backbone, block):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("grid,batch", [(8, 1), (3, 8)], ids=["global", "windows"])
 def test_rel_pos_bias_is_transformers_bias_bit_for_bit_and_contiguous(dtype, grid, batch):
-    """Our bias (written into a contiguous buffer) holds exactly transformers' `get_decomposed_rel_pos` values in
+    """Our bias (built contiguous) holds exactly transformers' `get_decomposed_rel_pos` values in
     each precision, so float32 results do not move; theirs is strided and was copied once more per block."""
     config = SamConfig(**tiny_sam_config()).vision_config
     attn = SamVisionAttention(config, window_size=0 if grid == 8 else grid).eval()
