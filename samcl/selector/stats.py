@@ -98,7 +98,7 @@ class StatsSelector(Selector):
 
     def __init__(self, config: SelectorConfig, dim: int, projection: torch.Tensor | None = None):
         self.config, self.dim = config, dim
-        width = 2 * dim if config.features == "mean_std" else dim
+        width = config.width(dim)
         if projection is None and self.projected(width):
             generator = torch.Generator().manual_seed(0)
             projection = _f32(torch.randn(width, config.proj_dim, generator=generator, dtype=torch.float64)
@@ -139,6 +139,13 @@ class StatsSelector(Selector):
         """Covariances shrunk by each class's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
         return self.with_scatter and self.config.shrink is None
 
+    def shrunk(self, stats: ClassStats, target: torch.Tensor) -> torch.Tensor:
+        """The class's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (stores made before
+        it) as if `shrink` samples of `target` joined the class's images."""
+        if self.per_class_shrink:
+            return _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), target)
+        return (stats.scatter + self.config.shrink * target) / (stats.count + self.config.shrink)
+
     def open_precision(self, stats: ClassStats) -> torch.Tensor | None:
         """The inverse of the class's open-set covariance: its own covariance shrunk toward the isotropic one of equal
         trace (by its Ledoit-Wolf intensity or `shrink` samples' worth), normalised to trace M; None without a
@@ -149,10 +156,7 @@ class StatsSelector(Selector):
         width = stats.scatter.shape[0]
         trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
         iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
-        if self.per_class_shrink:
-            covariance = _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), iso)
-        else:
-            covariance = (stats.scatter + self.config.shrink * iso) / (stats.count + self.config.shrink)
+        covariance = self.shrunk(stats, iso)
         return torch.linalg.inv(covariance * width / covariance.trace())
 
     def open_distance(self, phi: torch.Tensor, stats: ClassStats,
@@ -280,10 +284,7 @@ class FecamSelector(StatsSelector):
         return sum(s.scatter for s in self.stats), sum(s.count for s in self.stats)
 
     def _covariance(self, stats: ClassStats, pooled: torch.Tensor) -> torch.Tensor:
-        if self.per_class_shrink:
-            blend = _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), pooled)
-        else:
-            blend = (stats.scatter + self.config.shrink * pooled) / (stats.count + self.config.shrink)
+        blend = self.shrunk(stats, pooled)
         width = blend.shape[0]
         blend = blend + _IDENTITY_SHRINK * blend.trace() / width * torch.eye(width, dtype=blend.dtype)
         return blend * width / blend.trace()
