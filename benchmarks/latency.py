@@ -101,15 +101,17 @@ def test_image(backbone: SamBackbone, seed: int) -> tuple[np.ndarray, Prompt]:
 
 @torch.no_grad()
 def bare_sam(backbone: SamBackbone, images, prompts) -> list[np.ndarray]:
-    """SAM without SAMCL: preprocess, encode, decode (per image, as segment does), masks at the original size."""
+    """SAM without SAMCL: preprocess, encode, decode (per image, as segment does), masks at the original size; on
+    the backbone's device (the decoder in float32, as segment runs it)."""
+    device = next(backbone.parameters()).device
     tensors, geometries = zip(*(backbone.preprocess(image) for image in images))
-    embeddings = backbone.encode(torch.stack(tensors))
+    embeddings = backbone.encode(torch.stack(tensors).to(device)).float()
     out = []
     for j, (prompt, geometry) in enumerate(zip(prompts, geometries)):
-        points = geometry.coords_to_input(prompt.points)[None]
-        labels = torch.from_numpy(prompt.labels)[None]
+        points = geometry.coords_to_input(prompt.points)[None].to(device)
+        labels = torch.from_numpy(prompt.labels)[None].to(device)
         low_res, _ = backbone.decode(embeddings[j:j + 1], points, labels)
-        out.append((geometry.logits_to_original(low_res.float())[0] > 0).numpy())
+        out.append((geometry.logits_to_original(low_res.float().cpu())[0] > 0).numpy())
     return out
 
 

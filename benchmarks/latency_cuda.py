@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from latency import add_random_domains, test_image
+from latency import add_random_domains, bare_sam, test_image
 from latency_precision import transformers_sam
 from transformers import SamConfig
 
@@ -45,16 +45,6 @@ def backbone_of(size: str, device: str, seed: int = 0, image_size: int = 1024) -
                                           image_size=image_size),
                        prompt_encoder_config=dict(image_size=image_size, image_embedding_size=image_size // 16))
     return SamBackbone.from_config(config, seed=seed).eval().to(device)
-
-
-@torch.no_grad()
-def bare_sam(backbone: SamBackbone, image, prompt, device) -> np.ndarray:
-    pixels, geometry = backbone.preprocess(image)
-    embeddings = backbone.encode(pixels[None].to(device)).float()
-    points = geometry.coords_to_input(prompt.points)[None].to(device)
-    labels = torch.from_numpy(prompt.labels)[None].to(device)
-    low_res, _ = backbone.decode(embeddings, points, labels)
-    return (geometry.logits_to_original(low_res.float().cpu())[0] > 0).numpy()
 
 
 def synchronize() -> None:
@@ -99,7 +89,7 @@ def measure(size: str, args) -> dict:
 
     functions = {"transformers SamModel float32": lambda: transformers_sam(reference.model, image, prompt,
                                                                            _on(reference.preprocess, device)),
-                 "bare SAM float32": lambda: bare_sam(reference, image, prompt, device)}
+                 "bare SAM float32": lambda: bare_sam(reference, [image], [prompt])}
     functions.update({f"SAMCL {p}": (lambda s=s: s.segment([image], [prompt])) for p, s in sets.items()})
     times = timed(functions, args.repeats)
     out["batch 1"] = {name: summary(t) for name, t in times.items()}
