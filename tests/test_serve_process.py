@@ -51,6 +51,11 @@ def kill(process: subprocess.Popen) -> None:
     process.wait(30)
 
 
+def health(port: int) -> dict:
+    with httpx.Client(timeout=60) as client:  # a new connection each time
+        return client.get(f"http://127.0.0.1:{port}/healthz").json()
+
+
 def segment(port: int, body: dict) -> dict:
     with httpx.Client(timeout=60) as client:  # a new connection each time: the kernel spreads them over workers
         answer = client.post(f"http://127.0.0.1:{port}/v1/segment", json=body)
@@ -67,10 +72,15 @@ def test_two_workers_a_learn_and_a_sigkill(tmp_path):
     port = free_port()
     server = start_server(store, port, "--workers", "2", "--reload-seconds", "0.2")
     try:
+        # start_server returns when the first worker answers; the second may still be loading the model (seconds
+        # on 2 busy cores), and until then the kernel hands every connection to the first one
+        pids, deadline = set(), time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with ThreadPoolExecutor(8) as pool:
+                pids |= set(pool.map(lambda _: health(port)["pid"], range(16)))
+        assert len(pids) == 2, pids  # two processes answered
         with ThreadPoolExecutor(8) as pool:
             first = list(pool.map(lambda i: segment(port, bodies[i % 4]), range(16)))
-            pids = set(pool.map(lambda _: httpx.get(f"http://127.0.0.1:{port}/healthz").json()["pid"], range(64)))
-        assert len(pids) == 2, pids  # two processes answered
         for i, answer in enumerate(first):  # whichever process answered, the same image gives the same mask
             assert answer["mask"] == first[i % 4]["mask"] and answer["domain"] == first[i % 4]["domain"]
 
@@ -79,9 +89,9 @@ def test_two_workers_a_learn_and_a_sigkill(tmp_path):
                                                                                   progress=False))
         seen, deadline = set(), time.monotonic() + 60
         while len(seen) < 2 and time.monotonic() < deadline:  # both workers serve the new generation
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
-            if health["generation"] == generation + 1:
-                seen.add(health["pid"])
+            answer = health(port)
+            if answer["generation"] == generation + 1:
+                seen.add(answer["pid"])
         assert seen == pids
         forced = segment(port, {**bodies[0], "domain": "shadows"})
         assert forced["domain"] == "shadows" and forced["generation"] == generation + 1
