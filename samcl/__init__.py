@@ -17,16 +17,21 @@ from ._version import __version__
 _PUBLIC = {
     "SAMCL": ".learner", "Prediction": ".types", "Prompt": ".types",
     "FolderDataset": ".data.folders", "SelectorConfig": ".selector", "TrainConfig": ".trainer",
-    "load_backbone": ".backbone",
+    "load_backbone": ".backbone", "forget": ".lifecycle", "merge": ".lifecycle",
+    "SamclError": ".io", "MissingFile": ".manifest", "ReferenceFileError": ".reference.unpickle",
 }
 
 __all__ = ["SAMCL", "Prediction", "Prompt", "FolderDataset", "SelectorConfig", "TrainConfig", "load_backbone",
-           "__version__"]
+           "forget", "merge", "SamclError", "MissingFile", "ReferenceFileError", "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from .backbone import load_backbone
     from .data.folders import FolderDataset
+    from .io import SamclError
     from .learner import SAMCL
+    from .lifecycle import forget, merge
+    from .manifest import MissingFile
+    from .reference.unpickle import ReferenceFileError
     from .selector import SelectorConfig
     from .trainer import TrainConfig
     from .types import Prediction, Prompt

@@ -126,29 +126,30 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     ax.set_yticks(range(len(result.rows)), ["zero-shot"] + [f"after {n}" for n in order])
     for (r, c), value in np.ndenumerate(matrix):
         ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
-    ax.set_title("SAMCL continual IoU matrix a[t][i] (extra columns: never learned)")
+    ax.set_title(f"SAMCL continual IoU matrix a[t][i] (extra columns: {GENERAL} = the base class, "
+                 "the others never learned)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03).set_label("IoU")
     files.append(save_figure(fig, out, "continual_matrix.png"))
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     steps = range(len(result.rows))
     for n in names:
-        ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o",
-                label=n if n in order else f"{n} (dashed: never learned)", linestyle="-" if n in order else "--")
+        role = "" if n in order else " (base class)" if n == GENERAL else " (never learned)"
+        ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o", label=n + role,
+                linestyle="-" if n in order else ":" if n == GENERAL else "--")
     ax.set_xticks(list(steps), ["zero-shot"] + [f"+{n}" for n in order], rotation=20)
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
     ax.set_title("Per-domain IoU across learning steps (SAMCL)")
+    fig.tight_layout()
     files.append(save_figure(fig, out, "iou_per_step.png"))
 
-    fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)))
+    fig, axes = plt.subplots(len(domains), 4, figsize=(10, 2.4 * len(domains)), squeeze=False)
     for r, domain in enumerate(domains):
-        sample = domain.test[0]
-        pred = strategy.samcl.segment([sample.image], [Prompt.of(sample.points, sample.labels)])[0]
-        iou = mask_scores(pred.masks[0], sample.mask)["iou"]
-        panels = [(sample.image, f"{domain.name}: image + points"), (sample.mask, "ground truth"),
+        sample, pred, iou, caption = typical_example(strategy.samcl, domain)
+        panels = [(sample.image, f"{domain.name}: {caption}"), (sample.mask, "ground truth"),
                   (pred.masks[0], f"prediction (module: {pred.domain}), IoU {iou:.2f}"), (None, "overlay")]
         for c, (data, title) in enumerate(panels):
             ax = axes[r, c]
@@ -162,9 +163,31 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
                 ax.scatter(sample.points[:, 0], sample.points[:, 1], c="yellow", s=18, edgecolors="black")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle("One typical test image per domain: the median IoU among the images the selector routed right",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the first row
     files.append(save_figure(fig, out, "examples.png"))
     return files
+
+
+def typical_example(samcl, domain: DomainData, batch_size: int = 16):
+    """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own class
+    (`base` for the base class and never-learned domains); all test images when none was routed right."""
+    classes = samcl.module_set
+    wanted = classes.domain_name(classes.index_of(domain.name)) if domain.name in samcl.domains else "base"
+    runs = []
+    for start in range(0, len(domain.test), batch_size):
+        batch = [domain.test[i] for i in range(start, min(start + batch_size, len(domain.test)))]
+        predictions = samcl.segment([s.image for s in batch], [Prompt.of(s.points, s.labels) for s in batch])
+        runs += [(s, p, mask_scores(p.masks[0], s.mask)["iou"]) for s, p in zip(batch, predictions)]
+    right = [run for run in runs if run[1].domain == wanted]
+    pool = sorted(right or runs, key=lambda run: run[2])
+    sample, pred, iou = pool[(len(pool) - 1) // 2]
+    if right:
+        caption = f"median of {len(right)}/{len(runs)} routed to {wanted}"
+    else:
+        caption = f"none of {len(runs)} routed to {wanted}: median of all"
+    return sample, pred, iou, caption
 
 
 def main_demo(out: Path, quick: bool, seed: int, as_json: bool, device=None, base=None) -> int:

@@ -369,6 +369,14 @@ def test_segment_point_outside_the_image_is_named(ws, store, tmp_path, capsys):
                names=[image, "9999,3", "outside"])
     user_error(capsys, "segment", store, image, "--negative=-4,3", "--out", tmp_path / "m.png",
                names=[image, "-4,3", "outside"])
+    user_error(capsys, "segment", store, image, "--point", "-1,10", "--out", tmp_path / "m.png",
+               names=[image, "-1,10", "outside"])  # a leading minus is a value, not a flag
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_segment_without_a_prompt_is_refused_as_the_server_does(ws, store, tmp_path, capsys):
+    image = ws / "red" / "test" / "images" / "img000.png"
+    user_error(capsys, "segment", store, image, "--out", tmp_path / "m.png", names=["no prompt", "--point"])
     assert not (tmp_path / "m.png").exists()
 
 

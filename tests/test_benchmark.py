@@ -214,6 +214,7 @@ def _saved_steps(state) -> int:
     return sum(len(json.loads(p.read_text())["result"]["rows"]) for p in state.glob("*/seed-*/progress.json"))
 
 
+@pytest.mark.slow  # two benchmark runs with workers: about two minutes on 2 cores
 def test_ctrl_c_stops_the_workers_at_once_and_the_rerun_finishes_the_same(tmp_path, tiny_base):
     """Ctrl-C during a --jobs 2 run (SIGINT to the whole process group, as a terminal sends it): exit 130 with the
     resume hint and no traceback; the workers stop where they are (at most the step each had in hand is saved

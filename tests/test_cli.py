@@ -47,7 +47,7 @@ def test_learn_info_segment_eval(workspace, capsys):
     width, height = Image.open(image).size
     code, out, _ = run(capsys, "segment", store, image, "--point", "40,20", "--negative", "2,2",
                        "--out", workspace / "mask.png", "--json")
-    result = json.loads(out)
+    result = json.loads(out)["results"][0]  # one shape for one image or several
     assert code == 0 and result["domain"] in ("red", "blue") and isinstance(result["score"], float)
     mask = np.asarray(Image.open(workspace / "mask.png"))
     assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}

@@ -236,7 +236,7 @@ def test_cli_segment_several_images_equals_single_runs(served, tmp_path, capsys)
     for path, result in zip(paths, batch):
         assert main(["segment", str(root / "set"), str(path), *prompt, "--out", str(tmp_path / "one.png"),
                      "--json"]) == 0
-        alone = json.loads(capsys.readouterr().out)
+        alone = json.loads(capsys.readouterr().out)["results"][0]
         assert alone["domain"] == result["domain"] and abs(alone["score"] - result["score"]) <= TOLERANCE
         assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")), np.asarray(Image.open(result["mask"])))
 

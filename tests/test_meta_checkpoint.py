@@ -149,6 +149,7 @@ def test_parity_with_meta_small(tmp_path):
     _assert_parity(tmp_path, seed=0, sizes=SMALL)
 
 
+@pytest.mark.slow  # a ViT-B through Meta's code and ours: about two minutes on 2 cores
 def test_parity_with_meta_vit_b(tmp_path):
     _assert_parity(tmp_path, seed=1, sizes={**OFFICIAL_COMMON, **OFFICIAL["vit_b"]})
 

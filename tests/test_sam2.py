@@ -262,7 +262,8 @@ def test_cli_learn_info_segment_eval_on_an_hf_sam2_directory(tmp_path, capsys):
     assert info["augmodule"]["neck_channels"] == 0 and info["augmodule"]["adapted_blocks"] == [5, 6, 7]
     assert "sam2 / Sam2Model" in run("info", store)
     image = tmp_path / "blue" / "test" / "images" / "img000.png"
-    result = json.loads(run("segment", store, image, "--point", "40,20", "--out", tmp_path / "mask.png", "--json"))
+    answer = run("segment", store, image, "--point", "40,20", "--out", tmp_path / "mask.png", "--json")
+    result = json.loads(answer)["results"][0]
     assert result["domain"] in ("red", "blue")
     width, height = Image.open(image).size
     assert np.asarray(Image.open(tmp_path / "mask.png")).shape == (height, width)

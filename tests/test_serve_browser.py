@@ -144,3 +144,32 @@ def test_clicks_draw_the_mask_the_api_returns(server, browser, tmp_path):
     assert browser.execute_script("return window.samclPage.actions.length") == 1
     browser.find_element(By.ID, "clear").click()
     wait_for(browser, lambda d: not drawn_mask(d).any(), "the mask cleared")
+
+
+def shown_geometry(driver) -> dict:
+    return driver.execute_script("""
+        const r = document.getElementById('image').getBoundingClientRect();
+        const s = document.getElementById('status').getBoundingClientRect();
+        return {width: r.width, height: r.height, right: r.right, bottom: r.bottom, status_top: s.top,
+                status_bottom: s.bottom, window_width: document.documentElement.clientWidth,
+                window_height: window.innerHeight};""")
+
+
+@pytest.mark.parametrize("size", [(160, 120), (1600, 1200), (300, 1500)])
+def test_the_image_fits_the_window_both_ways(server, browser, tmp_path, size):
+    width, height = size
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready",
+             "the image uploaded")
+    shown = shown_geometry(browser)
+    assert shown["right"] <= shown["window_width"] and shown["bottom"] <= shown["status_top"]
+    assert shown["status_bottom"] <= shown["window_height"]  # the status line stays on screen
+    assert abs(shown["width"] / shown["height"] - width / height) < 0.02  # aspect kept
+    # as large as the window allows: one side fills it (within the page's margins)
+    assert shown["width"] >= shown["window_width"] - 60 or shown["bottom"] >= shown["status_top"] - 30, shown
+    browser.set_window_size(900, 500)  # a resize refits
+    wait_for(browser, lambda d: shown_geometry(d)["status_bottom"] <= shown_geometry(d)["window_height"],
+             "the image refitted after a resize")

@@ -191,8 +191,8 @@ def cmd_segment(args) -> int:
     from ..io import read_image
     from . import output
 
-    if not args.point and not args.negative and args.box is None:
-        print("samcl: warning: no prompt given; segmenting with no points or box", file=sys.stderr)
+    if not args.point and not args.negative and args.box is None:  # as the server's 400 no_prompt
+        raise SamclError("no prompt: give at least one --point, --negative or --box")
     targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
     check_device(args.device)
     images = [read_image(path) for path in args.images]
@@ -219,7 +219,7 @@ def cmd_segment(args) -> int:
                     "selector_score": result.selector_score,
                     "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
     if args.json:
-        print_json(out[0] if len(out) == 1 else {"results": out})
+        print_json({"results": out})  # one shape for one image or many
     else:  # with --out - stdout carries the mask: the table goes to stderr
         print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
                     ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)

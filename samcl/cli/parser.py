@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -97,8 +98,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+#: what argparse takes for a value, not a flag, when it starts with "-": a number, or numbers joined by commas
+#: (`--point -1,10` reaches the point check, which names the image it misses, instead of "expected one argument")
+NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)(e-?\d+)?(,-?(\d+\.?\d*|\.\d+)(e-?\d+)?)*$")
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors as one line naming the flag: 'samcl learn: error: argument --lr: expected ...'."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_VALUE  # argparse's own knob (its default: plain numbers only)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

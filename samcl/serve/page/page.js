@@ -41,6 +41,26 @@
     return body;
   }
 
+  // The image as large as the window allows, both ways, aspect kept: a small image is scaled up, a large one
+  // down, and the status line below it stays on screen. The overlays follow the image canvas (CSS 100%).
+  function fit() {
+    if (!state.width) return;
+    const main = $("drop"), style = getComputedStyle(main);
+    const chrome = (a, b) => parseFloat(style[a]) + parseFloat(style[b]);
+    const across = chrome("paddingLeft", "paddingRight") + chrome("borderLeftWidth", "borderRightWidth")
+      + chrome("marginLeft", "marginRight");
+    const down = chrome("paddingTop", "paddingBottom") + chrome("borderTopWidth", "borderBottomWidth");
+    const status = $("status"), statusStyle = getComputedStyle(status);
+    const below = status.offsetHeight + parseFloat(statusStyle.marginTop) + parseFloat(statusStyle.marginBottom);
+    const top = main.getBoundingClientRect().top + window.scrollY;
+    const width = Math.max(32, document.documentElement.clientWidth - across);
+    const height = Math.max(32, window.innerHeight - top - down - below - 2);
+    const scale = Math.min(width / state.width, height / state.height);
+    canvases.image.style.width = Math.floor(state.width * scale) + "px";
+    canvases.image.style.height = Math.floor(state.height * scale) + "px";
+  }
+  window.addEventListener("resize", fit);
+
   async function openImage(file) {
     if (!file) return;
     const url = URL.createObjectURL(file);
@@ -50,7 +70,7 @@
       state.actions = []; state.response = null; state.imageId = null;
       for (const c of Object.values(canvases)) { c.width = img.naturalWidth; c.height = img.naturalHeight; }
       canvases.image.getContext("2d").drawImage(img, 0, 0);
-      clearMask(); drawMarks(); $("stage").hidden = false; $("placeholder").hidden = true;
+      clearMask(); drawMarks(); $("stage").hidden = false; $("placeholder").hidden = true; fit();
       busy(true); setStatus("uploading…");
       try {
         const info = await upload(file);
