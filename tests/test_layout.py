@@ -13,14 +13,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """Modules of the package that `path` imports anywhere (module level or inside functions)."""
+def imported_modules(path: Path, known: set[str], type_checking: bool = False) -> set[str]:
+    """Modules of the package that `path` imports anywhere (module level or inside functions; with
+    `type_checking`, the imports made for type checkers only as well)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     tree = ast.parse(path.read_text())
     for block in [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]:
-        block.body = []  # imports for type checkers only never run
+        if not type_checking:
+            block.body = []  # imports for type checkers only never run
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -46,10 +48,10 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
     files = sorted(PACKAGE.rglob("*.py"))
     known = {module_name(f) for f in files}
-    return {module_name(f): imported_modules(f, known) for f in files}
+    return {module_name(f): imported_modules(f, known, type_checking) for f in files}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -80,6 +82,29 @@ def test_package_has_no_import_cycle():
     root package itself counts too: submodules take what they need from the module that defines it."""
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_cycle_for_type_checkers_either():
+    """Two modules that need each other's types are one concern split wrongly, even when the import runs only
+    under TYPE_CHECKING (the package's root __init__, which names every public type for IDEs, aside)."""
+    graph = {name: deps - {"samcl"} for name, deps in import_graph(type_checking=True).items() if name != "samcl"}
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle (TYPE_CHECKING imports included): " + " -> ".join(cycle)
+
+
+def test_type_checking_imports_are_seen(tmp_path):
+    planted = tmp_path / "samcl" / "a.py"
+    planted.parent.mkdir()
+    planted.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n")
+    (tmp_path / "samcl" / "b.py").write_text("from .a import A\n")
+    known = {"samcl", "samcl.a", "samcl.b"}
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, tmp_path / "samcl"
+    try:
+        assert imported_modules(planted, known, type_checking=True) == {"samcl.b"}
+        assert imported_modules(planted, known) == set()
+    finally:
+        PACKAGE = saved
 
 
 def test_cycle_detector_finds_a_planted_cycle():

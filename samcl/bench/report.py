@@ -8,16 +8,13 @@ import json
 import math
 import platform
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .._version import __version__
+from .config import BenchmarkConfig
 from .methods import METHODS, BenchmarkSize, strengths
-
-if TYPE_CHECKING:
-    from .runner import BenchmarkConfig
 
 
 def mean_std(values: list[float]) -> dict:

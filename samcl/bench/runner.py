@@ -4,51 +4,17 @@ choose the learning rates, run (or resume) every (method, seed) job, then write 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from ..augmodule import config_for
 from ..io import SamclError
 from ..protocol import ProtocolResult
 from .executor import Executor
 from .jobs import Job, backbone_for, run_job
+from .config import BenchmarkConfig
 from .lrsearch import choose_learning_rates
-from .methods import FULL, METHODS, QUICK, BenchmarkSize, check_methods, samcl_storage_bytes
+from .methods import METHODS, check_methods, samcl_storage_bytes
 from .render import write_outputs
 from .report import build_report
-from .suite import SuiteSpec
-
-
-@dataclass
-class BenchmarkConfig:
-    out: Path
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    quick: bool = False
-    base: str | None = None
-    suite: SuiteSpec = SuiteSpec()
-    jobs: int = 1
-    state: Path | None = None
-    max_steps: int | None = None
-    progress: bool = True
-    device: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    command: str = ""
-    sizes: BenchmarkSize | None = None  # instead of FULL / QUICK (tests)
-
-    @property
-    def size(self) -> BenchmarkSize:
-        size = self.sizes or (QUICK if self.quick else FULL)
-        if self.epochs is not None:
-            size = replace(size, epochs=self.epochs)
-        if self.batch_size is not None:
-            size = replace(size, batch_size=self.batch_size)
-        return size
-
-    @property
-    def state_dir(self) -> Path:
-        return self.state if self.state is not None else self.out / "state"
 
 
 def run_benchmark(config: BenchmarkConfig) -> dict:
