@@ -51,6 +51,22 @@ def float_range(low: float, high: float, low_open: bool = False):
     return parse
 
 
+def in_range(accepted):
+    """A value that a config field's `samcl.options.Range` accepts (an integer or a finite number)."""
+
+    def parse(text: str):
+        try:
+            value = int(text.strip()) if accepted.integer else float(text)
+        except ValueError:
+            value = None
+        if value is None or not accepted.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {accepted.describe()}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer" if accepted.integer else "number"
+    return parse
+
+
 def seed(text: str) -> int:
     return int_range(0, MAX_SEED)(text)
 

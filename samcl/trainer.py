@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .augmodule import AugModule, AugModuleConfig, Injection
 from .data.sample import Sample
 from .io import fault_point
+from .options import check_fields, option
 from .prefix_cache import PrefixCache
 from .progress import bar
 from .prompts import sample_points, sample_rng
@@ -31,29 +32,43 @@ AMP_MODES = ("none", "bf16")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 2
-    lr: float = 0.005
-    points_per_image: int = 3
-    seed: int = 0
-    focal_alpha: float = 0.8
-    focal_gamma: float = 2.0
-    dice_weight: float = 10.0
-    iou_weight: float = 1.0
-    cache_bytes: int = 1 << 30  # keep prefix tokens (and masks) in memory across epochs up to this many bytes
-    progress: bool = True
-    amp: str = "none"  # "bf16": autocast the adapted suffix and decoder to bfloat16 (see `autocast`)
+    """How one domain's AugModule is trained (the paper's recipe; see the module docstring for the loss).
+
+    Arguments:
+      epochs (int): passes over the training images.
+      batch_size (int): samples per optimiser step and process.
+      lr (float): Adam's learning rate, on a cosine schedule over the whole run.
+      points_per_image (int): positive points drawn from each mask per epoch, the prompt of that step.
+      seed (int): seeds point sampling, sample order and the module's initialisation.
+      focal_alpha, focal_gamma, dice_weight, iou_weight (float): the loss's terms.
+      cache_bytes (int): memory for the training images' encoder prefix kept across epochs.
+      progress (bool): a progress bar on a terminal.
+      amp (str): "none", or "bf16" autocast of the adapted suffix and decoder (see `autocast`).
+
+    Every field checks its range when the config is made (ValueError naming it); `samcl learn` reads its flags'
+    help, defaults and ranges from these fields.
+    """
+
+    epochs: int = option(20, "passes over the training images", low=1, high=100_000, integer=True)
+    batch_size: int = option(2, "samples per step and process (under torchrun the global batch is this x "
+                                "processes)", low=1, high=4096, integer=True)
+    lr: float = option(0.005, "Adam learning rate (cosine schedule over the whole run)", low=0)
+    points_per_image: int = option(3, "positive points sampled per training image and epoch", low=1, high=64,
+                                   integer=True)
+    seed: int = option(0, "seed for points, order and initialisation", low=0, high=2**32 - 1, integer=True)
+    focal_alpha: float = option(0.8, "focal loss alpha", low=0, high=1)
+    focal_gamma: float = option(2.0, "focal loss gamma", low=0)
+    dice_weight: float = option(10.0, "weight of the dice loss", low=0)
+    iou_weight: float = option(1.0, "weight of the predicted-IoU loss", low=0)
+    cache_bytes: int = option(1 << 30, "memory for the training images' encoder prefix (and masks) kept across "
+                                       "epochs; beyond it the prefix is recomputed every epoch (slower, same "
+                                       "result); 0 = keep none", low=0, integer=True)
+    progress: bool = option(True, "a progress bar on a terminal", choices=(True, False))
+    amp: str = option("none", "mixed precision for training: bf16 autocast of the adapted encoder blocks and "
+                              "decoder", choices=AMP_MODES)
 
     def __post_init__(self):
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp {self.amp!r}: expected one of {', '.join(AMP_MODES)}")
-        for name in ("epochs", "batch_size", "points_per_image"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 <= self.lr < float("inf")):  # 0: nothing learns
-            raise ValueError(f"TrainConfig.lr must be a finite number >= 0, got {self.lr!r}")
-        if self.cache_bytes < 0:
-            raise ValueError(f"TrainConfig.cache_bytes must be >= 0, got {self.cache_bytes!r}")
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import cli_types as t
 from .._version import __version__
+from ..options import field_of
 
 BUILTIN = "builtin:tiny-sam"
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
@@ -119,6 +120,24 @@ def defaults(config_class) -> dict:
     return {f.name: f.default for f in dataclasses.fields(config_class)}
 
 
+def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | None = None, extra: str = "",
+                **kwargs) -> None:
+    """A flag that sets `config_class.name`, with the field's help, default and accepted range (`narrow`: a
+    tighter range for the command line)."""
+    field = field_of(config_class, name)
+    accepted = field.metadata["range"]
+    if narrow:
+        accepted = dataclasses.replace(accepted, **narrow)
+    if accepted.choices is not None:
+        kwargs["choices"] = list(accepted.choices)
+    else:
+        kwargs["type"] = t.in_range(accepted)
+    text = field.metadata["help"] + (f" {extra}" if extra else "")
+    if accepted.choices is None:
+        text += f"; {accepted.describe().removesuffix(', or None')}"
+    group.add_argument(flag, dest=kwargs.pop("dest", name), default=field.default, help=text, **kwargs)
+
+
 ALL = "*"
 
 
@@ -199,18 +218,13 @@ def _learn(p) -> None:
     p.add_argument("--domain", required=True, help="name of the new domain")
     p.add_argument("--data", required=True, type=Path,
                    help="split folder (images/, masks/) or domain folder (its train/ is used)")
-    p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=train["epochs"],
-                   help="passes over the training images")
-    p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=train["batch_size"],
-                   help="samples per step and process (under torchrun the global batch is this x processes)")
-    p.add_argument("--lr", type=t.float_range(0, 10, low_open=True), default=train["lr"],
-                   help="Adam learning rate (cosine schedule over the whole run)")
-    p.add_argument("--seed", type=t.seed, default=train["seed"], help="seed for points, order and initialisation")
-    p.add_argument("--points", dest="points_per_image", metavar="N", type=t.int_range(1, 64), default=train["points_per_image"],
-                   help="positive points sampled per training image and epoch")
-    p.add_argument("--amp", choices=["none", "bf16"], default=train["amp"],
-                   help="mixed precision for training: bf16 autocast of the adapted encoder blocks and decoder "
-                        "(CUDA, or a CPU with native bfloat16; refused on other CPUs, where it is many times slower)")
+    config_flag(p, "--epochs", TrainConfig, "epochs")
+    config_flag(p, "--batch-size", TrainConfig, "batch_size")
+    config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
+    config_flag(p, "--seed", TrainConfig, "seed")
+    config_flag(p, "--points", TrainConfig, "points_per_image", metavar="N")
+    config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
+                                                     "CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
     p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
@@ -227,12 +241,9 @@ def _learn(p) -> None:
                      help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "
                           "(mean and spread over the grid; the same encoder work) (default: "
                           + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items()) + ")")
-    new.add_argument("--selector-block", type=t.int_range(0, 255), default=selector["block"],
-                     help="encoder block for the selector embedding (default: the middle block)")
-    new.add_argument("--samples-per-domain", type=t.int_range(1, 100_000), default=selector["samples_per_domain"],
-                     help="N_e embeddings kept per domain (mlp selector)")
-    new.add_argument("--selector-epochs", type=t.int_range(1, MAX_EPOCHS), default=selector["epochs"],
-                     help="passes over the embedding buffer per selector retrain")
+    config_flag(new, "--selector-block", SelectorConfig, "block", dest="selector_block")
+    config_flag(new, "--samples-per-domain", SelectorConfig, "samples_per_domain")
+    config_flag(new, "--selector-epochs", SelectorConfig, "epochs", dest="selector_epochs")
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
                      help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
                           "(a long history); 0 = the reference schedule always")

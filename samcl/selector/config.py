@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..options import check_fields, option
+
 #: Selector kinds: the paper's MLP on an embedding buffer, and the statistics selectors (`samcl.selector.stats`).
 KINDS = ("mlp", "ncm", "fecam", "ranpac")
 #: What a new store gets (chosen by `benchmarks/selector_kinds.py`; see the README's selector section).
@@ -16,60 +18,56 @@ DEFAULT_FEATURES = {"mlp": "mean", "ncm": "mean_std", "fecam": "mean_std", "ranp
 
 @dataclass(frozen=True)
 class SelectorConfig:
-    """kind: one of KINDS. features: one of FEATURES (None: the kind's default). block: encoder block whose
-    pooled output is the embedding (None: the backbone's middle block).
-    mlp: samples_per_domain (N_e embeddings kept per class in the buffer), epochs, lr, batch_size, max_steps (SGD
-    steps per retrain once the reference schedule (`epochs` passes over the buffer) would take more; None =
-    always the reference schedule).
-    statistics kinds: proj_dim (features are randomly projected to this width when wider: the per-class
-    covariance is proj_dim^2), shrink (FeCAM: how far a class's covariance is pulled toward the pooled one; None:
-    per class, by the Ledoit-Wolf estimate from the class's own images; a number: the class's covariance counts as
-    `shrink` samples of the pooled covariance, as in stores made before the per-class estimate), ridge (RanPAC's ridge
-    strength, relative to the Gram trace), frr (open set: the target share of a learned domain's images sent to
-    base, set from held-out training data; 0 turns the fallback off), tolerance (the confidence with which at most
-    `frr` of a domain's images fall back, given how few held-out images set its threshold: a one-sided normal
-    tolerance bound; 0: the plain fitted quantile, as in stores made before the bound)."""
+    """The Module Selector: which kind, what it reads, and how it is fitted.
 
-    kind: str = DEFAULT_KIND
-    features: str | None = None
-    block: int | None = None
-    samples_per_domain: int = 300
-    epochs: int = 25
-    lr: float = 0.01
-    batch_size: int = 24
-    max_steps: int | None = 2000
-    proj_dim: int = 144
-    shrink: float | None = None
-    ridge: float = 1e-3
-    frr: float = 0.01
-    tolerance: float = 0.95
+    Arguments:
+      kind (str): one of KINDS: "mlp" (the paper's MLP on an embedding buffer) or a statistics kind ("ncm",
+        "fecam", "ranpac": per-domain statistics, and the open-set answer: images of no learned domain go to base).
+      features (str | None): what is read of the pooled block, one of FEATURES (None: the kind's default).
+      block (int | None): encoder block whose pooled output is the embedding (None: the backbone's middle block).
+      samples_per_domain, epochs, lr, batch_size, max_steps: the mlp's buffer (N_e embeddings per class) and its
+        retraining (max_steps: SGD steps per retrain once `epochs` passes over the buffer would take more; None:
+        always the reference schedule).
+      proj_dim, shrink, ridge, frr, tolerance: the statistics kinds' projection width, FeCAM's covariance
+        shrinkage, RanPAC's ridge, and the open-set cut (see each field's help).
+
+    Every field checks its range when the config is made (ValueError naming it); `samcl learn` reads its flags'
+    help, defaults and ranges from these fields.
+    """
+
+    kind: str = option(DEFAULT_KIND, "selector kind", choices=tuple(KINDS))
+    features: str | None = option(None, "what the selector reads of the pooled block: mean (the paper's grid "
+                                        "mean) or mean_std (mean and spread over the grid; the same encoder work)",
+                                  choices=tuple(FEATURES), optional=True)
+    block: int | None = option(None, "encoder block for the selector embedding (default: the middle block)",
+                               low=0, high=255, integer=True, optional=True)
+    samples_per_domain: int = option(300, "N_e embeddings kept per domain (mlp selector)", low=1, high=100_000,
+                                     integer=True)
+    epochs: int = option(25, "passes over the embedding buffer per selector retrain", low=1, high=100_000,
+                         integer=True)
+    lr: float = option(0.01, "the mlp selector's SGD learning rate", low=0, low_open=True)
+    batch_size: int = option(24, "the mlp selector's batch (it has BatchNorm layers: at least 2)", low=2,
+                             integer=True)
+    max_steps: int | None = option(2000, "SGD steps per selector retrain once the epochs over the whole buffer "
+                                         "would take more (a long history); None = the reference schedule always",
+                                   low=1, integer=True, optional=True)
+    proj_dim: int = option(144, "statistics kinds: features are randomly projected to this width when wider (the "
+                                "per-class covariance is proj_dim^2)", low=1, integer=True)
+    shrink: float | None = option(None, "fecam: how far a class's covariance is pulled toward the pooled one; None: "
+                                        "per class, by the Ledoit-Wolf estimate from the class's own images; a "
+                                        "number: the class's covariance counts as that many samples of the pooled "
+                                        "covariance", low=0, low_open=True, optional=True)
+    ridge: float = option(1e-3, "ranpac: ridge strength, relative to the Gram trace", low=0, low_open=True)
+    frr: float = option(0.01, "open set: the target share of a learned domain's images sent to base, set from "
+                              "held-out training data; 0 turns the fallback off", low=0, high=0.5, high_open=True)
+    tolerance: float = option(0.95, "open set: the confidence with which at most frr of a domain's images fall "
+                                    "back, given how few held-out images set its threshold (a one-sided normal "
+                                    "tolerance bound); 0: the plain fitted quantile", low=0, high=1, high_open=True)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"SelectorConfig.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        check_fields(self)
         if self.features is None:
             object.__setattr__(self, "features", DEFAULT_FEATURES[self.kind])
-        if self.features not in FEATURES:
-            raise ValueError(f"SelectorConfig.features must be one of {', '.join(FEATURES)}, got {self.features!r}")
-        for name in ("samples_per_domain", "epochs", "batch_size", "proj_dim"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"SelectorConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise ValueError("SelectorConfig.batch_size must be >= 2 (the selector has BatchNorm layers)")
-        for name in ("lr", "shrink", "ridge"):
-            value = getattr(self, name)
-            if name == "shrink" and value is None:
-                continue
-            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
-                raise ValueError(f"SelectorConfig.{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.frr, (int, float)) and 0 <= self.frr < 0.5):
-            raise ValueError(f"SelectorConfig.frr must be in [0, 0.5), got {self.frr!r}")
-        if not (isinstance(self.tolerance, (int, float)) and 0 <= self.tolerance < 1):
-            raise ValueError(f"SelectorConfig.tolerance must be in [0, 1), got {self.tolerance!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ValueError(f"SelectorConfig.max_steps must be an integer >= 1 or None, got {self.max_steps!r}")
-        if self.block is not None and (not isinstance(self.block, int) or self.block < 0):
-            raise ValueError(f"SelectorConfig.block must be an integer >= 0 or None, got {self.block!r}")
 
     @classmethod
     def from_manifest(cls, raw: dict) -> "SelectorConfig":
