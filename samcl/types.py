@@ -53,7 +53,7 @@ class Prediction:
       scores (np.ndarray): M float32, the decoder's predicted IoU of each mask.
       domain (str): the module that ran; "base" when none did (SAM itself: the base class, a forced "base", or
         the open-set fallback).
-      low_res (torch.Tensor): M x 256 x 256 logits in the model-input frame, on the model's device (copied to the
+      low_res (torch.Tensor): M x h x w logits in the model-input frame (256 x 256 for SAM at 1024 px), on the model's device (copied to the
         host only when `low_res_logits` is read); what SamPredictor calls low_res_masks.
       logits (np.ndarray | None): M x H x W float32 logits at the original size, when asked for.
       selector_score (float | None): how sure the selector was of `domain` (statistics selectors: the calibrated
@@ -70,5 +70,5 @@ class Prediction:
 
     @property
     def low_res_logits(self) -> np.ndarray:
-        """M x 256 x 256 float32 on the host."""
+        """`low_res` as M x h x w float32 on the host."""
         return self.low_res.float().cpu().numpy()
