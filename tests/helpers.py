@@ -64,3 +64,13 @@ def assert_mixed_batch_matches_single(backbone, config, chosen) -> tuple:
             single = backbone.suffix(tokens[j:j + 1], block + 1, injection)
             assert (mixed[j] - single[0]).abs().max() <= 1e-5
     return tokens, mixed, block
+
+
+def assert_same_tensors(saved, reopened) -> None:
+    """Two in-memory sets hold bit-identical modules, selector and buffer (a store's round trip)."""
+    for name, module in saved.module_set.modules.items():
+        for key, tensor in module.state_tensors().items():
+            assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key]), (name, key)
+    for key, tensor in saved.module_set.selector.to_tensors().items():
+        assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key]), key
+    assert torch.equal(saved.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)

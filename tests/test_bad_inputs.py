@@ -20,7 +20,7 @@ import samcl.io
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
 from samcl.io import SamclError, read_image, read_mask
-from samcl.learner import SAMCL, Prompt
+from samcl import SAMCL, Prompt
 from samcl.metrics import mask_scores
 from samcl.store import sha256_bytes
 

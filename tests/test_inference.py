@@ -19,7 +19,7 @@ from samcl.augmodule import AugModule
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
 from samcl.io import SamclError
-from samcl.learner import SAMCL, Prompt
+from samcl import SAMCL, Prompt
 from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
 from samcl.store import ModuleStore
 from samcl.trainer import TrainConfig
@@ -342,7 +342,7 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
 
 
 def test_prefix_cache_gives_identical_results_and_skips_the_prefix(tiny_backbone, monkeypatch):
-    from samcl.learner import SAMCL, Prompt
+    from samcl import SAMCL, Prompt
     from helpers import toy_samples
 
     samples = toy_samples(3, (200, 30, 30), 0)

@@ -17,7 +17,7 @@ from samcl.backbone import sam as sam_module
 from samcl.backbone.sam import SamBackbone, attention, rel_pos_bias
 from samcl.cli import main
 from samcl.io import SamclError
-from samcl.learner import SAMCL, Prompt
+from samcl import SAMCL, Prompt
 from samcl.selector import SelectorConfig
 from samcl.trainer import TrainConfig
 

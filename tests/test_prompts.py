@@ -1,9 +1,11 @@
 import numpy as np
 import torch
 
-from samcl.augmodule import AugModule, Injection, config_for
+from samcl.augmodule import AugModule, config_for
 from samcl.backbone.preprocess import ResizeGeometry
 from samcl.prompts import HeatConfig, render_heat, sample_points, sample_rng
+
+from heat_checks import assert_heat_lands_on_its_token
 
 
 def test_point_heat_peaks_at_its_own_token_not_transposed():
@@ -43,15 +45,7 @@ def test_point_heat_lands_on_its_tokens_in_windowed_and_global_blocks(tiny_backb
         for name, tensor in module.named_tensors().items():
             if name.startswith("b."):
                 tensor.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    with_point = Injection(config, module.params(), heat)
-    without = Injection(config, module.params(), torch.zeros_like(heat))
-    tokens = torch.randn(1, *grid, backbone.hidden_size, generator=torch.Generator().manual_seed(2))
-    for block in config.adapted_blocks:
-        with torch.no_grad():
-            a = backbone._run_block(layers[block], tokens, block, with_point)
-            b = backbone._run_block(layers[block], tokens, block, without)
-        changed = ((a - b).abs().amax(-1)[0] > 1e-6).nonzero().tolist()
-        assert changed == [[2, 6]], (block, layers[block].window_size, changed)
+    assert_heat_lands_on_its_token(backbone, config, module, heat, (2, 6))
 
 
 def test_sample_points_are_inside_and_seeded():

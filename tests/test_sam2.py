@@ -16,13 +16,14 @@ from samcl.backbone.sam import SamBackbone
 from samcl.backbone.sam2 import Sam2Backbone, StretchGeometry
 from samcl.cli import main
 from samcl.io import SamclError
-from samcl.learner import SAMCL, Prompt
+from samcl import SAMCL, Prompt
 from samcl.prompts import HeatConfig, render_heat
 from samcl.selector import SelectorConfig
 from samcl.trainer import TrainConfig
 
 from conftest import tiny_sam_config
-from helpers import toy_samples, write_domain
+from heat_checks import assert_heat_lands_on_its_token
+from helpers import assert_same_tensors, toy_samples, write_domain
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -162,15 +163,7 @@ def test_point_heat_lands_on_its_tokens_in_windowed_and_global_blocks(backbone):
     layers = backbone.model.vision_encoder.backbone.blocks
     assert {layers[b].window_size > 0 for b in config.adapted_blocks} == {True, False}
     module = _trained_like(config, 0)
-    with_point = Injection(config, module.params(), heat)
-    without = Injection(config, module.params(), torch.zeros_like(heat))
-    tokens = torch.randn(1, *grid, backbone.hidden_size, generator=torch.Generator().manual_seed(2))
-    for block in config.adapted_blocks:
-        with torch.no_grad():
-            a = backbone._run_block(layers[block], tokens, block, with_point)
-            b = backbone._run_block(layers[block], tokens, block, without)
-        changed = ((a - b).abs().amax(-1)[0] > 1e-6).nonzero().tolist()
-        assert changed == [[2, 6]], (block, layers[block].window_size, changed)
+    assert_heat_lands_on_its_token(backbone, config, module, heat, (2, 6))
 
 
 def test_preprocessing_stretches_to_the_square_input_like_sam2(backbone):
@@ -201,12 +194,7 @@ def test_learn_and_store_round_trip_is_bit_exact(learned, backbone):
     assert samcl.selector_block == 4 and samcl.module_set.buffer.dim == 64
     reopened = SAMCL.open(path, base=backbone)
     assert reopened.domains == ["red", "blue"] and reopened.aug_config == samcl.aug_config
-    for name, module in samcl.module_set.modules.items():
-        for key, tensor in module.state_tensors().items():
-            assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
-    for key, tensor in samcl.module_set.selector.to_tensors().items():
-        assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key])
-    assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
+    assert_same_tensors(samcl, reopened)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["backbone"]["family"] == "sam2" and manifest["backbone"]["architecture"] == "Sam2Model"
 

@@ -11,7 +11,7 @@ from samcl.store import ModuleStore
 from samcl.trainer import TrainConfig
 
 from conftest import tiny_sam_config
-from helpers import toy_samples
+from helpers import assert_same_tensors, toy_samples
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -29,12 +29,7 @@ def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
     path, samcl = learned_store
     reopened = SAMCL.open(path, base=tiny_backbone)
     assert reopened.domains == ["red", "blue"]
-    for name, module in samcl.module_set.modules.items():
-        for key, tensor in module.state_tensors().items():
-            assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key])
-    for key, tensor in samcl.module_set.selector.to_tensors().items():
-        assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key])
-    assert torch.equal(samcl.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
+    assert_same_tensors(samcl, reopened)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
     assert all(d["bytes"] == d["parameters"] * 4 for d in manifest["domains"])

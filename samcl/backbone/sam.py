@@ -185,6 +185,10 @@ class SamBackbone(FrozenBackbone):
             embeddings = embeddings + out.view(batch, rows, cols, -1).permute(0, 3, 1, 2).to(embeddings.dtype)
         return embeddings
 
+    def run_block(self, block: int, hidden: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
+        """Encoder block `block` alone: B x H x W x D tokens in and out, adapted where `adapter` says."""
+        return self._run_block(self.model.vision_encoder.layers[block], hidden, block, adapter)
+
     @staticmethod
     def _run_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapter: Adapter | None) -> torch.Tensor:
         """One SamVisionLayer with the adapter's attention delta (and qkv delta, for LoRA on qkv); attention

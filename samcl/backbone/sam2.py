@@ -204,6 +204,10 @@ class Sam2Backbone(FrozenBackbone):
                 stages.append(hidden)
         return HieraTokens(hidden, tuple(stages))
 
+    def run_block(self, block: int, hidden: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
+        """Hiera block `block` alone: B x H x W x C tokens in and out, adapted where `adapter` says."""
+        return self._run_block(self.model.vision_encoder.backbone.blocks[block], hidden, block, adapter)
+
     @staticmethod
     def _run_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapter: Adapter | None) -> torch.Tensor:
         """One Sam2MultiScaleBlock, with the adapter's delta added to the attention output. Query-pooling
