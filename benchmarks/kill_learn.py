@@ -227,7 +227,7 @@ class Verifier:
         samcl = SAMCL(self.backbone, state, store=None, device="cpu")
         with torch.no_grad():
             pooled = self.backbone.pool_stats(self.backbone.prefix(self.pixels, samcl.selector_block))
-            (chosen,), (score,) = samcl.engine.select(pooled, fallback=False)
+            (chosen,), (score,) = samcl.engine.route(pooled, fallback=False)
             assert 0 <= chosen < len(names), f"selector chose class {chosen} of {len(names)}"
             assert state.selector.classes == len(names) and (score is None or score == score), "selector state"
             result = samcl.segment([self.image], [Prompt.of([[20, 20]])])[0]

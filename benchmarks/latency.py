@@ -186,7 +186,7 @@ def run(args, show=lambda report, key: None) -> dict:
     heat = samcl.engine.heat(inputs)
     rows = list(range(args.batch))
     report["parts_seconds"] = {
-        "pool + select": per_call(lambda: samcl.engine.select(backbone.pool_stats(tokens))),
+        "pool + select": per_call(lambda: samcl.engine.route(backbone.pool_stats(tokens))),
         "heat rendering": per_call(lambda: samcl.engine.heat(inputs)),
         "module rows + heat features, 1 image": per_call(lambda: samcl.engine.injection([0], heat)),
         f"the same, {args.batch} images mixed": per_call(
@@ -203,7 +203,7 @@ def run(args, show=lambda report, key: None) -> dict:
     other = Prompt.of(prompt.points[:1] + 5)
     for domain in (names[0], "base"):
         def full(domain=domain):
-            predictor.set_image(image, domain=domain)
+            predictor.set_image(image, force=domain)
             predictor.predict(other.points, other.labels)
 
         times = interleaved({"full": full, "prompt only": lambda: predictor.predict(prompt.points, prompt.labels)},
@@ -219,8 +219,8 @@ def run(args, show=lambda report, key: None) -> dict:
         add_random_domains(batch_samcl, max(args.batch, 2), samples_per_domain=4)
     images, prompts = zip(*(test_image(batch_samcl.backbone, seed) for seed in range(args.batch)))
     mixed = [names[j % len(names)] for j in range(args.batch)]
-    times = interleaved({"single-module batch": lambda: batch_samcl.segment(images, prompts, domain=names[0]),
-                         "mixed-domain batch": lambda: batch_samcl.segment(images, prompts, domain=mixed)},
+    times = interleaved({"single-module batch": lambda: batch_samcl.segment(images, prompts, force=names[0]),
+                         "mixed-domain batch": lambda: batch_samcl.segment(images, prompts, force=mixed)},
                         args.batch_repeats, warmup=batch_samcl is not samcl)
     report["batch"] = {"seconds": times, "image_size": batch_samcl.backbone.image_size,
                        "throughput_ratio": ratio(times, "single-module batch", "mixed-domain batch")}

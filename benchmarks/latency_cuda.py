@@ -99,8 +99,8 @@ def measure(size: str, args) -> dict:
     images, prompts = zip(*(test_image(reference, seed) for seed in range(args.batch)))
     mixed = [names[j % len(names)] for j in range(args.batch)]
     for p, s in sets.items():
-        batch_times = timed({"single": lambda s=s: s.segment(images, prompts, domain=names[0]),
-                             "mixed": lambda s=s: s.segment(images, prompts, domain=mixed)}, max(args.repeats // 2, 2), 1)
+        batch_times = timed({"single": lambda s=s: s.segment(images, prompts, force=names[0]),
+                             "mixed": lambda s=s: s.segment(images, prompts, force=mixed)}, max(args.repeats // 2, 2), 1)
         out[f"batch {args.batch} {p}"] = {
             **{name: summary(t) for name, t in batch_times.items()},
             "images_per_second_mixed": args.batch / statistics.median(batch_times["mixed"]),
@@ -109,7 +109,7 @@ def measure(size: str, args) -> dict:
     predictors = {p: s.predictor() for p, s in sets.items()}
     other = Prompt.of(prompt.points[:1] + 5)
     for predictor in predictors.values():
-        predictor.set_image(image, domain=names[0])
+        predictor.set_image(image, force=names[0])
     prompt_times = timed({p: (lambda q=q: q.predict(other.points, other.labels)) for p, q in predictors.items()},
                          args.repeats)
     out["prompt-only re-run"] = {p: summary(t) for p, t in prompt_times.items()}

@@ -90,7 +90,7 @@ def precision_comparison(args, show) -> dict:
 
     predictors = {name: s.predictor() for name, s in sets.items()}
     for predictor in predictors.values():
-        predictor.set_image(image, domain=sets["float32"].domains[0])
+        predictor.set_image(image, force=sets["float32"].domains[0])
     other = Prompt.of(prompt.points[:1] + 5)
     functions = {f"prompt-only {name}": (lambda p=p: p.predict(other.points, other.labels))
                  for name, p in predictors.items()}

@@ -126,7 +126,7 @@ def measure_latency(path: Path, backbone, repeats: int) -> dict:
     samcl = SAMCL.open(path, base=backbone, device="cpu")
     image, prompt = test_image(backbone, 0)
     tokens = backbone.prefix(backbone.preprocess(image)[0][None], samcl.selector_block)
-    select = per_call(lambda: samcl.engine.select(backbone.pool_stats(tokens)), 200)
+    select = per_call(lambda: samcl.engine.route(backbone.pool_stats(tokens)), 200)
     segment = per_call(lambda: samcl.segment([image], [prompt]), repeats)
     return {"select_seconds": statistics.median(select), "segment_seconds": segment}
 

@@ -1,13 +1,16 @@
-"""The inference engine: the one data path from images and prompts to masks, for `SAMCL.segment`, the predictor,
-the baselines and the benchmark.
+"""The inference engine: the one data path from images and prompts to masks. `SAMCL.segment`, the predictor, the
+server, the baselines and the benchmark are front ends over two calls:
 
-    images -> prefix (blocks 0..s, cached)  -> pooled -> selector -> class k per image (or a forced one, or
-           base where no learned domain fits: the open-set fallback)
-           -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class) -> decode per image
+    prepared = engine.prepare(images)            # prefix (blocks 0..s) and pooled features, from the cache
+    results = engine.run(prepared, prompts)      # route, heat, suffix with each image's module rows, decode
+
+    run: pooled -> selector -> class k per image (or a forced one, or base where no learned domain fits: the
+         open-set fallback) -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class; an image
+         without a module reuses its prompt-independent embedding) -> decode -> complete `Prediction`s
 
 A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.bank`), and
-decoding is per image, so each result equals segmenting that image alone. Prompts are converted to the
-model-input frame once (`InputPrompt`) and used by both the heat and the decoder.
+decoding is per image (or, for the server, per prompt shape), so each result equals segmenting that image
+alone. Prompts are converted to the model-input frame once (`InputPrompt`) and used by the heat and the decoder.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .backbone import tokens as batch_ops
 from .bank import ModuleBank
 from .metrics import mask_scores, mean_scores
 from .moduleset import ModuleSet
-from .prefix_cache import Identity, PrefixCache
+from .prefix_cache import ByObject, PrefixCache, PreparedImage
 from .progress import bar
 from .prompts import render_reference_heat
 from .types import Prediction, Prompt
@@ -55,7 +58,7 @@ class Engine:
         config = module_set.aug_config
         #: modules imported from the authors' code run their forward: stretched input, their heat (`samcl.reference`)
         self.reference = config is not None and config.heat_mode == "reference"
-        self.cache = PrefixCache(backbone, module_set.selector_block, device, stretch=self.reference)
+        self.cache = PrefixCache(backbone, module_set.selector_block, device, stretch=self.reference, evict="lru")
         self._bank: ModuleBank | None = None
         self.fallback = True  # the open-set answer: an image no learned domain fits runs on the base
 
@@ -64,45 +67,67 @@ class Engine:
         """The first block after the selector block: where the suffix starts."""
         return self.module_set.selector_block + 1
 
-    def cache_prefixes(self, max_bytes: int) -> None:
-        """Keep the prefix of images segmented again later (keyed by the image object, held while cached) within
-        `max_bytes`; 0 turns the cache off. The protocol evaluates the same test images after every step."""
+    def cache_prefixes(self, max_bytes: int, *, evict: str = "lru") -> None:
+        """Keep prepared images for later calls within `max_bytes`; 0 keeps none. Images are keyed by `prepare`'s
+        keys (default: the image object, held while cached). `evict`: "lru" (the least recently used make room),
+        or "keep" (what is kept stays: for a fixed set of images visited in turn, such as the protocol's test
+        images after every step, which lru would evict just before each is needed again)."""
         self.cache = PrefixCache(self.backbone, self.module_set.selector_block, self.device, max_bytes,
-                                 stretch=self.reference)
+                                 stretch=self.reference, evict=evict)
+
+    def adopt_cache(self, other: "Engine") -> None:
+        """Take `other`'s prepared images when they are valid here (same base, selector block and input frame):
+        a new generation of the same store keeps the server's uploads."""
+        if (other.backbone is self.backbone and other.cache.stop_block == self.cache.stop_block
+                and other.reference == self.reference):
+            self.cache = other.cache
+            for entry in self.cache.entries.values():
+                entry.base_embedding = None  # the new set may adapt the neck differently: recomputed on use
+            self.cache.used = sum(entry.nbytes for entry in self.cache.entries.values())
 
     # ------------------------------------------------------------------ classes and module rows
     def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
         """All modules resident as stacked tensors: built once, rebuilt only when the set changed (a class
         added, or a module in `indices` replaced). Never reads a file."""
-        bank, classes = self._bank, self.module_set
-        if (bank is None or len(bank.owners) != len(classes.domains)
-                or not all(bank.is_current(i, classes.module_for(i)) for i in set(indices) if i >= 0)):
+        bank, module_set = self._bank, self.module_set
+        if (bank is None or len(bank.owners) != len(module_set.domains)
+                or not all(bank.is_current(i, module_set.module_for(i)) for i in set(indices) if i >= 0)):
             dtype = self.backbone.dtype if self.backbone.dtype.is_floating_point else torch.float32
-            modules = [classes.module_for(i) for i in range(len(classes.domains))]
-            bank = self._bank = ModuleBank(classes.aug_config, modules, self.device, dtype)
+            modules = [module_set.module_for(i) for i in range(len(module_set.domains))]
+            bank = self._bank = ModuleBank(module_set.aug_config, modules, self.device, dtype)
         return bank
 
     def forget_bank(self) -> None:
         """Rebuild the bank on next use (after the set was rolled back or replaced)."""
         self._bank = None
 
-    @torch.no_grad()
-    def select(self, pooled: torch.Tensor, fallback: bool | None = None) -> tuple[list[int], list[float | None]]:
-        """B x 2D pooled features -> class index per image (-1: base: nothing learned yet, or no learned domain
-        fits (the open-set fallback, unless `fallback` is False; None: the engine's `fallback`)) and the
-        selector's score."""
-        classes = self.module_set
-        if classes.selector is None or not classes.domains:
-            return [-1] * pooled.shape[0], [None] * pooled.shape[0]
-        return classes.selector.choose(pooled, self.fallback if fallback is None else fallback)
+    def resolve(self, force: str | Sequence[str | None] | None, count: int) -> list[int | None]:
+        """`force` -> per image a forced class index, or None where the selector chooses."""
+        if force is None or isinstance(force, str):
+            return [None if force is None else self.module_set.index_of(force)] * count
+        if len(force) != count:
+            raise ValueError(f"{count} images but {len(force)} domains")
+        return [None if d is None else self.module_set.index_of(d) for d in force]
 
-    def resolve(self, domain: str | Sequence[str | None] | None, count: int) -> list[int | None]:
-        """`segment`'s `domain` -> per image a forced class index, or None where the selector chooses."""
-        if domain is None or isinstance(domain, str):
-            return [None if domain is None else self.module_set.index_of(domain)] * count
-        if len(domain) != count:
-            raise ValueError(f"{count} images but {len(domain)} domains")
-        return [None if d is None else self.module_set.index_of(d) for d in domain]
+    @torch.no_grad()
+    def route(self, pooled: torch.Tensor, forced: Sequence[int | None] | None = None,
+              fallback: bool | None = None) -> tuple[list[int], list[float | None]]:
+        """B x 2D pooled features -> each image's class index (the forced one, else the selector's; -1: base:
+        nothing learned yet, or no learned domain fits (the open-set fallback, unless `fallback` is False; None:
+        the engine's `fallback`)) and the selector's score (None where forced or nothing was learned)."""
+        forced = [None] * pooled.shape[0] if forced is None else list(forced)
+        chosen, scores = list(forced), [None] * len(forced)
+        open_ = [j for j, k in enumerate(chosen) if k is None]
+        selector = self.module_set.selector
+        if not open_:
+            return chosen, scores
+        if selector is None or not self.module_set.domains:
+            return [-1 if k is None else k for k in chosen], scores
+        picks, picked = selector.choose(pooled if len(open_) == len(chosen) else pooled[open_],
+                                        self.fallback if fallback is None else fallback)
+        for j, pick, score in zip(open_, picks, picked):
+            chosen[j], scores[j] = pick, None if score is None else float(score)
+        return chosen, scores
 
     def injection(self, indices: list[int], heat: torch.Tensor) -> Injection | None:
         """The adapter for a batch whose images chose `indices`: one module's rows of the bank (a view), or
@@ -114,23 +139,58 @@ class Engine:
         return Injection(self.module_set.aug_config, bank.params(rows), heat)
 
     # ------------------------------------------------------------------ the data path
-    def prefix(self, images: Sequence):
-        """(prefix tokens of the batch, their resize geometries), from the cache where possible."""
-        prefixes = self.cache.lookup([Identity(image) for image in images], lambda key: (key.obj, None))
-        return PrefixCache.stack(prefixes), [p.geometry for p in prefixes]
+    def prepare(self, images: Sequence, keys: Sequence | None = None, *, keep: bool = True) -> list[PreparedImage]:
+        """Each image's prefix, pooled features and geometry, in one prefix pass for those not cached.
 
-    def choose(self, tokens, forced: list[int | None], fallback: bool | None = None
-               ) -> tuple[list[int], list[float | None]]:
-        """Each image's class: the forced one, else the selector's choice from the pooled prefix; and the
-        selector's score (None where forced)."""
-        chosen, scores = list(forced), [None] * len(forced)
-        open_ = [j for j, k in enumerate(chosen) if k is None]
-        if open_:
-            pooled = self.backbone.pool_stats(tokens)
-            picks, picked = self.select(pooled if len(open_) == len(chosen) else pooled[open_], fallback)
-            for j, pick, score in zip(open_, picks, picked):
-                chosen[j], scores[j] = pick, score
-        return chosen, scores
+        Arguments:
+          images: H x W x 3 uint8 RGB arrays or PIL images, any sizes.
+          keys: what the cache knows them by (default: the image objects themselves).
+          keep: False computes them without caching (the caller holds them, as the predictor does).
+        """
+        if not keep:
+            return self.cache.compute([(image, None) for image in images])
+        keys = [ByObject(image) for image in images] if keys is None else list(keys)
+        if len(keys) != len(images):
+            raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        lookup = dict(zip(keys, images))
+        return self.cache.lookup(keys, lambda key: (lookup[key], None))
+
+    @torch.no_grad()
+    def run(self, prepared: Sequence[PreparedImage], prompts: Sequence[Prompt], *, multimask_output: bool = False,
+            force: str | Sequence[str | None] | None = None, fallback: bool | None = None,
+            return_logits: bool = False, decode_by_shape: bool = False) -> list[Prediction]:
+        """Prepared images and one prompt each -> one complete `Prediction` each (see `SAMCL.segment`).
+        `decode_by_shape`: images whose prompts have the same shape go through the decoder together (the server:
+        faster, equal to decoding alone up to float rounding, about 1e-5 in the logits)."""
+        if len(prepared) != len(prompts):
+            raise ValueError(f"{len(prepared)} images but {len(prompts)} prompts")
+        pooled = torch.stack([p.pooled for p in prepared])
+        chosen, scores = self.route(pooled, self.resolve(force, len(prepared)), fallback)
+        inputs = [InputPrompt.of(prompt, p.geometry, self.device) for prompt, p in zip(prompts, prepared)]
+        embeddings = self._embeddings(prepared, chosen, inputs)
+        names = [self.module_set.domain_name(k) for k in chosen]
+        if decode_by_shape:
+            results = self.decode_many(embeddings, inputs, [p.geometry for p in prepared], multimask_output, names)
+        else:
+            results = [self.decode(embeddings[j], inputs[j], prepared[j].geometry, multimask_output, names[j],
+                                   return_logits) for j in range(len(prepared))]
+        for result, score in zip(results, scores):
+            result.selector_score = score
+        return results
+
+    def _embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int], inputs: list[InputPrompt]) -> list:
+        """Each image's embedding (a batch of one): one suffix pass for the batch with each image's module rows
+        (base: the zero row). An image alone without a module reuses its prompt-independent embedding, computed
+        once (what makes the predictor's re-prompting of such an image cost only the decoder)."""
+        if len(prepared) == 1 and self.module_set.module_for(chosen[0]) is None:
+            image = prepared[0]
+            if image.base_embedding is None:
+                embedding = self.backbone.suffix(batch_ops.stack([image.tokens]), self.start_block, None)
+                self.cache.attach_base(image, embedding)
+                return [embedding]
+            return [image.base_embedding]
+        embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
+        return [batch_ops.take(embeddings, slice(j, j + 1)) for j in range(len(prepared))]
 
     def heat(self, prompts: Sequence[InputPrompt]) -> torch.Tensor:
         """B x rows x cols heat of the batch's prompts (points padded with label -10, which paints nothing)."""
@@ -159,11 +219,11 @@ class Engine:
         low_res, iou = self.backbone.decode(embedding, prompt.points, prompt.labels, prompt.box, multimask_output)
         return self._prediction(low_res[0], iou[0], geometry, domain, return_logits)
 
-    def decode_many(self, embeddings, prompts: Sequence[InputPrompt], geometries, multimask_output: bool,
+    def decode_many(self, embeddings: Sequence, prompts: Sequence[InputPrompt], geometries, multimask_output: bool,
                     domains: Sequence[str]) -> list[Prediction]:
-        """`decode` for a batch (the server's): images whose prompts have the same shape (point count, box or not)
-        go through the decoder together, so nothing is padded and each result equals its own `decode` up to float
-        rounding (about 1e-5 in the logits); on a CPU a batch of 16 decodes in a third of the time."""
+        """`decode` for a batch: images whose prompts have the same shape (point count, box or not) go through the
+        decoder together, so nothing is padded and each result equals its own `decode` up to float rounding
+        (about 1e-5 in the logits); on a CPU a batch of 16 decodes in a third of the time."""
         groups: dict[tuple, list[int]] = {}
         for j, prompt in enumerate(prompts):
             shape = (0 if prompt.points is None else prompt.points.shape[1], prompt.box is not None)
@@ -173,8 +233,9 @@ class Engine:
             def joined(name):
                 parts = [getattr(prompts[j], name) for j in members]
                 return None if parts[0] is None else torch.cat(parts)
-            low_res, iou = self.backbone.decode(batch_ops.map_batch(lambda t: t[members], embeddings),
-                                                joined("points"), joined("labels"), joined("box"), multimask_output)
+            batch = batch_ops.stack([batch_ops.take(embeddings[j], 0) for j in members])
+            low_res, iou = self.backbone.decode(batch, joined("points"), joined("labels"), joined("box"),
+                                                multimask_output)
             for k, j in enumerate(members):
                 out[j] = self._prediction(low_res[k], iou[k], geometries[j], domains[j])
         return out
@@ -186,39 +247,21 @@ class Engine:
         return Prediction(masks=(full > 0).cpu().numpy(), scores=iou.float().cpu().numpy(), domain=domain,
                           low_res=low_res, logits=full.cpu().numpy() if return_logits else None)
 
-    @torch.no_grad()
-    def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
-                domain: str | Sequence[str | None] | None = None, return_logits: bool = False,
-                fallback: bool | None = None) -> list[Prediction]:
-        """See `SAMCL.segment`."""
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        forced = self.resolve(domain, len(images))
-        tokens, geometries = self.prefix(images)
-        chosen, scores = self.choose(tokens, forced, fallback)
-        inputs = [InputPrompt.of(p, g, self.device) for p, g in zip(prompts, geometries)]
-        embeddings = self.suffix(tokens, chosen, inputs)
-        results = [self.decode(batch_ops.take(embeddings, slice(j, j + 1)), inputs[j], geometries[j],
-                               multimask_output, self.module_set.domain_name(chosen[j]), return_logits)
-                   for j in range(len(images))]
-        for result, score in zip(results, scores):
-            result.selector_score = score
-        return results
-
-    def evaluate(self, samples: Sequence, domain: str | None = None, batch_size: int = 8, progress: bool = False,
+    def evaluate(self, samples: Sequence, *, truth: str | None = None, batch_size: int = 8, progress: bool = False,
                  force: str | None = None) -> dict:
-        """Mean IoU / F1 / MAE over `samples` with their fixed points; `domain` (the true class's name, "base"
+        """Mean IoU / F1 / MAE over `samples` with their fixed points; `truth` (the true class's name, "base"
         for the base class) also gives selector accuracy; `force` runs one class for every image (oracle)."""
         scores, correct, chosen = [], 0, {}
-        for start in bar(range(0, len(samples), batch_size), desc=f"eval {domain or ''}".strip(),
+        for start in bar(range(0, len(samples), batch_size), desc=f"eval {truth or ''}".strip(),
                           progress=progress, leave=False):
             batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
             prompts = [Prompt.of(s.points, s.labels) for s in batch]
-            for sample, result in zip(batch, self.segment([s.image for s in batch], prompts, domain=force)):
+            results = self.run(self.prepare([s.image for s in batch]), prompts, force=force)
+            for sample, result in zip(batch, results):
                 scores.append(mask_scores(result.masks[0], sample.mask))
                 chosen[result.domain] = chosen.get(result.domain, 0) + 1
-                correct += result.domain == domain
+                correct += result.domain == truth
         out = {**mean_scores(scores), "images": len(scores), "chosen": chosen}
-        if domain is not None and force is None:
+        if truth is not None and force is None:
             out["selector_accuracy"] = correct / max(len(scores), 1)
         return out

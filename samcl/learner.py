@@ -69,7 +69,8 @@ class SAMCL:
             chosen = resolve_precision(precision, str(self.device))
             if chosen != self.backbone.precision:
                 self.backbone.set_precision(chosen)
-                self.engine.cache_prefixes(self.engine.cache.budget)  # cached prefixes were the other precision's
+                cache = self.engine.cache  # its prefixes were the other precision's
+                self.engine.cache_prefixes(cache.budget, evict=cache.evict)
         except ValueError as exc:
             raise SamclError(str(exc)) from None
         return chosen
@@ -261,23 +262,46 @@ class SAMCL:
         return torch.stack([known[i] for i in chosen]).float()
 
     # ------------------------------------------------------------------ inference (`samcl.engine`)
-    def segment(self, images: Sequence, prompts: Sequence[Prompt], multimask_output: bool = False,
-                domain: str | Sequence[str | None] | None = None, return_logits: bool = False,
-                fallback: bool | None = None) -> list[Prediction]:
-        """Segment a batch of images (mixed domains allowed: each image gets its own module in one encoder pass).
+    def segment(self, images: Sequence, prompts: Sequence[Prompt], *, multimask_output: bool = False,
+                force: str | Sequence[str | None] | None = None, fallback: bool | None = None,
+                return_logits: bool = False) -> list[Prediction]:
+        """Segment a batch of images; mixed domains allowed: each image gets its own module in one encoder pass.
 
-        images: arrays or PIL images of any sizes; prompts: one `Prompt` per image in original pixels.
-        domain: None (the selector chooses), one name for every image, or one name (or None) per image.
-        Each image's result equals segmenting it alone: the prefix runs once for the batch, the selector reads
-        its pooled output, the suffix runs once with per-sample module rows, and decoding is per image.
-        fallback: False sends every image to its nearest learned domain, even one that fits none (None: as opened).
+        Arguments:
+          images: H x W x 3 uint8 RGB arrays or PIL images, any sizes.
+          prompts (Sequence[Prompt]): one per image, in its original pixels.
+          multimask_output (bool): three masks per image instead of one.
+          force (str | Sequence[str | None] | None): run this domain's module (or "base": none) for every image,
+            or one name (or None: the selector chooses) per image; None: the selector chooses for all.
+          fallback (bool | None): False sends every image to its nearest learned domain, even one that fits
+            none; None: as the set was opened.
+          return_logits (bool): fill `Prediction.logits` (M x H x W float32).
+
+        Returns:
+          (list[Prediction]): one per image. Each equals segmenting that image alone: the prefix runs once for
+          the batch, the selector reads its pooled output, the suffix runs once with per-sample module rows, and
+          decoding is per image.
         """
-        return self.engine.segment(images, prompts, multimask_output, domain, return_logits, fallback)
+        engine = self.engine
+        return engine.run(engine.prepare(images), prompts, multimask_output=multimask_output, force=force,
+                          fallback=fallback, return_logits=return_logits)
 
-    def evaluate(self, samples: Sequence[Sample], domain: str | None = None, batch_size: int = 8,
-                 progress: bool = False, force: str | None = None) -> dict:
-        """Mean IoU / F1 / MAE over `samples` with their fixed points (see `Engine.evaluate`)."""
-        return self.engine.evaluate(samples, domain, batch_size, progress, force)
+    def evaluate(self, samples: Sequence[Sample], *, truth: str | None = None, force: str | None = None,
+                 batch_size: int = 8, progress: bool = False) -> dict:
+        """Mean IoU, F1 and MAE over `samples` with their fixed points.
+
+        Arguments:
+          samples (Sequence[Sample]): images with their masks and points (`FolderDataset`, or a list).
+          truth (str | None): the samples' true domain ("base" for the base class); adds selector accuracy.
+          force (str | None): run this domain's module for every image (oracle selection; "base": none).
+          batch_size (int): images per engine call.
+          progress (bool): a progress bar on a terminal.
+
+        Returns:
+          (dict): iou, f1, mae (means), images, chosen (domain -> image count), and selector_accuracy when
+          `truth` is given and nothing is forced.
+        """
+        return self.engine.evaluate(samples, truth=truth, batch_size=batch_size, progress=progress, force=force)
 
     def storage(self) -> dict:
         """Bytes: per module, selector, buffer, total (`samcl.sizes.storage`)."""

@@ -1,20 +1,26 @@
 """The one prefix cache: the frozen encoder prefix (blocks 0..s, s = the selector block) of images seen again.
 
-The base never changes, so an image's prefix tokens never change either. The engine keeps them for test images
-that the protocol evaluates after every step, the trainer for training images across epochs. Entries are kept
-within a byte budget that counts everything an entry holds (tokens, and the trainer's input-frame mask at its
-real size); what does not fit is computed, used and dropped.
+The base never changes, so an image's prefix never changes either. The inference engine keeps prepared images
+for every front end (`SAMCL.segment`, the predictor, the server's uploaded images, the protocol's test images,
+evaluated after every step); the trainer keeps training images across epochs. Entries are kept within a byte
+budget that counts everything an entry holds (tokens, pooled features, the trainer's input-frame mask, an embedding
+the engine attached later).
 
-    cache = PrefixCache(backbone, stop_block=6, device=device, budget=256 << 20)
+    cache = PrefixCache(backbone, stop_block=6, device=device, budget=256 << 20, evict="lru")
     entries = cache.lookup(keys, load)      # load(key) -> (image, mask or None), called for misses only
     tokens = cache.stack(entries)           # B x ... prefix tokens of the batch, in `keys` order
 
-Keys are any hashable; `Identity(obj)` keys an object by identity and holds it, so its id is never reused while
+Eviction: "lru" (inference: the least recently used entries make room for new ones) or "keep" (training: what is
+kept stays, what does not fit is computed, used and dropped; an epoch visits every image in turn, which least
+recently used eviction would turn into no hit at all).
+
+Keys are any hashable; `ByObject(obj)` keys an object by identity and holds it, so its id is never reused while
 the entry lives.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
@@ -24,8 +30,10 @@ from .backbone import tokens as batch_ops
 from .backbone.preprocess import mask_to_input
 from .sizes import tensor_bytes
 
+EVICTION = ("lru", "keep")
 
-class Identity:
+
+class ByObject:
     """A key that compares by object identity and keeps the object alive (images are arrays: unhashable)."""
 
     __slots__ = ("obj",)
@@ -37,62 +45,137 @@ class Identity:
         return id(self.obj)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Identity) and other.obj is self.obj
+        return isinstance(other, ByObject) and other.obj is self.obj
 
 
-@dataclass
-class Prefix:
-    """One image's prefix: tokens (the backbone's structure, no batch dimension), its resize geometry, its
-    pooled selector features (2D: grid mean, then grid std, on the CPU), and its mask in the model-input frame (bool) when one was given."""
+@dataclass(eq=False)  # compared by identity: it holds tensors
+class PreparedImage:
+    """One image ready for prompts.
+
+    Arguments:
+      tokens: the prefix output (the backbone's structure, no batch dimension; SAM: H x W x D).
+      geometry: its resize geometry (original pixels <-> model input).
+      pooled (torch.Tensor): 2D float32 on the CPU, the selector's features (grid mean, then grid std).
+      size (tuple[int, int]): the original height and width.
+      mask (torch.Tensor | None): S x S bool, the training mask in the model-input frame (the trainer's).
+      base_embedding: the image embedding of SAM without a module (it does not depend on the prompt), once the
+        engine computed it.
+    """
 
     tokens: Any
     geometry: Any
     pooled: torch.Tensor
+    size: tuple[int, int]
     mask: torch.Tensor | None = None
+    base_embedding: Any = None
 
     @property
     def nbytes(self) -> int:
-        return tensor_bytes([self.tokens, self.pooled] + ([self.mask] if self.mask is not None else []))
+        held = [self.tokens, self.pooled, self.mask, self.base_embedding]
+        return tensor_bytes([t for t in held if t is not None])
 
 
 class PrefixCache:
-    """Prefix outputs by key, within `budget` bytes (0: nothing is kept, every lookup computes)."""
+    """Prepared images by key, within `budget` bytes (0: nothing is kept, every lookup computes)."""
 
-    def __init__(self, backbone, stop_block: int, device, budget: int = 0, stretch: bool = False):
+    def __init__(self, backbone, stop_block: int, device, budget: int = 0, stretch: bool = False,
+                 evict: str = "keep"):
+        if evict not in EVICTION:
+            raise ValueError(f"evict {evict!r}: expected one of {', '.join(EVICTION)}")
         self.backbone, self.stop_block, self.device = backbone, stop_block, device
         self.stretch = stretch  # images stretched to the square input (the authors' frame, for imported sets)
-        self.budget = budget
-        self.entries: dict[Hashable, Prefix] = {}
+        self.budget, self.evict = budget, evict
+        self.entries: OrderedDict[Hashable, PreparedImage] = OrderedDict()
+        self._key_of: dict[int, Hashable] = {}  # id(entry) -> its key
         self.used = 0
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.entries
+
+    def get(self, key: Hashable) -> PreparedImage | None:
+        """The entry of `key` (now the most recently used), or None."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
     @torch.no_grad()
-    def lookup(self, keys: Sequence[Hashable], load: Callable[[Hashable], tuple]) -> list[Prefix]:
-        """The prefixes of `keys`; misses run through the prefix in one batch. load(key) -> (image, mask|None)."""
-        found = {j: self.entries[key] for j, key in enumerate(keys) if key in self.entries}
+    def lookup(self, keys: Sequence[Hashable], load: Callable[[Hashable], tuple]) -> list[PreparedImage]:
+        """The prepared images of `keys`; misses run through the prefix in one batch. load(key) -> (image,
+        mask | None)."""
+        found = {j: entry for j, key in enumerate(keys) if (entry := self.get(key)) is not None}
         missing = [j for j in range(len(keys)) if j not in found]
         if missing:
-            for j, prefix in zip(missing, self._compute([load(keys[j]) for j in missing])):
-                found[j] = prefix
-                if self.used + prefix.nbytes <= self.budget and keys[j] not in self.entries:
-                    # its own copy: a view would keep the whole batch's tokens alive beyond the budget
-                    kept = Prefix(batch_ops.map_batch(torch.clone, prefix.tokens), prefix.geometry, prefix.pooled,
-                                  prefix.mask)
-                    self.entries[keys[j]] = kept
-                    self.used += kept.nbytes
+            for j, prepared in zip(missing, self.compute([load(keys[j]) for j in missing])):
+                found[j] = self.put(keys[j], prepared)
         return [found[j] for j in range(len(keys))]
 
-    def _compute(self, items: list[tuple]) -> list[Prefix]:
+    def put(self, key: Hashable, prepared: PreparedImage) -> PreparedImage:
+        """Keep `prepared` under `key` if the budget allows (its own copy of the tokens: a view would keep the
+        whole batch's tokens alive); returns what the caller should use."""
+        if key in self.entries:
+            return self.get(key)
+        kept = PreparedImage(batch_ops.map_batch(torch.clone, prepared.tokens), prepared.geometry, prepared.pooled,
+                             prepared.size, prepared.mask, prepared.base_embedding)
+        if not self._make_room(kept.nbytes):
+            return prepared
+        self.entries[key] = kept
+        self._key_of[id(kept)] = key
+        self.used += kept.nbytes
+        return kept
+
+    def attach_base(self, prepared: PreparedImage, embedding) -> None:
+        """Keep `embedding` (the image's embedding without a module) on `prepared`, counted in the budget when
+        the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
+        prepared.base_embedding = embedding
+        key = self._key_of.get(id(prepared))
+        if key is None:
+            return  # not cached: the caller's object holds it (the predictor's image)
+        added = tensor_bytes(embedding)
+        self.entries.move_to_end(key)
+        if self._make_room(added, protect=key):
+            self.used += added
+        else:
+            prepared.base_embedding = None
+
+    def _make_room(self, size: int, protect: Hashable | None = None) -> bool:
+        if size > self.budget:
+            return False
+        while self.used + size > self.budget and self.evict == "lru" and len(self.entries) > (protect is not None):
+            oldest = next(iter(self.entries))
+            if oldest == protect:
+                break
+            self.discard(oldest)
+        return self.used + size <= self.budget
+
+    def discard(self, key: Hashable) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.used -= entry.nbytes
+            self._key_of.pop(id(entry), None)
+
+    @torch.no_grad()
+    def compute(self, items: list[tuple]) -> list[PreparedImage]:
+        """(image, mask | None) pairs -> their prepared images, in one prefix pass, kept nowhere."""
         tensors, geometries = zip(*(self.backbone.preprocess(image, stretch=self.stretch)
-                                           for image, _ in items))
+                                    for image, _ in items))
         tokens = self.backbone.prefix(torch.stack(tensors).to(self.device), self.stop_block)
-        pooled = self.backbone.pool_stats(tokens).cpu()
+        pooled = self.backbone.pool_stats(tokens).float().cpu()  # once, here: routing reads it from the entry
         out = []
-        for k, ((_, mask), geometry) in enumerate(zip(items, geometries)):
+        for k, ((image, mask), geometry) in enumerate(zip(items, geometries)):
             frame = None if mask is None else (mask_to_input(mask, geometry) > 0.5).to(self.device)  # 1 byte a pixel
-            out.append(Prefix(batch_ops.take(tokens, k), geometry, pooled[k], frame))
+            out.append(PreparedImage(batch_ops.take(tokens, k), geometry, pooled[k], _size(image), frame))
         return out
 
     @staticmethod
-    def stack(prefixes: Sequence[Prefix]):
+    def stack(prefixes: Sequence[PreparedImage]):
         """The batch's prefix tokens (B first), in order."""
         return batch_ops.stack([p.tokens for p in prefixes])
+
+
+def _size(image) -> tuple[int, int]:
+    """(height, width) of an array or a PIL image."""
+    if hasattr(image, "shape"):
+        return int(image.shape[0]), int(image.shape[1])
+    width, height = image.size
+    return int(height), int(width)

@@ -100,7 +100,7 @@ class SamclStrategy(Strategy):
                  rank: int = 10, oracle: bool = False, base_domain: DomainData | None = None, device=None,
                  store=None, variant: dict | None = None):
         self.samcl = SAMCL.create(backbone, store, rank=rank, selector=selector, device=device)
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
         if variant:  # before anything is learned: every module of the set has this config
             self.samcl.module_set.aug_config = replace(self.samcl.aug_config, **variant)
         self.backbone, self.device = backbone, device
@@ -121,8 +121,8 @@ class SamclStrategy(Strategy):
         learned = domain.name in self.samcl.domains
         truth = BASE_CLASS if domain.name == self.base_name else (domain.name if learned else None)
         if self.oracle:
-            return self.samcl.evaluate(domain.test, domain=domain.name, force=truth or BASE_CLASS)
-        return self.samcl.evaluate(domain.test, domain=truth)
+            return self.samcl.evaluate(domain.test, truth=domain.name, force=truth or BASE_CLASS)
+        return self.samcl.evaluate(domain.test, truth=truth)
 
     def storage(self) -> dict:
         return self.samcl.storage()
@@ -136,7 +136,7 @@ class SamclStrategy(Strategy):
     def load_state(self, folder: Path) -> None:
         self.samcl = SAMCL.open(Path(folder) / "store", base=self.backbone, device=self.device)
         self.samcl.store = None  # learning goes on in memory; `save_state` writes the next snapshot
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
 
 
 @dataclass

@@ -15,12 +15,14 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from samcl import SAMCL, Prompt
 from samcl.augmodule import AugModule
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
 from samcl.io import SamclError
-from samcl import SAMCL, Prompt
+from samcl.prefix_cache import ByObject, PrefixCache
 from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
+from samcl.sizes import tensor_bytes
 from samcl.store import ModuleStore
 from samcl.trainer import TrainConfig
 
@@ -100,12 +102,12 @@ def test_per_image_forced_domains_equal_each_image_alone(served):
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
     forced = ["blue", None, "red", "base"]
-    batch = samcl.segment(images, prompts, domain=forced, return_logits=True)
+    batch = samcl.segment(images, prompts, force=forced, return_logits=True)
     assert [r.domain for r in batch] == ["blue", "blue", "red", "base"]
     for image, prompt, name, result in zip(images, prompts, forced, batch):
-        assert_same(result, samcl.segment([image], [prompt], domain=name, return_logits=True)[0])
+        assert_same(result, samcl.segment([image], [prompt], force=name, return_logits=True)[0])
     with pytest.raises(ValueError, match="4 images but 2 domains"):
-        samcl.segment(images, prompts, domain=["red", "blue"])
+        samcl.segment(images, prompts, force=["red", "blue"])
 
 
 def test_the_chosen_module_changes_the_result(served):
@@ -113,7 +115,7 @@ def test_the_chosen_module_changes_the_result(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
-    outputs = [samcl.segment(images[:1], prompts[:1], domain=name)[0].low_res_logits
+    outputs = [samcl.segment(images[:1], prompts[:1], force=name)[0].low_res_logits
                for name in ("red", "blue", "base")]
     for i in range(3):
         for j in range(i):
@@ -163,9 +165,9 @@ def test_a_replaced_module_is_picked_up(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
-    blue = samcl.segment(images[:1], prompts[:1], domain="blue")[0]
+    blue = samcl.segment(images[:1], prompts[:1], force="blue")[0]
     samcl.module_set.modules["red"] = copy.deepcopy(samcl.module_set.modules["blue"])
-    red = samcl.segment(images[:1], prompts[:1], domain="red")[0]
+    red = samcl.segment(images[:1], prompts[:1], force="red")[0]
     assert np.abs(red.low_res_logits - blue.low_res_logits).max() <= TOLERANCE
 
 
@@ -176,12 +178,12 @@ def test_a_learned_domain_is_resident_and_earlier_ones_unchanged(scaled_backbone
     with torch.no_grad():
         for param in samcl.module_set.modules["red"].parameters():
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.2)
-    red = samcl.segment(images[:1], prompts[:1], domain="red")[0]
-    base = samcl.segment(images[:1], prompts[:1], domain="base")[0]
+    red = samcl.segment(images[:1], prompts[:1], force="red")[0]
+    base = samcl.segment(images[:1], prompts[:1], force="base")[0]
     assert np.abs(red.low_res_logits - base.low_res_logits).max() > 1e-3
     samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)  # the bank grows by a row; red's row keeps its values
-    assert samcl.segment(images[:1], prompts[:1], domain="blue")[0].domain == "blue"
-    again = samcl.segment(images[:1], prompts[:1], domain="red")[0]
+    assert samcl.segment(images[:1], prompts[:1], force="blue")[0].domain == "blue"
+    again = samcl.segment(images[:1], prompts[:1], force="red")[0]
     assert np.abs(again.low_res_logits - red.low_res_logits).max() <= TOLERANCE
     assert len(samcl.engine.bank().owners) == 2
 
@@ -295,8 +297,8 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
     assert reopened.engine.bank().dtype == torch.float32
     assert torch.equal(reopened.module_set.buffer.embeddings, original.buffer.embeddings.half().float())
     images, prompts = mixed_inputs()
-    half = reopened.segment(images[:1], prompts[:1], domain="red")[0]
-    full = SAMCL.open(tmp_path / "float32", base=scaled_backbone).segment(images[:1], prompts[:1], domain="red")[0]
+    half = reopened.segment(images[:1], prompts[:1], force="red")[0]
+    full = SAMCL.open(tmp_path / "float32", base=scaled_backbone).segment(images[:1], prompts[:1], force="red")[0]
     assert np.abs(half.low_res_logits - full.low_res_logits).max() <= 1e-2
 
 
@@ -360,3 +362,38 @@ def test_prefix_cache_gives_identical_results_and_skips_the_prefix(tiny_backbone
         assert (a.low_res_logits == b.low_res_logits).all()
     for a, b in zip(plain, again):
         assert abs(a.low_res_logits - b.low_res_logits).max() <= 1e-5
+
+
+def test_prefix_cache_evicts_least_recently_used_within_its_budget(served):
+    root, backbone = served
+    samcl = SAMCL.open(root / "set", base=backbone)
+    images, _ = mixed_inputs()
+    engine = samcl.engine
+    one = engine.prepare(images[:1], keep=False)[0].nbytes
+    engine.cache_prefixes(2 * one + one // 2)  # room for two images
+    first = engine.prepare(images[:2])
+    assert engine.cache.used == 2 * one and all(p is q for p, q in zip(first, engine.prepare(images[:2])))
+    engine.prepare(images[:1])  # image 0 is now the most recently used
+    engine.prepare(images[2:3])  # image 1 makes room for image 2
+    keys = list(engine.cache.entries)
+    assert [k.obj for k in keys] == [images[0], images[2]] and engine.cache.used == 2 * one
+    kept = PrefixCache(backbone, samcl.selector_block, engine.device, 2 * one + one // 2, evict="keep")
+    kept.lookup([0, 1, 2], lambda i: (images[i], None))
+    assert list(kept.entries) == [0, 1]  # what is kept stays: image 2 was computed, used and dropped
+
+
+def test_a_base_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
+    root, backbone = served
+    samcl = SAMCL.open(root / "set", base=backbone)
+    images, prompts = mixed_inputs()
+    engine = samcl.engine
+    engine.cache_prefixes(64 << 20)
+    gray = images[2]  # routed to base: its embedding does not depend on the prompt
+    first = samcl.segment([gray], prompts[2:3])[0]
+    entry = engine.cache.get(ByObject(gray))
+    assert first.domain == "base" and entry.base_embedding is not None
+    assert engine.cache.used == entry.nbytes > tensor_bytes([entry.tokens, entry.pooled])
+    again = samcl.segment([gray], prompts[2:3])[0]
+    assert np.array_equal(again.masks, first.masks) and np.array_equal(again.scores, first.scores)
+    batch = samcl.segment(images, prompts)  # a batch runs one suffix pass, as before
+    assert np.abs(batch[2].low_res_logits - first.low_res_logits).max() <= TOLERANCE

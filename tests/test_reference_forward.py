@@ -163,7 +163,7 @@ def test_selector_embedding_is_the_middle_block_of_the_stretched_image(imported)
     backbone, engine = imported.backbone, imported.engine
     assert imported.selector_block == backbone.num_blocks // 2  # 6 of ViT-B's 12 (checked in the import tests)
     image = np.random.default_rng(1).integers(0, 256, (40, 90, 3), dtype=np.uint8)
-    tokens, geometries = engine.prefix([image])
+    prepared = engine.prepare([image])[0]
     size = backbone.image_size
     resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     pixels = (torch.from_numpy(resized).permute(2, 0, 1) - torch.tensor(PIXEL_MEAN).view(3, 1, 1)) \
@@ -172,15 +172,15 @@ def test_selector_embedding_is_the_middle_block_of_the_stretched_image(imported)
         expected = backbone.model.vision_encoder.patch_embed(pixels[None]) + backbone.model.vision_encoder.pos_embed
         for block in range(imported.selector_block + 1):
             expected = backbone.model.vision_encoder.layers[block](expected)
-    torch.testing.assert_close(backbone.pool(tokens), expected.mean(dim=(1, 2)))
-    assert geometries[0].resized == (size, size)
+    torch.testing.assert_close(backbone.pool(prepared.tokens[None]), expected.mean(dim=(1, 2)))
+    assert prepared.geometry.resized == (size, size)
 
 
 def test_engine_renders_their_heat_from_stretched_points(imported):
     engine = imported.engine
     image = np.zeros((40, 90, 3), dtype=np.uint8)
-    _, geometries = engine.prefix([image])
-    prompt = InputPrompt.of(Prompt.of([[45, 10], [80, 35]], [1, 0]), geometries[0], engine.device)
+    geometry = engine.prepare([image])[0].geometry
+    prompt = InputPrompt.of(Prompt.of([[45, 10], [80, 35]], [1, 0]), geometry, engine.device)
     size = imported.backbone.image_size
     points = torch.tensor([[[45 * size / 90, 10 * size / 40], [80 * size / 90, 35 * size / 40]]])
     expected = render_reference_heat(points, torch.tensor([[1, 1]]), imported.backbone.grid, 8.0)
@@ -210,5 +210,5 @@ def test_sam2_import_runs_their_forward_with_hiera_windows(tmp_path, monkeypatch
 
     image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     monkeypatch.setattr(Injection, "block_delta", spy)
-    result = samcl.segment([image], [Prompt.of([[30, 20]], [1])], domain="Kvasir")[0]
+    result = samcl.segment([image], [Prompt.of([[30, 20]], [1])], force="Kvasir")[0]
     assert seen == [(5, 6), (6, 6), (7, 0)] and result.masks.shape[1:] == (50, 70)

@@ -208,12 +208,12 @@ def test_segment_predictor_and_evaluate(learned):
         assert result.masks.shape == (3, *sample.mask.shape) and result.scores.shape == (3,)
         assert result.domain in ("red", "blue")
     predictor = samcl.predictor()
-    predictor.set_image(samples[0].image, domain="blue")
+    predictor.set_image(samples[0].image, force="blue")
     masks, scores, low_res = predictor.predict(samples[0].points, np.ones(3), box=np.array([5, 5, 60, 40]))
     assert masks.shape == (1, *samples[0].mask.shape) and low_res.shape == (1, 32, 32)
-    forced = samcl.segment([samples[0].image], [Prompt.of(samples[0].points, box=[5, 5, 60, 40])], domain="blue")[0]
+    forced = samcl.segment([samples[0].image], [Prompt.of(samples[0].points, box=[5, 5, 60, 40])], force="blue")[0]
     assert np.allclose(forced.low_res_logits, low_res, atol=1e-5)
-    scores = samcl.evaluate(samples, domain="blue")
+    scores = samcl.evaluate(samples, truth="blue")
     assert scores["images"] == 3 and 0 <= scores["iou"] <= 1 and 0 <= scores["selector_accuracy"] <= 1
 
 

@@ -64,7 +64,7 @@ def test_forced_domain_inline_image_and_box(store):
     samcl = SAMCL.open(store)
     box = [2, 3, sample.image.shape[1] - 5, sample.image.shape[0] - 4]
     for domain in ("cells", "base"):
-        expected = samcl.segment([sample.image], [Prompt.of(sample.points[:1], [1], box)], domain=domain)[0]
+        expected = samcl.segment([sample.image], [Prompt.of(sample.points[:1], [1], box)], force=domain)[0]
         with client(store) as c:
             answer = c.post("/v1/segment", json={"image": base64.b64encode(png(sample.image)).decode(),
                                                  "points": sample.points[:1].tolist(), "box": box,

@@ -57,6 +57,7 @@ def test_decode_many_equals_decode_per_image():
     """The server decodes a batch grouped by prompt shape; each result is the image's own `decode`."""
     from samcl import SAMCL, Prompt, load_backbone
     from samcl.engine import InputPrompt
+    from samcl.prefix_cache import PrefixCache
 
     engine = SAMCL.create(load_backbone("builtin:tiny-sam"), device="cpu").engine
     rng = np.random.default_rng(0)
@@ -64,10 +65,12 @@ def test_decode_many_equals_decode_per_image():
     prompts = [Prompt.of([[10, 12]]), Prompt.of([[3, 4], [20, 30]], [1, 0]), Prompt.of([[5, 6]]),
                Prompt.of(None, None, [2, 3, 40, 45]), Prompt.of([[7, 8]], [1], [1, 1, 30, 30])]
     with torch.no_grad():
-        tokens, geometries = engine.prefix(images)
+        prepared = engine.prepare(images)
+        geometries = [p.geometry for p in prepared]
         inputs = [InputPrompt.of(p, g, engine.device) for p, g in zip(prompts, geometries)]
-        embeddings = engine.suffix(tokens, [-1] * 5, inputs)
-        many = engine.decode_many(embeddings, inputs, geometries, False, ["base"] * 5)
+        embeddings = engine.suffix(PrefixCache.stack(prepared), [-1] * 5, inputs)
+        each = [embeddings[j:j + 1] for j in range(5)]
+        many = engine.decode_many(each, inputs, geometries, False, ["base"] * 5)
         for j, result in enumerate(many):
             alone = engine.decode(embeddings[j:j + 1], inputs[j], geometries[j], False, "base")
             assert np.array_equal(result.masks, alone.masks) and result.masks.shape[1:] == images[j].shape[:2]

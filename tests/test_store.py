@@ -89,7 +89,7 @@ def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path)
     masks, scores, low_res = predictor.predict(sample.points, sample.labels, multimask_output=True)
     assert masks.shape == (3, *sample.mask.shape) and scores.shape == (3,)
     assert predictor.domain in ("red", "base")
-    predictor.set_image(sample.image, domain="base")
+    predictor.set_image(sample.image, force="base")
     assert predictor.domain == "base"
 
 

@@ -61,7 +61,7 @@ class SingleModule:
 
     def __init__(self, backbone, rank: int, device):
         self.samcl = SAMCL.create(backbone, None, rank=rank, device=device)
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES)
+        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
         self.module: AugModule | None = None
 
     def use(self, module: AugModule | None) -> None:

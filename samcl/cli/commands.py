@@ -211,7 +211,7 @@ def cmd_segment(args) -> int:
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision)
     prompt = Prompt.of(points or None, labels or None, args.box)
-    results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
+    results = samcl.segment(images, [prompt] * len(images), force=args.domain)
     out = []
     for path, target, result in zip(args.images, targets, results):
         output.write(target, (result.masks[0] * 255).astype(np.uint8))
@@ -248,7 +248,7 @@ def cmd_eval(args) -> int:
     results = {}
     for name, data in datasets.items():
         truth = BASE_CLASS if name == base_name else (name if name in known else None)
-        result = samcl.evaluate(data, domain=truth, progress=not args.json)
+        result = samcl.evaluate(data, truth=truth, progress=not args.json)
         if base_name is not None:  # results name the base class 'base'; the user named it
             result["chosen"] = {(base_name if k == BASE_CLASS else k): v for k, v in result["chosen"].items()}
         result.setdefault("selector_accuracy", None)

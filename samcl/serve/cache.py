@@ -30,6 +30,7 @@ class CachedImage:
     geometry: Any
     size: tuple[int, int]
     choices: dict[int, tuple[int, float | None]] = field(default_factory=dict)
+    pooled: Any = None
 
     @property
     def nbytes(self) -> int:

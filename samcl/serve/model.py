@@ -56,9 +56,9 @@ class Job:
     batch_size: int = 1
 
 
-def choose_scored(engine: Engine, tokens, forced: list[int | None]) -> tuple[list[int], list[float | None]]:
+def choose_scored(engine: Engine, pooled, forced: list[int | None]) -> tuple[list[int], list[float | None]]:
     """Each image's class and the selector's score for it (None where forced: JSON null)."""
-    chosen, scores = engine.choose(tokens, forced)
+    chosen, scores = engine.route(pooled, forced)
     return list(chosen), [None if s is None else float(s) for s in scores]
 
 
@@ -144,11 +144,12 @@ class ModelHost:
                 missing.setdefault(job.key, job.image)
         if not missing:
             return
-        tokens, geometries = engine.prefix(list(missing.values()))
+        prepared = engine.prepare(list(missing.values()), keep=False)
         fresh = {}
         for k, (key, image) in enumerate(missing.items()):
-            own = batch_ops.map_batch(torch.clone, batch_ops.take(tokens, k))  # a view would hold the batch
-            fresh[key] = CachedImage(own, geometries[k], (int(image.shape[0]), int(image.shape[1])))
+            own = batch_ops.map_batch(torch.clone, prepared[k].tokens)  # a view would hold the batch
+            fresh[key] = CachedImage(own, prepared[k].geometry, (int(image.shape[0]), int(image.shape[1])),
+                                     pooled=prepared[k].pooled)
             self.cache.put(key, fresh[key])
         for job in jobs:
             if job.entry is None:
@@ -171,8 +172,8 @@ class ModelHost:
         generation = self.generation
         open_ = {j.key: j.entry for j in jobs if generation not in j.entry.choices}
         if open_:
-            tokens = batch_ops.stack([entry.tokens for entry in open_.values()])
-            picks, scores = choose_scored(engine, tokens, [None] * len(open_))
+            pooled = torch.stack([entry.pooled for entry in open_.values()])
+            picks, scores = choose_scored(engine, pooled, [None] * len(open_))
             for entry, pick, score in zip(open_.values(), picks, scores):
                 entry.choices[generation] = (pick, score)
         for job in jobs:
@@ -188,7 +189,8 @@ class ModelHost:
         suffix_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         names = [engine.module_set.domain_name(j.index) for j in jobs]
-        predictions = engine.decode_many(embeddings, inputs, [j.entry.geometry for j in jobs], False, names)
+        each = [batch_ops.take(embeddings, slice(k, k + 1)) for k in range(len(jobs))]
+        predictions = engine.decode_many(each, inputs, [j.entry.geometry for j in jobs], False, names)
         decode_ms = (time.perf_counter() - start) * 1e3
         for job, prediction in zip(jobs, predictions):
             job.prediction = prediction
