@@ -3,11 +3,12 @@
     cache = ImageCache(budget=512 << 20)
     cache.put(image_id, CachedImage(tokens, geometry, (h, w)))
     entry = cache.get(image_id)                 # None once evicted: the client uploads the image again
-    entry.choices[generation] = (index, score)  # the selector's pick, per store generation
+    entry.choices[identity] = (index, score)    # the selector's pick, per loaded store (manifest sha256)
 
 An entry holds the image's prefix tokens (blocks 0..s, one image's own copy), its resize geometry and the
-selector's choice for each store generation it was segmented under (a `learn` retrains the selector, so a new
-generation chooses again from the same tokens: the frozen base makes the tokens valid for ever). The decoded
+selector's choice under each store it was segmented under, keyed by the store's identity (its manifest's
+sha256; a `learn` retrains the selector, so a new generation chooses again from the same tokens: the frozen
+base makes the tokens valid for ever). The decoded
 pixels are not kept. Least recently used entries go first; an entry larger than the whole budget is not kept.
 Thread-safe: the event loop reads it, the model thread writes it.
 """
@@ -29,7 +30,7 @@ class CachedImage:
     tokens: Any
     geometry: Any
     size: tuple[int, int]
-    choices: dict[int, tuple[int, float | None]] = field(default_factory=dict)
+    choices: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:

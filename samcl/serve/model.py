@@ -3,13 +3,16 @@ pass through `samcl.engine.Engine` (no second inference path).
 
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
     host.run([Job.upload(key, image), Job.segment(key, entry, prompt, domain)])   # in the model thread only
-    host.reload_if_changed()              # a `learn` committed a new generation: open it, swap between batches
+    fresh, identity = host.load_fresh()   # a `learn` committed a new generation: open it (any thread)
+    host.swap(fresh, identity)            # in the model thread, between batches
 
 A batch may hold uploads and segment requests of different images and domains: the images not cached run
 through `Engine.prefix` together, the selector picks for those without a pick under the current generation, and
 every segment job goes through one `Engine.suffix` (per-sample module rows) and `Engine.decode_many` (one
-decoder call per prompt shape), so each result equals running it alone (up to float rounding). Everything
-here runs in one thread; the event loop only queues jobs.
+decoder call per prompt shape), so each result equals running it alone (up to float rounding). Batches and
+swaps run in one thread; the event loop only queues jobs; a new generation loads beside them (`reload`).
+The selector's picks are cached per image under the loaded store's `identity` (its manifest's sha256), never
+under the generation number, which a recreated store reaches again with other modules.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..types import Prompt
 from .cache import CachedImage, ImageCache
 from .config import ServeConfig
 from .errors import ApiError
+from .reload import opened_with_identity
 
 log = logging.getLogger("samcl.serve")
 
@@ -69,8 +73,9 @@ class ModelHost:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.samcl = SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                                precision=config.precision)
+        self.samcl, self.identity = opened_with_identity(
+            lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
+                               precision=config.precision), config.store)
         self.cache = ImageCache(config.cache_bytes)
         self.reload_error: str | None = None
         self.batches = 0
@@ -97,37 +102,33 @@ class ModelHost:
         return {"backbone": classes.backbone, "base": classes.base_hint}
 
     # ------------------------------------------------------------------ a learn during serving
-    def reload_if_changed(self) -> bool:
-        """Open the store again if its manifest names a new generation. The manifest is the store's commit
-        point and `SAMCL.open` verifies every file it names, so a half-written learn is never served; on any
-        error the current set keeps serving and the error is reported by /healthz."""
-        try:
-            generation = int(read_manifest(self.config.store).get("generation", 0))
-            if generation == self.generation:
-                return False
-            fresh = SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
-                               fallback=self.config.fallback, precision=self.config.precision)
-        except (SamclError, OSError, ValueError) as exc:
-            self.reload_error = str(exc)
-            log.warning("store not reloaded, still serving generation %s: %s", self.generation, exc)
-            return False
-        self.samcl, self.reload_error = fresh, None
-        log.info("store generation %s: %s", fresh.module_set.generation, ", ".join(fresh.domains) or "no domains")
-        return True
+    def load_fresh(self) -> tuple[SAMCL, str]:
+        """The store opened again on this base, with its identity. The manifest is the store's commit point and
+        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
+        return opened_with_identity(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
+                                                       device=self.samcl.device, fallback=self.config.fallback,
+                                                       precision=self.config.precision), self.config.store)
+
+    def swap(self, fresh: SAMCL, identity: str) -> None:
+        """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets)."""
+        self.samcl, self.identity, self.reload_error = fresh, identity, None
+        log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
+                 ", ".join(fresh.domains) or "no domains")
 
     # ------------------------------------------------------------------ one batch
     @torch.no_grad()
     def run(self, jobs: list[Job]) -> None:
         """Run a batch; each job gets its result or its own error (one bad job does not fail the others)."""
         self.batches += 1
-        engine = self.samcl.engine
+        engine, identity = self.samcl.engine, self.identity
         for job in jobs:
             job.batch_size, job.generation = len(jobs), self.generation
         start = time.perf_counter()
         self._prefixes(engine, jobs)
         prefixed = time.perf_counter()
         segments = [j for j in jobs if j.kind == "segment" and self._resolve(engine, j)]
-        self._choose(engine, [j for j in jobs if j.kind == "upload" or (j in segments and j.domain is None)])
+        picking = [j for j in jobs if j.kind == "upload" or (j in segments and j.domain is None)]
+        self._choose(engine, identity, picking)
         chosen = time.perf_counter()
         if segments:
             self._segment(engine, segments)
@@ -166,17 +167,16 @@ class ModelHost:
             return False
         return True
 
-    def _choose(self, engine: Engine, jobs: list[Job]) -> None:
-        """The selector's pick for each job's image under this generation, computed once per image."""
-        generation = self.generation
-        open_ = {j.key: j.entry for j in jobs if generation not in j.entry.choices}
+    def _choose(self, engine: Engine, identity: str, jobs: list[Job]) -> None:
+        """The selector's pick for each job's image under the loaded store, computed once per image."""
+        open_ = {j.key: j.entry for j in jobs if identity not in j.entry.choices}
         if open_:
             tokens = batch_ops.stack([entry.tokens for entry in open_.values()])
             picks, scores = choose_scored(engine, tokens, [None] * len(open_))
             for entry, pick, score in zip(open_.values(), picks, scores):
-                entry.choices[generation] = (pick, score)
+                entry.choices[identity] = (pick, score)
         for job in jobs:
-            job.index, job.score = job.entry.choices[generation]
+            job.index, job.score = job.entry.choices[identity]
             job.chosen = engine.module_set.domain_name(job.index)  # named now: a reload may renumber classes
 
     def _segment(self, engine: Engine, jobs: list[Job]) -> None:

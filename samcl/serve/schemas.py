@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+#: A pixel coordinate: a JSON number (strict: "12" and true are refused, not converted), finite.
+Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class SegmentRequest(BaseModel):
