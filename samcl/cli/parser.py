@@ -342,7 +342,7 @@ def _serve(p) -> None:
     p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
                    default=d["max_inflight_bytes"] / 2**20,
                    help="MiB that all requests in flight may hold together (bodies, and decoded images at "
-                        "12 bytes a pixel); beyond it a request gets 503 with Retry-After")
+                        "16 bytes a pixel); beyond it a request gets 503 with Retry-After")
     p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
                    help="how often the store's manifest is checked for a new generation")
     p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],

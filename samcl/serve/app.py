@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._version import __version__
 from . import api
 from .batching import Batcher
-from .budget import InflightBudget
+from .budget import InflightBudget, return_large_buffers_to_the_system
 from .config import ServeConfig
 from .context import Serving
 from .errors import ApiError
@@ -43,6 +43,7 @@ PAGE = Path(__file__).resolve().parent / "page"
 
 def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     host = host or ModelHost(config)
+    return_large_buffers_to_the_system()  # so the memory budget bounds the process, not just the live objects
     batcher = Batcher(host.run, None, config.batch_window_s, config.max_batch)
     serving = Serving(config, host, batcher, InflightBudget(config.max_inflight_bytes))
     reloader = Reloader(host, lambda fresh, identity: batcher.call(host.swap, fresh, identity),

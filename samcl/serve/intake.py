@@ -78,10 +78,18 @@ async def body_chunks(request: Request, limit: int, ticket: Ticket, copies: int)
 
 
 async def read_body(request: Request, limit: int, ticket: Ticket, copies: int = 2) -> bytes:
-    """The whole body, bounded by `limit` (default charge: the chunks and the joined bytes)."""
-    buffer = bytearray()
+    """The whole body, bounded by `limit` (default charge: the buffer and the bytes made of it). A declared
+    length is read into a buffer of that size (no growth: what is charged is what is held)."""
+    declared = declared_length(request, limit)
+    buffer = bytearray(declared or 0)
+    filled = 0
     async for chunk in body_chunks(request, limit, ticket, copies):
-        buffer += chunk
+        if filled + len(chunk) <= len(buffer):
+            buffer[filled:filled + len(chunk)] = chunk
+        else:
+            buffer[filled:] = chunk  # longer than declared (the server checks the length): grows
+        filled += len(chunk)
+    del buffer[filled:]
     return bytes(buffer)
 
 
