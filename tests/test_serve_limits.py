@@ -122,14 +122,14 @@ def test_echoed_ids_and_names_are_cut_short(store):
         assert error_of(answer, 400) == "unknown_domain" and len(answer.content) < 1000
 
 
-@pytest.mark.parametrize("points, box", [([["1", 2]], None), ([[True, 2]], None), ([[1, False]], None),
-                                         ([[1, 2]], ["0", 0, 5, 5]), ([[1, 2]], [0, 0, True, 5])])
-def test_strings_and_booleans_are_not_coordinates(store, points, box):
+@pytest.mark.parametrize("field, value", [("points", [["1", 2]]), ("points", [[True, 2]]), ("points", [[1, False]]),
+                                          ("box", ["0", 0, 5, 5]), ("box", [0, 0, True, 5]), ("labels", [True])])
+def test_strings_and_booleans_are_not_coordinates_or_labels(store, field, value):
     with client(store) as c:
         key = c.post("/v1/images", content=png(sample_images(1)[0].image)).json()["image_id"]
-        answer = c.post("/v1/segment", json={"image_id": key, "points": points, "box": box})
+        answer = c.post("/v1/segment", json={"image_id": key, "points": [[1, 2]], field: value})
         assert error_of(answer, 422) == "invalid_request"
-        assert ("points.0" if box is None else "box.") in answer.json()["error"]["message"]
+        assert answer.json()["error"]["message"].startswith(field + "."), answer.json()
 
 
 def test_a_client_gone_mid_upload_is_one_log_line(store, caplog):

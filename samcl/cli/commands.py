@@ -343,6 +343,7 @@ def cmd_serve(args) -> int:
     check_device(args.device)
     try:
         import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
