@@ -124,6 +124,7 @@ class Reloader:
             self.host.reload_error = str(outcome)
             log.warning("store not reloaded, still serving generation %s: %s", self.host.generation, outcome)
             return
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, BaseException):  # a bug, not the store: reported, and logged with its traceback
+            self.host.reload_error = f"reload failed: {type(outcome).__name__}: {str(outcome)[:200]}"
             raise outcome
         await self.swap(*outcome)
