@@ -76,14 +76,14 @@ class Engine:
                                  stretch=self.reference, evict=evict)
 
     def adopt_cache(self, other: "Engine") -> None:
-        """Take `other`'s prepared images when they are valid here (same base, selector block and input frame):
-        a new generation of the same store keeps the server's uploads."""
-        if (other.backbone is self.backbone and other.cache.stop_block == self.cache.stop_block
-                and other.reference == self.reference):
+        """Take `other`'s prepared images when they are valid here (the same base at the same precision, the same
+        selector block and input frame): a new generation of the same store keeps the server's uploads. What an
+        entry holds depends on the base alone, never on the modules or the selector."""
+        same_base = (other.module_set.backbone == self.module_set.backbone
+                     and other.backbone.precision == self.backbone.precision
+                     and getattr(other, "runtime", "torch") == getattr(self, "runtime", "torch"))
+        if same_base and other.cache.stop_block == self.cache.stop_block and other.reference == self.reference:
             self.cache = other.cache
-            for entry in self.cache.entries.values():
-                entry.base_embedding = None  # the new set may adapt the neck differently: recomputed on use
-            self.cache.used = sum(entry.nbytes for entry in self.cache.entries.values())
 
     # ------------------------------------------------------------------ classes and module rows
     def bank(self, indices: Sequence[int] = ()) -> ModuleBank:

@@ -20,6 +20,7 @@ the entry lives.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
@@ -88,16 +89,25 @@ class PrefixCache:
         self.entries: OrderedDict[Hashable, PreparedImage] = OrderedDict()
         self._key_of: dict[int, Hashable] = {}  # id(entry) -> its key
         self.used = 0
+        self._lock = threading.RLock()  # the server's event loop looks entries up while its model thread adds them
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self.entries
 
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"images": len(self.entries), "bytes": self.used, "budget": self.budget}
+
     def get(self, key: Hashable) -> PreparedImage | None:
         """The entry of `key` (now the most recently used), or None."""
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-        return entry
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+            return entry
 
     @torch.no_grad()
     def lookup(self, keys: Sequence[Hashable], load: Callable[[Hashable], tuple]) -> list[PreparedImage]:
@@ -113,30 +123,32 @@ class PrefixCache:
     def put(self, key: Hashable, prepared: PreparedImage) -> PreparedImage:
         """Keep `prepared` under `key` if the budget allows (its own copy of the tokens: a view would keep the
         whole batch's tokens alive); returns what the caller should use."""
-        if key in self.entries:
-            return self.get(key)
-        kept = PreparedImage(batch_ops.map_batch(torch.clone, prepared.tokens), prepared.geometry, prepared.pooled,
-                             prepared.size, prepared.mask, prepared.base_embedding)
-        if not self._make_room(kept.nbytes):
-            return prepared
-        self.entries[key] = kept
-        self._key_of[id(kept)] = key
-        self.used += kept.nbytes
-        return kept
+        with self._lock:
+            if key in self.entries:
+                return self.get(key)
+            kept = PreparedImage(batch_ops.map_batch(torch.clone, prepared.tokens), prepared.geometry,
+                                 prepared.pooled, prepared.size, prepared.mask, prepared.base_embedding)
+            if not self._make_room(kept.nbytes):
+                return prepared
+            self.entries[key] = kept
+            self._key_of[id(kept)] = key
+            self.used += kept.nbytes
+            return kept
 
     def attach_base(self, prepared: PreparedImage, embedding) -> None:
         """Keep `embedding` (the image's embedding without a module) on `prepared`, counted in the budget when
         the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
         prepared.base_embedding = embedding
-        key = self._key_of.get(id(prepared))
-        if key is None:
-            return  # not cached: the caller's object holds it (the predictor's image)
-        added = tensor_bytes(embedding)
-        self.entries.move_to_end(key)
-        if self._make_room(added, protect=key):
-            self.used += added
-        else:
-            prepared.base_embedding = None
+        with self._lock:
+            key = self._key_of.get(id(prepared))
+            if key is None:
+                return  # not cached: the caller's object holds it (the predictor's image)
+            added = tensor_bytes(embedding)
+            self.entries.move_to_end(key)
+            if self._make_room(added, protect=key):
+                self.used += added
+            else:
+                prepared.base_embedding = None
 
     def _make_room(self, size: int, protect: Hashable | None = None) -> bool:
         if size > self.budget:
@@ -149,10 +161,11 @@ class PrefixCache:
         return self.used + size <= self.budget
 
     def discard(self, key: Hashable) -> None:
-        entry = self.entries.pop(key, None)
-        if entry is not None:
-            self.used -= entry.nbytes
-            self._key_of.pop(id(entry), None)
+        with self._lock:
+            entry = self.entries.pop(key, None)
+            if entry is not None:
+                self.used -= entry.nbytes
+                self._key_of.pop(id(entry), None)
 
     @torch.no_grad()
     def compute(self, items: list[tuple]) -> list[PreparedImage]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +48,25 @@ def store_files(path: Path) -> dict[str, tuple[int, int]]:
     """Every file of a store with its size and modification time (a reader must change none)."""
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
             if p.is_file()}
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """`app` on a real uvicorn server on 127.0.0.1 (a free port), in a thread of this process; yields its URL."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="info"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -101,7 +101,9 @@ def test_bad_uploads_are_4xx_naming_the_problem(store):
         assert error_of(c.post("/v1/images", content=b"hello, not an image"), 400) == "not_an_image"
         assert error_of(c.post("/v1/images", content=truncated), 400) == "not_an_image"
         assert error_of(c.post("/v1/images", content=png(big)), 413) == "image_too_large"
-        assert error_of(c.post("/v1/images", files={"file": png(sample.image)}), 415) == "not_raw_image"
+        no_file = b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--b--\r\n'
+        form = {"content-type": "multipart/form-data; boundary=b"}
+        assert error_of(c.post("/v1/images", content=no_file, headers=form), 400) == "bad_form"
         assert error_of(c.post("/v1/images", content=bytes(300_000)), 413) == "body_too_large"
         chunks = iter([bytes(150_000), bytes(150_000)])  # no Content-Length: counted as it streams
         assert error_of(c.post("/v1/images", content=chunks), 413) == "body_too_large"

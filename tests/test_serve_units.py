@@ -1,4 +1,4 @@
-"""The serve package's pure parts: COCO RLE, the per-image LRU cache, the loopback rule."""
+"""The serve package's pure parts: COCO RLE, the LRU prefix cache it keeps uploads in, the loopback rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from samcl.serve.cache import CachedImage, ImageCache
+from samcl.prefix_cache import PrefixCache, PreparedImage
 from samcl.serve.codec import coco_rle, rle_to_mask, run_lengths
 from samcl.serve.config import is_loopback
 
@@ -33,18 +33,21 @@ def test_rle_round_trips(seed):
     assert np.array_equal(rle_to_mask(coco_rle(mask)), mask)
 
 
-def entry(nbytes: int) -> CachedImage:
-    return CachedImage(torch.zeros(nbytes, dtype=torch.uint8), None, (1, 1))
+def entry(nbytes: int) -> PreparedImage:
+    return PreparedImage(torch.zeros(nbytes, dtype=torch.uint8), None, torch.zeros(0), (1, 1))
 
 
 def test_cache_evicts_least_recently_used_within_its_byte_budget():
-    cache = ImageCache(budget=250)
-    assert cache.put("a", entry(100)) and cache.put("b", entry(100))
+    cache = PrefixCache(None, 0, "cpu", budget=250, evict="lru")
+    cache.put("a", entry(100))
+    cache.put("b", entry(100))
     assert cache.get("a") is not None  # a is now the most recent
     cache.put("c", entry(100))
     assert "b" not in cache and "a" in cache and "c" in cache and cache.used == 200
-    assert not cache.put("huge", entry(251)) and "huge" not in cache
-    cache.put("a", entry(50))  # replacing an entry counts its new size only
+    cache.put("huge", entry(251))
+    assert "huge" not in cache and cache.used == 200  # larger than the whole budget: not kept
+    cache.discard("a")
+    cache.put("a", entry(50))  # a new entry counts its own size
     assert cache.used == 150 and cache.stats() == {"images": 2, "bytes": 150, "budget": 250}
 
 

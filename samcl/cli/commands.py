@@ -343,6 +343,7 @@ def cmd_serve(args) -> int:
     check_device(args.device)
     try:
         import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
@@ -351,7 +352,9 @@ def cmd_serve(args) -> int:
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
-                         max_megapixels=args.max_megapixels, reload_seconds=args.reload_seconds, threads=args.threads,
+                         max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
+                         reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
+                         threads=args.threads,
                          precision=args.precision, fallback=not args.no_fallback)
     serve(config, workers=args.workers)
     return 0

@@ -294,8 +294,15 @@ def _serve(p) -> None:
                    help="largest image upload in MiB")
     p.add_argument("--max-megapixels", type=t.float_range(0, 1000, low_open=True), default=d["max_megapixels"],
                    help="largest image in megapixels (refused before decoding)")
+    p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
+                   default=d["max_inflight_bytes"] / 2**20,
+                   help="MiB that all requests in flight may hold together (bodies, and decoded images at "
+                        "16 bytes a pixel); beyond it a request gets 503 with Retry-After")
     p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
                    help="how often the store's manifest is checked for a new generation")
+    p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],
+                   help="a new generation still loading after this long is abandoned (reported by /healthz); "
+                        "the previous one keeps serving")
     p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")

@@ -3,10 +3,12 @@
     from samcl.serve import ServeConfig, create_app, serve
     serve(ServeConfig(store="my-set", port=8000))          # blocks; what `samcl serve my-set` runs
 
-Files: `config` (settings, the token rule), `app` (routes, errors, auth), `schemas` (request and response bodies:
-the OpenAPI document), `batching` (gathering concurrent requests), `model` (the engine side: one opened store,
-a batch through `samcl.engine`, reloading a new generation), `cache` (per-image prefix cache within a byte
-budget), `codec` (image uploads, PNG and COCO RLE masks), `limits` (body size), `page/` (HTML and JavaScript).
+Files: `config` (settings, the token rule), `app` (the server: routers, errors, the page), `context` (what every
+router shares: the steps of a request), `api` (the `/v1` routes), `schemas` (request and response bodies: the
+OpenAPI document), `intake` (token, bounded bodies, JSON), `forms` (multipart uploads), `budget` (memory of the
+requests in flight), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
+batch through `samcl.engine`), `reload` (a new generation, in bounded time), `cache` (per-image prefix cache
+within a byte budget), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript).
 
 The server holds no state that matters: the store is only read, and the cache refills from uploads. So any
 number of processes (uvicorn workers, containers, machines) can serve one store behind a load balancer.

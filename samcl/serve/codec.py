@@ -1,6 +1,7 @@
 """Bytes in and out of the API: uploaded images (with the size limits) and masks as PNG or COCO RLE.
 
     image = decode_image(data, max_pixels)        # H x W x 3 uint8, upright; ApiError 4xx naming the problem
+    image = load_image(open_image(data, max_pixels))   # the same in two steps: the size is known in between
     png_base64(mask); coco_rle(mask) -> {"size": [h, w], "counts": "..."}; rle_to_mask(rle) (its inverse)
 
 COCO RLE is the compressed string form of pycocotools (`mask.encode`): run lengths over the mask in column-major
@@ -15,6 +16,7 @@ import binascii
 import hashlib
 import io
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,9 +39,14 @@ def decode_base64(text: str, what: str) -> bytes:
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Image file bytes -> H x W x 3 uint8 RGB, upright by EXIF; refused before decoding above `max_pixels`."""
+    return load_image(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image's header read (not its pixels), refused above `max_pixels`: its size is known before decoding."""
     if not data:
         raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
-    try:
+    with _read_errors(max_pixels):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
@@ -48,8 +55,21 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             raise ApiError(413, "image_too_large", f"image of {image.width}x{image.height} pixels "
                                                     f"({pixels / 1e6:.1f} MP) exceeds this server's limit of "
                                                     f"{max_pixels / 1e6:g} MP")
+        return image
+
+
+def load_image(image: Image.Image) -> np.ndarray:
+    """An opened image's pixels as H x W x 3 uint8 RGB, upright by EXIF."""
+    with _read_errors(image.width * image.height):
         image.load()
         return to_rgb_array(upright(image))
+
+
+@contextmanager
+def _read_errors(max_pixels: int):
+    """Pillow's failures on a bad file as 4xx errors naming the problem."""
+    try:
+        yield
     except ApiError:
         raise
     except Image.DecompressionBombError:

@@ -30,7 +30,9 @@ class ServeConfig:
     cache_bytes: int = 512 << 20
     max_upload_bytes: int = 20 << 20
     max_megapixels: float = 40.0
+    max_inflight_bytes: int = 1 << 30  # bodies and decoded images of all requests in flight together
     reload_seconds: float = 1.0
+    reload_timeout_seconds: float = 60.0  # a new generation still loading after this is abandoned
     threads: int | None = None
     precision: str | None = None  # None: the base's own (float32); "auto", "float32", "bfloat16"
     fallback: bool = True  # images no learned domain fits run on the base (statistics selectors)

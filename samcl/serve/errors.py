@@ -1,16 +1,28 @@
 """The one error a request can get: an HTTP status, a machine-readable code, and a line naming the problem.
 
-Every client mistake is raised as `ApiError` (4xx) and answered as JSON `{"error": {"code", "message"}}`; the
-app turns framework errors (validation, unknown routes, oversized bodies) into the same shape, and anything
-unexpected into a 500 of that shape without a traceback (the traceback goes to the server's log)."""
+Every client mistake is raised as `ApiError` (4xx, or 503 when the server is busy) and answered as JSON
+`{"error": {"code", "message"}}`; the app turns framework errors (validation, unknown routes, oversized bodies)
+into the same shape, and anything unexpected into a 500 of that shape without a traceback (the traceback goes to
+the server's log). Whatever a message quotes from the request is cut short (`quoted`), so an answer never grows
+with what the client sent."""
 
 from __future__ import annotations
 
+#: The longest message answered (a message quotes at most a few short pieces of the request).
+MESSAGE_CHARS = 600
+
+
+def quoted(value, limit: int = 64) -> str:
+    """`repr(value)`, cut to `limit` characters with an ellipsis: safe to put in an answer or a log line."""
+    text = repr(value) if isinstance(value, str) else repr(value)[: limit * 2]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        message = message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}

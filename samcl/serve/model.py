@@ -3,13 +3,18 @@ pass through `samcl.engine.Engine` (no second inference path).
 
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
     host.run([Job.upload(key, image), Job.segment(key, entry, prompt, domain)])   # in the model thread only
-    host.reload_if_changed()              # a `learn` committed a new generation: open it, swap between batches
+    fresh, identity = host.load_fresh()   # a `learn` committed a new generation: open it (any thread)
+    host.swap(fresh, identity)            # in the model thread, between batches
 
-A batch may hold uploads and segment requests of different images and domains: the images not cached run
-through `Engine.prefix` together, the selector picks for those without a pick under the current generation, and
-every segment job goes through one `Engine.suffix` (per-sample module rows) and `Engine.decode_many` (one
-decoder call per prompt shape), so each result equals running it alone (up to float rounding). Everything
-here runs in one thread; the event loop only queues jobs.
+A batch may hold uploads and segment requests of different images and domains. The server is a front end over
+the engine's two calls, like `SAMCL.segment` and the predictor: the images not cached run through
+`Engine.prepare` together (the engine's prefix cache, keyed by image id, is the server's image cache), and every
+segment job goes through one `Engine.run` (the selector on each image's pooled features, one suffix pass with
+per-sample module rows, the decoder once per prompt shape), so each result equals running it alone (up to float
+rounding). Nothing routed is cached: the pick is made again from the pooled features under the set now loaded,
+so a new generation, or a store recreated with the same generation numbers, never answers with an old pick.
+Batches and swaps run in one thread; the event loop only queues jobs; a new generation loads beside them
+(`reload`) and takes over the cache (the frozen base makes every prefix valid for ever).
 """
 
 from __future__ import annotations
@@ -22,15 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backbone import tokens as batch_ops
-from ..engine import Engine, InputPrompt
+from ..engine import Engine
 from ..io import SamclError
 from ..learner import SAMCL
 from ..manifest import read_manifest
+from ..prefix_cache import PrefixCache, PreparedImage
 from ..types import Prompt
-from .cache import CachedImage, ImageCache
 from .config import ServeConfig
 from .errors import ApiError
+from .reload import opened_with_identity
 
 log = logging.getLogger("samcl.serve")
 
@@ -42,7 +47,7 @@ class Job:
     kind: str  # "upload" or "segment"
     key: str
     image: np.ndarray | None = None
-    entry: CachedImage | None = None
+    entry: PreparedImage | None = None
     prompt: Prompt | None = None
     domain: str | None = None
     # filled by the model thread
@@ -56,12 +61,6 @@ class Job:
     batch_size: int = 1
 
 
-def choose_scored(engine: Engine, pooled, forced: list[int | None]) -> tuple[list[int], list[float | None]]:
-    """Each image's class and the selector's score for it (None where forced: JSON null)."""
-    chosen, scores = engine.route(pooled, forced)
-    return list(chosen), [None if s is None else float(s) for s in scores]
-
-
 class ModelHost:
     """A store opened read-only, its image cache, and the batch runner."""
 
@@ -69,9 +68,10 @@ class ModelHost:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.samcl = SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                                precision=config.precision)
-        self.cache = ImageCache(config.cache_bytes)
+        self.samcl, self.identity = opened_with_identity(
+            lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
+                               precision=config.precision), config.store)
+        self.samcl.engine.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
         self.reload_error: str | None = None
         self.batches = 0
 
@@ -82,6 +82,11 @@ class ModelHost:
         hint = config.base or manifest.get("base_hint")
         if not hint:
             raise SamclError(f"{config.store}: the store does not record its base model; pass --base")
+
+    @property
+    def cache(self) -> PrefixCache:
+        """The uploaded images' prepared prefixes, by image id (the engine's cache; thread-safe)."""
+        return self.samcl.engine.cache
 
     @property
     def generation(self) -> int:
@@ -97,23 +102,20 @@ class ModelHost:
         return {"backbone": classes.backbone, "base": classes.base_hint}
 
     # ------------------------------------------------------------------ a learn during serving
-    def reload_if_changed(self) -> bool:
-        """Open the store again if its manifest names a new generation. The manifest is the store's commit
-        point and `SAMCL.open` verifies every file it names, so a half-written learn is never served; on any
-        error the current set keeps serving and the error is reported by /healthz."""
-        try:
-            generation = int(read_manifest(self.config.store).get("generation", 0))
-            if generation == self.generation:
-                return False
-            fresh = SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
-                               fallback=self.config.fallback, precision=self.config.precision)
-        except (SamclError, OSError, ValueError) as exc:
-            self.reload_error = str(exc)
-            log.warning("store not reloaded, still serving generation %s: %s", self.generation, exc)
-            return False
-        self.samcl, self.reload_error = fresh, None
-        log.info("store generation %s: %s", fresh.module_set.generation, ", ".join(fresh.domains) or "no domains")
-        return True
+    def load_fresh(self) -> tuple[SAMCL, str]:
+        """The store opened again on this base, with its identity. The manifest is the store's commit point and
+        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
+        return opened_with_identity(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
+                                                       device=self.samcl.device, fallback=self.config.fallback,
+                                                       precision=self.config.precision), self.config.store)
+
+    def swap(self, fresh: SAMCL, identity: str) -> None:
+        """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
+        uploaded images kept."""
+        fresh.engine.adopt_cache(self.samcl.engine)
+        self.samcl, self.identity, self.reload_error = fresh, identity, None
+        log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
+                 ", ".join(fresh.domains) or "no domains")
 
     # ------------------------------------------------------------------ one batch
     @torch.no_grad()
@@ -124,40 +126,40 @@ class ModelHost:
         for job in jobs:
             job.batch_size, job.generation = len(jobs), self.generation
         start = time.perf_counter()
-        self._prefixes(engine, jobs)
-        prefixed = time.perf_counter()
+        self._prepare(engine, jobs)
+        prepared = time.perf_counter()
+        uploads = [j for j in jobs if j.kind == "upload"]
+        if uploads:
+            self._route(engine, uploads)
         segments = [j for j in jobs if j.kind == "segment" and self._resolve(engine, j)]
-        self._choose(engine, [j for j in jobs if j.kind == "upload" or (j in segments and j.domain is None)])
-        chosen = time.perf_counter()
         if segments:
             self._segment(engine, segments)
         done = time.perf_counter()
         for job in jobs:
-            job.timings.update(prefix_ms=(prefixed - start) * 1e3 if job.image is not None else 0.0,
-                               select_ms=(chosen - prefixed) * 1e3, model_ms=(done - start) * 1e3)
+            job.timings.update(prefix_ms=(prepared - start) * 1e3 if job.image is not None else 0.0,
+                               model_ms=(done - start) * 1e3)
 
-    def _prefixes(self, engine: Engine, jobs: list[Job]) -> None:
-        """Blocks 0..s for the images not cached yet, in one pass; each image cached once (its own copy)."""
+    def _prepare(self, engine: Engine, jobs: list[Job]) -> None:
+        """Blocks 0..s for the images not cached yet, in one pass, cached by image id."""
         missing: dict[str, np.ndarray] = {}
         for job in jobs:
             if job.entry is None:
                 missing.setdefault(job.key, job.image)
         if not missing:
             return
-        prepared = engine.prepare(list(missing.values()), keep=False)
-        fresh = {}
-        for k, (key, image) in enumerate(missing.items()):
-            own = batch_ops.map_batch(torch.clone, prepared[k].tokens)  # a view would hold the batch
-            fresh[key] = CachedImage(own, prepared[k].geometry, (int(image.shape[0]), int(image.shape[1])),
-                                     pooled=prepared[k].pooled)
-            self.cache.put(key, fresh[key])
+        fresh = dict(zip(missing, engine.prepare(list(missing.values()), keys=list(missing))))
         for job in jobs:
             if job.entry is None:
                 job.entry = fresh[job.key]
 
+    def _route(self, engine: Engine, jobs: list[Job]) -> None:
+        """An upload's answer: the selector's pick for its image under the set now loaded."""
+        chosen, scores = engine.route(torch.stack([j.entry.pooled for j in jobs]))
+        for job, index, score in zip(jobs, chosen, scores):
+            job.index, job.score, job.chosen = index, score, engine.module_set.domain_name(index)
+
     def _resolve(self, engine: Engine, job: Job) -> bool:
-        """A forced domain -> its class index under the current generation (it may have changed since the
-        request was checked)."""
+        """A forced domain is one of the set now loaded (it may have changed since the request was checked)."""
         if job.domain is None:
             return True
         try:
@@ -167,31 +169,13 @@ class ModelHost:
             return False
         return True
 
-    def _choose(self, engine: Engine, jobs: list[Job]) -> None:
-        """The selector's pick for each job's image under this generation, computed once per image."""
-        generation = self.generation
-        open_ = {j.key: j.entry for j in jobs if generation not in j.entry.choices}
-        if open_:
-            pooled = torch.stack([entry.pooled for entry in open_.values()])
-            picks, scores = choose_scored(engine, pooled, [None] * len(open_))
-            for entry, pick, score in zip(open_.values(), picks, scores):
-                entry.choices[generation] = (pick, score)
-        for job in jobs:
-            job.index, job.score = job.entry.choices[generation]
-            job.chosen = engine.module_set.domain_name(job.index)  # named now: a reload may renumber classes
-
     def _segment(self, engine: Engine, jobs: list[Job]) -> None:
-        """One suffix pass for the batch (each image its own module rows), then the decoder by prompt shape."""
-        device = engine.device
-        inputs = [InputPrompt.of(j.prompt, j.entry.geometry, device) for j in jobs]
+        """One `Engine.run` for the batch: each image routed (or forced), its own module rows, the decoder by
+        prompt shape."""
         start = time.perf_counter()
-        embeddings = engine.suffix(batch_ops.stack([j.entry.tokens for j in jobs]), [j.index for j in jobs], inputs)
-        suffix_ms = (time.perf_counter() - start) * 1e3
-        start = time.perf_counter()
-        names = [engine.module_set.domain_name(j.index) for j in jobs]
-        each = [batch_ops.take(embeddings, slice(k, k + 1)) for k in range(len(jobs))]
-        predictions = engine.decode_many(each, inputs, [j.entry.geometry for j in jobs], False, names)
-        decode_ms = (time.perf_counter() - start) * 1e3
+        predictions = engine.run([j.entry for j in jobs], [j.prompt for j in jobs], force=[j.domain for j in jobs],
+                                 decode_by_shape=True)
+        run_ms = (time.perf_counter() - start) * 1e3
         for job, prediction in zip(jobs, predictions):
-            job.prediction = prediction
-            job.timings.update(suffix_ms=suffix_ms, decode_ms=decode_ms)
+            job.prediction, job.chosen, job.score = prediction, prediction.domain, prediction.selector_score
+            job.timings.update(run_ms=run_ms)

@@ -6,7 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+#: A pixel coordinate: a JSON number (strict: "12" and true are refused, not converted), finite.
+Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: A point's label: the JSON number 1 (positive) or 0 (negative); strict, so true and "1" are refused.
+Label = Annotated[int, Field(strict=True, ge=0, le=1)]
 
 
 class SegmentRequest(BaseModel):
@@ -19,7 +22,7 @@ class SegmentRequest(BaseModel):
                                                 "no longer cached; its id is then cached too)")
     points: list[tuple[Coordinate, Coordinate]] = Field(default_factory=list, max_length=64,
                                                         description="[[x, y], ...]")
-    labels: list[Literal[0, 1]] | None = Field(None, description="1 positive, 0 negative, one per point "
+    labels: list[Label] | None = Field(None, description="1 positive, 0 negative, one per point "
                                                                  "(default: all positive)")
     box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = Field(None, description="[x0, y0, x1, y1]")
     domain: str | None = Field(None, description="force this domain's module ('base': none); default: the "

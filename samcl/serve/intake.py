@@ -1,0 +1,146 @@
+"""What a request brings in, checked in the order that costs least: the token, the declared size, the in-flight
+budget, then the body as it streams (bounded), then JSON parsed in a thread with a depth limit.
+
+    check_token(request, token)                               # ApiError 401 before a byte of the body is read
+    data = await read_body(request, limit, ticket)            # 413 past `limit`, 503 past the in-flight budget
+    body = await read_json(request, SegmentRequest, limit, ticket)   # 422 naming the field, never 400 or 500
+
+Reading the body ourselves (instead of a typed body parameter, which FastAPI reads and parses before any check
+runs, on the event loop) is what puts the token first: an unauthenticated 25 MB upload is refused from its
+headers, and no client can stall the others with a large or deeply nested JSON body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from .budget import Ticket
+from .errors import ApiError, quoted
+
+log = logging.getLogger("samcl.serve")
+
+#: The deepest JSON accepted (the API's own bodies are 3 deep: {"points": [[x, y]]}).
+MAX_JSON_DEPTH = 32
+
+
+def check_token(request: Request, token: str | None) -> None:
+    """401 unless the request carries `Authorization: Bearer TOKEN` (compared in constant time)."""
+    if not token:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+
+
+def declared_length(request: Request, limit: int) -> int | None:
+    """The body's Content-Length (None when chunked), refused at once when over `limit`."""
+    text = request.headers.get("content-length")
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise ApiError(400, "bad_content_length", f"Content-Length {quoted(text)} is not a byte count")
+    declared = int(text)
+    if declared > limit:
+        raise too_large(limit)
+    return declared
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request body exceeds this server's limit of {limit:,} bytes")
+
+
+async def body_chunks(request: Request, limit: int, ticket: Ticket, copies: int):
+    """The body's chunks as they arrive, at most `limit` bytes in all; `copies` bytes of the budget taken per body
+    byte (the body, and what is made of it before it is freed). A client gone mid-body is one log line."""
+    declared = declared_length(request, limit)
+    if declared is not None:
+        ticket.take(declared * copies)
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                raise too_large(limit)
+            if declared is None:
+                ticket.take(len(chunk) * copies)
+            yield chunk
+    except ClientDisconnect:
+        log.info("client %s went away during %s %s after %d bytes", _peer(request), request.method,
+                 request.url.path, seen)
+        raise ApiError(400, "client_disconnected", "the client closed the connection before sending the body") \
+            from None
+
+
+async def read_body(request: Request, limit: int, ticket: Ticket, copies: int = 2) -> bytes:
+    """The whole body, bounded by `limit` (default charge: the buffer and the bytes made of it). A declared
+    length is read into a buffer of that size (no growth: what is charged is what is held)."""
+    declared = declared_length(request, limit)
+    buffer = bytearray(declared or 0)
+    filled = 0
+    async for chunk in body_chunks(request, limit, ticket, copies):
+        if filled + len(chunk) <= len(buffer):
+            buffer[filled:filled + len(chunk)] = chunk
+        else:
+            buffer[filled:] = chunk  # longer than declared (the server checks the length): grows
+        filled += len(chunk)
+    del buffer[filled:]
+    return bytes(buffer)
+
+
+def parse_json(data: bytes, depth: int = MAX_JSON_DEPTH):
+    """JSON bytes -> Python value; ApiError 422 for bad JSON or nesting deeper than `depth`."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise invalid(f"body: JSON nested deeper than {depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise invalid(f"body: not valid JSON ({str(exc)[:120]})") from None
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > depth:
+            raise invalid(f"body: JSON nested deeper than {depth} levels")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid_request", message)
+
+
+def validation_message(errors: list[dict]) -> str:
+    """Pydantic's (or FastAPI's) errors as one line naming each field (at most five), never quoting its value."""
+    parts = []
+    for error in errors[:5]:
+        if error.get("type") == "json_invalid":
+            parts.append(f"body: not valid JSON ({str(error.get('ctx', {}).get('error', 'decode error'))[:120]})")
+            continue
+        where = ".".join(str(p)[:40] for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {str(error.get('msg', 'invalid'))[:160]}")
+    return "; ".join(parts)
+
+
+def parse_model(data: bytes, model: type[BaseModel]):
+    value = parse_json(data)
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise invalid(validation_message(exc.errors())) from None
+
+
+async def read_json(request: Request, model: type[BaseModel], limit: int, ticket: Ticket):
+    """The body as `model`: size-capped while it streams, then parsed and validated in a worker thread."""
+    data = await read_body(request, limit, ticket, copies=3)  # the bytes, the parsed strings, what they decode to
+    return await run_in_threadpool(parse_model, data, model)
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"

@@ -1,0 +1,130 @@
+"""Picking up a new store generation while serving: what identifies a generation, and a reload in bounded time.
+
+    identity = manifest_identity(store)         # sha256 of manifest.json's bytes
+    reloader = Reloader(host, swap, timeout_s=30)
+    await reloader.check()                       # each --reload-seconds, on the event loop
+
+A generation is identified by its manifest's sha256, not by its number: a store deleted and learned again in
+another order (or an older copy restored, then forgotten into) reaches the same numbers with other modules
+behind them, and anything cached per generation (the selector's pick per image) would then route images to
+another domain's module. The manifest names every file with its sha256, so equal bytes mean an equal set.
+
+The check and the load run in a thread of their own (daemon: a read that never returns cannot keep the process
+from exiting on SIGINT), never in the model's thread, so batches go on while a new generation loads. A load that
+has not finished after `timeout_s` is abandoned: the old generation keeps serving, `/healthz` reports the reason,
+and no new attempt starts until the stuck thread returns (one stuck thread at most, never one per tick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..io import SamclError
+from ..manifest import MANIFEST
+
+log = logging.getLogger("samcl.serve")
+
+#: The largest manifest read (a manifest of thousands of domains is a few MB).
+MANIFEST_BYTES = 64 << 20
+
+
+def manifest_identity(store: Path) -> str:
+    """sha256 (hex) of STORE/manifest.json. Opened without blocking and read only if it is a regular file, so a
+    FIFO or a device in its place is refused instead of hanging or streaming for ever."""
+    path = Path(store) / MANIFEST
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SamclError(f"{path}: not a regular file")
+        digest, left = hashlib.sha256(), MANIFEST_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+            left -= len(chunk)
+        raise SamclError(f"{path}: larger than {MANIFEST_BYTES:,} bytes, not a samcl manifest")
+    finally:
+        os.close(fd)
+
+
+def opened_with_identity(open_store: Callable, store: Path, tries: int = 3):
+    """(what `open_store()` opened, the identity of the manifest it read). The manifest is hashed before and after
+    the open; a commit in between means the hash may not be the opened set's, so the open is tried again. A store
+    that keeps changing gets an identity no other load shares (its picks are then never reused)."""
+    for _ in range(tries):
+        try:
+            before = manifest_identity(store)
+        except (OSError, SamclError):  # no manifest (yet): the open names the problem in its own words
+            before = None
+        opened = open_store()
+        if manifest_identity(store) == before:
+            return opened, before
+    return opened, f"unsettled-{os.urandom(8).hex()}"
+
+
+class Reloader:
+    """Checks the store for a new generation in a daemon thread, within `timeout_s`.
+
+    `host` has `identity`, `generation`, `reload_error` and `load_fresh()` (returns (set, identity)); `swap(set,
+    identity)` is awaited to put a loaded set in service (in the model thread, between batches)."""
+
+    def __init__(self, host, swap: Callable, timeout_s: float):
+        self.host, self.swap, self.timeout_s = host, swap, timeout_s
+        self.stuck: threading.Thread | None = None
+        self.stuck_since: float | None = None
+
+    def _work(self):
+        """In the reload thread: None when the store is unchanged, else (set, identity)."""
+        if manifest_identity(self.host.config.store) == self.host.identity:
+            return None
+        return self.host.load_fresh()
+
+    async def check(self) -> None:
+        if self.stuck is not None:
+            if self.stuck.is_alive():
+                return  # still stuck: reported already; no second thread
+            self.stuck = self.stuck_since = None
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def run() -> None:
+            try:
+                outcome = self._work()
+            except BaseException as exc:  # noqa: BLE001 - reported on the event loop
+                outcome = exc
+            try:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(outcome))
+            except RuntimeError:  # the loop closed while this thread was stuck: nobody waits any more
+                pass
+
+        thread = threading.Thread(target=run, name="samcl-reload", daemon=True)
+        thread.start()
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            self.stuck, self.stuck_since = thread, time.time()
+            self.host.reload_error = (f"reload abandoned: the store's new generation did not finish loading within "
+                                      f"{self.timeout_s:g} s (a file that never finishes reading, such as a FIFO "
+                                      f"or a hung mount); still serving generation {self.host.generation}")
+            log.warning("%s", self.host.reload_error)
+            return
+        if outcome is None:
+            return
+        if isinstance(outcome, (SamclError, OSError, ValueError)):
+            self.host.reload_error = str(outcome)
+            log.warning("store not reloaded, still serving generation %s: %s", self.host.generation, outcome)
+            return
+        if isinstance(outcome, BaseException):  # a bug, not the store: reported, and logged with its traceback
+            self.host.reload_error = f"reload failed: {type(outcome).__name__}: {str(outcome)[:200]}"
+            raise outcome
+        await self.swap(*outcome)
