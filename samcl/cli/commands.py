@@ -99,7 +99,7 @@ def cmd_learn(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = samcl.learn(args.domain, data, config, base=args.as_base)
+            report = samcl.learn(args.domain, data, config, base=args.as_base, replace=args.replace)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {error_line(exc)}") from None
     distributed.shutdown()
@@ -115,7 +115,8 @@ def cmd_learn(args) -> int:
         print_json(report)
         return 0
     stats = report.get("stats", {})
-    print(f"learned {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
+    verb = "relearned" if args.replace else "learned"
+    print(f"{verb} {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
     if stats:
         print(f"  loss {stats['loss_first']:.4f} -> {stats['loss_last']:.4f} over {stats['steps']} steps "
               f"({stats['seconds']:.1f} s)")

@@ -25,7 +25,8 @@ examples:
   samcl learn my-set --base sam_vit_b_01ec64.pth --domain polyps --data data/kvasir
   samcl learn my-set --domain shadows --data data/istd --epochs 20   # later domains: the base is remembered
   samcl learn my-set --domain general --data data/coco --as-base     # SAM's own domain, learned without a module
-  samcl learn my-set --domain cells --data data/cells --json         # the report as JSON""",
+  samcl learn my-set --domain cells --data data/cells --json         # the report as JSON
+  samcl learn my-set --domain cells --data data/cells-v2 --replace   # relearn cells: one new generation""",
     "info": """\
 examples:
   samcl info my-set
@@ -203,6 +204,9 @@ def _learn(p) -> None:
                         "(CUDA, or a CPU with native bfloat16; refused on other CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--replace", action="store_true",
+                   help="relearn a domain the store holds from --data alone: its old module and selector state "
+                        "are replaced in one new generation (a kill before that commit leaves the old set)")
     p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
                    help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
                         "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
