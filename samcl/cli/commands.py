@@ -348,12 +348,17 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
     from ..serve import ServeConfig, serve
+    from ..serve.label_studio.settings import LabelStudioSettings
 
+    label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
+                    "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
+                    "train_every": args.train_every, "epochs": args.train_epochs}
+    LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
                          max_megapixels=args.max_megapixels, reload_seconds=args.reload_seconds, threads=args.threads,
-                         precision=args.precision, fallback=not args.no_fallback)
+                         precision=args.precision, fallback=not args.no_fallback, label_studio=label_studio)
     serve(config, workers=args.workers)
     return 0
 

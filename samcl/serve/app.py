@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
 from ..types import Prompt
-from . import codec
+from . import codec, cvat, label_studio
 from .batching import Batcher
 from .config import ServeConfig
 from .errors import ApiError
@@ -70,7 +70,8 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
                               "the module per image. Send `Authorization: Bearer TOKEN` when the server has one.")
     app.state.host, app.state.batcher, app.state.config = host, batcher, config
     app.add_middleware(BodyLimit, limits={"/v1/images": config.max_upload_bytes,
-                                          "/v1/segment": config.max_upload_bytes * 4 // 3 + (64 << 10)})
+                                          "/v1/segment": config.max_upload_bytes * 4 // 3 + (64 << 10),
+                                          "/v1/cvat/interactor": config.max_upload_bytes * 4 // 3 + (64 << 10)})
     _error_handlers(app)
 
     def authorised(request: Request) -> None:
@@ -81,6 +82,10 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
             raise ApiError(401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer TOKEN'")
 
     auth = [Depends(authorised)]
+    studio = label_studio.router(host, batcher, config)
+    app.include_router(studio)  # /label-studio, with basic auth (what Label Studio sends)
+    app.state.label_studio = studio.backend
+    app.include_router(cvat.router(host, batcher, config), dependencies=auth)
 
     @app.get("/", include_in_schema=False)
     async def page():
