@@ -75,7 +75,7 @@ class LabelStudioSource:
             return {"Authorization": f"Token {key}"}
         async with self._lock:
             if refresh or self._access is None or self._access[1] < time.monotonic():
-                url = self.settings.url.rstrip("/") + "/api/token/refresh"
+                url = self.settings.url.rstrip("/") + "/api/token/refresh/"
                 response = await client.post(url, json={"refresh": key})
                 if response.status_code != 200 or "access" not in response.json():
                     raise ApiError(502, "label_studio_auth", f"Label Studio refused the API key at /api/token/"
