@@ -251,6 +251,8 @@ def record(folder: Path, exchanges: list[dict], first: dict, work: Path) -> None
             kind += "-" + str(body.get("action", "")).lower()
         kinds.setdefault(kind, exchange)
     for kind, exchange in kinds.items():
+        if kind == "setup":  # the throwaway instance's legacy token for its user: not kept
+            exchange["request"]["access_token"] = "legacy-token-of-the-recording-instance"
         write_json(folder / f"{kind}.json", exchange)
     interactive = kinds.get("predict-interactive")
     if interactive:
@@ -331,7 +333,8 @@ def setup_project(client, plan: dict, spec: dict):
 
     project = client.projects.create(title=spec["domain"], label_config=plan["config"])
     folder = Path(spec["folder"])
-    files = [("file", (i["file"], (folder / i["file"]).read_bytes(), "image/png")) for i in spec["items"]]
+    # one form field per file: Label Studio reads request.FILES by field name
+    files = [(i["file"], (i["file"], (folder / i["file"]).read_bytes(), "image/png")) for i in spec["items"]]
     access = client.tokens.refresh(refresh=plan["token"]).access  # the SDK's client sends JSON only: upload directly
     upload = httpx.post(f"{plan['url']}/api/projects/{project.id}/import", files=files,
                         headers={"Authorization": f"Bearer {access}"}, timeout=300)
@@ -370,6 +373,8 @@ def held_out_iou(client, ml: int, spec: dict, tasks: dict) -> float:
         answer = raw(client, "POST", f"api/ml/{ml}/interactive-annotating",
                      json={"task": tasks[item["file"]],
                            "context": {"result": keypoints(item["points"], width, height)}}).json()
+        if "data" not in answer:
+            raise RuntimeError(f"interactive-annotating: {answer}")
         brush = next(r for r in answer["data"]["result"] if r["type"] == "brushlabels")
         mask = decode_rle(brush["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
         ious.append((mask & truth).sum() / max((mask | truth).sum(), 1))

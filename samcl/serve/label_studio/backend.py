@@ -29,7 +29,7 @@ from ..model import Job, ModelHost
 from .. import codec
 from . import rle as brush_rle
 from .fetch import LabelStudioSource
-from .labels import Tags, context_prompt, mask_polygons
+from .labels import ContextPrompt, Tags, mask_polygons
 from .settings import LabelStudioSettings, ProjectSettings, project_id
 from .training import LearningWorker
 
@@ -171,10 +171,11 @@ class Backend:
         if tags.data_key not in data:
             raise ApiError(400, "no_image_url", f"task {task.get('id')}: no data field {tags.data_key!r} (the "
                                                 "Image tag's value)")
+        asked = ContextPrompt.of(context)
         image = await load(self.host, await self.source.fetch(data[tags.data_key]), self.config.max_pixels)
         width, height = image.width, image.height
-        prompt, label = context_prompt(context, width, height)
-        job = await segment(self.batcher, image, prompt, self.pinned(project))
+        job = await segment(self.batcher, image, asked.prompt(width, height), self.pinned(project))
+        label = asked.label
         mask = job.prediction.masks[0]
         domain = job.prediction.domain
         score = float(job.prediction.scores[0])

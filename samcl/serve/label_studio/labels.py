@@ -2,7 +2,7 @@
 in an interactive request's context, and the mask and points of an annotation.
 
     tags = Tags.of(label_config)        # the Image tag (its data key), the BrushLabels / PolygonLabels tags
-    prompt = context_prompt(context, width, height)     # keypoints (is_positive) and rectangles, in pixels
+    prompt = ContextPrompt.of(context).prompt(width, height)   # keypoints (is_positive), rectangles
     mask, points, labels = annotation_target(results, tags, width, height)
 
 Coordinates in Label Studio results are percent of `original_width` / `original_height`; a keypoint's x, y is
@@ -72,36 +72,54 @@ def _percent(value: dict, key: str) -> float:
     return float(number)
 
 
-def context_prompt(context: dict, width: int, height: int) -> tuple[Prompt, str | None]:
-    """The prompt of an interactive request (points and at most one box, in pixels) and the label of its first
-    keypoint or rectangle (the label the answer carries)."""
-    results = context.get("result") if isinstance(context, dict) else None
-    if not isinstance(results, list) or not results:
-        raise ApiError(400, "bad_context", "context.result must be a non-empty list of keypoints or rectangles")
-    points, labels, box, label = [], [], None, None
-    for item in results:
-        if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
-            raise ApiError(400, "bad_context", "context.result: every item needs a value object")
-        kind, value = str(item.get("type", "")).lower(), item["value"]
-        if kind == "keypointlabels":
-            x = min(max(_percent(value, "x") / 100 * width, 0.0), width - 1e-3)
-            y = min(max(_percent(value, "y") / 100 * height, 0.0), height - 1e-3)
-            points.append([x, y])
-            labels.append(0 if item.get("is_positive") is False else 1)
-        elif kind == "rectanglelabels":
-            x0, y0 = _percent(value, "x") / 100 * width, _percent(value, "y") / 100 * height
-            x1 = x0 + _percent(value, "width") / 100 * width
-            y1 = y0 + _percent(value, "height") / 100 * height
-            box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
-        else:
-            continue
-        names = value.get(kind) or []
-        if label is None and names and isinstance(names[0], str):
-            label = names[0]
-    if not points and box is None:
-        raise ApiError(400, "bad_context", "context.result holds no keypointlabels or rectanglelabels item to "
-                                           "prompt with")
-    return Prompt.of(points or None, labels if points else None, box), label
+@dataclass
+class ContextPrompt:
+    """An interactive request's prompt in percent of the image: points (x, y, positive) and at most one box
+    (x0, y0, x1, y1), and the label of its first keypoint or rectangle (the label the answer carries)."""
+
+    points: list[tuple[float, float, bool]]
+    box: tuple[float, float, float, float] | None
+    label: str | None
+
+    @classmethod
+    def of(cls, context) -> "ContextPrompt":
+        """Checked before the image is fetched: a context without a usable prompt costs no fetch."""
+        results = context.get("result") if isinstance(context, dict) else None
+        if not isinstance(results, list) or not results:
+            raise ApiError(400, "bad_context", "context.result must be a non-empty list of keypoints or rectangles")
+        points, box, label = [], None, None
+        for item in results:
+            if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
+                raise ApiError(400, "bad_context", "context.result: every item needs a value object")
+            kind, value = str(item.get("type", "")).lower(), item["value"]
+            if kind == "keypointlabels":
+                points.append((_percent(value, "x"), _percent(value, "y"), item.get("is_positive") is not False))
+            elif kind == "rectanglelabels":
+                x0, y0 = _percent(value, "x"), _percent(value, "y")
+                box = (x0, y0, x0 + _percent(value, "width"), y0 + _percent(value, "height"))
+            else:
+                continue
+            names = value.get(kind) or []
+            if label is None and isinstance(names, list) and names and isinstance(names[0], str):
+                label = names[0]
+        if not points and box is None:
+            raise ApiError(400, "bad_context", "context.result holds no keypointlabels or rectanglelabels item to "
+                                               "prompt with")
+        return cls(points, box, label)
+
+    def prompt(self, width: int, height: int) -> Prompt:
+        """In pixels of the `width` x `height` image (points clamped into it, the box clipped to it)."""
+        points = [[min(max(x / 100 * width, 0.0), width - 1e-3), min(max(y / 100 * height, 0.0), height - 1e-3)]
+                  for x, y, _ in self.points]
+        labels = [1 if positive else 0 for _, _, positive in self.points]
+        box = None
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            box = [max(x0 / 100 * width, 0.0), max(y0 / 100 * height, 0.0), min(x1 / 100 * width, float(width)),
+                   min(y1 / 100 * height, float(height))]
+            if box[2] < box[0] or box[3] < box[1]:
+                raise ApiError(400, "bad_context", "context: the rectangle has a negative width or height")
+        return Prompt.of(points or None, labels if points else None, box)
 
 
 def polygon_mask(points_percent: list, width: int, height: int) -> np.ndarray:

@@ -8,7 +8,7 @@ Bits, most significant first: the value count (32 bits), the word size minus one
 widths minus one (4 bits each), then blocks until the count is covered: 1 bit (1: one value repeated, 0: literal
 values), 2 bits choosing one of the four widths, the block's length minus one in that many bits, then the one
 repeated word or that many words. The end is padded with zeros to a whole byte. This encoder writes 8-bit words
-and widths 3, 4, 8 and 16 (what label-studio-sdk's `mask2rle` writes); the tests decode its output with the SDK.
+and widths 3, 4, 8 and 16, byte for byte what label-studio-sdk's `mask2rle` writes (tested against the SDK).
 """
 
 from __future__ import annotations
@@ -30,15 +30,26 @@ def encode(mask: np.ndarray) -> list[int]:
         starts = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
         lengths = np.diff(np.concatenate([starts, [flat.size]])) * 4
         for start, length in zip(starts.tolist(), lengths.tolist()):
-            word = f"{int(flat[start]):08b}"
-            while length > 0:
-                chunk = min(length, _LONGEST)
-                index = next(i for i, w in enumerate(WIDTHS) if chunk <= 1 << w)
-                parts.append(f"1{index:02b}{chunk - 1:0{WIDTHS[index]}b}{word}")
-                length -= chunk
+            parts.append(_run(length, f"{int(flat[start]):08b}"))
     bits = "".join(parts)
-    bits += "0" * (-len(bits) % 8)
+    bits += "0" * (8 - len(bits) % 8)  # 1 to 8 zeros, as label-studio-sdk pads (so the bytes are its bytes)
     return np.packbits(np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")).tolist()
+
+
+def _run(length: int, word: str) -> str:
+    """One run of `length` equal values: the narrowest width that holds it; a run past 256 values in 16-bit
+    blocks (a last short one too), as label-studio-sdk's encoder writes them."""
+    if length == 1:
+        return f"0000{word}"  # a literal block of one value
+    for index, width in enumerate(WIDTHS[:-1]):
+        if length <= 1 << width:
+            return f"1{index:02b}{length - 1:0{width}b}{word}"
+    blocks = []
+    while length > _LONGEST:
+        blocks.append(f"111{_LONGEST - 1:016b}{word}")
+        length -= _LONGEST
+    blocks.append(f"111{length - 1:016b}{word}")
+    return "".join(blocks)
 
 
 class _Bits:

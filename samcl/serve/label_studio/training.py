@@ -60,6 +60,7 @@ class LearningWorker:
     def count(self, project: ProjectSettings, every: int) -> dict:
         self.counts[project.project] = self.counts.get(project.project, 0) + 1
         if every and self.counts[project.project] >= every:
+            self.counts[project.project] = 0
             return self.request(project)
         return {"status": "counted", "annotations": self.counts[project.project], "train_every": every}
 
