@@ -350,22 +350,9 @@ def _serve(p) -> None:
                    help="always run the selector's nearest domain, even for images no learned domain fits")
     add_precision(p)
     _base(p, "default: the one recorded in the store")
-    ls = p.add_argument_group("Label Studio ML backend (at /label-studio)")
-    ls.add_argument("--label-studio-url", metavar="URL", default=None,
-                    help="Label Studio's address, for task images and learning (default: $LABEL_STUDIO_URL)")
-    ls.add_argument("--label-studio-api-key", metavar="KEY", default=None,
-                    help="a personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY, which keeps it "
-                         "out of the process list)")
-    ls.add_argument("--allow-image-url", metavar="PREFIX", action="append", default=[],
-                    help="task images may also come from URLs starting with this http(s) prefix (repeatable); "
-                         "any other URL is refused without a fetch")
-    ls.add_argument("--label-studio-basic-auth", metavar="USER:PASSWORD", default=None,
-                    help="basic auth Label Studio must send (default: $SAMCL_LS_BASIC_AUTH; without it a server "
-                         "with --token takes the token as the basic-auth password)")
-    ls.add_argument("--train-every", metavar="N", type=t.int_range(0, 1_000_000), default=0,
-                    help="learn a project after every N new annotations (default 0: only on Start Training)")
-    ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
-                    help="epochs of a project's learn (a project's extra_params may set its own)")
+    from ..serve.label_studio.settings import add_arguments
+
+    add_arguments(p.add_argument_group("Label Studio ML backend (at /label-studio)"), MAX_EPOCHS)
 
 
 def _benchmark(p) -> None:

@@ -6,6 +6,10 @@ masks, masks to results), `rle` (Label Studio's brush RLE), `fetch` (task images
 allow-list), `training` (the background learner), `settings` (server and per-project settings).
 """
 
-from .backend import router
 
-__all__ = ["router"]
+
+def router(host, batcher, config):
+    """The backend's routes (`backend.router`; imported here on use, so the CLI's flags need no FastAPI)."""
+    from .backend import router as make
+
+    return make(host, batcher, config)
