@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=8, help="held-out tasks per project")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of each project's learn")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selector", action="store_true",
+                        help="projects do not pin their domain (extra_params pin: false): the selector chooses")
     parser.add_argument("--record", type=Path, default=None, help="write the recorded exchanges here (fixtures)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
@@ -194,7 +196,8 @@ def main() -> int:
         timings["log in, make a personal access token, start samcl serve"] = time.perf_counter() - start
 
         plan = {"step": "loop", "url": ls_url, "token": token, "backend": f"{recorder.url}/label-studio",
-                "samcl": f"http://127.0.0.1:{samcl_port}", "config": CONFIG, "projects": projects}
+                "samcl": f"http://127.0.0.1:{samcl_port}", "config": CONFIG, "projects": projects,
+                "pin": not args.selector}
         out = subprocess.run([str(python), __file__, "--sdk-side", str(write_json(work / "plan.json", plan))],
                              capture_output=True, text=True)
         if out.returncode != 0:
@@ -203,6 +206,7 @@ def main() -> int:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         timings.update(result.pop("timings"))
         result["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+        result["pinned"] = not args.selector
         report(result)
         if args.json:
             write_json(args.json, result)
@@ -347,7 +351,7 @@ def setup_project(client, plan: dict, spec: dict):
     if len(tasks) != len(spec["items"]):
         raise RuntimeError(f"{len(tasks)} tasks for {len(spec['items'])} images: {sorted(tasks)[:5]}")
     ml = client.ml.create(project=project.id, url=plan["backend"], is_interactive=True, title="samcl",
-                          extra_params={"domain": spec["domain"]})
+                          extra_params={"domain": spec["domain"], "pin": plan.get("pin", True)})
     return project.id, ml.id, tasks
 
 

@@ -26,7 +26,7 @@ brush = pytest.importorskip("label_studio_sdk.converter.brush")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from samcl import SAMCL, load_backbone  # noqa: E402
+from samcl import SAMCL, learner, load_backbone  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
 from samcl.serve.label_studio import rle  # noqa: E402
@@ -248,14 +248,15 @@ def test_learning_a_project_serves_throughout_then_switches(empty_store, monkeyp
     setup, predict = recorded("setup"), recorded("predict-interactive")
     images[image_url(predict)] = (FIXTURES / "predict-interactive-image.png").read_bytes()
     inside, release = threading.Event(), threading.Event()
-    real_learn = LearningWorker.learn
+    real_train = learner.train_module
 
-    def held_learn(self, project, samples):
+    def held_train(*args, **kwargs):  # the learn is under way: its module trained, the store not yet written
+        trained = real_train(*args, **kwargs)
         inside.set()
         assert release.wait(120)
-        return real_learn(self, project, samples)
+        return trained
 
-    monkeypatch.setattr(LearningWorker, "learn", held_learn)
+    monkeypatch.setattr(learner, "train_module", held_train)
     c, studio = client(empty_store, images, epochs=1)
     studio.export = export
     project = {"id": int(setup["request"]["project"].split(".")[0]), "title": "Polyps here",
@@ -264,7 +265,7 @@ def test_learning_a_project_serves_throughout_then_switches(empty_store, monkeyp
         c.post("/label-studio/setup", json={**setup["request"], "extra_params": None})
         queued = c.post("/label-studio/webhook", json={"action": "START_TRAINING", "project": project}).json()
         assert queued["status"] == "queued" and queued["domain"] == "Polyps_here"
-        assert inside.wait(120)  # the learn is under way (held here, after fetching the export)
+        assert inside.wait(120)  # held in the middle of the learn
         during = c.post("/label-studio/predict", json=predict["request"])
         assert during.status_code == 200 and during.json()["results"][0]["model_version"] == "samcl-g1-base"
         assert c.get("/label-studio/health").json()["learning"] is True

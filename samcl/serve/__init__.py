@@ -6,9 +6,12 @@
 Files: `config` (settings, the token rule), `app` (routes, errors, auth), `schemas` (request and response bodies:
 the OpenAPI document), `batching` (gathering concurrent requests), `model` (the engine side: one opened store,
 a batch through `samcl.engine`, reloading a new generation), `cache` (per-image prefix cache within a byte
-budget), `codec` (image uploads, PNG and COCO RLE masks), `limits` (body size), `page/` (HTML and JavaScript).
+budget), `codec` (image uploads, PNG and COCO RLE masks), `limits` (body size), `page/` (HTML and JavaScript),
+`label_studio/` (the Label Studio ML backend at /label-studio, learning projects in the background), `cvat`
+(the CVAT-style interactor).
 
-The server holds no state that matters: the store is only read, and the cache refills from uploads. So any
+The server holds no state that matters: the store is only read (but for a Label Studio project's learn, which
+commits under the store's writer lock like `samcl learn`), and the cache refills from uploads. So any
 number of processes (uvicorn workers, containers, machines) can serve one store behind a load balancer.
 """
 
