@@ -322,3 +322,18 @@ def test_cvat_interactor_answers_mask_and_polygon_as_cvat_functions_do(empty_sto
     assert np.array_equal(mask == 255, rle_to_mask(reference["mask"]))
     assert all(isinstance(v, int) for point in answer["points"] for v in point) and len(answer["points"]) >= 3
     assert boxed.status_code == 200 and answer["domain"] == "base"
+
+
+def test_image_urls_go_to_label_studio_with_the_key_or_to_the_allow_list_without():
+    from samcl.serve.label_studio.fetch import LabelStudioSource
+    from samcl.serve.label_studio.settings import LabelStudioSettings
+
+    source = LabelStudioSource(LabelStudioSettings(url="http://studio.test:8080", api_key="k",
+                                                   allowed_urls=["https://images.example.com/set/"]), 1 << 20)
+    assert source.resolve("/data/upload/3/a.png") == ("http://studio.test:8080/data/upload/3/a.png", True)
+    assert source.resolve("/data/local-files/?d=photos/a.png")[1] is True
+    assert source.resolve("http://studio.test:8080/data/upload/3/a.png")[1] is True
+    assert source.resolve("https://images.example.com/set/a.png") == ("https://images.example.com/set/a.png", False)
+    for url in ("https://images.example.com/other/a.png", "http://studio.test:9999/data/a.png", "ftp://x/a.png", ""):
+        with pytest.raises(Exception, match="allow-list|empty"):
+            source.resolve(url)
