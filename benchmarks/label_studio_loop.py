@@ -273,7 +273,6 @@ def sdk_side(plan: dict) -> int:
     if plan["step"] == "login":
         print(personal_token(plan["url"]))
         return 0
-    import httpx
     from label_studio_sdk import LabelStudio
 
     client = LabelStudio(base_url=plan["url"], api_key=plan["token"])

@@ -10,7 +10,6 @@ brush RLE is decoded with label-studio-sdk's own converter (`label_studio_sdk.co
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import threading
