@@ -14,8 +14,8 @@ and the sample's points as keypoints) for the training tasks, training started (
 webhook), and the held-out pre-labels again once the new generation serves. Finally the first project's
 held-out IoU once more. Prints a table of IoUs and the wall time of every step; --json writes them.
 
-The SDK part runs inside Label Studio's venv (this file re-runs itself there with --sdk-side), the samcl part
-in this Python: the two never share an interpreter.
+The SDK part (benchmarks/label_studio_driver.py) runs in Label Studio's venv, the samcl part in this Python:
+the two never share an interpreter.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DRIVER = Path(__file__).resolve().parent / "label_studio_driver.py"  # the SDK side, run in Label Studio's venv
 CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>
   <KeyPointLabels name="prompt" toName="image" smart="true">
@@ -150,10 +151,7 @@ def main() -> int:
     parser.add_argument("--record", type=Path, default=None, help="write the recorded exchanges here (fixtures)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
-    parser.add_argument("--sdk-side", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sdk_side is not None:
-        return sdk_side(json.loads(args.sdk_side.read_text()))
     python = args.ls_venv / "bin" / "python"
     if not (args.ls_venv / "bin" / "label-studio").exists():
         print(f"{args.ls_venv}: no label-studio there; make it with: python3 -m venv {args.ls_venv} && "
@@ -183,8 +181,9 @@ def main() -> int:
         timings["start Label Studio (fresh data dir, migrations)"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        token = subprocess.run([str(python), __file__, "--sdk-side", str(write_json(work / "login.json", {
-            "step": "login", "url": ls_url}))], capture_output=True, text=True, check=True).stdout.strip()
+        login = {"step": "login", "url": ls_url, "email": EMAIL, "password": PASSWORD}
+        token = subprocess.run([str(python), str(DRIVER), str(write_json(work / "login.json", login))],
+                               capture_output=True, text=True, check=True).stdout.strip()
         serve_env = dict(os.environ, LABEL_STUDIO_URL=ls_url, LABEL_STUDIO_API_KEY=token, OMP_NUM_THREADS="1",
                          PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         serve_log = open(work / "serve.log", "w")
@@ -198,7 +197,7 @@ def main() -> int:
         plan = {"step": "loop", "url": ls_url, "token": token, "backend": f"{recorder.url}/label-studio",
                 "samcl": f"http://127.0.0.1:{samcl_port}", "config": CONFIG, "projects": projects,
                 "pin": not args.selector}
-        out = subprocess.run([str(python), __file__, "--sdk-side", str(write_json(work / "plan.json", plan))],
+        out = subprocess.run([str(python), str(DRIVER), str(write_json(work / "plan.json", plan))],
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stdout[-4000:], out.stderr[-4000:], file=sys.stderr)
@@ -263,158 +262,7 @@ def record(folder: Path, exchanges: list[dict], first: dict, work: Path) -> None
         url = interactive["request"]["tasks"][0]["data"]["image"]
         original = next(i["file"] for i in first["items"] if url.endswith(i["file"]))
         shutil.copy(work / "images" / first["domain"] / original, folder / "predict-interactive-image.png")
-        shutil.copy(work / "images" / first["domain"] / f"{original}.mask.npy", folder / "predict-interactive-mask.npy")
     print(f"recorded {', '.join(sorted(kinds))} into {folder}")
-
-
-# ------------------------------------------------------------------------------------------------ SDK side
-def sdk_side(plan: dict) -> int:
-    """Runs in Label Studio's venv: the SDK drives Label Studio."""
-    if plan["step"] == "login":
-        print(personal_token(plan["url"]))
-        return 0
-    from label_studio_sdk import LabelStudio
-
-    client = LabelStudio(base_url=plan["url"], api_key=plan["token"])
-    timings, rows, made = {}, [], []
-    for spec in plan["projects"]:
-        start = time.perf_counter()
-        project, ml, tasks = setup_project(client, plan, spec)
-        timings[f"{spec['domain']}: create project, upload {len(tasks)} images, connect the backend"] = \
-            time.perf_counter() - start
-        start = time.perf_counter()
-        before = held_out_iou(client, ml, spec, tasks)
-        timings[f"{spec['domain']}: pre-label {sum(i['split'] == 'test' for i in spec['items'])} held-out tasks"] = \
-            time.perf_counter() - start
-        start = time.perf_counter()
-        annotate(client, spec, tasks)
-        timings[f"{spec['domain']}: submit {sum(i['split'] == 'train' for i in spec['items'])} annotations"] = \
-            time.perf_counter() - start
-        start = time.perf_counter()
-        generation = train(client, ml, plan["samcl"], project)
-        timings[f"{spec['domain']}: learn (Start Training until the new generation serves)"] = \
-            time.perf_counter() - start
-        after = held_out_iou(client, ml, spec, tasks)
-        rows.append({"domain": spec["domain"], "project": project, "iou_before": before, "iou_after": after,
-                     "generation": generation})
-        made.append((ml, spec, tasks))
-    start = time.perf_counter()
-    ml, spec, tasks = made[0]
-    rows[0]["iou_later"] = held_out_iou(client, ml, spec, tasks)
-    timings[f"{spec['domain']}: pre-label its held-out tasks again"] = time.perf_counter() - start
-    print(json.dumps({"projects": rows, "timings": timings}))
-    return 0
-
-
-def personal_token(url: str) -> str:
-    """Log in as the user Label Studio was started with and make a personal access token (a JWT)."""
-    import httpx
-
-    with httpx.Client(base_url=url, follow_redirects=False, timeout=60) as http:
-        http.get("/user/login/")
-        csrf = http.cookies["csrftoken"]
-        answer = http.post("/user/login/", data={"email": EMAIL, "password": PASSWORD, "csrfmiddlewaretoken": csrf},
-                           headers={"Referer": f"{url}/user/login/"})
-        if answer.status_code not in (302, 303):
-            raise RuntimeError(f"login failed: {answer.status_code}")
-        token = http.post("/api/token/", headers={"X-CSRFToken": http.cookies["csrftoken"],
-                                                   "Referer": f"{url}/"})
-        token.raise_for_status()
-        return token.json()["token"]
-
-
-def raw(client, method: str, path: str, **kwargs):
-    """A request through the SDK's own authenticated HTTP client (for answers the typed client drops)."""
-    response = client._client_wrapper.httpx_client.request(path, method=method, **kwargs)
-    if response.status_code >= 400:
-        raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-    return response
-
-
-def setup_project(client, plan: dict, spec: dict):
-    import httpx
-
-    project = client.projects.create(title=spec["domain"], label_config=plan["config"])
-    folder = Path(spec["folder"])
-    # one form field per file: Label Studio reads request.FILES by field name
-    files = [(i["file"], (i["file"], (folder / i["file"]).read_bytes(), "image/png")) for i in spec["items"]]
-    access = client.tokens.refresh(refresh=plan["token"]).access  # the SDK's client sends JSON only: upload directly
-    upload = httpx.post(f"{plan['url']}/api/projects/{project.id}/import", files=files,
-                        headers={"Authorization": f"Bearer {access}"}, timeout=300)
-    upload.raise_for_status()
-    listed = raw(client, "GET", "api/tasks", params={"project": project.id, "page_size": 10_000}).json()
-    tasks = {}
-    for task in listed["tasks"] if isinstance(listed, dict) else listed:
-        name = next(i["file"] for i in spec["items"] if task["data"]["image"].endswith(i["file"]))
-        tasks[name] = task["id"]
-    if len(tasks) != len(spec["items"]):
-        raise RuntimeError(f"{len(tasks)} tasks for {len(spec['items'])} images: {sorted(tasks)[:5]}")
-    ml = client.ml.create(project=project.id, url=plan["backend"], is_interactive=True, title="samcl",
-                          extra_params={"domain": spec["domain"], "pin": plan.get("pin", True)})
-    return project.id, ml.id, tasks
-
-
-def keypoints(points, width: int, height: int) -> list[dict]:
-    return [{"id": f"p{k}", "type": "keypointlabels", "from_name": "prompt", "to_name": "image",
-             "original_width": width, "original_height": height, "image_rotation": 0, "is_positive": True,
-             "value": {"x": x / width * 100, "y": y / height * 100, "width": 0.6, "keypointlabels": ["Object"]}}
-            for k, (x, y) in enumerate(points)]
-
-
-def held_out_iou(client, ml: int, spec: dict, tasks: dict) -> float:
-    """Mean IoU of the backend's pre-labels (Label Studio's interactive-annotating answer) on the held-out tasks,
-    decoded by label-studio-sdk's own brush decoder."""
-    import numpy as np
-    from label_studio_sdk.converter.brush import decode_rle
-
-    ious = []
-    for item in spec["items"]:
-        if item["split"] != "test":
-            continue
-        truth = np.load(Path(spec["folder"]) / f"{item['file']}.mask.npy")
-        height, width = truth.shape
-        answer = raw(client, "POST", f"api/ml/{ml}/interactive-annotating",
-                     json={"task": tasks[item["file"]],
-                           "context": {"result": keypoints(item["points"], width, height)}}).json()
-        if "data" not in answer:
-            raise RuntimeError(f"interactive-annotating: {answer}")
-        brush = next(r for r in answer["data"]["result"] if r["type"] == "brushlabels")
-        mask = decode_rle(brush["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
-        ious.append((mask & truth).sum() / max((mask | truth).sum(), 1))
-    return float(np.mean(ious))
-
-
-def annotate(client, spec: dict, tasks: dict) -> None:
-    """Annotations from the ground truth: the mask in Label Studio's brush RLE (the SDK's encoder) and the
-    sample's points as keypoints."""
-    import numpy as np
-    from label_studio_sdk.converter.brush import mask2rle
-
-    for item in spec["items"]:
-        if item["split"] != "train":
-            continue
-        truth = np.load(Path(spec["folder"]) / f"{item['file']}.mask.npy")
-        height, width = truth.shape
-        brush = {"id": "m0", "type": "brushlabels", "from_name": "mask", "to_name": "image",
-                 "original_width": width, "original_height": height, "image_rotation": 0,
-                 "value": {"format": "rle", "rle": mask2rle(truth.astype(np.uint8) * 255), "brushlabels": ["Object"]}}
-        client.annotations.create(tasks[item["file"]], result=[brush, *keypoints(item["points"], width, height)])
-
-
-def train(client, ml: int, samcl: str, project: int) -> int:
-    """Start Training in Label Studio; wait until the backend has learned and serves the new generation."""
-    import httpx
-
-    client.ml.train(ml)
-    deadline = time.monotonic() + 1800
-    while time.monotonic() < deadline:
-        state = httpx.get(f"{samcl}/label-studio/learning").json()["projects"].get(str(project), {})
-        if state.get("state") == "failed":
-            raise RuntimeError(f"learning failed: {state}")
-        if state.get("state") == "done" and httpx.get(f"{samcl}/healthz").json()["generation"] == state["generation"]:
-            return state["generation"]
-        time.sleep(0.5)
-    raise TimeoutError("learning did not finish in 30 minutes")
 
 
 if __name__ == "__main__":

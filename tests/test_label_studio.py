@@ -4,7 +4,9 @@ from a real Label Studio 1.23.2, errors, and learning a project in the backgroun
 The fixtures in tests/fixtures/label_studio/ were recorded by `benchmarks/label_studio_loop.py --record`: Label
 Studio 1.23.2 (label-studio-sdk 2.1.2) talking to `samcl serve` on a fresh store on builtin:tiny-sam through the
 script's recording proxy; one exchange of each kind (health, setup, predict with a context, the START_TRAINING
-and ANNOTATION_CREATED webhooks), the image of the recorded interactive request and its ground-truth mask. The
+and ANNOTATION_CREATED webhooks), and the image of the recorded interactive request. That request's context
+(three positive keypoints) was given by the script to Label Studio's /api/ml/ID/interactive-annotating in the shape
+its editor sends for a smart KeyPointLabels click; Label Studio added the task and passed the context on. The
 brush RLE is decoded with label-studio-sdk's own converter (`label_studio_sdk.converter.brush`).
 """
 
