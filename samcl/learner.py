@@ -151,9 +151,13 @@ class SAMCL:
 
     # ------------------------------------------------------------------ learning
     def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(),
-              base: bool = False) -> dict:
+              base: bool = False, replace: bool = False) -> dict:
         """Learn one domain: train its AugModule (or none if `base`), add N_e embeddings, retrain the selector,
         save. Returns a report (losses, seconds, sizes).
+
+        `replace`: relearn a domain the set holds already from `samples` alone. Its old module and selector
+        state go and the new ones come in the same save, so the store changes by one generation; until that
+        commit (and after a failure or a kill before it) the old set is the store's.
 
         Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
         parallel, rank 0 alone writes the store, and all ranks end with the same state (`samcl.distributed`)."""
@@ -163,9 +167,13 @@ class SAMCL:
         if name == BASE_CLASS:
             raise SamclError(f"domain name {name!r} is reserved for SAM without a module; "
                              "learn the base model's own domain under its real name with base=True (--as-base)")
-        if name in self.domains:
-            raise SamclError(f"domain {name!r} is already in the module set")
-        if base and any(d.kind == "base" for d in self.module_set.domains):
+        if name in self.domains and not replace:
+            raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True, "
+                             "--replace on the command line)")
+        if replace and name not in self.domains:
+            raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
+        replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
+        if base and not replaced and any(d.kind == "base" for d in self.module_set.domains):
             raise SamclError("the module set already has a base class")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
@@ -180,11 +188,11 @@ class SAMCL:
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
-                return self._learn(name, samples, config, base, ctx)
+                return self._learn(name, samples, config, base, ctx, replace)
             with self.store.lock():
                 if self.store.exists() and self.store.read_manifest().get("generation") != self.module_set.generation:
                     raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
-                return self._learn(name, samples, config, base, ctx)
+                return self._learn(name, samples, config, base, ctx, replace)
 
     @contextmanager
     def _rollback_on_error(self):
@@ -199,8 +207,9 @@ class SAMCL:
             raise
 
     def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool,
-               ctx: distributed.DistContext | None = None) -> dict:
-        report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict()}
+               ctx: distributed.DistContext | None = None, replace: bool = False) -> dict:
+        report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict(),
+                        "replaced": replace}
         pooled: dict[int, torch.Tensor] = {}
         entry = DomainEntry(name=name, kind="base" if base else "module")
         if self.module_set.buffer is not None:
@@ -217,6 +226,9 @@ class SAMCL:
                 raise SamclError(f"learning {name!r} diverged: {exc}") from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
+        if replace:
+            self._drop_class(name)
+        if not base:
             self.module_set.modules[name] = module.to(self.device)
             report["stats"] = stats
         if ctx is not None and not ctx.is_main:
@@ -235,6 +247,20 @@ class SAMCL:
         if ctx is not None:
             distributed.send_result(ctx, self, report)
         return report
+
+    def _drop_class(self, name: str) -> None:
+        """Take `name`'s class out of the in-memory set (its module, entry and selector state), as `forget` does
+        on a store; the caller adds the relearned class and saves both changes as one generation."""
+        classes = self.module_set
+        index = classes.names.index(name)
+        seed = int(classes.domains[0].info.get("seed", 0))  # the set's seed, as forget uses
+        if len(classes.domains) == 1:
+            classes.selector = None  # the next class starts a fresh selector, as the first learn did
+        else:
+            classes.selector.remove_class(index, seed=seed)
+        del classes.domains[index]
+        classes.modules.pop(name, None)
+        self.engine.forget_bank()
 
     def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
         """The newest class into the selector (`mlp`: N_e embeddings into the buffer, one more output row, a retrain

@@ -60,7 +60,7 @@ def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command,
     for value in BAD_NUMBERS:
         if accepted(kind, value):  # 0 is a valid seed, block or 'no step limit': it must say so in the help
             assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds",
-                                                   "--batch-window-ms", "--cache-mb"), value
+                                                   "--batch-window-ms", "--cache-mb", "--train-every"), value
             continue
         code = main([command, *REQUIRED[command], f"{flag}={value}"])
         err = capsys.readouterr().err

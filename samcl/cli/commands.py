@@ -99,7 +99,7 @@ def cmd_learn(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = samcl.learn(args.domain, data, config, base=args.as_base)
+            report = samcl.learn(args.domain, data, config, base=args.as_base, replace=args.replace)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {error_line(exc)}") from None
     distributed.shutdown()
@@ -115,7 +115,8 @@ def cmd_learn(args) -> int:
         print_json(report)
         return 0
     stats = report.get("stats", {})
-    print(f"learned {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
+    verb = "relearned" if args.replace else "learned"
+    print(f"{verb} {args.domain!r} ({report['kind']}) from {len(data)} images in {args.data}")
     if stats:
         print(f"  loss {stats['loss_first']:.4f} -> {stats['loss_last']:.4f} over {stats['steps']} steps "
               f"({stats['seconds']:.1f} s)")
@@ -348,14 +349,19 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
     from ..serve import ServeConfig, serve
+    from ..serve.label_studio.settings import LabelStudioSettings
 
+    label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
+                    "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
+                    "train_every": args.train_every, "epochs": args.train_epochs}
+    LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
-                         threads=args.threads,
-                         precision=args.precision, fallback=not args.no_fallback)
+                         threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
+                         label_studio=label_studio)
     serve(config, workers=args.workers)
     return 0
 

@@ -9,7 +9,8 @@ examples:
   samcl learn my-set --base sam_vit_b_01ec64.pth --domain polyps --data data/kvasir
   samcl learn my-set --domain shadows --data data/istd --epochs 20   # later domains: the base is remembered
   samcl learn my-set --domain general --data data/coco --as-base     # SAM's own domain, learned without a module
-  samcl learn my-set --domain cells --data data/cells --json         # the report as JSON""",
+  samcl learn my-set --domain cells --data data/cells --json         # the report as JSON
+  samcl learn my-set --domain cells --data data/cells-v2 --replace   # relearn cells: one new generation""",
     "info": """\
 examples:
   samcl info my-set

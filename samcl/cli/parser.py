@@ -161,6 +161,9 @@ def _learn(p) -> None:
                                                      "CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
                    help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--replace", action="store_true",
+                   help="relearn a domain the store holds from --data alone: its old module and selector state "
+                        "are replaced in one new generation (a kill before that commit leaves the old set)")
     p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
                    help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
                         "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
@@ -308,6 +311,9 @@ def _serve(p) -> None:
                    help="always run the selector's nearest domain, even for images no learned domain fits")
     add_precision(p)
     _base(p, "default: the one recorded in the store")
+    from ..serve.label_studio.settings import add_arguments
+
+    add_arguments(p.add_argument_group("Label Studio ML backend (at /label-studio)"), MAX_EPOCHS)
 
 
 def _benchmark(p) -> None:

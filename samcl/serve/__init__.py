@@ -7,10 +7,12 @@ Files: `config` (settings, the token rule), `app` (the server: routers, errors, 
 router shares: the steps of a request), `api` (the `/v1` routes), `schemas` (request and response bodies: the
 OpenAPI document), `intake` (token, bounded bodies, JSON), `forms` (multipart uploads), `budget` (memory of the
 requests in flight), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
-batch through `samcl.engine`), `reload` (a new generation, in bounded time), `cache` (per-image prefix cache
-within a byte budget), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript).
+batch through `samcl.engine`, whose prefix cache keeps the uploads), `reload` (a new generation, in bounded
+time), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript), `label_studio/` (the Label
+Studio ML backend at /label-studio, learning projects in the background), `cvat` (the CVAT-style interactor).
 
-The server holds no state that matters: the store is only read, and the cache refills from uploads. So any
+The server holds no state that matters: the store is only read (but for a Label Studio project's learn, which
+commits under the store's writer lock like `samcl learn`), and the cache refills from uploads. So any
 number of processes (uvicorn workers, containers, machines) can serve one store behind a load balancer.
 """
 

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
-from . import api
+from . import api, cvat, label_studio
 from .batching import Batcher
 from .budget import InflightBudget, return_large_buffers_to_the_system
 from .config import ServeConfig
@@ -84,6 +84,10 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
                 "reload_stuck": reloader.stuck is not None, "auth": bool(config.token)}
 
     app.include_router(api.router(serving))
+    studio = label_studio.router(serving)
+    app.include_router(studio)  # /label-studio, with basic auth (what Label Studio sends)
+    app.state.label_studio = studio.backend
+    app.include_router(cvat.router(serving))
     _page(app)
     return app
 

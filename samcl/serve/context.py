@@ -26,9 +26,21 @@ from . import codec
 from .batching import Batcher
 from .budget import BYTES_PER_PIXEL, InflightBudget, Ticket
 from .config import ServeConfig
+from .errors import ApiError
 from .forms import read_image
-from .intake import check_token, read_body, read_json
+from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
+
+
+@dataclass
+class Loaded:
+    """An image a request names, as the model thread takes it: its id, and its cached entry or decoded pixels."""
+
+    key: str
+    entry: object | None
+    image: np.ndarray | None
+    width: int
+    height: int
 
 
 @dataclass
@@ -62,6 +74,29 @@ class Serving:
     async def json(self, request: Request, model: type[BaseModel], ticket: Ticket, limit: int | None = None):
         self.authorise(request)
         return await read_json(request, model, self.json_limit if limit is None else limit, ticket)
+
+    async def json_object(self, request: Request, ticket: Ticket, limit: int) -> dict:
+        """A JSON object body of another tool's protocol (its own auth checked by the router), capped at `limit`
+        while it streams and parsed in a thread with the depth limit."""
+        data = await read_body(request, limit, ticket, copies=3)
+        value = await run_in_threadpool(parse_json, data or b"null")
+        if not isinstance(value, dict):
+            raise ApiError(422, "invalid_request", "body: expected a JSON object")
+        return value
+
+    async def load(self, data: bytes, ticket: Ticket) -> Loaded:
+        """Image file bytes -> the cached entry of those bytes, or the decoded image (charged to the budget)."""
+        key = codec.image_id(data)
+        entry = self.host.cache.get(key)
+        if entry is not None:
+            return Loaded(key, entry, None, entry.size[1], entry.size[0])
+        image = await self.decode(data, ticket)
+        return Loaded(key, None, image, int(image.shape[1]), int(image.shape[0]))
+
+    async def segment(self, loaded: Loaded, prompt, force: str | None) -> Job:
+        """One prompt on one loaded image through the batcher: the finished job."""
+        return await self.run(Job("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
+                                  domain=force))
 
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
         """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding."""

@@ -1,0 +1,82 @@
+"""A CVAT-style interactor: the JSON body CVAT's serverless SAM functions take, answered as they answer.
+
+    POST /v1/cvat/interactor {"image": BASE64, "pos_points": [[x, y], ...], "neg_points": [...],
+                              "obj_bbox": [x0, y0, x1, y1]}     (obj_bbox optional; pixels of the image)
+    -> {"mask": [[0 or 255, ...], ...], "points": [[x, y], ...], "domain", "score", "generation"}
+
+The request and answer follow cvat-ai/cvat serverless/pytorch/facebookresearch/sam/nuclio (main.py: `image`,
+`pos_points`, `neg_points`; the answer's `mask` is the H x W uint8 mask scaled to 0..255 and `points` the polygon
+of its largest outer contour, [[x, y], ...] in integer pixels) and the interactors that take a box
+(saic-vul/iog: `obj_bbox` [x0, y0, x1, y1]). `domain`, `score` and `generation` are samcl's additions. The
+selector picks the module, or `domain` in the body forces one. The route takes the server's API token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..types import Prompt
+from . import codec
+from .context import Serving
+from .errors import ApiError
+from .label_studio.labels import mask_polygons
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+Point = tuple[Coordinate, Coordinate]
+
+
+class InteractorRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # CVAT's functions take (and ignore) more, e.g. threshold
+
+    image: str = Field(description="the image file, base64")
+    pos_points: list[Point] = Field(default_factory=list, max_length=64)
+    neg_points: list[Point] = Field(default_factory=list, max_length=64)
+    obj_bbox: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = None
+    domain: str | None = Field(None, description="force this domain's module ('base': none)")
+
+
+def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
+    points = list(body.pos_points) + list(body.neg_points)
+    if not points and body.obj_bbox is None:
+        raise ApiError(400, "no_prompt", "give pos_points, neg_points or obj_bbox")
+    for x, y in points:
+        if not (0 <= x < width and 0 <= y < height):
+            raise ApiError(400, "point_outside", f"point {x:g},{y:g} lies outside the {width}x{height} image")
+    box = None
+    if body.obj_bbox is not None:
+        x0, y0, x1, y1 = body.obj_bbox
+        if x1 < x0 or y1 < y0:
+            raise ApiError(400, "bad_box", f"obj_bbox {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
+        box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
+    labels = [1] * len(body.pos_points) + [0] * len(body.neg_points)
+    return Prompt.of(points or None, labels if points else None, box)
+
+
+def router(serving: Serving) -> APIRouter:
+    routes = APIRouter(tags=["cvat"])
+    host = serving.host
+
+    @routes.post("/v1/cvat/interactor", openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": InteractorRequest.model_json_schema()}}, "required": True}})
+    async def interactor(request: Request) -> dict:
+        """Segment one object from CVAT's interactor points (and box): its mask and polygon. The token (if the
+        server has one) is checked before the body is read."""
+        with serving.ticket() as ticket:
+            body = await serving.json(request, InteractorRequest, ticket)
+            image = await serving.load(codec.decode_base64(body.image, "image"), ticket)
+            if body.domain is not None and body.domain != "base" and body.domain not in host.samcl.domains:
+                raise ApiError(400, "unknown_domain", f"unknown domain {body.domain[:64]!r}; learned: "
+                                                      f"{', '.join(host.samcl.domains) or 'none'} (or 'base')")
+            job = await serving.segment(image, _prompt(body, image.width, image.height), body.domain)
+        mask = job.prediction.masks[0]
+        outlines = await run_in_threadpool(mask_polygons, mask)
+        polygon = [[int(round(x)), int(round(y))] for x, y in outlines[0]] if outlines else []
+        return {"mask": (mask.astype(np.uint8) * 255).tolist(), "points": polygon, "domain": job.prediction.domain,
+                "score": float(job.prediction.scores[0]), "generation": job.generation}
+
+    return routes

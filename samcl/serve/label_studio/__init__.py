@@ -1,0 +1,14 @@
+"""`samcl serve` as a Label Studio ML backend: pre-labels from the right module, and each project learned as a
+domain. The backend URL to give Label Studio is http://HOST:PORT/label-studio.
+
+Files: `backend` (the protocol's routes), `labels` (labeling configs, contexts and annotations to prompts and
+masks, masks to results), `rle` (Label Studio's brush RLE), `fetch` (task images and project data, the URL
+allow-list), `training` (the background learner), `settings` (server and per-project settings).
+"""
+
+
+def router(serving):
+    """The backend's routes (`backend.router`; imported here on use, so the CLI's flags need no FastAPI)."""
+    from .backend import router as make
+
+    return make(serving)
