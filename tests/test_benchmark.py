@@ -133,22 +133,22 @@ def test_cli_benchmark_on_domain_folders(tmp_path, tiny_base, capsys):
         write_domain(tmp_path / "data" / f"d{i}", colour, seed=i, n_train=4, n_test=2)
     out = tmp_path / "out"
     argv = ["benchmark", "--base", tiny_base, "--methods", "sequential,samcl", "--seeds", "0", "--epochs", "1",
-            "--batch-size", "2", "--out", str(out), "--domain", f"d0={tmp_path / 'data' / 'd0'}",
-            "--domain", f"d1={tmp_path / 'data' / 'd1'}", "--extra", f"d2={tmp_path / 'data' / 'd2'}"]
+            "--batch-size", "2", "--out", str(out), "--data", f"d0={tmp_path / 'data' / 'd0'}",
+            "--data", f"d1={tmp_path / 'data' / 'd1'}", "--extra", f"d2={tmp_path / 'data' / 'd2'}"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "samcl" in printed and "digest" in printed
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["order"] == ["d0", "d1"] and saved["config"]["extra"] == ["d2"]
     assert saved["command"].startswith("samcl benchmark --out")
-    assert "--domain d0=" in saved["command"] and "--methods sequential,samcl" in saved["command"]
+    assert "--data d0=" in saved["command"] and "--methods sequential,samcl" in saved["command"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "samcl,nope"], "unknown method nope"),
     (["--seeds", "0,0"], "distinct"),
-    (["--domain", "a=/no/such/folder", "--domain", "b=/no/such/folder"], "/no/such/folder"),
-    (["--extra", "a=/x"], "go with --domain"),
+    (["--data", "a=/no/such/folder", "--data", "b=/no/such/folder"], "/no/such/folder"),
+    (["--extra", "a=/x"], "go with --data"),
 ])
 def test_cli_benchmark_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     assert main(["benchmark", "--out", str(tmp_path / "out"), *argv]) == 2

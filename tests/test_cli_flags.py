@@ -39,7 +39,7 @@ def numeric_flags() -> list[tuple[str, str, object]]:
 def test_the_sweep_covers_every_numeric_flag():
     flags = {(c, f) for c, f, _ in numeric_flags()}
     assert {("learn", "--epochs"), ("learn", "--lr"), ("learn", "--batch-size"), ("learn", "--seed"),
-            ("learn", "--points"), ("learn", "--selector-max-steps"), ("learn", "--selector-epochs"),
+            ("learn", "--points-per-image"), ("learn", "--selector-max-steps"), ("learn", "--selector-epochs"),
             ("learn", "--samples-per-domain"), ("learn", "--rank"), ("learn", "--selector-block"),
             ("eval", "--seed"), ("demo", "--seed"), ("benchmark", "--jobs"), ("benchmark", "--epochs"),
             ("benchmark", "--batch-size"), ("benchmark", "--max-steps"), ("benchmark", "--seeds")} <= flags

@@ -16,7 +16,7 @@ from samcl.trainer import TrainConfig
 #: flag -> (config class, field)
 LEARN_FLAGS = {"--epochs": (TrainConfig, "epochs"), "--batch-size": (TrainConfig, "batch_size"),
                "--lr": (TrainConfig, "lr"), "--seed": (TrainConfig, "seed"),
-               "--points": (TrainConfig, "points_per_image"), "--amp": (TrainConfig, "amp"),
+               "--points-per-image": (TrainConfig, "points_per_image"), "--amp": (TrainConfig, "amp"),
                "--selector-block": (SelectorConfig, "block"),
                "--samples-per-domain": (SelectorConfig, "samples_per_domain"),
                "--selector-epochs": (SelectorConfig, "epochs")}

@@ -68,7 +68,7 @@ def test_forced_domain_inline_image_and_box(store):
         with client(store) as c:
             answer = c.post("/v1/segment", json={"image": base64.b64encode(png(sample.image)).decode(),
                                                  "points": sample.points[:1].tolist(), "box": box,
-                                                 "domain": domain}).json()
+                                                 "force": domain}).json()
         assert answer["domain"] == domain and answer["score"] is None
         assert np.array_equal(mask_of(answer), expected.masks[0])
 
@@ -126,7 +126,7 @@ def test_bad_segment_requests_are_4xx(store):
                  ({**ok, "labels": [2]}, 422, "invalid_request"),
                  ({**ok, "box": [10, 10, 5, 5]}, 400, "bad_box"),
                  ({**ok, "box": [0, 0, 5000, 5]}, 400, "box_outside"),
-                 ({**ok, "domain": "nope"}, 400, "unknown_domain"),
+                 ({**ok, "force": "nope"}, 400, "unknown_domain"),
                  ({**ok, "mask_format": "jpeg"}, 422, "invalid_request"),
                  ({**ok, "points": [["a", 1]]}, 422, "invalid_request"),
                  ({**ok, "colour": 1}, 422, "invalid_request")]
@@ -177,7 +177,7 @@ def test_concurrent_requests_run_as_one_mixed_batch_equal_to_each_alone(store):
     with client(store, batch_window_ms=300, max_batch=8) as c:
         keys = [c.post("/v1/images", content=png(s.image)).json()["image_id"] for s in samples]
         bodies = [{"image_id": keys[i % 4], "points": samples[i % 4].points[: 1 + i % 3].tolist(),
-                   "labels": [1, 0, 1][: 1 + i % 3], "domain": domains[i]} for i in range(8)]
+                   "labels": [1, 0, 1][: 1 + i % 3], "force": domains[i]} for i in range(8)]
         batched = run_concurrently(c, bodies)
         alone = [c.post("/v1/segment", json=body).json() for body in bodies]  # one at a time: batches of one
     assert max(a["timings"]["batch_size"] for a in batched) > 1
@@ -217,7 +217,7 @@ def test_learn_while_serving_is_picked_up_and_the_store_is_only_read(store, tmp_
         domains = c.get("/v1/domains").json()
         assert domains["generation"] == first["generation"] + 1
         assert [d["name"] for d in domains["domains"]] == ["polyps", "cells", "shadows"]
-        answer = c.post("/v1/segment", json={"image_id": key, "points": [[5, 5]], "domain": "shadows"}).json()
+        answer = c.post("/v1/segment", json={"image_id": key, "points": [[5, 5]], "force": "shadows"}).json()
         assert answer["domain"] == "shadows" and answer["generation"] == domains["generation"]
 
 

@@ -119,7 +119,7 @@ def test_echoed_ids_and_names_are_cut_short(store):
             answer = c.post("/v1/segment", json=body)
             assert answer.status_code == status and len(answer.content) < 1000, answer.content[:300]
         key = c.post("/v1/images", content=png(sample_images(1)[0].image)).json()["image_id"]
-        answer = c.post("/v1/segment", json={"image_id": key, "points": [[1, 1]], "domain": long})
+        answer = c.post("/v1/segment", json={"image_id": key, "points": [[1, 1]], "force": long})
         assert error_of(answer, 400) == "unknown_domain" and len(answer.content) < 1000
 
 

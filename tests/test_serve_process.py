@@ -93,7 +93,7 @@ def test_two_workers_a_learn_and_a_sigkill(tmp_path):
             if answer["generation"] == generation + 1:
                 seen.add(answer["pid"])
         assert seen == pids
-        forced = segment(port, {**bodies[0], "domain": "shadows"})
+        forced = segment(port, {**bodies[0], "force": "shadows"})
         assert forced["domain"] == "shadows" and forced["generation"] == generation + 1
         before_kill = segment(port, bodies[1])
         files = store_files(store)

@@ -3,7 +3,7 @@ seeds, one budget; results.json, results.md and plots.
 
     samcl benchmark --out bench                          # embedded suite, shipped tiny SAM, all methods, seeds 0,1,2
     samcl benchmark --quick --out bench-quick            # a few minutes on 2 CPU cores (CI)
-    samcl benchmark --base sam_vit_b_01ec64.pth --domain polyps=data/kvasir --domain camo=data/camo --out bench
+    samcl benchmark --base sam_vit_b_01ec64.pth --data polyps=data/kvasir --data camo=data/camo --out bench
 
 Protocol. The target domains are learned in order; every method is evaluated on every domain (and on the extra
 domains: the base model's own "general" domain and unseen ones) before learning and after each step, with the

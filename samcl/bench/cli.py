@@ -29,7 +29,7 @@ def main_benchmark(args) -> int:
     if args.jobs < 1:
         raise SamclError("--jobs must be at least 1")
     if not args.domain and (args.extra or args.general):
-        raise SamclError("--extra and --general go with --domain (the embedded suite has its own)")
+        raise SamclError("--extra and --general go with --data (the embedded suite has its own)")
     suite = SuiteSpec()
     if args.domain:
         suite = SuiteSpec(False, tuple(args.domain), tuple(args.extra or ()), args.general)
@@ -66,7 +66,7 @@ def canonical_command(args, methods: list[str], seeds: list[int]) -> str:
     parts += ["--seeds", ",".join(map(str, seeds))]
     if args.base:
         parts += ["--base", str(args.base)]
-    for flag, items in (("--domain", args.domain), ("--extra", args.extra)):
+    for flag, items in (("--data", args.domain), ("--extra", args.extra)):
         for name, path in items or ():
             parts += [flag, f"{name}={path}"]
     if args.general:

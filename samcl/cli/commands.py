@@ -94,7 +94,7 @@ def cmd_learn(args) -> int:
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         points_per_image=args.points_per_image, amp=args.amp, cache_bytes=args.cache_mb << 20,
+                         points_per_image=args.points_per_image, amp=args.amp, cache_bytes=int(args.cache_mb * 2**20),
                          progress=not args.json and (ctx is None or ctx.is_main))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -212,7 +212,7 @@ def cmd_segment(args) -> int:
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision)
     prompt = Prompt.of(points or None, labels or None, args.box)
-    results = samcl.segment(images, [prompt] * len(images), force=args.domain)
+    results = samcl.segment(images, [prompt] * len(images), force=args.force)
     out = []
     for path, target, result in zip(args.images, targets, results):
         output.write(target, (result.masks[0] * 255).astype(np.uint8))

@@ -42,7 +42,7 @@ examples:
 examples:
   samcl import-reference SAMCL/checkpoint/SAM1 ref-vitb --base sam_vit_b_01ec64.pth
   samcl import-reference SAMCL/checkpoint/SAM2 ref-hiera-t --base sam2.1_hiera_tiny.pt \\
-      --selector SAMCL/checkpoint/SAM2/Module_Selector.pth --json
+      --selector-file SAMCL/checkpoint/SAM2/Module_Selector.pth --json
   samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
 The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
 authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",

@@ -156,7 +156,7 @@ def _learn(p) -> None:
     config_flag(p, "--batch-size", TrainConfig, "batch_size")
     config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
     config_flag(p, "--seed", TrainConfig, "seed")
-    config_flag(p, "--points", TrainConfig, "points_per_image", metavar="N")
+    config_flag(p, "--points-per-image", TrainConfig, "points_per_image", metavar="N")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
@@ -164,7 +164,7 @@ def _learn(p) -> None:
     p.add_argument("--replace", action="store_true",
                    help="relearn a domain the store holds from --data alone: its old module and selector state "
                         "are replaced in one new generation (a kill before that commit leaves the old set)")
-    p.add_argument("--cache-mb", type=t.int_range(0, 1_000_000), default=train["cache_bytes"] // 2**20,
+    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=train["cache_bytes"] / 2**20,
                    help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
                         "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
     _points_frame(p)
@@ -206,7 +206,8 @@ def _segment(p) -> None:
                    help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
                         "each); a symlink is written through, never replaced")
-    p.add_argument("--domain", default=None, help="force this module instead of selecting ('base': none)")
+    p.add_argument("--force", metavar="DOMAIN", default=None,
+                   help="run this domain's module instead of the selector's pick ('base': none)")
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the nearest learned domain's module, even for an image that fits none "
                         "(default: such images run on the base; statistics selectors only)")
@@ -257,7 +258,7 @@ def _import_reference(p) -> None:
     p.add_argument("--base", required=True,
                    help="the base the modules were trained on: SAM ViT-B for SAM1 files, SAM 2 Hiera-T for SAM2 "
                         "files (Meta's .pth / .pt, or an HF directory)")
-    p.add_argument("--selector", type=Path, default=None,
+    p.add_argument("--selector-file", dest="selector", type=Path, default=None,
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
     p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=",".join(REFERENCE_CLASSES), metavar="A,B,...",
@@ -326,17 +327,17 @@ def _benchmark(p) -> None:
                 "samcl-lora, samcl-noprompt, samcl-oracle, joint\n\nexamples:\n"
                 "  samcl benchmark --quick --out bench-quick\n"
                 "  samcl benchmark --out bench --jobs 2                         # embedded suite, seeds 0,1,2\n"
-                "  samcl benchmark --base sam_vit_b_01ec64.pth --domain polyps=data/kvasir "
-                "--domain camo=data/camo --out bench\n")
+                "  samcl benchmark --base sam_vit_b_01ec64.pth --data polyps=data/kvasir "
+                "--data camo=data/camo --out bench\n")
     p.add_argument("--out", type=Path, default=Path("benchmark-out"), help="folder for results and plots")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
     p.add_argument("--seeds", type=t.seed_list, default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
     _base(p, f"default: {BUILTIN}")
-    p.add_argument("--domain", type=t.named_dir, action="append", metavar="NAME=DIR",
+    p.add_argument("--data", dest="domain", type=t.named_dir, action="append", metavar="NAME=DIR",
                    help="a domain folder (train/ and test/) to learn, in order (default: the embedded suite)")
     p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",
-                   help="a domain folder only evaluated (unseen), with --domain")
+                   help="a domain folder only evaluated (unseen), with --data")
     p.add_argument("--general", type=t.named_dir, metavar="NAME=DIR",
                    help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
     p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=None,

@@ -64,11 +64,11 @@ def router(serving: Serving) -> APIRouter:
             key, entry, image = await _image_of(serving, body, ticket)
             height, width = entry.size if entry is not None else image.shape[:2]
             prompt = _prompt(body, width, height)
-            if body.domain is not None and body.domain != "base" and body.domain not in host.samcl.domains:
-                raise ApiError(400, "unknown_domain", f"unknown domain {quoted(body.domain)}; learned: "
+            if body.force is not None and body.force != "base" and body.force not in host.samcl.domains:
+                raise ApiError(400, "unknown_domain", f"unknown domain {quoted(body.force)}; learned: "
                                                       f"{', '.join(host.samcl.domains) or 'none'} (or 'base')")
             job = await serving.run(Job("segment", key, image=image, entry=entry, prompt=prompt,
-                                        domain=body.domain))
+                                        domain=body.force))
         mask = job.prediction.masks[0]
         if body.mask_format == "png":
             encoded = {"format": "png", "data": codec.png_base64(mask)}

@@ -37,7 +37,7 @@ class InteractorRequest(BaseModel):
     pos_points: list[Point] = Field(default_factory=list, max_length=64)
     neg_points: list[Point] = Field(default_factory=list, max_length=64)
     obj_bbox: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = None
-    domain: str | None = Field(None, description="force this domain's module ('base': none)")
+    force: str | None = Field(None, description="run this domain's module ('base': none)")
 
 
 def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
@@ -69,10 +69,10 @@ def router(serving: Serving) -> APIRouter:
         with serving.ticket() as ticket:
             body = await serving.json(request, InteractorRequest, ticket)
             image = await serving.load(codec.decode_base64(body.image, "image"), ticket)
-            if body.domain is not None and body.domain != "base" and body.domain not in host.samcl.domains:
-                raise ApiError(400, "unknown_domain", f"unknown domain {body.domain[:64]!r}; learned: "
+            if body.force is not None and body.force != "base" and body.force not in host.samcl.domains:
+                raise ApiError(400, "unknown_domain", f"unknown domain {body.force[:64]!r}; learned: "
                                                       f"{', '.join(host.samcl.domains) or 'none'} (or 'base')")
-            job = await serving.segment(image, _prompt(body, image.width, image.height), body.domain)
+            job = await serving.segment(image, _prompt(body, image.width, image.height), body.force)
         mask = job.prediction.masks[0]
         outlines = await run_in_threadpool(mask_polygons, mask)
         polygon = [[int(round(x)), int(round(y))] for x, y in outlines[0]] if outlines else []

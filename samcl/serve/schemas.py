@@ -25,7 +25,7 @@ class SegmentRequest(BaseModel):
     labels: list[Label] | None = Field(None, description="1 positive, 0 negative, one per point "
                                                                  "(default: all positive)")
     box: tuple[Coordinate, Coordinate, Coordinate, Coordinate] | None = Field(None, description="[x0, y0, x1, y1]")
-    domain: str | None = Field(None, description="force this domain's module ('base': none); default: the "
+    force: str | None = Field(None, description="run this domain's module ('base': none); default: the "
                                                  "selector chooses")
     mask_format: Literal["png", "rle"] = Field("png", description="png: base64 8-bit PNG (foreground 255); "
                                                                   "rle: COCO compressed RLE")

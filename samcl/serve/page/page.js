@@ -103,7 +103,7 @@
   function request() {
     const points = state.actions.filter((a) => a.kind === "point");
     return { image_id: state.imageId, points: points.map((p) => [p.x, p.y]), labels: points.map((p) => p.label),
-             box: currentBox(), domain: $("domain").value || null, mask_format: "png" };
+             box: currentBox(), force: $("domain").value || null, mask_format: "png" };
   }
 
   async function segment() {
