@@ -9,7 +9,6 @@ Inference is `samcl.engine` (`SAMCL.segment` and the predictor run it); files ar
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from .backbone.base import FrozenBackbone
 from .data.sample import Sample
 from .engine import Engine
 from .io import SamclError
-from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
+from .moduleset import DomainEntry, ModuleSet, name_problem
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
 from .precision import resolve as resolve_precision
@@ -35,10 +34,6 @@ from .sizes import storage
 from .store import ModuleStore
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 from .types import Prediction, Prompt
-
-#: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
 
 class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
@@ -156,12 +151,9 @@ class SAMCL:
 
         Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
         parallel, rank 0 alone writes the store, and all ranks end with the same state (`samcl.distributed`)."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise SamclError(f"domain name {name!r}: use letters, digits, '_', '.', '-' (max 64), "
-                             "starting with a letter or digit")
-        if name == BASE_CLASS:
-            raise SamclError(f"domain name {name!r} is reserved for SAM without a module; "
-                             "learn the base model's own domain under its real name with base=True (--as-base)")
+        problem = name_problem(name)
+        if problem:
+            raise SamclError(problem)
         if name in self.domains:
             raise SamclError(f"domain {name!r} is already in the module set")
         if base and any(d.kind == "base" for d in self.module_set.domains):
