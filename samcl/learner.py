@@ -32,6 +32,7 @@ from .progress import bar
 from .selector import SelectorConfig, make_selector
 from .sizes import storage
 from .store import ModuleStore
+from .store_check import check_site
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 from .types import Prediction, Prompt
 
@@ -122,6 +123,7 @@ class SAMCL:
             backbone.adopt_identity(manifest["backbone"], manifest.get("base_source"))
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
                                        manifest=manifest)
+        check_site(module_set.aug_config, manifest["selector"].get("dim"), backbone.site, module_store.path)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision)

@@ -1,6 +1,6 @@
-"""A store's manifest, without any model code: reading and checking it, and verifying the files it names by
-their sha256 (what `samcl info` does, in a fraction of a second, since it needs neither torch nor safetensors).
-`samcl.store` builds on it to read and write the tensors."""
+"""A store's manifest, without any model code: reading it (a regular file, size- and depth-bounded) and reading
+the files it names, bounded by their recorded size and checked against their sha256. `samcl.store_check` checks
+its structure; `samcl.store` builds on both to read and write the tensors."""
 
 from __future__ import annotations
 
@@ -80,28 +80,3 @@ def read_verified_bytes(store: Path, relative, sha256, recorded_bytes=None) -> b
     size, `size_limit`)."""
     return read_checked(checked_file(store, relative, sha256), sha256,
                         missing=f"missing (named in {MANIFEST} but not in the store)", limit=size_limit(recorded_bytes))
-
-
-def named_files(manifest: dict) -> list[tuple[str, str]]:
-    """(file, sha256) of every file the manifest names: modules, selector, buffer."""
-    try:
-        files = [(d.get("file"), d.get("sha256")) for d in manifest["domains"] if d.get("kind") == "module"]
-        files += [((manifest.get(k) or {}).get("file"), (manifest.get(k) or {}).get("sha256"))
-                  for k in ("selector", "buffer") if (manifest.get(k) or {}).get("file")]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SamclError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
-    return files
-
-
-def verify(store: Path, manifest: dict) -> None:
-    """Every file the manifest names is there with its recorded sha256 and is a valid safetensors file
-    (SamclError naming the first that is not). Read with numpy: no torch needed."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    for relative, sha256 in named_files(manifest):
-        data = read_verified_bytes(store, relative, sha256)
-        try:
-            load(data)
-        except (SafetensorError, ValueError, TypeError) as exc:
-            raise SamclError(f"{Path(store) / relative}: not a valid safetensors file ({exc})") from None

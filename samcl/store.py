@@ -98,6 +98,8 @@ class ModuleStore:
             except BlockingIOError:
                 raise SamclError(f"{self.path}: another samcl process is writing this store") from None
             try:
+                if not self.exists():  # a writer killed before its first commit: its temporaries go now
+                    self._remove_unreferenced(None)
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -115,7 +117,7 @@ class ModuleStore:
         data = []  # committed store files without a manifest: a store was here (only temporaries may be removed)
         for path in sorted(self.path.iterdir()):
             if path.name == LOCK or _is_store_file(path.name, top=True):
-                data += [path.name] if not _TEMP.fullmatch(path.name) else []
+                data += [path.name] if path.name != LOCK and not _TEMP.fullmatch(path.name) else []
                 continue
             if path.name == MODULES and path.is_dir() and all(_is_store_file(p.name, top=False)
                                                                 for p in path.iterdir()):
@@ -131,7 +133,10 @@ class ModuleStore:
 
     # ------------------------------------------------------------------ reading
     def read_manifest(self) -> dict:
-        return read_manifest(self.path)
+        """The manifest, its structure checked (`samcl.store_check`)."""
+        manifest = read_manifest(self.path)
+        check_manifest(manifest, self.path)
+        return manifest
 
     def _read_verified(self, relative, sha256, recorded_bytes=None) -> dict[str, torch.Tensor]:
         data = read_verified_bytes(self.path, relative, sha256, recorded_bytes)

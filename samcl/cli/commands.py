@@ -138,12 +138,13 @@ def table(rows: list[list], header: list[str]) -> str:
 
 
 def cmd_info(args) -> int:
-    from ..manifest import read_manifest, verify
+    from ..manifest import read_manifest
     from ..precision import describe_auto, native_bf16
     from ..precision import resolve as resolve_precision
+    from ..store import ModuleStore
 
     manifest = read_manifest(args.store)
-    verify(args.store, manifest)  # every file's checksum (no model code: info stays fast)
+    ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
     try:
         domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
                     "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
