@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import reprlib
 import stat
 import sys
 import tempfile
@@ -293,6 +294,19 @@ def _short(exc: BaseException) -> str:
     """An exception as a short single-line text."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlist, _QUOTE.maxdict = 2, 40, 40, 4, 4
+_QUOTE.maxtuple = _QUOTE.maxset = _QUOTE.maxfrozenset = 4
+
+
+def quote(value) -> str:
+    """A bounded repr for messages: nested or shared containers and long strings are cut, never printed whole."""
+    try:
+        return _QUOTE.repr(value)
+    except RecursionError:  # (an object whose own repr nests without bound)
+        return f"<{type(value).__name__}>"
 
 
 def finite(value):

@@ -11,13 +11,12 @@ path writes a store that open would refuse), and `SAMCL.open` runs the third onc
 
 from __future__ import annotations
 
-import reprlib
 from pathlib import Path
 
 import torch
 
 from .augmodule import AugModuleConfig
-from .io import SamclError
+from .io import SamclError, quote
 from .manifest import MANIFEST
 from .moduleset import DomainEntry, name_problem
 from .selector import KINDS, SelectorConfig
@@ -31,15 +30,6 @@ ENTRY_KEYS = tuple(DomainEntry.__dataclass_fields__)
 DTYPES = ("float32", "float16")
 _AUG_INTS = ("dim", "rank", "neck_channels", "neck_dim")
 _AUG_BOOLS = ("shared_down", "prompt_augmentation")
-
-_quote = reprlib.Repr()
-_quote.maxlevel, _quote.maxstring, _quote.maxother, _quote.maxlist, _quote.maxdict = 2, 40, 40, 4, 4
-
-
-def quote(value) -> str:
-    """A bounded repr for messages: nested or shared containers and long strings are cut, never printed whole."""
-    return _quote.repr(value)
-
 
 def _is_int(value, low: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low

@@ -16,17 +16,18 @@ placement), recorded in the manifest. Their sets carry no embedding buffer, so t
 from __future__ import annotations
 
 import hashlib
-import re
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..augmodule import AugModule, config_for, parameter_shapes
-from ..io import SamclError
-from ..moduleset import BASE_CLASS, DomainEntry, ModuleSet
+from ..io import SamclError, check_regular, quote, read_limited
+from ..moduleset import DomainEntry, ModuleSet, name_problem
 from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
-from .unpickle import Record, ReferenceFileError, load_reference_file
+from ..store_check import check_tensors
+from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
 
 #: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
 REFERENCE_CLASSES = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
@@ -37,7 +38,7 @@ SELECTOR_LAYERS = {"layer1": "features.0", "norm1": "features.1", "layer2": "fea
 LINEAR = "torch.nn.modules.linear.Linear"
 LAYER_NORM = "torch.nn.modules.normalization.LayerNorm"
 EXTRA_CLASSES = ("module.SAMCL.Extra", "module.SAMCL_2.Extra")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a domain name, as `samcl learn` accepts
+MAX_BLOCKS = 1024  # more adapted blocks than any SAM has
 
 
 def _layer(record, kind: str, what: str, path: Path) -> list[torch.Tensor]:
@@ -46,8 +47,9 @@ def _layer(record, kind: str, what: str, path: Path) -> list[torch.Tensor]:
         found = record.cls_name if isinstance(record, Record) else type(record).__name__
         raise ReferenceFileError(f"{path}: {what} is a {found}, expected a {kind.rpartition('.')[2]}")
     params = record.parameters
-    if kind == LAYER_NORM and float(record.state.get("eps", 1e-5)) != 1e-5:
-        raise ReferenceFileError(f"{path}: {what} has eps {record.state['eps']}, samcl's LayerNorms use 1e-5")
+    eps = record.state.get("eps", 1e-5)
+    if kind == LAYER_NORM and (type(eps) not in (int, float) or eps != 1e-5):
+        raise ReferenceFileError(f"{path}: {what} has eps {quote(eps)}, samcl's LayerNorms use 1e-5")
     if not all(isinstance(params.get(k), torch.Tensor) for k in ("weight", "bias")):
         raise ReferenceFileError(f"{path}: {what} lacks its weight or bias")
     return [params["weight"].float(), params["bias"].float()]
@@ -58,15 +60,16 @@ def module_tensors(obj, path: Path) -> tuple[dict[str, torch.Tensor], tuple[int,
     if not isinstance(obj, dict) or not isinstance(obj.get("lora_layer"), (list, tuple)):
         raise ReferenceFileError(f"{path}: not one of the authors' module files (no dict with 'lora_layer')")
     blocks = tuple(obj["lora_layer"])
-    if not blocks or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
-        raise ReferenceFileError(f"{path}: lora_layer {list(blocks)} is not a list of block numbers")
+    if not 0 < len(blocks) <= MAX_BLOCKS or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+        raise ReferenceFileError(f"{path}: lora_layer {quote(list(blocks))} is not a list of block numbers")
     extra = obj.get("extra")
     if not isinstance(extra, Record) or extra.cls_name not in EXTRA_CLASSES:
         raise ReferenceFileError(f"{path}: 'extra' is not {' or '.join(EXTRA_CLASSES)}")
     per_block = [f"{kind}_{i:03d}" for i in range(len(blocks)) for kind in ("B", "norm1", "norm2")]
-    unknown = sorted(set(obj) - {"lora_layer", "extra", "A", *per_block})
+    unknown = sorted(set(obj) - {"lora_layer", "extra", "A", *per_block}, key=quote)
     if unknown:
-        raise ReferenceFileError(f"{path}: unexpected entries {unknown} (lora_layer lists {len(blocks)} blocks)")
+        raise ReferenceFileError(f"{path}: unexpected entries {quote(unknown)} (lora_layer lists {len(blocks)} "
+                                 "blocks)")
     a = _layer(obj.get("A"), LINEAR, "A", path)
     stacked = {kind: [_layer(obj.get(f"{kind}_{i:03d}"), LINEAR if kind == "B" else LAYER_NORM,
                              f"{kind}_{i:03d}", path) for i in range(len(blocks))] for kind in ("B", "norm1", "norm2")}
@@ -100,7 +103,7 @@ def read_module(path: Path, site) -> tuple[AugModule, dict]:
     try:
         config = config_for(site, rank=rank, adapted_blocks=blocks, heat_mode="reference")
     except ValueError as exc:
-        raise SamclError(f"{path}: lora_layer {list(blocks)} does not fit the base ({exc})") from None
+        raise SamclError(f"{path}: lora_layer {quote(list(blocks))} does not fit the base ({str(exc)[:160]})") from None
     if "neck_in.weight" not in tensors:
         config = replace(config, neck_channels=0)
     expected = parameter_shapes(config)
@@ -108,8 +111,9 @@ def read_module(path: Path, site) -> tuple[AugModule, dict]:
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "nothing"
             raise SamclError(f"{path}: {name} is {got}, the base's site needs {shape}")
+    check_tensors(tensors, path)  # the check every learned module passes: NaN or inf weights give empty masks
     facts["values"] = sum(t.numel() for t in tensors.values())
-    facts["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    facts["source_sha256"] = hashlib.sha256(read_limited(path, FILE_LIMIT, "module file")).hexdigest()
     return AugModule.from_tensors(config, {k: tensors[k].contiguous() for k in expected}), facts
 
 
@@ -141,6 +145,7 @@ def selector_state(obj, path: Path) -> dict[str, torch.Tensor]:
 def read_selector(path: Path, dim: int, classes: int) -> SelectorNet:
     net = SelectorNet(dim, classes)
     state = selector_state(load_reference_file(path), path)
+    check_tensors(state, path)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != classes:
         raise SamclError(f"{path}: the selector has {head.shape[0]} classes, but {classes} were named "
@@ -181,16 +186,18 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
 
     directory, out = Path(directory), Path(out)
     for name in classes:
-        if not _NAME.fullmatch(name) or name == BASE_CLASS:
-            raise SamclError(f"class name {name!r}: use letters, digits, '_', '.', '-' (max 64), not {BASE_CLASS!r}")
+        problem = name_problem(name)  # the rule of learn
+        if problem:
+            raise SamclError(f"--classes: {problem}")
     if len(set(classes)) != len(classes):
         raise SamclError(f"--classes names a class twice: {', '.join(classes)}")
     if selector is None:
         candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
-        selector = next((p for p in candidates if p.is_file()), candidates[0])
+        selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])
     selector = Path(selector)
-    if not selector.is_file():
+    if not os.path.lexists(selector):
         raise SamclError(f"{selector}: no such selector file (give it with --selector)")
+    check_regular(selector, "selector file")  # a fifo or a device: said so, never waited on
     files = module_files(directory, classes, selector)
     store = ModuleStore(out)
     if store.exists():
