@@ -108,6 +108,11 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, backward
     """`torch._utils._rebuild_tensor_v2`, reduced to what it may do here: view a zip storage (a 1-D tensor) and
     copy the view out. A view reaching past its storage, or with more values than the storage holds (a stride of
     0 repeats one value), is refused before anything is copied."""
+    offset, size, stride = _checked_layout(storage, offset, size, stride)
+    return storage.as_strided(size, stride, offset).clone()
+
+
+def _checked_layout(storage, offset, size, stride) -> tuple[int, tuple, tuple]:
     if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise ReferenceFileError("a tensor is rebuilt from something that is not a storage of this file")
     if not all(isinstance(v, (list, tuple)) for v in (size, stride)) or not isinstance(offset, int) \
@@ -120,7 +125,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, backward
                                     >= storage.numel()):
         raise ReferenceFileError(f"a tensor of size {quote(size)} (stride {quote(stride)}) needs more than its "
                                  f"storage of {storage.numel()} values")
-    return storage.as_strided(size, stride, offset).clone()
+    return offset, size, stride
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
@@ -160,11 +165,10 @@ class _Unpickler(pickle.Unpickler):
 
     def rebuild_tensor(self, storage, offset, size, *rest):
         """`_rebuild_tensor`, charged to the file's budget: views of one storage cannot copy it out many times."""
-        if isinstance(storage, torch.Tensor) and isinstance(size, (list, tuple)) \
-                and all(isinstance(v, int) for v in size):
-            self.budget -= math.prod(size) * storage.element_size()
-            if self.budget < 0:
-                raise ReferenceFileError(f"its tensors copy out more than {FILE_LIMIT:,} bytes in all")
+        _checked_layout(storage, offset, size, rest[0] if rest else None)
+        self.budget -= math.prod(size) * storage.element_size()
+        if self.budget < 0:
+            raise ReferenceFileError(f"its tensors copy out more than {FILE_LIMIT:,} bytes in all")
         return _rebuild_tensor(storage, offset, size, *rest)
 
     def persistent_load(self, pid):
