@@ -31,9 +31,9 @@ from safetensors.torch import save as save_safetensors
 
 from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
-from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
-from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_checked, read_manifest,
-                       read_verified_bytes, sha256_bytes)
+from .io import SamclError, atomic_write_bytes, atomic_write_json, check_regular, fault_point
+from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, checked_file, read_checked, read_manifest,
+                       read_verified_bytes, sha256_bytes, size_limit)
 from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
 from .sizes import tensor_bytes
@@ -132,6 +132,19 @@ class ModuleStore:
                              f"{MANIFEST} from a copy, or remove the folder to start a new store there")
 
     # ------------------------------------------------------------------ reading
+    def check_files(self, manifest: dict) -> None:
+        """Every file `manifest` names is a regular file within its recorded size: a quick look (no read) that a
+        command makes before loading its base model, so a FIFO or a device in a store is named at once."""
+        entries = [d for d in manifest["domains"] if d["kind"] == "module"]
+        entries += [manifest[k] for k in ("selector", "buffer") if (manifest.get(k) or {}).get("file")]
+        for entry in entries:
+            path = checked_file(self.path, entry["file"], entry["sha256"])
+            if os.path.lexists(path):  # (a missing one is reported by `load`, which may find a newer generation)
+                check_regular(path, "store file")
+                size, limit = os.stat(path).st_size, size_limit(entry.get("bytes"))
+                if size > limit:
+                    raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
+
     def read_manifest(self) -> dict:
         """The manifest, its structure checked (`samcl.store_check`)."""
         manifest = read_manifest(self.path)

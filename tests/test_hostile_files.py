@@ -18,7 +18,8 @@ from reference_files import write_reference_dir
 
 from crafted_files import TINY_BLOCKS, TINY_DIM, TINY_NECK
 from samcl.cli import main
-from samcl.io import SamclError, json_depth, read_json_file, read_limited
+import samcl.io
+from samcl.io import SamclError
 
 HANG = 120  # seconds after which a child counts as hung (it ends in about 3 s: starting Python and torch)
 FAST = ["--epochs", "1", "--json"]
@@ -63,6 +64,7 @@ def import_args(folder: Path, tmp_path: Path) -> list:
 
 # ---------------------------------------------------------------------------------------------------- the reader
 def test_fifos_and_devices_are_refused_before_any_read(tmp_path):
+    read_limited = samcl.io.read_limited
     pipe = fifo(tmp_path / "pipe.json")
     for path, kind in ((pipe, "fifo"), (Path("/dev/zero"), "character device")):
         link = tmp_path / f"link-to-{path.name}"
@@ -75,6 +77,7 @@ def test_fifos_and_devices_are_refused_before_any_read(tmp_path):
 
 
 def test_reads_are_bounded_and_json_depth_is_limited(tmp_path):
+    read_limited, read_json_file, json_depth = samcl.io.read_limited, samcl.io.read_json_file, samcl.io.json_depth
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"a": "x" * 2000}))
     with pytest.raises(SamclError, match="2,009 bytes, more than .*at most 1,000"):

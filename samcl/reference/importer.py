@@ -87,12 +87,14 @@ def module_tensors(obj, path: Path) -> tuple[dict[str, torch.Tensor], tuple[int,
              "tensors": 2 * (1 + 3 * len(blocks) + len(sources))}
     if not isinstance(facts["cnt"], (int, float, type(None))):
         facts["cnt"] = None
+    check_tensors(tensors, path)  # the check every learned module passes: NaN or inf weights give empty masks
     return tensors, blocks, facts
 
 
-def read_module(path: Path, site) -> tuple[AugModule, dict]:
-    """One of their module files as an AugModule for `site` (the base's adaptation site), sizes checked."""
-    tensors, blocks, facts = module_tensors(load_reference_file(path), path)
+def read_module(path: Path, site, parsed: tuple | None = None) -> tuple[AugModule, dict]:
+    """One of their module files as an AugModule for `site` (the base's adaptation site), sizes checked.
+    `parsed`: what `module_tensors` made of the file already (it is read before the base is loaded)."""
+    tensors, blocks, facts = parsed or module_tensors(load_reference_file(path), path)
     rank, dim = tensors["a.weight"].shape
     if dim != site.dim:
         raise SamclError(f"{path}: its modules are {dim} wide (A is {rank}x{dim}), the base's blocks are {site.dim} "
@@ -111,7 +113,6 @@ def read_module(path: Path, site) -> tuple[AugModule, dict]:
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "nothing"
             raise SamclError(f"{path}: {name} is {got}, the base's site needs {shape}")
-    check_tensors(tensors, path)  # the check every learned module passes: NaN or inf weights give empty masks
     facts["values"] = sum(t.numel() for t in tensors.values())
     facts["source_sha256"] = hashlib.sha256(read_limited(path, FILE_LIMIT, "module file")).hexdigest()
     return AugModule.from_tensors(config, {k: tensors[k].contiguous() for k in expected}), facts
@@ -139,13 +140,14 @@ def selector_state(obj, path: Path) -> dict[str, torch.Tensor]:
         if layer not in SELECTOR_LAYERS:
             raise ReferenceFileError(f"{path}: unexpected selector entry {key!r} (expected {', '.join(SELECTOR_LAYERS)})")
         state[f"{SELECTOR_LAYERS[layer]}.{field}"] = value.float() if value.is_floating_point() else value.long()
+    check_tensors(state, path)
     return state
 
 
-def read_selector(path: Path, dim: int, classes: int) -> SelectorNet:
+def read_selector(path: Path, dim: int, classes: int, state: dict | None = None) -> SelectorNet:
+    """Their selector file (or `state`, what `selector_state` made of it already) as a `SelectorNet`."""
     net = SelectorNet(dim, classes)
-    state = selector_state(load_reference_file(path), path)
-    check_tensors(state, path)
+    state = state if state is not None else selector_state(load_reference_file(path), path)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != classes:
         raise SamclError(f"{path}: the selector has {head.shape[0]} classes, but {classes} were named "
@@ -202,13 +204,16 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     store = ModuleStore(out)
     if store.exists():
         raise SamclError(f"{out}: a store already exists here; import into a new folder")
+    # every file read and checked before the base model loads: a bad file is named in a second
+    parsed = {name: module_tensors(load_reference_file(path), path) for name, path in files.items() if path}
+    selector_tensors = selector_state(load_reference_file(selector), selector)
     backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
     site = backbone.site
     block = backbone.default_selector_block
     modules, facts = {}, {}
     for name, path in files.items():
         if path is not None:
-            modules[name], facts[name] = read_module(path, site)
+            modules[name], facts[name] = read_module(path, site, parsed[name])
     configs = {m.config for m in modules.values()}
     if len(configs) > 1:
         raise SamclError(f"{directory}: the module files differ in rank or adapted blocks; a store holds one kind")
@@ -216,7 +221,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     if block >= min(config.adapted_blocks):
         raise SamclError(f"{directory}: the modules adapt block {min(config.adapted_blocks)}, not after the "
                          f"selector block {block} of this base")
-    net = read_selector(selector, site.dim, len(classes))
+    net = read_selector(selector, site.dim, len(classes), selector_tensors)
     source = backbone.source
     config_mlp = SelectorConfig(kind="mlp", block=block)  # theirs is the paper's MLP, on the mean-pooled block
     state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,
