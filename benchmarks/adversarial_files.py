@@ -5,8 +5,9 @@ one-line message, the wall time and the child's peak RSS (os.wait4's rusage of t
 
 Setup (not timed): two stores on the builtin tiny SAM learned apart by `samcl learn` ('a': red, blue; 'b': cells)
 and a folder of the authors' module files for that base (tests/reference_files.py). Each case copies what it
-tampers with. The baseline row is a good `samcl info`: the RSS of a child that imported torch and read a store,
-against which the others compare ("x base" = peak RSS / the baseline's). A case passes when it ends with the
+tampers with. The first baseline row is a good `samcl info`: the RSS of a child that imported torch and read a
+store, against which the others compare ("x base" = peak RSS / the baseline's); good `segment` and
+`import-reference` runs show what those commands cost when nothing is wrong. A case passes when it ends with the
 expected exit code within the limit; every bad file is expected to end with exit 2 and one line.
 """
 
@@ -63,7 +64,9 @@ def cases(root: Path) -> list[tuple[str, list, int]]:
     image = root / "red" / "test" / "images" / "img000.png"
     segment = lambda store: ["segment", store, image, "--point", "5,5", "--out", root / "m.png"]  # noqa: E731
     learn = lambda store, data=root / "cells": ["learn", store, "--domain", "green", "--data", data, *FAST]  # noqa
-    out = [("baseline: good info", ["info", root / "a"], 0)]
+    out = [("baseline: good info", ["info", root / "a"], 0), ("baseline: good segment", segment(root / "a"), 0),
+           ("baseline: good import", ["import-reference", root / "SAM1", root / "good-out", "--base",
+                                      "builtin:tiny-sam"], 0)]
     out += [(f"{n} .pth", reference_case(root, n, craft), 2) for n, craft in (
         ("fifo", fifo), ("link to /dev/zero", lambda p: p.symlink_to("/dev/zero")),
         ("stride-0 20000x20000", stride0_pth), ("zip bomb 1 GiB", zip_bomb_pth),

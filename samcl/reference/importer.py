@@ -182,8 +182,6 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     """Write a samcl store at `out` from the authors' module files in `directory`, their selector (default:
     `directory`/Module_Selector.pth, else the folder above), on the base `base` (a spec for `load_backbone` or
     a loaded backbone). Returns a report (domains, tensors, values, files)."""
-    from ..backbone import load_backbone
-    from ..backbone.base import FrozenBackbone
     from ..store import ModuleStore
 
     directory, out = Path(directory), Path(out)
@@ -207,6 +205,9 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     # every file read and checked before the base model loads: a bad file is named in a second
     parsed = {name: module_tensors(load_reference_file(path), path) for name, path in files.items() if path}
     selector_tensors = selector_state(load_reference_file(selector), selector)
+    from ..backbone import load_backbone  # (transformers: imported once the files are known to be good)
+    from ..backbone.base import FrozenBackbone
+
     backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
     site = backbone.site
     block = backbone.default_selector_block
