@@ -96,8 +96,16 @@ def _article(what: str) -> str:
 
 
 def check_regular(path: Path, what: str = "file") -> None:
-    """`path` is a regular file (for a file another library opens by name, e.g. transformers' safetensors)."""
-    open_regular(path, what).close()
+    """`path` is a regular file (for a file another library opens by name, e.g. transformers' safetensors): a
+    stat, not an open, so the file is still opened once."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NoSuchFile(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SamclError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    _check_kind(path, mode, what)
 
 
 def read_limited(path: Path, limit: int, what: str = "file") -> bytes:

@@ -136,17 +136,18 @@ def _check_domains(check: _Checker, domains, aug: AugModuleConfig | None) -> lis
 
 
 def _check_selector(check: _Checker, raw, names: list[str], aug: AugModuleConfig | None) -> None:
-    selector = check.keys(raw, "selector", SELECTOR_KEYS, ("kind", "config", "block"))
-    if selector["kind"] not in KINDS:
-        check.fail(f"selector kind {quote(selector['kind'])}: expected one of {', '.join(KINDS)}")
+    selector = check.keys(raw, "selector", SELECTOR_KEYS, ("config", "block"))
     if not isinstance(selector["config"], dict):
         check.fail("the selector's config is not an object")
+    kind = selector.get("kind", selector["config"].get("kind", "mlp"))  # (stores made before kinds: the mlp)
+    if kind not in KINDS:
+        check.fail(f"selector kind {quote(kind)}: expected one of {', '.join(KINDS)}")
     try:
         config = SelectorConfig.from_manifest(selector["config"])
     except (TypeError, ValueError) as exc:
         check.fail(f"selector config: {quote(str(exc))}")
-    if config.kind != selector["kind"]:
-        check.fail(f"selector kind {selector['kind']!r} but its config says {config.kind!r}")
+    if config.kind != kind:
+        check.fail(f"selector kind {kind!r} but its config says {config.kind!r}")
     block = selector["block"]
     if not _is_int(block) or (aug is not None and block >= min(aug.adapted_blocks)):
         check.fail(f"selector block {quote(block)} is not a block before the first adapted one")

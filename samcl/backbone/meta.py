@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import SamConfig, SamModel
 
-from ..io import SamclError, open_regular
+from ..io import NoSuchFile, SamclError, open_regular
 
 _META_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt")
@@ -94,6 +94,8 @@ def read_checkpoint(path: str | PathLike) -> dict[str, torch.Tensor]:
     try:
         with open_regular(path, "checkpoint file") as handle:  # (a fifo or device is refused before it blocks)
             checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
+    except NoSuchFile:
+        raise ValueError(f"{path}: cannot read file (no such file)") from None
     except SamclError as err:
         raise ValueError(str(err)) from None
     except OSError as err:
