@@ -1,7 +1,11 @@
-"""File helpers shared by the store, the datasets and the CLI: atomic writes and image reading.
+"""File helpers shared by the store, the datasets, the importer, the backbones and the CLI: atomic writes,
+bounded reads of regular files, JSON with a depth limit, and image reading.
 
-New files get the permissions any Unix tool gives them (0666 minus the umask), and a file that is replaced
-keeps its own; images and masks are read upright (EXIF orientation applied, `samcl.images`)."""
+Every file samcl reads goes through `open_regular` (or `read_limited` / `read_json_file` on top of it): a FIFO,
+a device or a symlink to one is refused before any read can block or run forever, and what is read is bounded by
+the size the caller expects. New files get the permissions any Unix tool gives them (0666 minus the umask), and a
+file that is replaced keeps its own; images and masks are read upright (EXIF orientation applied,
+`samcl.images`)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ import json
 import math
 import os
 import re
+import reprlib
 import stat
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -42,6 +48,105 @@ def fault_point(step: str) -> None:
         time.sleep(max(float(delay), 0.0))
     except ValueError:
         pass
+
+
+class NoSuchFile(SamclError):
+    """The file to read is not there (a caller expecting it may say more)."""
+
+
+#: JSON nested deeper than this is refused before it is parsed: samcl's own files nest a few levels, and Python's
+#: parser recurses once per level (a file nested a million levels deep would end in a RecursionError).
+MAX_JSON_DEPTH = 64
+
+
+def open_regular(path: Path, what: str = "file") -> BinaryIO:
+    """`path` opened for binary reading if it is a regular file (a symlink to one is fine). A FIFO, a device, a
+    socket or a folder is refused before any read: stat first, then open with O_NONBLOCK (a FIFO swapped in
+    between opens at once instead of waiting for a writer) and check the opened file itself again."""
+    path = Path(path)
+    try:
+        _check_kind(path, os.stat(path).st_mode, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise NoSuchFile(f"{path}: no such file") from None
+    except PermissionError:
+        raise SamclError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise SamclError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        _check_kind(path, os.fstat(fd).st_mode, what)
+        os.set_blocking(fd, True)
+        return open(path, "rb", opener=lambda *_: fd)  # (named by its path, for messages of other libraries)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_kind(path: Path, mode: int, what: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise SamclError(f"{path}: is a folder, not {_article(what)}")
+    expected = "" if what == "file" else f" (expected {_article(what)})"
+    raise SamclError(f"{path}: is a {_file_kind(mode)}, not a regular file{expected}")
+
+
+def _article(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
+def check_regular(path: Path, what: str = "file") -> None:
+    """`path` is a regular file (for a file another library opens by name, e.g. transformers' safetensors): a
+    stat, not an open, so the file is still opened once."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NoSuchFile(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SamclError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    _check_kind(path, mode, what)
+
+
+def read_limited(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, refused unread if it holds more than `limit` bytes."""
+    with open_regular(path, what) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise SamclError(f"{path}: {max(size, len(data)):,} bytes, more than {_article(what)} holds here "
+                         f"(at most {limit:,}); nothing was read")
+    return data
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_OPEN, _JSON_CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(data: bytes) -> int:
+    """How deep the arrays and objects of JSON text nest (brackets inside strings do not count)."""
+    text = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
+    brackets = text[np.isin(text, _JSON_OPEN) | np.isin(text, _JSON_CLOSE)]
+    steps = np.where(np.isin(brackets, _JSON_OPEN), 1, -1).astype(np.int64)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def parse_json(data: bytes | str, source, problem: str = "malformed JSON", max_depth: int = MAX_JSON_DEPTH):
+    """JSON text -> its value; nesting deeper than `max_depth` is refused before parsing. Every problem is one
+    SamclError "<source>: <problem> (<why>)"."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise SamclError(f"{source}: {problem} (nested {depth:,} levels deep; at most {max_depth} are read)")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SamclError(f"{source}: {problem} ({_short(exc)})") from None
+
+
+def read_json_file(path: Path, limit: int, what: str = "JSON file", problem: str | None = None):
+    """A regular JSON file of at most `limit` bytes, depth-checked (`parse_json`)."""
+    return parse_json(read_limited(path, limit, what), path, problem or f"malformed {what}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -161,23 +266,17 @@ def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
 
 def _open(path: Path) -> Image.Image:
     path = Path(path)
+    handle = open_regular(path, "image")  # a fifo would block for ever, a device never ends
     try:
-        kind = os.stat(path).st_mode
-        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a fifo would block for ever, a device never ends
-            raise SamclError(f"{path}: is a {_file_kind(kind)}, not an image file")
         with warnings.catch_warnings():
             # PIL warns above its own limit; samcl's explicit limit below decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(handle)
         if image.width * image.height > MAX_IMAGE_PIXELS:
             image.close()
             raise _too_large(path, image.width * image.height, f"{image.width}x{image.height} pixels, ")
         image.load()
         return upright(image)
-    except FileNotFoundError:
-        raise SamclError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SamclError(f"{path}: is a folder, not an image") from None
     except PermissionError:
         raise SamclError(f"{path}: permission denied") from None
     except Image.DecompressionBombError as exc:  # PIL's own guard fires first for the very largest
@@ -187,6 +286,8 @@ def _open(path: Path) -> Image.Image:
         raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise SamclError(f"{path}: not a readable image ({_short(exc)})") from None
+    finally:
+        handle.close()  # the pixels are loaded: PIL needs the file no more
 
 
 def _file_kind(mode: int) -> str:
@@ -201,6 +302,19 @@ def _short(exc: BaseException) -> str:
     """An exception as a short single-line text."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlist, _QUOTE.maxdict = 2, 40, 40, 4, 4
+_QUOTE.maxtuple = _QUOTE.maxset = _QUOTE.maxfrozenset = 4
+
+
+def quote(value) -> str:
+    """A bounded repr for messages: nested or shared containers and long strings are cut, never printed whole."""
+    try:
+        return _QUOTE.repr(value)
+    except RecursionError:  # (an object whose own repr nests without bound)
+        return f"<{type(value).__name__}>"
 
 
 def finite(value):

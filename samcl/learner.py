@@ -9,7 +9,6 @@ Inference is `samcl.engine` (`SAMCL.segment` and the predictor run it); files ar
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from .backbone.base import FrozenBackbone
 from .data.sample import Sample
 from .engine import Engine
 from .io import SamclError
-from .moduleset import BASE_CLASS, DomainEntry, ModuleSet
+from .moduleset import DomainEntry, ModuleSet, name_problem
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
 from .precision import resolve as resolve_precision
@@ -33,12 +32,9 @@ from .progress import bar
 from .selector import SelectorConfig, make_selector
 from .sizes import storage
 from .store import ModuleStore
+from .store_check import check_site
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 from .types import Prediction, Prompt
-
-#: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
 
 class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
@@ -128,6 +124,7 @@ class SAMCL:
             backbone.adopt_identity(manifest["backbone"], manifest.get("base_source"))
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
                                        manifest=manifest)
+        check_site(module_set.aug_config, manifest["selector"].get("dim"), backbone.site, module_store.path)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision)
@@ -161,12 +158,9 @@ class SAMCL:
 
         Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
         parallel, rank 0 alone writes the store, and all ranks end with the same state (`samcl.distributed`)."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise SamclError(f"domain name {name!r}: use letters, digits, '_', '.', '-' (max 64), "
-                             "starting with a letter or digit")
-        if name == BASE_CLASS:
-            raise SamclError(f"domain name {name!r} is reserved for SAM without a module; "
-                             "learn the base model's own domain under its real name with base=True (--as-base)")
+        problem = name_problem(name)
+        if problem:
+            raise SamclError(problem)
         if name in self.domains and not replace:
             raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True, "
                              "--replace on the command line)")

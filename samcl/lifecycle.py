@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .io import SamclError
-from .moduleset import BASE_CLASS, ModuleSet
+from .moduleset import BASE_CLASS, ModuleSet, name_problem
 from .store import ModuleStore
 
 
@@ -79,6 +79,10 @@ def merge(out: str | Path, paths: list[str | Path], rename: dict[str, str] | Non
     if len(paths) < 2:
         raise SamclError("merge needs at least two stores")
     rename = dict(rename or {})
+    for old, new in rename.items():  # the rule of learn: a merge must not make a name learn refuses
+        problem = name_problem(new)
+        if problem:
+            raise SamclError(f"--rename {old}={new}: {problem}")
     target = ModuleStore(out)
     if target.exists():
         raise SamclError(f"{out}: a store already exists here; merge writes a new one")

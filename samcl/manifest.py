@@ -1,19 +1,24 @@
-"""A store's manifest, without any model code: reading and checking it, and verifying the files it names by
-their sha256 (what `samcl info` does, in a fraction of a second, since it needs neither torch nor safetensors).
-`samcl.store` builds on it to read and write the tensors."""
+"""A store's manifest, without any model code: reading it (a regular file, size- and depth-bounded) and reading
+the files it names, bounded by their recorded size and checked against their sha256. `samcl.store_check` checks
+its structure; `samcl.store` builds on both to read and write the tensors."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ._version import __version__
-from .io import SamclError
+from .io import NoSuchFile, SamclError, read_json_file, read_limited
 
 FORMAT = "samcl-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The most a manifest may hold: one of 10,000 domains is about 10 MiB.
+MANIFEST_LIMIT = 64 << 20
+#: What a file the manifest names may hold beyond its recorded tensor bytes (the safetensors header), and the
+#: bound for a file whose size is not recorded.
+HEADER_ALLOWANCE = 1 << 20
+UNRECORDED_LIMIT = 4 << 30
 
 
 class MissingFile(SamclError):
@@ -27,14 +32,11 @@ def sha256_bytes(data: bytes) -> str:
 def read_manifest(store: Path) -> dict:
     """STORE/manifest.json, checked to be a samcl manifest of a format this samcl reads."""
     path = Path(store) / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         if Path(store).is_file():
             raise SamclError(f"{store}: is a file, not a samcl store folder")
         raise SamclError(f"{store}: not a samcl store (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SamclError(f"{path}: unreadable manifest ({exc})") from None
+    manifest = read_json_file(path, MANIFEST_LIMIT, "store manifest", "unreadable manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SamclError(f"{path}: not a samcl store manifest")
     version = manifest.get("format_version")
@@ -54,45 +56,27 @@ def checked_file(store: Path, relative, sha256) -> Path:
     return Path(store) / relative
 
 
-def read_checked(path: Path, sha256: str | None, missing: str = "missing") -> bytes:
-    """A file's bytes, checked against `sha256` when given; every problem is one SamclError naming the file."""
+def size_limit(recorded) -> int:
+    """The most bytes a file the manifest names may hold: its recorded bytes and a header (when recorded)."""
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+        return recorded + HEADER_ALLOWANCE
+    return UNRECORDED_LIMIT
+
+
+def read_checked(path: Path, sha256: str | None, missing: str = "missing", limit: int = UNRECORDED_LIMIT) -> bytes:
+    """A regular file's bytes (at most `limit`), checked against `sha256` when given; every problem is one
+    SamclError naming the file."""
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+        data = read_limited(path, limit, "store file")
+    except NoSuchFile:
         raise MissingFile(f"{path}: {missing}") from None
-    except OSError as exc:
-        raise SamclError(f"{path}: unreadable ({exc.strerror})") from None
     if sha256 is not None and sha256_bytes(data) != sha256:
         raise SamclError(f"{path}: checksum mismatch (file changed or truncated since it was saved)")
     return data
 
 
-def read_verified_bytes(store: Path, relative, sha256) -> bytes:
-    """A file the manifest names, its bytes checked against the manifest's sha256."""
+def read_verified_bytes(store: Path, relative, sha256, recorded_bytes=None) -> bytes:
+    """A file the manifest names, its bytes checked against the manifest's sha256 (and bounded by its recorded
+    size, `size_limit`)."""
     return read_checked(checked_file(store, relative, sha256), sha256,
-                        missing=f"missing (named in {MANIFEST} but not in the store)")
-
-
-def named_files(manifest: dict) -> list[tuple[str, str]]:
-    """(file, sha256) of every file the manifest names: modules, selector, buffer."""
-    try:
-        files = [(d.get("file"), d.get("sha256")) for d in manifest["domains"] if d.get("kind") == "module"]
-        files += [((manifest.get(k) or {}).get("file"), (manifest.get(k) or {}).get("sha256"))
-                  for k in ("selector", "buffer") if (manifest.get(k) or {}).get("file")]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SamclError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
-    return files
-
-
-def verify(store: Path, manifest: dict) -> None:
-    """Every file the manifest names is there with its recorded sha256 and is a valid safetensors file
-    (SamclError naming the first that is not). Read with numpy: no torch needed."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    for relative, sha256 in named_files(manifest):
-        data = read_verified_bytes(store, relative, sha256)
-        try:
-            load(data)
-        except (SafetensorError, ValueError, TypeError) as exc:
-            raise SamclError(f"{Path(store) / relative}: not a valid safetensors file ({exc})") from None
+                        missing=f"missing (named in {MANIFEST} but not in the store)", limit=size_limit(recorded_bytes))

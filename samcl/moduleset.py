@@ -8,6 +8,7 @@ grows it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .augmodule import AugModule, AugModuleConfig
@@ -16,6 +17,20 @@ from .selector import EmbeddingBuffer, Selector, SelectorConfig
 
 #: The name results give to SAM without a module (the learned base class, or no class at all).
 BASE_CLASS = "base"
+#: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full (so
+#: no path separator, no "..", nothing a file name could not hold).
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def name_problem(name) -> str | None:
+    """Why `name` cannot name a domain (None if it can): the one rule of learn, import, merge and every store."""
+    if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
+        shown = repr(name) if isinstance(name, str) and len(name) <= 80 else f"{repr(name)[:77]}..."
+        return f"domain name {shown}: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit"
+    if name == BASE_CLASS:
+        return (f"domain name {name!r} is reserved for SAM without a module; learn the base model's own domain "
+                "under its real name with base=True (--as-base)")
+    return None
 
 
 @dataclass

@@ -31,12 +31,13 @@ from safetensors.torch import save as save_safetensors
 
 from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
-from .io import SamclError, atomic_write_bytes, atomic_write_json, fault_point
-from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, read_checked, read_manifest,
-                       read_verified_bytes, sha256_bytes)
+from .io import SamclError, atomic_write_bytes, atomic_write_json, check_regular, fault_point
+from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, checked_file, read_checked, read_manifest,
+                       read_verified_bytes, sha256_bytes, size_limit)
 from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
 from .sizes import tensor_bytes
+from .store_check import check_manifest, check_tensors
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -97,6 +98,8 @@ class ModuleStore:
             except BlockingIOError:
                 raise SamclError(f"{self.path}: another samcl process is writing this store") from None
             try:
+                if not self.exists():  # a writer killed before its first commit: its temporaries go now
+                    self._remove_unreferenced(None)
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -114,7 +117,7 @@ class ModuleStore:
         data = []  # committed store files without a manifest: a store was here (only temporaries may be removed)
         for path in sorted(self.path.iterdir()):
             if path.name == LOCK or _is_store_file(path.name, top=True):
-                data += [path.name] if not _TEMP.fullmatch(path.name) else []
+                data += [path.name] if path.name != LOCK and not _TEMP.fullmatch(path.name) else []
                 continue
             if path.name == MODULES and path.is_dir() and all(_is_store_file(p.name, top=False)
                                                                 for p in path.iterdir()):
@@ -129,15 +132,33 @@ class ModuleStore:
                              f"{MANIFEST} from a copy, or remove the folder to start a new store there")
 
     # ------------------------------------------------------------------ reading
-    def read_manifest(self) -> dict:
-        return read_manifest(self.path)
+    def check_files(self, manifest: dict) -> None:
+        """Every file `manifest` names is a regular file within its recorded size: a quick look (no read) that a
+        command makes before loading its base model, so a FIFO or a device in a store is named at once."""
+        entries = [d for d in manifest["domains"] if d["kind"] == "module"]
+        entries += [manifest[k] for k in ("selector", "buffer") if (manifest.get(k) or {}).get("file")]
+        for entry in entries:
+            path = checked_file(self.path, entry["file"], entry["sha256"])
+            if os.path.lexists(path):  # (a missing one is reported by `load`, which may find a newer generation)
+                check_regular(path, "store file")
+                size, limit = os.stat(path).st_size, size_limit(entry.get("bytes"))
+                if size > limit:
+                    raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
 
-    def _read_verified(self, relative, sha256) -> dict[str, torch.Tensor]:
-        data = read_verified_bytes(self.path, relative, sha256)
+    def read_manifest(self) -> dict:
+        """The manifest, its structure checked (`samcl.store_check`)."""
+        manifest = read_manifest(self.path)
+        check_manifest(manifest, self.path)
+        return manifest
+
+    def _read_verified(self, relative, sha256, recorded_bytes=None) -> dict[str, torch.Tensor]:
+        data = read_verified_bytes(self.path, relative, sha256, recorded_bytes)
         try:
-            return load_safetensors(data)
+            tensors = load_safetensors(data)
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise SamclError(f"{self.path / relative}: not a valid safetensors file ({exc})") from None
+        check_tensors(tensors, self.path / relative)
+        return tensors
 
     def load(self, identity: dict | None = None, lazy_buffer: bool = False, manifest: dict | None = None) -> ModuleSet:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
@@ -161,6 +182,7 @@ class ModuleStore:
         raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
 
     def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> ModuleSet:
+        check_manifest(manifest, self.path)
         try:
             if identity is not None:
                 check_identity(self.path, manifest["backbone"], identity)
@@ -180,7 +202,7 @@ class ModuleStore:
             raise SamclError(f"{self.manifest_path}: malformed manifest ({type(exc).__name__}: {exc})") from None
         for entry in state.domains:
             if entry.kind == "module":
-                tensors = self._read_verified(entry.file, entry.sha256)
+                tensors = self._read_verified(entry.file, entry.sha256, entry.bytes)
                 try:
                     module = AugModule.from_tensors(AugModuleConfig.from_dict(entry.config),
                                                     {k: v.float() for k, v in tensors.items()})
@@ -188,7 +210,7 @@ class ModuleStore:
                     raise SamclError(f"{self.path / entry.file}: does not match its manifest entry ({exc})") from None
                 state.modules[entry.name] = module.requires_grad_(False)
         if selector.get("file"):
-            tensors = self._read_verified(selector["file"], selector.get("sha256"))
+            tensors = self._read_verified(selector["file"], selector.get("sha256"), selector.get("bytes"))
             config, dim = state.selector_config, int(selector["dim"])
             loaded = None
             if config.kind == "mlp":
@@ -204,7 +226,7 @@ class ModuleStore:
         return state
 
     def _read_buffer(self, buffer: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"))
+        tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"), buffer.get("bytes"))
         try:
             embeddings, labels = tensors["embeddings"].float(), tensors["labels"].long()
             EmbeddingBuffer(dim, embeddings, labels)  # checks the shapes
@@ -245,6 +267,7 @@ class ModuleStore:
                 continue
             module = state.modules[entry.name]
             tensors = {k: v.to(dtype) for k, v in module.state_tensors().items()}
+            check_tensors(tensors, f"domain {entry.name!r}")  # (an imported NaN, or one of float16's overflows)
             entry.file = f"{MODULES}/{index:04d}-{_SAFE_NAME.sub('_', entry.name)}.g{gen}.safetensors"
             entry.bytes = tensor_bytes(tensors)
             entry.sha256, _ = write_tensors(self.path / entry.file, tensors, domain=entry.name,
@@ -260,6 +283,7 @@ class ModuleStore:
             cast = dtype if state.selector_config.kind == "mlp" else None
             sel_tensors = {k: (v.to(cast) if cast is not None and v.is_floating_point() else v)
                            for k, v in state.selector.to_tensors().items()}
+            check_tensors(sel_tensors, "the selector")
             selector["file"] = f"selector.g{gen}.safetensors"
             sha, size = write_tensors(self.path / selector["file"], sel_tensors)
             selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)
@@ -277,6 +301,7 @@ class ModuleStore:
             "augmodule": state.aug_config.to_dict() if state.aug_config else None,
             "selector": selector, "buffer": buffer, "domains": [d.to_dict() for d in state.domains],
         }
+        check_manifest(manifest, self.path)  # what open would refuse is never committed (a name, a duplicate...)
         atomic_write_json(self.manifest_path, manifest)  # the commit point
         fault_point(f"save: wrote {MANIFEST}")
         self._remove_unreferenced(manifest)

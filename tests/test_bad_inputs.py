@@ -136,7 +136,7 @@ def test_unreadable_image_is_named(ws, store, tmp_path, capsys, monkeypatch):
     real_open = samcl.io.Image.open
 
     def guarded(path, *args, **kwargs):
-        if Path(path) == victim:
+        if Path(getattr(path, "name", path)) == victim:  # (samcl hands PIL the file it opened)
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 

@@ -133,7 +133,7 @@ def test_reader_follows_a_commit_that_removed_the_files_it_was_about_to_read(sma
     real_read = ModuleStore._read_verified
     commits = []
 
-    def read_after_a_commit(self, relative, sha256):
+    def read_after_a_commit(self, relative, sha256, *size):
         if not commits:  # the writer commits between the reader's manifest read and its first file read
             commits.append(relative)
             for source in sorted(newer.rglob("*")):
@@ -142,7 +142,7 @@ def test_reader_follows_a_commit_that_removed_the_files_it_was_about_to_read(sma
                     shutil.copy(source, small_store / source.relative_to(newer))
             samcl.io.atomic_write_bytes(small_store / "manifest.json", (newer / "manifest.json").read_bytes())
             ModuleStore(small_store)._remove_unreferenced(json.loads((newer / "manifest.json").read_text()))
-        return real_read(self, relative, sha256)
+        return real_read(self, relative, sha256, *size)
 
     old_selector = json.loads((small_store / "manifest.json").read_text())["selector"]["file"]
     monkeypatch.setattr(ModuleStore, "_read_verified", read_after_a_commit)

@@ -3,10 +3,10 @@ base: the builtin tiny SAM, an HF-format directory (SAM or SAM 2), or one of Met
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
-from ..io import SamclError
+from ..io import NoSuchFile, SamclError, check_regular, read_json_file
 from .base import FrozenBackbone, file_source
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone
@@ -14,6 +14,8 @@ from .sam2 import Sam2Backbone
 #: The tiny SAM pretrained by this project on its synthetic general domain, shipped in the package.
 BUILTIN_TINY_SAM = "builtin:tiny-sam"
 TINY_SAM_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-sam"
+#: The most a model directory's config.json may hold (SAM's is about 4 KB).
+CONFIG_LIMIT = 1 << 20
 
 
 def resolve_base(spec: str | Path | None) -> str:
@@ -36,7 +38,7 @@ def load_backbone(spec: str | Path | None = None) -> SamBackbone | Sam2Backbone:
             backbone = _from_directory(path)  # (it read model.safetensors, or the index and every shard)
             weights = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else \
                 [path / "model.safetensors.index.json", *sorted(path.glob("model-*.safetensors"))]
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or a fifo or device that reading refuses by name
             backbone, weights = _from_checkpoint(path), [path]
         else:
             raise ValueError(f"{path}: no such file or directory")
@@ -49,11 +51,12 @@ def load_backbone(spec: str | Path | None = None) -> SamBackbone | Sam2Backbone:
 def _from_directory(directory: Path) -> FrozenBackbone:
     """SamBackbone or Sam2Backbone by config.json's model_type, reading config.json once."""
     try:
-        config = json.loads((directory / "config.json").read_text())
-    except FileNotFoundError:
+        config = read_json_file(directory / "config.json", CONFIG_LIMIT, "model config", "unreadable")
+    except NoSuchFile:
         raise ValueError(f"{directory}: not a model directory (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{directory / 'config.json'}: unreadable ({exc})") from None
+    for name in ("model.safetensors", "model.safetensors.index.json", *(p.name for p in directory.glob("model-*"))):
+        if os.path.lexists(directory / name):  # transformers would open a fifo and wait for ever
+            check_regular(directory / name, "weights file")
     kind = Sam2Backbone if isinstance(config, dict) and config.get("model_type") == "sam2" else SamBackbone
     return kind.from_config_dict(directory, config)
 

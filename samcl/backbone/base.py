@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from ..io import read_json_file
 from ..prompts import HeatConfig, render_heat
 
 #: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
@@ -115,10 +116,7 @@ class FrozenBackbone(nn.Module):
             raise ValueError(f"{path}: is a file, not a model directory (samcl.load_backbone reads checkpoint files)")
         if not (path / "config.json").is_file():
             raise ValueError(f"{path}: not a model directory (no config.json)")
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path / 'config.json'}: unreadable ({exc})") from None
+        config = read_json_file(path / "config.json", 1 << 20, "model config", "unreadable")
         return cls.from_config_dict(path, config)
 
     @classmethod

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import SamConfig, SamModel
 
+from ..io import NoSuchFile, SamclError, open_regular
+
 _META_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _WRAPPER_KEYS = ("model", "state_dict")
@@ -90,7 +92,12 @@ def convert_meta_state_dict(
 def read_checkpoint(path: str | PathLike) -> dict[str, torch.Tensor]:
     """Read ``path`` with ``torch.load(weights_only=True)`` and unwrap it to a flat state dict."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "checkpoint file") as handle:  # (a fifo or device is refused before it blocks)
+            checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
+    except NoSuchFile:
+        raise ValueError(f"{path}: cannot read file (no such file)") from None
+    except SamclError as err:
+        raise ValueError(str(err)) from None
     except OSError as err:
         raise ValueError(f"{path}: cannot read file ({err.strerror or err})") from err
     except pickle.UnpicklingError as err:

@@ -63,13 +63,19 @@ def _check_store_path(store: Path) -> None:
                          "points to, or remove the link")
 
 
+def _precheck_store(store: Path) -> None:
+    """A store's manifest and the files it names, looked at before the base model (and transformers) loads: a bad
+    manifest or a FIFO in the store is named in a second, not after the model is built."""
+    from ..store import ModuleStore
+
+    if ModuleStore(store).exists():
+        ModuleStore(store).check_files(ModuleStore(store).read_manifest())
+
+
 def cmd_learn(args) -> int:
     from .. import distributed
-    from ..backbone import load_backbone, resolve_base
-    from ..learner import SAMCL
     from ..selector import DEFAULT_KIND, SelectorConfig
     from ..store import ModuleStore
-    from ..trainer import TrainConfig
 
     _check_store_path(args.store)
     check_device(args.device)
@@ -77,6 +83,11 @@ def cmd_learn(args) -> int:
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
     data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
+    _precheck_store(args.store)
+    from ..backbone import load_backbone, resolve_base
+    from ..learner import SAMCL
+    from ..trainer import TrainConfig
+
     if ModuleStore(args.store).exists():
         samcl = SAMCL.open(args.store, base=args.base, device=device)
         kind = samcl.module_set.selector_config.kind
@@ -139,12 +150,13 @@ def table(rows: list[list], header: list[str]) -> str:
 
 
 def cmd_info(args) -> int:
-    from ..manifest import read_manifest, verify
+    from ..manifest import read_manifest
     from ..precision import describe_auto, native_bf16
     from ..precision import resolve as resolve_precision
+    from ..store import ModuleStore
 
     manifest = read_manifest(args.store)
-    verify(args.store, manifest)  # every file's checksum (no model code: info stays fast)
+    ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
     try:
         domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
                     "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
@@ -204,6 +216,7 @@ def cmd_segment(args) -> int:
         for x, y in points:
             if not (0 <= x < width and 0 <= y < height):
                 raise SamclError(f"{path}: point {x:g},{y:g} lies outside the {width}x{height} image")
+    _precheck_store(args.store)
     import numpy as np
 
     from ..learner import SAMCL

@@ -17,21 +17,22 @@ says which; `points_note` says which was used. Missing points are sampled from t
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..io import SamclError, read_image, read_mask
+from ..io import SamclError, read_image, read_json_file, read_mask
 from ..prompts import sample_points, sample_rng
 from .sample import Sample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 POINT_FRAMES = ("auto", "pixels", "square1024")
 REFERENCE_SIDE = 1024  # the reference code stretches every image to this square before placing points
+POINTS_LIMIT = 64 << 20  # the most a points.json may hold (the reference's for 10,000 images is about 2 MB)
 
 
 def resolve_split(path: str | Path, split: str) -> Path:
@@ -53,8 +54,8 @@ def _files(folder: Path) -> dict[str, Path]:
     with one stem (a.png, a.jpg) would pair ambiguously and are an error."""
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or path.is_dir():
+            continue  # (a fifo or device under an image's name stays: reading it says what it is)
         if path.stem in files:
             raise SamclError(f"{path}: same name as {files[path.stem].name}; keep one file per name")
         files[path.stem] = path
@@ -160,12 +161,9 @@ def glob_escape(text: str) -> str:
 
 def read_points(path: Path, names: dict[str, str], frame: str) -> tuple[dict, str, str | None]:
     """points.json -> ({stem: (points N x 2 float32, labels N int64)}, frame used, a note saying which)."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}, "pixels", None
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SamclError(f"{path}: malformed points.json ({exc})") from None
+    raw = read_json_file(path, POINTS_LIMIT, "points file", "malformed points.json")
     if not isinstance(raw, dict):
         raise SamclError(f"{path}: malformed points.json (expected an object mapping file names to points)")
     out, keys, reference = {}, {}, 0
@@ -204,7 +202,11 @@ def _entry(path: Path, key: str, value) -> tuple[np.ndarray, np.ndarray, bool]:
     elif (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list) and value[0]
           and isinstance(value[0][0], list)):
         value, labels, reference = value[0], value[1], True
+    numbers = isinstance(value, list) and all(isinstance(p, list) and all(type(v) in (int, float) for v in p)
+                                              for p in value)  # (numpy would read "3" and true as numbers)
     try:
+        if not numbers:
+            raise TypeError
         points = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError, OverflowError):
         raise SamclError(f"{path}: malformed points for {key!r} (expected [[x, y], ...])") from None

@@ -16,17 +16,18 @@ placement), recorded in the manifest. Their sets carry no embedding buffer, so t
 from __future__ import annotations
 
 import hashlib
-import re
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..augmodule import AugModule, config_for, parameter_shapes
-from ..io import SamclError
-from ..moduleset import BASE_CLASS, DomainEntry, ModuleSet
+from ..io import SamclError, check_regular, quote, read_limited
+from ..moduleset import DomainEntry, ModuleSet, name_problem
 from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
-from .unpickle import Record, ReferenceFileError, load_reference_file
+from ..store_check import check_tensors
+from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
 
 #: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
 REFERENCE_CLASSES = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
@@ -37,7 +38,7 @@ SELECTOR_LAYERS = {"layer1": "features.0", "norm1": "features.1", "layer2": "fea
 LINEAR = "torch.nn.modules.linear.Linear"
 LAYER_NORM = "torch.nn.modules.normalization.LayerNorm"
 EXTRA_CLASSES = ("module.SAMCL.Extra", "module.SAMCL_2.Extra")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a domain name, as `samcl learn` accepts
+MAX_BLOCKS = 1024  # more adapted blocks than any SAM has
 
 
 def _layer(record, kind: str, what: str, path: Path) -> list[torch.Tensor]:
@@ -46,8 +47,9 @@ def _layer(record, kind: str, what: str, path: Path) -> list[torch.Tensor]:
         found = record.cls_name if isinstance(record, Record) else type(record).__name__
         raise ReferenceFileError(f"{path}: {what} is a {found}, expected a {kind.rpartition('.')[2]}")
     params = record.parameters
-    if kind == LAYER_NORM and float(record.state.get("eps", 1e-5)) != 1e-5:
-        raise ReferenceFileError(f"{path}: {what} has eps {record.state['eps']}, samcl's LayerNorms use 1e-5")
+    eps = record.state.get("eps", 1e-5)
+    if kind == LAYER_NORM and (type(eps) not in (int, float) or eps != 1e-5):
+        raise ReferenceFileError(f"{path}: {what} has eps {quote(eps)}, samcl's LayerNorms use 1e-5")
     if not all(isinstance(params.get(k), torch.Tensor) for k in ("weight", "bias")):
         raise ReferenceFileError(f"{path}: {what} lacks its weight or bias")
     return [params["weight"].float(), params["bias"].float()]
@@ -58,15 +60,16 @@ def module_tensors(obj, path: Path) -> tuple[dict[str, torch.Tensor], tuple[int,
     if not isinstance(obj, dict) or not isinstance(obj.get("lora_layer"), (list, tuple)):
         raise ReferenceFileError(f"{path}: not one of the authors' module files (no dict with 'lora_layer')")
     blocks = tuple(obj["lora_layer"])
-    if not blocks or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
-        raise ReferenceFileError(f"{path}: lora_layer {list(blocks)} is not a list of block numbers")
+    if not 0 < len(blocks) <= MAX_BLOCKS or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+        raise ReferenceFileError(f"{path}: lora_layer {quote(list(blocks))} is not a list of block numbers")
     extra = obj.get("extra")
     if not isinstance(extra, Record) or extra.cls_name not in EXTRA_CLASSES:
         raise ReferenceFileError(f"{path}: 'extra' is not {' or '.join(EXTRA_CLASSES)}")
     per_block = [f"{kind}_{i:03d}" for i in range(len(blocks)) for kind in ("B", "norm1", "norm2")]
-    unknown = sorted(set(obj) - {"lora_layer", "extra", "A", *per_block})
+    unknown = sorted(set(obj) - {"lora_layer", "extra", "A", *per_block}, key=quote)
     if unknown:
-        raise ReferenceFileError(f"{path}: unexpected entries {unknown} (lora_layer lists {len(blocks)} blocks)")
+        raise ReferenceFileError(f"{path}: unexpected entries {quote(unknown)} (lora_layer lists {len(blocks)} "
+                                 "blocks)")
     a = _layer(obj.get("A"), LINEAR, "A", path)
     stacked = {kind: [_layer(obj.get(f"{kind}_{i:03d}"), LINEAR if kind == "B" else LAYER_NORM,
                              f"{kind}_{i:03d}", path) for i in range(len(blocks))] for kind in ("B", "norm1", "norm2")}
@@ -84,12 +87,14 @@ def module_tensors(obj, path: Path) -> tuple[dict[str, torch.Tensor], tuple[int,
              "tensors": 2 * (1 + 3 * len(blocks) + len(sources))}
     if not isinstance(facts["cnt"], (int, float, type(None))):
         facts["cnt"] = None
+    check_tensors(tensors, path)  # the check every learned module passes: NaN or inf weights give empty masks
     return tensors, blocks, facts
 
 
-def read_module(path: Path, site) -> tuple[AugModule, dict]:
-    """One of their module files as an AugModule for `site` (the base's adaptation site), sizes checked."""
-    tensors, blocks, facts = module_tensors(load_reference_file(path), path)
+def read_module(path: Path, site, parsed: tuple | None = None) -> tuple[AugModule, dict]:
+    """One of their module files as an AugModule for `site` (the base's adaptation site), sizes checked.
+    `parsed`: what `module_tensors` made of the file already (it is read before the base is loaded)."""
+    tensors, blocks, facts = parsed or module_tensors(load_reference_file(path), path)
     rank, dim = tensors["a.weight"].shape
     if dim != site.dim:
         raise SamclError(f"{path}: its modules are {dim} wide (A is {rank}x{dim}), the base's blocks are {site.dim} "
@@ -100,7 +105,7 @@ def read_module(path: Path, site) -> tuple[AugModule, dict]:
     try:
         config = config_for(site, rank=rank, adapted_blocks=blocks, heat_mode="reference")
     except ValueError as exc:
-        raise SamclError(f"{path}: lora_layer {list(blocks)} does not fit the base ({exc})") from None
+        raise SamclError(f"{path}: lora_layer {quote(list(blocks))} does not fit the base ({str(exc)[:160]})") from None
     if "neck_in.weight" not in tensors:
         config = replace(config, neck_channels=0)
     expected = parameter_shapes(config)
@@ -109,7 +114,7 @@ def read_module(path: Path, site) -> tuple[AugModule, dict]:
             got = tuple(tensors[name].shape) if name in tensors else "nothing"
             raise SamclError(f"{path}: {name} is {got}, the base's site needs {shape}")
     facts["values"] = sum(t.numel() for t in tensors.values())
-    facts["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    facts["source_sha256"] = hashlib.sha256(read_limited(path, FILE_LIMIT, "module file")).hexdigest()
     return AugModule.from_tensors(config, {k: tensors[k].contiguous() for k in expected}), facts
 
 
@@ -135,12 +140,14 @@ def selector_state(obj, path: Path) -> dict[str, torch.Tensor]:
         if layer not in SELECTOR_LAYERS:
             raise ReferenceFileError(f"{path}: unexpected selector entry {key!r} (expected {', '.join(SELECTOR_LAYERS)})")
         state[f"{SELECTOR_LAYERS[layer]}.{field}"] = value.float() if value.is_floating_point() else value.long()
+    check_tensors(state, path)
     return state
 
 
-def read_selector(path: Path, dim: int, classes: int) -> SelectorNet:
+def read_selector(path: Path, dim: int, classes: int, state: dict | None = None) -> SelectorNet:
+    """Their selector file (or `state`, what `selector_state` made of it already) as a `SelectorNet`."""
     net = SelectorNet(dim, classes)
-    state = selector_state(load_reference_file(path), path)
+    state = state if state is not None else selector_state(load_reference_file(path), path)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != classes:
         raise SamclError(f"{path}: the selector has {head.shape[0]} classes, but {classes} were named "
@@ -175,33 +182,39 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     """Write a samcl store at `out` from the authors' module files in `directory`, their selector (default:
     `directory`/Module_Selector.pth, else the folder above), on the base `base` (a spec for `load_backbone` or
     a loaded backbone). Returns a report (domains, tensors, values, files)."""
-    from ..backbone import load_backbone
-    from ..backbone.base import FrozenBackbone
     from ..store import ModuleStore
 
     directory, out = Path(directory), Path(out)
     for name in classes:
-        if not _NAME.fullmatch(name) or name == BASE_CLASS:
-            raise SamclError(f"class name {name!r}: use letters, digits, '_', '.', '-' (max 64), not {BASE_CLASS!r}")
+        problem = name_problem(name)  # the rule of learn
+        if problem:
+            raise SamclError(f"--classes: {problem}")
     if len(set(classes)) != len(classes):
         raise SamclError(f"--classes names a class twice: {', '.join(classes)}")
     if selector is None:
         candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
-        selector = next((p for p in candidates if p.is_file()), candidates[0])
+        selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])
     selector = Path(selector)
-    if not selector.is_file():
+    if not os.path.lexists(selector):
         raise SamclError(f"{selector}: no such selector file (give it with --selector)")
+    check_regular(selector, "selector file")  # a fifo or a device: said so, never waited on
     files = module_files(directory, classes, selector)
     store = ModuleStore(out)
     if store.exists():
         raise SamclError(f"{out}: a store already exists here; import into a new folder")
+    # every file read and checked before the base model loads: a bad file is named in a second
+    parsed = {name: module_tensors(load_reference_file(path), path) for name, path in files.items() if path}
+    selector_tensors = selector_state(load_reference_file(selector), selector)
+    from ..backbone import load_backbone  # (transformers: imported once the files are known to be good)
+    from ..backbone.base import FrozenBackbone
+
     backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
     site = backbone.site
     block = backbone.default_selector_block
     modules, facts = {}, {}
     for name, path in files.items():
         if path is not None:
-            modules[name], facts[name] = read_module(path, site)
+            modules[name], facts[name] = read_module(path, site, parsed[name])
     configs = {m.config for m in modules.values()}
     if len(configs) > 1:
         raise SamclError(f"{directory}: the module files differ in rank or adapted blocks; a store holds one kind")
@@ -209,7 +222,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     if block >= min(config.adapted_blocks):
         raise SamclError(f"{directory}: the modules adapt block {min(config.adapted_blocks)}, not after the "
                          f"selector block {block} of this base")
-    net = read_selector(selector, site.dim, len(classes))
+    net = read_selector(selector, site.dim, len(classes), selector_tensors)
     source = backbone.source
     config_mlp = SelectorConfig(kind="mlp", block=block)  # theirs is the paper's MLP, on the mean-pooled block
     state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,

@@ -30,7 +30,7 @@ import torch
 from ..engine import Engine
 from ..io import SamclError
 from ..learner import SAMCL
-from ..manifest import read_manifest
+from ..store import ModuleStore
 from ..prefix_cache import PrefixCache, PreparedImage
 from ..types import Prompt
 from .config import ServeConfig
@@ -78,7 +78,7 @@ class ModelHost:
     @staticmethod
     def check_store(config: ServeConfig) -> None:
         """The store's manifest reads (and its base is there) without loading any model."""
-        manifest = read_manifest(config.store)
+        manifest = ModuleStore(config.store).read_manifest()  # its structure checked, no model loaded
         hint = config.base or manifest.get("base_hint")
         if not hint:
             raise SamclError(f"{config.store}: the store does not record its base model; pass --base")
