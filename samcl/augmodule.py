@@ -81,12 +81,8 @@ class AugModuleConfig:
         return bool(self.neck_channels) and self.prompt_augmentation and self.target == "attention"
 
     def to_dict(self) -> dict:
-        """Every field; heat_mode only when it is not the default, so the configs of everything samcl learns
-        read (and are written) as before the field existed."""
-        data = {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
-        if data["heat_mode"] == "samcl":
-            del data["heat_mode"]
-        return data
+        """Every field (the manifest's format version 2 writes them all)."""
+        return {**asdict(self), "adapted_blocks": list(self.adapted_blocks)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AugModuleConfig":

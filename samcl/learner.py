@@ -24,6 +24,7 @@ from .backbone.base import FrozenBackbone
 from .data.sample import Sample
 from .engine import Engine
 from .io import SamclError
+from .manifest import Manifest
 from .moduleset import DomainEntry, ModuleSet, name_problem
 from .predictor import SamclPredictor
 from .prefix_cache import PrefixCache
@@ -110,9 +111,10 @@ class SAMCL:
         `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`); None keeps the
         base's own (float32 as loaded from a file)."""
         module_store = ModuleStore(store)
-        manifest = module_store.read_manifest()
+        raw = module_store.read_manifest()
+        manifest = Manifest.from_dict(raw)
         if base is None:
-            hint = manifest.get("base_hint")
+            hint = manifest.base_hint
             if not hint:
                 raise SamclError(f"{store}: the store does not record its base model; give the base "
                                  "(SAMCL.open(store, base=...), or --base on the command line)")
@@ -120,11 +122,10 @@ class SAMCL:
             if not hint.startswith("builtin:") and not Path(hint).exists():
                 raise SamclError(f"{store}: its base model {hint} is no longer there; pass --base with its new path")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
-        if isinstance(manifest.get("backbone"), dict):
-            backbone.adopt_identity(manifest["backbone"], manifest.get("base_source"))
+        backbone.adopt_identity(manifest.backbone, manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
-                                       manifest=manifest)
-        check_site(module_set.aug_config, manifest["selector"].get("dim"), backbone.site, module_store.path)
+                                       manifest=raw)
+        check_site(module_set.aug_config, manifest.selector.get("dim"), backbone.site, module_store.path)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision)

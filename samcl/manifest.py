@@ -4,14 +4,16 @@ its structure; `samcl.store` builds on both to read and write the tensors."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._version import __version__
 from .io import NoSuchFile, SamclError, read_json_file, read_limited
 
 FORMAT = "samcl-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: The most a manifest may hold: one of 10,000 domains is about 10 MiB.
 MANIFEST_LIMIT = 64 << 20
@@ -44,7 +46,87 @@ def read_manifest(store: Path) -> dict:
         raise SamclError(f"{path}: store format version {version} was written by a newer samcl "
                          f"({manifest.get('samcl_version')}); this samcl {__version__} reads up to "
                          f"version {FORMAT_VERSION}. Upgrade samcl to open it.")
-    return manifest
+    if version < 1:
+        raise SamclError(f"{path}: store format version {version}: not a version samcl wrote")
+    return upgrade(manifest)
+
+
+@dataclass
+class Manifest:
+    """What `manifest.json` holds (format `FORMAT_VERSION`), written by `to_dict` and read by `read_manifest`
+    (older versions upgraded first, `upgrade`), with its structure checked by `samcl.store_check`.
+
+    Arguments:
+      generation (int): the commit count: every save writes the next one.
+      backbone (dict): the base's identity: family, architecture, config_sha256, weights_sha256.
+      selector (dict): kind, config (every `SelectorConfig` field), block, and its file, sha256, bytes, dim and
+        classes once a domain is learned.
+      domains (list[dict]): in learning order: name, kind ("module" or "base"), and a module's file, sha256,
+        bytes, parameters and config (every `AugModuleConfig` field).
+      dtype (str): storage dtype of modules, selector and buffer, "float32" or "float16".
+      augmodule (dict | None): the store's `AugModuleConfig` (None: nothing learned yet needs one).
+      buffer (dict): the mlp selector's embedding buffer: file, sha256, bytes, count (empty: none).
+      base_hint (str | None): where the base is (`builtin:tiny-sam` or an absolute path).
+      base_source (dict | None): that base's weights file, size and mtime (reopening it unchanged skips hashing).
+    """
+
+    generation: int
+    backbone: dict
+    selector: dict
+    domains: list[dict]
+    dtype: str = "float32"
+    augmodule: dict | None = None
+    buffer: dict = field(default_factory=dict)
+    base_hint: str | None = None
+    base_source: dict | None = None
+    samcl_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "samcl_version": self.samcl_version,
+                "generation": self.generation, "backbone": self.backbone, "base_hint": self.base_hint,
+                "base_source": self.base_source, "dtype": self.dtype, "augmodule": self.augmodule,
+                "selector": self.selector, "buffer": self.buffer, "domains": self.domains}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Manifest":
+        """A manifest of this format version (as `read_manifest` returns it: upgraded and checked)."""
+        return cls(generation=int(raw.get("generation", 0)), backbone=raw["backbone"], selector=raw["selector"],
+                   domains=raw["domains"], dtype=raw.get("dtype", "float32"), augmodule=raw.get("augmodule"),
+                   buffer=raw.get("buffer") or {}, base_hint=raw.get("base_hint"),
+                   base_source=raw.get("base_source"), samcl_version=raw.get("samcl_version", __version__))
+
+
+def _version_1_to_2(raw: dict) -> dict:
+    """Version 1 left keys out to mean the behaviour from before they existed; version 2 writes every one. A
+    selector without a kind is the paper's MLP, a selector config without `features` reads the grid mean and one
+    without `tolerance` keeps the plain fitted quantile; a module config without `heat_mode` is samcl's own."""
+    selector = raw.get("selector")
+    if isinstance(selector, dict) and isinstance(selector.get("config"), dict):
+        config = selector["config"]
+        kind = selector.get("kind", config.get("kind", "mlp"))
+        selector["config"] = {"kind": kind, "features": "mean", "tolerance": 0.0, **config}
+        selector.setdefault("kind", kind)
+    domains = raw.get("domains") if isinstance(raw.get("domains"), list) else []
+    for config in [raw.get("augmodule")] + [d.get("config") for d in domains if isinstance(d, dict)]:
+        if isinstance(config, dict):
+            config.setdefault("heat_mode", "samcl")
+    return raw
+
+
+#: format version -> the step that turns a manifest of that version into one of the next (one chain)
+UPGRADES = {1: _version_1_to_2}
+
+
+def upgrade(manifest: dict) -> dict:
+    """A manifest of any version this samcl reads, as the current version (a new dict; the file is unchanged
+    until the next save writes the current version)."""
+    raw = copy.deepcopy(manifest)
+    version = raw.get("format_version")
+    while isinstance(version, int) and version < FORMAT_VERSION:
+        raw = UPGRADES[version](raw)
+        version += 1
+        raw["format_version"] = version
+    return raw
 
 
 def checked_file(store: Path, relative, sha256) -> Path:

@@ -29,10 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from ._version import __version__
 from .augmodule import AugModule, AugModuleConfig
 from .io import SamclError, atomic_write_bytes, atomic_write_json, check_regular, fault_point
-from .manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MissingFile, checked_file, read_checked, read_manifest,
+from .manifest import (FORMAT, MANIFEST, Manifest, MissingFile, checked_file, read_checked, read_manifest,
                        read_verified_bytes, sha256_bytes, size_limit)
 from .moduleset import DomainEntry, ModuleSet
 from .selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
@@ -294,13 +293,11 @@ class ModuleStore:
             sha, size = write_tensors(self.path / buffer["file"], buf_tensors)
             buffer.update(sha256=sha, bytes=size, count=len(state.buffer))
             fault_point(f"save: wrote {buffer['file']}")
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "samcl_version": __version__,
-            "generation": gen, "backbone": state.backbone, "base_hint": state.base_hint,
-            "base_source": state.base_source, "dtype": state.dtype,
-            "augmodule": state.aug_config.to_dict() if state.aug_config else None,
-            "selector": selector, "buffer": buffer, "domains": [d.to_dict() for d in state.domains],
-        }
+        manifest = Manifest(generation=gen, backbone=state.backbone, base_hint=state.base_hint,
+                            base_source=state.base_source, dtype=state.dtype,
+                            augmodule=state.aug_config.to_dict() if state.aug_config else None,
+                            selector=selector, buffer=buffer,
+                            domains=[d.to_dict() for d in state.domains]).to_dict()
         check_manifest(manifest, self.path)  # what open would refuse is never committed (a name, a duplicate...)
         atomic_write_json(self.manifest_path, manifest)  # the commit point
         fault_point(f"save: wrote {MANIFEST}")

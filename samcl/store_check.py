@@ -136,10 +136,10 @@ def _check_domains(check: _Checker, domains, aug: AugModuleConfig | None) -> lis
 
 
 def _check_selector(check: _Checker, raw, names: list[str], aug: AugModuleConfig | None) -> None:
-    selector = check.keys(raw, "selector", SELECTOR_KEYS, ("config", "block"))
+    selector = check.keys(raw, "selector", SELECTOR_KEYS, ("kind", "config", "block"))
     if not isinstance(selector["config"], dict):
         check.fail("the selector's config is not an object")
-    kind = selector.get("kind", selector["config"].get("kind", "mlp"))  # (stores made before kinds: the mlp)
+    kind = selector["kind"]
     if kind not in KINDS:
         check.fail(f"selector kind {quote(kind)}: expected one of {', '.join(KINDS)}")
     try:

@@ -31,7 +31,7 @@ def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
     assert reopened.domains == ["red", "blue"]
     assert_same_tensors(samcl, reopened)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
+    assert manifest["format_version"] == 2 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
     assert all(d["bytes"] == d["parameters"] * 4 for d in manifest["domains"])
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
 

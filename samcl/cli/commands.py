@@ -186,7 +186,7 @@ def cmd_info(args) -> int:
           f"({manifest.get('base_hint')})")
     kind = info["selector"]["kind"]
     kept = f"{buffer.get('count', 0)} buffered embeddings" if kind == "mlp" else "per-domain statistics, no embeddings"
-    features = (selector.get("config") or {}).get("features") or "mean"  # stores from before features: the mean
+    features = selector["config"]["features"]
     print(f"selector {kind} on the {features} of block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
         print("imported from the authors' files: their forward (stretched input, their heat); learn refuses it")

@@ -12,7 +12,7 @@ KINDS = ("mlp", "ncm", "fecam", "ranpac")
 DEFAULT_KIND = "fecam"
 #: Pooled features of the prefix: the grid mean (the paper's), or mean and spread (std) over the grid.
 FEATURES = ("mean", "mean_std")
-#: Features per kind when not given: the MLP keeps the paper's exact input (old stores route identically).
+#: Features per kind when not given: the MLP keeps the paper's exact input.
 DEFAULT_FEATURES = {"mlp": "mean", "ncm": "mean_std", "fecam": "mean_std", "ranpac": "mean_std"}
 
 
@@ -71,10 +71,9 @@ class SelectorConfig:
 
     @classmethod
     def from_manifest(cls, raw: dict) -> "SelectorConfig":
-        """A stored config; one written before selector kinds existed is the paper's MLP on the grid mean, one
-        written before the tolerance bound keeps the plain quantile (its stored `shrink` and `proj_dim` keep its
-        covariance rule and projection), so every store routes as it did when it was made."""
-        return cls(**{"kind": "mlp", "features": "mean", "tolerance": 0.0, **raw})
+        """A config as the manifest stores it (every field: `samcl.manifest.upgrade` fills in those an older
+        format left out), so every store routes as it did when it was made."""
+        return cls(**raw)
 
     def to_dict(self) -> dict:
         return asdict(self)

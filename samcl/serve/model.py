@@ -30,6 +30,7 @@ import torch
 from ..engine import Engine
 from ..io import SamclError
 from ..learner import SAMCL
+from ..manifest import Manifest
 from ..store import ModuleStore
 from ..prefix_cache import PrefixCache, PreparedImage
 from ..types import Prompt
@@ -78,8 +79,8 @@ class ModelHost:
     @staticmethod
     def check_store(config: ServeConfig) -> None:
         """The store's manifest reads (and its base is there) without loading any model."""
-        manifest = ModuleStore(config.store).read_manifest()  # its structure checked, no model loaded
-        hint = config.base or manifest.get("base_hint")
+        manifest = Manifest.from_dict(ModuleStore(config.store).read_manifest())  # checked; no model loaded
+        hint = config.base or manifest.base_hint
         if not hint:
             raise SamclError(f"{config.store}: the store does not record its base model; pass --base")
 
