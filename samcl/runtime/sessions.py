@@ -1,0 +1,69 @@
+"""Running an exported graph: ONNX Runtime or OpenVINO behind one call, `session.run(feeds) -> outputs`.
+
+Both are optional extras (`samcl[onnx]`, `samcl[openvino]`); a missing one is a `SamclError` naming the install.
+Each session runs on the CPU with the thread count torch uses (`torch.get_num_threads()`), so `--threads` and
+the tests' one-thread setting hold for every runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import SamclError
+from . import EXTRAS
+
+
+def missing(runtime: str, exc: ImportError) -> SamclError:
+    return SamclError(f"--runtime {runtime}: {exc.name or runtime} is not installed (pip install '{EXTRAS[runtime]}')")
+
+
+class OrtSession:
+    """One ONNX Runtime session on the CPU (float32)."""
+
+    def __init__(self, path: Path, threads: int, precision: str = "float32"):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing("onnxruntime", exc) from None
+        if precision != "float32":
+            raise SamclError(f"--runtime onnxruntime runs float32 only (--precision {precision}: use --precision "
+                             "float32, or --runtime openvino / torch for bfloat16)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.outputs, feeds)
+
+
+class OpenVinoSession:
+    """One OpenVINO compiled model on the CPU; `precision` sets its inference precision hint (f32 or bf16)."""
+
+    def __init__(self, path: Path, threads: int, precision: str = "float32"):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise missing("openvino", exc) from None
+        hint = {"float32": "f32", "bfloat16": "bf16"}[precision]
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self.request = self.model.create_infer_request()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feeds, share_inputs=False)
+        return [np.array(results[output]) for output in self.model.outputs]
+
+
+SESSIONS = {"onnxruntime": OrtSession, "openvino": OpenVinoSession}
+
+
+def open_session(runtime: str, path: Path, threads: int, precision: str = "float32"):
+    return SESSIONS[runtime](path, threads, precision)
