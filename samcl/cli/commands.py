@@ -163,6 +163,7 @@ def cmd_info(args) -> int:
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
         "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
+        "runtime": runtime_info(args.device),
     }
     if args.json:
         print_json(info)
@@ -184,6 +185,34 @@ def cmd_info(args) -> int:
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
     print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
+    print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
+    return 0
+
+
+def runtime_info(device) -> dict:
+    """What --runtime auto picks here, and which runtimes are installed (no model code imported)."""
+    from .. import runtime
+
+    return {"auto": runtime.resolve("auto", device), "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
+            "rule": runtime.describe_auto()}
+
+
+def cmd_export(args) -> int:
+    from ..learner import SAMCL
+    from ..runtime.export import export_store
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
+    samcl = SAMCL.open(args.store, base=args.base, device="cpu", precision="float32")
+    description = export_store(samcl, args.out)
+    if args.json:
+        print_json(description)
+        return 0
+    files = sorted(p.name for p in args.out.iterdir())
+    size = sum(p.stat().st_size for p in args.out.iterdir())
+    print(f"exported {args.store} to {args.out} ({size / 2**20:.1f} MiB): {', '.join(files)}")
+    print(f"  domains: {', '.join(d['name'] + ' (row ' + str(d['row']) + ')' for d in description['domains']) or 'none'}"
+          "; row 0 = base")
     return 0
 
 
@@ -209,7 +238,7 @@ def cmd_segment(args) -> int:
     from ..types import Prompt
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision)
+                       precision=args.precision, runtime=args.runtime)
     prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), domain=args.domain)
     out = []
@@ -237,7 +266,8 @@ def cmd_eval(args) -> int:
         folders[name] = path
     check_device(args.device)
     datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision,
+                       runtime=args.runtime)
     base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
     known = {*samcl.domains, BASE_CLASS}
     for name in folders:
@@ -352,11 +382,11 @@ def cmd_serve(args) -> int:
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
                          max_megapixels=args.max_megapixels, reload_seconds=args.reload_seconds, threads=args.threads,
-                         precision=args.precision, fallback=not args.no_fallback)
+                         precision=args.precision, fallback=not args.no_fallback, runtime=args.runtime)
     serve(config, workers=args.workers)
     return 0
 
 
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
-            "import-reference": cmd_import_reference}
+            "import-reference": cmd_import_reference, "export": cmd_export}

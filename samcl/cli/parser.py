@@ -61,6 +61,12 @@ examples:
   samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
 The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
 authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",
+    "export": """\
+examples:
+  samcl export my-set my-set-onnx        # prefix/suffix/decoder.onnx, modules + selector safetensors, JSON
+  samcl segment my-set photo.jpg --point 320,240 --out mask.png --runtime onnxruntime
+The graphs take the module's rows as inputs (one suffix graph for every domain; base = zero rows); the decoder
+has Meta's ONNX interface (segment_anything.utils.onnx.SamOnnxModel). SAM (ViT) bases only.""",
     "serve": """\
 examples:
   samcl serve my-set                                   # http://127.0.0.1:8000/ : the page; /docs : the API
@@ -125,7 +131,7 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve}
+              "serve": _serve, "export": _export}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -135,7 +141,8 @@ def build_parser(command: str | None = ALL) -> Parser:
              "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store",
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
-             "serve": "an HTTP API and a click-to-segment page over a store"}
+             "serve": "an HTTP API and a click-to-segment page over a store",
+             "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
         if command in (ALL, name):
@@ -254,6 +261,7 @@ def _segment(p) -> None:
                         "(default: such images run on the base; statistics selectors only)")
     _base(p, "default: the one recorded in the store")
     add_precision(p)
+    add_runtime(p)
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
@@ -267,6 +275,7 @@ def _eval(p) -> None:
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     add_precision(p)
+    add_runtime(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
@@ -345,7 +354,25 @@ def _serve(p) -> None:
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")
     add_precision(p)
+    add_runtime(p)
     _base(p, "default: the one recorded in the store")
+
+
+def add_runtime(p) -> None:
+    """--runtime for every inference command: what runs the encoder and decoder (`samcl.runtime`)."""
+    from .. import runtime
+
+    p.add_argument("--runtime", choices=runtime.CHOICES, default="auto",
+                   help="what runs the image encoder and mask decoder: torch, or the store's ONNX graphs (exported "
+                        "once per base and cached in $SAMCL_CACHE_DIR, else $XDG_CACHE_HOME/samcl) on onnxruntime "
+                        f"(pip install 'samcl[onnx]') or openvino ('samcl[openvino]'); {runtime.describe_auto()}")
+
+
+def _export(p) -> None:
+    p.add_argument("store", type=Path, help="module-set directory")
+    p.add_argument("out", type=Path, help="new folder for the export (must not exist, or be empty)")
+    _base(p, "default: the one recorded in the store")
+    p.add_argument("--json", action="store_true", help="print the export's description (samcl_export.json) as JSON")
 
 
 def _benchmark(p) -> None:

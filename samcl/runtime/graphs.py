@@ -132,6 +132,19 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+def export_decoder(backbone, path: Path) -> None:
+    """decoder.onnx alone (Meta's interface): batch and point count dynamic, any original size."""
+    rows, cols = backbone.grid
+    channels, low, size = backbone.neck_channels, 4 * rows, backbone.image_size
+    batch = {0: "batch"}
+    example = (torch.zeros(2, channels, rows, cols), torch.zeros(2, 3, 2), torch.tensor([[1.0, 0.0, -1.0]] * 2),
+               torch.zeros(2, 1, low, low), torch.zeros(1), torch.tensor([size * 3 / 4, size]))
+    _export(DecoderGraph(backbone), example, path, DECODER_INPUTS, DECODER_OUTPUTS,
+            {"image_embeddings": batch, "point_coords": {0: "batch", 1: "points"},
+             "point_labels": {0: "batch", 1: "points"}, "mask_input": batch,
+             "masks": {0: "batch", 2: "height", 3: "width"}, "iou_predictions": batch, "low_res_masks": batch})
+
+
 def export_graphs(backbone, config: AugModuleConfig, selector_block: int, folder: Path) -> dict:
     """prefix.onnx, suffix.onnx and decoder.onnx of `backbone` (float32) into `folder`; returns their interface
     (input and output names, fixed sizes) for the export's JSON."""
@@ -140,25 +153,18 @@ def export_graphs(backbone, config: AugModuleConfig, selector_block: int, folder
     folder = Path(folder)
     size, (rows, cols), dim = backbone.image_size, backbone.grid, backbone.hidden_size
     batch = {0: "batch"}
-    pixels = torch.zeros(2, 3, size, size)
-    _export(PrefixGraph(backbone, selector_block), (pixels,), folder / "prefix.onnx", PREFIX_INPUTS,
-            PREFIX_OUTPUTS, {"pixels": batch, "tokens": batch, "pooled": batch})
+    _export(PrefixGraph(backbone, selector_block), (torch.zeros(2, 3, size, size),), folder / "prefix.onnx",
+            PREFIX_INPUTS, PREFIX_OUTPUTS, {"pixels": batch, "tokens": batch, "pooled": batch})
     names = list(parameter_shapes(config))
     rows_in = [torch.zeros(2, *shape) for shape in parameter_shapes(config).values()]
     suffix_inputs = ["tokens", "heat", *(row_input(n) for n in names)]
     _export(SuffixGraph(backbone, selector_block + 1, config), (torch.zeros(2, rows, cols, dim),
             torch.zeros(2, rows, cols), *rows_in), folder / "suffix.onnx", suffix_inputs, ["image_embeddings"],
             {name: batch for name in [*suffix_inputs, "image_embeddings"]})
-    channels, low = backbone.neck_channels, 4 * rows
-    example = (torch.zeros(2, channels, rows, cols), torch.zeros(2, 3, 2), torch.tensor([[1.0, 0.0, -1.0]] * 2),
-               torch.zeros(2, 1, low, low), torch.zeros(1), torch.tensor([size * 3 / 4, size]))
-    _export(DecoderGraph(backbone), example, folder / "decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
-            {"image_embeddings": batch, "point_coords": {0: "batch", 1: "points"},
-             "point_labels": {0: "batch", 1: "points"}, "mask_input": batch,
-             "masks": {0: "batch", 2: "height", 3: "width"}, "iou_predictions": batch, "low_res_masks": batch})
+    export_decoder(backbone, folder / "decoder.onnx")
     return {"prefix": {"file": "prefix.onnx", "inputs": PREFIX_INPUTS, "outputs": PREFIX_OUTPUTS},
             "suffix": {"file": "suffix.onnx", "inputs": suffix_inputs, "outputs": ["image_embeddings"]},
             "decoder": {"file": "decoder.onnx", "inputs": DECODER_INPUTS, "outputs": DECODER_OUTPUTS,
                         "interface": "segment_anything.utils.onnx.SamOnnxModel (return_single_mask=False)"},
-            "opset": OPSET, "image_size": size, "grid": [rows, cols], "dim": dim, "embedding_channels": channels,
-            "low_res_size": low}
+            "opset": OPSET, "image_size": size, "grid": [rows, cols], "dim": dim,
+            "embedding_channels": backbone.neck_channels, "low_res_size": 4 * rows}

@@ -70,7 +70,7 @@ class ModelHost:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.samcl = SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                                precision=config.precision)
+                                precision=config.precision, runtime=config.runtime)
         self.cache = ImageCache(config.cache_bytes)
         self.reload_error: str | None = None
         self.batches = 0
@@ -106,7 +106,8 @@ class ModelHost:
             if generation == self.generation:
                 return False
             fresh = SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
-                               fallback=self.config.fallback, precision=self.config.precision)
+                               fallback=self.config.fallback, precision=self.config.precision,
+                               runtime=self.config.runtime)
         except (SamclError, OSError, ValueError) as exc:
             self.reload_error = str(exc)
             log.warning("store not reloaded, still serving generation %s: %s", self.generation, exc)
