@@ -144,7 +144,7 @@ class SAMCL:
     def set_runtime(self, runtime: str, precision: str | None = None) -> str:
         """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
         `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
-        from . import runtime as runtimes
+        from .runtime.attach import attach
 
         chosen = _resolve_runtime(runtime, self.device)
         if chosen == "torch":
@@ -152,7 +152,7 @@ class SAMCL:
                 self.engine.use_backbone(self.backbone, "torch")
             return chosen
         try:
-            runtimes.attach(self, chosen, precision)
+            attach(self, chosen, precision)
         except ValueError as exc:
             raise SamclError(str(exc)) from None
         return chosen

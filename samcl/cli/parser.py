@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .. import cli_types as t
 from .._version import __version__
+from .runtime_flags import EXPORT_EXAMPLES, add_runtime
+from .runtime_flags import add_export as _export
 
 BUILTIN = "builtin:tiny-sam"
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
@@ -61,12 +63,7 @@ examples:
   samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
 The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
 authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",
-    "export": """\
-examples:
-  samcl export my-set my-set-onnx        # prefix/suffix/decoder.onnx, modules + selector safetensors, JSON
-  samcl segment my-set photo.jpg --point 320,240 --out mask.png --runtime onnxruntime
-The graphs take the module's rows as inputs (one suffix graph for every domain; base = zero rows); the decoder
-has Meta's ONNX interface (segment_anything.utils.onnx.SamOnnxModel). SAM (ViT) bases only.""",
+    "export": EXPORT_EXAMPLES,
     "serve": """\
 examples:
   samcl serve my-set                                   # http://127.0.0.1:8000/ : the page; /docs : the API
@@ -356,23 +353,6 @@ def _serve(p) -> None:
     add_precision(p)
     add_runtime(p)
     _base(p, "default: the one recorded in the store")
-
-
-def add_runtime(p) -> None:
-    """--runtime for every inference command: what runs the encoder and decoder (`samcl.runtime`)."""
-    from .. import runtime
-
-    p.add_argument("--runtime", choices=runtime.CHOICES, default="auto",
-                   help="what runs the image encoder and mask decoder: torch, or the store's ONNX graphs (exported "
-                        "once per base and cached in $SAMCL_CACHE_DIR, else $XDG_CACHE_HOME/samcl) on onnxruntime "
-                        f"(pip install 'samcl[onnx]') or openvino ('samcl[openvino]'); {runtime.describe_auto()}")
-
-
-def _export(p) -> None:
-    p.add_argument("store", type=Path, help="module-set directory")
-    p.add_argument("out", type=Path, help="new folder for the export (must not exist, or be empty)")
-    _base(p, "default: the one recorded in the store")
-    p.add_argument("--json", action="store_true", help="print the export's description (samcl_export.json) as JSON")
 
 
 def _benchmark(p) -> None:

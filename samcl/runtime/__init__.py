@@ -66,14 +66,3 @@ def graph_precision(runtime: str, precision: str | None, device: str | None = No
                              "--runtime openvino / torch for bfloat16")
         return "float32"
     return resolve_precision(precision, device or "cpu")
-
-
-def attach(samcl, runtime: str, precision: str | None = None, threads: int | None = None) -> None:
-    """Run `samcl`'s engine on graph `runtime` (its graphs from the cache, exported on first use)."""
-    from .backbone import GraphBackbone
-    from .export import cached_graphs
-
-    chosen = graph_precision(runtime, precision)
-    folder = cached_graphs(samcl.backbone, samcl.aug_config, samcl.selector_block)
-    graphs = GraphBackbone(samcl.backbone, folder, runtime, samcl.aug_config, samcl.selector_block, chosen, threads)
-    samcl.engine.use_backbone(graphs, runtime)
