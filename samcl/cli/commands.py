@@ -184,8 +184,8 @@ def cmd_info(args) -> int:
     s = info["storage"]
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
-    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
     print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
+    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
     return 0
 
 
