@@ -117,11 +117,11 @@ def main(argv=None) -> int:
     else:
         print(f"embedded suite, shipped tiny SAM: {args.train} train / {args.test} test images per domain, "
               f"{args.epochs} epochs, seed {args.seed}; decisions and IoU against float32's")
-        header = "".join(f"{n + ' IoU':>14}{'d pts':>8}{'same sel':>10}" for n in names)
+        header = "".join(f"{n + ' IoU':>{max(14, len(n) + 6)}}{'d pts':>8}{'same sel':>10}" for n in names)
         print(f"{'domain':<18}{header}")
         for domain, row in report["domains"].items():
-            print(f"{domain:<18}" + "".join(f"{r['iou']:>14.4f}{r['delta_points']:>+8.2f}{r['same_decision']:>10.3f}"
-                                            for r in row.values()))
+            print(f"{domain:<18}" + "".join(f"{r['iou']:>{max(14, len(n) + 6)}.4f}{r['delta_points']:>+8.2f}"
+                                            f"{r['same_decision']:>10.3f}" for n, r in row.items()))
         for name in names[1:]:
             print(f"{name}: selector decisions identical on {100 * report['agreement'][name]:.2f} % of "
                   f"{len(decisions[name])} test images (goal >= {100 * AGREEMENT:.1f} %); IoU within "

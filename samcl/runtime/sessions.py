@@ -42,24 +42,34 @@ class OrtSession:
 
 
 class OpenVinoSession:
-    """One OpenVINO compiled model on the CPU; `precision` sets its inference precision hint (f32 or bf16)."""
+    """OpenVINO on the CPU; `precision` sets its inference precision hint (f32 or bf16). The graph is compiled
+    for the concrete input shapes of each call (batch size, point count) on first use and kept: OpenVINO runs a
+    static-shape model markedly faster than the dynamic one (a ViT-B prefix graph at 256 px: 170 ms dynamic)."""
 
     def __init__(self, path: Path, threads: int, precision: str = "float32"):
         try:
             import openvino as ov
         except ImportError as exc:
             raise missing("openvino", exc) from None
-        hint = {"float32": "f32", "bfloat16": "bf16"}[precision]
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-                  "PERFORMANCE_HINT": "LATENCY"}
-        self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.outputs = [o.get_any_name() for o in self.model.outputs]
-        self.request = self.model.create_infer_request()
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(path))
+        self.config = {"INFERENCE_PRECISION_HINT": {"float32": "f32", "bfloat16": "bf16"}[precision],
+                       "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled: dict[tuple, object] = {}
+
+    def _compiled(self, feeds: dict[str, np.ndarray]):
+        key = tuple((name, array.shape) for name, array in feeds.items())
+        if key not in self.compiled:
+            model = self.model.clone()
+            model.reshape({name: list(array.shape) for name, array in feeds.items()})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.compiled[key] = (compiled, compiled.create_infer_request())
+        return self.compiled[key]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        results = self.request.infer(feeds, share_inputs=False)
-        return [np.array(results[output]) for output in self.model.outputs]
+        compiled, request = self._compiled(feeds)
+        results = request.infer(feeds, share_inputs=False)
+        return [np.array(results[output]) for output in compiled.outputs]
 
 
 SESSIONS = {"onnxruntime": OrtSession, "openvino": OpenVinoSession}
