@@ -235,3 +235,43 @@ def test_auto_picks_the_first_installed_of_the_measured_order(monkeypatch, store
         runtime.resolve("onnxruntime", "cuda")
     assert main(["info", str(store), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "openvino"
+
+
+def vit_b_shaped(size: int = 256) -> SamBackbone:
+    """SAM ViT-B's encoder (768 wide, 12 blocks, 12 heads, window 14, global blocks 2, 5, 8, 11) at 256 px: a 16 x
+    16 grid, so windows are padded; random weights."""
+    from transformers import SamConfig
+
+    config = SamConfig()
+    prompt = {k: v for k, v in config.prompt_encoder_config.to_dict().items() if k != "image_embedding_size"}
+    config = SamConfig(vision_config={**config.vision_config.to_dict(), "image_size": size},
+                       prompt_encoder_config={**prompt, "image_size": size},
+                       mask_decoder_config=config.mask_decoder_config.to_dict())
+    return SamBackbone.from_config(config, seed=0)
+
+
+def test_vit_b_shaped_graphs_match_torch_with_trained_like_modules():
+    from samcl.augmodule import AugModule
+    from samcl.moduleset import DomainEntry
+
+    samcl = SAMCL.create(vit_b_shaped(), None, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        module = AugModule(samcl.aug_config, generator=generator).requires_grad_(False)
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.02)  # every up-projection non-zero
+        samcl.module_set.modules[name] = module
+        samcl.module_set.domains.append(DomainEntry(name, "module"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (192, 256, 3), dtype=np.uint8) for _ in range(3)]
+    prompts = [Prompt.of([[40.0 + 50 * j, 60.0], [200.0, 150.0]], [1, 0]) for j in range(3)]
+    domains = ["a", "b", "base"]
+    eager = samcl.segment(images, prompts, domain=domains, multimask_output=True)
+    tokens, _ = samcl.engine.prefix(images)
+    pooled = samcl.backbone.pool_stats(tokens)
+    samcl.set_runtime("onnxruntime")
+    graphs = samcl.segment(images, prompts, domain=domains, multimask_output=True)
+    graph_tokens, _ = samcl.engine.prefix(images)
+    assert relative(samcl.backbone.pool_stats(graph_tokens), pooled) < 1e-4  # the selector's input
+    for x, y in zip(eager, graphs):
+        assert relative(y.low_res, x.low_res) < 1e-3 and (x.masks == y.masks).mean() > 0.999
