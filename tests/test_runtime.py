@@ -275,3 +275,23 @@ def test_vit_b_shaped_graphs_match_torch_with_trained_like_modules():
     assert relative(samcl.backbone.pool_stats(graph_tokens), pooled) < 1e-4  # the selector's input
     for x, y in zip(eager, graphs):
         assert relative(y.low_res, x.low_res) < 1e-3 and (x.masks == y.masks).mean() > 0.999
+
+
+def test_server_on_onnxruntime_answers_the_torch_masks(store):
+    """`samcl serve --runtime onnxruntime`: the server's own batching (uploads, selection, one suffix for the
+    batch, decoding by prompt shape) on the graphs gives the masks and domains of the torch engine."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from serve_helpers import png
+
+    from samcl.serve import ServeConfig, create_app
+
+    images, prompts = sample_images()
+    expected = SAMCL.open(store, device="cpu").segment(images[:4], prompts[:4])
+    with TestClient(create_app(ServeConfig(store=store, device="cpu", runtime="onnxruntime"))) as c:
+        for image, prompt, result in zip(images, prompts, expected):
+            upload = c.post("/v1/images", content=png(image)).json()
+            answer = c.post("/v1/segment", json={"image_id": upload["image_id"], "points": prompt.points.tolist(),
+                                                 "labels": prompt.labels.tolist(), "mask_format": "rle"}).json()
+            assert answer["domain"] == result.domain
+            assert answer["predicted_iou"] == pytest.approx(float(result.scores[0]), abs=1e-4)
