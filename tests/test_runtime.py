@@ -295,3 +295,29 @@ def test_server_on_onnxruntime_answers_the_torch_masks(store):
                                                  "labels": prompt.labels.tolist(), "mask_format": "rle"}).json()
             assert answer["domain"] == result.domain
             assert answer["predicted_iou"] == pytest.approx(float(result.scores[0]), abs=1e-4)
+
+
+@pytest.mark.parametrize("variant", [{"shared_down": False, "prompt_augmentation": False, "target": "qkv"},
+                                     {"prompt_augmentation": False}, {"shared_down": False}],
+                         ids=["qkv-lora", "no-prompt", "per-block-down"])
+def test_module_variants_run_on_graphs_as_on_torch(tiny_backbone, variant):
+    """The baselines' variants (PEFT-style qkv LoRA, no prompt augmentation, per-block A) in a mixed batch."""
+    from samcl.augmodule import AugModule, config_for
+    from samcl.moduleset import DomainEntry
+
+    samcl = SAMCL.create(tiny_backbone, None, device="cpu")
+    samcl.module_set.aug_config = config_for(tiny_backbone.site, **variant)
+    generator = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        module = AugModule(samcl.aug_config, generator=generator).requires_grad_(False)
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+        samcl.module_set.modules[name] = module
+        samcl.module_set.domains.append(DomainEntry(name, "module"))
+    samcl.engine.forget_bank()
+    images, prompts = sample_images()
+    domains = (["a", "b", "base"] * 4)[: len(images)]
+    eager = samcl.segment(images, prompts, domain=domains)
+    samcl.set_runtime("onnxruntime")
+    for x, y in zip(eager, samcl.segment(images, prompts, domain=domains)):
+        assert relative(y.low_res, x.low_res) < 1e-3

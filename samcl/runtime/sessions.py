@@ -1,4 +1,6 @@
-"""Running an exported graph: ONNX Runtime or OpenVINO behind one call, `session.run(feeds) -> outputs`.
+"""Running an exported graph: ONNX Runtime or OpenVINO behind one call, `session.run(feeds) -> outputs`. Feeds
+the graph has no input for are dropped (a module without prompt augmentation has no use for the heat, so its
+suffix graph has no heat input).
 
 Both are optional extras (`samcl[onnx]`, `samcl[openvino]`); a missing one is a `SamclError` naming the install.
 Each session runs on the CPU with the thread count torch uses (`torch.get_num_threads()`), so `--threads` and
@@ -36,9 +38,10 @@ class OrtSession:
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(self.outputs, feeds)
+        return self.session.run(self.outputs, {k: v for k, v in feeds.items() if k in self.inputs})
 
 
 class OpenVinoSession:
@@ -56,6 +59,7 @@ class OpenVinoSession:
         self.config = {"INFERENCE_PRECISION_HINT": {"float32": "f32", "bfloat16": "bf16"}[precision],
                        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         self.compiled: dict[tuple, object] = {}
+        self.inputs = {name for port in self.model.inputs for name in port.get_names()}
 
     def _compiled(self, feeds: dict[str, np.ndarray]):
         key = tuple((name, array.shape) for name, array in feeds.items())
@@ -67,6 +71,7 @@ class OpenVinoSession:
         return self.compiled[key]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feeds = {k: v for k, v in feeds.items() if k in self.inputs}
         compiled, request = self._compiled(feeds)
         results = request.infer(feeds, share_inputs=False)
         return [np.array(results[output]) for output in compiled.outputs]
