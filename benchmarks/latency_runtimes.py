@@ -101,6 +101,47 @@ def samcl_sets(size: int | None, runtimes: list[str]) -> dict:
     return sets
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def quality(sets: dict, image, prompt) -> dict:
+    """Each runtime's predictor logits at the original size against torch float32's: the largest difference and
+    the IoU of the masks."""
+    logits = {}
+    for name, samcl in sets.items():
+        predictor = samcl.predictor()
+        predictor.set_image(image, domain=samcl.domains[0])
+        logits[name] = predictor.predict(prompt.points, prompt.labels, return_logits=True)[0][0]
+    reference = logits["torch float32"]
+    out = {}
+    for name, value in logits.items():
+        a, b = reference > 0, value > 0
+        out[name] = {"max_logit_diff": float(np.abs(value - reference).max()),
+                     "max_abs_logit": float(np.abs(reference).max()),
+                     "mask_iou": float((a & b).sum() / max((a | b).sum(), 1)), "foreground": float(a.mean())}
+    return out
+
+
+def quality_only(args) -> dict:
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("SAMCL_CACHE_DIR", tempfile.mkdtemp(prefix="samcl-bench-cache-"))
+    runtimes = ["torch float32", "torch bfloat16", "onnxruntime float32"]
+    if installed("openvino"):
+        runtimes += ["openvino float32", "openvino bfloat16"]
+    sets = samcl_sets(args.size, runtimes)
+    image, prompt = test_image(sets["torch float32"].backbone, 0)
+    return {"config": {"image_size": sets["torch float32"].backbone.image_size, "cpu": cpu_name()},
+            "quality": quality(sets, image, prompt)}
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SAMCL_CACHE_DIR", tempfile.mkdtemp(prefix="samcl-bench-cache-"))
@@ -116,8 +157,8 @@ def run(args) -> dict:
     functions = {"transformers SamModel float32": lambda: transformers_sam(reference.model, image, prompt,
                                                                            reference.preprocess)}
     report = {"config": {"image_size": reference.image_size, "threads": args.threads, "repeats": args.repeats,
-                         "torch": torch.__version__, "native_bf16": native_bf16(), "machine": platform.processor()
-                         or platform.machine(), "load_before": os.getloadavg()}, "export_seconds": export_seconds}
+                         "torch": torch.__version__, "native_bf16": native_bf16(), "cpu": cpu_name(),
+                         "load_before": os.getloadavg()}, "export_seconds": export_seconds}
     if installed("openvino"):
         with tempfile.TemporaryDirectory() as folder:
             bare, hint = bare_openvino(reference, Path(folder), args.threads)
@@ -143,6 +184,7 @@ def run(args) -> dict:
 
 def show(report: dict) -> None:
     c = report["config"]
+    print(f"CPU: {c['cpu']}")
     print(f"SAM ViT-B config, {c['image_size']} px, random weights; {c['threads']} thread(s); {c['repeats']} timed "
           f"call(s) after a warm-up, interleaved; torch {c['torch']}; native bf16: {c['native_bf16']}; "
           f"bare OpenVINO hint: {c.get('openvino_bare_hint', '-')}; load {c['load_before']} -> {c['load_after']}")
@@ -161,8 +203,17 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=None, help="input size in pixels (default: ViT-B's 1024)")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per row (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quality", action="store_true", help="only the logits of each runtime against torch "
+                        "float32's (predictor, one prompt): max difference and mask IoU")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.quality:
+        report = quality_only(args)
+        print(json.dumps(report) if args.json else f"CPU: {report['config']['cpu']}, {report['config']['image_size']}"
+              " px, against torch float32:\n" + "\n".join(
+                  f"  {name:<22} max logit diff {q['max_logit_diff']:.4f} (max |logit| {q['max_abs_logit']:.2f}), "
+                  f"mask IoU {q['mask_iou']:.4f}" for name, q in report["quality"].items()))
+        return 0
     report = run(args)
     print(json.dumps(report)) if args.json else show(report)
     return 0

@@ -33,7 +33,10 @@ class GraphBackbone:
         self.stop_block, self.precision = stop_block, precision
         threads = threads or torch.get_num_threads()
         folder = Path(folder)
-        self.sessions = {name: open_session(runtime, folder / f"{name}.onnx", threads, precision)
+        # the decoder runs in float32 at every precision, as torch's bfloat16 path keeps it (a small share of the
+        # time; the logits keep their precision)
+        self.sessions = {name: open_session(runtime, folder / f"{name}.onnx", threads,
+                                            "float32" if name == "decoder" else precision)
                          for name in ("prefix", "suffix", "decoder")}
         self.shapes = parameter_shapes(config)
 
