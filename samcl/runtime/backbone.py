@@ -36,8 +36,8 @@ class GraphBackbone:
         # the decoder runs in float32 at every precision, as torch's bfloat16 path keeps it (a small share of the
         # time; the logits keep their precision)
         self.sessions = {name: open_session(runtime, folder / f"{name}.onnx", threads,
-                                            "float32" if name == "decoder" else precision)
-                         for name in ("prefix", "suffix", "decoder")}
+                                            "float32" if name.startswith("decoder") else precision)
+                         for name in ("prefix", "suffix", "decoder_low")}
         self.shapes = parameter_shapes(config)
 
     # ----------------------------------------------------------------- what stays the torch backbone's
@@ -92,11 +92,10 @@ class GraphBackbone:
         the first (single) or the last three (multimask), as Meta's and transformers' decoders select them."""
         coords, codes = meta_prompt(embeddings.shape[0], points, labels, boxes)
         low = 4 * embeddings.shape[-1]
-        size = self.torch_backbone.image_size
         feeds = {"image_embeddings": _array(embeddings), "point_coords": coords, "point_labels": codes,
                  "mask_input": np.zeros((embeddings.shape[0], 1, low, low), np.float32),
-                 "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array([size, size], np.float32)}
-        _, iou, low_res = self.sessions["decoder"].run(feeds)
+                 "has_mask_input": np.zeros(1, np.float32)}
+        iou, low_res = self.sessions["decoder_low"].run(feeds)  # Meta's decoder less its resizing
         pick = slice(1, None) if multimask_output else slice(0, 1)
         return torch.from_numpy(low_res[:, pick].copy()), torch.from_numpy(iou[:, pick].copy())
 

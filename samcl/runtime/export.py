@@ -27,7 +27,7 @@ from ..store import tensors_to_bytes
 from .graphs import OPSET, export_graphs, row_input
 
 #: Bumped whenever what the graphs compute or their interface changes: older cache entries are then ignored.
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2
 EXPORT_JSON = "samcl_export.json"
 CACHE_ENV = "SAMCL_CACHE_DIR"
 

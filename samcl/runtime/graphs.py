@@ -145,6 +145,16 @@ def export_decoder(backbone, path: Path) -> None:
              "masks": {0: "batch", 2: "height", 3: "width"}, "iou_predictions": batch, "low_res_masks": batch})
 
 
+def extract_low_res_decoder(folder: Path) -> None:
+    """decoder_low.onnx: the decoder graph without Meta's resizing to the original size, for the engine (which
+    resizes the low-res logits itself, as on torch): the same nodes, cut by ONNX's own extractor."""
+    import onnx.utils
+
+    onnx.utils.extract_model(str(folder / "decoder.onnx"), str(folder / "decoder_low.onnx"),
+                             [name for name in DECODER_INPUTS if name != "orig_im_size"],
+                             ["iou_predictions", "low_res_masks"])
+
+
 def export_graphs(backbone, config: AugModuleConfig, selector_block: int, folder: Path) -> dict:
     """prefix.onnx, suffix.onnx and decoder.onnx of `backbone` (float32) into `folder`; returns their interface
     (input and output names, fixed sizes) for the export's JSON."""
@@ -162,6 +172,7 @@ def export_graphs(backbone, config: AugModuleConfig, selector_block: int, folder
             torch.zeros(2, rows, cols), *rows_in), folder / "suffix.onnx", suffix_inputs, ["image_embeddings"],
             {name: batch for name in [*suffix_inputs, "image_embeddings"]})
     export_decoder(backbone, folder / "decoder.onnx")
+    extract_low_res_decoder(folder)
     return {"prefix": {"file": "prefix.onnx", "inputs": PREFIX_INPUTS, "outputs": PREFIX_OUTPUTS},
             "suffix": {"file": "suffix.onnx", "inputs": suffix_inputs, "outputs": ["image_embeddings"]},
             "decoder": {"file": "decoder.onnx", "inputs": DECODER_INPUTS, "outputs": DECODER_OUTPUTS,
