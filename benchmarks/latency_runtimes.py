@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -215,7 +216,10 @@ def main(argv=None) -> int:
                   f"  {name:<22} max logit diff {q['max_logit_diff']:.4f} (max |logit| {q['max_abs_logit']:.2f}), "
                   f"mask IoU {q['mask_iou']:.4f}" for name, q in report["quality"].items()))
         return 0
-    report = run(args)
+    try:
+        report = run(args)
+    finally:  # the fresh graph cache `run` made
+        shutil.rmtree(os.environ["SAMCL_CACHE_DIR"], ignore_errors=True)
     print(json.dumps(report)) if args.json else show(report)
     return 0
 
