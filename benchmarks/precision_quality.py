@@ -4,6 +4,8 @@ the encoder's linear layers dynamically quantised to int8, with the same fixed p
 
     nice -n 10 python benchmarks/precision_quality.py                 # 100 test images per domain
     nice -n 10 python benchmarks/precision_quality.py --int8 --json   # the int8 experiment too; JSON
+    python benchmarks/precision_quality.py --graphs openvino:bfloat16 --graphs onnxruntime:float32
+                                    # the exported graphs on a graph runtime at a precision, too (`samcl.runtime`)
 
 Reports, per domain, mean IoU in each precision and its difference from float32 in points (goal: within 0.5),
 and the share of test images whose selector decision is the same as float32's (goal: at least 99.5 %), with the
@@ -49,6 +51,11 @@ def variant(trained: SAMCL, name: str, device: str = "cpu") -> SAMCL:
 
         quantize_encoder_int8(backbone)
         return SAMCL(backbone, trained.module_set, device=device)
+    if ":" in name:  # a graph runtime at a precision: the same set, its encoder and decoder as exported graphs
+        runtime, precision = name.split(":")
+        samcl = SAMCL(backbone, trained.module_set, device=device)
+        samcl.set_runtime(runtime, precision)
+        return samcl
     return SAMCL(backbone, trained.module_set, device=device, precision=name)
 
 
@@ -73,6 +80,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--int8", action="store_true", help="the int8 dynamic quantisation experiment too")
+    parser.add_argument("--graphs", action="append", default=[], metavar="RUNTIME:PRECISION",
+                        help="also the exported graphs on this runtime and precision (e.g. openvino:bfloat16)")
+    parser.add_argument("--no-bfloat16", action="store_true", help="skip torch's bfloat16 (only --graphs, --int8)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: learn and segment there")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -82,7 +92,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     suite = embedded_suite(args.train, args.test, args.seed)
     trained = learn_suite(suite, args)
-    names = ["float32", "bfloat16"] + (["int8"] if args.int8 else [])
+    names = ["float32"] + ([] if args.no_bfloat16 else ["bfloat16"]) + (["int8"] if args.int8 else []) + args.graphs
     sets = {name: (trained if name == "float32" else variant(trained, name, args.device)) for name in names}
     report = {"config": vars(args), "domains": {}, "agreement": {}, "pass": {}}
     decisions = {name: [] for name in names}
@@ -107,11 +117,11 @@ def main(argv=None) -> int:
     else:
         print(f"embedded suite, shipped tiny SAM: {args.train} train / {args.test} test images per domain, "
               f"{args.epochs} epochs, seed {args.seed}; decisions and IoU against float32's")
-        header = "".join(f"{n + ' IoU':>14}{'d pts':>8}{'same sel':>10}" for n in names)
+        header = "".join(f"{n + ' IoU':>{max(14, len(n) + 6)}}{'d pts':>8}{'same sel':>10}" for n in names)
         print(f"{'domain':<18}{header}")
         for domain, row in report["domains"].items():
-            print(f"{domain:<18}" + "".join(f"{r['iou']:>14.4f}{r['delta_points']:>+8.2f}{r['same_decision']:>10.3f}"
-                                            for r in row.values()))
+            print(f"{domain:<18}" + "".join(f"{r['iou']:>{max(14, len(n) + 6)}.4f}{r['delta_points']:>+8.2f}"
+                                            f"{r['same_decision']:>10.3f}" for n, r in row.items()))
         for name in names[1:]:
             print(f"{name}: selector decisions identical on {100 * report['agreement'][name]:.2f} % of "
                   f"{len(decisions[name])} test images (goal >= {100 * AGREEMENT:.1f} %); IoU within "

@@ -232,7 +232,8 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x: B x N x C; weight, bias: G x C."""
-    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) * weight.unsqueeze(-2) + bias.unsqueeze(-2)
+    # int(): a plain size, so that an ONNX trace (`samcl.runtime.graphs`) records the width as a constant
+    return F.layer_norm(x, (int(x.shape[-1]),), eps=LN_EPS) * weight.unsqueeze(-2) + bias.unsqueeze(-2)
 
 
 def heat_features(params: dict[str, torch.Tensor], heat: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,14 @@ class Engine:
         self.cache = PrefixCache(backbone, module_set.selector_block, device, stretch=self.reference, evict="lru")
         self._bank: ModuleBank | None = None
         self.fallback = True  # the open-set answer: an image no learned domain fits runs on the base
+        #: what runs the encoder and decoder: "torch" (the backbone's modules) or a graph runtime (`samcl.runtime`)
+        self.runtime = "torch"
+
+    def use_backbone(self, backbone, runtime: str) -> None:
+        """Run the encoder and decoder on `backbone` (a `samcl.runtime.backbone.GraphBackbone`, which offers the
+        calls made here); everything else on the path stays as it is. Cached prefixes were the old backbone's."""
+        self.backbone, self.runtime = backbone, runtime
+        self.cache_prefixes(self.cache.budget, evict=self.cache.evict)
 
     @property
     def start_block(self) -> int:

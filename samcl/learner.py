@@ -62,6 +62,9 @@ class SAMCL:
         this machine runs best at equal quality). The encoder's weights are cast once, here. Learning needs the
         float32 encoder (the store's contents never depend on the precision), so a set in bfloat16 is for
         inference only. Returns the precision now in use."""
+        if self.engine.runtime != "torch":
+            raise SamclError(f"the {self.engine.runtime} runtime's precision is set when it is attached: "
+                             "open the set again with the precision (SAMCL.open(..., precision=...))")
         try:
             chosen = resolve_precision(precision, str(self.device))
             if chosen != self.backbone.precision:
@@ -104,12 +107,15 @@ class SAMCL:
 
     @classmethod
     def open(cls, store: str | Path, base=None, device=None, fallback: bool = True,
-             precision: str | None = None) -> "SAMCL":
+             precision: str | None = None, runtime: str | None = "torch") -> "SAMCL":
         """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
         weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
         `fallback`: images no learned domain fits run on the base (the statistics selectors' open-set answer).
         `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`); None keeps the
-        base's own (float32 as loaded from a file)."""
+        base's own (float32 as loaded from a file). `runtime`: what runs the encoder and decoder, "torch",
+        "onnxruntime", "openvino" or "auto" (`samcl.runtime`: graphs exported once per base and cached; the
+        precision then applies to the graph runtime, the torch backbone stays float32)."""
+        chosen = _resolve_runtime(runtime, device)
         module_store = ModuleStore(store)
         raw = module_store.read_manifest()
         manifest = Manifest.from_dict(raw)
@@ -128,9 +134,32 @@ class SAMCL:
         check_site(module_set.aug_config, manifest.selector.get("dim"), backbone.site, module_store.path)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
-        samcl = cls(backbone, module_set, module_store, device, precision)
+        samcl = cls(backbone, module_set, module_store, device, precision if chosen == "torch" else None)
         samcl.engine.fallback = fallback
+        if chosen != "torch":
+            samcl.set_runtime(chosen, precision)
         return samcl
+
+    def set_runtime(self, runtime: str, precision: str | None = None) -> str:
+        """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
+        `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
+        from .runtime.attach import attach
+
+        chosen = _resolve_runtime(runtime, self.device)
+        if chosen == "torch":
+            if self.engine.runtime != "torch":
+                self.engine.use_backbone(self.backbone, "torch")
+            return chosen
+        try:
+            attach(self, chosen, precision)
+        except ValueError as exc:
+            raise SamclError(str(exc)) from None
+        return chosen
+
+    @property
+    def runtime(self) -> str:
+        """What runs the encoder and decoder: "torch", "onnxruntime" or "openvino"."""
+        return self.engine.runtime
 
     # ------------------------------------------------------------------ properties
     @property
@@ -334,3 +363,12 @@ class SAMCL:
         if precision is not None:
             self.set_precision(precision)
         return SamclPredictor(self.engine)
+
+
+def _resolve_runtime(runtime: str | None, device) -> str:
+    from .runtime import resolve
+
+    try:
+        return resolve(runtime, str(default_device() if device is None else torch.device(device)))
+    except ValueError as exc:
+        raise SamclError(str(exc)) from None

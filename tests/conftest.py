@@ -45,6 +45,25 @@ def float32_auto_precision():
     precision.AUTO_BF16 = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def torch_auto_runtime(tmp_path_factory):
+    """`--runtime auto` picks OpenVINO where it is installed; tests compare the CLI's results with the API's torch
+    ones, so auto means torch here (tests/test_runtime.py pins the rule), and exported graphs go to a cache of the
+    session's own, never the user's."""
+    import os
+
+    from samcl import runtime
+
+    saved, runtime.AUTO_ORDER = runtime.AUTO_ORDER, ("torch",)
+    cache, os.environ["SAMCL_CACHE_DIR"] = os.environ.get("SAMCL_CACHE_DIR"), str(tmp_path_factory.mktemp("cache"))
+    yield
+    runtime.AUTO_ORDER = saved
+    if cache is None:
+        os.environ.pop("SAMCL_CACHE_DIR", None)
+    else:
+        os.environ["SAMCL_CACHE_DIR"] = cache
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone() -> SamBackbone:
     backbone = SamBackbone.from_config(tiny_sam_config(), seed=0)

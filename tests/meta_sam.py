@@ -9,6 +9,7 @@ name, so nothing is stubbed and the real ``segment_anything`` name stays untouch
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from functools import partial
@@ -93,3 +94,17 @@ def build_meta_sam(
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
+
+
+def load_meta_onnx_model() -> type:
+    """Meta's ``segment_anything.utils.onnx.SamOnnxModel`` (the class Meta's ONNX export script wraps), loaded
+    the same way: the installed package's folder as a private package whose ``__init__`` is not run."""
+    name = "_meta_segment_anything"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("segment_anything")
+        if package is None or package.origin is None:
+            pytest.skip("segment-anything is not installed (pip install --no-deps segment-anything)")
+        module = ModuleType(name)
+        module.__path__ = [str(Path(package.origin).parent)]
+        sys.modules[name] = module
+    return importlib.import_module(f"{name}.utils.onnx").SamOnnxModel

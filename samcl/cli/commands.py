@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..io import SamclError, print_json
 from .errors import error_line
+from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 
 
 def check_device(name: str | None) -> None:
@@ -141,14 +142,6 @@ def _file_warning(message: str, data) -> str:
     return f"{data.masks[stem]}: {rest}" if sep and stem in getattr(data, "masks", {}) else message
 
 
-def table(rows: list[list], header: list[str]) -> str:
-    cells = [[str(c) for c in row] for row in [header, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
-
-
 def cmd_info(args) -> int:
     from ..manifest import read_manifest
     from ..precision import describe_auto, native_bf16
@@ -176,6 +169,7 @@ def cmd_info(args) -> int:
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
         "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
+        "runtime": runtime_info(args.device),
     }
     if args.json:
         print_json(info)
@@ -196,7 +190,35 @@ def cmd_info(args) -> int:
     s = info["storage"]
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
+    print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
     print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
+    return 0
+
+
+def runtime_info(device) -> dict:
+    """What --runtime auto picks here, and which runtimes are installed (no model code imported)."""
+    from .. import runtime
+
+    return {"auto": runtime.resolve("auto", device), "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
+            "rule": runtime.describe_auto()}
+
+
+def cmd_export(args) -> int:
+    from ..learner import SAMCL
+    from ..runtime.export import export_store
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
+    samcl = SAMCL.open(args.store, base=args.base, device="cpu", precision="float32")
+    description = export_store(samcl, args.out)
+    if args.json:
+        print_json(description)
+        return 0
+    files = sorted(p.name for p in args.out.iterdir())
+    size = sum(p.stat().st_size for p in args.out.iterdir())
+    print(f"exported {args.store} to {args.out} ({size / 2**20:.1f} MiB): {', '.join(files)}")
+    print(f"  domains: {', '.join(d['name'] + ' (row ' + str(d['row']) + ')' for d in description['domains']) or 'none'}"
+          "; row 0 = base")
     return 0
 
 
@@ -223,7 +245,7 @@ def cmd_segment(args) -> int:
     from ..types import Prompt
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision)
+                       precision=args.precision, runtime=args.runtime)
     prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), force=args.force)
     out = []
@@ -251,7 +273,8 @@ def cmd_eval(args) -> int:
         folders[name] = path
     check_device(args.device)
     datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision,
+                       runtime=args.runtime)
     base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
     known = {*samcl.domains, BASE_CLASS}
     for name in folders:
@@ -306,52 +329,6 @@ def cmd_benchmark(args) -> int:
     return main_benchmark(args)
 
 
-def cmd_import_reference(args) -> int:
-    from ..reference import import_reference
-
-    report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
-    if args.json:
-        print_json(report)
-        return 0
-    rows = [[name, "module" if name in report["modules"] else "base",
-             report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
-             if name in report["modules"] else "-"] for name in report["domains"]]
-    print(table(rows, ["domain", "kind", "tensors", "values"]))
-    print(f"\nimported into {args.out}: adapted blocks {report['adapted_blocks']}, selector block "
-          f"{report['selector']['block']}, heat mode 'reference' (the authors' forward); learn refuses this store")
-    return 0
-
-
-def cmd_forget(args) -> int:
-    from ..lifecycle import forget
-
-    report = forget(args.store, args.domain)
-    if args.json:
-        print_json(report)
-        return 0
-    how = (f"the mlp selector retrained from scratch on the remaining buffer (seed {report['seed']})"
-           if report["selector_retrained"] else f"its {report['selector']} statistics removed exactly")
-    base = " (it was the base class: no module, only its selector state)" if report["was_base_class"] else ""
-    print(f"forgot {args.domain}{base}: {how}; store now holds: {', '.join(report['domains'])}")
-    return 0
-
-
-def cmd_merge(args) -> int:
-    from ..lifecycle import merge
-
-    renames = dict(args.rename)
-    if len(renames) != len(args.rename):
-        raise SamclError("--rename: the same domain renamed twice")
-    report = merge(args.out, args.stores, renames)
-    if args.json:
-        print_json(report)
-        return 0
-    how = "mlp selector retrained from scratch on both buffers" if report["selector_retrained"] \
-        else f"{report['selector']} statistics combined exactly"
-    print(f"merged {len(args.stores)} stores into {args.out} ({how}): {', '.join(report['domains'])}")
-    return 0
-
-
 def cmd_serve(args) -> int:
     _check_store_path(args.store)
     check_device(args.device)
@@ -374,11 +351,11 @@ def cmd_serve(args) -> int:
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio)
+                         label_studio=label_studio, runtime=args.runtime)
     serve(config, workers=args.workers)
     return 0
 
 
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
-            "import-reference": cmd_import_reference}
+            "import-reference": cmd_import_reference, "export": cmd_export}

@@ -1,5 +1,7 @@
 """The examples each `samcl COMMAND --help` ends with (they run as written: tests check them)."""
 
+from .runtime_flags import EXPORT_EXAMPLES
+
 BUILTIN = "builtin:tiny-sam"
 
 EXAMPLES = {
@@ -46,6 +48,7 @@ examples:
   samcl segment ref-vitb polyp.jpg --point 320,240 --out mask.png    # then use it as any store
 The files are read without running their pickles (an allow-list of the classes they hold). The modules keep the
 authors' forward (image stretched to a square, their heat), recorded in the store; `learn` refuses such a store.""",
+    "export": EXPORT_EXAMPLES,
     "serve": """\
 examples:
   samcl serve my-set                                   # http://127.0.0.1:8000/ : the page; /docs : the API

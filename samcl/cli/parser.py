@@ -17,6 +17,8 @@ from .. import cli_types as t
 from .._version import __version__
 from ..options import field_of
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
+from .runtime_flags import add_runtime
+from .runtime_flags import add_export as _export
 
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 
@@ -88,7 +90,7 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve}
+              "serve": _serve, "export": _export}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -98,7 +100,8 @@ def build_parser(command: str | None = ALL) -> Parser:
              "import-reference": "the authors' released modules (checkpoint/SAM1 or SAM2) as a new store",
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
-             "serve": "an HTTP API and a click-to-segment page over a store"}
+             "serve": "an HTTP API and a click-to-segment page over a store",
+             "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
         if command in (ALL, name):
@@ -213,6 +216,7 @@ def _segment(p) -> None:
                         "(default: such images run on the base; statistics selectors only)")
     _base(p, "default: the one recorded in the store")
     add_precision(p)
+    add_runtime(p)
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
@@ -226,6 +230,7 @@ def _eval(p) -> None:
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     add_precision(p)
+    add_runtime(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
 
 
@@ -311,6 +316,7 @@ def _serve(p) -> None:
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")
     add_precision(p)
+    add_runtime(p)
     _base(p, "default: the one recorded in the store")
     from ..serve.label_studio.settings import add_arguments
 

@@ -37,6 +37,7 @@ class ServeConfig:
     precision: str | None = None  # None: the base's own (float32); "auto", "float32", "bfloat16"
     fallback: bool = True  # images no learned domain fits run on the base (statistics selectors)
     label_studio: dict | None = None  # `label_studio.settings.LabelStudioSettings` fields (flags; env otherwise)
+    runtime: str = "torch"  # what runs the encoder and decoder: torch, onnxruntime, openvino, auto (`samcl.runtime`)
 
     def __post_init__(self) -> None:
         if self.token is None:

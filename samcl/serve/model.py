@@ -71,7 +71,7 @@ class ModelHost:
             torch.set_num_threads(config.threads)
         self.samcl, self.identity = opened_with_identity(
             lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                               precision=config.precision), config.store)
+                               precision=config.precision, runtime=config.runtime), config.store)
         self.samcl.engine.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
         self.reload_error: str | None = None
         self.batches = 0
@@ -108,7 +108,8 @@ class ModelHost:
         `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
         return opened_with_identity(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
                                                        device=self.samcl.device, fallback=self.config.fallback,
-                                                       precision=self.config.precision), self.config.store)
+                                                       precision=self.config.precision,
+                                                       runtime=self.config.runtime), self.config.store)
 
     def swap(self, fresh: SAMCL, identity: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
