@@ -11,6 +11,7 @@ import torch
 
 from samcl import SAMCL, SelectorConfig, TrainConfig
 from samcl.data.sample import Sample
+from samcl.manifest import upgrade
 from samcl.selector import make_selector
 
 from helpers import toy_samples
@@ -145,6 +146,7 @@ def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, ti
     for key in ("kind", "features", "proj_dim", "shrink", "ridge", "frr"):
         manifest["selector"].pop(key, None)
         manifest["selector"]["config"].pop(key, None)
+    manifest["format_version"] = 1  # the format that left those keys out (version 2 writes every one)
     (path / "manifest.json").write_text(json.dumps(manifest))
     images = [s.image for s in toy_samples(3, COLOURS["red"], 7) + toy_samples(3, COLOURS["blue"], 8)]
     prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
@@ -203,7 +205,8 @@ def test_fecam_config_from_before_the_tolerance_bound_keeps_its_rule():
     old = {"kind": "fecam", "features": "mean_std", "block": None, "samples_per_domain": 300, "epochs": 25,
            "lr": 0.01, "batch_size": 24, "max_steps": 2000, "proj_dim": 128, "shrink": 16.0, "ridge": 0.001,
            "frr": 0.01}  # what the manifest of a store made before it holds
-    config = SelectorConfig.from_manifest(old)
+    upgraded = upgrade({"format_version": 1, "selector": {"kind": "fecam", "config": old}})  # format version 1
+    config = SelectorConfig.from_manifest(upgraded["selector"]["config"])
     assert (config.tolerance, config.shrink, config.proj_dim) == (0.0, 16.0, 128)
     classes = gaussian_classes(3, seed=4)
     selector = make_selector(config, 24)
@@ -228,6 +231,7 @@ def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identica
     manifest = json.loads((path / "manifest.json").read_text())
     for section in (manifest["selector"], manifest["selector"].get("config", {})):
         section.pop("tolerance", None)
+    manifest["format_version"] = 1  # the format that left it out (version 2 writes every key)
     (path / "manifest.json").write_text(json.dumps(manifest))
     images = [s.image for s in unlike_samples(2, 9) + toy_samples(2, COLOURS["red"], 7)]
     prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
