@@ -1,6 +1,6 @@
 """The continual loop: create or open a module set, learn domains one after another into it.
 
-    samcl = SAMCL.create(load_backbone("sam_vit_b_01ec64.pth"), "my-store")
+    samcl = SAMCL.create("sam_vit_b_01ec64.pth", "my-store")
     samcl.learn("polyps", FolderDataset("kvasir/train"))
     result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: the module that ran
 
@@ -82,11 +82,25 @@ class SAMCL:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, backbone, store: str | Path | None = None, rank: int = 10,
+    def create(cls, base, store: str | Path | None = None, *, rank: int = 10,
                adapted_blocks: tuple[int, ...] | None = None, selector: SelectorConfig = SelectorConfig(),
                dtype: str = "float32", base_hint: str | None = None, device=None) -> "SAMCL":
-        """A new, empty module set on `backbone` (saved to `store` if given; it must not exist yet). The store
-        records where the base came from (`load_backbone`'s spec, or `base_hint`), so `open` finds it again."""
+        """A new, empty module set on a frozen base model.
+
+        Arguments:
+          base: the base: a backbone (`load_backbone(...)`), or what `load_backbone` takes (an HF directory,
+            Meta's SAM .pth or SAM 2.1 .pt, "builtin:tiny-sam").
+          store (str | Path | None): the folder to save to (it must not hold a store yet); None: in memory only.
+          rank (int): the AugModules' rank r; adapted_blocks (tuple[int, ...] | None): the encoder blocks they
+            adapt (None: the base's default, the blocks after its middle one).
+          selector (SelectorConfig): the Module Selector; dtype (str): "float32" or "float16" storage.
+          base_hint (str | None): where `open` finds the base again (default: where it was loaded from).
+          device: a torch device or its name (default: cuda if available, else cpu).
+
+        Returns:
+          (SAMCL): the empty set; `learn` adds domains (and saves each to `store`).
+        """
+        backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
         block = backbone.default_selector_block if selector.block is None else selector.block
         aug = config_for(backbone.site, rank=rank, adapted_blocks=adapted_blocks)
         if block >= min(aug.adapted_blocks):
@@ -106,16 +120,27 @@ class SAMCL:
         return cls(backbone, module_set, module_store, device)
 
     @classmethod
-    def open(cls, store: str | Path, base=None, device=None, fallback: bool = True,
+    def open(cls, store: str | Path, *, base=None, device=None, fallback: bool = True,
              precision: str | None = None, runtime: str | None = "torch") -> "SAMCL":
-        """Open a saved store. `base`: a backbone, a path, or None (the base recorded in the store). The base's
-        weights are hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
-        `fallback`: images no learned domain fits run on the base (the statistics selectors' open-set answer).
-        `precision`: inference precision, "float32", "bfloat16" or "auto" (see `set_precision`); None keeps the
-        base's own (float32 as loaded from a file). `runtime`: what runs the encoder and decoder, "torch",
-        "onnxruntime", "openvino" or "auto" (`samcl.runtime`: graphs exported once per base and cached; the
-        precision then applies to the graph runtime, the torch backbone stays float32)."""
-        chosen = _resolve_runtime(runtime, device)
+        """Open a saved store (every file's sha256 and structure checked).
+
+        Arguments:
+          store (str | Path): the store's folder.
+          base: a backbone, or what `load_backbone` takes; None: the base the store records. Its weights are
+            hashed to check it is the store's, unless it is the very file the store recorded, unchanged.
+          device: a torch device or its name (default: cuda if available, else cpu).
+          fallback (bool): images no learned domain fits run on the base (the statistics selectors' open set).
+          precision (str | None): inference precision, "float32", "bfloat16" or "auto" (see `set_precision`);
+            None keeps the base's own (float32 as loaded from a file).
+          runtime (str | None): what runs the encoder and decoder: "torch", "onnxruntime", "openvino" or "auto"
+            (`samcl.runtime`: graphs exported once per base and cached; the precision then applies to them).
+
+        Returns:
+          (SAMCL): the set, every module resident; its embedding buffer is read when `learn` first needs it.
+        """
+        from .runtime.attach import resolved
+
+        chosen = resolved(runtime, device)
         module_store = ModuleStore(store)
         raw = module_store.read_manifest()
         manifest = Manifest.from_dict(raw)
@@ -143,18 +168,9 @@ class SAMCL:
     def set_runtime(self, runtime: str, precision: str | None = None) -> str:
         """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
         `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
-        from .runtime.attach import attach
+        from .runtime.attach import set_runtime
 
-        chosen = _resolve_runtime(runtime, self.device)
-        if chosen == "torch":
-            if self.engine.runtime != "torch":
-                self.engine.use_backbone(self.backbone, "torch")
-            return chosen
-        try:
-            attach(self, chosen, precision)
-        except ValueError as exc:
-            raise SamclError(str(exc)) from None
-        return chosen
+        return set_runtime(self, runtime, precision)
 
     @property
     def runtime(self) -> str:
@@ -177,10 +193,19 @@ class SAMCL:
         return self.module_set.selector_block
 
     # ------------------------------------------------------------------ learning
-    def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(),
-              base: bool = False, replace: bool = False) -> dict:
-        """Learn one domain: train its AugModule (or none if `base`), add N_e embeddings, retrain the selector,
-        save. Returns a report (losses, seconds, sizes).
+    def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(), *,
+              as_base: bool = False, replace: bool = False) -> dict:
+        """Learn one domain: train its AugModule (or none with `as_base`), add its selector state, save.
+
+        Arguments:
+          name (str): the new domain's name (letters, digits, '_', '.', '-'; "base" is reserved).
+          samples (Sequence[Sample]): its training images, masks and points (`FolderDataset`, or a list).
+          config (TrainConfig): how the module is trained.
+          as_base (bool): learn it as the "base" class: no module, SAM's own behaviour (the base model's domain).
+          replace (bool): relearn a domain the set holds (below).
+
+        Returns:
+          (dict): the report: the domain's kind, training losses and seconds, sizes in bytes, the selector's.
 
         `replace`: relearn a domain the set holds already from `samples` alone. Its old module and selector
         state go and the new ones come in the same save, so the store changes by one generation; until that
@@ -197,7 +222,7 @@ class SAMCL:
         if replace and name not in self.domains:
             raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
         replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
-        if base and not replaced and any(d.kind == "base" for d in self.module_set.domains):
+        if as_base and not replaced and any(d.kind == "base" for d in self.module_set.domains):
             raise SamclError("the module set already has a base class")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
@@ -212,11 +237,11 @@ class SAMCL:
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
-                return self._learn(name, samples, config, base, ctx, replace)
+                return self._learn(name, samples, config, as_base, ctx, replace)
             with self.store.lock():
                 if self.store.exists() and self.store.read_manifest().get("generation") != self.module_set.generation:
                     raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
-                return self._learn(name, samples, config, base, ctx, replace)
+                return self._learn(name, samples, config, as_base, ctx, replace)
 
     @contextmanager
     def _rollback_on_error(self):
@@ -357,18 +382,9 @@ class SAMCL:
         """Bytes: per module, selector, buffer, total (`samcl.sizes.storage`)."""
         return storage(self.module_set)
 
-    def predictor(self, precision: str | None = None) -> SamclPredictor:
-        """A predictor in the style of Meta's SamPredictor that picks the module itself. `precision`: switch the
-        set to this inference precision first (None: keep the current one; see `set_precision`)."""
+    def predictor(self, *, precision: str | None = None) -> SamclPredictor:
+        """A SamPredictor-style predictor that picks the module itself, at `precision` (None: the current one)."""
         if precision is not None:
             self.set_precision(precision)
         return SamclPredictor(self.engine)
 
-
-def _resolve_runtime(runtime: str | None, device) -> str:
-    from .runtime import resolve
-
-    try:
-        return resolve(runtime, str(default_device() if device is None else torch.device(device)))
-    except ValueError as exc:
-        raise SamclError(str(exc)) from None

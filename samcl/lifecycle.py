@@ -73,7 +73,7 @@ def _check_compatible(first: ModuleSet, other: ModuleSet, where: str) -> None:
                              "only sets learned on the same base with the same configuration merge")
 
 
-def merge(out: str | Path, paths: list[str | Path], rename: dict[str, str] | None = None) -> dict:
+def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | None = None) -> dict:
     """A new store at `out` holding the union of the stores at `paths` (learned apart on the same base).
     rename: OLD=NEW for a domain of the second or a later store whose name is taken already."""
     if len(paths) < 2:

@@ -110,7 +110,7 @@ class SamclStrategy(Strategy):
         if oracle:
             self.name = "samcl-oracle"
         if base_domain is not None:  # the reference learns a general domain as "base" (SAM without a module)
-            self.samcl.learn(base_domain.name, base_domain.train, train, base=True)
+            self.samcl.learn(base_domain.name, base_domain.train, train, as_base=True)
 
     def learn(self, domain: DomainData) -> dict:
         return self.samcl.learn(domain.name, domain.train, self.train)

@@ -57,7 +57,7 @@ def served(tmp_path_factory, scaled_backbone):
     backbone = SamBackbone.from_pretrained(root / "tiny-sam")
     samcl = SAMCL.create(backbone, root / "set", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=300),
                          base_hint=str(root / "tiny-sam"))
-    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, base=True)
+    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, as_base=True)
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)
     with torch.no_grad():  # one epoch barely moves a module: give each a distinct, visible effect

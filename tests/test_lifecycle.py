@@ -104,12 +104,12 @@ def test_merge_refuses_clashes_unless_renamed_and_other_configurations(tmp_path,
     with pytest.raises(SamclError, match="--rename red=NEW"):
         merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
     assert not (tmp_path / "out").exists()
-    assert merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"], {"red": "red-b"})["domains"] == ["red", "red-b"]
+    assert merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"], rename={"red": "red-b"})["domains"] == ["red", "red-b"]
     learned(tmp_path / "mlp", tiny_backbone, ["blue"], kind="mlp")
     with pytest.raises(SamclError, match="another selector kind"):
         merge(tmp_path / "out2", [tmp_path / "a", tmp_path / "mlp"])
     with pytest.raises(SamclError, match="already exists"):
-        merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"], {"red": "x"})
+        merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"], rename={"red": "x"})
 
 
 def test_cli_forget_and_merge(tmp_path, tiny_backbone, capsys):

@@ -80,7 +80,7 @@ def test_duplicate_domain_leaves_store_unchanged(learned_store, tiny_backbone):
 
 def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path):
     samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=20))
-    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, base=True)
+    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, as_base=True)
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
     assert [d.kind for d in samcl.module_set.domains] == ["base", "module"]
     predictor = samcl.predictor()

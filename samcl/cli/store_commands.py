@@ -50,7 +50,7 @@ def cmd_merge(args) -> int:
     renames = dict(args.rename)
     if len(renames) != len(args.rename):
         raise SamclError("--rename: the same domain renamed twice")
-    report = merge(args.out, args.stores, renames)
+    report = merge(args.out, args.stores, rename=renames)
     if args.json:
         print_json(report)
         return 0

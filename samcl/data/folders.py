@@ -65,7 +65,7 @@ def _files(folder: Path) -> dict[str, Path]:
 class FolderDataset(Sequence[Sample]):
     """A split folder as a sequence of `Sample`s; images are read when indexed."""
 
-    def __init__(self, split_dir: str | Path, seed: int = 0, points_per_image: int = 3, strict: bool = True,
+    def __init__(self, split_dir: str | Path, *, seed: int = 0, points_per_image: int = 3, strict: bool = True,
                  points_frame: str = "auto"):
         if points_frame not in POINT_FRAMES:
             raise ValueError(f"points_frame {points_frame!r}: expected one of {', '.join(POINT_FRAMES)}")

@@ -3,9 +3,36 @@ opened once, the engine's backbone calls pointed at them."""
 
 from __future__ import annotations
 
-from . import graph_precision
+from ..io import SamclError
+from . import graph_precision, resolve
 from .backbone import GraphBackbone
 from .export import cached_graphs
+
+
+def set_runtime(samcl, runtime: str | None, precision: str | None = None) -> str:
+    """`SAMCL.set_runtime`: run `samcl`'s engine on `runtime` ("auto" resolved here) at `precision`; torch puts
+    the set's own backbone back. Returns the runtime now in use; SamclError for one that cannot run here."""
+    chosen = resolved(runtime, samcl.device)
+    if chosen == "torch":
+        if samcl.engine.runtime != "torch":
+            samcl.engine.use_backbone(samcl.backbone, "torch")
+        return chosen
+    try:
+        attach(samcl, chosen, precision)
+    except ValueError as exc:
+        raise SamclError(str(exc)) from None
+    return chosen
+
+
+def resolved(runtime: str | None, device) -> str:
+    """`resolve` for a torch device (None: the default device), as a SamclError."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
+    try:
+        return resolve(runtime, str(device))
+    except ValueError as exc:
+        raise SamclError(str(exc)) from None
 
 
 def attach(samcl, runtime: str, precision: str | None = None, threads: int | None = None) -> None:
