@@ -74,3 +74,16 @@ def assert_same_tensors(saved, reopened) -> None:
     for key, tensor in saved.module_set.selector.to_tensors().items():
         assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key]), key
     assert torch.equal(saved.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
+
+
+def cli_error(capsys, *argv, names=()) -> str:
+    """Run `samcl argv` in this process: it must end with exit code 2 and one 'samcl: error: ...' line naming
+    each of `names`; returns that line."""
+    from samcl.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), (code, err)
+    for name in names:
+        assert str(name) in err[0], err[0]
+    return err[0]

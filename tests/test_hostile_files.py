@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from crafted_files import (deep_list_pickle, deep_tuple_key_pickle, eps_as_list, fifo, module_file, module_path,
                            nan_module, nested_json, run_cli, shared_list_pth, stride0_pth, torch_zip, zip_bomb_pth)
-from helpers import write_domain
+from helpers import cli_error, write_domain
 from reference_files import write_reference_dir
 
 from crafted_files import TINY_BLOCKS, TINY_DIM, TINY_NECK
@@ -33,15 +33,6 @@ def one_line(result: dict, *names) -> str:
     for name in names:
         assert str(name) in result["lines"][0], result["lines"][0]
     return result["lines"][0]
-
-
-def in_process(capsys, *argv, names=()) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), (code, err)
-    for name in names:
-        assert str(name) in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +160,7 @@ def test_amplifying_torch_files_are_refused_in_bounded_memory(ws, tmp_path, craf
 def test_malformed_module_files_are_one_line(ws, tmp_path, capsys, craft, problem):
     folder = reference_copy(ws, tmp_path)
     craft(folder / "Kvasir.pth")
-    in_process(capsys, *import_args(folder, tmp_path), names=[folder / "Kvasir.pth", problem])
+    cli_error(capsys, *import_args(folder, tmp_path), names=[folder / "Kvasir.pth", problem])
     assert not (tmp_path / "imported").exists()
 
 
@@ -177,7 +168,7 @@ def test_shared_nested_list_is_quoted_briefly(ws, tmp_path, capsys):
     """Its halves are one list, 24 levels deep: printed whole it would be 2^24 values long."""
     folder = reference_copy(ws, tmp_path)
     shared_list_pth(folder / "Kvasir.pth")
-    line = in_process(capsys, *import_args(folder, tmp_path), names=[folder / "Kvasir.pth", "lora_layer"])
+    line = cli_error(capsys, *import_args(folder, tmp_path), names=[folder / "Kvasir.pth", "lora_layer"])
     assert len(line) < 400
 
 

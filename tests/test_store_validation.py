@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from crafted_files import duplicate_domain, edit_manifest, nested_json
-from helpers import write_domain
+from helpers import cli_error, write_domain
 
 from samcl.cli import main
 
@@ -20,15 +20,6 @@ FAST = ["--epochs", "1", "--json"]
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def error_line(capsys, *argv, names=()) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), (code, err)
-    for name in names:
-        assert str(name) in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +65,7 @@ def test_info_refuses_what_segment_refuses(ws, store, tmp_path, capsys, name):
     image = ws / "red" / "test" / "images" / "img000.png"
     for argv in (["info", store], ["segment", store, image, "--point", "5,5", "--out", tmp_path / "m.png"],
                  ["learn", store, "--domain", "green", "--data", ws / "cells", *FAST], ["forget", store, "red"]):
-        error_line(capsys, *argv, names=[store / "manifest.json", "malformed manifest", problem])
+        cli_error(capsys, *argv, names=[store / "manifest.json", "malformed manifest", problem])
     assert snapshot(store) == before and not (tmp_path / "m.png").exists()
 
 
@@ -84,11 +75,11 @@ def test_deeply_nested_json_is_one_line(ws, store, tmp_path, capsys, problem, wh
         edit_manifest(store, lambda m: m["domains"][0]["info"].update(deep=json.loads(nested_json(50))))
         text = (store / "manifest.json").read_text().replace(nested_json(50), nested_json(100_000))
         (store / "manifest.json").write_text(text)
-        error_line(capsys, "info", store, names=[store / where, "nested 100,00"])
+        cli_error(capsys, "info", store, names=[store / where, "nested 100,00"])
         return
     data = Path(shutil.copytree(ws / "cells" / "train", tmp_path / "data"))
     (data / "masks" / where).write_text('{"img000.jpg": ' + nested_json(100_000) + "}")
-    error_line(capsys, "learn", store, "--domain", "green", "--data", data, *FAST,
+    cli_error(capsys, "learn", store, "--domain", "green", "--data", data, *FAST,
                names=[data / "masks" / where, "nested 100,00"])
 
 
@@ -103,13 +94,13 @@ def test_nan_weights_in_a_store_are_refused(ws, store, capsys):
     tensors["a.weight"][0, 0] = float("nan")
     save_file(tensors, victim)
     edit_manifest(store, lambda m: m["domains"][0].update(sha256=sha256_bytes(victim.read_bytes())))
-    error_line(capsys, "info", store, names=[victim, "NaN or infinite"])
+    cli_error(capsys, "info", store, names=[victim, "NaN or infinite"])
 
 
 @pytest.mark.parametrize("new", ["base", "../../x", "cells/x", "a b"])
 def test_merge_rename_to_a_reserved_or_path_name_is_refused(ws, tmp_path, capsys, new):
     out = tmp_path / "merged"
-    error_line(capsys, "merge", out, ws / "a", ws / "b", "--rename", f"cells={new}", names=[f"cells={new}"])
+    cli_error(capsys, "merge", out, ws / "a", ws / "b", "--rename", f"cells={new}", names=[f"cells={new}"])
     assert not out.exists() and not (tmp_path / "x").exists()
 
 
@@ -131,6 +122,6 @@ def test_store_that_lost_its_manifest_is_still_refused_and_kept(ws, store, capsy
     (store / "manifest.json").unlink()
     (store / ".selector.g9.safetensors.k2.tmp").write_bytes(b"half")
     before = {k: v for k, v in snapshot(store).items() if not k.endswith(".tmp")}
-    error_line(capsys, "learn", store, "--domain", "green", "--data", ws / "cells", *FAST,
+    cli_error(capsys, "learn", store, "--domain", "green", "--data", ws / "cells", *FAST,
                names=[store, "lost its manifest"])
     assert {k: v for k, v in snapshot(store).items() if not k.endswith(".tmp")} == before
