@@ -30,7 +30,14 @@ from .images import HIGH_DEPTH_MODES, high_depth_peak, to_rgb_array, upright
 
 
 class SamclError(Exception):
-    """A problem with the user's input or files: shown as one line, exit code 2, nothing saved is changed."""
+    """A problem with the user's input or files: shown as one line, exit code 2, nothing saved is changed.
+
+    The message names the problem in the library's own terms (arguments, config fields); `cli`, when given, is the
+    same line in the command line's terms (its flags), which the `samcl` command prints instead."""
+
+    def __init__(self, message: str, *, cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli
 
 
 #: Test hook for fault injection: with SAMCL_FAULT_DELAY=<seconds> every step of a store write announces itself

@@ -147,11 +147,12 @@ class SAMCL:
         if base is None:
             hint = manifest.base_hint
             if not hint:
-                raise SamclError(f"{store}: the store does not record its base model; give the base "
-                                 "(SAMCL.open(store, base=...), or --base on the command line)")
+                lacking = f"{store}: the store does not record its base model; give the base"
+                raise SamclError(f"{lacking} (SAMCL.open(store, base=...))", cli=f"{lacking} with --base")
             base = hint
             if not hint.startswith("builtin:") and not Path(hint).exists():
-                raise SamclError(f"{store}: its base model {hint} is no longer there; pass --base with its new path")
+                gone = f"{store}: its base model {hint} is no longer there"
+                raise SamclError(f"{gone}; give its new path as base=", cli=f"{gone}; pass --base with its new path")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
         backbone.adopt_identity(manifest.backbone, manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
@@ -272,7 +273,8 @@ class SAMCL:
                                                      shard=ctx.shard if ctx else (0, 1),
                                                      wrap=ctx.wrap if ctx else None)
             except NonFiniteLoss as exc:  # not the data's fault: say so without naming a data folder
-                raise SamclError(f"learning {name!r} diverged: {exc}") from None
+                raise SamclError(f"learning {name!r} diverged: {exc}",
+                                 cli=f"learning {name!r} diverged: {exc.cli}") from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
         if replace:

@@ -82,7 +82,7 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
     for old, new in rename.items():  # the rule of learn: a merge must not make a name learn refuses
         problem = name_problem(new)
         if problem:
-            raise SamclError(f"--rename {old}={new}: {problem}")
+            raise SamclError(f"rename {old!r} -> {new!r}: {problem}", cli=f"--rename {old}={new}: {problem}")
     target = ModuleStore(out)
     if target.exists():
         raise SamclError(f"{out}: a store already exists here; merge writes a new one")
@@ -98,8 +98,8 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
             if new != entry.name:
                 used.add(entry.name)
             if new in merged.names:
-                raise SamclError(f"{path}: domain {new!r} is in an earlier store too; give it another name with "
-                                 f"--rename {new}=NEW")
+                taken = f"{path}: domain {new!r} is in an earlier store too; give it another name with "
+                raise SamclError(taken + f"rename={{{new!r}: NEW}}", cli=taken + f"--rename {new}=NEW")
             if entry.name in other.modules:
                 merged.modules[new] = other.modules[entry.name]
             entry.name = new
@@ -107,7 +107,8 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
         merged.selector.merge(other.selector, seed=_seed(merged))
     unused = sorted(set(rename) - used)
     if unused:
-        raise SamclError(f"--rename {unused[0]}=...: no later store has a domain {unused[0]!r}")
+        raise SamclError(f"rename {unused[0]!r}: no later store has a domain {unused[0]!r}",
+                         cli=f"--rename {unused[0]}=...: no later store has a domain {unused[0]!r}")
     for entry in merged.domains:
         entry.file = entry.sha256 = None  # every module file is written into the new store
     merged.generation = 0

@@ -29,7 +29,7 @@ def name_problem(name) -> str | None:
         return f"domain name {shown}: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit"
     if name == BASE_CLASS:
         return (f"domain name {name!r} is reserved for SAM without a module; learn the base model's own domain "
-                "under its real name with as_base=True (--as-base)")
+                "under its real name with as_base=True")
     return None
 
 

@@ -106,7 +106,11 @@ def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torc
 
 
 class NonFiniteLoss(ValueError):
-    """Training diverged (NaN or infinite loss or weights): the module is not kept."""
+    """Training diverged (NaN or infinite loss or weights): the module is not kept. `cli`: the advice in flags."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}: try a smaller learning rate (TrainConfig.lr)")
+        self.cli = f"{message}: try a smaller --lr"
 
 
 def batch_bounds(count: int, global_batch: int, world: int = 1) -> list[tuple[int, int]]:
@@ -237,8 +241,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             loss.backward()
             if not torch.isfinite(loss.detach()):  # before the step: the module keeps its last finite weights
                 raise NonFiniteLoss(f"the loss became {loss.item()} at epoch {epoch + 1}, step {len(losses) + 1} "
-                                    f"(learning rate {schedule.get_last_lr()[0]:g}); nothing was saved: try a "
-                                    "smaller --lr")
+                                    f"(learning rate {schedule.get_last_lr()[0]:g}); nothing was saved")
             optimizer.step()
             rates.append(schedule.get_last_lr()[0])
             schedule.step()
@@ -248,7 +251,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     steps.close()
     module = module.cpu().requires_grad_(False)
     if not all(torch.isfinite(t).all() for t in module.state_tensors().values()):
-        raise NonFiniteLoss("training produced non-finite module weights; nothing was saved: try a smaller --lr")
+        raise NonFiniteLoss("training produced non-finite module weights; nothing was saved")
     stats = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, steps_per_epoch):])),
                     "steps": total, "lr": rates, "seconds": time.perf_counter() - start, "samples": len(indices)}
     return module, stats, pooled

@@ -101,8 +101,9 @@ def test_merge_equals_one_set_that_learned_everything(tmp_path, tiny_backbone):
 def test_merge_refuses_clashes_unless_renamed_and_other_configurations(tmp_path, tiny_backbone):
     learned(tmp_path / "a", tiny_backbone, ["red"])
     learned(tmp_path / "b", tiny_backbone, ["red"])
-    with pytest.raises(SamclError, match="--rename red=NEW"):
+    with pytest.raises(SamclError, match=r"rename=\{'red': NEW\}") as refused:  # the library's own terms
         merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+    assert refused.value.cli.endswith("--rename red=NEW")  # what `samcl merge` prints: its flag
     assert not (tmp_path / "out").exists()
     assert merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"], rename={"red": "red-b"})["domains"] == ["red", "red-b"]
     learned(tmp_path / "mlp", tiny_backbone, ["blue"], kind="mlp")
@@ -121,6 +122,11 @@ def test_cli_forget_and_merge(tmp_path, tiny_backbone, capsys):
     assert main(["forget", str(tmp_path / "s"), "blue"]) == 2
     assert "no domain 'blue'" in capsys.readouterr().err
     assert main(["merge", str(tmp_path / "m"), str(tmp_path / "s"), "--rename", "bad"]) == 2
+    capsys.readouterr()
+    learned(tmp_path / "t", tiny_backbone, ["red"])
+    assert main(["merge", str(tmp_path / "m"), str(tmp_path / "s"), str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err  # the library's error, in the command's terms
+    assert "--rename red=NEW" in err and "rename={" not in err
 
 
 def test_sigkill_during_forget_leaves_the_old_set_or_the_new_one(tmp_path, tiny_backbone):

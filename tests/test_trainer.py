@@ -79,8 +79,10 @@ def test_a_diverging_learn_fails_and_saves_nothing(tmp_path, tiny_backbone):
     samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
     manifest = (tmp_path / "S" / "manifest.json").read_bytes()
-    with pytest.raises(SamclError, match="diverged: the loss became nan"):
+    with pytest.raises(SamclError, match="diverged: the loss became nan") as diverged:
         samcl.learn("blue", toy_samples(4, (30, 30, 200), 1),
                     TrainConfig(epochs=2, batch_size=2, lr=1e30, progress=False))
+    assert "smaller learning rate (TrainConfig.lr)" in str(diverged.value)  # the library speaks of its config
+    assert diverged.value.cli.endswith("try a smaller --lr")  # the command, of its flag
     assert (tmp_path / "S" / "manifest.json").read_bytes() == manifest and samcl.domains == ["red"]
     assert all(torch.isfinite(t).all() for m in samcl.module_set.modules.values() for t in m.state_tensors().values())

@@ -43,8 +43,9 @@ class ServeConfig:
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
         if not is_loopback(self.host) and not self.token:
-            raise SamclError(f"--host {self.host}: not a loopback address; serving beyond this machine needs a token "
-                             f"(--token, or the {TOKEN_ENV} environment variable)")
+            problem = "not a loopback address; serving beyond this machine needs a token"
+            raise SamclError(f"host {self.host}: {problem} (ServeConfig.token, or the {TOKEN_ENV} environment "
+                             "variable)", cli=f"--host {self.host}: {problem} (--token, or {TOKEN_ENV})")
 
     @property
     def batch_window_s(self) -> float:

@@ -82,7 +82,8 @@ class ModelHost:
         manifest = Manifest.from_dict(ModuleStore(config.store).read_manifest())  # checked; no model loaded
         hint = config.base or manifest.base_hint
         if not hint:
-            raise SamclError(f"{config.store}: the store does not record its base model; pass --base")
+            lacking = f"{config.store}: the store does not record its base model"
+            raise SamclError(f"{lacking}; set ServeConfig.base", cli=f"{lacking}; pass --base")
 
     @property
     def cache(self) -> PrefixCache:
