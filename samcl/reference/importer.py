@@ -196,7 +196,8 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
         selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])
     selector = Path(selector)
     if not os.path.lexists(selector):
-        raise SamclError(f"{selector}: no such selector file (give it with --selector)")
+        raise SamclError(f"{selector}: no such selector file (give it as selector=)",
+                         cli=f"{selector}: no such selector file (give it with --selector-file)")
     check_regular(selector, "selector file")  # a fifo or a device: said so, never waited on
     files = module_files(directory, classes, selector)
     store = ModuleStore(out)
