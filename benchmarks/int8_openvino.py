@@ -38,6 +38,7 @@ from latency_precision import transformers_sam  # noqa: E402
 from latency_runtimes import cpu_name  # noqa: E402
 
 from samcl import SAMCL, Prompt  # noqa: E402
+from samcl.backbone import load_backbone  # noqa: E402
 from samcl.bench.suite import embedded_suite  # noqa: E402
 from samcl.precision import native_bf16  # noqa: E402
 
@@ -113,7 +114,7 @@ def quality_run(args) -> dict:
     calibration = ([s.image for s in train], [Prompt.of(s.points, s.labels) for s in train])
     sets = {"float32": trained}
     for name, mode in zip(names[1:], MODES):
-        fresh = SAMCL(quality.load_backbone("builtin:tiny-sam"), trained.module_set, device="cpu")
+        fresh = SAMCL(load_backbone("builtin:tiny-sam"), trained.module_set, device="cpu")
         sets[name] = on_openvino(fresh, hint, mode, calibration)
     rows, decisions = {}, {name: [] for name in names}
     for domain in [suite.general, *suite.domains, *suite.unseen]:
