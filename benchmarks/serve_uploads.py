@@ -21,7 +21,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,34 +33,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's samcl, not another
 from serve_helpers import make_store, png  # noqa: E402
+from serve_load import start as start_server  # noqa: E402
 
 from samcl.data.synthetic import generate  # noqa: E402
 
 MiB = 2**20
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(store: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "samcl.cli", "serve", str(store), "--port", str(port), "--threads", "1",
-               *flags]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"samcl serve did not start (exit code {process.poll()})")
+    """`samcl serve STORE` on a free port with one torch thread (serve_load's launcher), once /healthz answers."""
+    return start_server(store, 1, *flags)
 
 
 def images(count: int, megapixels: float, seed: int) -> list[bytes]:

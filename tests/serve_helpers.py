@@ -70,3 +70,14 @@ def live_server(app):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def wait_until(condition, what: str = "the condition", seconds: float = 30.0):
+    """Poll `condition` every 50 ms until it returns something true (returned), or fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from samcl.serve import ServeConfig, create_app  # noqa: E402
 from samcl.serve.label_studio import rle  # noqa: E402
 from samcl.serve.label_studio.labels import Tags, annotation_target, mask_polygons, polygon_mask  # noqa: E402
 from samcl.serve.label_studio.training import LearningWorker  # noqa: E402
-from serve_helpers import png  # noqa: E402
+from serve_helpers import png, wait_until  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
 CONFIG = json.loads((FIXTURES / "setup.json").read_text())["request"]["schema"]
@@ -230,16 +229,6 @@ def export_of(samples, config: str) -> tuple[list, dict]:
     return tasks, images
 
 
-def wait_until(condition, what: str, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_learning_a_project_serves_throughout_then_switches(empty_store, monkeypatch):
     """START_TRAINING learns the project in the background: a prediction made while the learn runs is answered
     from the old generation; then the new generation serves (pinned to the project's domain); a second
@@ -273,14 +262,14 @@ def test_learning_a_project_serves_throughout_then_switches(empty_store, monkeyp
         release.set()
         state = wait_until(lambda: c.get("/label-studio/learning").json()["projects"]["1"]
                            if c.get("/label-studio/learning").json()["projects"]["1"]["state"] == "done" else None,
-                           "the learn")
+                           "the learn", seconds=300)
         assert state["generation"] == 2 and not state["replaced"] and state["samples"] == 4
-        wait_until(lambda: c.get("/healthz").json()["generation"] == 2, "the reload")
+        wait_until(lambda: c.get("/healthz").json()["generation"] == 2, "the reload", seconds=300)
         after = c.post("/label-studio/predict", json=predict["request"]).json()["results"][0]
         assert after["model_version"] == "samcl-g2-Polyps_here"  # pinned: the project's own module
         c.post("/label-studio/webhook", json={"action": "START_TRAINING", "project": project})
         state = wait_until(lambda: (lambda s: s if s["state"] == "done" and s["generation"] == 3 else None)(
-            c.get("/label-studio/learning").json()["projects"]["1"]), "the relearn")
+            c.get("/label-studio/learning").json()["projects"]["1"]), "the relearn", seconds=300)
         assert state["replaced"]
     assert SAMCL.open(empty_store).domains == ["Polyps_here"]
 

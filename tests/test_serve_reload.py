@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
-from serve_helpers import copy_store, make_store, png, sample_images  # noqa: E402
+from serve_helpers import copy_store, make_store, png, sample_images, wait_until  # noqa: E402
 from test_serve_api import mask_of  # noqa: E402
 from test_serve_process import free_port, start_server  # noqa: E402
 
@@ -36,16 +35,6 @@ def store(tmp_path_factory):
 
 def client(store, **settings) -> TestClient:
     return TestClient(create_app(ServeConfig(store=store, max_megapixels=0.25, reload_seconds=0.05, **settings)))
-
-
-def wait_until(condition, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
 
 
 def expected_of(path, sample):
@@ -106,7 +95,7 @@ def test_a_reload_that_hangs_is_abandoned_and_the_old_generation_keeps_serving(s
         monkeypatch.setattr(SAMCL, "open", classmethod(hanging_open))
         real_open(path).learn("shadows", generate("shadows", 8, 0), QUICK)
         try:
-            health = wait_until(lambda: (h := c.get("/healthz").json())["reload_stuck"] and h, seconds=10)
+            health = wait_until(lambda: (h := c.get("/healthz").json())["reload_stuck"] and h, "a stuck reload", seconds=10)
             assert "abandoned" in health["reload_error"] and health["generation"] == generation
             answers = []
             upload = threading.Thread(target=lambda: answers.append(c.post("/v1/images", content=png(sample.image))))
@@ -136,7 +125,8 @@ def test_a_generation_naming_a_fifo_does_not_stop_uploads_or_sigint(store, tmp_p
         manifest["domains"][0]["file"] = "modules/stuck.safetensors"
         (path / "manifest.json.tmp").write_text(json.dumps(manifest))
         os.replace(path / "manifest.json.tmp", path / "manifest.json")
-        health = wait_until(lambda: (h := httpx.get(url + "/healthz", timeout=5).json())["reload_error"] and h, 10)
+        health = wait_until(lambda: (h := httpx.get(url + "/healthz", timeout=5).json())["reload_error"] and h,
+                            "a reload error", seconds=10)
         assert health["generation"] == generation
         sample = sample_images(1)[0]
         answer = httpx.post(url + "/v1/images", content=png(sample.image), timeout=10)
