@@ -45,14 +45,10 @@ def router(serving: Serving) -> APIRouter:
         it costs only the prompt-dependent part."""
         start = time.perf_counter()
         with serving.ticket() as ticket:
-            data = await serving.image_body(request, ticket)
-            key = codec.image_id(data)
-            entry = host.cache.get(key)
-            image = None if entry is not None else await serving.decode(data, ticket)
-            del data
-            job = await serving.run(Job("upload", key, image=image, entry=entry))
+            loaded = await serving.load(await serving.image_body(request, ticket), ticket)
+            job = await serving.run(Job("upload", loaded.key, image=loaded.image, entry=loaded.entry))
         height, width = job.entry.size
-        return {"image_id": key, "width": width, "height": height, "domain": job.chosen,
+        return {"image_id": loaded.key, "width": width, "height": height, "domain": job.chosen,
                 "score": job.score, "generation": job.generation, "timings": timings(job, start)}
 
     @api.post("/v1/segment", response_model=SegmentResponse, responses=ERRORS, openapi_extra=SEGMENT_BODY)
@@ -64,9 +60,7 @@ def router(serving: Serving) -> APIRouter:
             key, entry, image = await _image_of(serving, body, ticket)
             height, width = entry.size if entry is not None else image.shape[:2]
             prompt = _prompt(body, width, height)
-            if body.force is not None and body.force != "base" and body.force not in host.samcl.domains:
-                raise ApiError(400, "unknown_domain", f"unknown domain {quoted(body.force)}; learned: "
-                                                      f"{', '.join(host.samcl.domains) or 'none'} (or 'base')")
+            serving.check_force(body.force)
             job = await serving.run(Job("segment", key, image=image, entry=entry, prompt=prompt,
                                         domain=body.force))
         mask = job.prediction.masks[0]
@@ -99,10 +93,8 @@ async def _image_of(serving: Serving, body: SegmentRequest, ticket):
     key = codec.image_id(data)
     if body.image_id is not None and body.image_id != key:
         raise ApiError(400, "image_mismatch", f"image_id {quoted(body.image_id)} is not the id of the inline image")
-    entry = cache.get(key)
-    if entry is not None:
-        return key, entry, None
-    return key, None, await serving.decode(data, ticket)
+    loaded = await serving.load(data, ticket, key)
+    return loaded.key, loaded.entry, loaded.image
 
 
 def _prompt(body: SegmentRequest, width: int, height: int) -> Prompt:

@@ -26,7 +26,7 @@ from . import codec
 from .batching import Batcher
 from .budget import BYTES_PER_PIXEL, InflightBudget, Ticket
 from .config import ServeConfig
-from .errors import ApiError
+from .errors import ApiError, quoted
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
@@ -84,14 +84,22 @@ class Serving:
             raise ApiError(422, "invalid_request", "body: expected a JSON object")
         return value
 
-    async def load(self, data: bytes, ticket: Ticket) -> Loaded:
-        """Image file bytes -> the cached entry of those bytes, or the decoded image (charged to the budget)."""
-        key = codec.image_id(data)
+    async def load(self, data: bytes, ticket: Ticket, key: str | None = None) -> Loaded:
+        """Image file bytes -> the cached entry of those bytes, or the decoded image (charged to the budget).
+        `key`: their `codec.image_id`, when the caller has it already."""
+        key = codec.image_id(data) if key is None else key
         entry = self.host.cache.get(key)
         if entry is not None:
             return Loaded(key, entry, None, entry.size[1], entry.size[0])
         image = await self.decode(data, ticket)
         return Loaded(key, None, image, int(image.shape[1]), int(image.shape[0]))
+
+    def check_force(self, force: str | None) -> None:
+        """A request's forced domain is one the served set knows (or "base"): a 400 naming it, before any work."""
+        domains = self.host.samcl.domains
+        if force is not None and force != "base" and force not in domains:
+            raise ApiError(400, "unknown_domain", f"unknown domain {quoted(force)}; learned: "
+                                                  f"{', '.join(domains) or 'none'} (or 'base')")
 
     async def segment(self, loaded: Loaded, prompt, force: str | None) -> Job:
         """One prompt on one loaded image through the batcher: the finished job."""

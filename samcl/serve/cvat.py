@@ -59,7 +59,6 @@ def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
 
 def router(serving: Serving) -> APIRouter:
     routes = APIRouter(tags=["cvat"])
-    host = serving.host
 
     @routes.post("/v1/cvat/interactor", openapi_extra={"requestBody": {"content": {"application/json": {
         "schema": InteractorRequest.model_json_schema()}}, "required": True}})
@@ -69,9 +68,7 @@ def router(serving: Serving) -> APIRouter:
         with serving.ticket() as ticket:
             body = await serving.json(request, InteractorRequest, ticket)
             image = await serving.load(codec.decode_base64(body.image, "image"), ticket)
-            if body.force is not None and body.force != "base" and body.force not in host.samcl.domains:
-                raise ApiError(400, "unknown_domain", f"unknown domain {body.force[:64]!r}; learned: "
-                                                      f"{', '.join(host.samcl.domains) or 'none'} (or 'base')")
+            serving.check_force(body.force)
             job = await serving.segment(image, _prompt(body, image.width, image.height), body.force)
         mask = job.prediction.masks[0]
         outlines = await run_in_threadpool(mask_polygons, mask)
