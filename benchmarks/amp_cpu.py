@@ -4,7 +4,7 @@
     nice -n 10 python benchmarks/amp_cpu.py --size 1024 --steps 3
 
 Both runs start from the same module, images, masks and points, and take the same Adam steps through the
-trainer's own loss (`samcl.trainer.module_loss`: adapted blocks, neck and decoder, autocast to bfloat16 for
+trainer's own loss (`samcl.learning.trainer.module_loss`: adapted blocks, neck and decoder, autocast to bfloat16 for
 "bf16"); the prefix is computed once, in float32, as the trainer caches it. Prints the CPU time per step of each,
 their ratio, and both loss curves side by side.
 """
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from latency import vit_b_backbone
 
-from samcl.augmodule import AugModule, config_for
-from samcl.precision import native_bf16
-from samcl.trainer import TrainConfig, module_loss
+from samcl.inference.precision import native_bf16
+from samcl.learning.trainer import TrainConfig, module_loss
+from samcl.method.augmodule import AugModule, config_for
 
 
 def batch(backbone, count: int, seed: int):

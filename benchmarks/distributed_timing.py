@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samcl import SAMCL, distributed
+from samcl import SAMCL
 from samcl.backbone.sam import SamBackbone
 from samcl.data.sample import Sample
+from samcl.learning import distributed
+from samcl.learning.trainer import TrainConfig
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
 
 #: A small SAM (grid 16 x 16, 6 blocks): big enough that a step is mostly compute, small enough for CPU.
 SMALL_SAM = {

@@ -40,7 +40,7 @@ from latency_runtimes import cpu_name  # noqa: E402
 from samcl import SAMCL, Prompt  # noqa: E402
 from samcl.backbone import load_backbone  # noqa: E402
 from samcl.bench.suite import embedded_suite  # noqa: E402
-from samcl.precision import native_bf16  # noqa: E402
+from samcl.inference.precision import native_bf16  # noqa: E402
 
 ENCODER_GRAPHS = ("prefix", "suffix")
 MODES = ("", "+int8 weights", "+int8 PTQ")

@@ -69,9 +69,9 @@ class Workspace:
 def prepare(root: Path) -> Workspace:
     """The tiny SAM (saved like an HF model), toy domains, and the paths of a store not yet created."""
     import torch
-
     from conftest import tiny_sam_config
     from helpers import write_domain
+
     from samcl.backbone.sam import SamBackbone
 
     torch.manual_seed(0)
@@ -200,8 +200,8 @@ class Verifier:
         import torch
 
         from samcl.cli import main as cli_main
-        from samcl.learner import SAMCL, Prompt
-        from samcl.store import ModuleStore
+        from samcl.learning.learner import SAMCL, Prompt
+        from samcl.store.files import ModuleStore
 
         store = ModuleStore(path)
         if before.manifest is None and not store.exists():

@@ -39,11 +39,11 @@ import torch
 from transformers import SamConfig
 
 from samcl import SAMCL, Prompt
-from samcl.augmodule import AugModule, AugModuleSize, config_for
 from samcl.backbone.sam import SamBackbone
-from samcl.engine import InputPrompt
+from samcl.inference.engine import InputPrompt
+from samcl.method.augmodule import AugModule, AugModuleSize, config_for
 from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
-from samcl.moduleset import DomainEntry
+from samcl.store.moduleset import DomainEntry
 
 
 def vit_b_backbone(size: int | None = None, seed: int = 0) -> SamBackbone:

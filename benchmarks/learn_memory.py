@@ -74,7 +74,7 @@ def main() -> int:
         started = time.perf_counter()
         data = write_data(tmp / "data", args.images)
         print(f"{args.images} images of 16 x 12 px written in {time.perf_counter() - started:.0f} s")
-        baseline = [env_python, "-c", "import samcl.learner, samcl.backbone as b; b.load_backbone(None)"]
+        baseline = [env_python, "-c", "import samcl.learning.learner, samcl.backbone as b; b.load_backbone(None)"]
         runs = {"baseline (import + tiny SAM)": baseline}
         for budget in args.budgets.split(","):
             argv = [env_python, "-m", "samcl.cli", "--device", "cpu", "learn", str(tmp / f"store-{budget}"),

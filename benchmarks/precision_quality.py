@@ -25,9 +25,9 @@ import torch
 from samcl import SAMCL, Prompt
 from samcl.backbone import load_backbone
 from samcl.bench.suite import embedded_suite
+from samcl.learning.trainer import TrainConfig
 from samcl.metrics import mask_scores
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
 
 IOU_POINTS, AGREEMENT = 0.5, 0.995
 

@@ -42,9 +42,9 @@ from distributed_timing import SMALL_SAM  # noqa: E402  (the small random SAM, w
 from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL  # noqa: E402
-from samcl.augmodule import config_for  # noqa: E402
+from samcl.method.augmodule import config_for  # noqa: E402
 from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, make_selector, train_selector  # noqa: E402
-from samcl.store import ModuleStore  # noqa: E402
+from samcl.store.files import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
 SPREAD = 0.5
@@ -262,9 +262,9 @@ def demo_case(args) -> dict:
     domain suite through the shipped tiny SAM (or a random tiny SAM if it is not installed), both schedules."""
     from samcl.backbone import load_backbone
     from samcl.backbone.sam import SamBackbone
+    from samcl.bench.demo import FULL
     from samcl.data import synthetic
-    from samcl.demo import FULL
-    from samcl.io import SamclError
+    from samcl.errors import SamclError
 
     try:
         backbone, source = load_backbone(None), "builtin tiny SAM"

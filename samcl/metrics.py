@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["continual_metrics", "mask_scores", "mean_scores"]
+
 
 def mask_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """pred, target: H x W bool -> {"iou", "f1", "mae"}."""

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Range", "check_fields", "field_of", "help_of", "option", "range_of"]
+
 
 @dataclass(frozen=True)
 class Range:

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import SamclError
+
+__all__ = ["Prediction", "Prompt", "PromptError"]
+
+
+class PromptError(SamclError):
+    """A prompt that does not fit its image. `code` names the problem as the HTTP API answers it: `no_prompt`,
+    `point_outside`, `bad_box`, `box_outside`."""
+
+    def __init__(self, code: str, message: str, *, cli: str | None = None):
+        super().__init__(message, cli=cli)
+        self.code = code
+
 
 @dataclass
 class Prompt:
@@ -42,6 +55,31 @@ class Prompt:
         if pts is not None and len(lab) != len(pts):
             raise ValueError(f"{len(pts)} points but {len(lab)} labels")
         return cls(pts, lab, None if box is None else np.asarray(box, dtype=np.float32).reshape(4))
+
+    def check(self, width: int | None = None, height: int | None = None) -> None:
+        """The one check of a prompt against its image, for every front end (the API, the CLI, the server).
+
+        Arguments:
+          width, height: the image's size in pixels; None: check only that there is a prompt.
+
+        Raises PromptError unless the prompt has a point or a box, every point lies inside the image
+        (0 <= x < width, 0 <= y < height) and the box is ordered (x0 <= x1, y0 <= y1) and within it.
+        """
+        if self.points is None and self.box is None:
+            raise PromptError("no_prompt", "no prompt: give at least one point or a box",
+                              cli="no prompt: give at least one --point, --negative or --box")
+        if width is None or height is None:
+            return
+        for x, y in self.points if self.points is not None else ():
+            if not (0 <= x < width and 0 <= y < height):
+                raise PromptError("point_outside", f"point {x:g},{y:g} lies outside the {width}x{height} image")
+        if self.box is not None:
+            x0, y0, x1, y1 = (float(v) for v in self.box)
+            if not (x0 <= x1 and y0 <= y1):
+                raise PromptError("bad_box", f"box {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
+            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+                raise PromptError("box_outside", f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the "
+                                                 f"{width}x{height} image")
 
 
 @dataclass

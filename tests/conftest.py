@@ -38,7 +38,7 @@ def float32_auto_precision():
     """`--precision auto` picks bfloat16 on CPUs with native bfloat16; tests compare the CLI's results with the
     API's float32 ones at 1e-5, so auto means float32 here whatever CPU runs them (tests/test_precision.py pins
     the rule itself)."""
-    from samcl import precision
+    from samcl.inference import precision
 
     saved, precision.AUTO_BF16 = precision.AUTO_BF16, False
     yield

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from samcl.augmodule import Injection, stack_params
 from samcl.data.sample import Sample
+from samcl.method.augmodule import Injection, stack_params
 
 
 def toy_samples(n: int, background: tuple[int, int, int], seed: int) -> list[Sample]:

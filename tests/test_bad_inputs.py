@@ -12,20 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_sam_config
+from helpers import toy_samples, write_domain, write_split
 from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-import samcl.io
+import samcl.io.files
+import samcl.io.images
+from samcl import SAMCL, Prompt
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-from samcl.io import SamclError, read_image, read_mask
-from samcl import SAMCL, Prompt
+from samcl.errors import SamclError
+from samcl.io import read_image, read_mask
 from samcl.metrics import mask_scores
-from samcl.store import sha256_bytes
-
-from conftest import tiny_sam_config
-from helpers import toy_samples, write_domain, write_split
+from samcl.store.files import sha256_bytes
 
 FAST = ["--epochs", "1", "--json"]
 
@@ -133,14 +134,14 @@ def test_unreadable_image_is_named(ws, store, tmp_path, capsys, monkeypatch):
     """Permission denied (simulated: the tests may run as root, who can read anything)."""
     data = split_copy(ws, tmp_path)
     victim = data / "images" / "img004.png"
-    real_open = samcl.io.Image.open
+    real_open = samcl.io.images.Image.open
 
     def guarded(path, *args, **kwargs):
         if Path(getattr(path, "name", path)) == victim:  # (samcl hands PIL the file it opened)
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(samcl.io.Image, "open", guarded)
+    monkeypatch.setattr(samcl.io.images.Image, "open", guarded)
     learn_error(capsys, ws, store, data, names=[victim, "permission denied"])
 
 
@@ -372,6 +373,32 @@ def test_segment_point_outside_the_image_is_named(ws, store, tmp_path, capsys):
     user_error(capsys, "segment", store, image, "--point", "-1,10", "--out", tmp_path / "m.png",
                names=[image, "-1,10", "outside"])  # a leading minus is a value, not a flag
     assert not (tmp_path / "m.png").exists()
+
+
+def test_segment_box_outside_or_reversed_is_named(ws, store, tmp_path, capsys):
+    """The CLI checks a box against the image as the server does (the one `Prompt.check`; a reversed box is the
+    flag type's to refuse)."""
+    image = ws / "red" / "test" / "images" / "img000.png"
+    user_error(capsys, "segment", store, image, "--box", "0,0,5000,5", "--out", tmp_path / "m.png",
+               names=[image, "box 0,0,5000,5 reaches outside"])
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_one_prompt_check_names_each_problem_with_the_servers_code():
+    from samcl import Prompt, PromptError
+
+    cases = [(Prompt.of(), "no_prompt"), (Prompt.of([[5, 50]]), "point_outside"),
+             (Prompt.of([[-1, 5]]), "point_outside"), (Prompt.of(box=[10, 10, 5, 5]), "bad_box"),
+             (Prompt.of(box=[0, 0, 41, 5]), "box_outside")]
+    for prompt, code in cases:
+        with pytest.raises(PromptError) as refused:
+            prompt.check(40, 30)
+        assert refused.value.code == code
+    Prompt.of([[0, 0], [39.5, 29.5]], [1, 0], [0, 0, 40, 30]).check(40, 30)  # the image's own edges are inside
+    Prompt.of([[5000, 5]]).check()  # without a size: only that there is a prompt
+    with pytest.raises(PromptError, match="no prompt") as refused:
+        Prompt.of().check()
+    assert "--point" in refused.value.cli
 
 
 def test_segment_without_a_prompt_is_refused_as_the_server_does(ws, store, tmp_path, capsys):
@@ -608,14 +635,14 @@ def test_failed_first_learn_leaves_no_store_folder(ws, tmp_path, capsys):
 def test_disk_full_while_saving_leaves_the_store_as_it_was(ws, store, capsys, monkeypatch, failing):
     """The write fails at the selector file or at the manifest itself: one line naming the file, the files of the
     half write removed, the store's bytes unchanged."""
-    real_replace = samcl.io.os.replace
+    real_replace = samcl.io.files.os.replace
 
     def replace(source, target):
         if Path(target).name.startswith(failing):
             raise OSError(28, "No space left on device")
         return real_replace(source, target)
 
-    monkeypatch.setattr(samcl.io.os, "replace", replace)
+    monkeypatch.setattr(samcl.io.files.os, "replace", replace)
     user_error(capsys, "learn", store, "--domain", "x", "--data", ws / "blue", *FAST,
                names=[store, failing, "cannot write (No space left on device)"])
 

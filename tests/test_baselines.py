@@ -1,4 +1,4 @@
-"""The continual baselines (`samcl.baselines`) and the AugModule variants they and the SAMCL ablations use."""
+"""The continual baselines (`samcl.bench.baselines`) and the AugModule variants they and the SAMCL ablations use."""
 
 import copy
 from dataclasses import replace
@@ -6,13 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_mixed_batch_matches_single, toy_samples
-from samcl import baselines as b
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, qkv_lora_delta
-from samcl.protocol import DomainData, SamclStrategy, run_protocol
+
+from samcl.bench import baselines as b
+from samcl.bench.protocol import DomainData, SamclStrategy, run_protocol
+from samcl.learning.trainer import TrainConfig, train_module
+from samcl.method.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, qkv_lora_delta
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig, train_module
 
 VARIANTS = {
     "per-block A": {"shared_down": False},

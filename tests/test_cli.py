@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_sam_config
+from helpers import write_domain
 from PIL import Image
 from safetensors.torch import load_file
 
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-
-from conftest import tiny_sam_config
-from helpers import write_domain
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import tiny_sam_config
+from helpers import write_domain
 from PIL import Image
 
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-
-from conftest import tiny_sam_config
-from helpers import write_domain
 
 REPO = Path(__file__).resolve().parents[1]
 

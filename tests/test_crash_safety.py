@@ -17,17 +17,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import samcl.io
-import samcl.store
-from samcl.cli import main
-from samcl.io import SamclError
-from samcl.learner import SAMCL
-from samcl.selector import SelectorConfig
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
-
 from helpers import toy_samples
+
+import samcl.io.files
+import samcl.store.files
+from samcl.cli import main
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL
+from samcl.learning.trainer import TrainConfig
+from samcl.selector import SelectorConfig
+from samcl.store.files import ModuleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -73,8 +72,8 @@ def test_every_crash_point_of_a_save_leaves_previous_or_new_store(small_store, t
         shutil.copytree(small_store, target)
         crashes.append((step, target))
 
-    monkeypatch.setattr(samcl.io, "fault_point", crash_here)
-    monkeypatch.setattr(samcl.store, "fault_point", crash_here)
+    monkeypatch.setattr(samcl.io.files, "fault_point", crash_here)
+    monkeypatch.setattr(samcl.store.files, "fault_point", crash_here)
     SAMCL.open(small_store, base=tiny_backbone).learn("blue", toy_samples(6, (30, 30, 200), 1), FAST)
     monkeypatch.undo()
 

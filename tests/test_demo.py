@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from samcl.backbone import TINY_SAM_DIR
+from samcl.bench.demo import typical_example
 from samcl.cli import main
-from samcl.demo import typical_example
 from samcl.metrics import continual_metrics
 
 

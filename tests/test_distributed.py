@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from samcl import distributed
-from samcl.augmodule import AugModule, config_for
-from samcl.backbone.sam import SamBackbone
-from samcl.cli import main
-from samcl.io import SamclError
-from samcl.learner import SAMCL
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig, train_module
-
 from conftest import tiny_sam_config
 from helpers import toy_samples, write_split
+
+from samcl.backbone.sam import SamBackbone
+from samcl.cli import main
+from samcl.errors import SamclError
+from samcl.learning import distributed
+from samcl.learning.learner import SAMCL
+from samcl.learning.trainer import TrainConfig, train_module
+from samcl.method.augmodule import AugModule, config_for
+from samcl.store.files import ModuleStore
 
 WORLD = 2
 BATCH = 2  # per process; the single-process reference uses WORLD x BATCH
@@ -59,12 +58,13 @@ def worker(rank: int, port: int, root: Path) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import samcl.store
+    import samcl.store.files
 
     writes, held = [], []
     for name in ("atomic_write_bytes", "atomic_write_json"):
-        original = getattr(samcl.store, name)
-        setattr(samcl.store, name, lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
+        original = getattr(samcl.store.files, name)
+        setattr(samcl.store.files, name,
+                lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
     learn, embeddings_for, reused = SAMCL.learn, SAMCL.embeddings_for, []
     SAMCL.learn = lambda self, *a, **k: (held.append(self), learn(self, *a, **k))[1]
     SAMCL.embeddings_for = lambda self, samples, seed, known=None, *a, **k: (

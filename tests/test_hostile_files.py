@@ -11,15 +11,30 @@ import shutil
 from pathlib import Path
 
 import pytest
-from crafted_files import (deep_list_pickle, deep_tuple_key_pickle, eps_as_list, fifo, module_file, module_path,
-                           nan_module, nested_json, run_cli, shared_list_pth, stride0_pth, torch_zip, zip_bomb_pth)
+from crafted_files import (
+    TINY_BLOCKS,
+    TINY_DIM,
+    TINY_NECK,
+    deep_list_pickle,
+    deep_tuple_key_pickle,
+    eps_as_list,
+    fifo,
+    module_file,
+    module_path,
+    nan_module,
+    nested_json,
+    run_cli,
+    shared_list_pth,
+    stride0_pth,
+    torch_zip,
+    zip_bomb_pth,
+)
 from helpers import cli_error, write_domain
 from reference_files import write_reference_dir
 
-from crafted_files import TINY_BLOCKS, TINY_DIM, TINY_NECK
-from samcl.cli import main
 import samcl.io
-from samcl.io import SamclError
+from samcl.cli import main
+from samcl.errors import SamclError
 
 HANG = 120  # seconds after which a child counts as hung (it ends in about 3 s: starting Python and torch)
 FAST = ["--epochs", "1", "--json"]

@@ -13,21 +13,20 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+from conftest import tiny_sam_config
+from helpers import toy_samples
 from PIL import Image
 
 from samcl import SAMCL, Prompt
-from samcl.augmodule import AugModule
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-from samcl.io import SamclError
-from samcl.prefix_cache import ByObject, PrefixCache
+from samcl.errors import SamclError
+from samcl.inference.prefix_cache import ByObject, PrefixCache
+from samcl.learning.trainer import TrainConfig
+from samcl.method.augmodule import AugModule
+from samcl.method.sizes import tensor_bytes
 from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
-from samcl.sizes import tensor_bytes
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
-
-from conftest import tiny_sam_config
-from helpers import toy_samples
+from samcl.store.files import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 RED, BLUE, GRAY = (200, 30, 30), (30, 30, 200), (120, 120, 120)
@@ -344,8 +343,9 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
 
 
 def test_prefix_cache_gives_identical_results_and_skips_the_prefix(tiny_backbone, monkeypatch):
-    from samcl import SAMCL, Prompt
     from helpers import toy_samples
+
+    from samcl import SAMCL, Prompt
 
     samples = toy_samples(3, (200, 30, 30), 0)
     images, prompts = [s.image for s in samples], [Prompt.of(s.points) for s in samples]

@@ -25,14 +25,15 @@ pytest.importorskip("httpx")
 brush = pytest.importorskip("label_studio_sdk.converter.brush")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from serve_helpers import png, wait_until  # noqa: E402
 
-from samcl import SAMCL, learner, load_backbone  # noqa: E402
+from samcl import SAMCL, load_backbone
 from samcl.data.synthetic import generate  # noqa: E402
+from samcl.learning import learner  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
 from samcl.serve.label_studio import rle  # noqa: E402
 from samcl.serve.label_studio.labels import Tags, annotation_target, mask_polygons, polygon_mask  # noqa: E402
 from samcl.serve.label_studio.training import LearningWorker  # noqa: E402
-from serve_helpers import png, wait_until  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
 CONFIG = json.loads((FIXTURES / "setup.json").read_text())["request"]["schema"]

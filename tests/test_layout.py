@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "samcl"
@@ -116,3 +118,99 @@ def test_no_file_in_the_package_is_over_400_lines():
     long = {str(f.relative_to(PACKAGE)): n for f in PACKAGE.rglob("*.py")
             if (n := len(f.read_text().splitlines())) > 400}
     assert not long, f"files over 400 lines: {long}"
+
+
+# ------------------------------------------------------------------------------------- the rooms' public names
+#: The rooms that are front ends or tools over the library: they import other rooms only through public names.
+FRONT_ENDS = ("samcl.cli", "samcl.serve", "samcl.bench")
+#: Top-level modules that are the vocabulary every room shares (their `__all__` is public, like a package's).
+VOCABULARY = {"samcl.errors", "samcl.types", "samcl.options", "samcl.metrics"}
+#: Machinery of the packages' own `__init__` files, not API.
+MACHINERY = {"samcl._lazy"}
+
+
+def is_package(module: str) -> bool:
+    return (PACKAGE.parent / module.replace(".", "/") / "__init__.py").is_file()
+
+
+def public_of(module: str) -> set[str]:
+    return set(getattr(importlib.import_module(module), "__all__", ()))
+
+
+def non_public_imports(source: str, module: str, room: str) -> list[str]:
+    """Imports in `source` (the code of `module`, in `room`) of another room's names that are not public: a name is
+    public when it is in the `__all__` of `samcl`, of a package, or of a vocabulary module, and is imported from
+    there (not from the internal module that defines it)."""
+    package = module if module.endswith(".__init__") else module.rpartition(".")[0]
+    package = package.removesuffix(".__init__")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [(alias.name, None) for alias in node.names if alias.name.startswith("samcl")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                base = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([base] if base else []))
+            targets = [(base, alias.name) for alias in node.names] if base.startswith("samcl") else []
+        else:
+            continue
+        for target, name in targets:
+            if target == room or target.startswith(room + ".") or target in MACHINERY:
+                continue
+            if target != "samcl" and not is_package(target) and target not in VOCABULARY:
+                found.append(f"{module}:{node.lineno} imports the internal module {target}")
+            elif name is not None and name not in public_of(target) and not is_package(f"{target}.{name}"):
+                found.append(f"{module}:{node.lineno} imports {target}.{name}, which {target} does not export")
+    return found
+
+
+def test_front_ends_use_only_public_names():
+    """The CLI, the server and the benchmark (with the baselines) take every other room's names from its public
+    surface: what they need, a user can import the same way."""
+    found = []
+    for room in FRONT_ENDS:
+        for path in sorted((PACKAGE.parent / room.replace(".", "/")).rglob("*.py")):
+            found += non_public_imports(path.read_text(), module_name(path) + (".__init__" if path.name == "__init__.py"
+                                                                               else ""), room)
+    assert not found, "\n".join(found)
+
+
+def test_non_public_imports_are_found():
+    planted = ("from ..store.files import ModuleStore\nfrom ..store import ModuleStore, not_exported\n"
+               "from .. import SAMCL, runtime\nfrom ..io import read_image\nfrom .output import x\n"
+               "def f():\n    from ..learning.trainer import TrainConfig\n    import samcl.engine\n")
+    assert non_public_imports(planted, "samcl.cli.fake", "samcl.cli") == [
+        "samcl.cli.fake:1 imports the internal module samcl.store.files",
+        "samcl.cli.fake:2 imports samcl.store.not_exported, which samcl.store does not export",
+        "samcl.cli.fake:7 imports the internal module samcl.learning.trainer",
+        "samcl.cli.fake:8 imports the internal module samcl.engine",
+    ]
+
+
+def test_every_public_name_resolves():
+    """Each name a package (or vocabulary module) exports can be imported from it: the packages load their names
+    on first use, so a wrong entry would surface only when a user reached for it."""
+    modules = ["samcl", *VOCABULARY] + [module_name(init) for init in sorted(PACKAGE.rglob("__init__.py"))]
+    missing = [f"{module}.{name}" for module in modules for name in public_of(module)
+               if not hasattr(importlib.import_module(module), name)]
+    assert not missing, f"exported but not importable: {missing}"
+
+
+def test_readme_layout_names_every_room_and_only_real_files():
+    """The README's "How the code is laid out" table lists each subpackage and top-level module, and every file
+    path in that section (the data path of one `segment` call included) exists."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## How the code is laid out"):]
+    section = section[: section.index("\n## ", 1)]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `samcl/")]
+    named = set()
+    for cell in rows:  # "`samcl/__init__.py`, `types.py`" -> samcl/__init__.py, samcl/types.py
+        named |= {("samcl/" + p.removeprefix("samcl/")).rstrip("/") for p in re.findall(r"`([^`]+)`", cell)}
+    rooms = {f"samcl/{p.name}" for p in PACKAGE.iterdir()
+             if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and not p.name.startswith("_"))}
+    assert rooms - named == set(), f"rooms missing from the README's layout: {sorted(rooms - named)}"
+    paths = {p for p in re.findall(r"`((?:samcl/)?[a-z_]+/[a-z_/]+\.py)", section)}
+    missing = [p for p in named | paths  # a path in the package, or from the repository's root (tests/...)
+               if not (PACKAGE / p.removeprefix("samcl/")).exists() and not (PACKAGE.parent / p).exists()]
+    assert not missing, f"the README's layout names files that do not exist: {missing}"

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import toy_samples
-from samcl.io import SamclError
-from samcl.learner import SAMCL
-from samcl.lifecycle import forget, merge
+
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL
+from samcl.learning.lifecycle import forget, merge
+from samcl.learning.trainer import TrainConfig
 from samcl.selector import SelectorConfig
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
+from samcl.store.files import ModuleStore
 from samcl.types import Prompt
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from meta_sam import build_meta_sam, load_meta_modeling
 from transformers import SamModel
 
-from meta_sam import build_meta_sam, load_meta_modeling
 from samcl.backbone.meta import convert_meta_state_dict, is_meta_checkpoint, load_meta_checkpoint
 
 # Small custom size: 16x16 patch grid, 6x6 windows (padded to 18x18), decoder shrunk too.

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from samcl.backbone.sam import SamBackbone
-from samcl.learner import SAMCL
-from samcl.selector import SelectorConfig
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
-
 from conftest import tiny_sam_config
 from helpers import toy_samples
+
+from samcl.backbone.sam import SamBackbone
+from samcl.learning.learner import SAMCL
+from samcl.learning.trainer import TrainConfig
+from samcl.selector import SelectorConfig
+from samcl.store.files import ModuleStore
 
 PACKAGE = Path(__file__).resolve().parents[1] / "samcl"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -152,8 +151,8 @@ def test_a_pickle_in_the_store_is_never_loaded(tmp_path, tiny_backbone, payload)
     """Even with the manifest's checksum forged to match, a pickle where safetensors belongs is refused."""
     import json
 
-    from samcl.io import SamclError
-    from samcl.store import sha256_bytes
+    from samcl.errors import SamclError
+    from samcl.store.files import sha256_bytes
 
     store = tmp_path / "store"
     samcl = SAMCL.create(tiny_backbone, store, selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=1))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import transformers.modeling_utils
-
 from helpers import toy_samples
+
 from samcl import SAMCL, Prompt, TrainConfig, load_backbone
 from samcl.backbone import base as backbone_base
 from samcl.selector import SelectorConfig

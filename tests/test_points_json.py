@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import toy_samples, write_split
 from PIL import Image
 
 from samcl.cli import main
 from samcl.data.folders import FolderDataset
-from samcl.io import SamclError, read_image, read_mask
-
-from helpers import toy_samples, write_split
+from samcl.errors import SamclError
+from samcl.io import read_image, read_mask
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_points_in_the_wrong_frame_warn_loudly(split):
     plain = FolderDataset(split)
     put_points(split, {plain.masks[s].name: [[0, 0], [1, 1], [2, 1], [1, 2]] for s in plain.stems})  # all off-mask
     data = FolderDataset(split)
-    with pytest.warns(UserWarning, match="--points-frame square1024"):
+    with pytest.warns(UserWarning, match=r"in the square1024 frame \(points_frame, --points-frame\)"):
         list(data)
 
 
@@ -104,10 +104,10 @@ def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
 
 
 def test_eval_names_the_base_class_by_its_domain_and_refuses_one_name_twice(tmp_path, capsys):
-    from samcl.backbone.sam import SamBackbone
-
     from conftest import tiny_sam_config
     from helpers import write_domain
+
+    from samcl.backbone.sam import SamBackbone
 
     SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(tmp_path / "sam")
     write_domain(tmp_path / "coco", (30, 200, 30), seed=3, n_train=3, n_test=3)

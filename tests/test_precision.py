@@ -12,14 +12,14 @@ from helpers import toy_samples
 from transformers import SamConfig
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
-from samcl import precision
+from samcl import SAMCL, Prompt
 from samcl.backbone import sam as sam_module
 from samcl.backbone.sam import SamBackbone, attention, rel_pos_bias
 from samcl.cli import main
-from samcl.io import SamclError
-from samcl import SAMCL, Prompt
+from samcl.errors import SamclError
+from samcl.inference import precision
+from samcl.learning.trainer import TrainConfig
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 COLOURS = {"red": ((200, 30, 30), 0), "blue": ((30, 30, 200), 1), "green": ((30, 200, 30), 2)}
@@ -235,8 +235,9 @@ def test_adapted_suffix_in_bfloat16_is_close_to_float32(tiny_backbone, family):
     close to the float32 encoder's; the heat features stay float32."""
     import copy
 
-    from samcl.augmodule import AugModule, Injection, config_for
     from test_sam2 import tiny_sam2
+
+    from samcl.method.augmodule import AugModule, Injection, config_for
 
     full = copy.deepcopy(tiny_backbone) if family == "sam" else tiny_sam2()
     half = copy.deepcopy(full)

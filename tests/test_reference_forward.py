@@ -11,12 +11,12 @@ from conftest import tiny_sam_config
 from PIL import Image
 from reference_files import write_reference_dir
 
-from samcl.augmodule import AugModule, AugModuleConfig, Injection, heat_features, neck_input, slora_delta
 from samcl.backbone.sam import PIXEL_MEAN, PIXEL_STD, SamBackbone
 from samcl.cli import main
-from samcl.engine import InputPrompt
-from samcl.learner import SAMCL
-from samcl.prompts import render_reference_heat
+from samcl.inference.engine import InputPrompt
+from samcl.learning.learner import SAMCL
+from samcl.method.augmodule import AugModule, AugModuleConfig, Injection, heat_features, neck_input, slora_delta
+from samcl.method.prompts import render_reference_heat
 from samcl.types import Prompt
 
 GRID, WINDOW = 64, 14

@@ -18,8 +18,8 @@ from samcl.backbone.base import AdaptationSite
 from samcl.backbone.sam import SamBackbone
 from samcl.backbone.sam2 import Sam2Backbone
 from samcl.cli import main
-from samcl.io import SamclError
-from samcl.learner import SAMCL
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL
 from samcl.reference.importer import read_module
 from samcl.reference.unpickle import ReferenceFileError, load_reference_file
 

@@ -10,16 +10,15 @@ import json
 
 import pytest
 import torch
-
-from samcl.cli import main
-from samcl.io import SamclError
-from samcl.learner import SAMCL
-from samcl.selector import SelectorConfig
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
-
 from helpers import toy_samples
 from test_crash_safety import kill_learn
+
+from samcl.cli import main
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL
+from samcl.learning.trainer import TrainConfig
+from samcl.selector import SelectorConfig
+from samcl.store.files import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -61,8 +60,9 @@ def test_relearn_of_the_only_domain_and_its_refusals(tmp_path, tiny_backbone):
     samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(samples_per_domain=4, epochs=2))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), FAST)
     generation = manifest_of(path)["generation"]
-    with pytest.raises(SamclError, match="already in the module set.*--replace"):
+    with pytest.raises(SamclError, match="already in the module set.*replace=True") as refused:
         samcl.learn("red", toy_samples(4, (200, 30, 30), 1), FAST)
+    assert "--replace" in refused.value.cli  # what `samcl learn` prints
     with pytest.raises(SamclError, match="nothing to replace"):
         samcl.learn("green", toy_samples(4, (30, 170, 60), 1), FAST, replace=True)
     samcl.learn("red", toy_samples(4, (190, 40, 40), 2), FAST, replace=True)

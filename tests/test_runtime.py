@@ -13,17 +13,17 @@ from helpers import toy_samples
 from meta_sam import build_meta_sam, load_meta_onnx_model
 
 from samcl import runtime
-from samcl.augmodule import AugModuleConfig
 from samcl.backbone import load_backbone
 from samcl.backbone.meta import sam_model_from_state_dict
 from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-from samcl.io import SamclError
-from samcl.learner import SAMCL, Prompt
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL, Prompt
+from samcl.learning.trainer import TrainConfig
+from samcl.method.augmodule import AugModuleConfig
 from samcl.runtime import export as export_module
 from samcl.runtime.graphs import export_decoder
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
 
 pytest.importorskip("onnxruntime")
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -231,8 +231,9 @@ def test_auto_picks_the_first_installed_of_the_measured_order(monkeypatch, store
     assert runtime.resolve("auto", "cpu") == "torch" and runtime.resolve("auto", "cuda") == "torch"
     monkeypatch.setattr(runtime, "installed", lambda name: True)
     assert runtime.resolve("auto", "cpu") == "openvino" and runtime.resolve(None, "cuda:0") == "torch"
-    with pytest.raises(ValueError, match="runs on the CPU"):
+    with pytest.raises(SamclError, match="runtime 'onnxruntime' runs on the CPU") as raised:
         runtime.resolve("onnxruntime", "cuda")
+    assert raised.value.cli.startswith("--runtime onnxruntime runs on the CPU: use --device cpu")
     assert main(["info", str(store), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "openvino"
 
@@ -251,8 +252,8 @@ def vit_b_shaped(size: int = 256) -> SamBackbone:
 
 
 def test_vit_b_shaped_graphs_match_torch_with_trained_like_modules():
-    from samcl.augmodule import AugModule
-    from samcl.moduleset import DomainEntry
+    from samcl.method.augmodule import AugModule
+    from samcl.store.moduleset import DomainEntry
 
     samcl = SAMCL.create(vit_b_shaped(), None, device="cpu")
     generator = torch.Generator().manual_seed(0)
@@ -301,8 +302,8 @@ def test_server_on_onnxruntime_answers_the_torch_masks(store):
                          ids=["qkv-lora", "no-prompt", "per-block-down"])
 def test_module_variants_run_on_graphs_as_on_torch(tiny_backbone, variant):
     """The baselines' variants (PEFT-style qkv LoRA, no prompt augmentation, per-block A) in a mixed batch."""
-    from samcl.augmodule import AugModule, config_for
-    from samcl.moduleset import DomainEntry
+    from samcl.method.augmodule import AugModule, config_for
+    from samcl.store.moduleset import DomainEntry
 
     samcl = SAMCL.create(tiny_backbone, None, device="cpu")
     samcl.module_set.aug_config = config_for(tiny_backbone.site, **variant)

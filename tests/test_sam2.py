@@ -7,23 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_sam_config
+from heat_checks import assert_heat_lands_on_its_token
+from helpers import assert_same_tensors, toy_samples, write_domain
 from PIL import Image
 from transformers import Sam2Config, Sam2Model
 
-from samcl.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, stack_params
+from samcl import SAMCL, Prompt
 from samcl.backbone import load_backbone
 from samcl.backbone.sam import SamBackbone
 from samcl.backbone.sam2 import Sam2Backbone, StretchGeometry
 from samcl.cli import main
-from samcl.io import SamclError
-from samcl import SAMCL, Prompt
-from samcl.prompts import HeatConfig, render_heat
+from samcl.errors import SamclError
+from samcl.learning.trainer import TrainConfig
+from samcl.method.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, stack_params
+from samcl.method.prompts import HeatConfig, render_heat
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
-
-from conftest import tiny_sam_config
-from heat_checks import assert_heat_lands_on_its_token
-from helpers import assert_same_tensors, toy_samples, write_domain
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 

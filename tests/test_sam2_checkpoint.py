@@ -23,6 +23,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from test_sam2 import tiny_sam2
 from transformers import Sam2Config
 
 from samcl.backbone import load_backbone
@@ -35,9 +36,7 @@ from samcl.backbone.sam2_meta import (
     load_sam2_checkpoint,
     to_meta_state_dict,
 )
-from samcl.io import SamclError
-
-from test_sam2 import tiny_sam2
+from samcl.errors import SamclError
 
 TOLERANCE = 1e-4
 #: Meta's sizes for the tiny test model (tests/test_sam2.py's config): what the weights do not say.

@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import toy_samples
 
 from samcl import SAMCL, SelectorConfig, TrainConfig
 from samcl.data.sample import Sample
-from samcl.manifest import upgrade
 from samcl.selector import make_selector
-
-from helpers import toy_samples
+from samcl.store.manifest import upgrade
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 STATS = ("ncm", "fecam", "ranpac")

@@ -24,9 +24,9 @@ from selenium.webdriver import ActionChains, Chrome, ChromeOptions, Keys  # noqa
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from serve_helpers import make_store, sample_images  # noqa: E402
 
 from samcl.serve import ServeConfig, create_app  # noqa: E402
-from serve_helpers import make_store, sample_images  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

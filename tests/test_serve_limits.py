@@ -16,10 +16,10 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-
-from samcl.serve import ServeConfig, create_app  # noqa: E402
 from serve_helpers import live_server, make_store, png, sample_images  # noqa: E402
 from test_serve_api import error_of  # noqa: E402
+
+from samcl.serve import ServeConfig, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

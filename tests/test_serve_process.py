@@ -17,9 +17,10 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import make_store, png, sample_images, store_files  # noqa: E402
+
 from samcl import SAMCL, TrainConfig  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
-from serve_helpers import make_store, png, sample_images, store_files  # noqa: E402
 
 
 def free_port() -> int:

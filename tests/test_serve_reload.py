@@ -17,13 +17,13 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from serve_helpers import copy_store, make_store, png, sample_images, wait_until  # noqa: E402
+from test_serve_api import mask_of  # noqa: E402
+from test_serve_process import free_port, start_server  # noqa: E402
 
 from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
-from serve_helpers import copy_store, make_store, png, sample_images, wait_until  # noqa: E402
-from test_serve_api import mask_of  # noqa: E402
-from test_serve_process import free_port, start_server  # noqa: E402
 
 QUICK = TrainConfig(epochs=1, batch_size=4, progress=False)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from samcl.prefix_cache import PrefixCache, PreparedImage
+from samcl.inference.prefix_cache import PrefixCache, PreparedImage
 from samcl.serve.codec import coco_rle, rle_to_mask, run_lengths
 from samcl.serve.config import is_loopback
 
@@ -59,8 +59,8 @@ def test_loopback_addresses():
 def test_decode_many_equals_decode_per_image():
     """The server decodes a batch grouped by prompt shape; each result is the image's own `decode`."""
     from samcl import SAMCL, Prompt, load_backbone
-    from samcl.engine import InputPrompt
-    from samcl.prefix_cache import PrefixCache
+    from samcl.inference.engine import InputPrompt
+    from samcl.inference.prefix_cache import PrefixCache
 
     engine = SAMCL.create(load_backbone("builtin:tiny-sam"), device="cpu").engine
     rng = np.random.default_rng(0)

@@ -17,12 +17,12 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from serve_helpers import live_server, make_store, png, sample_images  # noqa: E402
+from test_serve_api import error_of  # noqa: E402
 
 import samcl.serve  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
-from serve_helpers import live_server, make_store, png, sample_images  # noqa: E402
-from test_serve_api import error_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = Path(samcl.serve.__file__).resolve().parent  # the code under test (its answers), not this file's checkout

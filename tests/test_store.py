@@ -2,16 +2,15 @@ import json
 
 import pytest
 import torch
-
-from samcl.backbone.sam import SamBackbone
-from samcl.io import SamclError
-from samcl.learner import SAMCL
-from samcl.selector import SelectorConfig
-from samcl.store import ModuleStore
-from samcl.trainer import TrainConfig
-
 from conftest import tiny_sam_config
 from helpers import assert_same_tensors, toy_samples
+
+from samcl.backbone.sam import SamBackbone
+from samcl.errors import SamclError
+from samcl.learning.learner import SAMCL
+from samcl.learning.trainer import TrainConfig
+from samcl.selector import SelectorConfig
+from samcl.store.files import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -119,7 +118,8 @@ def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone)
     import shutil
 
     from helpers import toy_samples
-    from samcl.io import SamclError
+
+    from samcl.errors import SamclError
 
     fast = TrainConfig(epochs=1, batch_size=2, progress=False)
     samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))

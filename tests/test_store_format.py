@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import toy_samples
 
 from samcl import SAMCL, TrainConfig
-from samcl.manifest import FORMAT_VERSION
-from samcl.store import ModuleStore
-
-from helpers import toy_samples
+from samcl.store.files import ModuleStore
+from samcl.store.manifest import FORMAT_VERSION
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))

@@ -1,4 +1,4 @@
-"""One validator of a store's structure (`samcl.store_check`): `samcl info` refuses exactly what open (segment,
+"""One validator of a store's structure (`samcl.store.check`): `samcl info` refuses exactly what open (segment,
 learn, forget, merge) refuses, with one line naming the manifest; no way in (merge, import, a hand-edited
 manifest) yields a reserved or path-like name, a name listed twice or NaN weights; a killed writer's leftovers
 are removed by the next writer, while a store that lost its manifest is still refused and kept."""
@@ -86,7 +86,7 @@ def test_deeply_nested_json_is_one_line(ws, store, tmp_path, capsys, problem, wh
 def test_nan_weights_in_a_store_are_refused(ws, store, capsys):
     from safetensors.torch import load_file, save_file
 
-    from samcl.manifest import sha256_bytes
+    from samcl.store.manifest import sha256_bytes
 
     manifest = json.loads((store / "manifest.json").read_text())
     victim = store / manifest["domains"][0]["file"]

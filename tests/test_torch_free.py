@@ -13,10 +13,10 @@ from helpers import toy_samples
 from PIL import Image
 
 from samcl.backbone import load_backbone
-from samcl.learner import SAMCL, Prompt
+from samcl.learning.learner import SAMCL, Prompt
+from samcl.learning.trainer import TrainConfig
 from samcl.runtime.export import export_store
 from samcl.selector import SelectorConfig
-from samcl.trainer import TrainConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 #: The venv's environment: no PYTHONPATH (it would make a samcl checkout importable there).

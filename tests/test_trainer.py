@@ -1,10 +1,9 @@
 import numpy as np
 import torch
-
-from samcl.augmodule import config_for
-from samcl.trainer import TrainConfig, segmentation_loss, train_module
-
 from helpers import toy_samples
+
+from samcl.learning.trainer import TrainConfig, segmentation_loss, train_module
+from samcl.method.augmodule import config_for
 
 
 def _train(backbone, seed):
@@ -56,7 +55,7 @@ def test_empty_masks_are_skipped_with_a_warning(tiny_backbone, recwarn):
 def test_every_sample_is_used_every_epoch():
     """3 samples, batch 2: two steps per epoch (the last one short), not one with a sample dropped; under two
     processes a last batch too small to give each a sample joins the previous one."""
-    from samcl.trainer import batch_bounds
+    from samcl.learning.trainer import batch_bounds
 
     assert batch_bounds(3, 2) == [(0, 2), (2, 3)]
     assert batch_bounds(4, 2) == [(0, 2), (2, 4)]
@@ -70,10 +69,10 @@ def test_a_diverging_learn_fails_and_saves_nothing(tmp_path, tiny_backbone):
     the store keeps what it had."""
     import pytest
     import torch
-
     from helpers import toy_samples
-    from samcl.io import SamclError
-    from samcl.learner import SAMCL
+
+    from samcl.errors import SamclError
+    from samcl.learning.learner import SAMCL
     from samcl.selector import SelectorConfig
 
     samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))

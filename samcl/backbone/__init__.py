@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..io import NoSuchFile, SamclError, check_regular, read_json_file
+from ..errors import SamclError
+from ..io import NoSuchFile, check_regular, read_json_file
 from .base import FrozenBackbone, file_source
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..io import read_json_file
-from ..prompts import HeatConfig, render_heat
+from ..method.prompts import HeatConfig, render_heat
 
 #: The reference heat kernel, given in cells of SAM's image-embedding grid at 1024 px; scaled to other grids.
 REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
@@ -24,7 +24,7 @@ REFERENCE_HEAT = HeatConfig(sigma=1.7, kernel_size=9, grid=64)
 
 @dataclass(frozen=True)
 class AdaptationSite:
-    """Where an adapter can act on this backbone; `samcl.augmodule.config_for` derives an AugModule from it.
+    """Where an adapter can act on this backbone; `samcl.method.augmodule.config_for` derives an AugModule from it.
 
     dim: token width D at the adaptable blocks; grid: (rows, cols) of their tokens (the heat's grid); stride:
     model-input pixels per grid cell; blocks: the encoder blocks an adapter may adapt; default_blocks: those
@@ -45,7 +45,7 @@ class AdaptationSite:
 
 
 class Adapter(Protocol):
-    """What the suffix takes from an AugModule (`samcl.augmodule.Injection`): tensors to add, per block.
+    """What the suffix takes from an AugModule (`samcl.method.augmodule.Injection`): tensors to add, per block.
 
     block_delta: x (B x N x D, an adapted block's attention input after its norm), window (the block's attention
     window size, 0 for global attention: an adapter may place its tensors per window) -> B x N x D added to the

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from transformers import SamConfig, SamModel
 
-from ..io import NoSuchFile, SamclError, open_regular
+from ..errors import SamclError
+from ..io import NoSuchFile, open_regular
 
 _META_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt")

@@ -1,5 +1,5 @@
-"""`samcl benchmark`: the continual protocol (`samcl.protocol`) for every method (`samcl.baselines`), several
-seeds, one budget; results.json, results.md and plots.
+"""The continual protocol (`protocol`), the competing methods (`baselines/`), `samcl benchmark` (every method,
+several seeds, one budget; results.json, results.md and plots) and `samcl demo` (`demo`, with its `plots`).
 
     samcl benchmark --out bench                          # embedded suite, shipped tiny SAM, all methods, seeds 0,1,2
     samcl benchmark --quick --out bench-quick            # a few minutes on 2 CPU cores (CI)
@@ -11,7 +11,7 @@ fixed test points, SAM-style resize (longest side + pad) and scores at the origi
 ablations) learn the general domain first as the "base" class (SAM without a module), as the reference does with
 COCO; no other method learns it.
 
-Budget. Every method trains with the same loop, epochs and batch size (`samcl.trainer`); the learning rate is
+Budget. Every method trains with the same loop, epochs and batch size (`samcl.learning.trainer`); the learning rate is
 chosen per method family on the first domain only: the family's module is trained on the first 75% of that
 domain's training split of seed 0 with each rate of the grid and scored (IoU) on the remaining 25%. Methods whose
 first step trains the same module share the choice (the first step of EWC, LwF, replay, joint and SAMCL is plain
@@ -23,22 +23,49 @@ Runs are single-threaded (`torch.set_num_threads(1)`), seeded and deterministic,
 STATE/<method>/seed-<s>/; a rerun of the same command skips what is done and continues each unfinished run
 from its last finished step.
 
-The package, one concern a module: `methods` (the registry, family configs, sizes, strategy factory), `suite`
-(the domains; the demo uses it too), `executor` (worker processes, progress, --max-steps, Ctrl-C), `jobs`
-(resumable (method, seed) runs), `lrsearch` (the learning-rate grid), `runner` (one whole run), `report`
-(results.json's content, digest, summary), `render` (results.md, plots), `cli` (the command).
+The package, one concern a module: `protocol` (the `Strategy` interface, SAMCL's strategy, the continual loop of
+learn and evaluate), `baselines/` (the competing methods), `methods` (the registry, family configs, sizes,
+strategy factory), `suite` (the domains; the demo uses it too), `executor` (worker processes, progress,
+--max-steps, Ctrl-C), `jobs` (resumable (method, seed) runs), `lrsearch` (the learning-rate grid), `runner` (one
+whole run), `report` (results.json's content, digest, summary), `render` (results.md, plots), `cli` (the
+command), `demo` and `plots` (`samcl demo`). Public names load on first use (the benchmark's modules import
+torch).
 """
 
-from .cli import canonical_command, main_benchmark
-from .executor import BenchmarkStopped
-from .jobs import PROGRESS, code_digest
-from .lrsearch import choose_learning_rates, run_grid_job, split_for_validation
-from .methods import FAMILIES, FULL, METHODS, QUICK, BenchmarkSize, Method, family_config, make_strategy
-from .report import build_report, metrics_digest
-from .runner import BenchmarkConfig, run_benchmark
-from .suite import Suite, SuiteSpec, embedded_suite
+from __future__ import annotations
 
-__all__ = ["BenchmarkConfig", "BenchmarkSize", "BenchmarkStopped", "FAMILIES", "FULL", "METHODS", "Method",
-           "PROGRESS", "QUICK", "Suite", "SuiteSpec", "build_report", "canonical_command", "choose_learning_rates",
-           "code_digest", "embedded_suite", "family_config", "main_benchmark", "make_strategy", "metrics_digest",
-           "run_benchmark", "run_grid_job", "split_for_validation"]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
+
+_WHERE = {
+    "canonical_command": ".cli", "main_benchmark": ".cli", "BenchmarkStopped": ".executor",
+    "PROGRESS": ".jobs", "code_digest": ".jobs",
+    "choose_learning_rates": ".lrsearch", "run_grid_job": ".lrsearch", "split_for_validation": ".lrsearch",
+    "FAMILIES": ".methods", "FULL": ".methods", "METHODS": ".methods", "QUICK": ".methods",
+    "BenchmarkSize": ".methods", "Method": ".methods", "family_config": ".methods", "make_strategy": ".methods",
+    "build_report": ".report", "metrics_digest": ".report", "BenchmarkConfig": ".runner", "run_benchmark": ".runner",
+    "Suite": ".suite", "SuiteSpec": ".suite", "embedded_suite": ".suite",
+    "DomainData": ".protocol", "ProtocolResult": ".protocol", "SamclStrategy": ".protocol", "Strategy": ".protocol",
+    "run_protocol": ".protocol", "EVAL_PREFIX_CACHE_BYTES": ".protocol",
+    "main_demo": ".demo", "run_demo": ".demo", "baselines": ".baselines",
+}
+__all__ = ["BenchmarkConfig", "BenchmarkSize", "BenchmarkStopped", "DomainData", "EVAL_PREFIX_CACHE_BYTES", "FAMILIES",
+           "FULL", "METHODS", "Method", "PROGRESS", "ProtocolResult", "QUICK", "SamclStrategy", "Strategy", "Suite",
+           "SuiteSpec", "baselines", "build_report", "canonical_command", "choose_learning_rates", "code_digest",
+           "embedded_suite", "family_config", "main_benchmark", "main_demo", "make_strategy", "metrics_digest",
+           "run_benchmark", "run_demo", "run_grid_job", "run_protocol", "split_for_validation"]
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
+
+if TYPE_CHECKING:
+    from . import baselines
+    from .cli import canonical_command, main_benchmark
+    from .demo import main_demo, run_demo
+    from .executor import BenchmarkStopped
+    from .jobs import PROGRESS, code_digest
+    from .lrsearch import choose_learning_rates, run_grid_job, split_for_validation
+    from .methods import FAMILIES, FULL, METHODS, QUICK, BenchmarkSize, Method, family_config, make_strategy
+    from .protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, ProtocolResult, SamclStrategy, Strategy, run_protocol
+    from .report import build_report, metrics_digest
+    from .runner import BenchmarkConfig, run_benchmark
+    from .suite import Suite, SuiteSpec, embedded_suite

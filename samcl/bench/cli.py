@@ -6,7 +6,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ..io import SamclError, print_json
+from .. import SamclError
+from ..io import print_json
 from .executor import BenchmarkStopped
 from .methods import METHODS, check_methods
 from .report import format_summary

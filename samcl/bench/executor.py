@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..progress import bar
+from ..io import bar
 
 
 class BenchmarkStopped(Exception):

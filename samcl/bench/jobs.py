@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .._version import __version__
-from ..io import SamclError, atomic_write_json
-from ..protocol import ProtocolResult, run_protocol
+from .. import SamclError, __version__
+from ..io import atomic_write_json
 from .executor import WorkerContext
 from .methods import BenchmarkSize, make_strategy, strengths
+from .protocol import ProtocolResult, run_protocol
 from .suite import SuiteSpec
 
 PROGRESS = "progress.json"
@@ -27,7 +27,7 @@ PROGRESS = "progress.json"
 @lru_cache(maxsize=None)
 def backbone_for(base: str | None):
     """The frozen base model, loaded once per process (`None`: the shipped tiny SAM)."""
-    from ..backbone import load_backbone
+    from .. import load_backbone
 
     return load_backbone(base)
 
@@ -99,8 +99,10 @@ def run_job(job: Job, context: WorkerContext) -> dict:
     folder, fingerprint = job.folder, job.fingerprint()
     progress = read_json(folder / PROGRESS)
     if progress is not None and progress.get("fingerprint") != fingerprint:
-        raise SamclError(f"{folder / PROGRESS}: made with another configuration (method, seed, sizes, learning rate "
-                         "or base); use another --state folder or delete this one")
+        made = (f"{folder / PROGRESS}: made with another configuration (method, seed, sizes, learning rate or "
+                "base)")
+        raise SamclError(f"{made}; use another state folder (BenchmarkConfig.state) or delete this one",
+                         cli=f"{made}; use another --state folder or delete this one")
     if progress is not None and progress.get("done"):
         return {**progress["result"], "code": progress.get("code")}
     backbone = backbone_for(job.base)

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._version import __version__
-from ..baselines import score_fresh_module
-from ..io import SamclError, atomic_write_json
-from ..trainer import TrainConfig
+from .. import SamclError, TrainConfig, __version__
+from ..io import atomic_write_json
+from .baselines import score_fresh_module
 from .executor import Executor, WorkerContext
 from .jobs import as_json, backbone_for, read_json
 from .methods import BenchmarkSize, family_config

@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
-from ..augmodule import config_for
-from .. import baselines as b
-from ..io import SamclError
-from ..protocol import SamclStrategy, Strategy
-from ..selector import DEFAULT_KIND, SelectorConfig, SelectorNet
-from ..trainer import TrainConfig
+from .. import SamclError, SelectorConfig, TrainConfig
+from ..method import config_for
+from ..selector import DEFAULT_KIND, SelectorNet
+from . import baselines as b
+from .protocol import SamclStrategy, Strategy
 
 if TYPE_CHECKING:
     from .suite import Suite
@@ -46,7 +45,7 @@ METHODS: dict[str, Method] = {
     "joint": Method("upper bound: a fresh AugModule on all domains so far", "augmodule"),
 }
 
-#: AugModuleConfig fields of each family (see `samcl.augmodule`).
+#: AugModuleConfig fields of each family (see `samcl.method.augmodule`).
 FAMILIES: dict[str, dict] = {
     "augmodule": {},
     "lora-qkv": {"shared_down": False, "prompt_augmentation": False, "target": "qkv"},

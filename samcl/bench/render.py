@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write_bytes, atomic_write_json
-from ..plots import pyplot, save_figure
+from .plots import pyplot, save_figure
 from .report import human_bytes, pm
 
 

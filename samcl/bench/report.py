@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from .._version import __version__
+from .. import __version__
 from .config import BenchmarkConfig
 from .methods import METHODS, BenchmarkSize, strengths
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
-from ..augmodule import config_for
-from ..io import SamclError
-from ..protocol import ProtocolResult
+from .. import SamclError
+from ..method import config_for
+from .config import BenchmarkConfig
 from .executor import Executor
 from .jobs import Job, backbone_for, run_job
-from .config import BenchmarkConfig
 from .lrsearch import choose_learning_rates
 from .methods import METHODS, check_methods, samcl_storage_bytes
+from .protocol import ProtocolResult
 from .render import write_outputs
 from .report import build_report
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..data import synthetic
-from ..protocol import DomainData
+from .protocol import DomainData
 
 
 @dataclass
@@ -36,7 +36,8 @@ def embedded_suite(train: int, test: int, seed: int) -> Suite:
 
 def folder_suite(domains, extra, general, seed: int) -> Suite:
     """Dataset folders ((name, folder) pairs; `general` one pair or None), test points seeded by `seed`."""
-    from ..data.folders import FolderDataset, resolve_split
+    from .. import FolderDataset
+    from ..data import resolve_split
 
     make = lambda name, path: DomainData(  # noqa: E731
         name, FolderDataset(resolve_split(path, "train"), seed=seed),

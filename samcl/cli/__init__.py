@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(command_of(argv)).parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a usage error already printed: its exit code
         return stop.code if isinstance(stop.code, int) else 2
-    from ..io import SamclError
+    from .. import SamclError
     from .commands import COMMANDS
     from .errors import error_line
 

@@ -8,7 +8,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..io import SamclError, print_json
+from .. import SamclError
+from ..io import print_json
 from .errors import error_line
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 
@@ -37,10 +38,10 @@ def check_amp(amp: str, device) -> None:
         return
     import torch
 
-    from ..precision import native_bf16
+    from ..inference import precision
 
     on_cpu = (str(device) == "cpu") if device is not None else not torch.cuda.is_available()
-    if on_cpu and not native_bf16():
+    if on_cpu and not precision.native_bf16():
         raise SamclError("--amp bf16: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag), where a "
                          "bf16 training step takes about 34x the float32 time; use --amp none")
 
@@ -50,7 +51,8 @@ def note(message: str) -> None:
 
 
 def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3):
-    from ..data.folders import FolderDataset, resolve_split
+    from .. import FolderDataset
+    from ..data import resolve_split
 
     data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame)
     if data.points_note:
@@ -74,8 +76,9 @@ def _precheck_store(store: Path) -> None:
 
 
 def cmd_learn(args) -> int:
-    from .. import distributed
-    from ..selector import DEFAULT_KIND, SelectorConfig
+    from .. import SelectorConfig
+    from ..learning import distributed
+    from ..selector import DEFAULT_KIND
     from ..store import ModuleStore
 
     _check_store_path(args.store)
@@ -85,9 +88,8 @@ def cmd_learn(args) -> int:
     check_amp(args.amp, device)
     data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
     _precheck_store(args.store)
-    from ..backbone import load_backbone, resolve_base
-    from ..learner import SAMCL
-    from ..trainer import TrainConfig
+    from .. import SAMCL, TrainConfig, load_backbone
+    from ..backbone import resolve_base
 
     if ModuleStore(args.store).exists():
         samcl = SAMCL.open(args.store, base=args.base, device=device)
@@ -143,10 +145,8 @@ def _file_warning(message: str, data) -> str:
 
 
 def cmd_info(args) -> int:
-    from ..manifest import read_manifest
-    from ..precision import describe_auto, native_bf16
-    from ..precision import resolve as resolve_precision
-    from ..store import ModuleStore
+    from ..inference import precision
+    from ..store import ModuleStore, read_manifest
 
     manifest = read_manifest(args.store)
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
@@ -168,7 +168,7 @@ def cmd_info(args) -> int:
         "domains": domains,
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
-        "inference_precision": {"auto": resolve_precision("auto", args.device), "native_bf16": native_bf16()},
+        "inference_precision": {"auto": precision.resolve("auto", args.device), "native_bf16": precision.native_bf16()},
         "runtime": runtime_info(args.device),
     }
     if args.json:
@@ -191,7 +191,8 @@ def cmd_info(args) -> int:
     print(f"\nmodules {s['modules']:,} B + selector {s['selector']:,} B + buffer {s['buffer']:,} B "
           f"= {s['total']:,} B ({s['total'] / 2**20:.3f} MiB)")
     print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
-    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; {describe_auto()}")
+    print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; "
+          f"{precision.describe_auto()}")
     return 0
 
 
@@ -204,8 +205,8 @@ def runtime_info(device) -> dict:
 
 
 def cmd_export(args) -> int:
-    from ..learner import SAMCL
-    from ..runtime.export import export_store
+    from .. import SAMCL
+    from ..runtime import export_store
 
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
@@ -223,30 +224,29 @@ def cmd_export(args) -> int:
 
 
 def cmd_segment(args) -> int:
+    from .. import Prompt, PromptError
     from ..io import read_image
     from . import output
 
-    if not args.point and not args.negative and args.box is None:  # as the server's 400 no_prompt
-        raise SamclError("no prompt: give at least one --point, --negative or --box")
+    points = [*args.point, *args.negative]
+    labels = [1] * len(args.point) + [0] * len(args.negative)
+    prompt = Prompt.of(points or None, labels or None, args.box)
+    prompt.check()  # as the server's 400 no_prompt, before any work
     targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
     check_device(args.device)
     images = [read_image(path) for path in args.images]
-    points = [*args.point, *args.negative]
-    labels = [1] * len(args.point) + [0] * len(args.negative)
     for path, image in zip(args.images, images):
-        height, width = image.shape[:2]
-        for x, y in points:
-            if not (0 <= x < width and 0 <= y < height):
-                raise SamclError(f"{path}: point {x:g},{y:g} lies outside the {width}x{height} image")
+        try:
+            prompt.check(image.shape[1], image.shape[0])
+        except PromptError as exc:
+            raise SamclError(f"{path}: {exc}") from None
     _precheck_store(args.store)
     import numpy as np
 
-    from ..learner import SAMCL
-    from ..types import Prompt
+    from .. import SAMCL
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision, runtime=args.runtime)
-    prompt = Prompt.of(points or None, labels or None, args.box)
     results = samcl.segment(images, [prompt] * len(images), force=args.force)
     out = []
     for path, target, result in zip(args.images, targets, results):
@@ -263,8 +263,8 @@ def cmd_segment(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ..learner import SAMCL
-    from ..moduleset import BASE_CLASS
+    from .. import SAMCL
+    from ..store import BASE_CLASS
 
     folders: dict[str, str] = {}
     for name, path in args.data:
@@ -297,7 +297,7 @@ def cmd_eval(args) -> int:
              "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
-    print(f"precision {samcl.precision}")
+    print(f"precision {samcl.inference.precision}")
     return 0
 
 
@@ -316,7 +316,7 @@ def writable_folder(folder: Path) -> None:
 def cmd_demo(args) -> int:
     writable_folder(args.out)
     check_device(args.device)
-    from ..demo import main_demo
+    from ..bench import main_demo
 
     return main_demo(args.out, args.quick, args.seed, args.json, device=args.device, base=args.base)
 
@@ -338,8 +338,7 @@ def cmd_serve(args) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise SamclError(f"samcl serve needs {exc.name}: pip install 'samcl[serve]'") from None
-    from ..serve import ServeConfig, serve
-    from ..serve.label_studio.settings import LabelStudioSettings
+    from ..serve import LabelStudioSettings, ServeConfig, serve
 
     label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
                     "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..io import SamclError
+from .. import SamclError
 
 
 def error_line(exc: BaseException) -> str:

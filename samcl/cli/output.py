@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import SamclError, atomic_write_bytes
+from .. import SamclError
+from ..io import atomic_write_bytes
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 LOSSY = {".jpg", ".jpeg", ".jpe"}

@@ -1,4 +1,4 @@
-"""The `samcl` command line: every flag with its range (`samcl.cli_types`), help text, default and examples.
+"""The `samcl` command line: every flag with its range (`samcl.cli.flags`), help text, default and examples.
 
 Defaults of learning flags are read from the config dataclasses (`TrainConfig`, `SelectorConfig`), never
 restated here. Only the subcommand being run gets its flags (`build_parser(command)`), so `samcl --help` and
@@ -13,12 +13,12 @@ import re
 import sys
 from pathlib import Path
 
-from .. import cli_types as t
-from .._version import __version__
+from .. import __version__
 from ..options import field_of
+from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
-from .runtime_flags import add_runtime
 from .runtime_flags import add_export as _export
+from .runtime_flags import add_runtime
 
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 
@@ -130,7 +130,7 @@ def _base(p, default_text: str) -> None:
 def add_precision(p) -> None:
     """--precision for every inference command (segment, eval, serve): the encoder's precision at inference;
     the help says what auto picks on this machine (read from the CPU's flags, no model code imported)."""
-    from .. import precision
+    from ..inference import precision
 
     p.add_argument("--precision", choices=precision.CHOICES, default="auto",
                    help="inference precision of the image encoder: bfloat16 casts its weights once at load (the "
@@ -146,8 +146,8 @@ def _points_frame(p) -> None:
 
 
 def _learn(p) -> None:
-    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS, SelectorConfig
-    from ..trainer import TrainConfig
+    from .. import SelectorConfig, TrainConfig
+    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
 
     train, selector = defaults(TrainConfig), defaults(SelectorConfig)
     p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
@@ -256,7 +256,7 @@ def _merge(p) -> None:
 
 
 def _import_reference(p) -> None:
-    from ..reference.importer import REFERENCE_CLASSES, SELECTOR_FILE
+    from ..reference import REFERENCE_CLASSES, SELECTOR_FILE
 
     p.add_argument("directory", type=Path, help="folder of the authors' module files (<domain>.pth)")
     p.add_argument("out", type=Path, help="new store folder")
@@ -281,7 +281,7 @@ def _demo(p) -> None:
 
 
 def _serve(p) -> None:
-    from ..serve.config import ServeConfig, TOKEN_ENV
+    from ..serve import TOKEN_ENV, ServeConfig
 
     d = defaults(ServeConfig)
     p.add_argument("store", type=Path, help="module-set directory (only read; a learn into it is picked up)")
@@ -318,9 +318,26 @@ def _serve(p) -> None:
     add_precision(p)
     add_runtime(p)
     _base(p, "default: the one recorded in the store")
-    from ..serve.label_studio.settings import add_arguments
+    _label_studio(p.add_argument_group("Label Studio ML backend (at /label-studio)"))
 
-    add_arguments(p.add_argument_group("Label Studio ML backend (at /label-studio)"), MAX_EPOCHS)
+
+def _label_studio(ls) -> None:
+    """`samcl serve`'s flags for the Label Studio backend (into the argument group `ls`)."""
+    ls.add_argument("--label-studio-url", metavar="URL", default=None,
+                    help="Label Studio's address, for task images and learning (default: $LABEL_STUDIO_URL)")
+    ls.add_argument("--label-studio-api-key", metavar="KEY", default=None,
+                    help="a personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY, which keeps it "
+                         "out of the process list)")
+    ls.add_argument("--allow-image-url", metavar="PREFIX", action="append", default=[],
+                    help="task images may also come from URLs starting with this http(s) prefix (repeatable); "
+                         "any other URL is refused without a fetch")
+    ls.add_argument("--label-studio-basic-auth", metavar="USER:PASSWORD", default=None,
+                    help="basic auth Label Studio must send (default: $SAMCL_LS_BASIC_AUTH; without it a server "
+                         "with --token takes the token as the basic-auth password)")
+    ls.add_argument("--train-every", metavar="N", type=t.int_range(0, 1_000_000), default=0,
+                    help="learn a project after every N new annotations (0: only on Start Training)")
+    ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
+                    help="epochs of a project's learn (a project's extra_params may set its own)")
 
 
 def _benchmark(p) -> None:

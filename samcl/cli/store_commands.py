@@ -3,7 +3,8 @@ plain-text table every command's summary prints."""
 
 from __future__ import annotations
 
-from ..io import SamclError, print_json
+from .. import SamclError
+from ..io import print_json
 
 
 def table(rows: list[list], header: list[str]) -> str:
@@ -31,7 +32,7 @@ def cmd_import_reference(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    from ..lifecycle import forget
+    from .. import forget
 
     report = forget(args.store, args.domain)
     if args.json:
@@ -45,7 +46,7 @@ def cmd_forget(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from ..lifecycle import merge
+    from .. import merge
 
     renames = dict(args.rename)
     if len(renames) != len(args.rename):

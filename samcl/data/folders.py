@@ -25,8 +25,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..io import SamclError, read_image, read_json_file, read_mask
-from ..prompts import sample_points, sample_rng
+from ..errors import SamclError
+from ..io import read_image, read_json_file, read_mask
+from ..method.prompts import sample_points, sample_rng
 from .sample import Sample
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -147,8 +148,8 @@ class FolderDataset(Sequence[Sample]):
             self._warned = True
             other = "pixels" if self.points_frame == "square1024" else "square1024"
             warnings.warn(f"{self.points_file}: only {self._on_mask} of {self._positives} positive points so far lie on "
-                          f"their mask, read in the {self.points_frame} frame; if they are in another frame, rerun "
-                          f"with --points-frame {other}", stacklevel=2)
+                          f"their mask, read in the {self.points_frame} frame; if they are in another frame, read "
+                          f"them in the {other} frame (points_frame, --points-frame)", stacklevel=2)
 
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
@@ -182,16 +183,17 @@ def read_points(path: Path, names: dict[str, str], frame: str) -> tuple[dict, st
         return {}, "pixels", note if raw else None
     if frame == "auto":
         if 0 < reference < len(out):
-            raise SamclError(f"{path}: mixes the reference's [[points], [labels]] entries with others; the frame is "
-                             "unclear (give --points-frame pixels or square1024)")
+            unclear = f"{path}: mixes the reference's [[points], [labels]] entries with others; the frame is unclear"
+            raise SamclError(f"{unclear} (give points_frame 'pixels' or 'square1024')",
+                             cli=f"{unclear} (give --points-frame pixels or square1024)")
         frame, how = ("square1024" if reference else "pixels"), "detected"
     else:
         how = "as asked"
     if frame == "pixels":  # the plain formats' own frame: nothing to point out (a wrong frame still warns)
         return out, frame, None
     return out, frame, (f"note: {path}: {len(out)} of its {len(raw)} entries used; points read in the reference's "
-                        f"1024x1024 square frame (x * width / 1024, y * height / 1024; {how}; --points-frame "
-                        "pixels to change)")
+                        f"1024x1024 square frame (x * width / 1024, y * height / 1024; {how}; the frame 'pixels' "
+                        "to change: points_frame, --points-frame)")
 
 
 def _entry(path: Path, key: str, value) -> tuple[np.ndarray, np.ndarray, bool]:

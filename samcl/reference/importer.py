@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ..augmodule import AugModule, config_for, parameter_shapes
-from ..io import SamclError, check_regular, quote, read_limited
-from ..moduleset import DomainEntry, ModuleSet, name_problem
+from ..errors import SamclError
+from ..io import check_regular, quote, read_limited
+from ..method.augmodule import AugModule, config_for, parameter_shapes
 from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
-from ..store_check import check_tensors
+from ..store.check import check_tensors
+from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
 
 #: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
@@ -150,8 +151,8 @@ def read_selector(path: Path, dim: int, classes: int, state: dict | None = None)
     state = state if state is not None else selector_state(load_reference_file(path), path)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != classes:
-        raise SamclError(f"{path}: the selector has {head.shape[0]} classes, but {classes} were named "
-                         f"(--classes)")
+        problem = f"{path}: the selector has {head.shape[0]} classes, but {classes} were named"
+        raise SamclError(f"{problem} (classes=)", cli=f"{problem} (--classes)")
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -167,8 +168,9 @@ def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> d
     found = {p.stem.lower(): p for p in sorted(directory.glob("*.pth")) if p.resolve() != selector.resolve()}
     files = {name: found.pop(name.lower(), None) for name in classes}
     if found:
-        raise SamclError(f"{directory / next(iter(found.values())).name}: not one of the selector's classes "
-                         f"({', '.join(classes)}); name the classes with --classes")
+        problem = (f"{directory / next(iter(found.values())).name}: not one of the selector's classes "
+                   f"({', '.join(classes)}); name the classes")
+        raise SamclError(f"{problem} (classes=)", cli=f"{problem} with --classes")
     bases = [name for name, path in files.items() if path is None]
     if len(bases) > 1:
         raise SamclError(f"{directory}: no module file for {', '.join(bases)}; only one class (SAM without a "
@@ -182,15 +184,16 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     """Write a samcl store at `out` from the authors' module files in `directory`, their selector (default:
     `directory`/Module_Selector.pth, else the folder above), on the base `base` (a spec for `load_backbone` or
     a loaded backbone). Returns a report (domains, tensors, values, files)."""
-    from ..store import ModuleStore
+    from ..store.files import ModuleStore
 
     directory, out = Path(directory), Path(out)
     for name in classes:
         problem = name_problem(name)  # the rule of learn
         if problem:
-            raise SamclError(f"--classes: {problem}")
+            raise SamclError(f"classes: {problem}", cli=f"--classes: {problem}")
     if len(set(classes)) != len(classes):
-        raise SamclError(f"--classes names a class twice: {', '.join(classes)}")
+        raise SamclError(f"classes names a class twice: {', '.join(classes)}",
+                         cli=f"--classes names a class twice: {', '.join(classes)}")
     if selector is None:
         candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
         selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])

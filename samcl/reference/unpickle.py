@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from ..io import SamclError, open_regular, quote
+from ..errors import SamclError
+from ..io import open_regular, quote
 
 #: The most a file may hold, and inflate to: the authors' ViT-B module file is 0.25 MB, their selector 2.5 MB.
 FILE_LIMIT = 64 << 20

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 
+from .._lazy import lazy_names
+from ..errors import SamclError
+
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 CHOICES = ("auto", *RUNTIMES)
 #: The Python module each graph runtime needs, and the extra that installs it.
@@ -25,6 +28,11 @@ EXTRAS = {"onnxruntime": "samcl[onnx]", "openvino": "samcl[openvino]"}
 AUTO_ORDER = ("openvino", "torch")
 
 
+__all__ = ["AUTO_ORDER", "CHOICES", "EXTRAS", "MODULES", "RUNTIMES", "describe_auto", "export_store",
+           "graph_precision", "installed", "resolve", "set_runtime"]
+#: The names that need torch, loaded on first use.
+__getattr__, __dir__ = lazy_names(__name__, {"export_store": ".export", "set_runtime": ".attach"})
+
 def installed(runtime: str) -> bool:
     """Is the runtime's package importable here (torch always is)?"""
     return runtime == "torch" or importlib.util.find_spec(MODULES[runtime]) is not None
@@ -33,18 +41,20 @@ def installed(runtime: str) -> bool:
 def resolve(name: str | None, device: str | None = None) -> str:
     """A runtime name, or "auto"/None -> the runtime to use. Graph runtimes run on the CPU only; auto picks torch
     on any other device, else the first installed of `AUTO_ORDER`. A graph runtime that is not installed, or
-    asked for on a GPU, is a ValueError naming the fix."""
+    asked for on a GPU, is a SamclError naming the fix."""
     on_cpu = device is None or str(device) == "cpu"
     if name in (None, "auto"):
         if not on_cpu:
             return "torch"
         return next(r for r in AUTO_ORDER if installed(r))
     if name not in RUNTIMES:
-        raise ValueError(f"runtime {name!r}: expected one of {', '.join(CHOICES)}")
+        raise SamclError(f"runtime {name!r}: expected one of {', '.join(CHOICES)}")
     if name != "torch" and not installed(name):
-        raise ValueError(f"--runtime {name}: {MODULES[name]} is not installed (pip install '{EXTRAS[name]}')")
+        missing = f"{MODULES[name]} is not installed (pip install '{EXTRAS[name]}')"
+        raise SamclError(f"runtime {name!r}: {missing}", cli=f"--runtime {name}: {missing}")
     if name != "torch" and not on_cpu:
-        raise ValueError(f"--runtime {name} runs on the CPU: use --device cpu, or --runtime torch on {device}")
+        raise SamclError(f"runtime {name!r} runs on the CPU: use device 'cpu', or runtime 'torch' on {device}",
+                         cli=f"--runtime {name} runs on the CPU: use --device cpu, or --runtime torch on {device}")
     return name
 
 
@@ -58,11 +68,13 @@ def describe_auto(device: str | None = None) -> str:
 def graph_precision(runtime: str, precision: str | None, device: str | None = None) -> str:
     """The precision a graph runtime runs at: ONNX Runtime float32 only; OpenVINO's hint from `precision` (auto:
     as torch's auto, bfloat16 on a CPU with native bfloat16)."""
-    from ..precision import resolve as resolve_precision
+    from ..inference.precision import resolve as resolve_precision
 
     if runtime == "onnxruntime":
         if precision == "bfloat16":
-            raise ValueError("--runtime onnxruntime runs float32 only: use --precision float32 (or auto), or "
-                             "--runtime openvino / torch for bfloat16")
+            raise SamclError("runtime 'onnxruntime' runs float32 only: use precision 'float32' (or 'auto'), or "
+                             "runtime 'openvino' / 'torch' for bfloat16",
+                             cli="--runtime onnxruntime runs float32 only: use --precision float32 (or auto), or "
+                                 "--runtime openvino / torch for bfloat16")
         return "float32"
     return resolve_precision(precision, device or "cpu")

@@ -3,7 +3,6 @@ opened once, the engine's backbone calls pointed at them."""
 
 from __future__ import annotations
 
-from ..io import SamclError
 from . import graph_precision, resolve
 from .backbone import GraphBackbone
 from .export import cached_graphs
@@ -17,22 +16,16 @@ def set_runtime(samcl, runtime: str | None, precision: str | None = None) -> str
         if samcl.engine.runtime != "torch":
             samcl.engine.use_backbone(samcl.backbone, "torch")
         return chosen
-    try:
-        attach(samcl, chosen, precision)
-    except ValueError as exc:
-        raise SamclError(str(exc)) from None
+    attach(samcl, chosen, precision)
     return chosen
 
 
 def resolved(runtime: str | None, device) -> str:
-    """`resolve` for a torch device (None: the default device), as a SamclError."""
+    """`resolve` for a torch device (None: the default device)."""
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
-    try:
-        return resolve(runtime, str(device))
-    except ValueError as exc:
-        raise SamclError(str(exc)) from None
+    return resolve(runtime, str(device))
 
 
 def attach(samcl, runtime: str, precision: str | None = None, threads: int | None = None) -> None:

@@ -1,5 +1,5 @@
 """A backbone whose prefix, suffix and decoder are exported graphs: what the engine runs with `--runtime
-onnxruntime` or `openvino`. It offers the calls `samcl.engine` makes of a torch backbone (same shapes, torch
+onnxruntime` or `openvino`. It offers the calls `samcl.inference.engine` makes of a torch backbone (same shapes, torch
 tensors in and out), so the engine's data path, selection, batching and the predictor's re-runs are the same
 code for every runtime; only the three graph calls run elsewhere.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..augmodule import AugModuleConfig, parameter_shapes
+from ..method.augmodule import AugModuleConfig, parameter_shapes
 from .graphs import row_input
 from .sessions import open_session
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..augmodule import AugModuleConfig, parameter_shapes
-from ..io import SamclError, atomic_write_bytes, atomic_write_json, current_umask
-from ..store import tensors_to_bytes
+from ..errors import SamclError
+from ..io import atomic_write_bytes, atomic_write_json, current_umask
+from ..method.augmodule import AugModuleConfig, parameter_shapes
+from ..store.files import tensors_to_bytes
 from .graphs import OPSET, export_graphs, row_input
 
 #: Bumped whenever what the graphs compute or their interface changes: older cache entries are then ignored.
@@ -43,11 +44,13 @@ def cache_root() -> Path:
 def refuse_unsupported(backbone, config: AugModuleConfig | None) -> None:
     """One line naming why a set cannot run as graphs: SAM 2 (Hiera) and the authors' imported modules."""
     if getattr(backbone, "family", "sam") != "sam":
-        raise SamclError(f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} "
-                         "(SAM 2's Hiera encoder is not exported yet): use --runtime torch")
+        why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} (SAM 2's Hiera "
+               "encoder is not exported yet)")
+        raise SamclError(f"{why}: use runtime 'torch'", cli=f"{why}: use --runtime torch")
     if config is not None and config.heat_mode == "reference":
-        raise SamclError("this store holds modules imported from the authors' files (heat mode 'reference': their "
-                         "stretched input and their heat), which the graphs do not implement: use --runtime torch")
+        why = ("this store holds modules imported from the authors' files (heat mode 'reference': their stretched "
+               "input and their heat), which the graphs do not implement")
+        raise SamclError(f"{why}: use runtime 'torch'", cli=f"{why}: use --runtime torch")
 
 
 def graph_settings(backbone, config: AugModuleConfig, selector_block: int) -> dict:

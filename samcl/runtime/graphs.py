@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augmodule import AugModuleConfig, Injection, parameter_shapes
+from ..method.augmodule import AugModuleConfig, Injection, parameter_shapes
 
 #: ONNX opset of every graph: 17 has LayerNormalization as one op (ONNX Runtime >= 1.14, OpenVINO >= 2023.0).
 OPSET = 17

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import SamclError
+from ..errors import SamclError
 from . import EXTRAS
 
 
 def missing(runtime: str, exc: ImportError) -> SamclError:
-    return SamclError(f"--runtime {runtime}: {exc.name or runtime} is not installed (pip install '{EXTRAS[runtime]}')")
+    problem = f"{exc.name or runtime} is not installed (pip install '{EXTRAS[runtime]}')"
+    return SamclError(f"runtime {runtime!r}: {problem}", cli=f"--runtime {runtime}: {problem}")
 
 
 class OrtSession:
@@ -30,8 +31,10 @@ class OrtSession:
         except ImportError as exc:
             raise missing("onnxruntime", exc) from None
         if precision != "float32":
-            raise SamclError(f"--runtime onnxruntime runs float32 only (--precision {precision}: use --precision "
-                             "float32, or --runtime openvino / torch for bfloat16)")
+            raise SamclError(f"runtime 'onnxruntime' runs float32 only (precision {precision!r}: use 'float32', or "
+                             "runtime 'openvino' / 'torch' for bfloat16)",
+                             cli=f"--runtime onnxruntime runs float32 only (--precision {precision}: use --precision "
+                                 "float32, or --runtime openvino / torch for bfloat16)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -71,7 +71,7 @@ class SelectorConfig:
 
     @classmethod
     def from_manifest(cls, raw: dict) -> "SelectorConfig":
-        """A config as the manifest stores it (every field: `samcl.manifest.upgrade` fills in those an older
+        """A config as the manifest stores it (every field: `samcl.store.manifest.upgrade` fills in those an older
         format left out), so every store routes as it did when it was made."""
         return cls(**raw)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..sizes import tensor_bytes
+from ..method.sizes import tensor_bytes
 from .base import Selector
 from .config import SelectorConfig
 

@@ -7,7 +7,7 @@ Files: `config` (settings, the token rule), `app` (the server: routers, errors, 
 router shares: the steps of a request), `api` (the `/v1` routes), `schemas` (request and response bodies: the
 OpenAPI document), `intake` (token, bounded bodies, JSON), `forms` (multipart uploads), `budget` (memory of the
 requests in flight), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
-batch through `samcl.engine`, whose prefix cache keeps the uploads), `reload` (a new generation, in bounded
+batch through `samcl.inference.engine`, whose prefix cache keeps the uploads), `reload` (a new generation, in bounded
 time), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript), `label_studio/` (the Label
 Studio ML backend at /label-studio, learning projects in the background), `cvat` (the CVAT-style interactor).
 
@@ -22,13 +22,16 @@ import json
 import os
 import socket
 
-from ..io import SamclError
+from .. import SamclError
+from .._lazy import lazy_names
 from .config import TOKEN_ENV, ServeConfig, is_loopback
 
 #: Worker processes read their settings from this variable (uvicorn starts workers from an import string).
 CONFIG_ENV = "SAMCL_SERVE_CONFIG"
 
-__all__ = ["ServeConfig", "create_app", "serve", "TOKEN_ENV", "is_loopback"]
+__all__ = ["LabelStudioSettings", "ServeConfig", "create_app", "serve", "TOKEN_ENV", "is_loopback"]
+#: The Label Studio backend's settings (its flags are the command line's), loaded on first use.
+__getattr__, __dir__ = lazy_names(__name__, {"LabelStudioSettings": ".label_studio.settings"})
 
 
 def create_app(config: ServeConfig):
@@ -48,7 +51,8 @@ def check_bindable(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise SamclError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+        raise SamclError(f"host {host!r}: cannot resolve it ({exc.strerror})",
+                         cli=f"--host {host}: cannot resolve it ({exc.strerror})") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -12,10 +12,10 @@ import time
 
 from fastapi import APIRouter, Request
 
-from ..types import Prompt
+from .. import Prompt
 from . import codec
 from .context import Serving, timings
-from .errors import ApiError, quoted
+from .errors import ApiError, checked, quoted
 from .model import Job
 from .schemas import DomainsResponse, ErrorBody, ImageResponse, SegmentRequest, SegmentResponse
 
@@ -98,19 +98,8 @@ async def _image_of(serving: Serving, body: SegmentRequest, ticket):
 
 
 def _prompt(body: SegmentRequest, width: int, height: int) -> Prompt:
-    """The request's prompt, checked against the image: points inside it, one label per point, a sane box."""
-    if not body.points and body.box is None:
-        raise ApiError(400, "no_prompt", "give at least one point or a box")
+    """The request's prompt, checked against the image (`Prompt.check`): one label per point, points inside it,
+    a sane box."""
     if body.labels is not None and len(body.labels) != len(body.points):
         raise ApiError(400, "bad_labels", f"{len(body.points)} points but {len(body.labels)} labels")
-    for x, y in body.points:
-        if not (0 <= x < width and 0 <= y < height):
-            raise ApiError(400, "point_outside", f"point {x:g},{y:g} lies outside the {width}x{height} image")
-    if body.box is not None:
-        x0, y0, x1, y1 = body.box
-        if x1 < x0 or y1 < y0:
-            raise ApiError(400, "bad_box", f"box {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise ApiError(400, "box_outside", f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the "
-                                               f"{width}x{height} image")
-    return Prompt.of(body.points or None, body.labels if body.points else None, body.box)
+    return checked(Prompt.of(body.points or None, body.labels if body.points else None, body.box), width, height)

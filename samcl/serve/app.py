@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._version import __version__
+from .. import __version__
 from . import api, cvat, label_studio
 from .batching import Batcher
 from .budget import InflightBudget, return_large_buffers_to_the_system

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..images import to_rgb_array, upright
+from ..io import to_rgb_array, upright
 from .errors import ApiError
 
 

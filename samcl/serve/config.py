@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import SamclError
+from .. import SamclError
 
 #: The environment variable that gives the API token when --token is not on the command line (a token in a
 #: command line is visible to every user of the machine through `ps`).

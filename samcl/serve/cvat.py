@@ -20,10 +20,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..types import Prompt
+from .. import Prompt
 from . import codec
 from .context import Serving
-from .errors import ApiError
+from .errors import ApiError, checked
 from .label_studio.labels import mask_polygons
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
@@ -41,12 +41,8 @@ class InteractorRequest(BaseModel):
 
 
 def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
+    """The request's prompt (`Prompt.check`); CVAT's box may reach past the image and is clipped to it first."""
     points = list(body.pos_points) + list(body.neg_points)
-    if not points and body.obj_bbox is None:
-        raise ApiError(400, "no_prompt", "give pos_points, neg_points or obj_bbox")
-    for x, y in points:
-        if not (0 <= x < width and 0 <= y < height):
-            raise ApiError(400, "point_outside", f"point {x:g},{y:g} lies outside the {width}x{height} image")
     box = None
     if body.obj_bbox is not None:
         x0, y0, x1, y1 = body.obj_bbox
@@ -54,7 +50,7 @@ def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
             raise ApiError(400, "bad_box", f"obj_bbox {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
         box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
     labels = [1] * len(body.pos_points) + [0] * len(body.neg_points)
-    return Prompt.of(points or None, labels if points else None, box)
+    return checked(Prompt.of(points or None, labels if points else None, box), width, height)
 
 
 def router(serving: Serving) -> APIRouter:

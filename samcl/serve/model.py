@@ -1,5 +1,5 @@
 """The server's side of the inference engine: one opened store, its image cache, and a batch of jobs run as one
-pass through `samcl.engine.Engine` (no second inference path).
+pass through `samcl.inference.engine.Engine` (no second inference path).
 
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
     host.run([Job.upload(key, image), Job.segment(key, entry, prompt, domain)])   # in the model thread only
@@ -27,13 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine import Engine
-from ..io import SamclError
-from ..learner import SAMCL
-from ..manifest import Manifest
-from ..store import ModuleStore
-from ..prefix_cache import PrefixCache, PreparedImage
-from ..types import Prompt
+from .. import SAMCL, Prompt, SamclError
+from ..inference import Engine, PrefixCache, PreparedImage
+from ..store import Manifest, ModuleStore
 from .config import ServeConfig
 from .errors import ApiError
 from .reload import opened_with_identity

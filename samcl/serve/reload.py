@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..io import SamclError
-from ..manifest import MANIFEST
+from .. import SamclError
+from ..store import MANIFEST
 
 log = logging.getLogger("samcl.serve")
 

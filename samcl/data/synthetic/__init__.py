@@ -60,12 +60,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from samcl.data.sample import Sample
-
+from ..sample import Sample
+from .documents import _documents
 from .draw import Scene, _filter_mask
 from .general import _general, general_scene
-from .documents import _documents
 from .targets import _camouflage, _camouflage_sand, _cells, _polyps, _shadows, _skin_lesions
+
+__all__ = ["ALL_DOMAINS", "GENERAL", "MAX_SIDE", "MIN_SIDE", "NUM_POINTS", "SPLITS", "TARGET_DOMAINS",
+           "UNSEEN_DOMAINS", "fixed_test_points", "generate", "generate_general_instances", "sample_rng",
+           "write_domain"]
 
 GENERAL = "general"
 TARGET_DOMAINS: tuple[str, ...] = ("polyps", "camouflage", "shadows", "skin_lesions", "cells")
@@ -118,7 +121,7 @@ def sample_rng(domain: str, seed: int, split: str, index: int) -> np.random.Gene
 
 def fixed_test_points(mask: np.ndarray, rng: np.random.Generator, n: int = NUM_POINTS) -> np.ndarray:
     """A sample's n fixed (x, y) prompt points inside `mask`, away from its edge where the mask allows it (drawn
-    once with the sample, unlike `samcl.prompts.sample_points`, which draws training points anew)."""
+    once with the sample, unlike `samcl.method.prompts.sample_points`, which draws training points anew)."""
     inner = _filter_mask(mask, 3, grow=False)
     region = inner if inner.sum() >= n else mask
     rows, cols = np.nonzero(region)

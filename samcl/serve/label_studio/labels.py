@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...types import Prompt
+from ... import Prompt
 from ..errors import ApiError
 from . import rle as brush_rle
 

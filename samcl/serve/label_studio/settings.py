@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ...io import SamclError
+from ... import SamclError
 from ..errors import ApiError
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
@@ -44,10 +44,11 @@ class LabelStudioSettings:
         for prefix in self.allowed_urls:
             parts = prefix.split("/")
             if not prefix.startswith(("http://", "https://")) or len(parts) < 4 or not parts[2]:
-                raise SamclError(f"--allow-image-url {prefix}: give an http(s) prefix with a host and a path, e.g. "
-                                 "https://images.example.com/ (the trailing / ends the host)")
+                rule = "give an http(s) prefix with a host and a path, e.g. https://images.example.com/ (the " \
+                       "trailing / ends the host)"
+                raise SamclError(f"allowed_urls {prefix!r}: {rule}", cli=f"--allow-image-url {prefix}: {rule}")
         if self.basic_auth is not None and ":" not in self.basic_auth:
-            raise SamclError("--label-studio-basic-auth: give USER:PASSWORD")
+            raise SamclError("basic_auth: give USER:PASSWORD", cli="--label-studio-basic-auth: give USER:PASSWORD")
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -115,23 +116,3 @@ def project_id(value) -> int:
         raise ApiError(400, "bad_project", f"project {text[:40]!r}: expected Label Studio's 'ID.TIMESTAMP'")
     return int(head)
 
-
-def add_arguments(ls, max_epochs: int) -> None:
-    """`samcl serve`'s flags for the backend (into the argument group `ls`), on the CLI's validated types."""
-    from ...cli_types import int_range
-
-    ls.add_argument("--label-studio-url", metavar="URL", default=None,
-                    help="Label Studio's address, for task images and learning (default: $LABEL_STUDIO_URL)")
-    ls.add_argument("--label-studio-api-key", metavar="KEY", default=None,
-                    help="a personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY, which keeps it "
-                         "out of the process list)")
-    ls.add_argument("--allow-image-url", metavar="PREFIX", action="append", default=[],
-                    help="task images may also come from URLs starting with this http(s) prefix (repeatable); "
-                         "any other URL is refused without a fetch")
-    ls.add_argument("--label-studio-basic-auth", metavar="USER:PASSWORD", default=None,
-                    help="basic auth Label Studio must send (default: $SAMCL_LS_BASIC_AUTH; without it a server "
-                         "with --token takes the token as the basic-auth password)")
-    ls.add_argument("--train-every", metavar="N", type=int_range(0, 1_000_000), default=0,
-                    help="learn a project after every N new annotations (0: only on Start Training)")
-    ls.add_argument("--train-epochs", metavar="N", type=int_range(1, max_epochs), default=5,
-                    help="epochs of a project's learn (a project's extra_params may set its own)")

@@ -20,12 +20,11 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-
-from ...data.sample import Sample
-from ...io import SamclError
+from ... import SamclError
+from ...data import Sample
+from .. import codec
 from ..config import ServeConfig
 from ..errors import ApiError
-from .. import codec
 from .fetch import LabelStudioSource
 from .labels import Tags, annotation_target
 from .settings import LabelStudioSettings, ProjectSettings
@@ -124,8 +123,7 @@ class LearningWorker:
 
     def learn(self, project: ProjectSettings, samples: list[Sample]) -> dict:
         """In the learning thread: open the store (its own copy of the set), learn or relearn, commit."""
-        from ...learner import SAMCL
-        from ...trainer import TrainConfig
+        from ... import SAMCL, TrainConfig
 
         samcl = SAMCL.open(self.config.store, base=self.config.base, device=self.config.device)
         name = project.domain_name

@@ -4,7 +4,7 @@
     samcl.learn("polyps", FolderDataset("kvasir/train"))
     result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: the module that ran
 
-Inference is `samcl.engine` (`SAMCL.segment` and the predictor run it); files are `samcl.store`.
+Inference is `samcl.inference.engine` (`SAMCL.segment` and the predictor run it); files are `samcl.store.files`.
 """
 
 from __future__ import annotations
@@ -17,25 +17,26 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..backbone import load_backbone
+from ..backbone.base import FrozenBackbone
+from ..data.sample import Sample
+from ..errors import SamclError
+from ..inference.engine import Engine
+from ..inference.precision import resolve as resolve_precision
+from ..inference.predictor import SamclPredictor
+from ..inference.prefix_cache import PrefixCache
+from ..io.progress import bar
+from ..method.augmodule import AugModuleConfig, config_for
+from ..method.sizes import storage
+from ..selector import SelectorConfig, make_selector
+from ..store.check import check_site
+from ..store.files import ModuleStore
+from ..store.manifest import Manifest
+from ..store.moduleset import DomainEntry, ModuleSet, name_problem
+from ..types import Prediction, Prompt
 from . import distributed
-from .augmodule import AugModuleConfig, config_for
-from .backbone import load_backbone
-from .backbone.base import FrozenBackbone
-from .data.sample import Sample
-from .engine import Engine
-from .io import SamclError
-from .manifest import Manifest
-from .moduleset import DomainEntry, ModuleSet, name_problem
-from .predictor import SamclPredictor
-from .prefix_cache import PrefixCache
-from .precision import resolve as resolve_precision
-from .progress import bar
-from .selector import SelectorConfig, make_selector
-from .sizes import storage
-from .store import ModuleStore
-from .store_check import check_site
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
-from .types import Prediction, Prompt
+
 
 class SAMCL:
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
@@ -58,8 +59,8 @@ class SAMCL:
             self.set_precision(precision)
 
     def set_precision(self, precision: str | None) -> str:
-        """Run inference in `precision`: "float32", "bfloat16", or "auto"/None (`samcl.precision.resolve`: what
-        this machine runs best at equal quality). The encoder's weights are cast once, here. Learning needs the
+        """Run inference in `precision`: "float32", "bfloat16", or "auto"/None (`samcl.inference.precision.resolve`:
+        what this machine runs best at equal quality). The encoder's weights are cast once, here. Learning needs the
         float32 encoder (the store's contents never depend on the precision), so a set in bfloat16 is for
         inference only. Returns the precision now in use."""
         if self.engine.runtime != "torch":
@@ -138,7 +139,7 @@ class SAMCL:
         Returns:
           (SAMCL): the set, every module resident; its embedding buffer is read when `learn` first needs it.
         """
-        from .runtime.attach import resolved
+        from ..runtime.attach import resolved
 
         chosen = resolved(runtime, device)
         module_store = ModuleStore(store)
@@ -169,7 +170,7 @@ class SAMCL:
     def set_runtime(self, runtime: str, precision: str | None = None) -> str:
         """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
         `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
-        from .runtime.attach import set_runtime
+        from ..runtime.attach import set_runtime
 
         return set_runtime(self, runtime, precision)
 
@@ -213,13 +214,14 @@ class SAMCL:
         commit (and after a failure or a kill before it) the old set is the store's.
 
         Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
-        parallel, rank 0 alone writes the store, and all ranks end with the same state (`samcl.distributed`)."""
+        parallel, rank 0 alone writes the store, and all ranks end with the same state
+        (`samcl.learning.distributed`)."""
         problem = name_problem(name)
         if problem:
             raise SamclError(problem)
         if name in self.domains and not replace:
-            raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True, "
-                             "--replace on the command line)")
+            raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True)",
+                             cli=f"domain {name!r} is already in the module set (relearn it with --replace)")
         if replace and name not in self.domains:
             raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
         replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
@@ -338,7 +340,7 @@ class SAMCL:
             known.update((i, prefix.pooled) for i, prefix in zip(part, found))
         return torch.stack([known[i] for i in chosen]).float()
 
-    # ------------------------------------------------------------------ inference (`samcl.engine`)
+    # ------------------------------------------------------------------ inference (`samcl.inference.engine`)
     def segment(self, images: Sequence, prompts: Sequence[Prompt], *, multimask_output: bool = False,
                 force: str | Sequence[str | None] | None = None, fallback: bool | None = None,
                 return_logits: bool = False) -> list[Prediction]:
@@ -381,7 +383,7 @@ class SAMCL:
         return self.engine.evaluate(samples, truth=truth, batch_size=batch_size, progress=progress, force=force)
 
     def storage(self) -> dict:
-        """Bytes: per module, selector, buffer, total (`samcl.sizes.storage`)."""
+        """Bytes: per module, selector, buffer, total (`samcl.method.sizes.storage`)."""
         return storage(self.module_set)
 
     def predictor(self, *, precision: str | None = None) -> SamclPredictor:

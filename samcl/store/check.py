@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .augmodule import AugModuleConfig
-from .io import SamclError, quote
+from ..errors import SamclError
+from ..io import quote
+from ..method.augmodule import AugModuleConfig
+from ..selector import KINDS, SelectorConfig
 from .manifest import MANIFEST
 from .moduleset import DomainEntry, name_problem
-from .selector import KINDS, SelectorConfig
 
 TOP_REQUIRED = ("format", "format_version", "backbone", "selector", "domains")
 TOP_OPTIONAL = ("samcl_version", "generation", "base_hint", "base_source", "dtype", "augmodule", "buffer")

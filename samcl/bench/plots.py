@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .io import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 DPI = 110
 

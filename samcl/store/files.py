@@ -29,14 +29,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .augmodule import AugModule, AugModuleConfig
-from .io import SamclError, atomic_write_bytes, atomic_write_json, check_regular, fault_point
-from .manifest import (FORMAT, MANIFEST, Manifest, MissingFile, checked_file, read_checked, read_manifest,
-                       read_verified_bytes, sha256_bytes, size_limit)
+from ..errors import SamclError
+from ..io import atomic_write_bytes, atomic_write_json, check_regular, fault_point
+from ..method.augmodule import AugModule, AugModuleConfig
+from ..method.sizes import tensor_bytes
+from ..selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
+from .check import check_manifest, check_tensors
+from .manifest import (
+    FORMAT,
+    MANIFEST,
+    Manifest,
+    MissingFile,
+    checked_file,
+    read_checked,
+    read_manifest,
+    read_verified_bytes,
+    sha256_bytes,
+    size_limit,
+)
 from .moduleset import DomainEntry, ModuleSet
-from .selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
-from .sizes import tensor_bytes
-from .store_check import check_manifest, check_tensors
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -145,7 +156,7 @@ class ModuleStore:
                     raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
 
     def read_manifest(self) -> dict:
-        """The manifest, its structure checked (`samcl.store_check`)."""
+        """The manifest, its structure checked (`samcl.store.check`)."""
         manifest = read_manifest(self.path)
         check_manifest(manifest, self.path)
         return manifest

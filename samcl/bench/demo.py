@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import BUILTIN_TINY_SAM, load_backbone
-from .bench.suite import embedded_suite
-from .data.synthetic import GENERAL
-from .io import atomic_write_json, print_json
-from .metrics import mask_scores
+from .. import Prompt, SelectorConfig, TrainConfig, load_backbone
+from ..backbone import BUILTIN_TINY_SAM
+from ..data.synthetic import GENERAL
+from ..io import atomic_write_json, print_json
+from ..metrics import mask_scores
 from .plots import pyplot, save_figure
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
-from .selector import SelectorConfig
-from .trainer import TrainConfig
-from .types import Prompt
+from .suite import embedded_suite
 
 
 @dataclass(frozen=True)

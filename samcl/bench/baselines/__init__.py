@@ -1,8 +1,9 @@
-"""Competing continual methods behind the `samcl.protocol.Strategy` interface.
+"""Competing continual methods behind the `samcl.bench.protocol.Strategy` interface.
 
-Every method adapts the same frozen SAM through the same hooks (`samcl.augmodule`: one config, one math) and
-trains with the same loop (`samcl.trainer.train_module`: loss, optimiser, schedule, epochs, batch); what differs
-is what is trained, on which data, with which extra term (`samcl.trainer.Objective`) and what is kept:
+Every method adapts the same frozen SAM through the same hooks (`samcl.method.augmodule`: one config, one math)
+and trains with the same loop (`samcl.learning.trainer.train_module`: loss, optimiser, schedule, epochs, batch);
+what differs is what is trained, on which data, with which extra term (`samcl.learning.trainer.Objective`) and
+what is kept:
 
 | method            | trained per domain                          | kept between domains                       |
 |-------------------|---------------------------------------------|--------------------------------------------|
@@ -15,7 +16,7 @@ is what is trained, on which data, with which extra term (`samcl.trainer.Objecti
 | o-lora            | a new qkv LoRA, orthogonal to the earlier ones; all summed at inference | every LoRA |
 | joint             | a fresh AugModule on all domains so far     | the module + all training images           |
 
-SAMCL and its ablations are `samcl.protocol.SamclStrategy` (with `variant`/`oracle`).
+SAMCL and its ablations are `samcl.bench.protocol.SamclStrategy` (with `variant`/`oracle`).
 
 The qkv LoRA is LoRA as PEFT applies it (`peft.LoraConfig(r=rank, lora_alpha=rank, target_modules=qkv of the
 adapted blocks)`: qkv(x) + B A x, A Kaiming-uniform, B zero, no bias, no dropout), run through the backbone's
@@ -25,9 +26,22 @@ qkv hook rather than by wrapping the shared model's layers; tests/test_baselines
 from .olora import OLoraStrategy, OrthogonalLora, concat_loras
 from .regularised import Distillation, EwcPenalty, EwcStrategy, LwfStrategy, diagonal_fisher
 from .replay import JointStrategy, ReplayStrategy, StoredSample
-from .single import (ADAPTER, EWC_STRENGTH, LWF_STRENGTH, LWF_TEMPERATURE, OLORA_STRENGTH, SEQUENTIAL,
-                     SequentialStrategy, SingleModule, ZeroShotStrategy, lora_config, png_bytes, sample_bytes,
-                     score_fresh_module, sequential_lora)
+from .single import (
+    ADAPTER,
+    EWC_STRENGTH,
+    LWF_STRENGTH,
+    LWF_TEMPERATURE,
+    OLORA_STRENGTH,
+    SEQUENTIAL,
+    SequentialStrategy,
+    SingleModule,
+    ZeroShotStrategy,
+    lora_config,
+    png_bytes,
+    sample_bytes,
+    score_fresh_module,
+    sequential_lora,
+)
 
 __all__ = ["ADAPTER", "EWC_STRENGTH", "LWF_STRENGTH", "LWF_TEMPERATURE", "OLORA_STRENGTH", "SEQUENTIAL", "Distillation",
            "EwcPenalty", "EwcStrategy", "JointStrategy", "LwfStrategy", "OLoraStrategy", "OrthogonalLora",

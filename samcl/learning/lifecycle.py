@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import SamclError
-from .moduleset import BASE_CLASS, ModuleSet, name_problem
-from .store import ModuleStore
+from ..errors import SamclError
+from ..store.files import ModuleStore
+from ..store.moduleset import BASE_CLASS, ModuleSet, name_problem
 
 
 def _seed(module_set: ModuleSet) -> int:

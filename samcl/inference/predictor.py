@@ -1,15 +1,15 @@
 """A predictor in the style of Meta's `SamPredictor` that picks the module itself.
 
-    predictor = samcl.predictor()
+    predictor = samcl.inference.predictor()
     predictor.set_image(image)                  # prefix, pooled features and selection
     masks, scores, low_res = predictor.predict(np.array([[x, y]]), np.array([1]))
     predictor.domain                            # which module was chosen ("base" = none)
 
-A thin front end over the engine's two calls (`samcl.engine`): `set_image` is `Engine.prepare` for one image, and
-`predict` is `Engine.run` on it. What a new prompt costs: the heat injection makes the encoder's blocks after the
-selector block depend on the prompt, so each `predict` runs the remaining blocks, the neck and the decoder; when
-the chosen class is "base" (no module) the suffix does not depend on the prompt and the engine keeps the image
-embedding, so a new prompt costs only the decoder.
+A thin front end over the engine's two calls (`samcl.inference.engine`): `set_image` is `Engine.prepare` for one
+image, and `predict` is `Engine.run` on it. What a new prompt costs: the heat injection makes the encoder's blocks
+after the selector block depend on the prompt, so each `predict` runs the remaining blocks, the neck and the
+decoder; when the chosen class is "base" (no module) the suffix does not depend on the prompt and the engine keeps
+the image embedding, so a new prompt costs only the decoder.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..types import Prompt
 from .engine import Engine
-from .types import Prompt
 
 
 class SamclPredictor:
-    """set_image / predict on one image at a time, through the inference engine (`samcl.engine`)."""
+    """set_image / predict on one image at a time, through the inference engine (`samcl.inference.engine`)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine

@@ -11,14 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..augmodule import AugModule
-from ..data.sample import Sample
-from ..io import SamclError
+from ... import SamclError, TrainConfig
+from ...data import Sample
+from ...method import AugModule
 from ..protocol import DomainData
-from ..trainer import (TrainConfig)
-
-from .single import (SequentialStrategy,
-                     png_bytes, sample_bytes)
+from .single import SequentialStrategy, png_bytes, sample_bytes
 
 
 @dataclass

@@ -4,7 +4,7 @@
     torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \\
              --rdzv-endpoint host0:29500 -m samcl learn my-set --domain polyps --data data/kvasir
 
-What is distributed, and how it stays equal to one process (see `samcl.trainer.train_module`):
+What is distributed, and how it stays equal to one process (see `samcl.learning.trainer.train_module`):
 
 - Data parallel training of the new AugModule: every rank draws the same seeded epoch order, cuts it into
   global batches of `batch_size x world` samples and takes every world-th one; prompt points are drawn per
@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .io import SamclError
+from ..errors import SamclError
 
 #: The variables torchrun (torch.distributed.run) sets in every worker.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -107,7 +107,8 @@ def check_ready(ctx: DistContext, samcl, name: str, count: int, base: bool) -> N
     state (a node that sees another store, e.g. not on a shared filesystem, would otherwise diverge)."""
     if samcl.device.type == "cuda" and samcl.device.index not in (None, torch.cuda.current_device()):
         raise SamclError(f"rank {ctx.rank}: the module set is on {samcl.device} but this rank's GPU is "
-                         f"cuda:{torch.cuda.current_device()} (create it with device=samcl.distributed.init().device)")
+                         f"cuda:{torch.cuda.current_device()} (create it with "
+                         "device=samcl.learning.distributed.init().device)")
     ctx.check_agree("the task (domain, base, samples, store generation, domains, device kind)",
                     (name, base, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
 
@@ -138,8 +139,8 @@ def send_result(ctx: DistContext, samcl, report: dict) -> None:
 
 def receive_result(ctx: DistContext, samcl) -> dict:
     """Other ranks: take rank 0's selector, buffer and entries, so every rank holds the same module set."""
-    from .moduleset import DomainEntry
-    from .selector import EmbeddingBuffer, selector_from_tensors
+    from ..selector import EmbeddingBuffer, selector_from_tensors
+    from ..store.moduleset import DomainEntry
 
     result = ctx.broadcast()
     state = samcl.module_set
@@ -177,16 +178,19 @@ def resolve_device(requested: str | torch.device | None, local_rank: int) -> tor
     else:
         device = torch.device(requested)
         if device.type == "cuda" and device.index is not None:
-            raise SamclError(f"--device {requested}: under torchrun each process uses cuda:LOCAL_RANK; "
-                             "pass --device cuda (choose GPUs with CUDA_VISIBLE_DEVICES)")
+            rule = "under torchrun each process uses cuda:LOCAL_RANK"
+            raise SamclError(f"device {str(requested)!r}: {rule}; use device 'cuda' (choose GPUs with "
+                             "CUDA_VISIBLE_DEVICES)", cli=f"--device {requested}: {rule}; pass --device cuda (choose "
+                             "GPUs with CUDA_VISIBLE_DEVICES)")
         kind = device.type
     if kind == "cpu":
         return torch.device("cpu")
     if kind != "cuda":
-        raise SamclError(f"--device {requested}: distributed learning runs on cuda (NCCL) or cpu (gloo)")
+        rule = "distributed learning runs on cuda (NCCL) or cpu (gloo)"
+        raise SamclError(f"device {str(requested)!r}: {rule}", cli=f"--device {requested}: {rule}")
     if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
         raise SamclError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node); "
-                         "start at most one process per GPU (--nproc-per-node)")
+                         "start at most one process per GPU (torchrun's --nproc-per-node)")
     return torch.device("cuda", local_rank)
 
 

@@ -8,7 +8,7 @@ server, the baselines and the benchmark are front ends over two calls:
          open-set fallback) -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class; an image
          without a module reuses its prompt-independent embedding) -> decode -> complete `Prediction`s
 
-A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.bank`), and
+A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.method.bank`), and
 decoding is per image (or, for the server, per prompt shape), so each result equals segmenting that image
 alone. Prompts are converted to the model-input frame once (`InputPrompt`) and used by the heat and the decoder.
 """
@@ -20,15 +20,15 @@ from typing import Sequence
 
 import torch
 
-from .augmodule import Injection
-from .backbone import tokens as batch_ops
-from .bank import ModuleBank
-from .metrics import mask_scores, mean_scores
-from .moduleset import ModuleSet
+from ..backbone import tokens as batch_ops
+from ..io.progress import bar
+from ..method.augmodule import Injection
+from ..method.bank import ModuleBank
+from ..method.prompts import render_reference_heat
+from ..metrics import mask_scores, mean_scores
+from ..store.moduleset import ModuleSet
+from ..types import Prediction, Prompt
 from .prefix_cache import ByObject, PrefixCache, PreparedImage
-from .progress import bar
-from .prompts import render_reference_heat
-from .types import Prediction, Prompt
 
 
 @dataclass

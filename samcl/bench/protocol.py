@@ -17,15 +17,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data.sample import Sample
-from .io import SamclError, atomic_write_json
-from .learner import SAMCL
-from .metrics import continual_metrics
-from .moduleset import BASE_CLASS
-from .progress import bar
-from .selector import SelectorConfig
-from .store import ModuleStore, read_tensors, write_tensors
-from .trainer import TrainConfig
+from .. import SAMCL, SamclError, SelectorConfig, TrainConfig
+from ..data import Sample
+from ..io import atomic_write_json, bar
+from ..metrics import continual_metrics
+from ..store import BASE_CLASS, ModuleStore, read_tensors, write_tensors
 
 METRICS = ("iou", "f1", "mae")
 #: Prefix tokens of test images kept across the protocol's evaluations (the frozen prefix never changes).
@@ -128,7 +124,7 @@ class SamclStrategy(Strategy):
         return self.samcl.storage()
 
     def save_state(self, folder: Path) -> None:
-        """The module set as a store (`samcl.store`: manifest + safetensors) in `folder`/store."""
+        """The module set as a store (`samcl.store.files`: manifest + safetensors) in `folder`/store."""
         store = ModuleStore(Path(folder) / "store")
         with store.lock():
             store.save(self.samcl.module_set, written=set(self.samcl.domains))

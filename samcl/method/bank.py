@@ -5,7 +5,7 @@
     bank.params([1, 0, 3])    # G = B: one gather per tensor, for a mixed-domain batch
 
 One (K + 1) x shape tensor per parameter name, built once when the set is opened or changes, instead of
-stacking module tensors on every call. A zero row adds exactly nothing (see `samcl.augmodule`), so the base
+stacking module tensors on every call. A zero row adds exactly nothing (see `samcl.method.augmodule`), so the base
 choice shares the same batched math. Modules whose device and dtype match the bank's are re-pointed at their
 rows, so the bank costs no memory beyond the modules themselves; in-place changes to such a module show in
 the bank at once.

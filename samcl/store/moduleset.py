@@ -1,6 +1,6 @@
 """A module set in memory: the classes learned so far (in order), their AugModules, the selector and its
-buffer, and what they were built on. `samcl.store` reads and writes it; `samcl.engine` runs it; the learner
-grows it.
+buffer, and what they were built on. `samcl.store.files` reads and writes it; `samcl.inference.engine` runs it;
+the learner grows it.
 
     classes   domains[k] for k = 0..K-1: a "module" class (its AugModule in `modules`) or the "base" class
     index -1  "no class": SAM without a module (what an empty set, or a forced "base", runs)
@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .augmodule import AugModule, AugModuleConfig
-from .io import SamclError
-from .selector import EmbeddingBuffer, Selector, SelectorConfig
+from ..errors import SamclError
+from ..method.augmodule import AugModule, AugModuleConfig
+from ..selector import EmbeddingBuffer, Selector, SelectorConfig
 
 #: The name results give to SAM without a module (the learned base class, or no class at all).
 BASE_CLASS = "base"

@@ -1,6 +1,6 @@
 """A store's manifest, without any model code: reading it (a regular file, size- and depth-bounded) and reading
-the files it names, bounded by their recorded size and checked against their sha256. `samcl.store_check` checks
-its structure; `samcl.store` builds on both to read and write the tensors."""
+the files it names, bounded by their recorded size and checked against their sha256. `samcl.store.check` checks
+its structure; `samcl.store.files` builds on both to read and write the tensors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._version import __version__
-from .io import NoSuchFile, SamclError, read_json_file, read_limited
+from .._version import __version__
+from ..errors import SamclError
+from ..io import NoSuchFile, read_json_file, read_limited
 
 FORMAT = "samcl-store"
 FORMAT_VERSION = 2
@@ -54,7 +55,7 @@ def read_manifest(store: Path) -> dict:
 @dataclass
 class Manifest:
     """What `manifest.json` holds (format `FORMAT_VERSION`), written by `to_dict` and read by `read_manifest`
-    (older versions upgraded first, `upgrade`), with its structure checked by `samcl.store_check`.
+    (older versions upgraded first, `upgrade`), with its structure checked by `samcl.store.check`.
 
     Arguments:
       generation (int): the commit count: every save writes the next one.

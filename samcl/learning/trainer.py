@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augmodule import AugModule, AugModuleConfig, Injection
-from .data.sample import Sample
-from .io import fault_point
-from .options import check_fields, option
-from .prefix_cache import PrefixCache
-from .progress import bar
-from .prompts import sample_points, sample_rng
+from ..data.sample import Sample
+from ..inference.prefix_cache import PrefixCache
+from ..io import fault_point
+from ..io.progress import bar
+from ..method.augmodule import AugModule, AugModuleConfig, Injection
+from ..method.prompts import sample_points, sample_rng
+from ..options import check_fields, option
 
 AMP_MODES = ("none", "bf16")
 
@@ -152,7 +152,7 @@ def train_step_points(samples: Sequence[Sample], indices: list[int], geometries:
 
 
 class Objective:
-    """Hooks for continual baselines (`samcl.baselines`: EWC, LwF, O-LoRA); SAMCL itself trains without one.
+    """Hooks for continual baselines (`samcl.bench.baselines`: EWC, LwF, O-LoRA); SAMCL itself trains without one.
 
     `params` maps the trainable module's grouped parameters to the ones the forward uses (O-LoRA: the frozen
     earlier LoRAs concatenated with the new one); `penalty` adds a term to each batch's loss, given the

@@ -8,14 +8,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..augmodule import AugModule, Injection
-from ..data.sample import Sample
+from ... import TrainConfig
+from ...data import Sample
+from ...inference import PrefixCache
+from ...learning import Objective, module_loss, train_step_points, training_batch, usable_indices
+from ...method import AugModule, Injection
 from ..protocol import DomainData
-from ..prefix_cache import PrefixCache
-from ..trainer import (Objective, TrainConfig, module_loss, train_step_points, training_batch,
-                      usable_indices)
-
-from .single import (EWC_STRENGTH, LWF_STRENGTH, LWF_TEMPERATURE, SequentialStrategy)
+from .single import EWC_STRENGTH, LWF_STRENGTH, LWF_TEMPERATURE, SequentialStrategy
 
 
 class EwcPenalty(Objective):

@@ -7,12 +7,11 @@ from typing import Sequence
 
 import torch
 
-from ..augmodule import AugModule, AugModuleConfig
-from ..io import SamclError
+from ... import SamclError, TrainConfig
+from ...learning import Objective, train_module
+from ...method import AugModule, AugModuleConfig
 from ..protocol import DomainData, Strategy
-from ..trainer import (Objective, TrainConfig, train_module)
-
-from .single import (OLORA_STRENGTH, SingleModule, lora_config, module_from, module_tensors)
+from .single import OLORA_STRENGTH, SingleModule, lora_config, module_from, module_tensors
 
 
 class OrthogonalLora(Objective):

@@ -11,15 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..augmodule import AugModule, AugModuleConfig, config_for
-from ..data.sample import Sample
-from ..io import SamclError
-from ..learner import SAMCL
+from ... import SAMCL, SamclError, TrainConfig
+from ...data import Sample
+from ...learning import Objective, train_module
+from ...method import AugModule, AugModuleConfig, config_for
+from ...store import BASE_CLASS, DomainEntry
 from ..protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, Strategy
-from ..moduleset import BASE_CLASS, DomainEntry
-from ..trainer import (Objective, TrainConfig, train_module)
-
-
 
 ADAPTER = "adapter"
 SEQUENTIAL = ADAPTER  # the name the single module runs under (kept for older callers)

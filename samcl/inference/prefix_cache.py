@@ -27,9 +27,9 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from .backbone import tokens as batch_ops
-from .backbone.preprocess import mask_to_input
-from .sizes import tensor_bytes
+from ..backbone import tokens as batch_ops
+from ..backbone.preprocess import mask_to_input
+from ..method.sizes import tensor_bytes
 
 EVICTION = ("lru", "keep")
 

@@ -1,17 +1,14 @@
-"""File helpers shared by the store, the datasets, the importer, the backbones and the CLI: atomic writes,
-bounded reads of regular files, JSON with a depth limit, and image reading.
+"""Files: bounded reads of regular files, JSON with a depth limit, atomic writes, and the store writers' fault
+points.
 
 Every file samcl reads goes through `open_regular` (or `read_limited` / `read_json_file` on top of it): a FIFO,
 a device or a symlink to one is refused before any read can block or run forever, and what is read is bounded by
 the size the caller expects. New files get the permissions any Unix tool gives them (0666 minus the umask), and a
-file that is replaced keeps its own; images and masks are read upright (EXIF orientation applied,
-`samcl.images`)."""
+file that is replaced keeps its own."""
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import re
 import reprlib
@@ -19,26 +16,12 @@ import stat
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from .images import HIGH_DEPTH_MODES, high_depth_peak, to_rgb_array, upright
-
-
-class SamclError(Exception):
-    """A problem with the user's input or files: shown as one line, exit code 2, nothing saved is changed.
-
-    The message names the problem in the library's own terms (arguments, config fields); `cli`, when given, is the
-    same line in the command line's terms (its flags), which the `samcl` command prints instead."""
-
-    def __init__(self, message: str, *, cli: str | None = None):
-        super().__init__(message)
-        self.cli = cli
-
+from ..errors import SamclError
 
 #: Test hook for fault injection: with SAMCL_FAULT_DELAY=<seconds> every step of a store write announces itself
 #: on stderr ("samcl-fault: <step>") and then pauses, so a test can kill the writer between two file writes.
@@ -148,7 +131,7 @@ def parse_json(data: bytes | str, source, problem: str = "malformed JSON", max_d
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SamclError(f"{source}: {problem} ({_short(exc)})") from None
+        raise SamclError(f"{source}: {problem} ({one_line(exc)})") from None
 
 
 def read_json_file(path: Path, limit: int, what: str = "JSON file", problem: str | None = None):
@@ -230,73 +213,6 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
-def atomic_write_png(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-#: Images with more pixels than this are refused before decoding (a decompression-bomb guard). It stays below
-#: the point where PIL itself refuses (2 x PIL's MAX_IMAGE_PIXELS), so the limit is samcl's and the message too.
-MAX_IMAGE_PIXELS = 150_000_000
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit, float and palette converted),
-    upright by its EXIF orientation."""
-    with _open(path) as image:
-        return to_rgb_array(image)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Mask image -> H x W bool, upright by its EXIF orientation. 8-bit, RGB, RGBA: foreground above half range
-    (JPEG values near 0/255 are thresholded at 127); 16-bit, 32-bit and float: above half of their range;
-    palette: any index but 0. Integer masks holding only 0 and 1 (a common export) are read as 0/1."""
-    with _open(path) as image:
-        if image.mode in HIGH_DEPTH_MODES:
-            array = np.nan_to_num(np.asarray(image, dtype=np.float32))
-            if image.mode != "F" and array.max(initial=0) == 1:
-                return array > 0
-            return array > high_depth_peak(array) / 2
-        if image.mode == "P":
-            return np.asarray(image) > 0
-        array = np.asarray(image.convert("L"))
-        if array.max(initial=0) == 1:  # 0/1, not 0/255: thresholding at 127 would read it as empty
-            return array > 0
-        return array > 127
-
-
-def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
-    return SamclError(f"{path}: image of {size}{pixels / 1e6:.0f} megapixels exceeds samcl's limit of "
-                      f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression-bomb guard); downscale it first")
-
-
-def _open(path: Path) -> Image.Image:
-    path = Path(path)
-    handle = open_regular(path, "image")  # a fifo would block for ever, a device never ends
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit; samcl's explicit limit below decides instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(handle)
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            image.close()
-            raise _too_large(path, image.width * image.height, f"{image.width}x{image.height} pixels, ")
-        image.load()
-        return upright(image)
-    except PermissionError:
-        raise SamclError(f"{path}: permission denied") from None
-    except Image.DecompressionBombError as exc:  # PIL's own guard fires first for the very largest
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_large(path, int(pixels.group(1)) if pixels else MAX_IMAGE_PIXELS + 1) from None
-    except UnidentifiedImageError:
-        raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise SamclError(f"{path}: not a readable image ({_short(exc)})") from None
-    finally:
-        handle.close()  # the pixels are loaded: PIL needs the file no more
-
-
 def _file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
                        (stat.S_ISSOCK, "socket")):
@@ -305,7 +221,7 @@ def _file_kind(mode: int) -> str:
     return "special file"
 
 
-def _short(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as a short single-line text."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
@@ -322,22 +238,3 @@ def quote(value) -> str:
         return _QUOTE.repr(value)
     except RecursionError:  # (an object whose own repr nests without bound)
         return f"<{type(value).__name__}>"
-
-
-def finite(value):
-    """`value` with every non-finite float (NaN, inf) as None: JSON has no NaN, and `--json` output must parse."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
-        return finite(value.item())
-    return value
-
-
-def print_json(value) -> None:
-    """The one way `--json` output is printed: strict JSON (non-finite numbers as null)."""
-    print(json.dumps(finite(value), allow_nan=False, default=float))
-

@@ -1,0 +1,31 @@
+"""Inference: the one data path every front end takes (`Engine.prepare`, then `Engine.run`), the one prefix cache,
+the SamPredictor-style front end, and which precision this machine runs best.
+
+    prepared = engine.prepare([image], keys=[ByObject(image)])          # prefix + pooled features, cached
+    [prediction] = engine.run(prepared, [Prompt.of(points=[[120, 80]])]) # route, heat, suffix, decode
+
+`engine` (routing, mixed-domain batches, decoding), `prefix_cache` (least recently used out within a byte
+budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch). Public names
+load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
+
+_WHERE = {
+    "Engine": ".engine", "InputPrompt": ".engine",
+    "ByObject": ".prefix_cache", "PreparedImage": ".prefix_cache", "PrefixCache": ".prefix_cache",
+    "SamclPredictor": ".predictor",
+    "precision": ".precision",
+}
+__all__ = ["ByObject", "Engine", "InputPrompt", "PrefixCache", "PreparedImage", "SamclPredictor", "precision"]
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
+
+if TYPE_CHECKING:
+    from . import precision
+    from .engine import Engine, InputPrompt
+    from .predictor import SamclPredictor
+    from .prefix_cache import ByObject, PrefixCache, PreparedImage

@@ -1,0 +1,34 @@
+"""A module set, in memory and on disk: the `ModuleSet` (classes in learning order, modules, selector, embedding
+buffer), its `Manifest` (format version, one upgrade chain from each earlier version, checksums), the
+`ModuleStore` folder (safetensors files, generations, the writer's lock) and the one validator of a store.
+
+    store = ModuleStore("my-set")
+    module_set = store.load(site)                   # every module and the selector, each file checked
+
+`moduleset` (in memory), `manifest` (the schema; no model code: `samcl info` reads it without torch), `files`
+(the folder), `check` (structure and values). Public names load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
+
+_WHERE = {
+    "ModuleSet": ".moduleset", "DomainEntry": ".moduleset", "BASE_CLASS": ".moduleset", "name_problem": ".moduleset",
+    "Manifest": ".manifest", "MANIFEST": ".manifest", "FORMAT_VERSION": ".manifest", "MissingFile": ".manifest",
+    "read_manifest": ".manifest", "upgrade": ".manifest",
+    "ModuleStore": ".files", "read_tensors": ".files", "write_tensors": ".files",
+    "check_manifest": ".check", "check_tensors": ".check", "check_site": ".check",
+}
+__all__ = ["BASE_CLASS", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest", "MissingFile", "ModuleSet",
+           "ModuleStore", "check_manifest", "check_site", "check_tensors", "name_problem", "read_manifest",
+           "read_tensors", "upgrade", "write_tensors"]
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
+
+if TYPE_CHECKING:
+    from .check import check_manifest, check_site, check_tensors
+    from .files import ModuleStore, read_tensors, write_tensors
+    from .manifest import FORMAT_VERSION, MANIFEST, Manifest, MissingFile, read_manifest, upgrade
+    from .moduleset import BASE_CLASS, DomainEntry, ModuleSet, name_problem
