@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from latency import vit_b_backbone
 
+from samcl import TrainConfig
 from samcl.inference.precision import native_bf16
-from samcl.learning.trainer import TrainConfig, module_loss
-from samcl.method.augmodule import AugModule, config_for
+from samcl.learning import module_loss
+from samcl.method import AugModule, config_for
 
 
 def batch(backbone, count: int, seed: int):

@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samcl import SAMCL
-from samcl.backbone.sam import SamBackbone
-from samcl.data.sample import Sample
+from samcl import SAMCL, SelectorConfig, TrainConfig
+from samcl.backbone import SamBackbone
+from samcl.data import Sample
 from samcl.learning import distributed
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
 
 #: A small SAM (grid 16 x 16, 6 blocks): big enough that a step is mostly compute, small enough for CPU.
 SMALL_SAM = {

@@ -72,7 +72,7 @@ def prepare(root: Path) -> Workspace:
     from conftest import tiny_sam_config
     from helpers import write_domain
 
-    from samcl.backbone.sam import SamBackbone
+    from samcl.backbone import SamBackbone
 
     torch.manual_seed(0)
     with contextlib.redirect_stderr(io.StringIO()):  # save_pretrained's progress bar
@@ -199,9 +199,9 @@ class Verifier:
         """-> ("previous" | "new", number of unreferenced files left). Raises if the store is invalid."""
         import torch
 
+        from samcl import SAMCL, Prompt
         from samcl.cli import main as cli_main
-        from samcl.learning.learner import SAMCL, Prompt
-        from samcl.store.files import ModuleStore
+        from samcl.store import ModuleStore
 
         store = ModuleStore(path)
         if before.manifest is None and not store.exists():
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kill_learn: store with {names[0]}, {names[1]}; an unkilled learn takes {timing.end:.1f} s "
               f"(training bar at {timing.train:.1f} s, store write {timing.save:.1f}-{timing.saved:.1f} s with "
               f"{args.fault_delay} s pauses at each step); this machine, 2 shared CPU cores", flush=True)
-        from samcl.backbone import load_backbone
+        from samcl import load_backbone
 
         verifier = Verifier(load_backbone(ws.base), ws.probe_image)
         outcomes: list[Outcome] = []

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from transformers import SamConfig
 
-from samcl import SAMCL, Prompt
-from samcl.backbone.sam import SamBackbone
-from samcl.inference.engine import InputPrompt
-from samcl.method.augmodule import AugModule, AugModuleSize, config_for
-from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
-from samcl.store.moduleset import DomainEntry
+from samcl import SAMCL, Prompt, SelectorConfig
+from samcl.backbone import SamBackbone
+from samcl.inference import InputPrompt
+from samcl.method import AugModule, AugModuleSize, config_for
+from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorNet
+from samcl.store import DomainEntry
 
 
 def vit_b_backbone(size: int | None = None, seed: int = 0) -> SamBackbone:

@@ -30,7 +30,7 @@ from latency_precision import transformers_sam
 from transformers import SamConfig
 
 from samcl import SAMCL, Prompt
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import SamBackbone
 
 # Meta's build_sam: (hidden size, blocks, heads, global-attention blocks); MLP width 4 x hidden, 1024 px
 SIZES = {"vit_b": (768, 12, 12, [2, 5, 8, 11]),

@@ -26,7 +26,7 @@ from latency import (
 )
 
 from samcl import SAMCL, Prompt
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import SamBackbone
 from samcl.inference.precision import native_bf16
 
 
@@ -124,7 +124,7 @@ def augmodule_cost(samcl: SAMCL, backbone) -> dict:
     and in bfloat16 (the input arrives in the encoder's dtype either way), against one whole encoder block."""
     from latency import per_call
 
-    from samcl.method.augmodule import Injection
+    from samcl.method import Injection
 
     rows, cols = backbone.grid
     x = torch.randn(1, rows * cols, backbone.hidden_size)

@@ -38,7 +38,7 @@ from latency_precision import transformers_sam  # noqa: E402
 
 from samcl import SAMCL, Prompt  # noqa: E402
 from samcl.inference.precision import native_bf16  # noqa: E402
-from samcl.method.augmodule import config_for  # noqa: E402
+from samcl.method import config_for  # noqa: E402
 from samcl.runtime import installed  # noqa: E402
 from samcl.runtime.export import cached_graphs  # noqa: E402
 

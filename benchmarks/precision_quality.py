@@ -22,12 +22,9 @@ import time
 import numpy as np
 import torch
 
-from samcl import SAMCL, Prompt
-from samcl.backbone import load_backbone
-from samcl.bench.suite import embedded_suite
-from samcl.learning.trainer import TrainConfig
+from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone
+from samcl.bench import embedded_suite
 from samcl.metrics import mask_scores
-from samcl.selector import SelectorConfig
 
 IOU_POINTS, AGREEMENT = 0.5, 0.995
 

@@ -20,9 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from reference_files import fake_authors_package, selector_state, write_module_file  # noqa: E402
 
-from samcl.method.augmodule import AugModule, AugModuleConfig, Injection  # noqa: E402
-from samcl.method.prompts import HeatConfig, render_heat, render_reference_heat  # noqa: E402
-from samcl.reference.unpickle import load_reference_file  # noqa: E402
+from samcl.method import AugModule, AugModuleConfig, HeatConfig, Injection, render_heat  # noqa: E402
+from samcl.method.prompts import render_reference_heat  # noqa: E402
+from samcl.reference import load_reference_file  # noqa: E402
 
 
 def best(fn, repeats: int = 20) -> float:

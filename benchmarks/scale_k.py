@@ -41,10 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distributed_timing import SMALL_SAM  # noqa: E402  (the small random SAM, when the builtin one is missing)
 from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
-from samcl import SAMCL  # noqa: E402
-from samcl.method.augmodule import config_for  # noqa: E402
-from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, make_selector, train_selector  # noqa: E402
-from samcl.store.files import ModuleStore  # noqa: E402
+from samcl import (
+    SAMCL,  # noqa: E402
+    SelectorConfig,  # noqa: E402
+)
+from samcl.method import config_for  # noqa: E402
+from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
+from samcl.store import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
 SPREAD = 0.5
@@ -260,11 +263,10 @@ def measure_drift(state, k: int, dim: int, samples_per_domain: int, rounds: int)
 def demo_case(args) -> dict:
     """`samcl demo`'s selector: a base class + 5 target domains, N_e = 64, pooled embeddings of the synthetic
     domain suite through the shipped tiny SAM (or a random tiny SAM if it is not installed), both schedules."""
-    from samcl.backbone import load_backbone
-    from samcl.backbone.sam import SamBackbone
-    from samcl.bench.demo import FULL
+    from samcl import SamclError, load_backbone
+    from samcl.backbone import SamBackbone
+    from samcl.bench import FULL
     from samcl.data import synthetic
-    from samcl.errors import SamclError
 
     try:
         backbone, source = load_backbone(None), "builtin tiny SAM"

@@ -32,9 +32,9 @@ import time
 
 import torch
 
-from samcl.backbone import load_backbone
-from samcl.bench.suite import embedded_suite
-from samcl.selector import MlpSelector, SelectorConfig, make_selector
+from samcl import SelectorConfig, load_backbone
+from samcl.bench import embedded_suite
+from samcl.selector import MlpSelector, make_selector
 
 KINDS = ("mlp", "ncm", "fecam", "fecam-fixed", "ranpac", "probe")
 #: fecam-fixed: fecam as stores made before the per-class shrinkage have it (a fixed 16-sample shrink toward the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import SamBackbone
 
 
 def tiny_sam_config(image_size: int = 64, patch: int = 8, hidden: int = 32, depth: int = 4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from samcl.method.augmodule import Injection
+from samcl.method import Injection
 
 
 def assert_heat_lands_on_its_token(backbone, config, module, heat, token: tuple[int, int]) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from samcl.data.sample import Sample
-from samcl.method.augmodule import Injection, stack_params
+from samcl.data import Sample
+from samcl.method import Injection
+from samcl.method.augmodule import stack_params
 
 
 def toy_samples(n: int, background: tuple[int, int, int], seed: int) -> list[Sample]:

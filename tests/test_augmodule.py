@@ -1,8 +1,7 @@
 import torch
 from helpers import assert_mixed_batch_matches_single
 
-from samcl.method.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for
-from samcl.method.prompts import render_heat
+from samcl.method import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, render_heat
 
 
 def test_vit_b_sizes_follow_from_config():

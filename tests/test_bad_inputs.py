@@ -20,10 +20,9 @@ from safetensors.torch import save_file
 
 import samcl.io.files
 import samcl.io.images
-from samcl import SAMCL, Prompt
-from samcl.backbone.sam import SamBackbone
+from samcl import SAMCL, Prompt, SamclError
+from samcl.backbone import SamBackbone
 from samcl.cli import main
-from samcl.errors import SamclError
 from samcl.io import read_image, read_mask
 from samcl.metrics import mask_scores
 from samcl.store.files import sha256_bytes

@@ -8,11 +8,12 @@ import pytest
 import torch
 from helpers import assert_mixed_batch_matches_single, toy_samples
 
+from samcl import SelectorConfig, TrainConfig
+from samcl.bench import DomainData, SamclStrategy, run_protocol
 from samcl.bench import baselines as b
-from samcl.bench.protocol import DomainData, SamclStrategy, run_protocol
-from samcl.learning.trainer import TrainConfig, train_module
-from samcl.method.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, qkv_lora_delta
-from samcl.selector import SelectorConfig
+from samcl.learning import train_module
+from samcl.method import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for
+from samcl.method.augmodule import qkv_lora_delta
 
 VARIANTS = {
     "per-block A": {"shared_down": False},

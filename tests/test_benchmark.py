@@ -7,12 +7,11 @@ import pytest
 from conftest import tiny_sam_config
 from helpers import write_domain
 
+from samcl import SamclError
 from samcl import bench as bm
-from samcl.backbone import TINY_SAM_DIR
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import TINY_SAM_DIR, SamBackbone
 from samcl.bench import lrsearch
 from samcl.cli import main
-from samcl.errors import SamclError
 
 TINY = bm.BenchmarkSize(train=4, test=2, epochs=1, batch_size=2, buffer=4, replay_bytes=150_000, lr_grid=(1e-3, 1e-2))
 

@@ -9,7 +9,7 @@ from helpers import write_domain
 from PIL import Image
 from safetensors.torch import load_file
 
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import SamBackbone
 from samcl.cli import main
 
 

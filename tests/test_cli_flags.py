@@ -8,12 +8,9 @@ import dataclasses
 
 import pytest
 
-from samcl._version import __version__
+from samcl import SelectorConfig, TrainConfig, __version__
+from samcl.cli import build_parser, main
 from samcl.cli import flags as cli_types
-from samcl.cli import main
-from samcl.cli.parser import build_parser
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
 
 BAD_NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e400", "9" * 40]
 REQUIRED = {"learn": ["S", "--domain", "d", "--data", "D"], "segment": ["S", "i.png", "--out", "m.png"],

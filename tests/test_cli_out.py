@@ -16,7 +16,7 @@ from conftest import tiny_sam_config
 from helpers import write_domain
 from PIL import Image
 
-from samcl.backbone.sam import SamBackbone
+from samcl.backbone import SamBackbone
 from samcl.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,12 +21,9 @@ from helpers import toy_samples
 
 import samcl.io.files
 import samcl.store.files
+from samcl import SAMCL, SamclError, SelectorConfig, TrainConfig
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
-from samcl.store.files import ModuleStore
+from samcl.store import ModuleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -105,7 +102,7 @@ def test_sigkilled_learn_leaves_previous_or_new_store(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["learn", str(ws.store), "--base", str(ws.base), "--domain", "red", "--data",
                      str(ws.data["red"]), *kill_learn.LEARN_ARGS, *kill_learn.NEW_STORE_ARGS, "--json"]) == 0
-    from samcl.backbone import load_backbone
+    from samcl import load_backbone
 
     verifier = kill_learn.Verifier(load_backbone(ws.base), ws.probe_image)
     plan = [(kill_learn.TRAIN_MARKER, "previous"),

@@ -21,14 +21,12 @@ import torch
 from conftest import tiny_sam_config
 from helpers import toy_samples, write_split
 
-from samcl.backbone.sam import SamBackbone
+from samcl import SAMCL, SamclError, TrainConfig
+from samcl.backbone import SamBackbone
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning import distributed
-from samcl.learning.learner import SAMCL
-from samcl.learning.trainer import TrainConfig, train_module
-from samcl.method.augmodule import AugModule, config_for
-from samcl.store.files import ModuleStore
+from samcl.learning import distributed, train_module
+from samcl.method import AugModule, config_for
+from samcl.store import ModuleStore
 
 WORLD = 2
 BATCH = 2  # per process; the single-process reference uses WORLD x BATCH

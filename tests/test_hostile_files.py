@@ -33,8 +33,8 @@ from helpers import cli_error, write_domain
 from reference_files import write_reference_dir
 
 import samcl.io
+from samcl import SamclError
 from samcl.cli import main
-from samcl.errors import SamclError
 
 HANG = 120  # seconds after which a child counts as hung (it ends in about 3 s: starting Python and torch)
 FAST = ["--epochs", "1", "--json"]

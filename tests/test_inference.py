@@ -17,16 +17,13 @@ from conftest import tiny_sam_config
 from helpers import toy_samples
 from PIL import Image
 
-from samcl import SAMCL, Prompt
-from samcl.backbone.sam import SamBackbone
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig
+from samcl.backbone import SamBackbone
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.inference.prefix_cache import ByObject, PrefixCache
-from samcl.learning.trainer import TrainConfig
-from samcl.method.augmodule import AugModule
-from samcl.method.sizes import tensor_bytes
-from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
-from samcl.store.files import ModuleStore
+from samcl.inference import ByObject, PrefixCache
+from samcl.method import AugModule, tensor_bytes
+from samcl.selector import EmbeddingBuffer, SelectorNet, train_selector
+from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 RED, BLUE, GRAY = (200, 30, 30), (30, 30, 200), (120, 120, 120)

@@ -316,8 +316,8 @@ def test_cvat_interactor_answers_mask_and_polygon_as_cvat_functions_do(empty_sto
 
 
 def test_image_urls_go_to_label_studio_with_the_key_or_to_the_allow_list_without():
+    from samcl.serve import LabelStudioSettings
     from samcl.serve.label_studio.fetch import LabelStudioSource
-    from samcl.serve.label_studio.settings import LabelStudioSettings
 
     source = LabelStudioSource(LabelStudioSettings(url="http://studio.test:8080", api_key="k",
                                                    allowed_urls=["https://images.example.com/set/"]), 1 << 20)

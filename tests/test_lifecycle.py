@@ -14,13 +14,8 @@ import pytest
 import torch
 from helpers import toy_samples
 
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL
-from samcl.learning.lifecycle import forget, merge
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
-from samcl.store.files import ModuleStore
-from samcl.types import Prompt
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig, forget, merge
+from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 200, 30)}

@@ -13,9 +13,8 @@ import pytest
 import transformers.modeling_utils
 from helpers import toy_samples
 
-from samcl import SAMCL, Prompt, TrainConfig, load_backbone
+from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone
 from samcl.backbone import base as backbone_base
-from samcl.selector import SelectorConfig
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 

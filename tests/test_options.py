@@ -8,10 +8,9 @@ import dataclasses
 
 import pytest
 
-from samcl.cli.parser import build_parser
-from samcl.learning.trainer import TrainConfig
+from samcl import SelectorConfig, TrainConfig
+from samcl.cli import build_parser
 from samcl.options import Range, check_fields, option
-from samcl.selector import SelectorConfig
 
 #: flag -> (config class, field)
 LEARN_FLAGS = {"--epochs": (TrainConfig, "epochs"), "--batch-size": (TrainConfig, "batch_size"),

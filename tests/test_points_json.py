@@ -11,9 +11,8 @@ import pytest
 from helpers import toy_samples, write_split
 from PIL import Image
 
+from samcl import FolderDataset, SamclError
 from samcl.cli import main
-from samcl.data.folders import FolderDataset
-from samcl.errors import SamclError
 from samcl.io import read_image, read_mask
 
 
@@ -107,7 +106,7 @@ def test_eval_names_the_base_class_by_its_domain_and_refuses_one_name_twice(tmp_
     from conftest import tiny_sam_config
     from helpers import write_domain
 
-    from samcl.backbone.sam import SamBackbone
+    from samcl.backbone import SamBackbone
 
     SamBackbone.from_config(tiny_sam_config(), seed=0).model.save_pretrained(tmp_path / "sam")
     write_domain(tmp_path / "coco", (30, 200, 30), seed=3, n_train=3, n_test=3)

@@ -12,14 +12,12 @@ from helpers import toy_samples
 from transformers import SamConfig
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
-from samcl import SAMCL, Prompt
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig
+from samcl.backbone import SamBackbone
 from samcl.backbone import sam as sam_module
-from samcl.backbone.sam import SamBackbone, attention, rel_pos_bias
+from samcl.backbone.sam import attention, rel_pos_bias
 from samcl.cli import main
-from samcl.errors import SamclError
 from samcl.inference import precision
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 COLOURS = {"red": ((200, 30, 30), 0), "blue": ((30, 30, 200), 1), "green": ((30, 200, 30), 2)}
@@ -237,7 +235,7 @@ def test_adapted_suffix_in_bfloat16_is_close_to_float32(tiny_backbone, family):
 
     from test_sam2 import tiny_sam2
 
-    from samcl.method.augmodule import AugModule, Injection, config_for
+    from samcl.method import AugModule, Injection, config_for
 
     full = copy.deepcopy(tiny_backbone) if family == "sam" else tiny_sam2()
     half = copy.deepcopy(full)

@@ -3,8 +3,8 @@ import torch
 from heat_checks import assert_heat_lands_on_its_token
 
 from samcl.backbone.preprocess import ResizeGeometry
-from samcl.method.augmodule import AugModule, config_for
-from samcl.method.prompts import HeatConfig, render_heat, sample_points, sample_rng
+from samcl.method import AugModule, HeatConfig, config_for, render_heat, sample_points
+from samcl.method.prompts import sample_rng
 
 
 def test_point_heat_peaks_at_its_own_token_not_transposed():

@@ -11,13 +11,14 @@ from conftest import tiny_sam_config
 from PIL import Image
 from reference_files import write_reference_dir
 
-from samcl.backbone.sam import PIXEL_MEAN, PIXEL_STD, SamBackbone
+from samcl import SAMCL, Prompt
+from samcl.backbone import SamBackbone
+from samcl.backbone.sam import PIXEL_MEAN, PIXEL_STD
 from samcl.cli import main
-from samcl.inference.engine import InputPrompt
-from samcl.learning.learner import SAMCL
-from samcl.method.augmodule import AugModule, AugModuleConfig, Injection, heat_features, neck_input, slora_delta
+from samcl.inference import InputPrompt
+from samcl.method import AugModule, AugModuleConfig, Injection
+from samcl.method.augmodule import heat_features, neck_input, slora_delta
 from samcl.method.prompts import render_reference_heat
-from samcl.types import Prompt
 
 GRID, WINDOW = 64, 14
 KERNEL = [4, 13, 30, 51, 60, 51, 30, 13, 4]  # /256: OpenCV's getGaussianKernel(9, 0)
@@ -192,7 +193,7 @@ def test_engine_renders_their_heat_from_stretched_points(imported):
 def test_sam2_import_runs_their_forward_with_hiera_windows(tmp_path, monkeypatch):
     from test_sam2 import tiny_sam2_config
 
-    from samcl.backbone.sam2 import Sam2Backbone
+    from samcl.backbone import Sam2Backbone
     from samcl.reference import import_reference
 
     backbone = Sam2Backbone.from_config(tiny_sam2_config(), seed=0)

@@ -14,14 +14,12 @@ import torch
 from reference_files import fake_authors_package, selector_state, write_module_file, write_reference_dir
 from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
 
+from samcl import SAMCL, ReferenceFileError, SamclError
+from samcl.backbone import Sam2Backbone, SamBackbone
 from samcl.backbone.base import AdaptationSite
-from samcl.backbone.sam import SamBackbone
-from samcl.backbone.sam2 import Sam2Backbone
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL
+from samcl.reference import load_reference_file
 from samcl.reference.importer import read_module
-from samcl.reference.unpickle import ReferenceFileError, load_reference_file
 
 TINY_BLOCKS, TINY_DIM, TINY_NECK = (4, 5), 128, 64  # the builtin tiny SAM: 6 blocks, selector block 3
 

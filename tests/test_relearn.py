@@ -13,12 +13,9 @@ import torch
 from helpers import toy_samples
 from test_crash_safety import kill_learn
 
+from samcl import SAMCL, SamclError, SelectorConfig, TrainConfig
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
-from samcl.store.files import ModuleStore
+from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -93,7 +90,7 @@ def test_sigkilled_relearn_leaves_the_old_set(tmp_path):
             extra = [] if ModuleStore(ws.store).exists() else ["--base", str(ws.base), *kill_learn.NEW_STORE_ARGS]
             assert main(["learn", str(ws.store), "--domain", domain, "--data", str(ws.data[domain]),
                          *kill_learn.LEARN_ARGS, *extra]) == 0
-    from samcl.backbone import load_backbone
+    from samcl import load_backbone
 
     verifier = kill_learn.Verifier(load_backbone(ws.base), ws.probe_image)
     command = [*kill_learn.learn_command(ws, "red", ws.data["green"]), "--replace"]

@@ -12,18 +12,13 @@ import torch
 from helpers import toy_samples
 from meta_sam import build_meta_sam, load_meta_onnx_model
 
-from samcl import runtime
-from samcl.backbone import load_backbone
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig, load_backbone, runtime
+from samcl.backbone import SamBackbone
 from samcl.backbone.meta import sam_model_from_state_dict
-from samcl.backbone.sam import SamBackbone
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL, Prompt
-from samcl.learning.trainer import TrainConfig
-from samcl.method.augmodule import AugModuleConfig
+from samcl.method import AugModuleConfig
 from samcl.runtime import export as export_module
 from samcl.runtime.graphs import export_decoder
-from samcl.selector import SelectorConfig
 
 pytest.importorskip("onnxruntime")
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -252,8 +247,8 @@ def vit_b_shaped(size: int = 256) -> SamBackbone:
 
 
 def test_vit_b_shaped_graphs_match_torch_with_trained_like_modules():
-    from samcl.method.augmodule import AugModule
-    from samcl.store.moduleset import DomainEntry
+    from samcl.method import AugModule
+    from samcl.store import DomainEntry
 
     samcl = SAMCL.create(vit_b_shaped(), None, device="cpu")
     generator = torch.Generator().manual_seed(0)
@@ -302,8 +297,8 @@ def test_server_on_onnxruntime_answers_the_torch_masks(store):
                          ids=["qkv-lora", "no-prompt", "per-block-down"])
 def test_module_variants_run_on_graphs_as_on_torch(tiny_backbone, variant):
     """The baselines' variants (PEFT-style qkv LoRA, no prompt augmentation, per-block A) in a mixed batch."""
-    from samcl.method.augmodule import AugModule, config_for
-    from samcl.store.moduleset import DomainEntry
+    from samcl.method import AugModule, config_for
+    from samcl.store import DomainEntry
 
     samcl = SAMCL.create(tiny_backbone, None, device="cpu")
     samcl.module_set.aug_config = config_for(tiny_backbone.site, **variant)

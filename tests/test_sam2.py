@@ -13,16 +13,12 @@ from helpers import assert_same_tensors, toy_samples, write_domain
 from PIL import Image
 from transformers import Sam2Config, Sam2Model
 
-from samcl import SAMCL, Prompt
-from samcl.backbone import load_backbone
-from samcl.backbone.sam import SamBackbone
-from samcl.backbone.sam2 import Sam2Backbone, StretchGeometry
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig, load_backbone
+from samcl.backbone import Sam2Backbone, SamBackbone
+from samcl.backbone.sam2 import StretchGeometry
 from samcl.cli import main
-from samcl.errors import SamclError
-from samcl.learning.trainer import TrainConfig
-from samcl.method.augmodule import AugModule, AugModuleConfig, AugModuleSize, Injection, config_for, stack_params
-from samcl.method.prompts import HeatConfig, render_heat
-from samcl.selector import SelectorConfig
+from samcl.method import AugModule, AugModuleConfig, AugModuleSize, HeatConfig, Injection, config_for, render_heat
+from samcl.method.augmodule import stack_params
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 

@@ -26,8 +26,8 @@ import torch
 from test_sam2 import tiny_sam2
 from transformers import Sam2Config
 
-from samcl.backbone import load_backbone
-from samcl.backbone.sam2 import Sam2Backbone
+from samcl import SamclError, load_backbone
+from samcl.backbone import Sam2Backbone
 from samcl.backbone.sam2_meta import (
     HIERA_VARIANTS,
     VIDEO_ONLY,
@@ -36,7 +36,6 @@ from samcl.backbone.sam2_meta import (
     load_sam2_checkpoint,
     to_meta_state_dict,
 )
-from samcl.errors import SamclError
 
 TOLERANCE = 1e-4
 #: Meta's sizes for the tiny test model (tests/test_sam2.py's config): what the weights do not say.

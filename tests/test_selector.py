@@ -1,6 +1,7 @@
 import torch
 
-from samcl.selector import EmbeddingBuffer, SelectorConfig, SelectorNet, train_selector
+from samcl import SelectorConfig
+from samcl.selector import EmbeddingBuffer, SelectorNet, train_selector
 
 
 def test_selector_growth_keeps_old_rows():

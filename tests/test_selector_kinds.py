@@ -11,9 +11,9 @@ import torch
 from helpers import toy_samples
 
 from samcl import SAMCL, SelectorConfig, TrainConfig
-from samcl.data.sample import Sample
+from samcl.data import Sample
 from samcl.selector import make_selector
-from samcl.store.manifest import upgrade
+from samcl.store import upgrade
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 STATS = ("ncm", "fecam", "ranpac")

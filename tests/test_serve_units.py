@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from samcl.inference.prefix_cache import PrefixCache, PreparedImage
+from samcl.inference import PrefixCache, PreparedImage
+from samcl.serve import is_loopback
 from samcl.serve.codec import coco_rle, rle_to_mask, run_lengths
-from samcl.serve.config import is_loopback
 
 
 def test_rle_is_cocos_compressed_form():
@@ -59,8 +59,7 @@ def test_loopback_addresses():
 def test_decode_many_equals_decode_per_image():
     """The server decodes a batch grouped by prompt shape; each result is the image's own `decode`."""
     from samcl import SAMCL, Prompt, load_backbone
-    from samcl.inference.engine import InputPrompt
-    from samcl.inference.prefix_cache import PrefixCache
+    from samcl.inference import InputPrompt, PrefixCache
 
     engine = SAMCL.create(load_backbone("builtin:tiny-sam"), device="cpu").engine
     rng = np.random.default_rng(0)

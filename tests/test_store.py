@@ -5,12 +5,9 @@ import torch
 from conftest import tiny_sam_config
 from helpers import assert_same_tensors, toy_samples
 
-from samcl.backbone.sam import SamBackbone
-from samcl.errors import SamclError
-from samcl.learning.learner import SAMCL
-from samcl.learning.trainer import TrainConfig
-from samcl.selector import SelectorConfig
-from samcl.store.files import ModuleStore
+from samcl import SAMCL, SamclError, SelectorConfig, TrainConfig
+from samcl.backbone import SamBackbone
+from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -119,7 +116,7 @@ def test_store_without_its_manifest_is_refused_and_kept(tmp_path, tiny_backbone)
 
     from helpers import toy_samples
 
-    from samcl.errors import SamclError
+    from samcl import SamclError
 
     fast = TrainConfig(epochs=1, batch_size=2, progress=False)
     samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))

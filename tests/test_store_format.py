@@ -15,8 +15,7 @@ import torch
 from helpers import toy_samples
 
 from samcl import SAMCL, TrainConfig
-from samcl.store.files import ModuleStore
-from samcl.store.manifest import FORMAT_VERSION
+from samcl.store import FORMAT_VERSION, ModuleStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))

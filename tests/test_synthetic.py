@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samcl.data import synthetic
-from samcl.data.sample import Sample
+from samcl.data import Sample, synthetic
 
 N = 3
 

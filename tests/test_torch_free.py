@@ -12,11 +12,8 @@ import pytest
 from helpers import toy_samples
 from PIL import Image
 
-from samcl.backbone import load_backbone
-from samcl.learning.learner import SAMCL, Prompt
-from samcl.learning.trainer import TrainConfig
-from samcl.runtime.export import export_store
-from samcl.selector import SelectorConfig
+from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone
+from samcl.runtime import export_store
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 #: The venv's environment: no PYTHONPATH (it would make a samcl checkout importable there).

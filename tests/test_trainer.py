@@ -2,8 +2,10 @@ import numpy as np
 import torch
 from helpers import toy_samples
 
-from samcl.learning.trainer import TrainConfig, segmentation_loss, train_module
-from samcl.method.augmodule import config_for
+from samcl import TrainConfig
+from samcl.learning import train_module
+from samcl.learning.trainer import segmentation_loss
+from samcl.method import config_for
 
 
 def _train(backbone, seed):
@@ -71,9 +73,7 @@ def test_a_diverging_learn_fails_and_saves_nothing(tmp_path, tiny_backbone):
     import torch
     from helpers import toy_samples
 
-    from samcl.errors import SamclError
-    from samcl.learning.learner import SAMCL
-    from samcl.selector import SelectorConfig
+    from samcl import SAMCL, SamclError, SelectorConfig
 
     samcl = SAMCL.create(tiny_backbone, tmp_path / "S", selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=2))
     samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
