@@ -1,8 +1,8 @@
 """Inference: the one data path every front end takes (`Engine.prepare`, then `Engine.run`), the one prefix cache,
 the SamPredictor-style front end, and which precision this machine runs best.
 
-    prepared = engine.prepare([image], keys=[ByObject(image)])          # prefix + pooled features, cached
-    [prediction] = engine.run(prepared, [Prompt.of(points=[[120, 80]])]) # route, heat, suffix, decode
+    prepared = engine.prepare([image])                                    # prefix + pooled features, cached
+    [prediction] = engine.run(prepared, [Prompt.of(points=[[120, 80]])])  # route, heat, suffix, decode
 
 `engine` (routing, mixed-domain batches, decoding), `prefix_cache` (least recently used out within a byte
 budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch). Public names

@@ -2,8 +2,7 @@
 buffer), its `Manifest` (format version, one upgrade chain from each earlier version, checksums), the
 `ModuleStore` folder (safetensors files, generations, the writer's lock) and the one validator of a store.
 
-    store = ModuleStore("my-set")
-    module_set = store.load(site)                   # every module and the selector, each file checked
+    module_set = ModuleStore("my-set").load()       # every module and the selector, each file checked
 
 `moduleset` (in memory), `manifest` (the schema; no model code: `samcl info` reads it without torch), `files`
 (the folder), `check` (structure and values). Public names load on first use.
