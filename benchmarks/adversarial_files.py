@@ -22,24 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from crafted_files import (  # noqa: E402
-    TINY_BLOCKS,
-    TINY_DIM,
-    TINY_NECK,
-    deep_tuple_key_pickle,
-    duplicate_domain,
-    edit_manifest,
-    eps_as_list,
-    fifo,
-    module_file,
-    module_path,
-    nan_module,
-    nested_json,
-    run_cli,
-    stride0_pth,
-    torch_zip,
-    zip_bomb_pth,
-)
+from crafted_files import (TINY_BLOCKS, TINY_DIM, TINY_NECK, deep_tuple_key_pickle, duplicate_domain,  # noqa: E402
+                           edit_manifest, eps_as_list, fifo, module_file, module_path, nan_module, nested_json, run_cli,
+                           stride0_pth, torch_zip, zip_bomb_pth)
 from helpers import write_domain  # noqa: E402
 from reference_files import write_reference_dir  # noqa: E402
 

@@ -37,11 +37,7 @@ from latency import add_random_domains, interleaved, test_image, vit_b_backbone 
 from latency_precision import transformers_sam  # noqa: E402
 from latency_runtimes import cpu_name  # noqa: E402
 
-from samcl import (  # noqa: E402
-    SAMCL,
-    Prompt,
-    load_backbone,  # noqa: E402
-)
+from samcl import SAMCL, Prompt, load_backbone  # noqa: E402
 from samcl.bench import embedded_suite  # noqa: E402
 from samcl.inference.precision import native_bf16  # noqa: E402
 

@@ -16,14 +16,7 @@ import os
 
 import numpy as np
 import torch
-from latency import (
-    add_random_domains,
-    interleaved,
-    line,
-    ratio,
-    test_image,
-    vit_b_backbone,
-)
+from latency import add_random_domains, interleaved, line, ratio, test_image, vit_b_backbone
 
 from samcl import SAMCL, Prompt
 from samcl.backbone import SamBackbone

@@ -41,10 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distributed_timing import SMALL_SAM  # noqa: E402  (the small random SAM, when the builtin one is missing)
 from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
-from samcl import (
-    SAMCL,  # noqa: E402
-    SelectorConfig,  # noqa: E402
-)
+from samcl import SAMCL, SelectorConfig
 from samcl.method import config_for  # noqa: E402
 from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
 from samcl.store import ModuleStore  # noqa: E402

@@ -11,24 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from crafted_files import (
-    TINY_BLOCKS,
-    TINY_DIM,
-    TINY_NECK,
-    deep_list_pickle,
-    deep_tuple_key_pickle,
-    eps_as_list,
-    fifo,
-    module_file,
-    module_path,
-    nan_module,
-    nested_json,
-    run_cli,
-    shared_list_pth,
-    stride0_pth,
-    torch_zip,
-    zip_bomb_pth,
-)
+from crafted_files import (TINY_BLOCKS, TINY_DIM, TINY_NECK, deep_list_pickle, deep_tuple_key_pickle, eps_as_list, fifo,
+                           module_file, module_path, nan_module, nested_json, run_cli, shared_list_pth, stride0_pth,
+                           torch_zip, zip_bomb_pth)
 from helpers import cli_error, write_domain
 from reference_files import write_reference_dir
 

@@ -28,14 +28,8 @@ from transformers import Sam2Config
 
 from samcl import SamclError, load_backbone
 from samcl.backbone import Sam2Backbone
-from samcl.backbone.sam2_meta import (
-    HIERA_VARIANTS,
-    VIDEO_ONLY,
-    HieraVariant,
-    convert_sam2_state_dict,
-    load_sam2_checkpoint,
-    to_meta_state_dict,
-)
+from samcl.backbone.sam2_meta import (HIERA_VARIANTS, VIDEO_ONLY, HieraVariant, convert_sam2_state_dict,
+                                      load_sam2_checkpoint, to_meta_state_dict)
 
 TOLERANCE = 1e-4
 #: Meta's sizes for the tiny test model (tests/test_sam2.py's config): what the weights do not say.

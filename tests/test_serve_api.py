@@ -18,12 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import copy_store, make_store, png, sample_images, store_files  # noqa: E402
 
-from samcl import (  # noqa: E402
-    SAMCL,
-    Prompt,
-    SamclError,  # noqa: E402
-    TrainConfig,
-)
+from samcl import SAMCL, Prompt, SamclError, TrainConfig  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
 from samcl.serve.codec import rle_to_mask  # noqa: E402

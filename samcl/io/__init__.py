@@ -9,34 +9,11 @@ writes), images (decoded upright, bounded), what the commands print (`--json`), 
 
 from __future__ import annotations
 
-from .files import (
-                    FAULT_DELAY_ENV,
-                    MAX_JSON_DEPTH,
-                    NoSuchFile,
-                    atomic_write_bytes,
-                    atomic_write_json,
-                    check_regular,
-                    current_umask,
-                    fault_point,
-                    file_mode,
-                    fsync_dir,
-                    json_depth,
-                    open_regular,
-                    parse_json,
-                    quote,
-                    read_json_file,
-                    read_limited,
-)
-from .images import (
-                    HIGH_DEPTH_MODES,
-                    MAX_IMAGE_PIXELS,
-                    atomic_write_png,
-                    high_depth_peak,
-                    read_image,
-                    read_mask,
-                    to_rgb_array,
-                    upright,
-)
+from .files import (FAULT_DELAY_ENV, MAX_JSON_DEPTH, NoSuchFile, atomic_write_bytes, atomic_write_json, check_regular,
+                    current_umask, fault_point, file_mode, fsync_dir, json_depth, open_regular, parse_json, quote,
+                    read_json_file, read_limited)
+from .images import (HIGH_DEPTH_MODES, MAX_IMAGE_PIXELS, atomic_write_png, high_depth_peak, read_image, read_mask,
+                     to_rgb_array, upright)
 from .printing import finite, print_json
 from .progress import bar
 

@@ -30,14 +30,5 @@ if TYPE_CHECKING:
     from . import distributed
     from .learner import SAMCL
     from .lifecycle import forget, merge
-    from .trainer import (
-        NonFiniteLoss,
-        Objective,
-        TrainConfig,
-        default_device,
-        module_loss,
-        train_module,
-        train_step_points,
-        training_batch,
-        usable_indices,
-    )
+    from .trainer import (NonFiniteLoss, Objective, TrainConfig, default_device, module_loss, train_module,
+                          train_step_points, training_batch, usable_indices)

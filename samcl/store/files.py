@@ -35,18 +35,8 @@ from ..method.augmodule import AugModule, AugModuleConfig
 from ..method.sizes import tensor_bytes
 from ..selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
 from .check import check_manifest, check_tensors
-from .manifest import (
-    FORMAT,
-    MANIFEST,
-    Manifest,
-    MissingFile,
-    checked_file,
-    read_checked,
-    read_manifest,
-    read_verified_bytes,
-    sha256_bytes,
-    size_limit,
-)
+from .manifest import (FORMAT, MANIFEST, Manifest, MissingFile, checked_file, read_checked, read_manifest,
+                       read_verified_bytes, sha256_bytes, size_limit)
 from .moduleset import DomainEntry, ModuleSet
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -26,22 +26,9 @@ qkv hook rather than by wrapping the shared model's layers; tests/test_baselines
 from .olora import OLoraStrategy, OrthogonalLora, concat_loras
 from .regularised import Distillation, EwcPenalty, EwcStrategy, LwfStrategy, diagonal_fisher
 from .replay import JointStrategy, ReplayStrategy, StoredSample
-from .single import (
-    ADAPTER,
-    EWC_STRENGTH,
-    LWF_STRENGTH,
-    LWF_TEMPERATURE,
-    OLORA_STRENGTH,
-    SEQUENTIAL,
-    SequentialStrategy,
-    SingleModule,
-    ZeroShotStrategy,
-    lora_config,
-    png_bytes,
-    sample_bytes,
-    score_fresh_module,
-    sequential_lora,
-)
+from .single import (ADAPTER, EWC_STRENGTH, LWF_STRENGTH, LWF_TEMPERATURE, OLORA_STRENGTH, SEQUENTIAL,
+                     SequentialStrategy, SingleModule, ZeroShotStrategy, lora_config, png_bytes, sample_bytes,
+                     score_fresh_module, sequential_lora)
 
 __all__ = ["ADAPTER", "EWC_STRENGTH", "LWF_STRENGTH", "LWF_TEMPERATURE", "OLORA_STRENGTH", "SEQUENTIAL", "Distillation",
            "EwcPenalty", "EwcStrategy", "JointStrategy", "LwfStrategy", "OLoraStrategy", "OrthogonalLora",

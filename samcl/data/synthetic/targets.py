@@ -5,22 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draw import (
-    Scene,
-    _blob,
-    _curve,
-    _filter_mask,
-    _gaussian_blur,
-    _grain,
-    _grid,
-    _hsv,
-    _mix,
-    _noise,
-    _palette,
-    _shift,
-    _stroke_mask,
-    _vignette,
-)
+from .draw import (Scene, _blob, _curve, _filter_mask, _gaussian_blur, _grain, _grid, _hsv, _mix, _noise, _palette,
+                   _shift, _stroke_mask, _vignette)
 
 
 def _polyps(rng: np.random.Generator, h: int, w: int) -> Scene:
