@@ -44,8 +44,8 @@ class LabelStudioSettings:
         for prefix in self.allowed_urls:
             parts = prefix.split("/")
             if not prefix.startswith(("http://", "https://")) or len(parts) < 4 or not parts[2]:
-                rule = "give an http(s) prefix with a host and a path, e.g. https://images.example.com/ (the " \
-                       "trailing / ends the host)"
+                rule = ("give an http(s) prefix with a host and a path, e.g. https://images.example.com/ (the "
+                        "trailing / ends the host)")
                 raise SamclError(f"allowed_urls {prefix!r}: {rule}", cli=f"--allow-image-url {prefix}: {rule}")
         if self.basic_auth is not None and ":" not in self.basic_auth:
             raise SamclError("basic_auth: give USER:PASSWORD", cli="--label-studio-basic-auth: give USER:PASSWORD")
