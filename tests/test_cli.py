@@ -58,6 +58,8 @@ def test_learn_info_segment_eval(workspace, capsys):
     for values in scores.values():
         assert {"iou", "f1", "mae", "selector_accuracy"} <= set(values)
         assert 0 <= values["iou"] <= 1 and 0 <= values["selector_accuracy"] <= 1
+    code, out, _ = run(capsys, "eval", store, "--data", f"red={workspace / 'red'}")  # the table a person reads
+    assert code == 0 and "selector acc" in out and out.rstrip().endswith("precision float32")
 
     code, out, _ = run(capsys, "info", store)
     assert code == 0 and "red" in out and "MiB" in out

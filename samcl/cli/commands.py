@@ -297,7 +297,7 @@ def cmd_eval(args) -> int:
              "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
-    print(f"precision {samcl.inference.precision}")
+    print(f"precision {samcl.precision}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """A predictor in the style of Meta's `SamPredictor` that picks the module itself.
 
-    predictor = samcl.inference.predictor()
+    predictor = samcl.predictor()
     predictor.set_image(image)                  # prefix, pooled features and selection
     masks, scores, low_res = predictor.predict(np.array([[x, y]]), np.array([1]))
     predictor.domain                            # which module was chosen ("base" = none)
