@@ -118,7 +118,7 @@ def answered_errors() -> set[tuple[int, str]]:
     pairs = {(int(s), c) for s, c in re.findall(r'ApiError\((\d{3}), "([a-z0-9_]+)"', source)}
     pairs |= {(int(s), c) for s, c in re.findall(r'(\d{3}): "([a-z0-9_]+)"', source)}  # framework errors renamed
     pairs |= {(422, "invalid_request")}  # intake.invalid
-    # a prompt that does not fit its image: `serve.errors.checked` answers each `Prompt.check` code as a 400
+    # a prompt that does not fit its image: `serve.context.checked` answers each `Prompt.check` code as a 400
     pairs |= {(400, c) for c in re.findall(r'PromptError\("([a-z0-9_]+)"', (SERVE.parent / "types.py").read_text())}
     return pairs
 

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 
 from .. import Prompt
 from . import codec
-from .context import Serving, timings
-from .errors import ApiError, checked, quoted
+from .context import Serving, checked, timings
+from .errors import ApiError, quoted
 from .model import Job
 from .schemas import DomainsResponse, ErrorBody, ImageResponse, SegmentRequest, SegmentResponse
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from .. import Prompt, PromptError
 from . import codec
 from .batching import Batcher
 from .budget import BYTES_PER_PIXEL, InflightBudget, Ticket
@@ -30,6 +31,15 @@ from .errors import ApiError, quoted
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
+
+
+def checked(prompt: Prompt, width: int, height: int) -> Prompt:
+    """`prompt`, checked against a `width` x `height` image (`Prompt.check`): a misfit is a 400 with its code."""
+    try:
+        prompt.check(width, height)
+    except PromptError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    return prompt
 
 
 @dataclass

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import Prompt
 from . import codec
-from .context import Serving
-from .errors import ApiError, checked
+from .context import Serving, checked
+from .errors import ApiError
 from .label_studio.labels import mask_polygons
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]

@@ -8,8 +8,6 @@ with what the client sent."""
 
 from __future__ import annotations
 
-from .. import Prompt, PromptError
-
 #: The longest message answered (a message quotes at most a few short pieces of the request).
 MESSAGE_CHARS = 600
 
@@ -18,15 +16,6 @@ def quoted(value, limit: int = 64) -> str:
     """`repr(value)`, cut to `limit` characters with an ellipsis: safe to put in an answer or a log line."""
     text = repr(value) if isinstance(value, str) else repr(value)[: limit * 2]
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def checked(prompt: Prompt, width: int, height: int) -> Prompt:
-    """`prompt`, checked against a `width` x `height` image (`Prompt.check`): a misfit is a 400 with its code."""
-    try:
-        prompt.check(width, height)
-    except PromptError as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
-    return prompt
 
 
 class ApiError(Exception):
