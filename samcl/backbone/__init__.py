@@ -11,6 +11,7 @@ from ..io import NoSuchFile, check_regular, read_json_file
 from .base import FrozenBackbone, file_source
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone
+from .sam2_video import Sam2VideoBackbone
 
 #: The tiny SAM pretrained by this project on its synthetic general domain, shipped in the package.
 BUILTIN_TINY_SAM = "builtin:tiny-sam"
@@ -26,30 +27,34 @@ def resolve_base(spec: str | Path | None) -> str:
     return str(Path(spec).expanduser().resolve())
 
 
-def load_backbone(spec: str | Path | None = None) -> SamBackbone | Sam2Backbone:
-    """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM or SAM 2 by its
-    config's model_type; a file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
-    The backbone remembers where it came from (`source`), so a store created on it can find it again."""
+def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> SamBackbone | Sam2Backbone:
+    """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM, SAM 2 or SAM 2 video
+    by its config's model_type; a file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
+    `video`: a `Sam2VideoBackbone` that keeps the video memory weights (Meta's SAM 2 checkpoints; an HF
+    directory must be a sam2_video one). The backbone remembers where it came from (`source`), so a store created
+    on it can find it again."""
     base = resolve_base(spec)
     path = TINY_SAM_DIR if base == BUILTIN_TINY_SAM else Path(spec)
     if base == BUILTIN_TINY_SAM and not (TINY_SAM_DIR / "config.json").is_file():
         raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
     try:
         if path.is_dir():
-            backbone = _from_directory(path)  # (it read model.safetensors, or the index and every shard)
+            backbone = _from_directory(path, video)  # (it read model.safetensors, or the index and every shard)
             weights = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else \
                 [path / "model.safetensors.index.json", *sorted(path.glob("model-*.safetensors"))]
         elif os.path.lexists(path):  # a file, or a fifo or device that reading refuses by name
-            backbone, weights = _from_checkpoint(path), [path]
+            backbone, weights = _from_checkpoint(path, video), [path]
         else:
             raise ValueError(f"{path}: no such file or directory")
     except ValueError as exc:
         raise SamclError(str(exc)) from None
+    if video and not isinstance(backbone, Sam2VideoBackbone):
+        raise SamclError(f"{path}: only SAM 2 bases can track (this base is {backbone.label})")
     backbone.source = file_source(base, weights)
     return backbone
 
 
-def _from_directory(directory: Path) -> FrozenBackbone:
+def _from_directory(directory: Path, video: bool = False) -> FrozenBackbone:
     """SamBackbone or Sam2Backbone by config.json's model_type, reading config.json once."""
     try:
         config = read_json_file(directory / "config.json", CONFIG_LIMIT, "model config", "unreadable")
@@ -58,19 +63,28 @@ def _from_directory(directory: Path) -> FrozenBackbone:
     for name in ("model.safetensors", "model.safetensors.index.json", *(p.name for p in directory.glob("model-*"))):
         if os.path.lexists(directory / name):  # transformers would open a fifo and wait for ever
             check_regular(directory / name, "weights file")
-    kind = Sam2Backbone if isinstance(config, dict) and config.get("model_type") == "sam2" else SamBackbone
-    return kind.from_config_dict(directory, config)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if video and model_type == "sam2":
+        raise ValueError(f"{directory}: an HF-format SAM 2 image model has no video memory weights; give a "
+                         "sam2_video directory or Meta's SAM 2 .pt checkpoint")
+    kinds = {"sam2": Sam2Backbone, "sam2_video": Sam2VideoBackbone}
+    return kinds.get(model_type, SamBackbone).from_config_dict(directory, config)
 
 
-def _from_checkpoint(path: Path) -> FrozenBackbone:
+def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
     """One read of a Meta checkpoint (torch.load(weights_only=True)), then SAM's or SAM 2's key mapping."""
     from .meta import read_checkpoint, sam_model_from_state_dict
     from .sam2_meta import is_sam2_state_dict, sam2_model_from_state_dict
 
     state_dict = read_checkpoint(path)
+    if is_sam2_state_dict(state_dict) and video:
+        from .sam2_video_meta import sam2_video_model_from_state_dict
+
+        image_config, model = sam2_video_model_from_state_dict(state_dict, str(path))
+        return Sam2VideoBackbone(model, image_config)
     if is_sam2_state_dict(state_dict):
         return Sam2Backbone(sam2_model_from_state_dict(state_dict, str(path)))
     return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "BUILTIN_TINY_SAM"]
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base", "BUILTIN_TINY_SAM"]

@@ -1,0 +1,175 @@
+"""Video on SAM 2: Meta's checkpoints keep their memory, samcl's propagation equals transformers' Sam2VideoModel
+and Meta's SAM2VideoPredictor with no module, and the module runs in the loop (tests/video_meta.py builds
+Meta's predictor)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+from video_meta import TINY_VIDEO, TINY_VIDEO_OVERRIDES, randomized_meta_video_predictor
+
+from samcl import SAMCL, Prompt, SamclError
+from samcl.backbone.sam2_video import Sam2VideoBackbone
+from samcl.backbone.sam2_video_meta import convert_sam2_video_state_dict, sam2_video_model_from_state_dict
+from samcl.inference.video import VideoTracker
+
+TOLERANCE = 1e-4
+OBJECT_BIAS = 4.0
+FRAMES, HEIGHT, WIDTH = 8, 96, 112
+#: two objects prompted on frame 0: one click (SAM 2's multimask path), a box with a negative click
+PROMPTS = {0: {1: Prompt.of(points=[[40, 30]]), 7: Prompt.of(points=[[80, 70]], labels=[0], box=[60, 40, 104, 90])}}
+
+
+@pytest.fixture(scope="module")
+def meta():
+    """Random weights, with the object-score head biased towards "present": an absent object's logits are a
+    constant (-1024) on every side, which would make the parity trivial."""
+    model = randomized_meta_video_predictor(0)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(OBJECT_BIAS)
+    return model
+
+
+@pytest.fixture(scope="module")
+def backbone(meta) -> Sam2VideoBackbone:
+    image_config, model = sam2_video_model_from_state_dict(meta.state_dict(), "random", **TINY_VIDEO_OVERRIDES)
+    return Sam2VideoBackbone(model, image_config)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    """A textured square moving over a textured background (random weights: any picture will do, as long as
+    consecutive frames differ)."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    square = rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    out = []
+    for t in range(FRAMES):
+        frame = background.copy()
+        frame[20 + 3 * t: 50 + 3 * t, 25 + 4 * t: 55 + 4 * t] = square
+        out.append(frame)
+    return out
+
+
+def _pixels(backbone, frames) -> torch.Tensor:
+    return torch.stack([backbone.preprocess(frame)[0] for frame in frames])
+
+
+def _ours(backbone, frames, prompts=PROMPTS, **options):
+    samcl = SAMCL.create(backbone, device="cpu")
+    return list(VideoTracker(samcl.engine).track(iter(frames), prompts, return_logits=True, **options))
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def test_every_meta_video_key_maps_onto_sam2videomodel_with_its_shape(meta):
+    """Meta's SAM2VideoPredictor's whole state dict (image and memory parts) converts key for key (the check
+    raises on any unknown, missing or mis-shaped key) and loads strictly, every tensor unchanged."""
+    state_dict = meta.state_dict()
+    _, config, converted = convert_sam2_video_state_dict(state_dict, **TINY_VIDEO_OVERRIDES)
+    assert len(converted) == len(state_dict) - 3 + 1  # Meta's 4 point embeddings are stacked into one tensor
+    assert config.num_maskmem == 7 and config.memory_encoder_output_channels == TINY_VIDEO["mem_dim"]
+    _, model = sam2_video_model_from_state_dict(state_dict, "random", **TINY_VIDEO_OVERRIDES)
+    loaded = model.state_dict()
+    assert torch.equal(loaded["memory_attention.layers.3.cross_attn_image.o_proj.weight"],
+                       state_dict["memory_attention.layers.3.cross_attn_image.out_proj.weight"])
+    assert torch.equal(loaded["memory_encoder.mask_downsampler.final_conv.weight"],
+                       state_dict["memory_encoder.mask_downsampler.encoder.12.weight"])
+
+
+def test_video_backbone_shares_the_image_modules_and_identity(backbone, meta):
+    """The image Sam2Model is made of the video model's own modules, and its identity is the image-only load's."""
+    from samcl.backbone.sam2 import Sam2Backbone
+    from samcl.backbone.sam2_meta import sam2_model_from_state_dict
+
+    assert backbone.model.vision_encoder is backbone.video.vision_encoder
+    image = Sam2Backbone(sam2_model_from_state_dict(meta.state_dict(), "random", **TINY_VIDEO_OVERRIDES))
+    assert backbone.identity() == image.identity()
+
+
+def test_image_only_checkpoint_cannot_track(meta, tmp_path):
+    from samcl.backbone.sam2_meta import VIDEO_ONLY
+
+    image_only = {k: v for k, v in meta.state_dict().items() if not k.startswith(VIDEO_ONLY)}
+    with pytest.raises(ValueError, match="no video memory weights"):
+        convert_sam2_video_state_dict(image_only, **TINY_VIDEO_OVERRIDES)
+
+
+def test_hf_video_directory_loads_as_it_is(backbone, tmp_path):
+    from samcl import load_backbone
+
+    backbone.video.save_pretrained(tmp_path / "video")
+    loaded = load_backbone(tmp_path / "video")
+    assert isinstance(loaded, Sam2VideoBackbone) and loaded.identity()["weights_sha256"] == \
+        backbone.identity()["weights_sha256"]
+
+
+def test_sam_v1_base_cannot_track():
+    from samcl import load_backbone
+
+    with pytest.raises(SamclError, match="only SAM 2 bases can track"):
+        load_backbone("builtin:tiny-sam", video=True)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+def _transformers_reference(model, pixels) -> list[dict[int, torch.Tensor]]:
+    """transformers' own offline propagation: the session holds the whole video, inputs as its processor adds them."""
+    session = Sam2VideoInferenceSession(video=pixels, video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
+    scale = torch.tensor([pixels.shape[-1] / WIDTH, pixels.shape[-2] / HEIGHT])
+    for obj, prompt in PROMPTS[0].items():
+        points = [] if prompt.box is None else [torch.from_numpy(prompt.box).view(2, 2)]
+        labels = [] if prompt.box is None else [torch.tensor([2, 3])]
+        points.append(torch.from_numpy(prompt.points))
+        labels.append(torch.from_numpy(prompt.labels))
+        session.add_point_inputs(session.obj_id_to_idx(obj), 0, {
+            "point_coords": (torch.cat(points) * scale)[None, None],
+            "point_labels": torch.cat(labels).to(torch.int32)[None, None]})
+    session.obj_with_new_inputs = list(PROMPTS[0])
+    return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)}
+            for output in model.propagate_in_video_iterator(session, start_frame_idx=0)]
+
+
+def _meta_reference(meta, pixels, monkeypatch) -> list[dict[int, torch.Tensor]]:
+    """Meta's SAM2VideoPredictor: init_state (its frame loader stood in by the same pixels), add_new_points_or_box
+    per object, propagate_in_video; the low-res logits it stores per frame."""
+    import sam2.sam2_video_predictor as predictor
+
+    monkeypatch.setattr(predictor, "load_video_frames", lambda **kwargs: (pixels, HEIGHT, WIDTH))
+    with torch.inference_mode():
+        state = meta.init_state("frames stood in")
+        for obj, prompt in PROMPTS[0].items():
+            meta.add_new_points_or_box(state, 0, obj, points=prompt.points, labels=prompt.labels,
+                                       box=None if prompt.box is None else prompt.box)
+        out = []
+        for index, ids, _ in meta.propagate_in_video(state):
+            per_obj = {}
+            for obj in ids:
+                outputs = state["output_dict_per_obj"][state["obj_id_to_idx"][obj]]
+                kind = "cond_frame_outputs" if index in outputs["cond_frame_outputs"] else "non_cond_frame_outputs"
+                per_obj[obj] = outputs[kind][index]["pred_masks"][0]
+            out.append(per_obj)
+    return out
+
+
+def _assert_close(ours, theirs):
+    assert len(ours) == len(theirs) == FRAMES
+    for frame, expected in zip(ours, theirs):
+        assert sorted(frame.objects) == sorted(expected) == [1, 7]
+        for obj, logits in expected.items():
+            difference = (frame.objects[obj].logits - logits.float()).abs().max().item()
+            assert difference <= TOLERANCE, (frame.index, obj, difference)
+
+
+def test_base_propagation_equals_transformers_sam2videomodel(backbone, frames):
+    expected = _transformers_reference(backbone.video, _pixels(backbone, frames))
+    _assert_close(_ours(backbone, frames, num_frames=FRAMES), expected)
+
+
+def test_base_propagation_equals_metas_sam2videopredictor(backbone, meta, frames, monkeypatch):
+    expected = _meta_reference(meta, _pixels(backbone, frames), monkeypatch)
+    ours = _ours(backbone, frames, num_frames=FRAMES)
+    _assert_close(ours, expected)
+    assert any(obj.mask.any() for frame in ours for obj in frame.objects.values())
