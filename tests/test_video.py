@@ -173,3 +173,113 @@ def test_base_propagation_equals_metas_sam2videopredictor(backbone, meta, frames
     ours = _ours(backbone, frames, num_frames=FRAMES)
     _assert_close(ours, expected)
     assert any(obj.mask.any() for frame in ours for obj in frame.objects.values())
+
+
+# ---------------------------------------------------------------------------------------------- the module in the loop
+@pytest.fixture(scope="module")
+def learned(backbone):
+    """A set with one learned domain on the video backbone (one quick epoch), its module's up-projections scaled
+    up so that it visibly changes the features."""
+    from helpers import toy_samples
+
+    from samcl import TrainConfig
+
+    samcl = SAMCL.create(backbone, device="cpu")
+    samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    with torch.no_grad():
+        module = samcl.module_set.module_for(0)
+        for name, parameter in module.named_parameters():
+            if name.startswith("b."):
+                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
+    samcl.engine.forget_bank()
+    return samcl
+
+
+def test_forcing_base_on_a_learned_set_equals_base_propagation(backbone, learned, frames):
+    base = _ours(backbone, frames, num_frames=FRAMES)
+    forced = list(learned.track(iter(frames), PROMPTS, force="base", num_frames=FRAMES, return_logits=True))
+    for ours, theirs in zip(forced, base):
+        assert ours.domain == "base" and ours.frame_domain is None
+        for obj in theirs.objects:
+            assert torch.equal(ours.objects[obj].logits, theirs.objects[obj].logits)
+
+
+def test_module_adapts_every_frame_and_heat_enters_only_on_prompted_frames(learned, frames, monkeypatch):
+    """Each frame's encoder runs with the module's rows; the heat is the image path's on the prompted frames
+    (frame 0 and 4 here) and zero on every other frame."""
+    heats = []
+    engine = learned.engine
+    injection = engine.injection
+    monkeypatch.setattr(engine, "injection", lambda chosen, heat: heats.append(heat.clone()) or injection(chosen, heat))
+    prompts = {**PROMPTS, 4: {1: Prompt.of(points=[[60, 50]])}}
+    out = list(learned.track(iter(frames), prompts, force="red", num_frames=FRAMES, return_logits=True))
+    assert len(heats) == FRAMES and all(frame.domain == "red" for frame in out)
+    assert [bool(heat.abs().sum() > 0) for heat in heats] == [t in prompts for t in range(FRAMES)]
+    from samcl.inference import InputPrompt
+
+    prepared = engine.prepare([frames[4]], keep=False)[0]
+    expected = engine.heat([InputPrompt.of(prompts[4][1], prepared.geometry, engine.device)])
+    assert torch.equal(heats[4], expected)
+    base = _ours(learned.backbone, frames, prompts, num_frames=FRAMES)
+    assert max((a.objects[1].logits - b.objects[1].logits).abs().max().item() for a, b in zip(out, base)) > 1e-3
+
+
+def test_prompted_frame_features_are_the_image_paths(learned, frames):
+    """What the video model receives on a prompted frame is exactly the image path's embedding (minus the
+    no-memory embedding, which the video model adds itself on conditioning frames)."""
+    from samcl.inference import InputPrompt
+
+    engine, backbone = learned.engine, learned.backbone
+    prepared = engine.prepare([frames[0]], keep=False)
+    prompt = InputPrompt.of(PROMPTS[0][1], prepared[0].geometry, engine.device)
+    with torch.no_grad():
+        image = engine.suffix(_batched(prepared[0].tokens), [0], [prompt])
+        video = backbone.video_features(_batched(prepared[0].tokens), engine.start_block,
+                                        engine.injection([0], engine.heat([prompt])))
+    grid = image.image.shape[-2:]
+    stride16 = video["vision_feats"][2].permute(1, 2, 0).view(1, -1, *grid)
+    assert torch.allclose(stride16 + backbone.video.no_memory_embedding.view(1, -1, 1, 1), image.image, atol=1e-6)
+    for mine, theirs in zip(video["vision_feats"][:2], image.high_res):
+        assert torch.equal(mine.permute(1, 2, 0).view(theirs.shape), theirs)
+
+
+def _batched(tokens):
+    from samcl.backbone import tokens as batch_ops
+
+    return batch_ops.stack([tokens])
+
+
+def test_selector_routes_once_on_the_first_prompted_frame(learned, frames):
+    out = list(learned.track(iter(frames), PROMPTS))
+    assert {frame.domain for frame in out} == {out[0].frame_domain}
+    assert all(frame.frame_domain in ("red", "base") for frame in out)
+
+
+def test_memory_stays_bounded_on_a_long_stream(backbone, frames, monkeypatch):
+    """Tracked outputs older than the model's memory window are dropped; nothing grows with the length."""
+    sessions = []
+    from samcl.inference import video
+
+    monkeypatch.setattr(video._Session, "__init__", _recording(video._Session.__init__, sessions))
+    long = (frames[t % FRAMES] for t in range(40))
+    for _ in SAMCL.create(backbone, device="cpu").track(long, PROMPTS):
+        pass
+    (session,) = sessions
+    for outputs in session.output_dict_per_obj.values():  # the window, and the last frame's own outputs
+        assert len(outputs["non_cond_frame_outputs"]) == backbone.memory_window + 1
+        assert all("high_res_masks" not in out for out in outputs["non_cond_frame_outputs"].values())
+
+
+def _recording(init, sessions):
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        sessions.append(self)
+    return wrapped
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_prompt_frame_past_the_end_is_one_error(backbone, frames):
+    with pytest.raises(SamclError, match="frame 9 is past the video's last frame 7"):
+        list(SAMCL.create(backbone, device="cpu").track(iter(frames), {9: PROMPTS[0]}))
+    with pytest.raises(SamclError, match="no prompt"):
+        list(SAMCL.create(backbone, device="cpu").track(iter(frames), {}))

@@ -12,6 +12,7 @@ from .. import SamclError
 from ..io import print_json
 from .errors import error_line
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
+from .track import cmd_track
 
 
 def check_device(name: str | None) -> None:
@@ -357,4 +358,4 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
-            "import-reference": cmd_import_reference, "export": cmd_export}
+            "import-reference": cmd_import_reference, "export": cmd_export, "track": cmd_track}

@@ -19,6 +19,8 @@ from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
+from .track import EXAMPLES as TRACK_EXAMPLES
+from .track import add_track
 
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 
@@ -90,7 +92,7 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve, "export": _export}
+              "serve": _serve, "export": _export, "track": add_track}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -101,9 +103,11 @@ def build_parser(command: str | None = ALL) -> Parser:
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
              "serve": "an HTTP API and a click-to-segment page over a store",
+             "track": "propagate one object's prompt through a video with the set's module (SAM 2 bases)",
              "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
-        child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter, epilog=EXAMPLES.get(name))
+        child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter,
+                               epilog=TRACK_EXAMPLES if name == "track" else EXAMPLES.get(name))
         if command in (ALL, name):
             add(child)
     return parser

@@ -5,7 +5,7 @@ the SamPredictor-style front end, and which precision this machine runs best.
     [prediction] = engine.run(prepared, [Prompt.of(points=[[120, 80]])])  # route, heat, suffix, decode
 
 `engine` (routing, mixed-domain batches, decoding), `prefix_cache` (least recently used out within a byte
-budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch). Public names
+budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch), `video` (objects tracked through a video on SAM 2's memory). Public names
 load on first use.
 """
 
@@ -20,8 +20,10 @@ _WHERE = {
     "ByObject": ".prefix_cache", "PreparedImage": ".prefix_cache", "PrefixCache": ".prefix_cache",
     "SamclPredictor": ".predictor",
     "precision": ".precision",
+    "TrackedFrame": ".video", "TrackedObject": ".video", "VideoTracker": ".video",
 }
-__all__ = ["ByObject", "Engine", "InputPrompt", "PrefixCache", "PreparedImage", "SamclPredictor", "precision"]
+__all__ = ["ByObject", "Engine", "InputPrompt", "PrefixCache", "PreparedImage", "SamclPredictor", "TrackedFrame",
+           "TrackedObject", "VideoTracker", "precision"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:
@@ -29,3 +31,4 @@ if TYPE_CHECKING:
     from .engine import Engine, InputPrompt
     from .predictor import SamclPredictor
     from .prefix_cache import ByObject, PrefixCache, PreparedImage
+    from .video import TrackedFrame, TrackedObject, VideoTracker

@@ -82,12 +82,17 @@ class VideoTracker:
     """Tracks objects through a video with an engine's modules (see the module doc)."""
 
     def __init__(self, engine: Engine):
-        from ..backbone.sam2_video import Sam2VideoBackbone
+        """The engine's backbone becomes its video backbone when it is not one yet (`video_backbone_for`: a SAM 2
+        base loaded again with its memory weights; a SAM base is an error)."""
+        from ..backbone.sam2_video import video_backbone_for
 
-        if not isinstance(engine.backbone, Sam2VideoBackbone):
-            raise SamclError("only SAM 2 bases can track: this set's base has no video memory")
+        if engine.runtime != "torch":
+            raise SamclError(f"tracking runs on the torch runtime, not {engine.runtime}")
+        video = video_backbone_for(engine.backbone)
+        if video is not engine.backbone:
+            engine.use_backbone(video, "torch")
         self.engine = engine
-        self.backbone: Sam2VideoBackbone = engine.backbone
+        self.backbone = video
 
     @torch.no_grad()
     def track(self, frames: Iterable, prompts_by_frame: Mapping[int, Mapping[int, Prompt]], *,

@@ -365,6 +365,12 @@ class SAMCL:
         return engine.run(engine.prepare(images), prompts, multimask_output=multimask_output, force=force,
                           fallback=fallback, return_logits=return_logits)
 
+    def track(self, frames, prompts_by_frame, *, force: str | None = None, **options):
+        """Per-frame masks of objects tracked through a video: `samcl.inference.video.VideoTracker.track` (SAM 2)."""
+        from ..inference.video import VideoTracker
+        self.backbone = (tracker := VideoTracker(self.engine)).backbone  # a SAM 2 base's video memory loads now
+        return tracker.track(frames, prompts_by_frame, force=force, **options)
+
     def evaluate(self, samples: Sequence[Sample], *, truth: str | None = None, force: str | None = None,
                  batch_size: int = 8, progress: bool = False) -> dict:
         """Mean IoU, F1 and MAE over `samples` with their fixed points.
