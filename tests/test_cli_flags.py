@@ -15,7 +15,7 @@ from samcl.cli import flags as cli_types
 BAD_NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e400", "9" * 40]
 REQUIRED = {"learn": ["S", "--domain", "d", "--data", "D"], "segment": ["S", "i.png", "--out", "m.png"],
             "eval": ["S", "--data", "a=D"], "info": ["S"], "demo": [], "benchmark": [],
-            "serve": ["S"]}
+            "serve": ["S"], "track": ["S", "v.mp4", "--out", "o"]}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -57,7 +57,7 @@ def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command,
     for value in BAD_NUMBERS:
         if accepted(kind, value):  # 0 is a valid seed, block or 'no step limit': it must say so in the help
             assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds",
-                                                   "--batch-window-ms", "--cache-mb", "--train-every"), value
+                                                   "--batch-window-ms", "--cache-mb", "--train-every", "--frame"), value
             continue
         code = main([command, *REQUIRED[command], f"{flag}={value}"])
         err = capsys.readouterr().err

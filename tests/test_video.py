@@ -5,6 +5,7 @@ Meta's predictor)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -283,3 +284,95 @@ def test_prompt_frame_past_the_end_is_one_error(backbone, frames):
         list(SAMCL.create(backbone, device="cpu").track(iter(frames), {9: PROMPTS[0]}))
     with pytest.raises(SamclError, match="no prompt"):
         list(SAMCL.create(backbone, device="cpu").track(iter(frames), {}))
+
+
+# ---------------------------------------------------------------------------------------------- samcl track
+@pytest.fixture
+def store_on_checkpoint(meta, tmp_path, monkeypatch):
+    """A store created on Meta's .pt as a user's image store is (the image model), one domain learned."""
+    from helpers import toy_samples
+
+    from samcl import TrainConfig, load_backbone
+    from samcl.backbone.sam2_meta import HIERA_VARIANTS, HieraVariant
+
+    monkeypatch.setitem(HIERA_VARIANTS, (16, (1, 2, 5, 1)), HieraVariant(1, (4, 7), (4, 4, 6, 3), image_size=128))
+    checkpoint = tmp_path / "sam2.1_random.pt"
+    torch.save({"model": meta.state_dict()}, checkpoint)
+    samcl = SAMCL.create(load_backbone(checkpoint), tmp_path / "store", device="cpu")
+    samcl.learn("red", toy_samples(4, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    return tmp_path / "store"
+
+
+def _write_frames(folder, frames):
+    from PIL import Image
+
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:03d}.png")
+    return folder
+
+
+def test_samcl_track_writes_a_mask_per_frame_and_the_scores(store_on_checkpoint, frames, tmp_path, capsys):
+    from samcl.cli import main
+
+    folder = _write_frames(tmp_path / "frames", frames)
+    code = main(["track", str(store_on_checkpoint), str(folder), "--point", "40,30", "--frame", "2",
+                 "--object", "3", "--out", str(tmp_path / "out"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert [row["frame"] for row in report["frames"]] == list(range(FRAMES))
+    assert [sorted(row["objects"]) for row in report["frames"]] == [[]] * 2 + [["3"]] * (FRAMES - 2)
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert written == [f"{t:05d}_3.png" for t in range(2, FRAMES)]
+    from samcl.io import read_mask
+
+    assert read_mask(tmp_path / "out" / "00002_3.png").shape == (HEIGHT, WIDTH)
+    assert report["domain"] in ("red", "base")
+
+
+def test_samcl_track_reads_a_video_file_with_pyav(store_on_checkpoint, frames, tmp_path, capsys):
+    av = pytest.importorskip("av")
+    from samcl.cli import main
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    assert main(["track", str(store_on_checkpoint), str(path), "--box", "20,10,60,50", "--out",
+                 str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*_1.png"))) == FRAMES
+    assert "through 8 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file or directory"),
+    ("frame", "--frame 8: .* has 8 frames"),
+    ("empty", "no frame images"),
+])
+def test_samcl_track_bad_input_is_one_line_exit_2(case, message, frames, tmp_path, capsys):
+    from samcl.cli import main
+
+    folder = _write_frames(tmp_path / "frames", frames)
+    video = {"missing": tmp_path / "nope.mp4", "frame": folder, "empty": tmp_path}[case]
+    code = main(["track", str(tmp_path / "store"), str(video), "--point", "1,1", "--frame",
+                 "8" if case == "frame" else "0", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_samcl_track_on_a_sam_store_is_one_line_exit_2(frames, tmp_path, capsys):
+    from helpers import toy_samples
+
+    from samcl import TrainConfig
+    from samcl.cli import main
+
+    sam = SAMCL.create("builtin:tiny-sam", tmp_path / "store", device="cpu")
+    sam.learn("red", toy_samples(2, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    folder = _write_frames(tmp_path / "frames", frames)
+    code = main(["track", str(tmp_path / "store"), str(folder), "--point", "1,1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "only SAM 2 bases can track" in err[0]

@@ -54,6 +54,26 @@ def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> Sam
     return backbone
 
 
+def video_backbone_for(backbone) -> Sam2VideoBackbone:
+    """The video backbone of an image backbone's weights: itself if it is one; else the same base loaded again
+    with its video memory (Meta's .pt, or an HF sam2_video directory), checked to be the very same image model
+    (its identity, adopted without hashing when it is the same file unchanged), on its device and precision."""
+    if isinstance(backbone, Sam2VideoBackbone):
+        return backbone
+    if backbone.family != "sam2":
+        raise SamclError(f"only SAM 2 bases can track (this base is {backbone.label})")
+    if backbone.source is None:
+        raise SamclError("this SAM 2 base was built in memory: load it with load_backbone(..., video=True) to track")
+    video = load_backbone(backbone.source["base"], video=True)
+    identity = backbone.identity()
+    video.adopt_identity(identity, backbone.source)
+    if video.identity() != identity:
+        raise SamclError(f"{backbone.source['base']}: its video model is not the image model this set was made on")
+    video.to(backbone.device)
+    video.set_precision(backbone.precision)
+    return video
+
+
 def _from_directory(directory: Path, video: bool = False) -> FrozenBackbone:
     """SamBackbone or Sam2Backbone by config.json's model_type, reading config.json once."""
     try:
@@ -87,4 +107,4 @@ def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
     return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base", "BUILTIN_TINY_SAM"]
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base", "video_backbone_for", "BUILTIN_TINY_SAM"]

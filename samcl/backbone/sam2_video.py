@@ -92,29 +92,6 @@ class Sam2VideoBackbone(Sam2Backbone):
         return max(config.num_maskmem - 1, config.max_object_pointers_in_encoder - 1)
 
 
-def video_backbone_for(backbone) -> Sam2VideoBackbone:
-    """The video backbone of an image backbone's weights: itself if it is one; else the same base loaded again
-    with its video memory (Meta's .pt, or an HF sam2_video directory), checked to be the very same image model
-    (its identity, adopted without hashing when it is the same file unchanged), on its device and precision."""
-    from ..errors import SamclError
-    from . import load_backbone
-
-    if isinstance(backbone, Sam2VideoBackbone):
-        return backbone
-    if backbone.family != "sam2":
-        raise SamclError(f"only SAM 2 bases can track (this base is {backbone.label})")
-    if backbone.source is None:
-        raise SamclError("this SAM 2 base was built in memory: load it with load_backbone(..., video=True) to track")
-    video = load_backbone(backbone.source["base"], video=True)
-    identity = backbone.identity()
-    video.adopt_identity(identity, backbone.source)
-    if video.identity() != identity:
-        raise SamclError(f"{backbone.source['base']}: its video model is not the image model this set was made on")
-    video.to(backbone.device)
-    video.set_precision(backbone.precision)
-    return video
-
-
 def _flat(feature: torch.Tensor) -> torch.Tensor:
     """B x C x H x W -> HW x B x C (transformers' video layout)."""
     return feature.flatten(2).permute(2, 0, 1)

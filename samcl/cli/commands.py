@@ -12,7 +12,6 @@ from .. import SamclError
 from ..io import print_json
 from .errors import error_line
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
-from .track import cmd_track
 
 
 def check_device(name: str | None) -> None:
@@ -261,6 +260,19 @@ def cmd_segment(args) -> int:
         print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
                     ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
+
+
+def cmd_track(args) -> int:
+    from .. import SAMCL
+    from .track import prepare_track, write_tracked
+
+    prompt, frames = prepare_track(args)  # every input problem before the model loads
+    check_device(args.device)
+    _precheck_store(args.store)
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
+                       precision=args.precision)
+    tracked = samcl.track(frames, {args.frame: {args.object: prompt}}, force=args.force, num_frames=frames.count)
+    return write_tracked(args, tracked, frames.count)
 
 
 def cmd_eval(args) -> int:

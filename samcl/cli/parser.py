@@ -92,7 +92,7 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve, "export": _export, "track": add_track}
+              "serve": _serve, "export": _export, "track": _track}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -224,6 +224,12 @@ def _segment(p) -> None:
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
+
+
+def _track(p) -> None:
+    add_track(p)
+    _base(p, "default: the one recorded in the store")
+    add_precision(p)
 
 
 def _eval(p) -> None:

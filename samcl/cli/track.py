@@ -20,8 +20,7 @@ points and boxes are 0-based pixels of the prompted frame. Only SAM 2 bases trac
 
 
 def add_track(p) -> None:
-    from .parser import _base, add_precision
-
+    """The flags of `samcl track` but --base and --precision (the parser adds those, as for every command)."""
     p.add_argument("store", type=Path, help="module-set directory (on a SAM 2 base)")
     p.add_argument("video", type=Path, help="a video file (read with PyAV) or a folder of frame images (name order)")
     p.add_argument("--point", type=t.point, action="append", default=[], metavar="X,Y",
@@ -30,7 +29,7 @@ def add_track(p) -> None:
                    help="negative point on the prompted frame, 0-based pixels (repeatable)")
     p.add_argument("--box", type=t.box, default=None, metavar="X0,Y0,X1,Y1", help="box prompt, 0-based pixels")
     p.add_argument("--frame", type=t.int_range(0, MAX_FRAME), default=0, metavar="N", help="the prompted frame, 0-based; frames before it get no mask")
-    p.add_argument("--object", type=t.int_range(0, MAX_FRAME), default=1, metavar="ID", help="the object's id in the file names and JSON")
+    p.add_argument("--object", type=t.int_range(1, MAX_FRAME), default=1, metavar="ID", help="the object's id in the file names and JSON")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for <frame>_<object>.png masks and scores.json (created; must not hold masks)")
     p.add_argument("--force", metavar="DOMAIN", default=None,
@@ -38,15 +37,13 @@ def add_track(p) -> None:
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the nearest learned domain's module (default: a video that fits none runs on "
                         "the base; statistics selectors only)")
-    _base(p, "default: the one recorded in the store")
-    add_precision(p)
     p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
 
 
-def cmd_track(args) -> int:
+def prepare_track(args):
+    """Every input problem before the model loads: the prompt, --out, the video and --frame. -> (prompt, frames)."""
     from .. import Prompt
-    from ..io import atomic_write_json, atomic_write_png, open_frames
-    from .commands import _precheck_store, check_device
+    from ..io import open_frames
 
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
@@ -57,18 +54,18 @@ def cmd_track(args) -> int:
     frames = open_frames(args.video)
     if frames.count is not None and args.frame >= frames.count:
         raise SamclError(f"--frame {args.frame}: {args.video} has {frames.count} frames (0..{frames.count - 1})")
-    check_device(args.device)
-    _precheck_store(args.store)
+    return prompt, frames
+
+
+def write_tracked(args, tracked, count: int | None) -> int:
+    """<frame>_<object>.png per frame and object as they come (progress per frame), then scores.json."""
     import numpy as np
 
-    from .. import SAMCL
+    from ..io import atomic_write_json, atomic_write_png
 
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision)
-    tracked = samcl.track(frames, {args.frame: {args.object: prompt}}, force=args.force, num_frames=frames.count)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, domain = [], None
-    for frame in bar(tracked, total=frames.count, desc="track", unit="frame"):
+    for frame in bar(tracked, total=count, desc="track", unit="frame"):
         row = {"frame": frame.index, "objects": {}}
         for obj, result in frame.objects.items():
             name = f"{frame.index:05d}_{obj}.png"

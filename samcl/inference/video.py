@@ -84,7 +84,7 @@ class VideoTracker:
     def __init__(self, engine: Engine):
         """The engine's backbone becomes its video backbone when it is not one yet (`video_backbone_for`: a SAM 2
         base loaded again with its memory weights; a SAM base is an error)."""
-        from ..backbone.sam2_video import video_backbone_for
+        from ..backbone import video_backbone_for
 
         if engine.runtime != "torch":
             raise SamclError(f"tracking runs on the torch runtime, not {engine.runtime}")
