@@ -1,0 +1,193 @@
+"""Video propagation with the domain's module: J, F and J&F (DAVIS) per domain for base SAM 2, samcl with the routed
+module and with the oracle module, the per-frame cost against base propagation, and how often frames would route
+differently from their video.
+
+    python benchmarks/video.py                      # 6 train / 4 test clips of 10 frames per domain
+    python benchmarks/video.py --quick              # 2 / 1 clips: the script end to end in about a minute
+
+Domains (samcl.data.synthetic.video: the image domains' look and mask convention, the target moving and deforming,
+a distractor crossing): learned polyps and cells (each from its training clips' frames as images), never learned
+camouflage_sand. Every clip is prompted on frame 0 with its 3 fixed points and scored without its first and last
+frames (as DAVIS).
+
+The base is a *random-weight* tiny SAM 2 (Hiera [1, 2, 5, 1] at 128 px, transformers' own initialisation, seeded):
+samcl ships no pretrained SAM 2, and none can be downloaded here. Such a base segments nothing meaningful, so the
+absolute J&F numbers, and the differences between base, routed and oracle, say nothing about SAMCL on a real SAM 2;
+what this run does measure is that the whole path runs, the routing agreement, and the cost per frame:
+  routed / base   samcl with the routed module against samcl's base propagation (no module), same frames, same run
+                  (the routed run is the base wherever the selector's open-set fallback sent the video to base)
+  oracle / base   samcl with the domain's module forced (the module always runs) against the same base
+  base / hf       samcl's base propagation against transformers' own Sam2VideoModel propagation of the same frames
+Timings: one thread, interleaved per clip, median over the clips of the per-frame mean.
+
+Raw output: benchmarks/results/video.json and video.md (with the command, machine and date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from transformers import Sam2VideoConfig, Sam2VideoModel
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+from samcl import SAMCL, Prompt, TrainConfig
+from samcl.backbone import Sam2VideoBackbone
+from samcl.bench.davis import sequence_scores
+from samcl.data.synthetic.video import clip_samples, generate_clips
+from samcl.io import atomic_write_bytes, atomic_write_json
+
+LEARNED = ("polyps", "cells")
+UNSEEN = ("camouflage_sand",)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def tiny_sam2_video(seed: int) -> Sam2VideoBackbone:
+    """A random-weight tiny SAM 2 with its memory (see the module doc). transformers' memory width is fixed at 64 and
+    its object pointers need a wider model (128: two memory tokens each, as the official 256 / 64 gives four)."""
+    size, grids = 128, [32, 16, 8]
+    config = Sam2VideoConfig(
+        vision_config={"backbone_config": {
+            "model_type": "sam2_hiera_det_model", "hidden_size": 16, "num_attention_heads": 1,
+            "image_size": [size, size], "blocks_per_stage": [1, 2, 5, 1], "embed_dim_per_stage": [16, 32, 64, 128],
+            "num_attention_heads_per_stage": [1, 2, 4, 8], "window_size_per_stage": [4, 4, 6, 3],
+            "global_attention_blocks": [4, 7], "window_positional_embedding_background_size": [4, 4]},
+            "backbone_channel_list": [128, 64, 32, 16], "backbone_feature_sizes": [[g, g] for g in grids],
+            "fpn_hidden_size": 128, "model_type": "sam2_vision_model"},
+        prompt_encoder_config={"hidden_size": 128, "image_size": size, "patch_size": 16},
+        mask_decoder_config={"hidden_size": 128}, image_size=size, memory_attention_hidden_size=128,
+        memory_attention_feed_forward_hidden_size=256, memory_attention_rope_feat_sizes=[8, 8],
+        memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=512)
+    torch.manual_seed(seed)
+    return Sam2VideoBackbone(Sam2VideoModel(config))
+
+
+def hf_propagation(backbone: Sam2VideoBackbone, clip) -> float:
+    """transformers' own offline propagation of the clip (its session holding the preprocessed frames): seconds."""
+    start = time.perf_counter()
+    pixels = torch.stack([backbone.preprocess(frame)[0] for frame in clip.frames])
+    height, width = clip.frames[0].shape[:2]
+    session = Sam2VideoInferenceSession(video=pixels, video_height=height, video_width=width, dtype=torch.float32)
+    scale = torch.tensor([backbone.image_size / width, backbone.image_size / height])
+    session.add_point_inputs(session.obj_id_to_idx(1), 0, {
+        "point_coords": (torch.as_tensor(clip.points, dtype=torch.float32) * scale)[None, None],
+        "point_labels": torch.ones(1, 1, len(clip.points), dtype=torch.int32)})
+    session.obj_with_new_inputs = [1]
+    for _ in backbone.video.propagate_in_video_iterator(session, start_frame_idx=0):
+        pass
+    return time.perf_counter() - start
+
+
+def run_clip(samcl: SAMCL, clip, force: str | None) -> tuple[list, float, list]:
+    """(masks, seconds, per-frame selector picks) of one propagation."""
+    prompts = {0: {1: Prompt.of(points=clip.points)}}
+    start = time.perf_counter()
+    frames = list(samcl.track(iter(clip.frames), prompts, force=force, num_frames=len(clip.frames)))
+    seconds = time.perf_counter() - start
+    return [f.objects[1].mask for f in frames], seconds, [(f.domain, f.frame_domain) for f in frames]
+
+
+def measure(samcl: SAMCL, backbone, clips: dict) -> dict:
+    rows, cost = {}, {"routed/base": [], "oracle/base": [], "base/hf": []}
+    disagreements, routed_frames, video_picks, closed_set = 0, 0, {}, {}
+    for domain, test in clips.items():
+        scores = {"base": [], "routed": [], "oracle": []}
+        for clip in test:
+            per_frame = len(clip.frames)
+            hf_seconds = hf_propagation(backbone, clip)
+            base, base_seconds, _ = run_clip(samcl, clip, "base")
+            routed, routed_seconds, picks = run_clip(samcl, clip, None)
+            oracle, oracle_seconds, _ = run_clip(samcl, clip, domain if domain in LEARNED else "base")
+            for name, masks in (("base", base), ("routed", routed), ("oracle", oracle)):
+                scores[name].append(sequence_scores(masks, clip.masks))
+            cost["routed/base"].append((routed_seconds / per_frame) / (base_seconds / per_frame))
+            if domain in LEARNED:
+                cost["oracle/base"].append((oracle_seconds / per_frame) / (base_seconds / per_frame))
+            cost["base/hf"].append((base_seconds / per_frame) / (hf_seconds / per_frame))
+            video_domain = picks[0][0]
+            video_picks.setdefault(domain, []).append(video_domain)
+            disagreements += sum(frame_domain != video_domain for _, frame_domain in picks)
+            routed_frames += len(picks)
+            closed = samcl.engine.route(torch.stack([p.pooled for p in samcl.engine.prepare(clip.frames, keep=False)]),
+                                        None, False)[0]
+            closed_set.setdefault(domain, []).extend(samcl.module_set.domain_name(k) for k in closed)
+        rows[domain] = {name: {k: statistics.mean(s[k] for s in runs) for k in ("J", "F", "J&F")}
+                        for name, runs in scores.items()}
+        rows[domain]["clips"] = len(test)
+        rows[domain]["video_routed_to"] = video_picks[domain]
+        rows[domain]["frames_closed_set_to_own_domain"] = statistics.mean(
+            pick == domain for pick in closed_set[domain]) if domain in LEARNED else None
+    return {"domains": rows, "cost": {k: statistics.median(v) for k, v in cost.items()},
+            "cost_per_clip": cost, "frames_routed_differently": disagreements / max(routed_frames, 1),
+            "frames_routed": routed_frames}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 train / 1 test clips per domain")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n_train, n_test = (2, 1) if args.quick else (6, 4)
+    backbone = tiny_sam2_video(args.seed)
+    samcl = SAMCL.create(backbone, device="cpu")
+    for domain in LEARNED:
+        samples = clip_samples(generate_clips(domain, n_train, args.seed, "train"))
+        samcl.learn(domain, samples, TrainConfig(epochs=args.epochs, batch_size=4, seed=args.seed, progress=False))
+    clips = {d: generate_clips(d, n_test, args.seed, "test") for d in (*LEARNED, *UNSEEN)}
+    result = measure(samcl, backbone, clips)
+    command = "python benchmarks/video.py" + (" --quick" if args.quick else "")
+    result["provenance"] = provenance(command, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "video.json", result)
+    atomic_write_bytes(args.out / "video.md", table(result).encode())
+    print(table(result))
+
+
+def provenance(command: str, args) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return {"command": command, "seed": args.seed, "epochs": args.epochs, "commit": commit, "cpu": cpu,
+            "threads": 1, "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "base": "random-weight tiny SAM 2 (no pretrained SAM 2 available): absolute J&F is meaningless"}
+
+
+def table(result: dict) -> str:
+    p = result["provenance"]
+    lines = ["| domain | clips | base J&F | routed J&F | oracle J&F | routed J / F | video routed to |",
+             "|---|---|---|---|---|---|---|"]
+    for domain, row in result["domains"].items():
+        learned = "" if domain in LEARNED else " (never learned)"
+        picks = ", ".join(sorted(set(row["video_routed_to"])))
+        lines.append(f"| {domain}{learned} | {row['clips']} | {row['base']['J&F']:.3f} | {row['routed']['J&F']:.3f} | "
+                     f"{row['oracle']['J&F']:.3f} | {row['routed']['J']:.3f} / {row['routed']['F']:.3f} | {picks} |")
+    cost = result["cost"]
+    closed = {d: r["frames_closed_set_to_own_domain"] for d, r in result["domains"].items() if d in LEARNED}
+    lines += ["", f"per-frame cost: routed / base propagation {cost['routed/base']:.3f}, oracle (module always on) / "
+                  f"base {cost['oracle/base']:.3f} (goal <= 1.05); samcl base / transformers' propagation "
+                  f"{cost['base/hf']:.3f}",
+              "frames routed to their own domain with the open-set fallback off: "
+              + ", ".join(f"{d} {v:.0%}" for d, v in closed.items()),
+              f"frames whose own routing differs from their video's: {result['frames_routed_differently']:.1%} of "
+              f"{result['frames_routed']}",
+              "", f"{p['base']}.", f"`{p['command']}` at {p['commit']}, {p['date']}, {p['cpu']}, 1 thread, torch "
+                                   f"{p['torch']}, seed {p['seed']}, {p['epochs']} epochs."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
