@@ -376,3 +376,52 @@ def test_samcl_track_on_a_sam_store_is_one_line_exit_2(frames, tmp_path, capsys)
     code = main(["track", str(tmp_path / "store"), str(folder), "--point", "1,1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "only SAM 2 bases can track" in err[0]
+
+
+# ---------------------------------------------------------------------------------------------- J&F and the clips
+def test_boundary_f_equals_davis_with_opencv_dilation():
+    """davis2017-evaluation's f_measure dilates the boundary maps with cv2.dilate by skimage's disk: the same
+    computation through OpenCV gives the same F on random masks."""
+    cv2 = pytest.importorskip("cv2")
+    from samcl.bench.davis import boundary_f, boundary_map
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        h, w = (int(v) for v in rng.integers(20, 200, 2))
+        a, b = (rng.random((h, w)) < 0.01 for _ in range(2))
+        a, b = (cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0 for m in (a, b))
+        radius = int(np.ceil(0.008 * np.hypot(h, w)))
+        y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+        disk = (x * x + y * y <= radius * radius).astype(np.uint8)
+        pa, pb = boundary_map(a), boundary_map(b)
+        dilated_a, dilated_b = (cv2.dilate(m.astype(np.uint8), disk) > 0 for m in (pa, pb))
+        precision, recall = (pa & dilated_b).sum() / max(pa.sum(), 1), (pb & dilated_a).sum() / max(pb.sum(), 1)
+        expected = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        if pa.sum() and pb.sum():
+            assert boundary_f(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_j_and_f_on_known_cases():
+    from samcl.bench.davis import boundary_f, jaccard, sequence_scores
+
+    square = np.zeros((100, 100), bool)
+    square[20:60, 20:60] = True
+    moved = np.roll(square, 1, axis=1)  # a 1-pixel shift: within the 2-pixel bound (ceil(0.008 * 141.4))
+    assert jaccard(square, square) == 1 and boundary_f(square, square) == 1
+    assert jaccard(moved, square) == pytest.approx(39 * 40 / (41 * 40)) and boundary_f(moved, square) == 1
+    far = np.roll(square, 30, axis=0)
+    assert boundary_f(far, square) < 0.3 and jaccard(np.zeros_like(square), np.zeros_like(square)) == 1
+    scores = sequence_scores([np.zeros_like(square), square, moved, far], [square] * 4)
+    assert scores["J"] == pytest.approx((1 + 39 / 41) / 2)  # first and last frames left out, as DAVIS
+
+
+def test_synthetic_clips_move_deform_and_are_deterministic():
+    from samcl.data.synthetic.video import clip_samples, generate_clips
+
+    first, again = generate_clips("polyps", 2, 0), generate_clips("polyps", 1, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first[0].frames, again[0].frames))
+    clip = first[0]
+    assert len(clip.frames) == len(clip.masks) == 10 and all(m.any() for m in clip.masks)
+    assert not np.array_equal(clip.masks[0], clip.masks[-1])
+    assert all(clip.masks[0][int(y), int(x)] for x, y in clip.points)
+    assert len(clip_samples(first)) == 20
