@@ -425,3 +425,9 @@ def test_synthetic_clips_move_deform_and_are_deterministic():
     assert not np.array_equal(clip.masks[0], clip.masks[-1])
     assert all(clip.masks[0][int(y), int(x)] for x, y in clip.points)
     assert len(clip_samples(first)) == 20
+
+
+def test_an_object_prompted_later_is_tracked_from_its_frame(backbone, frames):
+    prompts = {0: {1: Prompt.of(points=[[40, 30]])}, 3: {2: Prompt.of(box=[10, 10, 50, 50])}}
+    out = list(SAMCL.create(backbone, device="cpu").track(iter(frames), prompts))
+    assert [sorted(frame.objects) for frame in out] == [[1]] * 3 + [[1, 2]] * (FRAMES - 3)

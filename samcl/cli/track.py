@@ -1,4 +1,7 @@
-"""`samcl track`: one object's prompt on one frame, propagated through a video with the set's module (SAM 2)."""
+"""`samcl track`: one object's prompt on one frame, propagated through a video with the set's module (SAM 2).
+
+Its flags (`add_track`; the parser adds --base and --precision as for every command), the checks made before the
+model loads (`prepare_track`) and the output (`write_tracked`); `commands.cmd_track` runs them in that order."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import sys
 from pathlib import Path
 
 from .. import SamclError
-from ..io import bar, print_json
 from . import flags as t
 
 MAX_FRAME = 2**31 - 1
@@ -61,7 +63,7 @@ def write_tracked(args, tracked, count: int | None) -> int:
     """<frame>_<object>.png per frame and object as they come (progress per frame), then scores.json."""
     import numpy as np
 
-    from ..io import atomic_write_json, atomic_write_png
+    from ..io import atomic_write_json, atomic_write_png, bar, print_json
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows, domain = [], None
