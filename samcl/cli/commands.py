@@ -263,12 +263,13 @@ def cmd_segment(args) -> int:
 
 
 def cmd_track(args) -> int:
-    from .. import SAMCL
     from .track import prepare_track, write_tracked
 
-    prompt, frames = prepare_track(args)  # every input problem before the model loads
+    prompt, frames = prepare_track(args)  # every input problem before the model code loads
     check_device(args.device)
     _precheck_store(args.store)
+    from .. import SAMCL
+
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision)
     tracked = samcl.track(frames, {args.frame: {args.object: prompt}}, force=args.force, num_frames=frames.count)
