@@ -116,9 +116,11 @@ def test_sam_v1_base_cannot_track():
 
 
 # ---------------------------------------------------------------------------------------------- parity
-def _transformers_reference(model, pixels) -> list[dict[int, torch.Tensor]]:
-    """transformers' own offline propagation: the session holds the whole video, inputs as its processor adds them."""
-    session = Sam2VideoInferenceSession(video=pixels, video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
+def _transformers_reference(model, pixels, streaming: bool = False) -> list[dict[int, torch.Tensor]]:
+    """transformers' own propagation, inputs added as its processor adds them: offline (the session holds the whole
+    video) or streaming (each frame given to the model as it comes)."""
+    session = Sam2VideoInferenceSession(video=None if streaming else pixels, video_height=HEIGHT, video_width=WIDTH,
+                                        dtype=torch.float32)
     scale = torch.tensor([pixels.shape[-1] / WIDTH, pixels.shape[-2] / HEIGHT])
     for obj, prompt in PROMPTS[0].items():
         points = [] if prompt.box is None else [torch.from_numpy(prompt.box).view(2, 2)]
@@ -129,8 +131,9 @@ def _transformers_reference(model, pixels) -> list[dict[int, torch.Tensor]]:
             "point_coords": (torch.cat(points) * scale)[None, None],
             "point_labels": torch.cat(labels).to(torch.int32)[None, None]})
     session.obj_with_new_inputs = list(PROMPTS[0])
-    return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)}
-            for output in model.propagate_in_video_iterator(session, start_frame_idx=0)]
+    outputs = (model(session, frame=frame) for frame in pixels) if streaming else \
+        model.propagate_in_video_iterator(session, start_frame_idx=0)
+    return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)} for output in outputs]
 
 
 def _meta_reference(meta, pixels, monkeypatch) -> list[dict[int, torch.Tensor]]:
@@ -167,6 +170,12 @@ def _assert_close(ours, theirs):
 def test_base_propagation_equals_transformers_sam2videomodel(backbone, frames):
     expected = _transformers_reference(backbone.video, _pixels(backbone, frames))
     _assert_close(_ours(backbone, frames, num_frames=FRAMES), expected)
+
+
+def test_streamed_propagation_equals_transformers_streaming(backbone, frames):
+    """Length unknown (a stream): as transformers' streaming mode, frame by frame."""
+    expected = _transformers_reference(backbone.video, _pixels(backbone, frames), streaming=True)
+    _assert_close(_ours(backbone, frames), expected)
 
 
 def test_base_propagation_equals_metas_sam2videopredictor(backbone, meta, frames, monkeypatch):
