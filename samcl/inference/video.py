@@ -104,11 +104,18 @@ class VideoTracker:
           prompts_by_frame: frame index -> object id -> Prompt (original pixels); at least one.
           force: run this domain's module ("base": none) instead of the selector's choice.
           fallback: as `Engine.route`.
-          num_frames: the video's length when known (matches offline propagation exactly); None: streaming.
+          num_frames: the video's length when known (as offline propagation: equal to transformers' and Meta's
+            over a whole video); None: a stream of unknown length (as transformers' streaming mode).
           return_logits: fill `TrackedObject.logits`.
+
+        Returns:
+          (Iterator[TrackedFrame]): one per frame, as the frames come. Raises SamclError for no prompt, a prompt
+          outside its frame, or a prompted frame past the last one.
         """
         if not prompts_by_frame or not any(prompts_by_frame.values()):
             raise SamclError("no prompt: give at least one object's prompt on one frame")
+        if min(prompts_by_frame) < 0:
+            raise SamclError(f"frame {min(prompts_by_frame)}: frames are numbered from 0")
         if num_frames is not None and max(prompts_by_frame) >= num_frames:
             raise SamclError(f"frame {max(prompts_by_frame)} is past the video's last frame {num_frames - 1}")
         first = min(k for k, v in prompts_by_frame.items() if v)
@@ -118,10 +125,10 @@ class VideoTracker:
         chosen = None
         index = -1
         for index, image in enumerate(frames):
-            prepared = engine.prepare([image], keep=False)[0]
-            if index < first:
+            if index < first:  # nothing to track yet: the frame is not even encoded
                 yield TrackedFrame(index)
                 continue
+            prepared = engine.prepare([image], keep=False)[0]
             frame_pick = None
             if forced is None:
                 picks, _ = engine.route(prepared.pooled[None], None, fallback)
