@@ -18,7 +18,9 @@ what this run does measure is that the whole path runs, the routing agreement, a
                   (the routed run is the base wherever the selector's open-set fallback sent the video to base)
   oracle / base   samcl with the domain's module forced (the module always runs) against the same base
   base / hf       samcl's base propagation against transformers' own Sam2VideoModel propagation of the same frames
-Timings: one thread, interleaved per clip, median over the clips of the per-frame mean.
+Timings: one thread; per clip, each propagation runs `--repeats` times interleaved (base, routed, oracle,
+transformers) and its fastest run counts (the least disturbed by other work on a shared machine); the ratios are
+medians over the clips.
 
 Raw output: benchmarks/results/video.json and video.md (with the command, machine and date).
 """
@@ -95,17 +97,23 @@ def run_clip(samcl: SAMCL, clip, force: str | None) -> tuple[list, float, list]:
     return [f.objects[1].mask for f in frames], seconds, [(f.domain, f.frame_domain) for f in frames]
 
 
-def measure(samcl: SAMCL, backbone, clips: dict) -> dict:
+def measure(samcl: SAMCL, backbone, clips: dict, repeats: int) -> dict:
     rows, cost = {}, {"routed/base": [], "oracle/base": [], "base/hf": []}
     disagreements, routed_frames, video_picks, closed_set = 0, 0, {}, {}
     for domain, test in clips.items():
         scores = {"base": [], "routed": [], "oracle": []}
         for clip in test:
             per_frame = len(clip.frames)
-            hf_seconds = hf_propagation(backbone, clip)
-            base, base_seconds, _ = run_clip(samcl, clip, "base")
-            routed, routed_seconds, picks = run_clip(samcl, clip, None)
-            oracle, oracle_seconds, _ = run_clip(samcl, clip, domain if domain in LEARNED else "base")
+            times = {"hf": [], "base": [], "routed": [], "oracle": []}
+            for _ in range(repeats):
+                times["hf"].append(hf_propagation(backbone, clip))
+                base, seconds, _ = run_clip(samcl, clip, "base")
+                times["base"].append(seconds)
+                routed, seconds, picks = run_clip(samcl, clip, None)
+                times["routed"].append(seconds)
+                oracle, seconds, _ = run_clip(samcl, clip, domain if domain in LEARNED else "base")
+                times["oracle"].append(seconds)
+            hf_seconds, base_seconds, routed_seconds, oracle_seconds = (min(times[k]) for k in times)
             for name, masks in (("base", base), ("routed", routed), ("oracle", oracle)):
                 scores[name].append(sequence_scores(masks, clip.masks))
             cost["routed/base"].append((routed_seconds / per_frame) / (base_seconds / per_frame))
@@ -135,6 +143,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 train / 1 test clips per domain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per propagation (the fastest counts)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -145,8 +154,9 @@ def main() -> None:
         samples = clip_samples(generate_clips(domain, n_train, args.seed, "train"))
         samcl.learn(domain, samples, TrainConfig(epochs=args.epochs, batch_size=4, seed=args.seed, progress=False))
     clips = {d: generate_clips(d, n_test, args.seed, "test") for d in (*LEARNED, *UNSEEN)}
-    result = measure(samcl, backbone, clips)
-    command = "python benchmarks/video.py" + (" --quick" if args.quick else "")
+    result = measure(samcl, backbone, clips, args.repeats)
+    command = "python benchmarks/video.py" + (" --quick" if args.quick else "") + \
+        (f" --repeats {args.repeats}" if args.repeats != 3 else "")
     result["provenance"] = provenance(command, args)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "video.json", result)
@@ -160,7 +170,8 @@ def provenance(command: str, args) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
         platform.processor()
-    return {"command": command, "seed": args.seed, "epochs": args.epochs, "commit": commit, "cpu": cpu,
+    return {"command": command, "seed": args.seed, "epochs": args.epochs, "repeats": args.repeats, "commit": commit,
+            "cpu": cpu,
             "threads": 1, "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "base": "random-weight tiny SAM 2 (no pretrained SAM 2 available): absolute J&F is meaningless"}
