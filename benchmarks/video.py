@@ -73,7 +73,8 @@ def tiny_sam2_video(seed: int) -> Sam2VideoBackbone:
 
 
 def hf_propagation(backbone: Sam2VideoBackbone, clip) -> float:
-    """transformers' own offline propagation of the clip (its session holding the preprocessed frames): seconds."""
+    """transformers' own offline propagation of the clip (its session holding the preprocessed frames), masks brought
+    to the frame's size as samcl's are: seconds."""
     start = time.perf_counter()
     pixels = torch.stack([backbone.preprocess(frame)[0] for frame in clip.frames])
     height, width = clip.frames[0].shape[:2]
@@ -83,16 +84,19 @@ def hf_propagation(backbone: Sam2VideoBackbone, clip) -> float:
         "point_coords": (torch.as_tensor(clip.points, dtype=torch.float32) * scale)[None, None],
         "point_labels": torch.ones(1, 1, len(clip.points), dtype=torch.int32)})
     session.obj_with_new_inputs = [1]
-    for _ in backbone.video.propagate_in_video_iterator(session, start_frame_idx=0):
-        pass
+    for output in backbone.video.propagate_in_video_iterator(session, start_frame_idx=0):
+        masks = torch.nn.functional.interpolate(output.pred_masks.float(), (height, width), mode="bilinear",
+                                                align_corners=False) > 0  # as its processor's post_process_masks
+        masks.numpy()
     return time.perf_counter() - start
 
 
-def run_clip(samcl: SAMCL, clip, force: str | None) -> tuple[list, float, list]:
-    """(masks, seconds, per-frame selector picks) of one propagation."""
+def run_clip(samcl: SAMCL, clip, force: str | None, route_frames: bool = False) -> tuple[list, float, list]:
+    """(masks, seconds, per-frame (video's module, frame's own pick)) of one propagation."""
     prompts = {0: {1: Prompt.of(points=clip.points)}}
     start = time.perf_counter()
-    frames = list(samcl.track(iter(clip.frames), prompts, force=force, num_frames=len(clip.frames)))
+    frames = list(samcl.track(iter(clip.frames), prompts, force=force, num_frames=len(clip.frames),
+                              route_frames=route_frames))
     seconds = time.perf_counter() - start
     return [f.objects[1].mask for f in frames], seconds, [(f.domain, f.frame_domain) for f in frames]
 
@@ -109,11 +113,12 @@ def measure(samcl: SAMCL, backbone, clips: dict, repeats: int) -> dict:
                 times["hf"].append(hf_propagation(backbone, clip))
                 base, seconds, _ = run_clip(samcl, clip, "base")
                 times["base"].append(seconds)
-                routed, seconds, picks = run_clip(samcl, clip, None)
+                routed, seconds, _ = run_clip(samcl, clip, None)
                 times["routed"].append(seconds)
                 oracle, seconds, _ = run_clip(samcl, clip, domain if domain in LEARNED else "base")
                 times["oracle"].append(seconds)
             hf_seconds, base_seconds, routed_seconds, oracle_seconds = (min(times[k]) for k in times)
+            picks = run_clip(samcl, clip, None, route_frames=True)[2]  # the per-frame routing, measured untimed
             for name, masks in (("base", base), ("routed", routed), ("oracle", oracle)):
                 scores[name].append(sequence_scores(masks, clip.masks))
             cost["routed/base"].append((routed_seconds / per_frame) / (base_seconds / per_frame))

@@ -260,7 +260,7 @@ def _batched(tokens):
 
 
 def test_selector_routes_once_on_the_first_prompted_frame(learned, frames):
-    out = list(learned.track(iter(frames), PROMPTS))
+    out = list(learned.track(iter(frames), PROMPTS, route_frames=True))
     assert {frame.domain for frame in out} == {out[0].frame_domain}
     assert all(frame.frame_domain in ("red", "base") for frame in out)
 

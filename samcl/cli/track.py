@@ -73,8 +73,6 @@ def write_tracked(args, tracked, count: int | None) -> int:
             name = f"{frame.index:05d}_{obj}.png"
             atomic_write_png(args.out / name, result.mask.astype(np.uint8) * 255)
             row["objects"][str(obj)] = {"mask": name, "score": result.score, "foreground": float(result.mask.mean())}
-        if frame.frame_domain is not None:
-            row["frame_domain"] = frame.frame_domain
         domain = frame.domain or domain
         rows.append(row)
     report = {"video": str(args.video), "store": str(args.store), "domain": domain, "prompted_frame": args.frame,

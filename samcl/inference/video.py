@@ -11,10 +11,10 @@ Per frame, in order (frames are consumed one at a time, as they come):
      video_features`) -> ``Sam2VideoModel.forward(session, frame_idx)``: transformers' own memory attention,
      mask decoder, memory encoder and object pointers -> masks at the frame's size.
 
-Routing: once per video, on the first prompted frame (`route_once`). The memory holds features the module
-produced; a module switched mid-video would feed the memory attention features from a different encoder. The
-per-frame choice is still computed (`TrackedFrame.frame_domain`, pooled features are there anyway) so a caller
-can measure how often frames would route differently (benchmarks/video.py reports it).
+Routing: once per video, on the first prompted frame. The memory holds features the module produced; a module
+switched mid-video would feed the memory attention features from a different encoder. With `route_frames` the
+selector is asked about every frame too (`TrackedFrame.frame_domain`; the pooled features are there anyway), so a
+caller can measure how often frames would route differently (benchmarks/video.py reports it).
 
 Memory bound: one decoded frame at a time (the caller's iterator streams them), the current frame's features,
 each object's conditioning (prompted) frames, and the outputs of the last `Sam2VideoBackbone.memory_window`
@@ -97,7 +97,7 @@ class VideoTracker:
     @torch.no_grad()
     def track(self, frames: Iterable, prompts_by_frame: Mapping[int, Mapping[int, Prompt]], *,
               force: str | None = None, fallback: bool | None = None, num_frames: int | None = None,
-              return_logits: bool = False) -> Iterator[TrackedFrame]:
+              return_logits: bool = False, route_frames: bool = False) -> Iterator[TrackedFrame]:
         """Yield one `TrackedFrame` per frame of `frames` (H x W x 3 uint8 arrays or PIL images, consumed one by one).
 
         Arguments:
@@ -107,6 +107,8 @@ class VideoTracker:
           num_frames: the video's length when known (as offline propagation: equal to transformers' and Meta's
             over a whole video); None: a stream of unknown length (as transformers' streaming mode).
           return_logits: fill `TrackedObject.logits`.
+          route_frames: also ask the selector about every frame (`TrackedFrame.frame_domain`; a measurement: the
+            video keeps the module of its first prompted frame).
 
         Returns:
           (Iterator[TrackedFrame]): one per frame, as the frames come. Raises SamclError for no prompt, a prompt
@@ -130,11 +132,11 @@ class VideoTracker:
                 continue
             prepared = engine.prepare([image], keep=False)[0]
             frame_pick = None
-            if forced is None:
-                picks, _ = engine.route(prepared.pooled[None], None, fallback)
-                frame_pick = engine.module_set.domain_name(picks[0])
-            if chosen is None:
-                chosen = forced if forced is not None else picks[0]
+            if forced is None and (chosen is None or route_frames):
+                pick = engine.route(prepared.pooled[None], None, fallback)[0][0]
+                frame_pick = engine.module_set.domain_name(pick) if route_frames else None
+                chosen = pick if chosen is None else chosen
+            chosen = forced if forced is not None else chosen
             prompts = {obj: p for obj, p in (prompts_by_frame.get(index) or {}).items()}
             inputs = {obj: self._input(p, prepared) for obj, p in prompts.items()}
             features = self._features(prepared, chosen, list(inputs.values()))
