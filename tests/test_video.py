@@ -81,6 +81,21 @@ def test_every_meta_video_key_maps_onto_sam2videomodel_with_its_shape(meta):
                        state_dict["memory_encoder.mask_downsampler.encoder.12.weight"])
 
 
+def test_load_backbone_keeps_metas_memory_weights_when_video_is_asked(meta, tmp_path, monkeypatch):
+    from samcl import load_backbone
+    from samcl.backbone.sam2 import Sam2Backbone
+    from samcl.backbone.sam2_meta import HIERA_VARIANTS, HieraVariant
+
+    monkeypatch.setitem(HIERA_VARIANTS, (16, (1, 2, 5, 1)), HieraVariant(1, (4, 7), (4, 4, 6, 3), image_size=128))
+    path = tmp_path / "sam2.1_random.pt"
+    torch.save({"model": meta.state_dict()}, path)
+    video, image = load_backbone(path, video=True), load_backbone(path)
+    assert isinstance(video, Sam2VideoBackbone) and type(image) is Sam2Backbone  # images: memory dropped as before
+    assert torch.equal(video.video.memory_temporal_positional_encoding, meta.maskmem_tpos_enc)
+    assert torch.equal(video.video.memory_encoder.projection.weight, meta.memory_encoder.out_proj.weight)
+    assert video.identity() == image.identity()
+
+
 def test_video_backbone_shares_the_image_modules_and_identity(backbone, meta):
     """The image Sam2Model is made of the video model's own modules, and its identity is the image-only load's."""
     from samcl.backbone.sam2 import Sam2Backbone
