@@ -143,6 +143,13 @@ def test_cli_benchmark_on_domain_folders(tmp_path, tiny_base, capsys):
     assert "--data d0=" in saved["command"] and "--methods sequential,samcl" in saved["command"]
 
 
+def test_benchmark_help_lists_every_method_it_runs(capsys):
+    assert main(["benchmark", "--help"]) == 0
+    printed = capsys.readouterr().out
+    listed = printed[printed.index("methods (all by default"):printed.index("examples:")]
+    assert [line.split()[0] for line in listed.splitlines()[1:] if line.strip()] == list(bm.METHODS)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "samcl,nope"], "unknown method nope"),
     (["--seeds", "0,0"], "distinct"),

@@ -346,8 +346,12 @@ def _benchmark(p) -> None:
                      "method on a held-out part of the first domain), evaluate all domains after every step, and "
                      "write results.json, results.md and plots. Resumable: rerun the same command after an "
                      "interruption.")
-    p.epilog = ("methods: zero-shot, sequential, sequential-lora, ewc, lwf, replay, replay-matched, o-lora, samcl, "
-                "samcl-lora, samcl-noprompt, samcl-oracle, joint\n\nexamples:\n"
+    from ..bench import METHODS  # the registry alone: no model code
+
+    width = max(map(len, METHODS))
+    p.epilog = ("methods (all by default; --methods picks some):\n"
+                + "".join(f"  {name:<{width}}  {method.description}\n" for name, method in METHODS.items())
+                + "\nexamples:\n"
                 "  samcl benchmark --quick --out bench-quick\n"
                 "  samcl benchmark --out bench --jobs 2                         # embedded suite, seeds 0,1,2\n"
                 "  samcl benchmark --base sam_vit_b_01ec64.pth --data polyps=data/kvasir "

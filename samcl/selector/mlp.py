@@ -194,8 +194,8 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
 
 
 class MlpSelector(Selector):
-    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class, as
-    before selector kinds existed (the same calls, seeds and files: old stores route bit for bit). No open set: the
+    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class
+    (`train_selector`, seeded; its files are the net's weights and the buffer). No open set: the
     score is the softmax probability of the chosen class. Its input (and buffer) is the pooled columns
     `config.features` names: the grid mean (the paper's), or mean and spread."""
 

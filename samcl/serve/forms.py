@@ -5,8 +5,9 @@ requests' `files=`).
     data = await read_image(request, limit, ticket)     # the file's bytes; 413 past `limit`, 400 for a bad form
 
 A form is parsed as it streams (python-multipart's push parser), within the same byte limit as a raw body plus
-room for the form's own headers, and only the image's part is kept: the first part named `image` or `file` or
-carrying a filename.
+room for the form's own headers, and only the image's part is kept: the first part named `image` (or `file`, the
+name many clients use). A form whose file comes under another name is refused (400 `bad_form`), as one with no
+file is: its other parts are never taken for the image.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
     except (MultipartParseError, ValueError) as exc:
         raise bad_form(f"not a readable multipart form ({str(exc)[:120]})") from None
     if not form.found:
-        raise bad_form("the form has no image: send it as the field 'image' (curl -F image=@photo.jpg)")
+        raise bad_form("the form has no field 'image': send the file under that name (curl -F image=@photo.jpg)")
     return bytes(form.image)
 
 
@@ -81,7 +82,7 @@ class ImageForm:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        is_image = options.get(b"name") in IMAGE_FIELDS or b"filename" in options
+        is_image = options.get(b"name") in IMAGE_FIELDS
         self._keeping = is_image and not self.found
         self.found = self.found or self._keeping
 

@@ -1,7 +1,7 @@
 """Task images and project data from Label Studio, and images from an explicit allow-list of http(s) prefixes.
 
     source = LabelStudioSource(settings)
-    data = await source.image("/data/upload/3/1a2b-photo.png")      # Label Studio's upload: its URL + API key
+    data = await source.fetch("/data/upload/3/1a2b-photo.png")      # Label Studio's upload: its URL + API key
     tasks = await source.annotated_tasks(project_id)                # for learning
 
 A task's image URL is fetched only if it is Label Studio's (a path such as /data/upload/... or /data/local-files/
