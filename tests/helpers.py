@@ -77,14 +77,19 @@ def assert_same_tensors(saved, reopened) -> None:
     assert torch.equal(saved.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
 
 
+def one_error_line(code: int, err, names=()) -> str:
+    """What every bad input must give: exit code 2 and, on stderr (its text or its lines), exactly one
+    'samcl: error: ...' line, no traceback, naming each of `names`; returns that line."""
+    lines = err.strip().splitlines() if isinstance(err, str) else list(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("samcl: error: "), (code, lines)
+    for name in names:
+        assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
 def cli_error(capsys, *argv, names=()) -> str:
-    """Run `samcl argv` in this process: it must end with exit code 2 and one 'samcl: error: ...' line naming
-    each of `names`; returns that line."""
+    """Run `samcl argv` in this process: it must end with `one_error_line`; returns that line."""
     from samcl.cli import main
 
     code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), (code, err)
-    for name in names:
-        assert str(name) in err[0], err[0]
-    return err[0]
+    return one_error_line(code, capsys.readouterr().err, names)

@@ -50,11 +50,20 @@ def note(message: str) -> None:
     print(f"samcl: {message}", file=sys.stderr)
 
 
-def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3):
+def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
     from .. import FolderDataset
     from ..data import resolve_split
 
-    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame)
+    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame,
+                         skip_unlabeled=True)  # counted here, so the error can name the flag that skips them
+    if data.unlabeled and not skip_unlabeled:
+        more = f" (and {len(data.unlabeled) - 1} more)" if len(data.unlabeled) > 1 else ""
+        hint = "; --skip-unlabeled learns from the others" if split == "train" else ""
+        raise SamclError(f"{data.unlabeled[0]}: no mask with the same name in {data.root / 'masks'}{more}{hint}")
+    if data.unlabeled:
+        print(f"samcl: warning: {data.root / 'images'}: left out {len(data.unlabeled)} of "
+              f"{len(data) + len(data.unlabeled)} images that have no mask (first: {data.unlabeled[0].name})",
+              file=sys.stderr)
     if data.points_note:
         note(data.points_note)
     return data
@@ -86,7 +95,7 @@ def cmd_learn(args) -> int:
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
-    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
+    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
     _precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
@@ -125,6 +134,7 @@ def cmd_learn(args) -> int:
         print(f"samcl: warning: {message}", file=sys.stderr)
     report["domains"] = samcl.domains
     report["storage"] = samcl.storage()
+    report["skipped_unlabeled"] = [str(path) for path in data.unlabeled]
     if args.json:
         print_json(report)
         return 0

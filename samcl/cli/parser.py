@@ -123,8 +123,8 @@ def command_of(argv: list[str]) -> str | None:
 
 
 def _base(p, default_text: str) -> None:
-    p.add_argument("--base", help=f"base SAM or SAM 2: an HF directory, Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
-                                  f"({default_text})")
+    p.add_argument("--base", help=f"base SAM or SAM 2: an HF directory, a Hugging Face model id (facebook/sam-vit-base), "
+                                  f"Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} ({default_text})")
 
 
 def add_precision(p) -> None:
@@ -155,6 +155,9 @@ def _learn(p) -> None:
     p.add_argument("--domain", required=True, help="name of the new domain")
     p.add_argument("--data", required=True, type=Path,
                    help="split folder (images/, masks/) or domain folder (its train/ is used)")
+    p.add_argument("--skip-unlabeled", action="store_true",
+                   help="learn from the images that have a mask and leave out (with a warning and a count) those "
+                        "without one (default: an image without a mask is an error)")
     config_flag(p, "--epochs", TrainConfig, "epochs")
     config_flag(p, "--batch-size", TrainConfig, "batch_size")
     config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
