@@ -237,12 +237,14 @@ def cmd_segment(args) -> int:
     from .. import Prompt, PromptError
     from ..io import read_image
     from . import output
+    from .overlay import draw_overlay, plan_overlays
 
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     prompt = Prompt.of(points or None, labels or None, args.box)
     prompt.check()  # as the server's 400 no_prompt, before any work
     targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+    overlays = plan_overlays(args, targets)
     check_device(args.device)
     images = [read_image(path) for path in args.images]
     for path, image in zip(args.images, images):
@@ -261,6 +263,8 @@ def cmd_segment(args) -> int:
     out = []
     for path, target, result in zip(args.images, targets, results):
         output.write(target, (result.masks[0] * 255).astype(np.uint8))
+        if overlays:
+            output.write(overlays[len(out)], draw_overlay(images[len(out)], result.masks[0], prompt))
         out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
                     "selector_score": result.selector_score,
                     "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})

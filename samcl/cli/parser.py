@@ -212,6 +212,9 @@ def _segment(p) -> None:
                    help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
                         "each); a symlink is written through, never replaced")
+    p.add_argument("--overlay", default=None, metavar="FILE",
+                   help="also write the image with the mask and the prompt drawn over it (a .png file, or a folder "
+                        "for several images, like --out)")
     p.add_argument("--force", metavar="DOMAIN", default=None,
                    help="run this domain's module instead of the selector's pick ('base': none)")
     p.add_argument("--no-fallback", action="store_true",

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 log = logging.getLogger("samcl.progress")
 #: A line at least this often (seconds) while a bar runs, whatever share of the work it is.
 INTERVAL_S = 60.0
-#: ... and one each time this share of the work is done.
-SHARE = 0.1
+#: ... and one each time another 1/PARTS of the work is done.
+PARTS = 10
 
 _open: list["LogBar"] = []
 
@@ -49,7 +49,7 @@ def _is_terminal(stream) -> bool:
 
 
 class LogBar:
-    """What a bar would show, as log lines: start, each `SHARE` of `total` (or every `INTERVAL_S`), done. Has the
+    """What a bar would show, as log lines: start, each 1/`PARTS` of `total` (or every `INTERVAL_S`), done. Has the
     part of tqdm's interface samcl uses: iteration, update, set_postfix(_str), close, a context manager."""
 
     def __init__(self, iterable=None, *, total: int | None = None, desc: str | None = None, unit: str = "it"):
@@ -79,10 +79,10 @@ class LogBar:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        due = self.total is not None and self.n < self.total and self.n >= self.next_share * SHARE * self.total
+        due = self.total is not None and self.n < self.total and self.n * PARTS >= self.next_share * self.total
         if due or now - self.last >= INTERVAL_S:
             if self.total:
-                while self.next_share * SHARE * self.total <= self.n:
+                while self.next_share * self.total <= self.n * PARTS:
                     self.next_share += 1
             self.last = now
             log.log(self.level, "%s: %s%s (%.0f s)", self.desc, self._count(), self._postfix(), now - self.start)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..backbone import load_backbone
+from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
 from ..errors import SamclError
@@ -78,8 +78,9 @@ class SAMCL:
 
     @property
     def precision(self) -> str:
-        """The inference precision ("float32" or "bfloat16"): the image encoder's."""
-        return self.backbone.precision
+        """The inference precision ("float32" or "bfloat16"): the image encoder's, as the engine runs it (a graph
+        runtime's own, e.g. OpenVINO in bfloat16 beside a float32 torch backbone)."""
+        return self.engine.backbone.precision
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -151,7 +152,7 @@ class SAMCL:
                 lacking = f"{store}: the store does not record its base model; give the base"
                 raise SamclError(f"{lacking} (SAMCL.open(store, base=...))", cli=f"{lacking} with --base")
             base = hint
-            if not hint.startswith("builtin:") and not Path(hint).exists():
+            if not hint.startswith("builtin:") and not is_hub_id(hint) and not Path(hint).exists():
                 gone = f"{store}: its base model {hint} is no longer there"
                 raise SamclError(f"{gone}; give its new path as base=", cli=f"{gone}; pass --base with its new path")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
@@ -234,8 +235,8 @@ class SAMCL:
             raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
                              "embedding buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
-        if self.precision != "float32":
-            raise SamclError(f"this module set runs in {self.precision} for inference; learning needs the float32 "
+        if self.backbone.precision != "float32":
+            raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the float32 "
                              "encoder (the store must not depend on the precision): open it with precision='float32'")
         ctx = distributed.current()
         with self._rollback_on_error():
