@@ -115,7 +115,7 @@ class FakeStudio:
 
 def client(store, images=None, **settings) -> tuple[TestClient, FakeStudio]:
     app = create_app(ServeConfig(store=store, reload_seconds=0.05,
-                                 label_studio={"url": "http://studio.test", **settings}))
+                                 label_studio={"url": "http://studio.test", "api_key": "test-key", **settings}))
     studio = FakeStudio(images or {})
     studio.install(app)
     return TestClient(app), studio
@@ -188,7 +188,7 @@ def test_bad_requests_get_a_4xx_json_answer(empty_store):
         for url in ("http://elsewhere.example.com/a.png", "https://images.example.com.evil/a.png", "file:///etc/passwd",
                     "s3://bucket/a.png", "//elsewhere/a.png"):
             assert error_of(c.post("/label-studio/predict", json=with_image(url)), 400) == "url_not_allowed", url
-        assert studio.fetched == []  # refused without a fetch
+        assert studio.fetched == ["http://studio.test/api/projects/99"]  # project 99 looked up; no image fetched
         for context in ({"result": []}, {"result": [{"type": "choices", "value": {"choices": ["x"]}}]},
                         {"result": [{"type": "keypointlabels", "value": {"x": "left", "y": 3}}]}, {"oops": 1}):
             assert error_of(c.post("/label-studio/predict", json=with_context(context)), 400) == "bad_context"
@@ -328,3 +328,21 @@ def test_image_urls_go_to_label_studio_with_the_key_or_to_the_allow_list_without
     for url in ("https://images.example.com/other/a.png", "http://studio.test:9999/data/a.png", "ftp://x/a.png", ""):
         with pytest.raises(Exception, match="allow-list|empty"):
             source.resolve(url)
+
+
+def test_setup_refuses_a_server_that_could_fetch_no_task_image(empty_store, monkeypatch):
+    """Connect Model (POST /setup) is where Label Studio shows samcl's message: a server without Label Studio's URL
+    or API key (and no allow-listed image prefix) is refused there, with the reason, instead of failing every
+    smart click later in silence."""
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    setup = recorded("setup")["request"]
+    for settings, code, named in (({}, "no_label_studio_url", "LABEL_STUDIO_URL"),
+                                  ({"url": "http://studio.test"}, "no_label_studio_key", "LABEL_STUDIO_API_KEY")):
+        app = create_app(ServeConfig(store=empty_store, label_studio=settings))
+        with TestClient(app) as c:
+            answer = c.post("/label-studio/setup", json=setup)
+            assert error_of(answer, 400) == code and named in answer.json()["error"]["message"]
+    app = create_app(ServeConfig(store=empty_store, label_studio={"allowed_urls": ["https://images.example.com/"]}))
+    with TestClient(app) as c:  # images from an allow-listed prefix need neither
+        assert c.post("/label-studio/setup", json=setup).json() == recorded("setup")["response"]

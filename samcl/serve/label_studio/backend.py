@@ -27,6 +27,7 @@ from . import rle as brush_rle
 from .fetch import LabelStudioSource
 from .labels import ContextPrompt, Tags, mask_polygons
 from .settings import LabelStudioSettings, ProjectSettings, project_id
+from .setup_check import check_setup
 from .training import LearningWorker
 
 #: Largest JSON body of a Label Studio request (a task with its annotations and drafts inlined).
@@ -100,9 +101,9 @@ class Backend:
                 "domains": self.host.samcl.domains, "learning": self.worker.busy()}
 
     def setup(self, body: dict) -> dict:
+        check_setup(self.settings, body.get("schema") or "")  # refused now what every prediction would fail on
         project = self.register(body.get("project"), body.get("schema") or "")
         project.update(body.get("extra_params"))
-        Tags.of(project.label_config)  # a config samcl cannot answer is refused when the model is connected
         return {"model_version": self.model_version(self.pinned(project))}
 
     async def predict(self, body: dict) -> dict:
