@@ -11,7 +11,7 @@ from PIL import Image
 
 from samcl.data import Sample
 from samcl.method import Injection
-from samcl.method.augmodule import stack_params
+from samcl.method.augmodule import parameter_shapes
 
 
 def toy_samples(n: int, background: tuple[int, int, int], seed: int) -> list[Sample]:
@@ -93,3 +93,14 @@ def cli_error(capsys, *argv, names=()) -> str:
 
     code = main([str(a) for a in argv])
     return one_error_line(code, capsys.readouterr().err, names)
+
+
+def stack_params(modules: list, config, device=None, dtype=None) -> dict[str, torch.Tensor]:
+    """Per-sample parameters for a mixed batch, built apart from the bank: B modules (None = base, all zeros) ->
+    grouped with G = B."""
+    zeros = {n: torch.zeros(s) for n, s in parameter_shapes(config).items()}
+    out = {}
+    for name in zeros:
+        parts = [m.named_tensors()[name] if m is not None else zeros[name] for m in modules]
+        out[name] = torch.stack([p.to(device=device, dtype=dtype) for p in parts])
+    return out

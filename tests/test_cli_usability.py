@@ -120,7 +120,8 @@ def test_a_hub_model_id_in_the_local_cache_is_a_base_the_store_remembers(red, tm
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert is_hub_id("samcl-test/tiny-sam") and not is_hub_id(str(snapshot)) and not is_hub_id("sam_vit_b.pth")
     store = tmp_path / "s"
-    argv = ["learn", store, "--base", "samcl-test/tiny-sam", "--domain", "red", "--data", red, "--epochs", "1", "--json"]
+    argv = ["learn", store, "--base", "samcl-test/tiny-sam", "--domain", "red", "--data", red, "--epochs", "1",
+            "--json"]
     assert main([str(a) for a in argv]) == 0
     assert json.loads((store / "manifest.json").read_text())["base_hint"] == "samcl-test/tiny-sam"
     image = red / "test" / "images" / "img000.png"

@@ -119,5 +119,5 @@ def _from_checkpoint(path: Path) -> FrozenBackbone:
     return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "is_hub_id", "hub_snapshot",
-           "BUILTIN_TINY_SAM"]
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "is_hub_id",
+           "hub_snapshot", "BUILTIN_TINY_SAM"]

@@ -24,8 +24,8 @@ STATE/<method>/seed-<s>/; a rerun of the same command skips what is done and con
 from its last finished step.
 
 The package, one concern a module: `protocol` (the `Strategy` interface, SAMCL's strategy, the continual loop of
-learn and evaluate), `baselines/` (the competing methods), `registry` (the methods by name), `methods` (family configs, sizes,
-strategy factory), `suite` (the domains; the demo uses it too), `executor` (worker processes, progress,
+learn and evaluate), `baselines/` (the competing methods), `registry` (the methods by name), `methods` (family
+configs, sizes, strategy factory), `suite` (the domains; the demo uses it too), `executor` (worker processes, progress,
 --max-steps, Ctrl-C), `jobs` (resumable (method, seed) runs), `lrsearch` (the learning-rate grid), `runner` (one
 whole run), `report` (results.json's content, digest, summary), `render` (results.md, plots), `cli` (the
 command), `demo` and `plots` (`samcl demo`). Public names load on first use (the benchmark's modules import

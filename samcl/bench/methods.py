@@ -12,7 +12,7 @@ from ..method import config_for
 from ..selector import DEFAULT_KIND, SelectorNet
 from . import baselines as b
 from .protocol import SamclStrategy, Strategy
-from .registry import METHODS, Method
+from .registry import METHODS
 
 if TYPE_CHECKING:
     from .suite import Suite

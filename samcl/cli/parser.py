@@ -123,8 +123,9 @@ def command_of(argv: list[str]) -> str | None:
 
 
 def _base(p, default_text: str) -> None:
-    p.add_argument("--base", help=f"base SAM or SAM 2: an HF directory, a Hugging Face model id (facebook/sam-vit-base), "
-                                  f"Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} ({default_text})")
+    p.add_argument("--base", help="base SAM or SAM 2: an HF directory, a Hugging Face model id "
+                                  f"(facebook/sam-vit-base), Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
+                                  f"({default_text})")
 
 
 def add_precision(p) -> None:

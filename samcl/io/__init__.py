@@ -1,5 +1,6 @@
 """Input and output that is not the model's: files (bounded reads of regular files, depth-limited JSON, atomic
-writes), images (decoded upright, bounded), what the commands print (`--json`), progress (bars on a terminal, log lines elsewhere).
+writes), images (decoded upright, bounded), what the commands print (`--json`), progress (bars on a terminal, log
+lines elsewhere).
 
     from samcl.io import read_image, atomic_write_png
     image = read_image("photo.jpg")                 # H x W x 3 uint8 RGB, upright by EXIF; a FIFO is refused
@@ -19,6 +20,6 @@ from .progress import bar, log_to_stderr
 
 __all__ = ["FAULT_DELAY_ENV", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_DEPTH", "NoSuchFile",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular", "current_umask",
-           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr", "open_regular",
-           "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited", "read_mask",
-           "to_rgb_array", "upright"]
+           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr",
+           "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited",
+           "read_mask", "to_rgb_array", "upright"]

@@ -236,8 +236,9 @@ class SAMCL:
                              "embedding buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
         if self.backbone.precision != "float32":
-            raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the float32 "
-                             "encoder (the store must not depend on the precision): open it with precision='float32'")
+            raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the "
+                             "float32 encoder (the store must not depend on the precision): open it with "
+                             "precision='float32'")
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
