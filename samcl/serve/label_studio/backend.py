@@ -23,9 +23,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ..context import Serving
 from ..errors import ApiError
+from ..limits import MAX_TASKS, check_count
 from . import rle as brush_rle
 from .fetch import LabelStudioSource
 from .labels import ContextPrompt, Tags, mask_polygons
+from .projects import ProjectDomains
 from .settings import LabelStudioSettings, ProjectSettings, project_id
 from .training import LearningWorker
 
@@ -39,6 +41,7 @@ class Backend:
         self.host, self.config = serving.host, serving.config
         self.source = LabelStudioSource(settings, self.config.max_upload_bytes)
         self.projects: dict[int, ProjectSettings] = {}
+        self.domains = ProjectDomains(self.config.store)  # project -> domain, fixed at first setup
         self.worker = LearningWorker(self.config, settings, self.source)
 
     # ------------------------------------------------------------------ auth
@@ -66,11 +69,18 @@ class Backend:
         """The project's settings, made or updated from what a request says of it."""
         number = project_id(raw)
         settings = self.projects.setdefault(number, ProjectSettings(number))
-        if label_config is not None:
+        if isinstance(label_config, str):
             settings.label_config = label_config
-        if title is not None:
+        if isinstance(title, str):
             settings.title = title
+        settings.fixed = self.domains.domain_of(number)  # a recorded domain is kept whatever the title says
         return settings
+
+    def claim(self, project: ProjectSettings) -> None:
+        """Record the project's domain once it has a name (extra_params' domain, or its title): 409 when the name
+        is another project's or a domain learned elsewhere (`projects.ProjectDomains`)."""
+        if project.domain is not None or project.title is not None or project.fixed is not None:
+            self.domains.claim(project, self.host.samcl.domains)
 
     async def known(self, raw, label_config: str | None) -> ProjectSettings:
         """A project /setup registered; one it did not (this server restarted since) is read from Label Studio
@@ -85,6 +95,7 @@ class Backend:
                                                        "LABEL_STUDIO_API_KEY")
             settings = self.register(number, found["label_config"], found["title"])
             settings.update(found["extra_params"])
+            self.claim(settings)
         return self.register(number, label_config)
 
     def model_version(self, domain: str | None = None) -> str:
@@ -99,16 +110,21 @@ class Backend:
         return {"status": "UP", "model_class": "samcl", "generation": self.host.generation,
                 "domains": self.host.samcl.domains, "learning": self.worker.busy()}
 
-    def setup(self, body: dict) -> dict:
+    async def setup(self, body: dict) -> dict:
         project = self.register(body.get("project"), body.get("schema") or "")
         project.update(body.get("extra_params"))
         Tags.of(project.label_config)  # a config samcl cannot answer is refused when the model is connected
+        if project.domain is None and project.title is None and project.fixed is None:
+            found = await self.source.project(project.project)  # /setup carries no title: ask Label Studio
+            project.title = (found or {}).get("title") if isinstance((found or {}).get("title"), str) else None
+        self.claim(project)
         return {"model_version": self.model_version(self.pinned(project))}
 
     async def predict(self, body: dict) -> dict:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "tasks: expected a non-empty list of task objects")
+        check_count("tasks", len(tasks), MAX_TASKS)
         project = await self.known(body.get("project"), body.get("label_config"))
         tags = Tags.of(project.label_config)
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
@@ -165,10 +181,12 @@ class Backend:
         if not isinstance(action, str):
             raise ApiError(422, "invalid_request", "action: expected Label Studio's webhook action name")
         if action not in ("START_TRAINING", "ANNOTATION_CREATED", "ANNOTATIONS_CREATED"):
-            return {"status": "ignored", "action": action}
+            return {"status": "ignored", "action": action if len(action) <= 40 else action[:39] + "…"}
         if "id" not in raw:
             raise ApiError(400, "bad_project", f"{action}: the webhook's project object has no id")
-        project = self.register(raw["id"], raw.get("label_config"), raw.get("title"))
+        title = raw.get("title") if isinstance(raw.get("title"), str) else None
+        project = self.register(raw["id"], raw.get("label_config"), title)
+        self.claim(project)
         if action == "START_TRAINING":
             return self.worker.request(project)
         every = project.train_every if project.train_every is not None else self.settings.train_every
@@ -195,7 +213,7 @@ def router(serving: Serving) -> APIRouter:
     @routes.post("/setup")
     async def setup(request: Request) -> dict:
         """Label Studio connects a project: its labeling config and extra_params (the project's settings)."""
-        return backend.setup(await read_json(request))
+        return await backend.setup(await read_json(request))
 
     @routes.post("/predict")
     async def predict(request: Request) -> dict:
