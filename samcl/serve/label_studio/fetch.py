@@ -61,8 +61,9 @@ class LabelStudioSource:
             url = base.rstrip("/") + url
         try:
             scheme = urlsplit(url).scheme.lower()
-        except ValueError:
-            scheme = ""
+        except ValueError:  # "http://[::1/x"
+            raise ApiError(400, "bad_url", f"image URL {quoted(url, 120)}: its host or port does not parse") \
+                from None
         if scheme in ("http", "https"):
             resolved = dot_segments_resolved(url)
             if resolved is None:
