@@ -87,7 +87,7 @@ def test_a_learn_decodes_brush_rle_in_a_worker_thread_and_fails_on_a_lying_one(e
             state = wait_until(lambda: (lambda s: s if s["state"] in ("done", "failed") else None)(
                 c.get("/label-studio/learning").json()["projects"]["1"]), "the learn", seconds=60)
             assert c.get("/healthz").status_code == 200
-    assert state["state"] == "failed" and "task 2" in state["error"] and "2147483648" in state["error"], state
+    assert state["state"] == "failed" and state["code"] == "bad_annotation" and "task 2" in state["error"] and "2147483648" in state["error"], state
     assert threads and "MainThread" not in threads and all("loop" not in t for t in threads), threads
 
 
@@ -298,10 +298,11 @@ def test_a_learn_is_capped_in_tasks_and_megapixels_and_reports_its_memory(empty_
                 c.get("/label-studio/learning").json()["projects"]["1"]), "the learn", seconds=120)
 
     too_many = learn(max_learn_tasks=2)
-    assert too_many["state"] == "failed" and "3 annotated tasks" in too_many["error"] and "at most 2" in \
+    assert too_many["state"] == "failed" and too_many["code"] == "too_many_tasks"
+    assert "3 annotated tasks" in too_many["error"] and "at most 2" in \
         too_many["error"]
     too_large = learn(max_learn_megapixels=pixels * 0.7 / 1e6)
-    assert too_large["state"] == "failed" and "--learn-max-megapixels" in too_large["error"]
+    assert too_large["code"] == "learn_too_large" and "--learn-max-megapixels" in too_large["error"]
     done = learn()
     assert done["state"] == "done" and done["memory"] == {"images": 3, "megapixels": round(pixels / 1e6, 3),
                                                           "bytes": pixels * 4, "max_megapixels": 400.0}

@@ -101,6 +101,7 @@ class LearningWorker:
             except (ApiError, SamclError, ValueError) as exc:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
                 self.state[number] = {"state": "failed", "domain": project.domain_name, "error": message,
+                                      "code": exc.code if isinstance(exc, ApiError) else "learn_failed",
                                       "since": time.time()}
                 log.warning("learning project %s as %r failed: %s", number, project.domain_name, message)
             except Exception as exc:  # the server keeps serving; the error is reported, not raised
