@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--body-timeout", type=float, default=5.0, help="the server's --body-timeout-seconds")
     parser.add_argument("--learn-tasks", type=int, default=6)
     parser.add_argument("--learn-image-mp", type=float, default=4.0)
-    parser.add_argument("--learn-max-mp", type=float, default=16.0, help="the server's --learn-max-megapixels")
+    parser.add_argument("--learn-max-mp", type=float, default=32.0, help="the server's --learn-max-megapixels")
     parser.add_argument("--only", choices=["cvat", "idle", "learn"], action="append")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

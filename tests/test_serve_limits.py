@@ -236,3 +236,25 @@ def test_points_are_capped_alike_on_every_route(store):
         answer = c.post("/v1/cvat/interactor", json=split)
         assert error_of(answer, 422) == "invalid_request" and "pos_points + neg_points" in answer.text
         assert c.post("/v1/cvat/interactor", json={**split, "neg_points": [point] * 24}).status_code == 200
+
+
+@pytest.mark.parametrize("mask_format", ["png", "rle"])
+def test_a_segment_answer_is_encoded_under_the_ticket(store, mask_format):
+    from samcl.serve import codec
+
+    sample = sample_images(1)[0]
+    body = json.dumps({"image": base64.b64encode(png(sample.image)).decode(), "points": sample.points[:1].tolist(),
+                       "mask_format": mask_format})
+    with client(store) as c:
+        answer = post_json(c, "/v1/segment", body)
+        assert answer.status_code == 200
+        mask = answer.json()["mask"]
+        stats = c.get("/healthz").json()["inflight"]
+    if mask_format == "rle":
+        decoded = codec.rle_to_mask(mask)
+    else:
+        from PIL import Image
+
+        decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["data"])))) > 127
+    charged = 3 * len(body) + decoded.size * BYTES_PER_PIXEL + codec.encode_cost(decoded, mask_format)
+    assert stats["bytes"] == 0 and stats["peak"] == charged, stats
