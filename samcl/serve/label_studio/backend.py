@@ -120,7 +120,7 @@ class Backend:
         self.claim(project)
         return {"model_version": self.model_version(self.pinned(project))}
 
-    async def predict(self, body: dict) -> dict:
+    async def predict(self, body: dict, ticket=None) -> dict:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "tasks: expected a non-empty list of task objects")
@@ -134,9 +134,12 @@ class Backend:
             return {"results": [dict(empty) for _ in tasks]}
         if len(tasks) != 1:
             raise ApiError(400, "bad_context", "an interactive request (with a context) carries one task")
-        return {"results": [await self.interactive(tasks[0], project, tags, context)]}
+        return {"results": [await self.interactive(tasks[0], project, tags, context, ticket)]}
 
-    async def interactive(self, task: dict, project: ProjectSettings, tags: Tags, context) -> dict:
+    async def interactive(self, task: dict, project: ProjectSettings, tags: Tags, context, ticket=None) -> dict:
+        """One task's pre-label, charged to `ticket` (the request's, which holds its body; None: a new one)."""
+        if ticket is not None:
+            return await self._interactive(task, project, tags, context, ticket)
         with self.serving.ticket() as ticket:
             return await self._interactive(task, project, tags, context, ticket)
 
@@ -146,7 +149,10 @@ class Backend:
             raise ApiError(400, "no_image_url", f"task {task.get('id')}: no data field {tags.data_key!r} (the "
                                                 "Image tag's value)")
         asked = ContextPrompt.of(context)
-        image = await self.serving.load(await self.source.fetch(data[tags.data_key]), ticket)
+        fetched = await self.source.fetch(data[tags.data_key])
+        ticket.take(len(fetched))  # the file's bytes, held while it is decoded
+        image = await self.serving.load(fetched, ticket)
+        del fetched
         width, height = image.width, image.height
         job = await self.serving.segment(image, asked.prompt(width, height), self.pinned(project))
         label = asked.label
@@ -195,12 +201,12 @@ class Backend:
 
 def router(serving: Serving) -> APIRouter:
     """The Label Studio backend's routes (mounted at /label-studio by the app): basic auth first, then each body
-    read within MAX_JSON_BYTES and parsed in a thread (`Serving.json_object`)."""
+    read within MAX_JSON_BYTES and parsed in a thread (`Serving.json_object`), its budget ticket held until the
+    answer is made."""
     backend = Backend(serving, LabelStudioSettings(**(serving.config.label_studio or {})))
 
-    async def read_json(request: Request) -> dict:
-        with serving.ticket() as ticket:
-            return await serving.json_object(request, ticket, MAX_JSON_BYTES)
+    async def read_json(request: Request, ticket) -> dict:
+        return await serving.json_object(request, ticket, MAX_JSON_BYTES)
 
     routes = APIRouter(prefix="/label-studio", tags=["label-studio"], dependencies=[Depends(backend.authorised)])
     routes.backend = backend  # tests and the app's shutdown reach the worker here
@@ -213,17 +219,20 @@ def router(serving: Serving) -> APIRouter:
     @routes.post("/setup")
     async def setup(request: Request) -> dict:
         """Label Studio connects a project: its labeling config and extra_params (the project's settings)."""
-        return await backend.setup(await read_json(request))
+        with serving.ticket() as ticket:  # the body's charge held while it is used
+            return await backend.setup(await read_json(request, ticket))
 
     @routes.post("/predict")
     async def predict(request: Request) -> dict:
         """Pre-labels: a brush mask (and polygons) for an interactive request's keypoints and rectangles."""
-        return await backend.predict(await read_json(request))
+        with serving.ticket() as ticket:
+            return await backend.predict(await read_json(request, ticket), ticket)
 
     @routes.post("/webhook")
     async def webhook(request: Request) -> dict:
         """START_TRAINING, and new annotations counted toward the project's train_every."""
-        return await backend.webhook(await read_json(request))
+        with serving.ticket() as ticket:
+            return await backend.webhook(await read_json(request, ticket))
 
     @routes.get("/learning")
     async def learning() -> dict:
