@@ -12,6 +12,8 @@ same size) and its peak-RSS mark reset (/proc/PID/clear_refs) before each scenar
   budget that never refuses (what the server did when the answer was built after the ticket was given back).
 - idle: 14 sockets declare 26 MB bodies and send 10 bytes (the issue's case), then uploads one after the other
   must still get 200; every idle socket must get a 408 after --body-timeout-seconds and the charge go back to 0.
+- prompts: one image, then /v1/segment requests with 1, 2, ... 64 points (the cap on every route) on
+  `--runtime` (openvino: a compiled graph per prompt shape unless the runtime bounds them); RSS after each size.
 - learn: a Label Studio project (the stand-in of tests/studio_server.py on 127.0.0.1: the token refresh, the
   export, the task images over HTTP) of TASKS annotated images of --learn-image-mp each, learned on START_TRAINING
   with --learn-max-megapixels; peak RSS over the warm server against what /label-studio/learning reports.
@@ -138,6 +140,29 @@ def idle(store: Path, args, pngs: list[bytes], warm: bytes) -> dict:
         stop(process)
 
 
+def prompts(store: Path, args, warm: bytes) -> dict:
+    from samcl.serve.limits import MAX_POINTS
+
+    process, url = start(store, 1, "--max-inflight-mb", str(args.budget_mb), "--runtime", args.runtime,
+                         "--max-megapixels", str(args.megapixels))
+    try:
+        image_id = httpx.post(url + "/v1/images", content=warm, timeout=600).json()["image_id"]
+        rng = np.random.default_rng(0)
+        before = reset_peak(process.pid)
+        rss, statuses = {}, collections.Counter()
+        for n in range(1, MAX_POINTS + 2):  # one past the cap: a 422, nothing compiled
+            points = np.stack([rng.uniform(10, 100, n), rng.uniform(10, 100, n)], 1).tolist()
+            answer = httpx.post(url + "/v1/segment", json={"image_id": image_id, "points": points,
+                                                             "mask_format": "rle"}, timeout=600)
+            statuses[answer.status_code] += 1
+            if n in (1, 2, 4, 8, 16, 32, 64, MAX_POINTS + 1):
+                rss[n] = round(rss_mib(process.pid)[0], 1)
+        return {"runtime": args.runtime, "statuses": dict(statuses), "rss_mib_by_points": rss,
+                "rss_before_mib": round(before, 1), "growth_mib": round(rss_mib(process.pid)[1] - before, 1)}
+    finally:
+        stop(process)
+
+
 def studio_project(tasks: int, megapixels: float) -> tuple[list, dict]:
     """TASKS annotated tasks (brush RLE of an ellipse, two keypoints) of distinct images of `megapixels`."""
     from label_studio_sdk.converter import brush
@@ -196,10 +221,11 @@ def main() -> None:
     parser.add_argument("--learn-tasks", type=int, default=6)
     parser.add_argument("--learn-image-mp", type=float, default=4.0)
     parser.add_argument("--learn-max-mp", type=float, default=32.0, help="the server's --learn-max-megapixels")
-    parser.add_argument("--only", choices=["cvat", "idle", "learn"], action="append")
+    parser.add_argument("--runtime", default="torch", help="the server's --runtime for the prompts scenario")
+    parser.add_argument("--only", choices=["cvat", "idle", "prompts", "learn"], action="append")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    only = set(args.only or ["cvat", "idle", "learn"])
+    only = set(args.only or ["cvat", "idle", "prompts", "learn"])
     report = {"clients": args.clients, "megapixels": args.megapixels, "budget_mib": args.budget_mb}
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(Path(tmp) / "store")
@@ -210,6 +236,8 @@ def main() -> None:
             report["cvat_unbounded"] = cvat(store, args, 1 << 20, pngs, warm)
         if "idle" in only:
             report["idle"] = idle(store, args, pngs, warm)
+        if "prompts" in only:
+            report["prompts"] = prompts(store, args, warm)
         if "learn" in only:
             report["learn"] = learn(store, args)
     if args.json:
@@ -228,6 +256,10 @@ def main() -> None:
               f"{r['idle_held_bytes']} B; uploads meanwhile {r['uploads_while_idle']}; idle answers "
               f"{r['idle_answers']} after {r['seconds_to_last_answer']} s; held after {r['held_after_bytes']} B; "
               f"peak RSS growth {r['growth_mib']:,.1f} MiB")
+    if "prompts" in report:
+        r = report["prompts"]
+        print(f"prompt sizes    --runtime {r['runtime']}: 1..65 points -> {r['statuses']}; RSS by points "
+              f"{r['rss_mib_by_points']} MiB; peak growth {r['growth_mib']:,.1f} MiB")
     if "learn" in report:
         r = report["learn"]
         print(f"label studio    learn of {r['tasks']} tasks x {r['image_mp']:g} MP (cap {r['max_mp']:g} MP): "

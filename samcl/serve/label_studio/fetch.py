@@ -34,6 +34,8 @@ ACCESS_TOKEN_SECONDS = 240
 #: Seconds one whole fetch may take (an image, a project's data; the export has `EXPORT_DEADLINE_S`).
 FETCH_DEADLINE_S = 60.0
 EXPORT_DEADLINE_S = 300.0
+#: Largest project export read (JSON; parsed in a thread, about twice its size as Python objects).
+MAX_EXPORT_BYTES = 128 << 20
 
 
 def _is_jwt(key: str) -> bool:
@@ -135,7 +137,7 @@ class LabelStudioSource:
             raise ApiError(502, "fetch_failed", f"{target[:160]}: {type(exc).__name__}: "
                                                 f"{' '.join(str(exc).split())[:160]}") from None
 
-    async def get_json(self, path: str, limit: int = 256 << 20, deadline_s: float | None = None):
+    async def get_json(self, path: str, limit: int = 1 << 24, deadline_s: float | None = None):
         if not self.settings.url:
             raise ApiError(400, "no_label_studio_url", "this needs the Label Studio URL (--label-studio-url or "
                                                        "LABEL_STUDIO_URL) and API key")
@@ -170,7 +172,7 @@ class LabelStudioSource:
 
     async def annotated_tasks(self, project: int) -> list[dict]:
         """Every task of `project` with at least one annotation, as Label Studio's JSON export gives them."""
-        tasks = await self.get_json(f"/api/projects/{int(project)}/export?exportType=JSON",
+        tasks = await self.get_json(f"/api/projects/{int(project)}/export?exportType=JSON", MAX_EXPORT_BYTES,
                                     deadline_s=max(self.deadline_s, EXPORT_DEADLINE_S))
         if not isinstance(tasks, list):
             raise ApiError(502, "fetch_failed", f"project {project}'s export is not a list of tasks")
