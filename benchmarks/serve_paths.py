@@ -41,7 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
-from serve_helpers import make_store, png  # noqa: E402
+from serve_helpers import make_store  # noqa: E402
 from serve_load import start  # noqa: E402
 from serve_uploads import images, rss_mib  # noqa: E402
 from studio_server import StudioServer  # noqa: E402

@@ -20,7 +20,6 @@ unless the organization enables them).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from urllib.parse import urlsplit
 
