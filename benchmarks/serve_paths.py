@@ -16,7 +16,8 @@ same size) and its peak-RSS mark reset (/proc/PID/clear_refs) before each scenar
   `--runtime` (openvino: a compiled graph per prompt shape unless the runtime bounds them); RSS after each size.
 - learn: a Label Studio project (the stand-in of tests/studio_server.py on 127.0.0.1: the token refresh, the
   export, the task images over HTTP) of TASKS annotated images of --learn-image-mp each, learned on START_TRAINING
-  with --learn-max-megapixels; peak RSS over the warm server against what /label-studio/learning reports.
+  with --learn-max-megapixels (the first task's mask noise: a brush RLE of megabytes); peak RSS over the warm
+  server against what /label-studio/learning reports, and the slowest /healthz answer during the learn.
 Printed: answers by status, peak RSS growth, what the server charged at most, and the budget.
 """
 
@@ -163,8 +164,9 @@ def prompts(store: Path, args, warm: bytes) -> dict:
         stop(process)
 
 
-def studio_project(tasks: int, megapixels: float) -> tuple[list, dict]:
-    """TASKS annotated tasks (brush RLE of an ellipse, two keypoints) of distinct images of `megapixels`."""
+def studio_project(tasks: int, megapixels: float, noisy: bool) -> tuple[list, dict]:
+    """TASKS annotated tasks (brush RLE of an ellipse, two keypoints) of distinct images of `megapixels`; with
+    `noisy`, the first task's mask is noise (a brush RLE of megabytes: seconds of decoding)."""
     from label_studio_sdk.converter import brush
 
     out, files = [], {}
@@ -175,6 +177,8 @@ def studio_project(tasks: int, megapixels: float) -> tuple[list, dict]:
         width, height = Image.open(io.BytesIO(data)).size
         yy, xx = np.mgrid[:height, :width]
         mask = (((yy - height / 2) / (height / 3)) ** 2 + ((xx - width / 2) / (width / 4)) ** 2) < 1
+        if noisy and k == 0:
+            mask = np.random.default_rng(0).random((height, width)) < 0.5
         files[f"/data/upload/1/{k}.png"] = data
         result = [{"type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": width,
                    "original_height": height, "value": {"format": "rle", "brushlabels": ["Object"],
@@ -187,7 +191,8 @@ def studio_project(tasks: int, megapixels: float) -> tuple[list, dict]:
 
 
 def learn(store: Path, args) -> dict:
-    export, files = studio_project(args.learn_tasks, args.learn_image_mp)
+    export, files = studio_project(args.learn_tasks, args.learn_image_mp, args.noisy_rle)
+    rle_bytes = max(len(t["annotations"][0]["result"][0]["value"]["rle"]) for t in export)
     with StudioServer(files, export) as studio:
         process, url = start(store, 1, "--max-megapixels", str(max(args.megapixels, args.learn_image_mp * 1.1)),
                              "--max-inflight-mb", str(args.budget_mb), "--label-studio-url", studio.url,
@@ -198,15 +203,19 @@ def learn(store: Path, args) -> dict:
             project = {"id": 1, "title": "bench", "label_config": CONFIG}
             queued = httpx.post(url + "/label-studio/webhook", json={"action": "START_TRAINING",
                                                                      "project": project}, timeout=30).json()
-            start_s, state = time.monotonic(), {}
+            start_s, state, slowest = time.monotonic(), {}, 0.0
             while time.monotonic() - start_s < 1800:
+                asked = time.perf_counter()
+                assert httpx.get(url + "/healthz", timeout=60).status_code == 200
+                slowest = max(slowest, time.perf_counter() - asked)
                 state = httpx.get(url + "/label-studio/learning", timeout=30).json()["projects"].get("1", {})
                 if state.get("state") in ("done", "failed"):
                     break
-                time.sleep(0.5)
+                time.sleep(0.2)
             return {"queued": queued["status"], "state": state.get("state"), "error": state.get("error"),
                     "memory": state.get("memory"), "seconds": round(time.monotonic() - start_s, 1),
                     "tasks": args.learn_tasks, "image_mp": args.learn_image_mp, "max_mp": args.learn_max_mp,
+                    "largest_rle_bytes": rle_bytes, "healthz_slowest_ms": round(slowest * 1e3, 1),
                     "growth_mib": round(rss_mib(process.pid)[1] - before, 1), "rss_before_mib": round(before, 1)}
         finally:
             stop(process)
@@ -221,6 +230,8 @@ def main() -> None:
     parser.add_argument("--learn-tasks", type=int, default=6)
     parser.add_argument("--learn-image-mp", type=float, default=4.0)
     parser.add_argument("--learn-max-mp", type=float, default=32.0, help="the server's --learn-max-megapixels")
+    parser.add_argument("--noisy-rle", action=argparse.BooleanOptionalAction, default=True,
+                        help="the first task's mask is noise: a brush RLE of megabytes, decoded during the learn")
     parser.add_argument("--runtime", default="torch", help="the server's --runtime for the prompts scenario")
     parser.add_argument("--only", choices=["cvat", "idle", "prompts", "learn"], action="append")
     parser.add_argument("--json", action="store_true")
@@ -264,7 +275,8 @@ def main() -> None:
         r = report["learn"]
         print(f"label studio    learn of {r['tasks']} tasks x {r['image_mp']:g} MP (cap {r['max_mp']:g} MP): "
               f"{r['state']} in {r['seconds']} s {r['error'] or ''}; reported {r['memory']}; peak RSS growth "
-              f"{r['growth_mib']:,.1f} MiB over warm {r['rss_before_mib']:,.1f}")
+              f"{r['growth_mib']:,.1f} MiB over warm {r['rss_before_mib']:,.1f}; largest RLE "
+              f"{r['largest_rle_bytes']:,} B, slowest /healthz meanwhile {r['healthz_slowest_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from helpers import cli_error  # noqa: E402
 from serve_helpers import live_server, wait_until  # noqa: E402
 from studio_server import StudioServer  # noqa: E402
-from test_label_studio import CONFIG, error_of, export_of, recorded  # noqa: E402
+from test_label_studio import CONFIG, FIXTURES, error_of, export_of, image_url, recorded  # noqa: E402
 
 from samcl import SAMCL, SamclError, TrainConfig, load_backbone  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
@@ -315,3 +315,19 @@ def test_a_learn_is_capped_in_tasks_and_megapixels_and_reports_its_memory(empty_
     done = learn()
     assert done["state"] == "done" and done["memory"] == {"images": 3, "megapixels": round(pixels / 1e6, 3),
                                                           "bytes": pixels * 4, "max_megapixels": 400.0}
+
+
+def test_an_interactive_prediction_holds_its_body_and_image_under_one_ticket(empty_store):
+    from samcl.serve.budget import BYTES_PER_PIXEL
+
+    predict = recorded("predict-interactive")
+    image = (FIXTURES / "predict-interactive-image.png").read_bytes()
+    body = json.dumps(predict["request"])
+    with StudioServer({image_url(predict): image}) as studio, TestClient(app_on(empty_store, studio)) as c:
+        c.post("/label-studio/setup", json=recorded("setup")["request"])
+        answer = c.post("/label-studio/predict", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 200
+        stats = c.get("/healthz").json()["inflight"]
+    result = answer.json()["results"][0]["result"][0]
+    pixels = result["original_width"] * result["original_height"]
+    assert stats["bytes"] == 0 and stats["peak"] == 3 * len(body) + len(image) + pixels * BYTES_PER_PIXEL, stats
