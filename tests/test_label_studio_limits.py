@@ -237,6 +237,8 @@ def test_keypoints_rectangles_and_tasks_are_capped_with_a_422(empty_store, studi
         for result, what in (([keypoint] * 65, "keypointlabels"), ([rectangle] * 2, "rectanglelabels")):
             answer = c.post("/label-studio/predict", json={**predict, "params": {"context": {"result": result}}})
             assert error_of(answer, 422) == "invalid_request" and what in answer.json()["error"]["message"]
+        for project in ("9" * 5000, "\u0661\u0662.1"):
+            assert error_of(c.post("/label-studio/predict", json={**predict, "project": project}), 400) == "bad_project"
         tasks = c.post("/label-studio/predict", json={**predict, "tasks": predict["tasks"] * 1001, "params": {}})
         assert error_of(tasks, 422) == "invalid_request" and "tasks" in tasks.json()["error"]["message"]
         assert c.post("/label-studio/predict", json={**predict, "tasks": predict["tasks"] * 1000,

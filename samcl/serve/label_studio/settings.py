@@ -151,7 +151,7 @@ def project_id(value) -> int:
     """Label Studio names a project "ID.CREATED" in ML requests ("3.1764630000"), or by its number."""
     text = str(value if value is not None else "")
     head = text.split(".", 1)[0]
-    if not head.isdigit():
+    if not (head.isascii() and head.isdigit()) or len(head) > 18:  # a 5,000-digit id is not a project
         raise ApiError(400, "bad_project", f"project {text[:40]!r}: expected Label Studio's 'ID.TIMESTAMP'")
     return int(head)
 
