@@ -157,7 +157,7 @@ class LearningWorker:
         height, width = image.shape[:2]
         try:
             mask, points, labels = annotation_target(latest_annotation(task), tags, width, height)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:  # a 400-digit number is an OverflowError
             raise ApiError(400, "bad_annotation", f"project {project}: task {task.get('id')}: "
                                                   f"{' '.join(str(exc).split())[:200]}") from None
         if mask is None:
