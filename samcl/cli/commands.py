@@ -356,12 +356,14 @@ def cmd_serve(args) -> int:
 
     label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
                     "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
-                    "train_every": args.train_every, "epochs": args.train_epochs}
+                    "train_every": args.train_every, "epochs": args.train_epochs,
+                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels}
     LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
+                         body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
                          label_studio=label_studio, runtime=args.runtime)

@@ -313,7 +313,10 @@ def _serve(p) -> None:
     p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
                    default=d["max_inflight_bytes"] / 2**20,
                    help="MiB that all requests in flight may hold together (bodies, and decoded images at "
-                        "16 bytes a pixel); beyond it a request gets 503 with Retry-After")
+                        "16 to 26 bytes a pixel by format); beyond it a request gets 503 with Retry-After")
+    p.add_argument("--body-timeout-seconds", type=t.float_range(0.1, 3600), default=d["body_timeout_seconds"],
+                   help="a request body not complete this long after its headers (or silent for 10 s) is "
+                        "answered 408 and its share of --max-inflight-mb given back")
     p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
                    help="how often the store's manifest is checked for a new generation")
     p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],
@@ -345,6 +348,10 @@ def _label_studio(ls) -> None:
                     help="learn a project after every N new annotations (0: only on Start Training)")
     ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
                     help="epochs of a project's learn (a project's extra_params may set its own)")
+    ls.add_argument("--learn-max-tasks", metavar="N", type=t.int_range(1, 1_000_000), default=1000,
+                    help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
+    ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
+                    default=400.0, help="most megapixels of task images a project's learn holds together")
 
 
 def _benchmark(p) -> None:

@@ -2,7 +2,7 @@
 x-www-form-urlencoded) or as a multipart form (`curl -F image=@photo.jpg`, a browser's FormData, Python
 requests' `files=`).
 
-    data = await read_image(request, limit, ticket)     # the file's bytes; 413 past `limit`, 400 for a bad form
+    data = await read_image(request, limit, ticket, timeout_s)   # the file's bytes; 413 past `limit`, 400 bad form
 
 A form is parsed as it streams (python-multipart's push parser), within the same byte limit as a raw body plus
 room for the form's own headers, and only the image's part is kept: the first part named `image` (or `file`, the
@@ -25,10 +25,10 @@ FORM_OVERHEAD = 64 << 10
 IMAGE_FIELDS = (b"image", b"file")
 
 
-async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
+async def read_image(request: Request, limit: int, ticket: Ticket, timeout_s: float) -> bytes:
     kind = request.headers.get("content-type", "")
     if kind.split(";")[0].strip().lower() != "multipart/form-data":
-        return await read_body(request, limit, ticket)
+        return await read_body(request, limit, ticket, timeout_s=timeout_s)
     _, options = parse_options_header(kind)
     boundary = options.get(b"boundary")
     if not boundary:
@@ -36,7 +36,7 @@ async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
     form = ImageForm()
     parser = MultipartParser(boundary, form.callbacks())
     try:
-        async for chunk in body_chunks(request, limit + FORM_OVERHEAD, ticket, copies=2):
+        async for chunk in body_chunks(request, limit + FORM_OVERHEAD, ticket, 2, timeout_s):
             parser.write(chunk)
             if len(form.image) > limit:
                 raise ApiError(413, "body_too_large", f"the image exceeds this server's limit of {limit:,} bytes")
