@@ -7,6 +7,9 @@ import torch
 
 from samcl.backbone import SamBackbone
 
+#: The `auto` settings as shipped, before the session's fixtures below pin them (`shipped_auto_settings` restores).
+SHIPPED: dict = {}
+
 
 def tiny_sam_config(image_size: int = 64, patch: int = 8, hidden: int = 32, depth: int = 4,
                     window: int = 3, global_blocks=(1, 3), channels: int = 32) -> dict:
@@ -41,6 +44,7 @@ def float32_auto_precision():
     from samcl.inference import precision
 
     saved, precision.AUTO_BF16 = precision.AUTO_BF16, False
+    SHIPPED["AUTO_BF16"] = saved
     yield
     precision.AUTO_BF16 = saved
 
@@ -55,6 +59,7 @@ def torch_auto_runtime(tmp_path_factory):
     from samcl import runtime
 
     saved, runtime.AUTO_ORDER = runtime.AUTO_ORDER, ("torch",)
+    SHIPPED["AUTO_ORDER"] = saved
     cache, os.environ["SAMCL_CACHE_DIR"] = os.environ.get("SAMCL_CACHE_DIR"), str(tmp_path_factory.mktemp("cache"))
     yield
     runtime.AUTO_ORDER = saved
@@ -62,6 +67,18 @@ def torch_auto_runtime(tmp_path_factory):
         os.environ.pop("SAMCL_CACHE_DIR", None)
     else:
         os.environ["SAMCL_CACHE_DIR"] = cache
+
+
+@pytest.fixture
+def shipped_auto_settings(monkeypatch):
+    """For one test, `--precision auto` and `--runtime auto` pick as shipped (bfloat16 on a CPU with native bfloat16,
+    OpenVINO where installed), not the session's float32 on torch: each front end runs them in at least one test."""
+    from samcl import runtime
+    from samcl.inference import precision
+
+    monkeypatch.setattr(precision, "AUTO_BF16", SHIPPED["AUTO_BF16"])
+    monkeypatch.setattr(runtime, "AUTO_ORDER", SHIPPED["AUTO_ORDER"])
+    return {"precision": precision.resolve("auto", None), "runtime": runtime.resolve("auto", None)}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from samcl.data import Sample
 from samcl.method import Injection
-from samcl.method.augmodule import stack_params
+from samcl.method.augmodule import parameter_shapes
 
 
 def toy_samples(n: int, background: tuple[int, int, int], seed: int) -> list[Sample]:
@@ -77,14 +77,30 @@ def assert_same_tensors(saved, reopened) -> None:
     assert torch.equal(saved.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
 
 
+def one_error_line(code: int, err, names=()) -> str:
+    """What every bad input must give: exit code 2 and, on stderr (its text or its lines), exactly one
+    'samcl: error: ...' line, no traceback, naming each of `names`; returns that line."""
+    lines = err.strip().splitlines() if isinstance(err, str) else list(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("samcl: error: "), (code, lines)
+    for name in names:
+        assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
 def cli_error(capsys, *argv, names=()) -> str:
-    """Run `samcl argv` in this process: it must end with exit code 2 and one 'samcl: error: ...' line naming
-    each of `names`; returns that line."""
+    """Run `samcl argv` in this process: it must end with `one_error_line`; returns that line."""
     from samcl.cli import main
 
     code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), (code, err)
-    for name in names:
-        assert str(name) in err[0], err[0]
-    return err[0]
+    return one_error_line(code, capsys.readouterr().err, names)
+
+
+def stack_params(modules: list, config, device=None, dtype=None) -> dict[str, torch.Tensor]:
+    """Per-sample parameters for a mixed batch, built apart from the bank: B modules (None = base, all zeros) ->
+    grouped with G = B."""
+    zeros = {n: torch.zeros(s) for n, s in parameter_shapes(config).items()}
+    out = {}
+    for name in zeros:
+        parts = [m.named_tensors()[name] if m is not None else zeros[name] for m in modules]
+        out[name] = torch.stack([p.to(device=device, dtype=dtype) for p in parts])
+    return out

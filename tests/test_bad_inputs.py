@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_sam_config
-from helpers import toy_samples, write_domain, write_split
+from helpers import cli_error, toy_samples, write_domain, write_split
 from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
@@ -57,18 +57,6 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def user_error(capsys, *argv, names=()) -> str:
-    """Run the command; it must fail with exit code 2 and one 'samcl: error: ...' line naming `names`."""
-    code, out, err = run(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert code == 2, f"exit code {code}, stderr: {err}"
-    assert len(lines) == 1 and lines[0].startswith("samcl: error: "), err
-    assert "Traceback" not in err
-    for name in names:
-        assert str(name) in lines[0], lines[0]
-    return lines[0]
-
-
 def split_copy(ws: Path, tmp_path: Path, name: str = "data") -> Path:
     """A fresh copy of a good training split (8 images, PNG images, JPEG masks, points.json)."""
     return Path(shutil.copytree(ws / "red" / "train", tmp_path / name))
@@ -104,7 +92,7 @@ def store_copy(ws, tmp_path):
 
 
 def learn_error(capsys, ws, store, data, names=()) -> str:
-    return user_error(capsys, "learn", store, "--domain", "x", "--data", data, *FAST, names=names)
+    return cli_error(capsys, "learn", store, "--domain", "x", "--data", data, *FAST, names=names)
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -147,10 +135,10 @@ def test_unreadable_image_is_named(ws, store, tmp_path, capsys, monkeypatch):
 def test_corrupt_image_in_segment_and_eval_is_named(ws, store, tmp_path, capsys):
     bad = tmp_path / "photo.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    user_error(capsys, "segment", store, bad, "--point", "5,5", "--out", tmp_path / "m.png", names=[bad])
+    cli_error(capsys, "segment", store, bad, "--point", "5,5", "--out", tmp_path / "m.png", names=[bad])
     data = Path(shutil.copytree(ws / "red" / "test", tmp_path / "test"))
     (data / "images" / "img001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    user_error(capsys, "eval", store, "--data", f"red={data}", "--json", names=[data / "images" / "img001.png"])
+    cli_error(capsys, "eval", store, "--data", f"red={data}", "--json", names=[data / "images" / "img001.png"])
 
 
 @pytest.mark.parametrize("width, height", [(12_500, 12_500), (20_000, 20_000)], ids=["samcl-limit", "pil-limit"])
@@ -159,7 +147,7 @@ def test_decompression_bomb_is_refused_before_decoding(ws, store, tmp_path, caps
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_chunks(width, height, 1, 0, zlib.compress(b"\x00" * 64)))
     megapixels = f"{width * height / 1e6:.0f} megapixels"
-    user_error(capsys, "segment", store, bomb, "--point", "5,5", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, bomb, "--point", "5,5", "--out", tmp_path / "m.png",
                       names=[bomb, megapixels, "limit of 150 megapixels", "decompression-bomb"])
     assert not (tmp_path / "m.png").exists()
     data = split_copy(ws, tmp_path)
@@ -365,11 +353,11 @@ def test_points_outside_the_image_are_named(ws, store, tmp_path, capsys):
 
 def test_segment_point_outside_the_image_is_named(ws, store, tmp_path, capsys):
     image = ws / "red" / "test" / "images" / "img000.png"
-    user_error(capsys, "segment", store, image, "--point", "9999,3", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, image, "--point", "9999,3", "--out", tmp_path / "m.png",
                names=[image, "9999,3", "outside"])
-    user_error(capsys, "segment", store, image, "--negative=-4,3", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, image, "--negative=-4,3", "--out", tmp_path / "m.png",
                names=[image, "-4,3", "outside"])
-    user_error(capsys, "segment", store, image, "--point", "-1,10", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, image, "--point", "-1,10", "--out", tmp_path / "m.png",
                names=[image, "-1,10", "outside"])  # a leading minus is a value, not a flag
     assert not (tmp_path / "m.png").exists()
 
@@ -378,7 +366,7 @@ def test_segment_box_outside_or_reversed_is_named(ws, store, tmp_path, capsys):
     """The CLI checks a box against the image as the server does (the one `Prompt.check`; a reversed box is the
     flag type's to refuse)."""
     image = ws / "red" / "test" / "images" / "img000.png"
-    user_error(capsys, "segment", store, image, "--box", "0,0,5000,5", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, image, "--box", "0,0,5000,5", "--out", tmp_path / "m.png",
                names=[image, "box 0,0,5000,5 reaches outside"])
     assert not (tmp_path / "m.png").exists()
 
@@ -402,7 +390,7 @@ def test_one_prompt_check_names_each_problem_with_the_servers_code():
 
 def test_segment_without_a_prompt_is_refused_as_the_server_does(ws, store, tmp_path, capsys):
     image = ws / "red" / "test" / "images" / "img000.png"
-    user_error(capsys, "segment", store, image, "--out", tmp_path / "m.png", names=["no prompt", "--point"])
+    cli_error(capsys, "segment", store, image, "--out", tmp_path / "m.png", names=["no prompt", "--point"])
     assert not (tmp_path / "m.png").exists()
 
 
@@ -434,7 +422,7 @@ def test_empty_data_folder_is_named(ws, store, tmp_path, capsys):
     (empty / "images").mkdir()
     (empty / "masks").mkdir()
     learn_error(capsys, ws, store, empty, names=[empty / "images", "no images"])
-    user_error(capsys, "eval", store, "--data", f"red={empty}", names=[empty / "images", "no images"])
+    cli_error(capsys, "eval", store, "--data", f"red={empty}", names=[empty / "images", "no images"])
 
 
 def test_missing_folders_are_named(ws, store, tmp_path, capsys):
@@ -448,7 +436,7 @@ def test_missing_folders_are_named(ws, store, tmp_path, capsys):
 def base_error(capsys, ws, tmp_path, base, names=()) -> str:
     """--base for a new store: it fails before anything is written."""
     target = tmp_path / "new-store"
-    line = user_error(capsys, "learn", target, "--base", base, "--domain", "x", "--data", ws / "red", *FAST,
+    line = cli_error(capsys, "learn", target, "--base", base, "--domain", "x", "--data", ws / "red", *FAST,
                       names=[base, *names])
     assert not target.exists()
     return line
@@ -533,13 +521,13 @@ def test_pickle_where_safetensors_is_expected_is_refused(ws, tmp_path, capsys):
 
 def test_store_built_on_another_base_is_refused(ws, store, tmp_path, capsys):
     other = ws / "other-sam"
-    learn_error_line = user_error(capsys, "learn", store, "--base", other, "--domain", "x", "--data", ws / "blue",
+    learn_error_line = cli_error(capsys, "learn", store, "--base", other, "--domain", "x", "--data", ws / "blue",
                                   *FAST, names=[store, "different base model"])
     assert "pass the base it was created with" in learn_error_line
     image = ws / "red" / "test" / "images" / "img000.png"
-    user_error(capsys, "segment", store, image, "--base", other, "--point", "5,5", "--out", tmp_path / "m.png",
+    cli_error(capsys, "segment", store, image, "--base", other, "--point", "5,5", "--out", tmp_path / "m.png",
                names=[store, "different base model"])
-    user_error(capsys, "eval", store, "--base", other, "--data", f"red={ws / 'red'}", names=["different base"])
+    cli_error(capsys, "eval", store, "--base", other, "--data", f"red={ws / 'red'}", names=["different base"])
 
 
 # ---------------------------------------------------------------------------------------------------- the store's files
@@ -554,11 +542,11 @@ def test_module_replaced_by_a_pickle_is_refused(ws, store_copy, tmp_path, capsys
     image = ws / "red" / "test" / "images" / "img000.png"
     for argv in (["info", store_copy], ["segment", store_copy, image, "--point", "5,5", "--out", tmp_path / "m.png"],
                  ["learn", store_copy, "--domain", "x", "--data", ws / "blue", *FAST]):
-        user_error(capsys, *argv, names=[victim, "checksum mismatch"])
+        cli_error(capsys, *argv, names=[victim, "checksum mismatch"])
     manifest = json.loads((store_copy / "manifest.json").read_text())  # someone "fixed" the checksum too
     manifest["domains"][0]["sha256"] = sha256_bytes(victim.read_bytes())
     (store_copy / "manifest.json").write_text(json.dumps(manifest))
-    user_error(capsys, "info", store_copy, names=[victim, "not a valid safetensors file"])
+    cli_error(capsys, "info", store_copy, names=[victim, "not a valid safetensors file"])
 
 
 def test_tampered_truncated_or_missing_store_files_are_named(ws, store_copy, capsys):
@@ -566,17 +554,17 @@ def test_tampered_truncated_or_missing_store_files_are_named(ws, store_copy, cap
     module = module_file(store_copy)
     original = module.read_bytes()
     module.write_bytes(original[:-7])
-    user_error(capsys, "info", store_copy, names=[module, "checksum mismatch"])
+    cli_error(capsys, "info", store_copy, names=[module, "checksum mismatch"])
     module.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    user_error(capsys, "info", store_copy, names=[module, "checksum mismatch"])
+    cli_error(capsys, "info", store_copy, names=[module, "checksum mismatch"])
     module.write_bytes(original)
     selector = store_copy / manifest["selector"]["file"]
     selector.write_bytes(selector.read_bytes()[:100])
-    user_error(capsys, "info", store_copy, names=[selector, "checksum mismatch"])
+    cli_error(capsys, "info", store_copy, names=[selector, "checksum mismatch"])
     if (manifest.get("buffer") or {}).get("file"):  # the mlp's buffer (the default fecam keeps none)
         (store_copy / manifest["buffer"]["file"]).unlink()
     selector.unlink()
-    user_error(capsys, "info", store_copy, names=["missing", "manifest.json"])
+    cli_error(capsys, "info", store_copy, names=["missing", "manifest.json"])
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -589,7 +577,7 @@ def test_bad_manifest_is_explained(store_copy, capsys, change, problem):
     manifest = json.loads((store_copy / "manifest.json").read_text())
     change(manifest)
     (store_copy / "manifest.json").write_text(json.dumps(manifest))
-    line = user_error(capsys, "info", store_copy, names=[problem])
+    line = cli_error(capsys, "info", store_copy, names=[problem])
     if problem == "newer samcl":
         assert "version 99" in line and "Upgrade samcl" in line
 
@@ -597,15 +585,15 @@ def test_bad_manifest_is_explained(store_copy, capsys, change, problem):
 def test_truncated_manifest_is_named(store_copy, capsys):
     text = (store_copy / "manifest.json").read_text()
     (store_copy / "manifest.json").write_text(text[: len(text) // 2])
-    user_error(capsys, "info", store_copy, names=[store_copy / "manifest.json", "unreadable manifest"])
+    cli_error(capsys, "info", store_copy, names=[store_copy / "manifest.json", "unreadable manifest"])
 
 
 def test_store_path_that_is_not_a_store(ws, tmp_path, capsys):
-    user_error(capsys, "info", tmp_path / "nowhere", names=[tmp_path / "nowhere", "not a samcl store"])
+    cli_error(capsys, "info", tmp_path / "nowhere", names=[tmp_path / "nowhere", "not a samcl store"])
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    user_error(capsys, "info", afile, names=[afile, "is a file"])
-    user_error(capsys, "learn", afile, "--base", ws / "tiny-sam", "--domain", "x", "--data", ws / "red", *FAST,
+    cli_error(capsys, "info", afile, names=[afile, "is a file"])
+    cli_error(capsys, "learn", afile, "--base", ws / "tiny-sam", "--domain", "x", "--data", ws / "red", *FAST,
                names=[afile, "not a folder"])
     assert afile.read_text() == "mine"
 
@@ -616,7 +604,7 @@ def test_new_store_in_a_folder_with_other_files_is_refused(ws, tmp_path, capsys)
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"user's own weights")
     before = snapshot(folder)
-    user_error(capsys, "learn", folder, "--base", ws / "tiny-sam", "--domain", "x", "--data", ws / "red", *FAST,
+    cli_error(capsys, "learn", folder, "--base", ws / "tiny-sam", "--domain", "x", "--data", ws / "red", *FAST,
                names=[folder, "not a samcl store", "model.safetensors"])
     assert snapshot(folder) == before and not (folder / ".lock").exists()
 
@@ -625,7 +613,7 @@ def test_failed_first_learn_leaves_no_store_folder(ws, tmp_path, capsys):
     data = split_copy(ws, tmp_path)
     (data / "images" / "img003.png").write_bytes(b"broken")
     target = tmp_path / "new-store"
-    user_error(capsys, "learn", target, "--base", ws / "tiny-sam", "--domain", "x", "--data", data, *FAST,
+    cli_error(capsys, "learn", target, "--base", ws / "tiny-sam", "--domain", "x", "--data", data, *FAST,
                names=[data / "images" / "img003.png"])
     assert not target.exists()
 
@@ -642,7 +630,7 @@ def test_disk_full_while_saving_leaves_the_store_as_it_was(ws, store, capsys, mo
         return real_replace(source, target)
 
     monkeypatch.setattr(samcl.io.files.os, "replace", replace)
-    user_error(capsys, "learn", store, "--domain", "x", "--data", ws / "blue", *FAST,
+    cli_error(capsys, "learn", store, "--domain", "x", "--data", ws / "blue", *FAST,
                names=[store, failing, "cannot write (No space left on device)"])
 
 

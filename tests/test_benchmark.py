@@ -1,5 +1,5 @@
 """`samcl benchmark`: reports, learning-rate choice, resuming, the CLI. A tiny random SAM keeps it fast; the
-real `--quick` run on the shipped tiny SAM is the slow test at the end (CI runs it)."""
+`--quick` defaults (the shipped tiny SAM, the embedded suite) run their first protocol step."""
 
 import json
 
@@ -136,11 +136,18 @@ def test_cli_benchmark_on_domain_folders(tmp_path, tiny_base, capsys):
             "--data", f"d1={tmp_path / 'data' / 'd1'}", "--extra", f"d2={tmp_path / 'data' / 'd2'}"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "samcl" in printed and "digest" in printed
+    assert "samcl" in printed and "digest" in printed and "AA (IoU %)" in printed  # the summary table
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["order"] == ["d0", "d1"] and saved["config"]["extra"] == ["d2"]
     assert saved["command"].startswith("samcl benchmark --out")
     assert "--data d0=" in saved["command"] and "--methods sequential,samcl" in saved["command"]
+
+
+def test_benchmark_help_lists_every_method_it_runs(capsys):
+    assert main(["benchmark", "--help"]) == 0
+    printed = capsys.readouterr().out
+    listed = printed[printed.index("methods (all by default"):printed.index("examples:")]
+    assert [line.split()[0] for line in listed.splitlines()[1:] if line.strip()] == list(bm.METHODS)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -156,13 +163,20 @@ def test_cli_benchmark_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, mess
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (TINY_SAM_DIR / "config.json").is_file(), reason="shipped tiny SAM not built yet")
-def test_quick_benchmark_on_the_shipped_tiny_sam(tmp_path, capsys):
-    assert main(["benchmark", "--quick", "--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert list(saved["methods"]) == list(bm.METHODS)
-    assert "AA (IoU %)" in capsys.readouterr().out
+def test_quick_benchmark_runs_the_embedded_suite_on_the_shipped_tiny_sam(tmp_path, capsys):
+    """`--quick` with the defaults: the shipped tiny SAM and the embedded suite at the quick sizes. Its first protocol
+    step runs and is saved, then --max-steps stops it (exit 3) with the resume hint. (Every method through the
+    whole protocol: test_benchmark_reports_every_method_with_tables_and_plots, on a tiny random SAM.)"""
+    out = tmp_path / "out"
+    assert main(["benchmark", "--quick", "--methods", "zero-shot", "--out", str(out), "--max-steps", "1"]) == 3
+    assert "run the same command again to continue" in capsys.readouterr().err
+    saved = json.loads((out / "state" / "zero-shot" / "seed-0" / "progress.json").read_text())["result"]
+    assert saved["order"] == ["polyps", "camouflage", "shadows", "skin_lesions", "cells"]
+    assert saved["extra"] == ["general", "camouflage_sand", "documents"]
+    (zero_shot,) = saved["rows"]
+    assert {row["images"] for row in zero_shot.values()} == {bm.QUICK.test}
+    assert all(0 < row["iou"] < 1 for row in zero_shot.values())
 
 
 def _compare_script():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_sam_config
-from helpers import write_domain
+from helpers import one_error_line, write_domain
 from PIL import Image
 
 from samcl.backbone import SamBackbone
@@ -41,12 +41,7 @@ def segment(ws, out, *extra) -> list:
 
 
 def one_error(capsys, argv, *names) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("samcl: error: "), err
-    for name in names:
-        assert str(name) in err[0], err[0]
-    return err[0]
+    return one_error_line(main([str(a) for a in argv]), capsys.readouterr().err, names)
 
 
 def test_symlinked_out_is_written_through_and_stays_a_link(ws, tmp_path, capsys):

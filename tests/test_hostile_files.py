@@ -14,7 +14,7 @@ import pytest
 from crafted_files import (TINY_BLOCKS, TINY_DIM, TINY_NECK, deep_list_pickle, deep_tuple_key_pickle, eps_as_list, fifo,
                            module_file, module_path, nan_module, nested_json, run_cli, shared_list_pth, stride0_pth,
                            torch_zip, zip_bomb_pth)
-from helpers import cli_error, write_domain
+from helpers import cli_error, one_error_line, write_domain
 from reference_files import write_reference_dir
 
 import samcl.io
@@ -28,11 +28,8 @@ MEMORY_BOUND = 1 << 30
 
 
 def one_line(result: dict, *names) -> str:
-    assert result["code"] == 2, result
-    assert len(result["lines"]) == 1 and result["lines"][0].startswith("samcl: error: "), result["lines"]
-    for name in names:
-        assert str(name) in result["lines"][0], result["lines"][0]
-    return result["lines"][0]
+    """A child process's `one_error_line` (run_cli's exit code and stderr lines)."""
+    return one_error_line(result["code"], result["lines"], names)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ brush = pytest.importorskip("label_studio_sdk.converter.brush")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import png, wait_until  # noqa: E402
+from studio_server import StudioServer  # noqa: E402
 
 from samcl import SAMCL, load_backbone
 from samcl.data.synthetic import generate  # noqa: E402
@@ -95,29 +96,22 @@ def empty_store(tmp_path):
     return tmp_path / "store"
 
 
-class FakeStudio:
-    """Label Studio's side of the HTTP the backend makes: images by URL, the project's export."""
-
-    def __init__(self, images: dict[str, bytes], export: list | None = None):
-        self.images, self.export, self.fetched = images, export or [], []
-
-    def install(self, app) -> None:
-        source = app.state.label_studio.source
-
-        async def get(url, with_key, limit):
-            self.fetched.append(url)
-            if "/export" in url:
-                return json.dumps(self.export).encode()
-            return self.images[url]
-
-        source._get = get
+STUDIOS: list = []
 
 
-def client(store, images=None, **settings) -> tuple[TestClient, FakeStudio]:
+@pytest.fixture(autouse=True)
+def _stop_studios():
+    yield
+    while STUDIOS:
+        STUDIOS.pop().__exit__(None, None, None)
+
+
+def client(store, images=None, **settings) -> tuple[TestClient, StudioServer]:
+    """The app with its Label Studio on a real HTTP server on 127.0.0.1 (`studio_server`): images by path."""
+    studio = StudioServer(images or {}).__enter__()
+    STUDIOS.append(studio)
     app = create_app(ServeConfig(store=store, reload_seconds=0.05,
-                                 label_studio={"url": "http://studio.test", **settings}))
-    studio = FakeStudio(images or {})
-    studio.install(app)
+                                 label_studio={"url": studio.url, "api_key": studio.refresh_token, **settings}))
     return TestClient(app), studio
 
 
@@ -126,7 +120,8 @@ def recorded(name: str) -> dict:
 
 
 def image_url(exchange: dict) -> str:
-    return "http://studio.test" + exchange["request"]["tasks"][0]["data"]["image"]
+    """The task's image path (Label Studio's upload URL, relative to its address)."""
+    return exchange["request"]["tasks"][0]["data"]["image"]
 
 
 def test_recorded_exchanges_are_answered_as_they_were(empty_store):
@@ -151,7 +146,7 @@ def test_recorded_exchanges_are_answered_as_they_were(empty_store):
     height, width = mine["original_height"], mine["original_width"]
     ours, recorded_mask = sdk_decode(mine["value"]["rle"], height, width), sdk_decode(theirs["value"]["rle"], height, width)
     assert (ours & recorded_mask).sum() / (ours | recorded_mask).sum() > 0.98
-    assert mine["value"]["brushlabels"] == ["Object"] and studio.fetched == [image_url(predict)]
+    assert mine["value"]["brushlabels"] == ["Object"] and studio.files == [image_url(predict)]
 
 
 def test_batch_prediction_without_context_is_empty(empty_store):
@@ -163,7 +158,7 @@ def test_batch_prediction_without_context_is_empty(empty_store):
         c.post("/label-studio/setup", json=setup["request"])
         results = c.post("/label-studio/predict", json=body).json()["results"]
     assert len(results) == 3 and all(r["result"] == [] and r["model_version"] for r in results)
-    assert studio.fetched == []
+    assert studio.files == []
 
 
 def error_of(response, status: int) -> str:
@@ -188,7 +183,7 @@ def test_bad_requests_get_a_4xx_json_answer(empty_store):
         for url in ("http://elsewhere.example.com/a.png", "https://images.example.com.evil/a.png", "file:///etc/passwd",
                     "s3://bucket/a.png", "//elsewhere/a.png"):
             assert error_of(c.post("/label-studio/predict", json=with_image(url)), 400) == "url_not_allowed", url
-        assert studio.fetched == []  # refused without a fetch
+        assert studio.files == []  # refused without a fetch
         for context in ({"result": []}, {"result": [{"type": "choices", "value": {"choices": ["x"]}}]},
                         {"result": [{"type": "keypointlabels", "value": {"x": "left", "y": 3}}]}, {"oops": 1}):
             assert error_of(c.post("/label-studio/predict", json=with_context(context)), 400) == "bad_context"
@@ -219,7 +214,7 @@ def export_of(samples, config: str) -> tuple[list, dict]:
     for k, sample in enumerate(samples):
         height, width = sample.mask.shape
         url = f"/data/upload/1/{k:02d}.png"
-        images["http://studio.test" + url] = png(sample.image)
+        images[url] = png(sample.image)
         result = [{"type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": width,
                    "original_height": height, "value": {"format": "rle", "brushlabels": ["Object"],
                                                         "rle": brush.mask2rle(sample.mask.astype(np.uint8) * 255)}}]
@@ -328,3 +323,21 @@ def test_image_urls_go_to_label_studio_with_the_key_or_to_the_allow_list_without
     for url in ("https://images.example.com/other/a.png", "http://studio.test:9999/data/a.png", "ftp://x/a.png", ""):
         with pytest.raises(Exception, match="allow-list|empty"):
             source.resolve(url)
+
+
+def test_setup_refuses_a_server_that_could_fetch_no_task_image(empty_store, monkeypatch):
+    """Connect Model (POST /setup) is where Label Studio shows samcl's message: a server without Label Studio's URL
+    or API key (and no allow-listed image prefix) is refused there, with the reason, instead of failing every
+    smart click later in silence."""
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    setup = recorded("setup")["request"]
+    for settings, code, named in (({}, "no_label_studio_url", "LABEL_STUDIO_URL"),
+                                  ({"url": "http://studio.test"}, "no_label_studio_key", "LABEL_STUDIO_API_KEY")):
+        app = create_app(ServeConfig(store=empty_store, label_studio=settings))
+        with TestClient(app) as c:
+            answer = c.post("/label-studio/setup", json=setup)
+            assert error_of(answer, 400) == code and named in answer.json()["error"]["message"]
+    app = create_app(ServeConfig(store=empty_store, label_studio={"allowed_urls": ["https://images.example.com/"]}))
+    with TestClient(app) as c:  # images from an allow-listed prefix need neither
+        assert c.post("/label-studio/setup", json=setup).json() == recorded("setup")["response"]

@@ -7,7 +7,7 @@ import torch
 from meta_sam import build_meta_sam, load_meta_modeling
 from transformers import SamModel
 
-from samcl.backbone.meta import convert_meta_state_dict, is_meta_checkpoint, load_meta_checkpoint
+from samcl.backbone.meta import convert_meta_state_dict, read_checkpoint, sam_model_from_state_dict
 
 # Small custom size: 16x16 patch grid, 6x6 windows (padded to 18x18), decoder shrunk too.
 SMALL = dict(
@@ -39,6 +39,11 @@ OFFICIAL = {
 }
 OFFICIAL_COMMON = dict(image_size=1024, patch_size=16, window_size=14)
 TOLERANCE = 1e-4
+
+
+def load_meta_checkpoint(path):
+    """The library's path for a Meta SAM file below `load_backbone`: one read, then the key mapping."""
+    return sam_model_from_state_dict(read_checkpoint(path), str(path))
 
 
 def _randomized_meta_sam(seed: int, **sizes) -> torch.nn.Module:
@@ -197,9 +202,3 @@ def test_truncated_file_raises_value_error_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="truncated or corrupt") as error:
         load_meta_checkpoint(path)
     assert str(error.value).startswith(f"{path}: ")
-
-
-def test_is_meta_checkpoint_by_suffix():
-    assert is_meta_checkpoint("sam_vit_b_01ec64.pth")
-    assert is_meta_checkpoint("weights/model.PT")
-    assert not is_meta_checkpoint("model.safetensors")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_sam_config
 from heat_checks import assert_heat_lands_on_its_token
-from helpers import assert_same_tensors, toy_samples, write_domain
+from helpers import assert_same_tensors, stack_params, toy_samples, write_domain
 from PIL import Image
 from transformers import Sam2Config, Sam2Model
 
@@ -18,7 +18,6 @@ from samcl.backbone import Sam2Backbone, SamBackbone
 from samcl.backbone.sam2 import StretchGeometry
 from samcl.cli import main
 from samcl.method import AugModule, AugModuleConfig, AugModuleSize, HeatConfig, Injection, config_for, render_heat
-from samcl.method.augmodule import stack_params
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 

@@ -276,3 +276,11 @@ def test_domains_of_one_and_two_images(kind):
         selector.add_class(x)
     chosen, scores = selector.choose(torch.cat([one, many[:2], two]))
     assert chosen == [0, 1, 1, 2, 2] and all(0 <= s <= 1 for s in scores)
+
+
+def test_merged_classes_keep_the_fit_looser_at_the_configured_frr():
+    from samcl.selector.calibration import Calibration
+
+    wide, narrow = Calibration(0.0, 1.0), Calibration(1.0, 0.1)  # log-distance quantiles cross at z = 1 / 0.9
+    assert wide.looser(narrow, frr=0.01) == wide  # z(0.99) = 2.33: the wide fit reaches farther
+    assert wide.looser(narrow, frr=0.4) == narrow  # z(0.6) = 0.25: the narrow fit's quantile is higher

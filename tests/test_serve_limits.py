@@ -1,15 +1,20 @@
 """Server limits that hold under concurrency and against hostile requests: the in-flight memory budget (503 +
 Retry-After), the token checked before any body byte is read, JSON capped and parsed with a depth limit, echoes
-cut short, strict coordinates, and a client that disconnects mid-upload logged as one line."""
+cut short, strict coordinates, a client that disconnects mid-upload logged as one line, bodies charged by the
+bytes received with a read deadline (408), CVAT answers charged before they are built, decodes charged by format,
+and the same point cap on every route."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -148,3 +153,108 @@ def test_a_client_gone_mid_upload_is_one_log_line(store, caplog):
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert len(gone) == 1 and not noisy, [r.getMessage() for r in noisy]
+
+
+def test_idle_bodies_hold_only_what_they_sent_and_a_stalled_body_is_a_408(store):
+    """The issue's case: 14 sockets declaring 26 MB bodies and sending 10 bytes held the whole budget, and every
+    real upload got 503. Charged by bytes received, they hold 10 bytes each; past the read deadline each gets a
+    408 and its charge back."""
+    app = create_app(ServeConfig(store=store, max_upload_bytes=30 << 20, max_inflight_bytes=256 << 20,
+                                 body_timeout_seconds=3.0))
+    image = png(sample_images(1)[0].image)
+    with live_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        idle = []
+        for _ in range(14):
+            conn = socket.create_connection((host, int(port)), timeout=10)
+            conn.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 26000000\r\n\r\n" + b'{"points":')
+            idle.append(conn)
+        try:
+            time.sleep(0.5)
+            assert httpx.post(url + "/v1/images", content=image, timeout=30).status_code == 200
+            held = httpx.get(url + "/healthz").json()["inflight"]["bytes"]
+            assert 0 < held <= 14 * 10 * 3, held  # the 10 bytes each (3 copies of a JSON body), not 26 MB
+            start = time.monotonic()
+            answers = []
+            for conn in idle:
+                data = b""
+                while chunk := conn.recv(65536):  # the answer, then the server closes the connection
+                    data += chunk
+                answers.append(data)
+            assert time.monotonic() - start < 10
+        finally:
+            for conn in idle:
+                conn.close()
+        assert all(a.startswith(b"HTTP/1.1 408") and b"body_timeout" in a for a in answers), answers[0][:300]
+        assert httpx.get(url + "/healthz").json()["inflight"]["bytes"] == 0
+
+
+def test_a_cvat_answer_is_charged_before_it_is_built_and_held_until_it_is_sent(store):
+    from samcl.serve.answers import cvat_answer_cost
+
+    sample = sample_images(1)[0]
+    body = {"image": base64.b64encode(png(sample.image)).decode(), "pos_points": sample.points[:1].tolist()}
+    with client(store) as c:
+        answer = post_json(c, "/v1/cvat/interactor", json.dumps(body))
+        assert answer.status_code == 200
+        mask = np.asarray(answer.json()["mask"]) == 255
+        stats = c.get("/healthz").json()["inflight"]
+    decoded = mask.size * BYTES_PER_PIXEL
+    body_bytes = 3 * len(json.dumps(body))
+    assert stats["bytes"] == 0 and stats["peak"] == body_bytes + decoded + cvat_answer_cost(mask), stats
+
+
+def test_a_webp_decode_is_charged_at_its_measured_cost(store):
+    from PIL import Image
+
+    from samcl.serve.budget import DECODE_BYTES_PER_PIXEL
+
+    image = sample_images(1)[0].image
+    peaks = {}
+    for fmt in ("PNG", "WEBP", "JPEG"):
+        out = io.BytesIO()
+        Image.fromarray(image).save(out, format=fmt)
+        with client(store) as c:
+            assert c.post("/v1/images", content=out.getvalue()).status_code == 200
+            peaks[fmt] = c.get("/healthz").json()["inflight"]["peak"] - 2 * len(out.getvalue())
+    pixels = image.shape[0] * image.shape[1]
+    assert peaks == {fmt: pixels * DECODE_BYTES_PER_PIXEL[fmt] for fmt in peaks}
+    assert DECODE_BYTES_PER_PIXEL["WEBP"] > DECODE_BYTES_PER_PIXEL["PNG"]  # measured: 22.4 vs 14.1 B/px
+
+
+def test_points_are_capped_alike_on_every_route(store):
+    from samcl.serve.limits import MAX_POINTS
+
+    sample = sample_images(1)[0]
+    inline = base64.b64encode(png(sample.image)).decode()
+    point = sample.points[0].tolist()
+    with client(store) as c:
+        assert error_of(c.post("/v1/segment", json={"image": inline, "points": [point] * (MAX_POINTS + 1)}),
+                        422) == "invalid_request"
+        split = {"image": inline, "pos_points": [point] * 40, "neg_points": [point] * 30}  # 70 together
+        answer = c.post("/v1/cvat/interactor", json=split)
+        assert error_of(answer, 422) == "invalid_request" and "pos_points + neg_points" in answer.text
+        assert c.post("/v1/cvat/interactor", json={**split, "neg_points": [point] * 24}).status_code == 200
+
+
+@pytest.mark.parametrize("mask_format", ["png", "rle"])
+def test_a_segment_answer_is_encoded_under_the_ticket(store, mask_format):
+    from samcl.serve import codec
+
+    sample = sample_images(1)[0]
+    body = json.dumps({"image": base64.b64encode(png(sample.image)).decode(), "points": sample.points[:1].tolist(),
+                       "mask_format": mask_format})
+    with client(store) as c:
+        answer = post_json(c, "/v1/segment", body)
+        assert answer.status_code == 200
+        mask = answer.json()["mask"]
+        stats = c.get("/healthz").json()["inflight"]
+    if mask_format == "rle":
+        decoded = codec.rle_to_mask(mask)
+    else:
+        from PIL import Image
+
+        decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["data"])))) > 127
+    charged = 3 * len(body) + decoded.size * BYTES_PER_PIXEL + codec.encode_cost(decoded, mask_format)
+    assert stats["bytes"] == 0 and stats["peak"] == charged, stats

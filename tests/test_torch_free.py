@@ -58,4 +58,10 @@ def test_readme_torch_free_script_writes_samcls_mask(venv, tmp_path):
         theirs = np.asarray(Image.open(tmp_path / "mask.png")) > 127
         ours = samcl.segment([sample.image], [Prompt.of([[x, y]])], force=domain)[0].masks[0]
         assert theirs.shape == ours.shape and ours.any()
+    height, width = sample.image.shape[:2]
+    for argv, message in ((["1", "1", "nope"], "unknown domain 'nope'; this export has base, blue"),
+                          ([str(width), "1", "blue"], f"point ({width}, 1) is outside the {width}x{height} image")):
+        done = subprocess.run([str(venv), "segment_onnx.py", "export", "photo.png", *argv, "mask.png"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300, env=CLEAN)
+        assert done.returncode == 1 and done.stderr.strip() == f"segment_onnx.py: {message}", done.stderr[-2000:]
         assert (theirs == ours).mean() > 0.999

@@ -1,9 +1,12 @@
 """Backbones: the only code that knows SAM internals. `load_backbone` is the one entry point for every kind of
-base: the builtin tiny SAM, an HF-format directory (SAM or SAM 2), or one of Meta's checkpoint files."""
+base: the builtin tiny SAM, an HF-format directory (SAM or SAM 2), a model id on the Hugging Face Hub
+(`facebook/sam-vit-base`, fetched into the Hub's cache as transformers' `from_pretrained` does), or one of Meta's
+checkpoint files."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..errors import SamclError
@@ -18,23 +21,66 @@ BUILTIN_TINY_SAM = "builtin:tiny-sam"
 TINY_SAM_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-sam"
 #: The most a model directory's config.json may hold (SAM's is about 4 KB).
 CONFIG_LIMIT = 1 << 20
+#: A Hub model id as `from_pretrained` takes it: owner/name (letters, digits, '-', '_', '.').
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+#: What is fetched of a Hub model: its config and safetensors weights (never a pickled pytorch_model.bin).
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+
+
+def is_hub_id(spec: str | Path | None) -> bool:
+    """`spec` names a model on the Hugging Face Hub: owner/name, and no file or folder of that name exists here."""
+    text = str(spec) if spec is not None else ""
+    return HUB_ID.fullmatch(text) is not None and not os.path.lexists(text) and not text.endswith((".pt", ".pth"))
 
 
 def resolve_base(spec: str | Path | None) -> str:
-    """The string a store records for its base: an absolute path, or the builtin tiny SAM."""
+    """The string a store records for its base: an absolute path, a Hub model id, or the builtin tiny SAM."""
     if spec is None or str(spec) == BUILTIN_TINY_SAM:
         return BUILTIN_TINY_SAM
+    if is_hub_id(spec):
+        return str(spec)
     return str(Path(spec).expanduser().resolve())
 
 
+def hub_snapshot(model_id: str) -> Path:
+    """The local folder of a Hub model's config and safetensors weights: from the Hub's cache, downloaded into it
+    first when missing (huggingface_hub, as transformers does; HF_HUB_OFFLINE=1 uses the cache only). Any failure
+    is one SamclError naming the id and why."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hub
+
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=HUB_FILES))
+    except hub.OfflineModeIsEnabled:
+        why = "offline (HF_HUB_OFFLINE is set) and not in the local Hugging Face cache"
+    except hub.GatedRepoError:
+        why = "a gated model on the Hugging Face Hub: accept its terms there and log in (hf auth login)"
+    except hub.RepositoryNotFoundError:
+        why = "no such model on the Hugging Face Hub (a private one needs hf auth login)"
+    except hub.LocalEntryNotFoundError:
+        why = ("the Hugging Face Hub cannot be reached and the model is not in the local cache"
+               + (" (HF_HUB_OFFLINE is set)" if _hub_offline() else ""))
+    except (hub.HfHubHTTPError, OSError, ValueError) as exc:
+        why = f"the Hugging Face Hub did not give it ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+    raise SamclError(f"{model_id}: not a local file or folder, and {why}; give a model folder, a checkpoint file "
+                     "or a model id the Hub can serve")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> SamBackbone | Sam2Backbone:
-    """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM, SAM 2 or SAM 2 video
-    by its config's model_type; a file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
+    """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM, SAM 2 or SAM 2 video by
+    its config's model_type; a Hub model id ("facebook/sam-vit-base") -> its HF-format snapshot (`hub_snapshot`); a
+    file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
     `video`: a `Sam2VideoBackbone` that keeps the video memory weights (Meta's SAM 2 checkpoints; an HF
     directory must be a sam2_video one). The backbone remembers where it came from (`source`), so a store created
     on it can find it again."""
     base = resolve_base(spec)
-    path = TINY_SAM_DIR if base == BUILTIN_TINY_SAM else Path(spec)
+    path = TINY_SAM_DIR if base == BUILTIN_TINY_SAM else hub_snapshot(base) if is_hub_id(base) else Path(spec)
     if base == BUILTIN_TINY_SAM and not (TINY_SAM_DIR / "config.json").is_file():
         raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
     try:
@@ -107,4 +153,5 @@ def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
     return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base", "video_backbone_for", "BUILTIN_TINY_SAM"]
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base",
+           "is_hub_id", "hub_snapshot", "video_backbone_for", "BUILTIN_TINY_SAM"]

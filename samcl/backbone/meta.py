@@ -14,7 +14,6 @@ import pickle
 import re
 from collections.abc import Iterator
 from os import PathLike
-from pathlib import Path
 
 import torch
 from transformers import SamConfig, SamModel
@@ -23,7 +22,6 @@ from ..errors import SamclError
 from ..io import NoSuchFile, open_regular
 
 _META_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
-_CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _WRAPPER_KEYS = ("model", "state_dict")
 
 # Not recoverable from tensor shapes (attention heads only split projections); Meta's
@@ -38,22 +36,6 @@ _PE_MATRIX = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 _TIED_PE = "shared_image_embedding.positional_embedding"
 _HYPERNETWORK_MLP = "mask_decoder.output_hypernetworks_mlps.{n}"
 _IOU_HEAD = "mask_decoder.iou_prediction_head"
-
-
-def is_meta_checkpoint(path: str | PathLike) -> bool:
-    """Cheap check by file suffix: ``.pth``/``.pt`` files are treated as Meta checkpoints."""
-    return Path(path).suffix.lower() in _CHECKPOINT_SUFFIXES
-
-
-def load_meta_checkpoint(path: str | PathLike) -> SamModel:
-    """Load a Meta SAM checkpoint file into an eval-mode ``SamModel``.
-
-    The file must hold a state dict, possibly wrapped under ``"model"`` or ``"state_dict"``;
-    it is read with ``torch.load(weights_only=True)``. Any problem (missing, truncated or
-    corrupt file, pickled objects other than tensors, a dict that is not SAM) raises
-    ``ValueError("<path>: <problem>")``.
-    """
-    return sam_model_from_state_dict(read_checkpoint(path), str(path))
 
 
 def sam_model_from_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> SamModel:

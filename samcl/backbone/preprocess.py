@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..io.images import HIGH_DEPTH_MODES, high_depth_peak, to_rgb_array  # noqa: F401 (moved; imported from here)
 
 
 @dataclass(frozen=True)

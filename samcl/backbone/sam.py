@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SamConfig, SamModel
 
+from ..io import to_rgb_array
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
-from .preprocess import ResizeGeometry, StretchGeometry, normalize_and_pad, resize_longest, to_rgb_array
+from .preprocess import ResizeGeometry, StretchGeometry, normalize_and_pad, resize_longest
 
 #: SAM's pixel statistics (RGB, 0-255), from Meta's Sam.pixel_mean / pixel_std.
 PIXEL_MEAN = (123.675, 116.28, 103.53)

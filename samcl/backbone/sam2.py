@@ -48,8 +48,9 @@ from torch import nn
 from transformers import Sam2Config, Sam2Model
 from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
 
+from ..io import to_rgb_array
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
-from .preprocess import StretchGeometry, to_rgb_array
+from .preprocess import StretchGeometry
 
 #: SAM 2's pixel statistics (RGB in [0, 1]): ImageNet's, as Meta's SAM2Transforms.
 PIXEL_MEAN = (0.485, 0.456, 0.406)

@@ -105,7 +105,8 @@ def convert_sam2_video_state_dict(state_dict, **overrides) -> tuple[Sam2Config, 
                          "checkpoint cannot track")
     config = infer_sam2_video_config(state_dict, image_config)
     pointer_depth = len(_indices(state_dict, "obj_ptr_proj.layers."))
-    pairs = [*video_key_pairs(_downsampler_layers(state_dict)), *_mlp("obj_ptr_proj", "object_pointer_proj", pointer_depth)]
+    pairs = [*video_key_pairs(_downsampler_layers(state_dict)),
+             *_mlp("obj_ptr_proj", "object_pointer_proj", pointer_depth)]
     converted = {**converted, **{_rename(k, pairs): v for k, v in video.items()}}
     _check_video_keys(config, video, converted, pairs)
     return image_config, config, converted

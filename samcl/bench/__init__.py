@@ -24,8 +24,8 @@ STATE/<method>/seed-<s>/; a rerun of the same command skips what is done and con
 from its last finished step.
 
 The package, one concern a module: `protocol` (the `Strategy` interface, SAMCL's strategy, the continual loop of
-learn and evaluate), `baselines/` (the competing methods), `methods` (the registry, family configs, sizes,
-strategy factory), `suite` (the domains; the demo uses it too), `executor` (worker processes, progress,
+learn and evaluate), `baselines/` (the competing methods), `registry` (the methods by name), `methods` (family
+configs, sizes, strategy factory), `suite` (the domains; the demo uses it too), `executor` (worker processes, progress,
 --max-steps, Ctrl-C), `jobs` (resumable (method, seed) runs), `lrsearch` (the learning-rate grid), `runner` (one
 whole run), `report` (results.json's content, digest, summary), `render` (results.md, plots), `cli` (the
 command), `demo` and `plots` (`samcl demo`). Public names load on first use (the benchmark's modules import
@@ -42,8 +42,8 @@ _WHERE = {
     "canonical_command": ".cli", "main_benchmark": ".cli", "BenchmarkStopped": ".executor",
     "PROGRESS": ".jobs", "code_digest": ".jobs",
     "choose_learning_rates": ".lrsearch", "run_grid_job": ".lrsearch", "split_for_validation": ".lrsearch",
-    "FAMILIES": ".methods", "FULL": ".methods", "METHODS": ".methods", "QUICK": ".methods",
-    "BenchmarkSize": ".methods", "Method": ".methods", "family_config": ".methods", "make_strategy": ".methods",
+    "FAMILIES": ".methods", "FULL": ".methods", "METHODS": ".registry", "QUICK": ".methods",
+    "BenchmarkSize": ".methods", "Method": ".registry", "family_config": ".methods", "make_strategy": ".methods",
     "build_report": ".report", "metrics_digest": ".report", "BenchmarkConfig": ".runner", "run_benchmark": ".runner",
     "Suite": ".suite", "SuiteSpec": ".suite", "embedded_suite": ".suite",
     "DomainData": ".protocol", "ProtocolResult": ".protocol", "SamclStrategy": ".protocol", "Strategy": ".protocol",
@@ -64,7 +64,8 @@ if TYPE_CHECKING:
     from .executor import BenchmarkStopped
     from .jobs import PROGRESS, code_digest
     from .lrsearch import choose_learning_rates, run_grid_job, split_for_validation
-    from .methods import FAMILIES, FULL, METHODS, QUICK, BenchmarkSize, Method, family_config, make_strategy
+    from .methods import FAMILIES, FULL, QUICK, BenchmarkSize, family_config, make_strategy
+    from .registry import METHODS, Method
     from .protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, ProtocolResult, SamclStrategy, Strategy, run_protocol
     from .report import build_report, metrics_digest
     from .runner import BenchmarkConfig, run_benchmark

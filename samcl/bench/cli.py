@@ -27,8 +27,6 @@ def main_benchmark(args) -> int:
     seeds = parse_list(args.seeds, int) if args.seeds else ([0] if args.quick else [0, 1, 2])
     if not seeds or len(set(seeds)) != len(seeds):
         raise SamclError(f"--seeds {args.seeds!r}: give distinct integers")
-    if args.jobs < 1:
-        raise SamclError("--jobs must be at least 1")
     if not args.domain and (args.extra or args.general):
         raise SamclError("--extra and --general go with --data (the embedded suite has its own)")
     suite = SuiteSpec()

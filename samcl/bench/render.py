@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write_bytes, atomic_write_json
-from .plots import pyplot, save_figure
+from .plots import label_points, pyplot, save_figure
 from .report import human_bytes, pm
 
 
@@ -132,17 +132,17 @@ def write_outputs(out: Path, report: dict) -> list[str]:
     return files
 
 
-def write_plots(out: Path, report: dict) -> list[str]:
+def accuracy_vs_storage(report: dict) -> tuple:
+    """AA (mean ± std over seeds) against storage, one labelled point per method (methods at one point share a
+    label). Returns (the figure, the Text of each label: `label_points`)."""
     plt = pyplot()
     methods = report["methods"]
     names = list(methods)
     colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(names)}
-    files = []
-
     fig, ax = plt.subplots(figsize=(8, 5.5))
     totals = [methods[n]["aggregate"]["storage"]["total"]["mean"] or 0 for n in names]
     floor = 10 ** math.floor(math.log10(min([t for t in totals if t > 0] or [1e3]) / 4))
-    labels: list[list] = []  # [x, y, text]: points that coincide share one label
+    labels: list[list] = []  # [x, y, text, colour]: points that coincide share one label
     for name, total in zip(names, totals):
         aa = methods[name]["aggregate"]["continual"]["iou"]["AA"]
         x, y = (total if total > 0 else floor), 100 * aa["mean"]
@@ -151,23 +151,24 @@ def write_plots(out: Path, report: dict) -> list[str]:
         if near is not None:
             near[2] += f" / {name}"
         else:
-            labels.append([x, y, name + ("" if total > 0 else " (0 B)")])
+            labels.append([x, y, name + ("" if total > 0 else " (0 B)"), colors[name]])
     ax.set_xscale("log")
     ax.autoscale_view()
-    points_per_pixel = 72 / fig.dpi
-    placed: list[tuple[float, float]] = []  # label anchors in display pixels: crowded labels step down a line
-    for x, y, text in sorted(labels, key=lambda item: -item[1]):
-        px, py = ax.transData.transform((x, y))
-        offset = 3.0
-        while any(abs(qx - px) < 90 and abs(qy - (py + offset / points_per_pixel)) < 11 / points_per_pixel
-                  for qx, qy in placed):
-            offset -= 10.0
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, offset), fontsize=8)
-        placed.append((px, py + offset / points_per_pixel))
     ax.set_xlabel("storage beyond the frozen base (bytes, log scale)")
     ax.set_ylabel("AA: final mean IoU over learned domains (%)")
     ax.grid(alpha=0.3, which="both")
     ax.set_title("Accuracy vs storage (mean ± std over seeds)")
+    texts = label_points(ax, [(x, y, text) for x, y, text, _ in labels], [colour for *_, colour in labels])
+    return fig, texts
+
+
+def write_plots(out: Path, report: dict) -> list[str]:
+    plt = pyplot()
+    methods = report["methods"]
+    names = list(methods)
+    files = []
+
+    fig, _ = accuracy_vs_storage(report)
     files.append(save_figure(fig, out, "accuracy_vs_storage.png"))
 
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(names) + 2), 4.5))

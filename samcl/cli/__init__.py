@@ -25,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version, or a usage error already printed: its exit code
         return stop.code if isinstance(stop.code, int) else 2
     from .. import SamclError
+    from ..io import log_to_stderr
     from .commands import COMMANDS
     from .errors import error_line
+
+    log_to_stderr()  # progress as plain lines when stderr is not a terminal (a bar when it is)
 
     try:
         with warnings.catch_warnings():

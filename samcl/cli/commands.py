@@ -50,11 +50,20 @@ def note(message: str) -> None:
     print(f"samcl: {message}", file=sys.stderr)
 
 
-def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3):
+def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
     from .. import FolderDataset
     from ..data import resolve_split
 
-    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame)
+    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame,
+                         skip_unlabeled=True)  # counted here, so the error can name the flag that skips them
+    if data.unlabeled and not skip_unlabeled:
+        more = f" (and {len(data.unlabeled) - 1} more)" if len(data.unlabeled) > 1 else ""
+        hint = "; --skip-unlabeled learns from the others" if split == "train" else ""
+        raise SamclError(f"{data.unlabeled[0]}: no mask with the same name in {data.root / 'masks'}{more}{hint}")
+    if data.unlabeled:
+        print(f"samcl: warning: {data.root / 'images'}: left out {len(data.unlabeled)} of "
+              f"{len(data) + len(data.unlabeled)} images that have no mask (first: {data.unlabeled[0].name})",
+              file=sys.stderr)
     if data.points_note:
         note(data.points_note)
     return data
@@ -86,7 +95,7 @@ def cmd_learn(args) -> int:
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
-    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image)
+    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
     _precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
@@ -125,6 +134,7 @@ def cmd_learn(args) -> int:
         print(f"samcl: warning: {message}", file=sys.stderr)
     report["domains"] = samcl.domains
     report["storage"] = samcl.storage()
+    report["skipped_unlabeled"] = [str(path) for path in data.unlabeled]
     if args.json:
         print_json(report)
         return 0
@@ -227,12 +237,14 @@ def cmd_segment(args) -> int:
     from .. import Prompt, PromptError
     from ..io import read_image
     from . import output
+    from .overlay import draw_overlay, plan_overlays
 
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     prompt = Prompt.of(points or None, labels or None, args.box)
     prompt.check()  # as the server's 400 no_prompt, before any work
     targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+    overlays = plan_overlays(args, targets)
     check_device(args.device)
     images = [read_image(path) for path in args.images]
     for path, image in zip(args.images, images):
@@ -251,6 +263,8 @@ def cmd_segment(args) -> int:
     out = []
     for path, target, result in zip(args.images, targets, results):
         output.write(target, (result.masks[0] * 255).astype(np.uint8))
+        if overlays:
+            output.write(overlays[len(out)], draw_overlay(images[len(out)], result.masks[0], prompt))
         out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
                     "selector_score": result.selector_score,
                     "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
@@ -356,12 +370,14 @@ def cmd_serve(args) -> int:
 
     label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
                     "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
-                    "train_every": args.train_every, "epochs": args.train_epochs}
+                    "train_every": args.train_every, "epochs": args.train_epochs,
+                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels}
     LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                          cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
+                         body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
                          label_studio=label_studio, runtime=args.runtime)

@@ -2,7 +2,7 @@
 
 Each type names its accepted range in its message; argparse adds the flag, so a user reads one line such as
 `samcl learn: error: argument --lr: expected a number > 0 and <= 10, got '-1'`. Every command uses these, the
-benchmark's flags too (`samcl.benchmark`), so no bad number reaches a trainer or a saved manifest.
+benchmark's flags too (`samcl benchmark`), so no bad number reaches a trainer or a saved manifest.
 
     parser.add_argument("--epochs", type=int_range(1, 100_000))
     parser.add_argument("--lr", type=float_range(0, 10, low_open=True))
@@ -72,7 +72,7 @@ def seed(text: str) -> int:
 
 
 def seed_list(text: str) -> str:
-    """Comma-separated distinct seeds: '0,1,2' (checked; returned as text, as `samcl.benchmark` reads it)."""
+    """Comma-separated distinct seeds: '0,1,2' (checked; returned as text, as `samcl.bench.main_benchmark` reads it)."""
     parts = [p for p in text.split(",") if p.strip()]
     try:
         values = [seed(p) for p in parts]

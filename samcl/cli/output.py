@@ -6,6 +6,8 @@
 - a character or block device, a fifo: opened and written through, never replaced (PNG unless named)
 - `-`: PNG bytes on stdout (one image; not with --json, not to a terminal)
 - a folder (several images, or an existing folder): `<stem>.png` per image; two images with one stem are refused
+
+`--overlay` (the mask drawn over its image) is planned and written the same way.
 """
 
 from __future__ import annotations
@@ -34,22 +36,22 @@ class Target:
     format: str
 
 
-def plan(out: str, images: list[Path], json_on_stdout: bool) -> list[Target]:
-    """One target per image, or SamclError naming --out and the problem."""
+def plan(out: str, images: list[Path], json_on_stdout: bool, flag: str = "--out") -> list[Target]:
+    """One target per image, or SamclError naming `flag` (--out, --overlay) and the problem."""
     if out == "-":
         if len(images) > 1:
-            raise SamclError("--out -: several images need a folder")
+            raise SamclError(f"{flag} -: several images need a folder")
         if json_on_stdout:
-            raise SamclError("--out -: the mask goes to stdout, so --json cannot; give a file or drop --json")
+            raise SamclError(f"{flag} -: the picture goes to stdout, so --json cannot; give a file or drop --json")
         if sys.stdout.isatty():
-            raise SamclError("--out -: stdout is a terminal; redirect it (> mask.png) or give a file")
+            raise SamclError(f"{flag} -: stdout is a terminal; redirect it (> mask.png) or give a file")
         return [Target("-", None, "stdout", "PNG")]
     path = Path(out)
     folder = path.is_dir() or (len(images) > 1 and not path.exists())
     if len(images) > 1 and not folder:
-        raise SamclError(f"{out}: several images need --out to be a folder, and this is a file")
+        raise SamclError(f"{out}: several images need {flag} to be a folder, and this is a file")
     if len(images) > 1 and path.suffix.lower() in (*FORMATS, *LOSSY):
-        raise SamclError(f"{out}: several images need --out to be a folder, not a {path.suffix} file")
+        raise SamclError(f"{out}: several images need {flag} to be a folder, not a {path.suffix} file")
     if not folder:
         return [_target(path)]
     owners: dict[str, Path] = {}
@@ -89,7 +91,7 @@ def _target(path: Path) -> Target:
 
 
 def encode(mask: np.ndarray, format: str) -> bytes:
-    """H x W uint8 (0/255) -> image bytes, lossless."""
+    """H x W uint8 (0/255), or an H x W x 3 RGB picture (--overlay) -> image bytes, lossless."""
     from PIL import Image
 
     buffer = io.BytesIO()

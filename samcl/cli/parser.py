@@ -19,8 +19,7 @@ from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
-from .track import EXAMPLES as TRACK_EXAMPLES
-from .track import add_track
+from .track import EXAMPLES as TRACK_EXAMPLES, add_track
 
 MAX_EPOCHS, MAX_BATCH = 100_000, 4096
 
@@ -92,7 +91,8 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve, "export": _export, "track": _track}
+              "serve": _serve, "export": _export,
+              "track": lambda p: add_track(p, _base, add_precision)}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -127,7 +127,8 @@ def command_of(argv: list[str]) -> str | None:
 
 
 def _base(p, default_text: str) -> None:
-    p.add_argument("--base", help=f"base SAM or SAM 2: an HF directory, Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
+    p.add_argument("--base", help="base SAM or SAM 2: an HF directory, a Hugging Face model id "
+                                  f"(facebook/sam-vit-base), Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
                                   f"({default_text})")
 
 
@@ -159,6 +160,9 @@ def _learn(p) -> None:
     p.add_argument("--domain", required=True, help="name of the new domain")
     p.add_argument("--data", required=True, type=Path,
                    help="split folder (images/, masks/) or domain folder (its train/ is used)")
+    p.add_argument("--skip-unlabeled", action="store_true",
+                   help="learn from the images that have a mask and leave out (with a warning and a count) those "
+                        "without one (default: an image without a mask is an error)")
     config_flag(p, "--epochs", TrainConfig, "epochs")
     config_flag(p, "--batch-size", TrainConfig, "batch_size")
     config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
@@ -213,6 +217,9 @@ def _segment(p) -> None:
                    help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
                         "each); a symlink is written through, never replaced")
+    p.add_argument("--overlay", default=None, metavar="FILE",
+                   help="also write the image with the mask and the prompt drawn over it (a .png file, or a folder "
+                        "for several images, like --out)")
     p.add_argument("--force", metavar="DOMAIN", default=None,
                    help="run this domain's module instead of the selector's pick ('base': none)")
     p.add_argument("--no-fallback", action="store_true",
@@ -224,12 +231,6 @@ def _segment(p) -> None:
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
-
-
-def _track(p) -> None:
-    add_track(p)
-    _base(p, "default: the one recorded in the store")
-    add_precision(p)
 
 
 def _eval(p) -> None:
@@ -316,7 +317,10 @@ def _serve(p) -> None:
     p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
                    default=d["max_inflight_bytes"] / 2**20,
                    help="MiB that all requests in flight may hold together (bodies, and decoded images at "
-                        "16 bytes a pixel); beyond it a request gets 503 with Retry-After")
+                        "16 to 26 bytes a pixel by format); beyond it a request gets 503 with Retry-After")
+    p.add_argument("--body-timeout-seconds", type=t.float_range(0.1, 3600), default=d["body_timeout_seconds"],
+                   help="a request body not complete this long after its headers (or silent for 10 s) is "
+                        "answered 408 and its share of --max-inflight-mb given back")
     p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
                    help="how often the store's manifest is checked for a new generation")
     p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],
@@ -348,6 +352,10 @@ def _label_studio(ls) -> None:
                     help="learn a project after every N new annotations (0: only on Start Training)")
     ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
                     help="epochs of a project's learn (a project's extra_params may set its own)")
+    ls.add_argument("--learn-max-tasks", metavar="N", type=t.int_range(1, 1_000_000), default=1000,
+                    help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
+    ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
+                    default=400.0, help="most megapixels of task images a project's learn holds together")
 
 
 def _benchmark(p) -> None:
@@ -356,8 +364,12 @@ def _benchmark(p) -> None:
                      "method on a held-out part of the first domain), evaluate all domains after every step, and "
                      "write results.json, results.md and plots. Resumable: rerun the same command after an "
                      "interruption.")
-    p.epilog = ("methods: zero-shot, sequential, sequential-lora, ewc, lwf, replay, replay-matched, o-lora, samcl, "
-                "samcl-lora, samcl-noprompt, samcl-oracle, joint\n\nexamples:\n"
+    from ..bench import METHODS  # the registry alone: no model code
+
+    width = max(map(len, METHODS))
+    p.epilog = ("methods (all by default; --methods picks some):\n"
+                + "".join(f"  {name:<{width}}  {method.description}\n" for name, method in METHODS.items())
+                + "\nexamples:\n"
                 "  samcl benchmark --quick --out bench-quick\n"
                 "  samcl benchmark --out bench --jobs 2                         # embedded suite, seeds 0,1,2\n"
                 "  samcl benchmark --base sam_vit_b_01ec64.pth --data polyps=data/kvasir "

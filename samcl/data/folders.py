@@ -64,10 +64,13 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 class FolderDataset(Sequence[Sample]):
-    """A split folder as a sequence of `Sample`s; images are read when indexed."""
+    """A split folder as a sequence of `Sample`s; images are read when indexed.
+
+    Every image needs a mask of the same name, unless `skip_unlabeled` (then images without one are left out and
+    listed in `unlabeled`) or not `strict` (then unpaired files on both sides are ignored)."""
 
     def __init__(self, split_dir: str | Path, *, seed: int = 0, points_per_image: int = 3, strict: bool = True,
-                 points_frame: str = "auto"):
+                 points_frame: str = "auto", skip_unlabeled: bool = False):
         if points_frame not in POINT_FRAMES:
             raise ValueError(f"points_frame {points_frame!r}: expected one of {', '.join(POINT_FRAMES)}")
         self.root = Path(split_dir)
@@ -83,7 +86,11 @@ class FolderDataset(Sequence[Sample]):
             raise SamclError(f"{images_dir}: no images (expected .png or .jpg files)")
         missing_mask = sorted(set(images) - set(masks))
         missing_image = sorted(set(masks) - set(images))
-        if strict and missing_mask:
+        #: images left out because no mask has their name (`skip_unlabeled`), in name order
+        self.unlabeled = [images[stem] for stem in missing_mask] if skip_unlabeled else []
+        if skip_unlabeled and len(missing_mask) == len(images):
+            raise SamclError(f"{masks_dir}: none of the {len(images)} images in {images_dir} has a mask")
+        if strict and missing_mask and not skip_unlabeled:
             raise SamclError(f"{images[missing_mask[0]]}: no mask with the same name in {masks_dir}"
                              + (f" (and {len(missing_mask) - 1} more)" if len(missing_mask) > 1 else ""))
         if strict and missing_image:

@@ -1,10 +1,12 @@
 """Input and output that is not the model's: files (bounded reads of regular files, depth-limited JSON, atomic
-writes), images (decoded upright, bounded), what the commands print (`--json`), progress bars.
+writes), images (decoded upright, bounded), what the commands print (`--json`), progress (bars on a terminal, log
+lines elsewhere).
 
     from samcl.io import read_image, atomic_write_png
     image = read_image("photo.jpg")                 # H x W x 3 uint8 RGB, upright by EXIF; a FIFO is refused
 
-`files`, `images`, `video` (frames decoded one at a time), `printing`, `progress`: one concern each; every name is here too. No torch, no model code.
+`files`, `images`, `video` (frames decoded one at a time), `printing`, `progress`: one concern each; every name is
+here too. No torch, no model code.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from .files import (FAULT_DELAY_ENV, MAX_JSON_DEPTH, NoSuchFile, atomic_write_by
 from .images import (HIGH_DEPTH_MODES, MAX_IMAGE_PIXELS, atomic_write_png, high_depth_peak, read_image, read_mask,
                      to_rgb_array, upright)
 from .printing import finite, print_json
-from .progress import bar
+from .progress import bar, log_to_stderr
 from .video import FRAME_SUFFIXES, VideoFrames, open_frames
 
 __all__ = ["FAULT_DELAY_ENV", "FRAME_SUFFIXES", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_DEPTH", "NoSuchFile",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular", "current_umask",
-           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "open_regular",
-           "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited", "read_mask",
-           "to_rgb_array", "upright", "VideoFrames", "open_frames"]
+           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr",
+           "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited",
+           "read_mask", "to_rgb_array", "upright", "VideoFrames", "open_frames"]

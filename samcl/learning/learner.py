@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..backbone import load_backbone
+from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
 from ..errors import SamclError
@@ -35,10 +35,11 @@ from ..store.manifest import Manifest
 from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from ..types import Prediction, Prompt
 from . import distributed
+from .tracking import Tracking
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 
 
-class SAMCL:
+class SAMCL(Tracking):
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
 
     def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None,
@@ -78,8 +79,9 @@ class SAMCL:
 
     @property
     def precision(self) -> str:
-        """The inference precision ("float32" or "bfloat16"): the image encoder's."""
-        return self.backbone.precision
+        """The inference precision ("float32" or "bfloat16"): the image encoder's, as the engine runs it (a graph
+        runtime's own, e.g. OpenVINO in bfloat16 beside a float32 torch backbone)."""
+        return self.engine.backbone.precision
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -151,7 +153,7 @@ class SAMCL:
                 lacking = f"{store}: the store does not record its base model; give the base"
                 raise SamclError(f"{lacking} (SAMCL.open(store, base=...))", cli=f"{lacking} with --base")
             base = hint
-            if not hint.startswith("builtin:") and not Path(hint).exists():
+            if not hint.startswith("builtin:") and not is_hub_id(hint) and not Path(hint).exists():
                 gone = f"{store}: its base model {hint} is no longer there"
                 raise SamclError(f"{gone}; give its new path as base=", cli=f"{gone}; pass --base with its new path")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
@@ -234,9 +236,10 @@ class SAMCL:
             raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
                              "embedding buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
-        if self.precision != "float32":
-            raise SamclError(f"this module set runs in {self.precision} for inference; learning needs the float32 "
-                             "encoder (the store must not depend on the precision): open it with precision='float32'")
+        if self.backbone.precision != "float32":
+            raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the "
+                             "float32 encoder (the store must not depend on the precision): open it with "
+                             "precision='float32'")
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
@@ -364,12 +367,6 @@ class SAMCL:
         engine = self.engine
         return engine.run(engine.prepare(images), prompts, multimask_output=multimask_output, force=force,
                           fallback=fallback, return_logits=return_logits)
-
-    def track(self, frames, prompts_by_frame, *, force: str | None = None, **options):
-        """Per-frame masks of objects tracked through a video: `samcl.inference.video.VideoTracker.track` (SAM 2)."""
-        from ..inference.video import VideoTracker
-        self.backbone = (tracker := VideoTracker(self.engine)).backbone  # a SAM 2 base's video memory loads now
-        return tracker.track(frames, prompts_by_frame, force=force, **options)
 
     def evaluate(self, samples: Sequence[Sample], *, truth: str | None = None, force: str | None = None,
                  batch_size: int = 8, progress: bool = False) -> dict:

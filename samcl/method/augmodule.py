@@ -214,17 +214,6 @@ def _name(key: str) -> str:
     return key.replace("__", ".")
 
 
-def stack_params(modules: list[AugModule | None], config: AugModuleConfig,
-                 device=None, dtype=None) -> dict[str, torch.Tensor]:
-    """Per-sample parameters for a mixed batch: B modules (None = base, all zeros) -> grouped with G = B."""
-    zeros = {n: torch.zeros(s) for n, s in parameter_shapes(config).items()}
-    out = {}
-    for name in zeros:
-        parts = [m.named_tensors()[name] if m is not None else zeros[name] for m in modules]
-        out[name] = torch.stack([p.to(device=device, dtype=dtype) for p in parts])
-    return out
-
-
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x: B x N x in; weight: G x out x in; bias: G x out -> B x N x out (G broadcasts over B)."""
     return torch.matmul(x, weight.transpose(-1, -2)) + bias.unsqueeze(-2)

@@ -49,11 +49,12 @@ class Calibration:
         z = (math.log(max(distance, 1e-12)) - self.mean) / self.spread
         return 0.5 * math.erfc(z / math.sqrt(2))
 
-    def looser(self, other: "Calibration") -> "Calibration":
-        """The fit that accepts more (the higher 1 - frr quantile, for a 1 % target), for two merged classes."""
+    def looser(self, other: "Calibration", frr: float) -> "Calibration":
+        """The fit that accepts more (the higher 1 - frr quantile of the log distance), for two merged classes."""
         if self.spread <= 0 or other.spread <= 0:
             return Calibration(self.mean, 0.0)
-        return max(self, other, key=lambda c: c.mean + 2.33 * c.spread)
+        z = NormalDist().inv_cdf(1 - frr) if 0 < frr < 1 else 0.0
+        return max(self, other, key=lambda c: c.mean + z * c.spread)
 
     def to_list(self) -> list[float]:
         return [self.mean, self.spread]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..io import bar
 from ..method.sizes import tensor_bytes
 from .base import Selector
 from .config import SelectorConfig
@@ -147,8 +147,8 @@ def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorCo
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr)
     losses = []
     net.train()
-    bar = tqdm(epochs, total=config.epochs, desc="selector", disable=not progress, leave=False)
-    for batches in bar:
+    shown = bar(epochs, total=config.epochs, desc="selector", progress=progress, leave=False)
+    for batches in shown:
         total, seen = 0.0, 0
         for batch in batches:
             if len(batch) < 2:
@@ -161,7 +161,7 @@ def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorCo
             total += loss.item() * len(batch)
             seen += len(batch)
         losses.append(total / max(seen, 1))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        shown.set_postfix(loss=f"{losses[-1]:.4f}")
     net.eval()
     return losses
 
@@ -194,8 +194,8 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
 
 
 class MlpSelector(Selector):
-    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class, as
-    before selector kinds existed (the same calls, seeds and files: old stores route bit for bit). No open set: the
+    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class
+    (`train_selector`, seeded; its files are the net's weights and the buffer). No open set: the
     score is the softmax probability of the chosen class. Its input (and buffer) is the pooled columns
     `config.features` names: the grid mean (the paper's), or mean and spread."""
 

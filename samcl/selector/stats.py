@@ -10,7 +10,7 @@ and two selectors' classes merge by concatenation (`merge`) or two classes by th
             beta (the sampling variance of the class's covariance S, from its own images: one number stored per
             class) says how noisy S is and P is the pooled covariance; classes that share one shape get nearly the
             pooled covariance (what keeps 1,000 classes apart), classes with few images or their own shape keep
-            theirs. Stores made before it keep the fixed `shrink` count.
+            theirs. A config with `shrink` set pulls every class by that fixed count of pooled samples instead.
     ranpac  RanPAC (McDonnell et al. 2023): a fixed random projection with ReLU, ridge regression of one-hot targets
             from the Gram matrix (the sum of every class's uncentred second moment) and the class sums
 
@@ -140,8 +140,8 @@ class StatsSelector(Selector):
         return self.with_scatter and self.config.shrink is None
 
     def shrunk(self, stats: ClassStats, target: torch.Tensor) -> torch.Tensor:
-        """The class's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (stores made before
-        it) as if `shrink` samples of `target` joined the class's images."""
+        """The class's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (`config.shrink` set)
+        as if `shrink` samples of `target` joined the class's images."""
         if self.per_class_shrink:
             return _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), target)
         return (stats.scatter + self.config.shrink * target) / (stats.count + self.config.shrink)
@@ -202,7 +202,7 @@ class StatsSelector(Selector):
     def merge_classes(self, keep: int, absorb: int) -> None:
         """Class `absorb`'s images become class `keep`'s (its statistics exact; its open-set fit the looser one)."""
         self.stats[keep] = self.stats[keep].merged(self.stats[absorb])
-        self.calibration[keep] = self.calibration[keep].looser(self.calibration[absorb])
+        self.calibration[keep] = self.calibration[keep].looser(self.calibration[absorb], self.config.frr)
         self.remove_class(absorb)
 
     def snapshot(self):

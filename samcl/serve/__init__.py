@@ -5,8 +5,9 @@
 
 Files: `config` (settings, the token rule), `app` (the server: routers, errors, the page), `context` (what every
 router shares: the steps of a request), `api` (the `/v1` routes), `schemas` (request and response bodies: the
-OpenAPI document), `intake` (token, bounded bodies, JSON), `forms` (multipart uploads), `budget` (memory of the
-requests in flight), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
+OpenAPI document), `intake` (token, bounded bodies with a read deadline, JSON), `forms` (multipart uploads),
+`budget` (memory of the requests in flight), `limits` (caps on the lists a client sends, every route), `answers`
+(large answers built and sent under the budget), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
 batch through `samcl.inference.engine`, whose prefix cache keeps the uploads), `reload` (a new generation, in bounded
 time), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript), `label_studio/` (the Label
 Studio ML backend at /label-studio, learning projects in the background), `cvat` (the CVAT-style interactor).

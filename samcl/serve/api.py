@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from .. import Prompt
 from . import codec
@@ -63,11 +64,10 @@ def router(serving: Serving) -> APIRouter:
             serving.check_force(body.force)
             job = await serving.run(Job("segment", key, image=image, entry=entry, prompt=prompt,
                                         domain=body.force))
-        mask = job.prediction.masks[0]
-        if body.mask_format == "png":
-            encoded = {"format": "png", "data": codec.png_base64(mask)}
-        else:
-            encoded = {"format": "rle", **codec.coco_rle(mask)}
+            mask = job.prediction.masks[0]
+            # the answer: charged and encoded under the ticket, off the event loop
+            ticket.take(await run_in_threadpool(codec.encode_cost, mask, body.mask_format))
+            encoded = await run_in_threadpool(codec.encoded_mask, mask, body.mask_format)
         return {"image_id": key, "domain": job.prediction.domain, "score": job.score,
                 "predicted_iou": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
                 "mask": {**encoded, "width": width, "height": height}, "generation": job.generation,

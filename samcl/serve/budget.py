@@ -21,11 +21,21 @@ import threading
 
 from .errors import ApiError
 
-#: Bytes of process memory per pixel of an image being decoded or waiting for its prefix: Pillow's decode buffer
-#: (4 per RGB pixel), the RGB array (3), Pillow's copy for the resize (4), and what the allocator keeps around
-#: them; benchmarks/serve_uploads.py measured 13.7 (one 3.96 MP PNG: the peak RSS growth per pixel, body aside).
-BYTES_PER_PIXEL = 16
+#: Bytes of process memory per pixel of an image being decoded or waiting for its prefix, by file format: Pillow's
+#: decode buffer (4 per RGB pixel), the RGB array (3), Pillow's copy for the resize (4), the decoder's own working
+#: memory, and what the allocator keeps around them. benchmarks/decode_memory.py measured the peak RSS growth per
+#: pixel of one decode (8 MP and 20 MP, RGB): PNG 14.1, JPEG 14.2, WebP 22.7 (libwebp decodes into a buffer of its
+#: own first); charged with a margin, and a format not measured at the largest charge.
+DECODE_BYTES_PER_PIXEL = {"PNG": 16, "JPEG": 16, "MPO": 16, "WEBP": 26}
+OTHER_FORMAT_BYTES_PER_PIXEL = 26
+#: The PNG charge (the common upload).
+BYTES_PER_PIXEL = DECODE_BYTES_PER_PIXEL["PNG"]
 RETRY_AFTER_S = 1
+
+
+def decode_cost(image_format: str | None, pixels: int) -> int:
+    """Bytes to charge before decoding `pixels` of a file in `image_format` (Pillow's name: "PNG", "WEBP", ...)."""
+    return pixels * DECODE_BYTES_PER_PIXEL.get((image_format or "").upper(), OTHER_FORMAT_BYTES_PER_PIXEL)
 
 
 class InflightBudget:
@@ -35,6 +45,10 @@ class InflightBudget:
 
     def ticket(self) -> "Ticket":
         return Ticket(self)
+
+    def free(self) -> int:
+        with self._lock:
+            return self.budget - self.used
 
     def stats(self) -> dict:
         with self._lock:

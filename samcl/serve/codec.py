@@ -82,6 +82,29 @@ def _read_errors(max_pixels: int):
         raise ApiError(400, "not_an_image", f"not a readable image ({text})") from None
 
 
+#: Bytes per pixel of encoding a mask for an answer: the uint8 copy for PNG (1, and its scaled copy 1) or the
+#: flattened column-major copy and run boundaries for RLE, with the bool mask (1) alive; and per run of an RLE:
+#: its boundary (8), a Python int in the runs list (8 + 32) and its characters in the text (up to 8).
+ENCODE_BYTES_PER_PIXEL = 3
+RLE_BYTES_PER_RUN = 64
+
+
+def encode_cost(mask: np.ndarray, mask_format: str) -> int:
+    """Bytes to charge before `encoded_mask` (its runs counted for RLE: a noisy mask has many)."""
+    cost = mask.size * ENCODE_BYTES_PER_PIXEL
+    if mask_format == "rle" and mask.size:
+        runs = 1 + int(np.count_nonzero(mask[1:, :] != mask[:-1, :])) + mask.shape[1]  # column-major: per column
+        cost += runs * RLE_BYTES_PER_RUN
+    return cost
+
+
+def encoded_mask(mask: np.ndarray, mask_format: str) -> dict:
+    """A /v1/segment answer's mask: {"format": "png", "data"} or {"format": "rle", "size", "counts"}."""
+    if mask_format == "png":
+        return {"format": "png", "data": png_base64(mask)}
+    return {"format": "rle", **coco_rle(mask)}
+
+
 def png_bytes(mask: np.ndarray) -> bytes:
     """A H x W bool mask as an 8-bit grayscale PNG (foreground 255)."""
     out = io.BytesIO()

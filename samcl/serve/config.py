@@ -31,6 +31,7 @@ class ServeConfig:
     max_upload_bytes: int = 20 << 20
     max_megapixels: float = 40.0
     max_inflight_bytes: int = 1 << 30  # bodies and decoded images of all requests in flight together
+    body_timeout_seconds: float = 60.0  # a request body not complete this long after its headers: 408
     reload_seconds: float = 1.0
     reload_timeout_seconds: float = 60.0  # a new generation still loading after this is abandoned
     threads: int | None = None

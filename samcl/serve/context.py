@@ -25,7 +25,7 @@ from starlette.requests import Request
 from .. import Prompt, PromptError
 from . import codec
 from .batching import Batcher
-from .budget import BYTES_PER_PIXEL, InflightBudget, Ticket
+from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
 from .errors import ApiError, quoted
 from .forms import read_image
@@ -74,21 +74,23 @@ class Serving:
 
     async def body(self, request: Request, ticket: Ticket, limit: int | None = None) -> bytes:
         self.authorise(request)
-        return await read_body(request, self.config.max_upload_bytes if limit is None else limit, ticket)
+        return await read_body(request, self.config.max_upload_bytes if limit is None else limit, ticket,
+                               timeout_s=self.config.body_timeout_seconds)
 
     async def image_body(self, request: Request, ticket: Ticket) -> bytes:
         """An uploaded image file: the raw body (any Content-Type) or a multipart form's image part."""
         self.authorise(request)
-        return await read_image(request, self.config.max_upload_bytes, ticket)
+        return await read_image(request, self.config.max_upload_bytes, ticket, self.config.body_timeout_seconds)
 
     async def json(self, request: Request, model: type[BaseModel], ticket: Ticket, limit: int | None = None):
         self.authorise(request)
-        return await read_json(request, model, self.json_limit if limit is None else limit, ticket)
+        return await read_json(request, model, self.json_limit if limit is None else limit, ticket,
+                               self.config.body_timeout_seconds)
 
     async def json_object(self, request: Request, ticket: Ticket, limit: int) -> dict:
         """A JSON object body of another tool's protocol (its own auth checked by the router), capped at `limit`
         while it streams and parsed in a thread with the depth limit."""
-        data = await read_body(request, limit, ticket, copies=3)
+        data = await read_body(request, limit, ticket, copies=3, timeout_s=self.config.body_timeout_seconds)
         value = await run_in_threadpool(parse_json, data or b"null")
         if not isinstance(value, dict):
             raise ApiError(422, "invalid_request", "body: expected a JSON object")
@@ -117,9 +119,10 @@ class Serving:
                                   domain=force))
 
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
-        """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding."""
+        """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding, at
+        its format's cost (`budget.decode_cost`)."""
         opened = await run_in_threadpool(codec.open_image, data, self.config.max_pixels)
-        ticket.take(opened.width * opened.height * BYTES_PER_PIXEL)
+        ticket.take(decode_cost(opened.format, opened.width * opened.height))
         return await run_in_threadpool(codec.load_image, opened)
 
     async def run(self, job: Job) -> Job:

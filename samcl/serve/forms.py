@@ -2,11 +2,12 @@
 x-www-form-urlencoded) or as a multipart form (`curl -F image=@photo.jpg`, a browser's FormData, Python
 requests' `files=`).
 
-    data = await read_image(request, limit, ticket)     # the file's bytes; 413 past `limit`, 400 for a bad form
+    data = await read_image(request, limit, ticket, timeout_s)   # the file's bytes; 413 past `limit`, 400 bad form
 
 A form is parsed as it streams (python-multipart's push parser), within the same byte limit as a raw body plus
-room for the form's own headers, and only the image's part is kept: the first part named `image` or `file` or
-carrying a filename.
+room for the form's own headers, and only the image's part is kept: the first part named `image` (or `file`, the
+name many clients use). A form whose file comes under another name is refused (400 `bad_form`), as one with no
+file is: its other parts are never taken for the image.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ FORM_OVERHEAD = 64 << 10
 IMAGE_FIELDS = (b"image", b"file")
 
 
-async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
+async def read_image(request: Request, limit: int, ticket: Ticket, timeout_s: float) -> bytes:
     kind = request.headers.get("content-type", "")
     if kind.split(";")[0].strip().lower() != "multipart/form-data":
-        return await read_body(request, limit, ticket)
+        return await read_body(request, limit, ticket, timeout_s=timeout_s)
     _, options = parse_options_header(kind)
     boundary = options.get(b"boundary")
     if not boundary:
@@ -35,7 +36,7 @@ async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
     form = ImageForm()
     parser = MultipartParser(boundary, form.callbacks())
     try:
-        async for chunk in body_chunks(request, limit + FORM_OVERHEAD, ticket, copies=2):
+        async for chunk in body_chunks(request, limit + FORM_OVERHEAD, ticket, 2, timeout_s):
             parser.write(chunk)
             if len(form.image) > limit:
                 raise ApiError(413, "body_too_large", f"the image exceeds this server's limit of {limit:,} bytes")
@@ -43,7 +44,7 @@ async def read_image(request: Request, limit: int, ticket: Ticket) -> bytes:
     except (MultipartParseError, ValueError) as exc:
         raise bad_form(f"not a readable multipart form ({str(exc)[:120]})") from None
     if not form.found:
-        raise bad_form("the form has no image: send it as the field 'image' (curl -F image=@photo.jpg)")
+        raise bad_form("the form has no field 'image': send the file under that name (curl -F image=@photo.jpg)")
     return bytes(form.image)
 
 
@@ -81,7 +82,7 @@ class ImageForm:
 
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        is_image = options.get(b"name") in IMAGE_FIELDS or b"filename" in options
+        is_image = options.get(b"name") in IMAGE_FIELDS
         self._keeping = is_image and not self.found
         self.found = self.found or self._keeping
 

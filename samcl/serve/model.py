@@ -2,7 +2,7 @@
 pass through `samcl.inference.engine.Engine` (no second inference path).
 
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
-    host.run([Job.upload(key, image), Job.segment(key, entry, prompt, domain)])   # in the model thread only
+    host.run([Job("upload", key, image=image), Job("segment", key, entry=entry, prompt=prompt)])  # model thread only
     fresh, identity = host.load_fresh()   # a `learn` committed a new generation: open it (any thread)
     host.swap(fresh, identity)            # in the model thread, between batches
 

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .limits import MAX_POINTS
+
 #: A pixel coordinate: a JSON number (strict: "12" and true are refused, not converted), finite.
 Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: A point's label: the JSON number 1 (positive) or 0 (negative); strict, so true and "1" are refused.
@@ -20,7 +22,7 @@ class SegmentRequest(BaseModel):
     image_id: str | None = Field(None, description="id from POST /v1/images")
     image: str | None = Field(None, description="the image file inline, base64 (used when image_id is absent or "
                                                 "no longer cached; its id is then cached too)")
-    points: list[tuple[Coordinate, Coordinate]] = Field(default_factory=list, max_length=64,
+    points: list[tuple[Coordinate, Coordinate]] = Field(default_factory=list, max_length=MAX_POINTS,
                                                         description="[[x, y], ...]")
     labels: list[Label] | None = Field(None, description="1 positive, 0 negative, one per point "
                                                                  "(default: all positive)")

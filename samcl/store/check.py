@@ -2,7 +2,7 @@
 
     check_manifest(manifest, store_path)        # names, uniqueness, keys, types, configs: one SamclError if not
     check_tensors(tensors, file)                 # every value finite
-    check_site(module_set, site, store_path)     # the configs fit the base's adaptation site
+    check_site(aug, selector_dim, site, store_path)   # the configs fit the base's adaptation site
 
 `ModuleStore.load` runs the first two on everything it reads (so `SAMCL.open`, `samcl info`, learn, forget, merge
 and the server all refuse the same stores), `ModuleStore.save` runs them on what it is about to commit (so no

@@ -19,7 +19,6 @@ from ...store import BASE_CLASS, DomainEntry
 from ..protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, Strategy
 
 ADAPTER = "adapter"
-SEQUENTIAL = ADAPTER  # the name the single module runs under (kept for older callers)
 
 #: Strengths of the regularised baselines, fixed (the benchmark searches learning rates only). Chosen once by a pilot
 #: on the embedded suite's first two domains (polyps, camouflage; seed 0; the shipped tiny SAM; 8 epochs, batch 4,

@@ -23,10 +23,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ..context import Serving
 from ..errors import ApiError
+from ..limits import MAX_TASKS, check_count
 from . import rle as brush_rle
 from .fetch import LabelStudioSource
 from .labels import ContextPrompt, Tags, mask_polygons
+from .projects import ProjectDomains
 from .settings import LabelStudioSettings, ProjectSettings, project_id
+from .setup_check import check_setup
 from .training import LearningWorker
 
 #: Largest JSON body of a Label Studio request (a task with its annotations and drafts inlined).
@@ -39,6 +42,7 @@ class Backend:
         self.host, self.config = serving.host, serving.config
         self.source = LabelStudioSource(settings, self.config.max_upload_bytes)
         self.projects: dict[int, ProjectSettings] = {}
+        self.domains = ProjectDomains(self.config.store)  # project -> domain, fixed at first setup
         self.worker = LearningWorker(self.config, settings, self.source)
 
     # ------------------------------------------------------------------ auth
@@ -66,11 +70,18 @@ class Backend:
         """The project's settings, made or updated from what a request says of it."""
         number = project_id(raw)
         settings = self.projects.setdefault(number, ProjectSettings(number))
-        if label_config is not None:
+        if isinstance(label_config, str):
             settings.label_config = label_config
-        if title is not None:
+        if isinstance(title, str):
             settings.title = title
+        settings.fixed = self.domains.domain_of(number)  # a recorded domain is kept whatever the title says
         return settings
+
+    def claim(self, project: ProjectSettings) -> None:
+        """Record the project's domain once it has a name (extra_params' domain, or its title): 409 when the name
+        is another project's or a domain learned elsewhere (`projects.ProjectDomains`)."""
+        if project.domain is not None or project.title is not None or project.fixed is not None:
+            self.domains.claim(project, self.host.samcl.domains)
 
     async def known(self, raw, label_config: str | None) -> ProjectSettings:
         """A project /setup registered; one it did not (this server restarted since) is read from Label Studio
@@ -85,6 +96,7 @@ class Backend:
                                                        "LABEL_STUDIO_API_KEY")
             settings = self.register(number, found["label_config"], found["title"])
             settings.update(found["extra_params"])
+            self.claim(settings)
         return self.register(number, label_config)
 
     def model_version(self, domain: str | None = None) -> str:
@@ -99,16 +111,22 @@ class Backend:
         return {"status": "UP", "model_class": "samcl", "generation": self.host.generation,
                 "domains": self.host.samcl.domains, "learning": self.worker.busy()}
 
-    def setup(self, body: dict) -> dict:
+    async def setup(self, body: dict) -> dict:
+        check_setup(self.settings, body.get("schema") or "")  # refused now what every prediction would fail on
         project = self.register(body.get("project"), body.get("schema") or "")
         project.update(body.get("extra_params"))
         Tags.of(project.label_config)  # a config samcl cannot answer is refused when the model is connected
+        if project.domain is None and project.title is None and project.fixed is None:
+            found = await self.source.project(project.project)  # /setup carries no title: ask Label Studio
+            project.title = (found or {}).get("title") if isinstance((found or {}).get("title"), str) else None
+        self.claim(project)
         return {"model_version": self.model_version(self.pinned(project))}
 
-    async def predict(self, body: dict) -> dict:
+    async def predict(self, body: dict, ticket=None) -> dict:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "tasks: expected a non-empty list of task objects")
+        check_count("tasks", len(tasks), MAX_TASKS)
         project = await self.known(body.get("project"), body.get("label_config"))
         tags = Tags.of(project.label_config)
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
@@ -118,9 +136,12 @@ class Backend:
             return {"results": [dict(empty) for _ in tasks]}
         if len(tasks) != 1:
             raise ApiError(400, "bad_context", "an interactive request (with a context) carries one task")
-        return {"results": [await self.interactive(tasks[0], project, tags, context)]}
+        return {"results": [await self.interactive(tasks[0], project, tags, context, ticket)]}
 
-    async def interactive(self, task: dict, project: ProjectSettings, tags: Tags, context) -> dict:
+    async def interactive(self, task: dict, project: ProjectSettings, tags: Tags, context, ticket=None) -> dict:
+        """One task's pre-label, charged to `ticket` (the request's, which holds its body; None: a new one)."""
+        if ticket is not None:
+            return await self._interactive(task, project, tags, context, ticket)
         with self.serving.ticket() as ticket:
             return await self._interactive(task, project, tags, context, ticket)
 
@@ -130,7 +151,10 @@ class Backend:
             raise ApiError(400, "no_image_url", f"task {task.get('id')}: no data field {tags.data_key!r} (the "
                                                 "Image tag's value)")
         asked = ContextPrompt.of(context)
-        image = await self.serving.load(await self.source.fetch(data[tags.data_key]), ticket)
+        fetched = await self.source.fetch(data[tags.data_key])
+        ticket.take(len(fetched))  # the file's bytes, held while it is decoded
+        image = await self.serving.load(fetched, ticket)
+        del fetched
         width, height = image.width, image.height
         job = await self.serving.segment(image, asked.prompt(width, height), self.pinned(project))
         label = asked.label
@@ -165,10 +189,12 @@ class Backend:
         if not isinstance(action, str):
             raise ApiError(422, "invalid_request", "action: expected Label Studio's webhook action name")
         if action not in ("START_TRAINING", "ANNOTATION_CREATED", "ANNOTATIONS_CREATED"):
-            return {"status": "ignored", "action": action}
+            return {"status": "ignored", "action": action if len(action) <= 40 else action[:39] + "…"}
         if "id" not in raw:
             raise ApiError(400, "bad_project", f"{action}: the webhook's project object has no id")
-        project = self.register(raw["id"], raw.get("label_config"), raw.get("title"))
+        title = raw.get("title") if isinstance(raw.get("title"), str) else None
+        project = self.register(raw["id"], raw.get("label_config"), title)
+        self.claim(project)
         if action == "START_TRAINING":
             return self.worker.request(project)
         every = project.train_every if project.train_every is not None else self.settings.train_every
@@ -177,12 +203,12 @@ class Backend:
 
 def router(serving: Serving) -> APIRouter:
     """The Label Studio backend's routes (mounted at /label-studio by the app): basic auth first, then each body
-    read within MAX_JSON_BYTES and parsed in a thread (`Serving.json_object`)."""
+    read within MAX_JSON_BYTES and parsed in a thread (`Serving.json_object`), its budget ticket held until the
+    answer is made."""
     backend = Backend(serving, LabelStudioSettings(**(serving.config.label_studio or {})))
 
-    async def read_json(request: Request) -> dict:
-        with serving.ticket() as ticket:
-            return await serving.json_object(request, ticket, MAX_JSON_BYTES)
+    async def read_json(request: Request, ticket) -> dict:
+        return await serving.json_object(request, ticket, MAX_JSON_BYTES)
 
     routes = APIRouter(prefix="/label-studio", tags=["label-studio"], dependencies=[Depends(backend.authorised)])
     routes.backend = backend  # tests and the app's shutdown reach the worker here
@@ -195,17 +221,20 @@ def router(serving: Serving) -> APIRouter:
     @routes.post("/setup")
     async def setup(request: Request) -> dict:
         """Label Studio connects a project: its labeling config and extra_params (the project's settings)."""
-        return backend.setup(await read_json(request))
+        with serving.ticket() as ticket:  # the body's charge held while it is used
+            return await backend.setup(await read_json(request, ticket))
 
     @routes.post("/predict")
     async def predict(request: Request) -> dict:
         """Pre-labels: a brush mask (and polygons) for an interactive request's keypoints and rectangles."""
-        return await backend.predict(await read_json(request))
+        with serving.ticket() as ticket:
+            return await backend.predict(await read_json(request, ticket), ticket)
 
     @routes.post("/webhook")
     async def webhook(request: Request) -> dict:
         """START_TRAINING, and new annotations counted toward the project's train_every."""
-        return await backend.webhook(await read_json(request))
+        with serving.ticket() as ticket:
+            return await backend.webhook(await read_json(request, ticket))
 
     @routes.get("/learning")
     async def learning() -> dict:

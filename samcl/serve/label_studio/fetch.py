@@ -1,14 +1,16 @@
 """Task images and project data from Label Studio, and images from an explicit allow-list of http(s) prefixes.
 
     source = LabelStudioSource(settings)
-    data = await source.image("/data/upload/3/1a2b-photo.png")      # Label Studio's upload: its URL + API key
+    data = await source.fetch("/data/upload/3/1a2b-photo.png")      # Label Studio's upload: its URL + API key
     tasks = await source.annotated_tasks(project_id)                # for learning
 
 A task's image URL is fetched only if it is Label Studio's (a path such as /data/upload/... or /data/local-files/
 ?d=..., or an absolute URL on LABEL_STUDIO_URL's origin: sent with the API key) or starts with an allow-listed
 prefix (sent without credentials). Anything else (another host, s3://, file:, data:) is refused before any
-connection is made. Redirects are not followed (one could lead off the allow-list), and a body is read only up
-to the server's upload limit.
+connection is made; a URL whose host or port does not parse is a 400 `bad_url`, and dot segments are resolved
+before the prefix is compared (`urls`). Redirects are not followed (one could lead off the allow-list), a body is
+read only up to the server's upload limit, and a whole fetch (connecting, the token refresh, every byte) ends
+within `deadline_s` (a 504 `fetch_timeout` after it: a server sending 1 byte a second cannot hold a request).
 
 The API key: a personal access token (Label Studio 1.23's default; it is a JWT refresh token, exchanged at
 /api/token/refresh for short-lived access tokens) or a legacy token (sent as `Token KEY`; 1.23 refuses these
@@ -18,21 +20,21 @@ unless the organization enables them).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from urllib.parse import urlsplit
 
-from ..errors import ApiError
+from ..errors import ApiError, quoted
+from ..intake import parse_json
 from .settings import LabelStudioSettings
+from .urls import dot_segments_resolved, origin
 
 #: Seconds an access token obtained from a personal access token is used (Label Studio issues 5-minute ones).
 ACCESS_TOKEN_SECONDS = 240
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
+#: Seconds one whole fetch may take (an image, a project's data; the export has `EXPORT_DEADLINE_S`).
+FETCH_DEADLINE_S = 60.0
+EXPORT_DEADLINE_S = 300.0
+#: Largest project export read (JSON; parsed in a thread, about twice its size as Python objects).
+MAX_EXPORT_BYTES = 128 << 20
 
 
 def _is_jwt(key: str) -> bool:
@@ -40,8 +42,9 @@ def _is_jwt(key: str) -> bool:
 
 
 class LabelStudioSource:
-    def __init__(self, settings: LabelStudioSettings, max_bytes: int, timeout_s: float = 30.0):
-        self.settings, self.max_bytes, self.timeout_s = settings, max_bytes, timeout_s
+    def __init__(self, settings: LabelStudioSettings, max_bytes: int, timeout_s: float = 30.0,
+                 deadline_s: float = FETCH_DEADLINE_S):
+        self.settings, self.max_bytes, self.timeout_s, self.deadline_s = settings, max_bytes, timeout_s, deadline_s
         self._access: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
 
@@ -56,13 +59,20 @@ class LabelStudioSource:
                 raise ApiError(400, "no_label_studio_url", f"image {url[:120]!r} is a Label Studio path, but this "
                                                            "server has no Label Studio URL (--label-studio-url or "
                                                            "LABEL_STUDIO_URL)")
-            return base.rstrip("/") + url, True
-        scheme = urlsplit(url).scheme.lower()
+            url = base.rstrip("/") + url
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError:  # "http://[::1/x"
+            raise ApiError(400, "bad_url", f"image URL {quoted(url, 120)}: its host or port does not parse") \
+                from None
         if scheme in ("http", "https"):
-            if base and _origin(url) == _origin(base):
-                return url, True
-            if any(url.startswith(prefix) for prefix in self.settings.allowed_urls):
-                return url, False
+            resolved = dot_segments_resolved(url)
+            if resolved is None:
+                raise ApiError(400, "bad_url", f"image URL {quoted(url, 120)}: its host or port does not parse")
+            if base and origin(resolved) == origin(base):
+                return resolved, True
+            if any(resolved.startswith(prefix) for prefix in self.settings.allowed_urls):
+                return resolved, False
         raise ApiError(400, "url_not_allowed", f"image URL {url[:120]!r} is neither Label Studio's nor on this "
                                                "server's allow-list (--allow-image-url PREFIX): not fetched")
 
@@ -109,28 +119,40 @@ class LabelStudioSource:
                     return b"".join(chunks)
         raise ApiError(502, "fetch_failed", f"{url[:160]}: Label Studio refused the API key")
 
+    async def _get_within(self, url: str, with_key: bool, limit: int, deadline_s: float) -> bytes:
+        """`_get` ended after `deadline_s` seconds in all: ApiError 504 `fetch_timeout`."""
+        try:
+            return await asyncio.wait_for(self._get(url, with_key, limit), deadline_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ApiError(504, "fetch_timeout", f"{url[:160]}: not fetched within {deadline_s:g} s") from None
+
     async def fetch(self, url: str, limit: int | None = None) -> bytes:
         target, with_key = self.resolve(url)
         try:
-            return await self._get(target, with_key, limit or self.max_bytes)
+            return await self._get_within(target, with_key, limit or self.max_bytes, self.deadline_s)
         except ApiError:
             raise
         except Exception as exc:  # connection refused, DNS, timeout, a broken stream
             raise ApiError(502, "fetch_failed", f"{target[:160]}: {type(exc).__name__}: "
                                                 f"{' '.join(str(exc).split())[:160]}") from None
 
-    async def get_json(self, path: str, limit: int = 1 << 30):
+    async def get_json(self, path: str, limit: int = 1 << 24, deadline_s: float | None = None):
         if not self.settings.url:
             raise ApiError(400, "no_label_studio_url", "this needs the Label Studio URL (--label-studio-url or "
                                                        "LABEL_STUDIO_URL) and API key")
         url = f"{self.settings.url.rstrip('/')}{path}"
         try:
-            return json.loads(await self._get(url, True, limit))
+            data = await self._get_within(url, True, limit, deadline_s or self.deadline_s)
         except ApiError:
             raise
-        except Exception as exc:  # connection refused, timeout, not JSON
+        except Exception as exc:  # connection refused, timeout
             raise ApiError(502, "fetch_failed", f"{url}: {type(exc).__name__}: "
                                                 f"{' '.join(str(exc).split())[:160]}") from None
+        try:  # parsed in a thread with the depth limit: an export is large
+            return await asyncio.get_running_loop().run_in_executor(None, parse_json, data)
+        except ApiError as exc:
+            raise ApiError(502, "fetch_failed", f"{url}: Label Studio's answer is not usable JSON "
+                                                f"({exc.message})") from None
 
     async def project(self, number: int) -> dict | None:
         """A project's title, labeling config and this backend's extra_params, from Label Studio (None when it
@@ -149,7 +171,8 @@ class LabelStudioSource:
 
     async def annotated_tasks(self, project: int) -> list[dict]:
         """Every task of `project` with at least one annotation, as Label Studio's JSON export gives them."""
-        tasks = await self.get_json(f"/api/projects/{int(project)}/export?exportType=JSON")
+        tasks = await self.get_json(f"/api/projects/{int(project)}/export?exportType=JSON", MAX_EXPORT_BYTES,
+                                    deadline_s=max(self.deadline_s, EXPORT_DEADLINE_S))
         if not isinstance(tasks, list):
             raise ApiError(502, "fetch_failed", f"project {project}'s export is not a list of tasks")
         return tasks

@@ -2,6 +2,7 @@
 
     rle = encode(mask)                  # H x W bool -> list of byte values (the `rle` field of a brushlabels value)
     mask = decode(rle, height, width)   # the inverse; also reads what Label Studio's own editor writes
+                                        # (ValueError before any allocation when the header does not fit the image)
 
 The code covers the mask as an RGBA image, flattened row-major (every pixel's value four times, 255 inside).
 Bits, most significant first: the value count (32 bits), the word size minus one (5 bits), four run-length field
@@ -9,6 +10,12 @@ widths minus one (4 bits each), then blocks until the count is covered: 1 bit (1
 values), 2 bits choosing one of the four widths, the block's length minus one in that many bits, then the one
 repeated word or that many words. The end is padded with zeros to a whole byte. This encoder writes 8-bit words
 and widths 3, 4, 8 and 16, byte for byte what label-studio-sdk's `mask2rle` writes (tested against the SDK).
+
+Why not the SDK's own `decode_rle` (tests/test_label_studio.py decodes every code both ways and compares): it
+expands the code into a Python list of one-character strings, about 72 bytes of memory per bit, and takes 2.4x
+this decoder's time; and it allocates whatever value count a header claims (2**31 from a 110 KB code). `decode`
+reads the header first and refuses a count that is not the image's (H x W x 4) or a code longer than
+`MAX_RLE_BYTES` before anything is allocated; the Label Studio backend calls it in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ import numpy as np
 
 WIDTHS = (3, 4, 8, 16)
 _LONGEST = 1 << WIDTHS[-1]
+#: Longest brush RLE decoded (one region): a brush stroke of a 40 MP image codes in kilobytes; a code this long is
+#: a noise-like mask that would take seconds of a worker thread.
+MAX_RLE_BYTES = 4 << 20
+_HEADER_BITS = 32 + 5 + 4 * 4
 
 
 def encode(mask: np.ndarray) -> list[int]:
@@ -65,18 +76,34 @@ class _Bits:
         return value
 
 
-def decode_values(rle) -> np.ndarray:
-    """Brush RLE -> the flat uint8 RGBA values it codes."""
+def header(rle) -> tuple[bytes, int]:
+    """(the code's bytes, the value count its header claims), read without decoding; ValueError for a code that
+    is not a list of bytes, is longer than MAX_RLE_BYTES or shorter than its header."""
+    if isinstance(rle, (list, tuple)) and len(rle) > MAX_RLE_BYTES:
+        raise ValueError(f"brush RLE of {len(rle):,} bytes; at most {MAX_RLE_BYTES:,} are decoded")
     try:
         data = bytes(rle)
     except (TypeError, ValueError):
         raise ValueError("brush RLE must be a list of byte values 0..255") from None
-    bits = _Bits(data)
-    count = bits.read(32)
-    word = bits.read(5) + 1
-    widths = [bits.read(4) + 1 for _ in range(4)]
+    if len(data) > MAX_RLE_BYTES:
+        raise ValueError(f"brush RLE of {len(data):,} bytes; at most {MAX_RLE_BYTES:,} are decoded")
+    if len(data) * 8 < _HEADER_BITS:
+        raise ValueError("brush RLE ends in the middle of a block")
+    return data, int.from_bytes(data[:4], "big")
+
+
+def decode_values(rle, expected: int | None = None) -> np.ndarray:
+    """Brush RLE -> the flat uint8 RGBA values it codes; ValueError (before allocating them) when its header
+    claims another count than `expected`, or more values than its bytes can code."""
+    data, count = header(rle)
+    if expected is not None and count != expected:
+        raise ValueError(f"brush RLE holds {count} values; expected {expected}")
     if count > 8 * len(data) * (1 << 16):  # more values than the bytes can code: a corrupt header
         raise ValueError(f"brush RLE header claims {count} values for {len(data)} bytes")
+    bits = _Bits(data)
+    bits.read(32)
+    word = bits.read(5) + 1
+    widths = [bits.read(4) + 1 for _ in range(4)]
     out = np.zeros(count, dtype=np.uint8)
     i = 0
     while i < count:
@@ -93,8 +120,9 @@ def decode_values(rle) -> np.ndarray:
 
 def decode(rle, height: int, width: int) -> np.ndarray:
     """Brush RLE of a `height` x `width` image -> H x W bool mask (its alpha channel above zero)."""
-    values = decode_values(rle)
-    if values.size != height * width * 4:
-        raise ValueError(f"brush RLE holds {values.size} values; a {width}x{height} RGBA mask has "
-                         f"{height * width * 4}")
+    expected = height * width * 4
+    _, count = header(rle)
+    if count != expected:
+        raise ValueError(f"brush RLE holds {count} values; a {width}x{height} RGBA mask has {expected}")
+    values = decode_values(rle, expected)
     return values.reshape(height, width, 4)[:, :, 3] > 0

@@ -7,7 +7,9 @@ authentication Label Studio sends to an ML backend); learning defaults.
 
 Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "train_every": 20, "epochs": 5}:
   domain       the domain the project's annotations are learned as (default: the project's title, made a valid
-               domain name)
+               domain name); fixed when the project is first set up (`projects`)
+  replace      true: take the domain over from another project or a domain learned elsewhere, or move this
+               project to another domain
   pin          true: once the domain is learned, its tasks run its module; false: the selector chooses
   train_every  learn after every N new annotations (default: the server's, 0 = only on Start Training)
   epochs       training epochs (default: the server's)
@@ -15,13 +17,12 @@ Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 from ... import SamclError
-from ..errors import ApiError
+from ..errors import ApiError, quoted
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
 
@@ -36,21 +37,45 @@ class LabelStudioSettings:
     epochs: int = 5
     batch_size: int = 4
     seed: int = 0
+    max_learn_tasks: int = 1000  # a project with more annotated tasks is not learned (the reason is reported)
+    max_learn_megapixels: float = 400.0  # the task images of one learn, held together
 
     def __post_init__(self) -> None:
+        from .urls import checked_url, dot_segments_resolved
+
         self.url = (self.url or os.environ.get(URL_ENV) or "").rstrip("/") or None
         self.api_key = self.api_key or os.environ.get(KEY_ENV) or None
         self.basic_auth = self.basic_auth or os.environ.get(BASIC_AUTH_ENV) or None
+        if self.url is not None and checked_url(self.url) is None:
+            rule = "give Label Studio's http(s) address with a valid host and port, e.g. http://localhost:8080"
+            raise SamclError(f"url {self.url!r}: {rule}", cli=f"--label-studio-url {self.url}: {rule}")
         for prefix in self.allowed_urls:
             parts = prefix.split("/")
-            if not prefix.startswith(("http://", "https://")) or len(parts) < 4 or not parts[2]:
+            rule = None
+            if not prefix.startswith(("http://", "https://")) or len(parts) < 4 or not parts[2] or \
+                    checked_url(prefix) is None:
                 rule = ("give an http(s) prefix with a host and a path, e.g. https://images.example.com/ (the "
                         "trailing / ends the host)")
+            elif not prefix.endswith("/") or "?" in prefix or "#" in prefix:
+                rule = (f"end it with '/' (a path boundary: {prefix}/ rather than a prefix that also matches "
+                        f"{prefix}-private/...)")
+            elif dot_segments_resolved(prefix) != prefix:
+                rule = "give it without dot segments ('.', '..') or an empty segment ('//')"
+            if rule:
                 raise SamclError(f"allowed_urls {prefix!r}: {rule}", cli=f"--allow-image-url {prefix}: {rule}")
-        if self.basic_auth is not None and ":" not in self.basic_auth:
-            raise SamclError("basic_auth: give USER:PASSWORD", cli="--label-studio-basic-auth: give USER:PASSWORD")
+        if self.basic_auth is not None:
+            user, colon, password = self.basic_auth.partition(":")
+            if not colon or not user or not password:
+                rule = "give USER:PASSWORD, both non-empty (an empty password would turn the check off)"
+                raise SamclError(f"basic_auth: {rule}", cli=f"--label-studio-basic-auth: {rule}")
+        for name, value in (("max_learn_tasks", self.max_learn_tasks), ("max_learn_megapixels",
+                                                                         self.max_learn_megapixels)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise SamclError(f"{name} {value!r}: give a number above 0")
 
 
+#: Longest extra_params text read (Label Studio's field holds a small JSON object).
+MAX_EXTRA_CHARS = 64 << 10
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -70,36 +95,50 @@ class ProjectSettings:
     pin: bool = True
     train_every: int | None = None
     epochs: int | None = None
+    replace: bool = False
+    fixed: str | None = None  # the domain recorded for this project (`projects.ProjectDomains`)
+
+    @property
+    def wanted_domain(self) -> str:
+        """The domain the project's settings name: its extra_params' "domain", else its title made a name."""
+        return self.domain or domain_name(self.title or "", self.project)
 
     @property
     def domain_name(self) -> str:
-        return self.domain or domain_name(self.title or "", self.project)
+        return self.fixed or self.wanted_domain
 
     def update(self, extra) -> None:
         """Apply a project's `extra_params` (a JSON object or its text); ApiError 400 naming a bad one."""
         if extra in (None, "", {}):
             return
         if isinstance(extra, str):
+            from ..intake import parse_json
+
+            if len(extra) > MAX_EXTRA_CHARS:
+                raise ApiError(400, "bad_extra_params", f"extra_params: {len(extra):,} characters; at most "
+                                                        f"{MAX_EXTRA_CHARS:,}")
             try:
-                extra = json.loads(extra)
-            except json.JSONDecodeError as exc:
-                raise ApiError(400, "bad_extra_params", f"extra_params: not JSON ({exc})") from None
+                extra = parse_json(extra.encode("utf-8", "replace"), depth=4)
+            except ApiError as exc:
+                raise ApiError(400, "bad_extra_params", f"extra_params: {exc.message.removeprefix('body: ')}") \
+                    from None
         if not isinstance(extra, dict):
             raise ApiError(400, "bad_extra_params", "extra_params: give a JSON object")
-        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs"})
+        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "replace"})
         if unknown:
-            raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {unknown[0]!r} (known: domain, "
-                                                    "pin, train_every, epochs)")
+            raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {quoted(unknown[0])} (known: "
+                                                    "domain, pin, train_every, epochs, replace)")
         if "domain" in extra:
             value = extra["domain"]
             if not isinstance(value, str) or domain_name(value, self.project) != value:
-                raise ApiError(400, "bad_extra_params", f"extra_params.domain {value!r}: use letters, digits, '_', "
-                                                        "'.', '-' (max 64), not 'base'")
+                raise ApiError(400, "bad_extra_params", f"extra_params.domain {quoted(value)}: use letters, digits, "
+                                                        "'_', '.', '-' (max 64), not 'base'")
             self.domain = value
-        if "pin" in extra:
-            if not isinstance(extra["pin"], bool):
-                raise ApiError(400, "bad_extra_params", "extra_params.pin: true or false")
-            self.pin = extra["pin"]
+        for key in ("pin", "replace"):
+            if key in extra:
+                if not isinstance(extra[key], bool):
+                    raise ApiError(400, "bad_extra_params", f"extra_params.{key}: true or false")
+                setattr(self, key, extra[key])
         for key, top in (("train_every", 1_000_000), ("epochs", 1000)):
             if key in extra:
                 value = extra[key]
@@ -112,7 +151,7 @@ def project_id(value) -> int:
     """Label Studio names a project "ID.CREATED" in ML requests ("3.1764630000"), or by its number."""
     text = str(value if value is not None else "")
     head = text.split(".", 1)[0]
-    if not head.isdigit():
+    if not (head.isascii() and head.isdigit()) or len(head) > 18:  # a 5,000-digit id is not a project
         raise ApiError(400, "bad_project", f"project {text[:40]!r}: expected Label Studio's 'ID.TIMESTAMP'")
     return int(head)
 
