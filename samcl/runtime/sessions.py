@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SamclError
+from ..io.files import one_line
 from . import EXTRAS
 
 
@@ -170,4 +171,11 @@ SESSIONS = {"onnxruntime": OrtSession, "openvino": OpenVinoSession}
 
 
 def open_session(runtime: str, path: Path, threads: int, precision: str = "float32"):
-    return SESSIONS[runtime](path, threads, precision)
+    """A session on graph `path`; a graph the runtime cannot load is one SamclError naming it."""
+    try:
+        return SESSIONS[runtime](path, threads, precision)
+    except SamclError:
+        raise
+    except Exception as exc:  # (ONNX Runtime and OpenVINO raise their own types for an unreadable graph)
+        raise SamclError(f"{path}: {runtime} cannot load this graph ({one_line(exc)}); delete the folder to have "
+                         "it rebuilt") from None
