@@ -68,3 +68,20 @@ def test_a_class_of_identical_images_is_learned_and_routes_its_image(kind, case,
     assert chosen == [0]
     if len(classes) > 1:
         assert selector.choose(classes[1][:4], fallback=False)[0] == [1] * 4
+
+
+@pytest.mark.parametrize("kind", ["fecam", "ncm", "ranpac"])
+def test_ordinary_classes_never_take_the_regularised_path(kind, monkeypatch):
+    """The regularisation of degenerate classes leaves every other class's numbers as they were (the committed
+    benchmark's): it runs only where a covariance does not factor, which ordinary classes never reach, even with
+    fewer images than features."""
+    from samcl.selector import stats
+
+    calls = []
+    monkeypatch.setattr(stats, "definite", lambda matrix: calls.append(1) or matrix)
+    gen = torch.Generator().manual_seed(1)
+    selector = make_selector(SelectorConfig(kind=kind), 8)
+    for k in range(4):
+        selector.add_class(torch.randn(6 + 4 * k, 16, generator=gen) + 3 * k)
+    selector.choose(torch.randn(20, 16, generator=gen) * 4)
+    assert calls == []
