@@ -211,15 +211,17 @@ def _alive(pid: int) -> bool:
 def export_store(samcl, out: Path) -> dict:
     """The store's graphs, module rows, selector state and a JSON saying how to run them, as folder `out` (which
     must not exist, or be empty). Returns the JSON written."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SamclError(f"{out}: exists and is not an empty folder; give a new folder for the export")
+    shown = Path(out)
+    out = export_target(shown)
     classes, backbone = samcl.module_set, samcl.backbone
     config = samcl.aug_config
     refuse_unsupported(backbone, config)
     graphs = cached_graphs(backbone, config, classes.selector_block)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}-", dir=out.parent))
+    except OSError as exc:
+        raise SamclError(f"{shown}: cannot write the export ({exc.strerror or exc})") from None
     try:
         for name in ("prefix", "suffix", "decoder"):
             shutil.copyfile(graphs / f"{name}.onnx", staging / f"{name}.onnx")
@@ -233,9 +235,28 @@ def export_store(samcl, out: Path) -> dict:
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
+    except OSError as exc:  # (disk full, or the folder filled meanwhile): the user's name, not the temporary's
+        raise SamclError(f"{shown}: cannot write the export ({exc.strerror or exc}); nothing was left there") \
+            from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return description
+
+
+def export_target(out: Path) -> Path:
+    """Where the export of `out` goes, checked before any work: a new or empty folder, through a symlink to one
+    (an empty folder's or a dangling link's target: the link stays and names the export); else one SamclError."""
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if out.is_symlink() and os.path.lexists(target) and not target.exists():
+        raise SamclError(f"{out}: a symlink that loops; give a new folder for the export")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise SamclError(f"{out}: exists and is not an empty folder; give a new folder for the export")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SamclError(f"{out}: cannot write the export ({parent} is not a writable folder)")
+    return target
 
 
 def describe(samcl, graphs: dict, bank) -> dict:
