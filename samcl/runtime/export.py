@@ -79,12 +79,12 @@ def cached_graphs(backbone, config: AugModuleConfig, selector_block: int, root: 
     graphs = (root or cache_root()) / "graphs"
     folder = graphs / graph_key(settings)
     _private_folders(graphs)
+    _remove_leftovers(graphs)
     problem = _entry_problem(folder, settings)
     if problem is None:
         return folder
     if folder.exists() or folder.is_symlink():
         warnings.warn(f"graph cache {folder}: {problem}; rebuilding it", stacklevel=2)
-    _remove_leftovers(graphs)
     building = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=graphs))
     try:
         with torch.no_grad():
@@ -132,6 +132,9 @@ def _entry_problem(folder: Path, settings: dict) -> str | None:
         return "missing"
     if folder.is_symlink() or not folder.is_dir():
         return "not a folder"
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return f"writable by others or not yours (mode {stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})"
     try:
         record = read_json_file(folder / "graphs.json", GRAPHS_JSON_LIMIT, "graphs.json")
     except NoSuchFile:
@@ -186,7 +189,7 @@ def _put_in_place(building: Path, folder: Path, settings: dict) -> None:
 def _remove_leftovers(graphs: Path) -> None:
     """Remove `.build-PID-*` folders of builders that are gone (killed builds)."""
     for path in graphs.glob(".build-*"):
-        pid = path.name.split("-")[2] if path.name.count("-") >= 2 else ""
+        pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""  # .build-PID-random
         try:
             old = time.time() - path.lstat().st_mtime > STALE_BUILD_SECONDS
         except OSError:
