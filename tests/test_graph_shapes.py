@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from samcl import runtime
+from samcl.method.augmodule import config_for
 from samcl.runtime.backbone import GraphBackbone
 from samcl.runtime.export import cached_graphs
 from samcl.runtime.graphs import export_decoder, extract_low_res_decoder
 from samcl.runtime.sessions import MAX_STATIC_SHAPES, ShapeCache, open_session
-from samcl.method.augmodule import config_for
 
 
 def decoder_feeds(backbone, count: int, padding: int = 0, batch: int = 1, seed: int = 0) -> dict:
@@ -33,7 +33,7 @@ def test_padding_points_move_the_decoders_masks_so_prompts_are_not_padded(tiny_b
     export_decoder(tiny_backbone, tmp_path / "decoder.onnx")
     extract_low_res_decoder(tmp_path)
     session = open_session("onnxruntime", tmp_path / "decoder_low.onnx", 1)
-    iou, low_res = session.run(decoder_feeds(tiny_backbone, 3))
+    _, low_res = session.run(decoder_feeds(tiny_backbone, 3))
     _, padded = session.run(decoder_feeds(tiny_backbone, 3, padding=3))  # 3 + 1 + 3 = 7 -> a bucket of 8
     assert np.abs(padded - low_res).max() > 1e-2 * np.abs(low_res).max()  # not the same masks: no padding
 
@@ -63,7 +63,7 @@ def test_shape_cache_compiles_a_bounded_number_of_models_whatever_shapes_arrive(
 def test_shape_cache_gives_a_repeated_shape_a_static_slot_and_drops_the_least_recent():
     fake = FakeCompiles()
     cache = ShapeCache(fake.compile_static, fake.compile_dynamic, max_static=2, promote_after=2)
-    shape = lambda n: {"x": np.zeros((1, n))}  # noqa: E731
+    shape = lambda n: {"x": np.zeros((1, n))}
     assert cache.get(shape(1))[0] == cache.get(shape(2))[0] == "static"
     cache.get(shape(1))  # 1 is now the most recent
     kinds = [cache.get(shape(3))[0] for _ in range(3)]
@@ -90,8 +90,8 @@ def test_openvino_decoder_keeps_bounded_shapes_and_answers_as_onnxruntime(tiny_b
     for count in [*range(1, 25), 3, 3, 3, 3]:
         points = torch.rand(1, count, 2, generator=torch.Generator().manual_seed(count)) * tiny_backbone.image_size
         labels = torch.ones(1, count)
-        low, iou = graphs.decode(embeddings, points, labels)
-        want, want_iou = reference.decode(embeddings, points, labels)
+        low, _ = graphs.decode(embeddings, points, labels)
+        want, _ = reference.decode(embeddings, points, labels)
         assert float((low - want).abs().max()) < 1e-3 * float(want.abs().max())
     cache = graphs.sessions["decoder_low"].shapes
     assert len(cache.static) <= MAX_STATIC_SHAPES and cache.compiles <= MAX_STATIC_SHAPES + 1

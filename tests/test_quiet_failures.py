@@ -5,7 +5,6 @@ refused once the base loaded. Each ends as success or one line with exit code 2,
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
