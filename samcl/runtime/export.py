@@ -106,10 +106,12 @@ STALE_BUILD_SECONDS = 24 * 3600
 
 
 def _private_folders(graphs: Path) -> None:
-    """Create the cache's graphs folder (rwxr-xr-x at most) and refuse one that others could write to: a graph
-    there could be altered together with its recorded digest."""
+    """Create the cache's graphs folder (rwxr-xr-x at most) and refuse one that anyone could write to, or that
+    another user owns: a graph there could be altered together with its recorded digest."""
     try:
-        graphs.mkdir(parents=True, exist_ok=True, mode=0o755)
+        for folder in [*reversed(graphs.parents), graphs]:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o755, exist_ok=True)  # (every folder made here: never writable by others)
     except OSError as exc:
         raise SamclError(f"graph cache {graphs}: cannot create it ({exc.strerror or exc}); set {CACHE_ENV} to a "
                          "folder of your own") from None
@@ -118,7 +120,7 @@ def _private_folders(graphs: Path) -> None:
         why = None
         if info.st_uid not in (os.getuid(), 0):
             why = f"owned by another user (uid {info.st_uid})"
-        elif info.st_mode & 0o022:
+        elif info.st_mode & 0o002:  # (group-writable is the norm with per-user groups and umask 002)
             why = f"writable by others (mode {stat.S_IMODE(info.st_mode):04o})"
         if why:
             raise SamclError(f"graph cache {folder}: {why}, so its graphs cannot be trusted; make it private "
@@ -133,7 +135,7 @@ def _entry_problem(folder: Path, settings: dict) -> str | None:
     if folder.is_symlink() or not folder.is_dir():
         return "not a folder"
     info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+    if info.st_uid != os.getuid() or info.st_mode & 0o002:
         return f"writable by others or not yours (mode {stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})"
     try:
         record = read_json_file(folder / "graphs.json", GRAPHS_JSON_LIMIT, "graphs.json")
