@@ -96,3 +96,14 @@ def test_openvino_decoder_keeps_bounded_shapes_and_answers_as_onnxruntime(tiny_b
     cache = graphs.sessions["decoder_low"].shapes
     assert len(cache.static) <= MAX_STATIC_SHAPES and cache.compiles <= MAX_STATIC_SHAPES + 1
     assert graphs.compiled()["shapes"]["decoder_low"] <= MAX_STATIC_SHAPES + 1 and graphs.compiled()["bytes"] > 0
+
+
+def test_a_large_graph_keeps_fewer_static_shapes(monkeypatch):
+    from samcl.runtime import sessions
+
+    fake = FakeCompiles()
+    sizes = iter([300, 999, 999, 999])
+    monkeypatch.setattr(sessions, "_measured", lambda compile_: (compile_(), next(sizes, 999)))
+    cache = ShapeCache(fake.compile_static, fake.compile_dynamic, max_static=6, max_bytes=1000)
+    kinds = [cache.get({"x": np.zeros((n,))})[0] for n in range(1, 6)]
+    assert kinds == ["static"] * 3 + ["dynamic"] * 2 and cache.max_static == 3  # 1000 // 300

@@ -103,11 +103,15 @@ MAX_STATIC_SHAPES = 6
 PROMOTE_AFTER = 3
 #: Kernels per input shape OpenVINO's CPU plugin caches for the dynamic model (its default is 5,000).
 DYNAMIC_CACHE = 16
+#: What one graph's static models may hold together: the first compile's measured size sets how many fit (a
+#: ViT-H prefix, over a GiB a copy, keeps one; SAM's decoder, about 20 MiB, keeps MAX_STATIC_SHAPES).
+MAX_STATIC_BYTES = 1 << 30
 
 
 class ShapeCache:
-    """Compiled models per input shape, bounded: `max_static` static ones in least-recently-used order, and one
-    dynamic model for every shape without a slot. A shape gets a slot at once while slots are free, else after
+    """Compiled models per input shape, bounded: `max_static` static ones in least-recently-used order (fewer
+    where the first compile's size times `max_static` exceeds `max_bytes`), and one dynamic model for every shape
+    without a slot. A shape gets a slot at once while slots are free, else after
     `promote_after` runs on the dynamic model (the least recently used static one is dropped). The RSS growth
     of each compile is recorded (`bytes`), so what the graphs hold can be counted.
 
@@ -115,9 +119,11 @@ class ShapeCache:
         compiled = cache.get(feeds)        # feeds: input name -> array; the key is their shapes
     """
 
-    def __init__(self, compile_static, compile_dynamic, max_static: int, promote_after: int = PROMOTE_AFTER):
+    def __init__(self, compile_static, compile_dynamic, max_static: int, promote_after: int = PROMOTE_AFTER,
+                 max_bytes: int | None = None):
         self.compile_static, self.compile_dynamic = compile_static, compile_dynamic
         self.max_static, self.promote_after = max(int(max_static), 0), promote_after
+        self.max_bytes = MAX_STATIC_BYTES if max_bytes is None else max_bytes
         self.static: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
         self.dynamic: tuple[object, int] | None = None
         self.misses: Counter = Counter()
@@ -138,6 +144,8 @@ class ShapeCache:
                 self.static.popitem(last=False)
             self.static[key] = _measured(lambda: self.compile_static(feeds))
             self.compiles += 1
+            if self.compiles == 1 and self.static[key][1] > 0:  # the first size says how many fit the bytes
+                self.max_static = max(1, min(self.max_static, self.max_bytes // self.static[key][1]))
             self.misses.pop(key, None)
             return self.static[key][0]
         if self.dynamic is None:
