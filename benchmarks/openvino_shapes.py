@@ -40,7 +40,7 @@ def child(mode: str, store: str, max_points: int) -> dict:
     make_store(Path(store), ["polyps"])
 
     if mode == "unbounded":
-        sessions.MAX_STATIC_SHAPES = 10**9
+        sessions.MAX_STATIC_SHAPES = sessions.MAX_STATIC_BYTES = 10**18
     samcl = SAMCL.open(store, device="cpu", runtime="openvino", precision="float32")
     image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8)
     rng = np.random.default_rng(1)
