@@ -160,6 +160,11 @@ def cmd_info(args) -> int:
 
     manifest = read_manifest(args.store)
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
+    from ..backbone import adaptable_blocks
+    from ..store.check import check_recorded_base
+
+    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.get("base_hint"),
+                                                                           manifest["backbone"]["family"]))
     try:
         domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
                     "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
@@ -180,6 +185,7 @@ def cmd_info(args) -> int:
                     "total": total},
         "inference_precision": {"auto": precision.resolve("auto", args.device), "native_bf16": precision.native_bf16()},
         "runtime": runtime_info(args.device),
+        "unchecked": unchecked,
     }
     if args.json:
         print_json(info)
@@ -203,6 +209,7 @@ def cmd_info(args) -> int:
     print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
     print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; "
           f"{precision.describe_auto()}")
+    print(f"not checked without loading the base: {'; '.join(unchecked)}")
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import SamclError
 from ..io import atomic_write_bytes
+from ..io.files import name_max
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 LOSSY = {".jpg", ".jpeg", ".jpe"}
@@ -82,6 +83,10 @@ def _target(path: Path) -> Target:
     if suffix not in FORMATS:
         named = f"'{path.suffix}'" if path.suffix else "no extension"
         raise SamclError(f"{path}: {named} names no mask format; use .png (or .bmp, .tif, .webp)")
+    length, longest = len(os.fsencode(real.name)), name_max(real.parent)
+    if length > longest:
+        raise SamclError(f"{path}: the file name is {length} bytes, longer than the folder takes ({longest}); "
+                         "give a shorter --out or rename the image")
     parent = real.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
