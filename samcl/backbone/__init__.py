@@ -120,7 +120,7 @@ def _from_checkpoint(path: Path) -> FrozenBackbone:
 
 
 __all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "load_backbone", "resolve_base", "is_hub_id",
-           "hub_snapshot", "BUILTIN_TINY_SAM"]
+           "hub_snapshot", "adaptable_blocks", "BUILTIN_TINY_SAM"]
 
 
 def adaptable_blocks(hint, family: str) -> tuple[int, ...] | None:

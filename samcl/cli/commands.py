@@ -161,7 +161,7 @@ def cmd_info(args) -> int:
     manifest = read_manifest(args.store)
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
     from ..backbone import adaptable_blocks
-    from ..store.check import check_recorded_base
+    from ..store import check_recorded_base
 
     unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.get("base_hint"),
                                                                            manifest["backbone"]["family"]))

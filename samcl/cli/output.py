@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import SamclError
-from ..io import atomic_write_bytes
-from ..io.files import name_max
+from ..io import atomic_write_bytes, name_max
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 LOSSY = {".jpg", ".jpeg", ".jpe"}

@@ -11,7 +11,7 @@ lines elsewhere).
 from __future__ import annotations
 
 from .files import (FAULT_DELAY_ENV, MAX_JSON_DEPTH, NoSuchFile, atomic_write_bytes, atomic_write_json, check_regular,
-                    current_umask, fault_point, file_mode, fsync_dir, json_depth, open_regular, parse_json, quote,
+                    current_umask, fault_point, file_mode, fsync_dir, json_depth, name_max, open_regular, parse_json, quote,
                     read_json_file, read_limited)
 from .images import (HIGH_DEPTH_MODES, MAX_IMAGE_PIXELS, atomic_write_png, high_depth_peak, read_image, read_mask,
                      to_rgb_array, upright)
@@ -20,6 +20,6 @@ from .progress import bar, log_to_stderr
 
 __all__ = ["FAULT_DELAY_ENV", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_DEPTH", "NoSuchFile",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular", "current_umask",
-           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr",
+           "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr", "name_max",
            "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited",
            "read_mask", "to_rgb_array", "upright"]
