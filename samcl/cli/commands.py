@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import SamclError
 from ..io import print_json
 from .errors import error_line
+from .auto_command import auto_flags_given, cmd_segment_auto
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 
 
@@ -227,6 +228,9 @@ def cmd_segment(args) -> int:
     from .. import Prompt, PromptError
     from ..io import read_image
     from . import output
+
+    if args.auto or auto_flags_given(args):
+        return cmd_segment_auto(args)
 
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
