@@ -302,3 +302,31 @@ def test_segment_auto_bad_flags_are_one_line(tmp_path, capsys, argv, flag):
     code = main(["segment", str(tmp_path / "S"), str(tmp_path / "i.png"), *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and flag in err[0], err
+
+
+def test_readme_auto_commands_run_on_the_data_the_readme_makes(tmp_path, monkeypatch, capsys):
+    """The README's `segment --auto` lines, run as written (globs expanded as a shell does) on what its Python
+    example makes (data/shadows and a set my-set holding shadows; smaller here)."""
+    import glob
+    import re
+    import shlex
+
+    from samcl import TrainConfig
+    from samcl.cli import main
+    from samcl.data.synthetic import write_domain
+    from samcl.data.folders import FolderDataset
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+             for line in block.splitlines() if "--auto" in line and line.strip().startswith("samcl segment")]
+    assert len(lines) >= 2
+    monkeypatch.chdir(tmp_path)
+    write_domain("data", "shadows", n_train=4, n_test=2, seed=0)
+    samcl = SAMCL.create("builtin:tiny-sam", "my-set", device="cpu")
+    samcl.learn("shadows", FolderDataset("data/shadows/train"), TrainConfig(epochs=1, batch_size=4, progress=False))
+    for line in lines:
+        argv = [part for word in shlex.split(line.split("#")[0])[1:]
+                for part in (sorted(glob.glob(word)) if "*" in word else [word])]
+        assert main(argv) == 0, (line, capsys.readouterr().err)
+    assert json.loads(Path("auto.json").read_text()) and Path("auto.png").is_file()
+    assert Path("auto/auto.json").is_file() and Path("auto/shadows_test_00001.png").is_file()
