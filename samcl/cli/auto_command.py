@@ -12,7 +12,7 @@ from .store_commands import table
 
 def auto_flags_given(args) -> bool:
     """Whether a generator flag was set (they need --auto); the flag's default counts as not set."""
-    from ..inference.automatic import AutoMaskConfig
+    from ..inference import AutoMaskConfig
     from .parser import AUTO_FLAGS, defaults
 
     given = [name for name in AUTO_FLAGS if getattr(args, name) != defaults(AutoMaskConfig)[name]]
@@ -21,30 +21,27 @@ def auto_flags_given(args) -> bool:
     return bool(given)
 
 
-def cmd_segment_auto(args) -> int:
-    """`samcl segment --auto`: automatic masks of each image on its routed module, as COCO results JSON (image_id
-    = the image's position, from 1) and a label PNG per image."""
-    from ..inference.automatic import AutoMaskConfig, coco_results, label_image
-    from ..io import atomic_write_json, read_image
+def auto_plan(args):
+    """`samcl segment --auto`'s checks before any work: no prompt flags, where --out writes, the generator's
+    options. Returns (AutoMaskConfig, output.AutoTargets)."""
+    from ..inference import AutoMaskConfig
     from . import output
     from .parser import AUTO_FLAGS
 
     for flag, given in (("--point", args.point), ("--negative", args.negative), ("--box", args.box)):
         if given:
             raise SamclError(f"{flag}: --auto makes its own prompts (a grid of points); drop {flag} or --auto")
-    if args.json and args.out == "-":
-        raise SamclError("--out -: --auto writes a JSON file and label PNGs; give a .json file or a folder")
-    targets = output.plan_auto(args.out, args.images)  # every --out problem before any work
-    config = AutoMaskConfig(**{name: getattr(args, name) for name in AUTO_FLAGS}, output_mode="coco_rle")
-    from .commands import _precheck_store, check_device
+    targets = output.plan_auto(args.out, args.images)
+    return AutoMaskConfig(**{name: getattr(args, name) for name in AUTO_FLAGS}, output_mode="coco_rle"), targets
 
-    check_device(args.device)
-    images = [read_image(path) for path in args.images]
-    _precheck_store(args.store)
-    from .. import SAMCL
 
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision, runtime=args.runtime)
+def auto_run(args, samcl, images: list, config, targets) -> int:
+    """Automatic masks of each image on its routed module, as COCO results JSON (image_id = the image's position,
+    from 1) and a label PNG per image; the table or --json on stdout."""
+    from ..inference import coco_results, label_image
+    from ..io import atomic_write_json
+    from . import output
+
     results, rows = [], []
     for image_id, (path, image, label_target) in enumerate(zip(args.images, images, targets.labels), start=1):
         [generated] = samcl.generate([image], config=config, force=args.force)

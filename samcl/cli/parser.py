@@ -204,7 +204,7 @@ AUTO_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stabili
 
 
 def _auto(p) -> None:
-    from ..inference.automatic import AutoMaskConfig
+    from ..inference import AutoMaskConfig
 
     group = p.add_argument_group("automatic masks (--auto: every object, no prompt; Meta's generator options)")
     group.add_argument("--auto", action="store_true",

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..io.images import to_rgb_array
 from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
 from ..options import check_fields, option
 from . import amg
@@ -111,7 +112,7 @@ class _Masks:
 
 
 @torch.no_grad()
-def generate(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
+def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
              force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
     """Automatic masks of prepared images (`Engine.prepare`), each on its routed (or forced) module, no heat.
 
@@ -153,6 +154,16 @@ def generate(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *,
         out.append(GeneratedMasks(engine.module_set.domain_name(chosen[j]), scores[j],
                                   _records(masks, config.output_mode), (height, width)))
     return out
+
+
+def generate_images(engine, images: Sequence, *, config: AutoMaskConfig | None = None,
+                    force: str | Sequence[str | None] | None = None, fallback: bool | None = None
+                    ) -> list[GeneratedMasks]:
+    """`SAMCL.generate`: automatic masks of images (H x W x 3 uint8 RGB arrays or PIL images, any sizes) on each
+    one's routed module (or `force`; `fallback` as `SAMCL.segment`), with `config` (None: Meta's defaults).
+    Returns one `GeneratedMasks` per image."""
+    images = [to_rgb_array(image) for image in images]
+    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force, fallback=fallback)
 
 
 def _crop_pixels(image: np.ndarray, box: list[int]) -> np.ndarray:

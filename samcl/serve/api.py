@@ -113,7 +113,7 @@ def router(serving: Serving) -> APIRouter:
 def auto_config(body: GenerateRequest):
     """The request's generator options as an `AutoMaskConfig` (left out: Meta's defaults), within this server's
     `GENERATE_LIMITS`: a 422 naming the field otherwise."""
-    from ..inference.automatic import AutoMaskConfig
+    from ..inference import AutoMaskConfig
 
     options = {name: getattr(body, name) for name in AutoMaskConfig.__dataclass_fields__
                if name != "output_mode" and getattr(body, name, None) is not None}

@@ -186,11 +186,11 @@ class ModelHost:
     def _generate(self, engine: Engine, job: Job) -> None:
         """Automatic masks of one image (`samcl.inference.automatic`): its own encoder pass with its routed module
         and no heat, then the point grid through the decoder."""
-        from ..inference.automatic import generate
+        from ..inference import generate_masks
 
         start = time.perf_counter()
         try:
-            [job.prediction] = generate(engine, [job.entry], [job.image], config=job.config, force=job.domain)
+            [job.prediction] = generate_masks(engine, [job.entry], [job.image], config=job.config, force=job.domain)
         except ValueError as exc:
             job.error = ApiError(400, "invalid_request", str(exc))
             return
