@@ -88,6 +88,20 @@ def evaluate(samcl: SAMCL, domain: str, images: list, config: AutoMaskConfig, fo
     return {**coco_ap(images, results), "ran": routed}
 
 
+def click_iou(samcl: SAMCL, images: list, force, seed: int) -> float:
+    """Mean IoU of one click per object (a fixed point inside it, `fixed_test_points`) with `force`'s module:
+    whether the module learned the domain's convention where it has a prompt's heat."""
+    from samcl import Prompt
+    from samcl.data.synthetic import fixed_test_points
+
+    rng, scores = np.random.default_rng(seed), []
+    for _, image, masks in images:
+        prompts = [Prompt.of(fixed_test_points(mask, rng, 1)) for mask in masks]
+        for mask, result in zip(masks, samcl.segment([image] * len(masks), prompts, force=force)):
+            scores.append((result.masks[0] & mask).sum() / max((result.masks[0] | mask).sum(), 1))
+    return float(np.mean(scores))
+
+
 def timing(samcl: SAMCL, image: np.ndarray, domain: str, config: AutoMaskConfig, repeats: int) -> dict:
     """Median seconds of `generate` on one image: base, the module forced, routed; alternated so drift is shared."""
     runs = {"base": [], "module": [], "routed": []}
@@ -115,11 +129,14 @@ def cpu_name() -> str:
 
 def table(report: dict) -> str:
     rows = ["| domain | learned | base AP | routed AP | oracle AP | base AP50 | routed AP50 | oracle AP50 | "
-            "routed / base AP | routed ran |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "routed / base AP | routed ran | one click IoU, base / module |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for domain, row in report["domains"].items():
         oracle = row.get("oracle")
         ratio = row["routed"]["ap"] / row["base"]["ap"] if row["base"]["ap"] > 0 else float("nan")
         ran = ", ".join(f"{k} {v}" for k, v in sorted(row["routed"]["ran"].items()))
+        click = row.get("click_iou")
+        ran += f" | {click['base']:.3f} / {click['module']:.3f}" if click else " | -"
         rows.append(f"| {domain} | {'yes' if row['learned'] else 'no'} | {row['base']['ap']:.1f} | "
                     f"{row['routed']['ap']:.1f} | {oracle['ap']:.1f} | {row['base']['ap50']:.1f} | "
                     f"{row['routed']['ap50']:.1f} | {oracle['ap50']:.1f} | {ratio:.2f}x | {ran} |"
@@ -173,6 +190,8 @@ def main(argv=None) -> int:
                "routed": evaluate(samcl, domain, images, config, None)}
         if learned:
             row["oracle"] = evaluate(samcl, domain, images, config, domain)
+            row["click_iou"] = {"base": click_iou(samcl, images, "base", args.seed),
+                                "module": click_iou(samcl, images, domain, args.seed)}
         report["domains"][domain] = row
         print(f"{domain}: base {row['base']['ap']:.1f} routed {row['routed']['ap']:.1f} "
               f"oracle {row.get('oracle', {}).get('ap', float('nan')):.1f}", flush=True)
