@@ -113,8 +113,9 @@ class _Masks:
 
 
 @torch.no_grad()
-def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
-             force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
+def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *,
+                   config: AutoMaskConfig | None = None, force: str | Sequence[str | None] | None = None,
+                   fallback: bool | None = None) -> list[GeneratedMasks]:
     """Automatic masks of prepared images (`Engine.prepare`), each on its routed (or forced) module, no heat.
 
     Arguments:
@@ -164,7 +165,8 @@ def generate_images(engine, images: Sequence, *, config: AutoMaskConfig | None =
     one's routed module (or `force`; `fallback` as `SAMCL.segment`), with `config` (None: Meta's defaults).
     Returns one `GeneratedMasks` per image."""
     images = [to_rgb_array(image) for image in images]
-    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force, fallback=fallback)
+    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force,
+                          fallback=fallback)
 
 
 def _crop_pixels(image: np.ndarray, box: list[int]) -> np.ndarray:
