@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), report)
     s, t = report["summary"], report["timing"]
+    shown = {k: v for k, v in train.to_dict().items() if k in ("epochs", "batch_size", "lr", "seed", "prompts",
+                                                                "points_per_image")}
     text = (f"# Automatic masks: COCO mask AP on synthetic instance domains\n\n"
             f"Produced by `{report['provenance']['command'].strip()}` on {report['provenance']['cpu']} "
             f"(1 torch thread), {report['provenance']['date']}; raw numbers in `{args.out.name}.json`.\n\n"
@@ -231,7 +233,7 @@ def main(argv=None) -> int:
             f"{t['seconds']['routed'] * 1e3:.0f} ms ({t['routed_over_base']:.3f}x; goal <= 1.05x).\n\n"
             f"Generator: points_per_side {config.points_per_side}, pred_iou_thresh {config.pred_iou_thresh}, "
             f"stability_score_thresh {config.stability_score_thresh}, other options Meta's defaults. Training: "
-            f"{json.dumps({k: v for k, v in train.to_dict().items() if k in ('epochs', 'batch_size', 'lr', 'seed', 'prompts', 'points_per_image')})}.\n")
+            f"{json.dumps(shown)}.\n")
     atomic_write_bytes(args.out.with_suffix(".md"), text.encode())
     print(text)
     return 0
