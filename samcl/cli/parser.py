@@ -338,6 +338,11 @@ def _label_studio(ls) -> None:
                     help="learn a project after every N new annotations (0: only on Start Training)")
     ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
                     help="epochs of a project's learn (a project's extra_params may set its own)")
+    ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
+                    help="a /predict without a context (opening a task, Retrieve Predictions) gets automatic masks "
+                         "from the project's module; off: an empty prediction")
+    ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
+                    help="most automatic masks a task gets, highest predicted IoU first")
 
 
 def _benchmark(p) -> None:

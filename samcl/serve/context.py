@@ -116,6 +116,11 @@ class Serving:
         return await self.run(Job("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
                                   domain=force))
 
+    async def generate(self, image: np.ndarray, config, force: str | None):
+        """Automatic masks of one decoded image (`SAMCL.generate` with `config`, an `AutoMaskConfig`) in the model
+        thread, between batches: (its `GeneratedMasks`, the generation that made them)."""
+        return await self.batcher.call(self.host.generate, image, config, force)
+
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
         """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding."""
         opened = await run_in_threadpool(codec.open_image, data, self.config.max_pixels)

@@ -116,6 +116,17 @@ class ModelHost:
         log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
                  ", ".join(fresh.domains) or "no domains")
 
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, config, force: str | None):
+        """Automatic masks of one image (`SAMCL.generate`), in the model thread: (GeneratedMasks, generation). A
+        forced domain the set now loaded lacks (a reload since the request was checked) is a 400."""
+        try:
+            return self.samcl.generate([image], config=config, force=force)[0], self.generation
+        except SamclError as exc:
+            if force is not None and force != "base" and force not in self.samcl.domains:
+                raise ApiError(400, "unknown_domain", str(exc)) from None
+            raise
+
     # ------------------------------------------------------------------ one batch
     @torch.no_grad()
     def run(self, jobs: list[Job]) -> None:

@@ -2,8 +2,9 @@
 domain. The backend URL to give Label Studio is http://HOST:PORT/label-studio.
 
 Files: `backend` (the protocol's routes), `labels` (labeling configs, contexts and annotations to prompts and
-masks, masks to results), `rle` (Label Studio's brush RLE), `fetch` (task images and project data, the URL
-allow-list), `training` (the background learner), `settings` (server and per-project settings).
+masks, masks to results), `preannotate` (automatic masks for a /predict without a context), `rle` (Label Studio's
+brush RLE), `fetch` (task images and project data, the URL allow-list), `training` (the background learner),
+`settings` (server and per-project settings).
 """
 
 

@@ -3,7 +3,7 @@
 
 Server: where Label Studio is (LABEL_STUDIO_URL) and its API key (LABEL_STUDIO_API_KEY), the names Label
 Studio's own ML backends read; the http(s) prefixes task images may also come from; basic auth (the one
-authentication Label Studio sends to an ML backend); learning defaults.
+authentication Label Studio sends to an ML backend); learning defaults; pre-annotation (on or off, masks a task).
 
 Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "train_every": 20, "epochs": 5}:
   domain       the domain the project's annotations are learned as (default: the project's title, made a valid
@@ -11,6 +11,8 @@ Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "
   pin          true: once the domain is learned, its tasks run its module; false: the selector chooses
   train_every  learn after every N new annotations (default: the server's, 0 = only on Start Training)
   epochs       training epochs (default: the server's)
+  automatic    options of the automatic masks a task gets without a context (`AutoMaskConfig`'s names, Meta's
+               generator's: points_per_side, pred_iou_thresh, stability_score_thresh, ...; default: Meta's)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ... import SamclError
 from ..errors import ApiError
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
+#: Most automatic masks one task may be given (`max_masks`).
+MAX_MASKS = 1000
 
 
 @dataclass
@@ -36,6 +40,8 @@ class LabelStudioSettings:
     epochs: int = 5
     batch_size: int = 4
     seed: int = 0
+    preannotate: bool = True  # a /predict without a context answers automatic masks (`preannotate`)
+    max_masks: int = 20  # most automatic masks a task gets, highest predicted IoU first
 
     def __post_init__(self) -> None:
         self.url = (self.url or os.environ.get(URL_ENV) or "").rstrip("/") or None
@@ -47,6 +53,10 @@ class LabelStudioSettings:
                 rule = ("give an http(s) prefix with a host and a path, e.g. https://images.example.com/ (the "
                         "trailing / ends the host)")
                 raise SamclError(f"allowed_urls {prefix!r}: {rule}", cli=f"--allow-image-url {prefix}: {rule}")
+        masks = self.max_masks
+        if not isinstance(masks, int) or isinstance(masks, bool) or not 1 <= masks <= MAX_MASKS:
+            rule = f"give an integer from 1 to {MAX_MASKS}"
+            raise SamclError(f"max_masks {self.max_masks!r}: {rule}", cli=f"--label-studio-max-masks: {rule}")
         if self.basic_auth is not None and ":" not in self.basic_auth:
             raise SamclError("basic_auth: give USER:PASSWORD", cli="--label-studio-basic-auth: give USER:PASSWORD")
 
@@ -70,6 +80,7 @@ class ProjectSettings:
     pin: bool = True
     train_every: int | None = None
     epochs: int | None = None
+    automatic: object | None = None  # an AutoMaskConfig (`serve.automatic.generator_config`); None: Meta's defaults
 
     @property
     def domain_name(self) -> str:
@@ -86,10 +97,15 @@ class ProjectSettings:
                 raise ApiError(400, "bad_extra_params", f"extra_params: not JSON ({exc})") from None
         if not isinstance(extra, dict):
             raise ApiError(400, "bad_extra_params", "extra_params: give a JSON object")
-        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs"})
+        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "automatic"})
         if unknown:
             raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {unknown[0]!r} (known: domain, "
-                                                    "pin, train_every, epochs)")
+                                                    "pin, train_every, epochs, automatic)")
+        if "automatic" in extra:
+            from ..automatic import generator_config
+
+            self.automatic = generator_config(extra["automatic"], field="extra_params.automatic",
+                                              code="bad_extra_params")
         if "domain" in extra:
             value = extra["domain"]
             if not isinstance(value, str) or domain_name(value, self.project) != value:
