@@ -25,11 +25,9 @@ brush = pytest.importorskip("label_studio_sdk.converter.brush")
 from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import make_store, png  # noqa: E402
 
-from samcl import SAMCL  # noqa: E402
+from samcl import SAMCL, AutoMaskConfig, SamclError  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
-from samcl import AutoMaskConfig  # noqa: E402
-from samcl.serve import ServeConfig, create_app  # noqa: E402
-from samcl.serve.label_studio import preannotate  # noqa: E402
+from samcl.serve import LabelStudioSettings, ServeConfig, create_app  # noqa: E402
 from samcl.serve.label_studio.labels import polygon_mask  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
@@ -141,6 +139,18 @@ def test_preannotation_turned_off_answers_empty_predictions_without_a_fetch(stor
         c.post("/label-studio/setup", json=SETUP)
         results = c.post("/label-studio/predict", json=without_context(2)).json()["results"]
     assert [r["result"] for r in results] == [[], []] and results[0]["model_version"] == "samcl-g1-polyps"
+
+
+def test_bad_generator_options_or_cap_are_refused_by_name(store, images):
+    with client(store, images) as c:
+        for automatic, named in (({"points_per_side": 0}, "points_per_side"), ({"grid": 3}, "'grid'"),
+                                 ({"crop_n_layers": 3}, "crop_n_layers"), ([], "JSON object")):
+            answer = c.post("/label-studio/setup", json={**SETUP, "extra_params": {"automatic": automatic}})
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_extra_params"
+            assert named in answer.json()["error"]["message"]
+    for cap in (0, 1001, True):
+        with pytest.raises(SamclError, match="max_masks"):
+            LabelStudioSettings(max_masks=cap)
 
 
 def test_an_answer_past_the_inflight_budget_is_a_503(store, images):
