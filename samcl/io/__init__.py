@@ -4,7 +4,7 @@ writes), images (decoded upright, bounded), what the commands print (`--json`), 
     from samcl.io import read_image, atomic_write_png
     image = read_image("photo.jpg")                 # H x W x 3 uint8 RGB, upright by EXIF; a FIFO is refused
 
-`files`, `images`, `printing`, `progress`: one concern each; every name is here too. No torch, no model code.
+`files`, `images`, `masks` (COCO RLE through pycocotools), `printing`, `progress`: one concern each; every name is here too. No torch, no model code.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .files import (FAULT_DELAY_ENV, MAX_JSON_DEPTH, NoSuchFile, atomic_write_by
                     read_json_file, read_limited)
 from .images import (HIGH_DEPTH_MODES, MAX_IMAGE_PIXELS, atomic_write_png, high_depth_peak, read_image, read_mask,
                      to_rgb_array, upright)
+from .masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, run_lengths, uncompressed_rle
 from .printing import finite, print_json
 from .progress import bar
 
@@ -21,4 +22,5 @@ __all__ = ["FAULT_DELAY_ENV", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_
            "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular", "current_umask",
            "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "open_regular",
            "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited", "read_mask",
-           "to_rgb_array", "upright"]
+           "to_rgb_array", "upright", "coco_rle", "coco_rles", "rle_area", "rle_bbox", "rle_to_mask", "run_lengths",
+           "uncompressed_rle"]
