@@ -1,9 +1,11 @@
 """Automatic masks where annotators work: Label Studio's /predict without a context (a task opened, Retrieve
 Predictions) and the CVAT detector route, on a store learned on the shipped tiny SAM.
 
-The Label Studio exchange is the recorded one (tests/fixtures/label_studio/, see test_label_studio.py) with its
-context removed, which is what Label Studio 1.23.2 sends when a task is opened (LABEL_STUDIO.md); its brush RLE is
-decoded with label-studio-sdk's own converter. No CVAT ran here, so there is no recorded CVAT fixture: the
+Most requests are the recorded interactive one (tests/fixtures/label_studio/, see test_label_studio.py) with its
+context removed, which is what Label Studio 1.23.2 sends when a task is opened (LABEL_STUDIO.md);
+predict-batch.json is Label Studio 1.23.2's own "Retrieve Predictions" request over three tasks, recorded by
+`benchmarks/label_studio_preannotate.py --record` with its answer and task images. Brush RLE is decoded with
+label-studio-sdk's own converter. No CVAT ran here, so there is no recorded CVAT fixture: the
 detector's answer is checked against the shape CVAT's own functions return and decoded the way CVAT stores it
 (cvat/apps/lambda_manager/views.py, `DetectionResultConverter`: the crop's run lengths followed by the box's
 corners) with cvat-sdk's `cvat_sdk.masks.decode_mask`.
@@ -203,3 +205,40 @@ def test_cvat_detector_answers_masks_in_cvats_detector_shape(store, images):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_base64"
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_domain"
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "bad_options"
+
+
+def test_label_studios_recorded_retrieve_predictions_request_is_answered_as_it_was(tmp_path):
+    """The /predict Label Studio 1.23.2 sent for "Retrieve Predictions" over three tasks (context None; recorded
+    by `benchmarks/label_studio_preannotate.py --record`, which also checked that Label Studio stored exactly what
+    samcl answered), replayed on the same store recipe: the same masks (to float rounding: thread counts and CPU
+    kernels may differ), scores and model version."""
+    exchange = json.loads((FIXTURES / "predict-batch.json").read_text())
+    request, recorded = exchange["request"], exchange["response"]["results"]
+    store = make_store(tmp_path / "store", domains=("polyps", "cells"))
+    served = {"http://studio.test" + task["data"]["image"]: (FIXTURES / f"predict-batch-{k}.png").read_bytes()
+              for k, task in enumerate(request["tasks"])}
+    app = create_app(ServeConfig(store=store, label_studio={"url": "http://studio.test"}))
+
+    async def get(url, with_key, limit):
+        return served[url]
+
+    app.state.label_studio.source._get = get
+    setup = {"project": request["project"], "schema": request["label_config"],  # the benchmark's extra_params
+             "extra_params": {"domain": "polyps", "automatic": {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.7}}}
+    with TestClient(app) as c:
+        assert c.post("/label-studio/setup", json=setup).status_code == 200
+        answer = c.post("/label-studio/predict", json=request)
+    assert answer.status_code == 200 and request["params"]["context"] is None and len(recorded) == 3
+    for got, then in zip(answer.json()["results"], recorded):
+        assert got["model_version"] == then["model_version"] == "samcl-g2-polyps"
+        assert got["score"] == pytest.approx(then["score"], abs=0.01)
+        brushes = [[r for r in p["result"] if r["type"] == "brushlabels"] for p in (got, then)]
+        outlines = [[r for r in p["result"] if r["type"] == "polygonlabels"] for p in (got, then)]
+        assert len(brushes[0]) == len(brushes[1]) and outlines[1]
+        assert abs(len(outlines[0]) - len(outlines[1])) <= 1  # a part of a few pixels may come or go with rounding
+        for mine, theirs in zip(*brushes):
+            assert mine["score"] == pytest.approx(theirs["score"], abs=0.01)
+            height, width = mine["original_height"], mine["original_width"]
+            ours, old = (brush.decode_rle(r["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+                         for r in (mine, theirs))
+            assert (ours & old).sum() / (ours | old).sum() > 0.98
