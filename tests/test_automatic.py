@@ -36,6 +36,8 @@ from samcl.data.synthetic import generate_general_instances
 from samcl.io.masks import rle_to_mask
 from samcl.method.augmodule import AugModule
 
+#: pycocotools' Cython arrays predate numpy 2's copy keyword (a harmless warning when the tests decode with it)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 TINY = Path(samcl.__file__).parent / "assets" / "tiny-sam"
 META_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
@@ -225,3 +227,106 @@ def test_bad_options_name_the_field():
         AutoMaskConfig(points_per_side=0)
     with pytest.raises(ValueError, match="AutoMaskConfig.output_mode 'png'"):
         AutoMaskConfig(output_mode="png")
+
+
+# ---------------------------------------------------------------------------------------------- samcl segment --auto
+@pytest.fixture(scope="module")
+def nuclei_store(tmp_path_factory):
+    """A store on the tiny SAM with one instance domain learned (briefly), and a test image of it on disk."""
+    from samcl import TrainConfig
+    from samcl.data.synthetic.instances import generate_instances, instance_samples
+    from samcl.io import atomic_write_png
+
+    root = tmp_path_factory.mktemp("auto")
+    samcl = SAMCL.create("builtin:tiny-sam", root / "store", device="cpu")
+    samcl.learn("nuclei", instance_samples("nuclei", 4, seed=0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    for index, (_, image, _) in enumerate(generate_instances("nuclei", 2, seed=0, split="test")):
+        atomic_write_png(root / f"cells{index}.png", image)
+    return root
+
+
+AUTO = ["--auto", "--points-per-side", "8", "--pred-iou-thresh", "0.3", "--stability-score-thresh", "0.6"]
+
+
+def test_segment_auto_writes_coco_results_and_label_png(nuclei_store, capsys):
+    from pycocotools import mask as coco
+
+    from samcl.cli import main
+
+    root = nuclei_store
+    out = root / "auto.json"
+    assert main(["segment", str(root / "store"), str(root / "cells0.png"), *AUTO, "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    results = json.loads(out.read_text())
+    assert summary["images"][0]["domain"] == "nuclei" and summary["images"][0]["masks"] == len(results) > 0
+    labels = np.asarray(Image.open(root / "auto.png"))
+    assert labels.shape == np.asarray(Image.open(root / "cells0.png")).shape[:2]
+    for k, result in enumerate(results):
+        assert {"image_id", "category_id", "segmentation", "score", "bbox", "area", "predicted_iou",
+                "stability_score", "point_coords", "crop_box", "domain"} <= set(result)
+        assert result["image_id"] == 1 and result["domain"] == "nuclei"
+        rle = {"size": result["segmentation"]["size"], "counts": result["segmentation"]["counts"].encode()}
+        mask = coco.decode(rle).astype(bool)  # pycocotools itself decodes what was written
+        assert mask.sum() == result["area"] == coco.area(rle)
+        assert result["bbox"] == pytest.approx(coco.toBbox(rle).tolist())
+        # larger masks lie under smaller ones: the smallest mask's pixels all carry its id
+    smallest = min(range(len(results)), key=lambda k: results[k]["area"])
+    rle = results[smallest]["segmentation"]
+    assert (labels[coco.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)]
+            == smallest + 1).all()
+    assert set(np.unique(labels)) <= set(range(len(results) + 1))
+
+
+def test_segment_auto_folder_numbers_images_in_order(nuclei_store, capsys):
+    from samcl.cli import main
+
+    root = nuclei_store
+    images = [str(root / "cells0.png"), str(root / "cells1.png")]
+    assert main(["segment", str(root / "store"), *images, *AUTO, "--out", str(root / "many")]) == 0
+    assert "COCO results" in capsys.readouterr().out
+    results = json.loads((root / "many" / "auto.json").read_text())
+    assert {r["image_id"] for r in results} == {1, 2}
+    assert (root / "many" / "cells0.png").is_file() and (root / "many" / "cells1.png").is_file()
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--points-per-side", "8", "--out", "a.json"], "--points-per-side"),
+    (["--auto", "--point", "3,3", "--out", "a.json"], "--point"),
+    (["--auto", "--out", "a.png"], "a.png"),
+    (["--auto", "--points-per-side", "0", "--out", "a.json"], "--points-per-side"),
+    (["--auto", "--output-mode", "binary_mask", "--out", "a.json"], "--output-mode"),
+])
+def test_segment_auto_bad_flags_are_one_line(tmp_path, capsys, argv, flag):
+    from samcl.cli import main
+
+    code = main(["segment", str(tmp_path / "S"), str(tmp_path / "i.png"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and flag in err[0], err
+
+
+def test_readme_auto_commands_run_on_the_data_the_readme_makes(tmp_path, monkeypatch, capsys):
+    """The README's `segment --auto` lines, run as written (globs expanded as a shell does) on what its Python
+    example makes (data/shadows and a set my-set holding shadows; smaller here)."""
+    import glob
+    import re
+    import shlex
+
+    from samcl import TrainConfig
+    from samcl.cli import main
+    from samcl.data.synthetic import write_domain
+    from samcl.data.folders import FolderDataset
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+             for line in block.splitlines() if "--auto" in line and line.strip().startswith("samcl segment")]
+    assert len(lines) >= 2
+    monkeypatch.chdir(tmp_path)
+    write_domain("data", "shadows", n_train=4, n_test=2, seed=0)
+    samcl = SAMCL.create("builtin:tiny-sam", "my-set", device="cpu")
+    samcl.learn("shadows", FolderDataset("data/shadows/train"), TrainConfig(epochs=1, batch_size=4, progress=False))
+    for line in lines:
+        argv = [part for word in shlex.split(line.split("#")[0])[1:]
+                for part in (sorted(glob.glob(word)) if "*" in word else [word])]
+        assert main(argv) == 0, (line, capsys.readouterr().err)
+    assert json.loads(Path("auto.json").read_text()) and Path("auto.png").is_file()
+    assert Path("auto/auto.json").is_file() and Path("auto/shadows_test_00001.png").is_file()

@@ -18,6 +18,11 @@ REQUIRED = {"learn": ["S", "--domain", "d", "--data", "D"], "segment": ["S", "i.
             "serve": ["S"]}
 
 
+#: `segment --auto`'s generator flags where 0 means something (Meta's: a threshold off, no crop layer, no cleanup)
+AUTO_ZERO_OK = ("--pred-iou-thresh", "--stability-score-thresh", "--stability-score-offset", "--box-nms-thresh",
+                "--crop-n-layers", "--crop-nms-thresh", "--crop-overlap-ratio", "--min-mask-region-area")
+
+
 def subparsers() -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
@@ -57,7 +62,8 @@ def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command,
     for value in BAD_NUMBERS:
         if accepted(kind, value):  # 0 is a valid seed, block or 'no step limit': it must say so in the help
             assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds",
-                                                   "--batch-window-ms", "--cache-mb", "--train-every"), value
+                                                   "--batch-window-ms", "--cache-mb", "--train-every",
+                                                   *AUTO_ZERO_OK), value
             continue
         code = main([command, *REQUIRED[command], f"{flag}={value}"])
         err = capsys.readouterr().err

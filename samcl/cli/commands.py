@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import SamclError
 from ..io import print_json
 from .errors import error_line
+from .auto_command import auto_flags_given, auto_plan, auto_run
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 
 
@@ -228,14 +229,18 @@ def cmd_segment(args) -> int:
     from ..io import read_image
     from . import output
 
+    auto = args.auto or auto_flags_given(args)
+    if auto:  # automatic masks: no prompt; COCO results and label PNGs (`auto_command`)
+        config, auto_targets = auto_plan(args)
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     prompt = Prompt.of(points or None, labels or None, args.box)
-    prompt.check()  # as the server's 400 no_prompt, before any work
-    targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+    if not auto:
+        prompt.check()  # as the server's 400 no_prompt, before any work
+        targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
     check_device(args.device)
     images = [read_image(path) for path in args.images]
-    for path, image in zip(args.images, images):
+    for path, image in zip(args.images, images if not auto else ()):
         try:
             prompt.check(image.shape[1], image.shape[0])
         except PromptError as exc:
@@ -247,6 +252,8 @@ def cmd_segment(args) -> int:
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision, runtime=args.runtime)
+    if auto:
+        return auto_run(args, samcl, images, config, auto_targets)
     results = samcl.segment(images, [prompt] * len(images), force=args.force)
     out = []
     for path, target, result in zip(args.images, targets, results):

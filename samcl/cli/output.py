@@ -6,6 +6,9 @@
 - a character or block device, a fifo: opened and written through, never replaced (PNG unless named)
 - `-`: PNG bytes on stdout (one image; not with --json, not to a terminal)
 - a folder (several images, or an existing folder): `<stem>.png` per image; two images with one stem are refused
+
+With `--auto` (`plan_auto`): a `.json` file gets the COCO results of every image and the label PNGs go beside it
+(`<name>.png` for one image, `<name>-<stem>.png` for several); a folder gets `auto.json` and `<stem>.png` each.
 """
 
 from __future__ import annotations
@@ -116,3 +119,34 @@ def write(target: Target, mask: np.ndarray) -> None:
             raise SamclError(f"{target.shown}: cannot write ({exc.strerror or exc})") from None
     else:
         atomic_write_bytes(target.path, data)
+
+
+@dataclass(frozen=True)
+class AutoTargets:
+    """Where `samcl segment --auto` writes: the COCO results JSON, and one label PNG per image."""
+
+    results: Path
+    labels: list[Target]
+
+
+def plan_auto(out: str, images: list[Path]) -> AutoTargets:
+    """The results file and label PNGs for `--out` with --auto, or SamclError naming --out and the problem."""
+    if out == "-":
+        raise SamclError("--out -: --auto writes a JSON file and label PNGs; give a .json file or a folder")
+    path = Path(out)
+    if path.suffix.lower() == ".json" and not path.is_dir():
+        stems = [path.stem] if len(images) == 1 else [f"{path.stem}-{image.stem}" for image in images]
+        results, labels = path, [path.with_name(f"{stem}.png") for stem in stems]
+    elif path.suffix and not path.is_dir():
+        raise SamclError(f"{out}: --auto writes COCO results JSON: give a .json file or a folder")
+    else:
+        results, labels = path / "auto.json", [path / f"{image.stem}.png" for image in images]
+    if len(set(labels)) != len(labels):
+        raise SamclError(f"{out}: two images share a file name stem; segment them in separate calls or rename one")
+    _target(results.with_suffix(".png"))  # the results file's folder is writable (the same checks as a mask's)
+    return AutoTargets(results, [_target(label) for label in labels])
+
+
+def write_label(target: Target, labels: np.ndarray) -> None:
+    """An instance-id image (uint8 or uint16) as a lossless PNG."""
+    write(target, labels)

@@ -197,6 +197,23 @@ def _info(p) -> None:
     p.add_argument("--json", action="store_true", help="print everything as JSON")
 
 
+#: `samcl segment --auto`'s generator flags: AutoMaskConfig's fields (Meta's SamAutomaticMaskGenerator names)
+AUTO_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+              "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+              "crop_n_points_downscale_factor", "min_mask_region_area")
+
+
+def _auto(p) -> None:
+    from ..inference import AutoMaskConfig
+
+    group = p.add_argument_group("automatic masks (--auto: every object, no prompt; Meta's generator options)")
+    group.add_argument("--auto", action="store_true",
+                       help="automatic masks: a grid of points over each image on its routed module, no prompt "
+                            "given; --out names a .json file (COCO results, and a label PNG beside it) or a folder")
+    for name in AUTO_FLAGS:
+        config_flag(group, "--" + name.replace("_", "-"), AutoMaskConfig, name, extra="(with --auto)")
+
+
 def _segment(p) -> None:
     p.add_argument("store", type=Path, help="module-set directory")
     p.add_argument("images", type=Path, nargs="+", help="one or more images (one batch, mixed domains allowed)")
@@ -220,6 +237,7 @@ def _segment(p) -> None:
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
+    _auto(p)
 
 
 def _eval(p) -> None:
@@ -339,8 +357,7 @@ def _label_studio(ls) -> None:
     ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
                     help="epochs of a project's learn (a project's extra_params may set its own)")
     ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
-                    help="a /predict without a context (opening a task, Retrieve Predictions) gets automatic masks "
-                         "from the project's module; off: an empty prediction")
+                    help="a /predict without a context (a task opened) gets automatic masks; off: none")
     ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
                     help="most automatic masks a task gets, highest predicted IoU first")
 

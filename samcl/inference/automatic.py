@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..io.masks import coco_rle, coco_rles, rle_area, rle_to_mask, uncompressed_rle
+from ..io.images import to_rgb_array
+from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
 from ..options import check_fields, option
 from . import amg
 
@@ -111,7 +112,7 @@ class _Masks:
 
 
 @torch.no_grad()
-def generate(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
+def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
              force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
     """Automatic masks of prepared images (`Engine.prepare`), each on its routed (or forced) module, no heat.
 
@@ -153,6 +154,16 @@ def generate(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *,
         out.append(GeneratedMasks(engine.module_set.domain_name(chosen[j]), scores[j],
                                   _records(masks, config.output_mode), (height, width)))
     return out
+
+
+def generate_images(engine, images: Sequence, *, config: AutoMaskConfig | None = None,
+                    force: str | Sequence[str | None] | None = None, fallback: bool | None = None
+                    ) -> list[GeneratedMasks]:
+    """`SAMCL.generate`: automatic masks of images (H x W x 3 uint8 RGB arrays or PIL images, any sizes) on each
+    one's routed module (or `force`; `fallback` as `SAMCL.segment`), with `config` (None: Meta's defaults).
+    Returns one `GeneratedMasks` per image."""
+    images = [to_rgb_array(image) for image in images]
+    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force, fallback=fallback)
 
 
 def _crop_pixels(image: np.ndarray, box: list[int]) -> np.ndarray:
@@ -243,3 +254,37 @@ def _records(masks: _Masks, output_mode: str) -> list[dict]:
                         "point_coords": [masks.points[i].tolist()], "stability_score": float(masks.stability[i]),
                         "crop_box": _xywh(masks.crop_boxes[i].tolist())})
     return records
+
+
+def coco_results(result: GeneratedMasks, image_id: int, category_id: int = 1) -> list[dict]:
+    """One image's masks as COCO results (what `pycocotools.cocoeval` and COCO tools read): image_id, category_id,
+    segmentation (compressed RLE, counts a str), score (the predicted IoU), bbox (COCO's [x, y, w, h], w and h
+    counting pixels, from `pycocotools.mask.toBbox`), area, and Meta's predicted_iou, stability_score,
+    point_coords, crop_box, with the domain that ran."""
+    out = []
+    for record in result.records:
+        segmentation = record["segmentation"]
+        if isinstance(segmentation, np.ndarray):
+            segmentation = coco_rle(segmentation)
+        elif isinstance(segmentation.get("counts"), list):
+            segmentation = coco_rle(rle_to_mask(segmentation))
+        out.append({"image_id": image_id, "category_id": category_id, "segmentation": segmentation,
+                    "score": record["predicted_iou"], "bbox": rle_bbox(segmentation), "area": record["area"],
+                    "predicted_iou": record["predicted_iou"], "stability_score": record["stability_score"],
+                    "point_coords": record["point_coords"], "crop_box": record["crop_box"],
+                    "domain": result.domain})
+    return out
+
+
+def label_image(result: GeneratedMasks) -> np.ndarray:
+    """H x W instance ids (0: background; mask k of `records` has id k + 1), larger masks painted first so a smaller
+    one on top of a larger one stays visible: uint8 up to 255 masks, else uint16."""
+    height, width = result.size
+    dtype = np.uint8 if len(result.records) < 256 else np.uint16
+    labels = np.zeros((height, width), dtype=dtype)
+    order = sorted(range(len(result.records)), key=lambda k: -result.records[k]["area"])
+    for k in order:
+        segmentation = result.records[k]["segmentation"]
+        mask = segmentation if isinstance(segmentation, np.ndarray) else rle_to_mask(segmentation)
+        labels[mask] = k + 1
+    return labels

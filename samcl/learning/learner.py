@@ -21,13 +21,11 @@ from ..backbone import load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
 from ..errors import SamclError
-from ..inference.automatic import AutoMaskConfig, GeneratedMasks
-from ..inference.automatic import generate as generate_masks
+from ..inference.automatic import AutoMaskConfig, GeneratedMasks, generate_images
 from ..inference.engine import Engine
 from ..inference.precision import resolve as resolve_precision
 from ..inference.predictor import SamclPredictor
 from ..inference.prefix_cache import PrefixCache
-from ..io.images import to_rgb_array
 from ..io.progress import bar
 from ..method.augmodule import AugModuleConfig, config_for
 from ..method.sizes import storage
@@ -370,13 +368,8 @@ class SAMCL:
 
     def generate(self, images: Sequence, *, config: AutoMaskConfig | None = None,
                  force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
-        """Automatic masks ("everything", as Meta's `SamAutomaticMaskGenerator`) with each image's routed module:
-        one encoder pass without heat, then the point grid through the decoder in batches
-        (`samcl.inference.automatic`). images: H x W x 3 uint8 RGB arrays or PIL images; config: the generator's
-        options (None: Meta's defaults); force, fallback: as `segment`. Returns one `GeneratedMasks` per image."""
-        images = [to_rgb_array(image) for image in images]
-        return generate_masks(self.engine, self.engine.prepare(images, keep=False), images, config=config,
-                              force=force, fallback=fallback)
+        """Automatic masks (Meta's generator) on each image's routed module, no heat (`samcl.inference.automatic`)."""
+        return generate_images(self.engine, images, config=config, force=force, fallback=fallback)
 
     def evaluate(self, samples: Sequence[Sample], *, truth: str | None = None, force: str | None = None,
                  batch_size: int = 8, progress: bool = False) -> dict:

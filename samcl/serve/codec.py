@@ -20,8 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..io import to_rgb_array, upright
-from ..io.masks import coco_rle, rle_to_mask, run_lengths  # noqa: F401 (the API's codec: one place)
+from ..io import coco_rle, rle_to_mask, run_lengths, to_rgb_array, upright  # noqa: F401 (COCO RLE: samcl.io.masks)
 from .errors import ApiError
 
 

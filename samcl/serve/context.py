@@ -116,10 +116,11 @@ class Serving:
         return await self.run(Job("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
                                   domain=force))
 
-    async def generate(self, image: np.ndarray, config, force: str | None):
-        """Automatic masks of one decoded image (`SAMCL.generate` with `config`, an `AutoMaskConfig`) in the model
-        thread, between batches: (its `GeneratedMasks`, the generation that made them)."""
-        return await self.batcher.call(self.host.generate, image, config, force)
+    async def generate(self, loaded: Loaded, config, force: str | None) -> Job:
+        """Automatic masks of one loaded image through the batcher (`config`: an `AutoMaskConfig`; crop layers need
+        `loaded.image`): the finished job, its `GeneratedMasks` in `job.prediction`."""
+        return await self.run(Job("generate", loaded.key, image=loaded.image, entry=loaded.entry, domain=force,
+                                  config=config))
 
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
         """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding."""

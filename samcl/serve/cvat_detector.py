@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from . import codec
-from .automatic import best_masks, generator_config
+from .automatic import best_masks, generate, generator_config
 from .budget import Ticket
 from .context import Serving
 from .label_studio.labels import mask_polygons
@@ -90,13 +90,11 @@ def router(serving: Serving) -> APIRouter:
             body = await serving.json(request, DetectorRequest, ticket)
             serving.check_force(body.force)
             config = generator_config(body.options)
-            image = await serving.decode(codec.decode_base64(body.image, "image"), ticket)
-            generated, generation = await serving.generate(image, config, body.force)
-            height, width = image.shape[:2]
-            del image
+            job, width, height = await generate(serving, codec.decode_base64(body.image, "image"), config,
+                                                body.force, ticket)
             ticket.take(height * width)  # one decoded mask at a time
-            content = await run_in_threadpool(answer, generated.records, body, ticket)
-        return Response(content, media_type="application/json",
-                        headers={"X-Samcl-Domain": str(generated.domain), "X-Samcl-Generation": str(generation)})
+            content = await run_in_threadpool(answer, job.prediction.records, body, ticket)
+        return Response(content, media_type="application/json", headers={
+            "X-Samcl-Domain": str(job.prediction.domain), "X-Samcl-Generation": str(job.generation)})
 
     return routes

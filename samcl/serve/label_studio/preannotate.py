@@ -13,8 +13,9 @@ mask's predicted IoU as `score`, the prediction their mean as its `score`, and `
 generation and the domain that ran ("samcl-g3-polyps"). The label is the tag's first. Turned off
 (`--label-studio-preannotate off`), every task gets an empty prediction without a fetch.
 
-Memory: a task's image (fetched bytes and decoded pixels) and the mask being encoded are charged to the in-flight
-budget while the task runs; the results, which the answer holds until it is sent, are charged to the request's
+Memory: a task's image (fetched bytes and decoded pixels), the generator's decoding batch and the mask being
+encoded are charged to the in-flight budget while the task runs (the image's prefix is cached like an upload's,
+so an interactive click on the task reuses it); the results, which the answer holds until it is sent, are charged to the request's
 share as they are made, so a request whose answer would pass the budget gets the budget's 503. Tasks run one
 after the other, each its own turn of the model thread, so interactive requests go between them.
 """
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from ..automatic import best_masks, generator_config
+from ..automatic import best_masks, generate, generator_config
 from ..budget import Ticket
 from ..errors import ApiError
 from .labels import Tags
@@ -67,15 +68,13 @@ async def _task(backend, task: dict, config, tags: Tags, force: str | None, answ
     with serving.ticket() as ticket:
         data = await backend.source.fetch(url)
         ticket.take(len(data))
-        image = await serving.decode(data, ticket)
+        job, width, height = await generate(serving, data, config, force, ticket)
         del data
-        generated, generation = await serving.generate(image, config, force)
-        height, width = image.shape[:2]
-        del image
         ticket.take(2 * height * width)  # a chosen mask decoded and its brush code's values (one mask at a time)
-        result, scores = await run_in_threadpool(_results, backend, generated.records, tags, width, height, answer)
+        records = job.prediction.records
+        result, scores = await run_in_threadpool(_results, backend, records, tags, width, height, answer)
     return {"result": result, "score": round(float(np.mean(scores)), 6) if scores else 0.0,
-            "model_version": f"samcl-g{generation}-{generated.domain}"}
+            "model_version": f"samcl-g{job.generation}-{job.prediction.domain}"}
 
 
 def _results(backend, records: list[dict], tags: Tags, width: int, height: int, answer: Ticket):
