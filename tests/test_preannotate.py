@@ -242,3 +242,10 @@ def test_label_studios_recorded_retrieve_predictions_request_is_answered_as_it_w
             ours, old = (brush.decode_rle(r["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
                          for r in (mine, theirs))
             assert (ours & old).sum() / (ours | old).sum() > 0.98
+
+
+def test_cvat_detector_takes_the_servers_token_before_reading_the_body(store):
+    with TestClient(create_app(ServeConfig(store=store, token="s3cret"))) as c:
+        refused = c.post("/v1/cvat/detector", json={"image": "AAAA"})
+        wrong = c.post("/v1/cvat/detector", json={"image": "%%%"}, headers={"Authorization": "Bearer s3cret"})
+    assert refused.status_code == 401 and wrong.status_code == 400
