@@ -330,3 +330,17 @@ def test_readme_auto_commands_run_on_the_data_the_readme_makes(tmp_path, monkeyp
         assert main(argv) == 0, (line, capsys.readouterr().err)
     assert json.loads(Path("auto.json").read_text()) and Path("auto.png").is_file()
     assert Path("auto/auto.json").is_file() and Path("auto/shadows_test_00001.png").is_file()
+
+
+def test_sam2_base_generates_masks_with_metas_keys():
+    """SAM 2's embeddings are a tuple (the image embedding and the high-resolution features): broadcast over the
+    grid points alike."""
+    from test_sam2 import tiny_sam2_config
+
+    from samcl.backbone import Sam2Backbone
+
+    samcl = SAMCL.create(Sam2Backbone.from_config(tiny_sam2_config(), seed=0), device="cpu")
+    [result] = samcl.generate([shapes_image(80, 100)], config=AutoMaskConfig(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0))
+    assert result.domain == "base" and len(result.records) > 0
+    assert all(set(r) == META_KEYS and r["segmentation"].shape == (80, 100) for r in result.records)

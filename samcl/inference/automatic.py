@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..backbone import tokens as batch_ops
 from ..io.images import to_rgb_array
 from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
 from ..options import check_fields, option
@@ -112,8 +113,9 @@ class _Masks:
 
 
 @torch.no_grad()
-def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *, config: AutoMaskConfig | None = None,
-             force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
+def generate_masks(engine, prepared: Sequence, images: Sequence[np.ndarray | None], *,
+                   config: AutoMaskConfig | None = None, force: str | Sequence[str | None] | None = None,
+                   fallback: bool | None = None) -> list[GeneratedMasks]:
     """Automatic masks of prepared images (`Engine.prepare`), each on its routed (or forced) module, no heat.
 
     Arguments:
@@ -163,7 +165,8 @@ def generate_images(engine, images: Sequence, *, config: AutoMaskConfig | None =
     one's routed module (or `force`; `fallback` as `SAMCL.segment`), with `config` (None: Meta's defaults).
     Returns one `GeneratedMasks` per image."""
     images = [to_rgb_array(image) for image in images]
-    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force, fallback=fallback)
+    return generate_masks(engine, engine.prepare(images, keep=False), images, config=config, force=force,
+                          fallback=fallback)
 
 
 def _crop_pixels(image: np.ndarray, box: list[int]) -> np.ndarray:
@@ -190,10 +193,11 @@ def _process_batch(engine, embedding, geometry, points: np.ndarray, box: list[in
                    config: AutoMaskConfig) -> _Masks:
     """A batch of grid points, one positive point each: three masks a point, filtered as Meta's generator does."""
     count = len(points)
-    device = embedding.device
+    broadcast = batch_ops.map_batch(lambda t: t.expand(count, *t.shape[1:]), embedding)  # a view, no copy
+    device = engine.device
     coords = geometry.coords_to_input(points).to(device)[:, None, :]  # count x 1 x 2, model-input pixels
     labels = torch.ones(count, 1, dtype=torch.long, device=device)
-    low_res, iou = engine.backbone.decode(embedding.expand(count, -1, -1, -1), coords, labels, None, True)
+    low_res, iou = engine.backbone.decode(broadcast, coords, labels, None, True)
     logits = geometry.logits_to_original(low_res.float()).flatten(0, 1)  # (count x 3) x h x w, the crop's pixels
     iou = iou.float().flatten(0, 1)
     per_mask = torch.as_tensor(points.repeat(low_res.shape[1], axis=0))
