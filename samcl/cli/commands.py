@@ -371,7 +371,8 @@ def cmd_serve(args) -> int:
     label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
                     "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
                     "train_every": args.train_every, "epochs": args.train_epochs,
-                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels}
+                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels,
+                    "preannotate": args.label_studio_preannotate == "on", "max_masks": args.label_studio_max_masks}
     LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,

@@ -370,6 +370,10 @@ def _label_studio(ls) -> None:
                     help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
     ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
                     default=400.0, help="most megapixels of task images a project's learn holds together")
+    ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
+                    help="a /predict without a context (a task opened) gets automatic masks; off: none")
+    ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
+                    help="most automatic masks a task gets, highest predicted IoU first")
 
 
 def _benchmark(p) -> None:
