@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ brush = pytest.importorskip("label_studio_sdk.converter.brush")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import make_store, png  # noqa: E402
+from studio_server import StudioServer  # noqa: E402
 
 from samcl import SAMCL, AutoMaskConfig, SamclError  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
@@ -37,7 +39,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
 #: keeps the tests fast.
 OPTIONS = {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6}
 RECORDED = json.loads((FIXTURES / "setup.json").read_text())["request"]  # extra_params: domain polyps, pinned
-SETUP = {**RECORDED, "extra_params": {**RECORDED["extra_params"], "automatic": OPTIONS}}
+#: "replace": the store's polyps was learned by the CLI (make_store); a project may take it over only when it says so
+SETUP = {**RECORDED, "extra_params": {**RECORDED["extra_params"], "automatic": OPTIONS, "replace": True}}
 PREDICT = json.loads((FIXTURES / "predict-interactive.json").read_text())["request"]
 CONFIG = SETUP["schema"]
 POLYGONS = CONFIG.replace("</View>", '<PolygonLabels name="outline" toName="image"><Label value="Polyp"/>'
@@ -54,16 +57,20 @@ def images():
     return [generate("polyps", 1, 200 + k, "test")[0].image for k in range(2)]
 
 
-def client(store, images, **settings) -> TestClient:
-    """The app with Label Studio's side faked: each task image at http://studio.test/data/upload/1/K.png."""
-    app = create_app(ServeConfig(store=store, label_studio={"url": "http://studio.test", **settings}))
-    served = {f"http://studio.test/data/upload/1/{k}.png": png(image) for k, image in enumerate(images)}
+@contextmanager
+def studio_app(store, served: dict[str, bytes], label_studio=None, **config):
+    """The app with its Label Studio on a real HTTP server on 127.0.0.1 (`studio_server`) serving `served`
+    (path -> bytes), as the Label Studio tests run it."""
+    with StudioServer(served) as studio:
+        settings = {"url": studio.url, "api_key": studio.refresh_token, **(label_studio or {})}
+        with TestClient(create_app(ServeConfig(store=store, label_studio=settings, **config))) as c:
+            c.studio = studio
+            yield c
 
-    async def get(url, with_key, limit):
-        return served[url]
 
-    app.state.label_studio.source._get = get
-    return TestClient(app)
+def client(store, images, **settings):
+    """Each task image at /data/upload/1/K.png of the stand-in Label Studio."""
+    return studio_app(store, {f"/data/upload/1/{k}.png": png(image) for k, image in enumerate(images)}, settings)
 
 
 def without_context(n: int, label_config: str = CONFIG) -> dict:
@@ -137,9 +144,9 @@ def test_the_cap_keeps_the_masks_of_highest_predicted_iou(store, images):
 
 def test_preannotation_turned_off_answers_empty_predictions_without_a_fetch(store, images):
     with client(store, images, preannotate=False) as c:
-        c.app.state.label_studio.source._get = None  # a fetch would fail
         c.post("/label-studio/setup", json=SETUP)
         results = c.post("/label-studio/predict", json=without_context(2)).json()["results"]
+        assert c.studio.files == []  # no task image fetched
     assert [r["result"] for r in results] == [[], []] and results[0]["model_version"] == "samcl-g1-polyps"
 
 
@@ -156,12 +163,7 @@ def test_bad_generator_options_or_cap_are_refused_by_name(store, images):
 
 
 def test_an_answer_past_the_inflight_budget_is_a_503(store, images):
-    app = create_app(ServeConfig(store=store, max_inflight_bytes=1, label_studio={"url": "http://studio.test"}))
-    async def get(url, with_key, limit):
-        return png(images[0])
-
-    app.state.label_studio.source._get = get
-    with TestClient(app) as c:
+    with studio_app(store, {"/data/upload/1/0.png": png(images[0])}, max_inflight_bytes=1) as c:
         c.post("/label-studio/setup", json=SETUP)
         answer = c.post("/label-studio/predict", json=without_context(1))
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "busy"
@@ -215,17 +217,12 @@ def test_label_studios_recorded_retrieve_predictions_request_is_answered_as_it_w
     exchange = json.loads((FIXTURES / "predict-batch.json").read_text())
     request, recorded = exchange["request"], exchange["response"]["results"]
     store = make_store(tmp_path / "store", domains=("polyps", "cells"))
-    served = {"http://studio.test" + task["data"]["image"]: (FIXTURES / f"predict-batch-{k}.png").read_bytes()
+    served = {task["data"]["image"]: (FIXTURES / f"predict-batch-{k}.png").read_bytes()
               for k, task in enumerate(request["tasks"])}
-    app = create_app(ServeConfig(store=store, label_studio={"url": "http://studio.test"}))
-
-    async def get(url, with_key, limit):
-        return served[url]
-
-    app.state.label_studio.source._get = get
     setup = {"project": request["project"], "schema": request["label_config"],  # the benchmark's extra_params
-             "extra_params": {"domain": "polyps", "automatic": {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.7}}}
-    with TestClient(app) as c:
+             "extra_params": {"domain": "polyps", "replace": True,
+                              "automatic": {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.7}}}
+    with studio_app(store, served) as c:
         assert c.post("/label-studio/setup", json=setup).status_code == 200
         answer = c.post("/label-studio/predict", json=request)
     assert answer.status_code == 200 and request["params"]["context"] is None and len(recorded) == 3
