@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import subprocess
 import sys
@@ -197,7 +196,7 @@ def main() -> None:
                for k, name in enumerate(args.domains)}
     scores, runs, start = {}, {}, time.perf_counter()
     for text in texts:
-        regime, fields = parse_regime(text)
+        _, fields = parse_regime(text)
         print(f"regime {text}", flush=True)
         samcl, runs[text] = learn_all(backbone, fields, args, suite)
         scores[text] = {name: evaluate(samcl, name, suite[name][1], prompts[name]) for name in args.domains}

@@ -233,7 +233,8 @@ class PromptBatch:
         order, lows, ious = [], [], []
         for (n, has_box), members in groups.items():
             index = torch.tensor(members, device=self.points.device)
-            low, iou = self._decode(backbone, batch_ops.map_batch(lambda t: t[index], embeddings), index, n, has_box)
+            picked = batch_ops.map_batch(lambda t, index=index: t[index], embeddings)
+            low, iou = self._decode(backbone, picked, index, n, has_box)
             order += members
             lows.append(low)
             ious.append(iou)
