@@ -103,7 +103,7 @@ def test_learn_defaults_are_read_from_the_config_dataclasses():
     train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     selector = {f.name: f.default for f in dataclasses.fields(SelectorConfig)}
     defaults = {a.dest: a.default for a in learn._actions}
-    for dest in ("epochs", "batch_size", "lr", "seed", "points_per_image", "amp"):
+    for dest in ("epochs", "batch_size", "lr", "seed", "points_per_image", "prompts", "amp"):
         assert defaults[dest] == train[dest], dest
     assert defaults["samples_per_domain"] == selector["samples_per_domain"]
     assert defaults["selector_epochs"] == selector["epochs"]

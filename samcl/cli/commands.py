@@ -118,7 +118,7 @@ def cmd_learn(args) -> int:
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         points_per_image=args.points_per_image, amp=args.amp, cache_bytes=int(args.cache_mb * 2**20),
+                         points_per_image=args.points_per_image, prompts=args.prompts, amp=args.amp, cache_bytes=int(args.cache_mb * 2**20),
                          progress=not args.json and (ctx is None or ctx.is_main))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -164,6 +164,7 @@ def _learn(p) -> None:
     config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
     config_flag(p, "--seed", TrainConfig, "seed")
     config_flag(p, "--points-per-image", TrainConfig, "points_per_image", metavar="N")
+    config_flag(p, "--prompts", TrainConfig, "prompts")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
