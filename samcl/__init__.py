@@ -19,16 +19,19 @@ _WHERE = {
     "FolderDataset": ".data.folders", "SelectorConfig": ".selector", "TrainConfig": ".learning.trainer",
     "load_backbone": ".backbone", "forget": ".learning.lifecycle", "merge": ".learning.lifecycle",
     "SamclError": ".errors", "MissingFile": ".store.manifest", "ReferenceFileError": ".reference.unpickle",
+    "AutoMaskConfig": ".inference.automatic", "GeneratedMasks": ".inference.automatic",
 }
 
 __all__ = ["SAMCL", "Prediction", "Prompt", "PromptError", "FolderDataset", "SelectorConfig", "TrainConfig",
-           "load_backbone", "forget", "merge", "SamclError", "MissingFile", "ReferenceFileError", "__version__"]
+           "load_backbone", "forget", "merge", "SamclError", "MissingFile", "ReferenceFileError", "AutoMaskConfig",
+           "GeneratedMasks", "__version__"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from .backbone import load_backbone
     from .data.folders import FolderDataset
     from .errors import SamclError
+    from .inference.automatic import AutoMaskConfig, GeneratedMasks
     from .learning.learner import SAMCL
     from .learning.lifecycle import forget, merge
     from .learning.trainer import TrainConfig

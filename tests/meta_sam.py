@@ -52,6 +52,7 @@ def build_meta_sam(
     mask_in_chans: int = 16,
     decoder_mlp_dim: int = 2048,
     iou_head_hidden_dim: int = 256,
+    decoder_num_heads: int = 8,
 ) -> torch.nn.Module:
     """Build Meta's ``Sam`` the way ``segment_anything.build_sam._build_sam`` does, at any size.
 
@@ -85,7 +86,7 @@ def build_meta_sam(
         mask_decoder=modeling.MaskDecoder(
             num_multimask_outputs=3,
             transformer=modeling.TwoWayTransformer(
-                depth=2, embedding_dim=prompt_embed_dim, mlp_dim=decoder_mlp_dim, num_heads=8
+                depth=2, embedding_dim=prompt_embed_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_num_heads
             ),
             transformer_dim=prompt_embed_dim,
             iou_head_depth=3,

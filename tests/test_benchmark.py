@@ -58,7 +58,7 @@ def test_benchmark_reports_every_method_with_tables_and_plots(tmp_path, tiny_bas
     assert saved["methods"]["replay"]["seeds"]["0"]["storage"]["replay"] > matched["replay"]
     markdown = (out / "results.md").read_text()
     for text in ("FM (ref.)", "FM (best)", "| samcl |", "## Learning rates", "## Storage", "## Final MAE",
-                 "One seed: no spread shown."):
+                 "One seed: no spread shown.", "3 positive points per image and epoch (the reference's prompt regime)"):
         assert text in markdown
     assert "±" not in markdown  # one seed: means only, not "± 0.0"
     for plot in ("accuracy_vs_storage.png", "forgetting.png", "final_iou.png"):

@@ -95,6 +95,16 @@ def test_json_output_never_prints_nan():
     assert "json.dumps(" not in source  # all through samcl.io.print_json
 
 
+def test_learn_trains_with_the_prompt_mix_unless_prompts_reference(workspace, capsys):
+    for flags, regime in (((), "mix"), (("--prompts", "reference"), "reference")):
+        code, out, _ = run(capsys, "learn", workspace / f"store-{regime}", "--base", workspace / "tiny-sam",
+                           "--domain", "red", "--data", workspace / "red", "--epochs", "1", "--json", *flags)
+        assert code == 0 and json.loads(out)["train"]["prompts"] == regime
+    code, _, err = run(capsys, "learn", workspace / "store-bad", "--domain", "red", "--data", workspace / "red",
+                       "--prompts", "boxes")
+    assert code == 2 and "--prompts" in err and "reference" in err
+
+
 def test_learn_selector_features_chosen_at_creation(workspace, capsys):
     """`--selector-features` picks what the selector reads when a store is created (the MLP on mean + spread
     here), `info` says it, and a later learn asking for other features is refused without touching the store."""

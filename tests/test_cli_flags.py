@@ -18,6 +18,11 @@ REQUIRED = {"learn": ["S", "--domain", "d", "--data", "D"], "segment": ["S", "i.
             "serve": ["S"], "track": ["S", "v.mp4", "--out", "o"]}
 
 
+#: `segment --auto`'s generator flags where 0 means something (Meta's: a threshold off, no crop layer, no cleanup)
+AUTO_ZERO_OK = ("--pred-iou-thresh", "--stability-score-thresh", "--stability-score-offset", "--box-nms-thresh",
+                "--crop-n-layers", "--crop-nms-thresh", "--crop-overlap-ratio", "--min-mask-region-area")
+
+
 def subparsers() -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
@@ -57,7 +62,8 @@ def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command,
     for value in BAD_NUMBERS:
         if accepted(kind, value):  # 0 is a valid seed, block or 'no step limit': it must say so in the help
             assert value == "0" and flag in ("--seed", "--selector-block", "--selector-max-steps", "--seeds",
-                                                   "--batch-window-ms", "--cache-mb", "--train-every", "--frame"), value
+                                                   "--batch-window-ms", "--cache-mb", "--train-every", "--frame",
+                                                   *AUTO_ZERO_OK), value
             continue
         code = main([command, *REQUIRED[command], f"{flag}={value}"])
         err = capsys.readouterr().err
@@ -97,7 +103,7 @@ def test_learn_defaults_are_read_from_the_config_dataclasses():
     train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     selector = {f.name: f.default for f in dataclasses.fields(SelectorConfig)}
     defaults = {a.dest: a.default for a in learn._actions}
-    for dest in ("epochs", "batch_size", "lr", "seed", "points_per_image", "amp"):
+    for dest in ("epochs", "batch_size", "lr", "seed", "points_per_image", "prompts", "amp"):
         assert defaults[dest] == train[dest], dest
     assert defaults["samples_per_domain"] == selector["samples_per_domain"]
     assert defaults["selector_epochs"] == selector["epochs"]

@@ -149,11 +149,11 @@ def test_recorded_exchanges_are_answered_as_they_were(empty_store):
     assert mine["value"]["brushlabels"] == ["Object"] and studio.files == [image_url(predict)]
 
 
-def test_batch_prediction_without_context_is_empty(empty_store):
+def test_batch_prediction_without_context_is_empty_with_preannotation_off(empty_store):
     setup, predict = recorded("setup"), recorded("predict-interactive")
     body = {**predict["request"], "params": {"context": None}}
     body["tasks"] = body["tasks"] * 3
-    c, studio = client(empty_store)
+    c, studio = client(empty_store, preannotate=False)
     with c:
         c.post("/label-studio/setup", json=setup["request"])
         results = c.post("/label-studio/predict", json=body).json()["results"]

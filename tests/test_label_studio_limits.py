@@ -228,7 +228,8 @@ def test_keypoints_rectangles_and_tasks_are_capped_with_a_422(empty_store, studi
     predict = recorded("predict-interactive")["request"]
     keypoint = predict["params"]["context"]["result"][0]
     rectangle = {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5}}
-    with TestClient(app_on(empty_store, studio)) as c:
+    # pre-annotation off: a batch of tasks without a context is then answered without fetching their images
+    with TestClient(app_on(empty_store, studio, preannotate=False)) as c:
         c.post("/label-studio/setup", json=setup_body(1))
         start = time.monotonic()
         many = c.post("/label-studio/predict", json={**predict, "params": {"context": {"result": [keypoint] * 40_000}}})

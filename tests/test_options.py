@@ -15,7 +15,8 @@ from samcl.options import Range, check_fields, option
 #: flag -> (config class, field)
 LEARN_FLAGS = {"--epochs": (TrainConfig, "epochs"), "--batch-size": (TrainConfig, "batch_size"),
                "--lr": (TrainConfig, "lr"), "--seed": (TrainConfig, "seed"),
-               "--points-per-image": (TrainConfig, "points_per_image"), "--amp": (TrainConfig, "amp"),
+               "--points-per-image": (TrainConfig, "points_per_image"), "--prompts": (TrainConfig, "prompts"),
+               "--amp": (TrainConfig, "amp"),
                "--selector-block": (SelectorConfig, "block"),
                "--samples-per-domain": (SelectorConfig, "samples_per_domain"),
                "--selector-epochs": (SelectorConfig, "epochs")}

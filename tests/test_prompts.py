@@ -66,3 +66,72 @@ def test_coordinates_under_resize_and_pad_for_non_square_images():
     full = geometry.logits_to_original(logits)
     assert full.shape == (1, 1, 50, 200)
     assert (full[0, 0, :40] > 0).all()
+
+
+def _blob(height=60, width=80, box=(20, 40, 15, 35)):
+    mask = np.zeros((height, width), bool)
+    mask[box[0]:box[1], box[2]:box[3]] = True
+    return mask
+
+
+MIX = {"points": 0.3, "negatives": 0.25, "box": 0.15, "box_points": 0.1, "none": 0.2}
+
+
+def test_the_mix_draws_every_kind_in_its_configured_shares():
+    from samcl.method.prompts import MIX_KINDS, mix_prompt
+
+    mask, draws = _blob(), 4000
+    kinds = [mix_prompt(mask, sample_rng(0, 0, i), MIX, 3).kind for i in range(draws)]
+    for kind in MIX_KINDS:
+        share, expected = kinds.count(kind) / draws, MIX[kind]
+        assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / draws), kind
+    assert {mix_prompt(mask, sample_rng(0, 0, i), {**MIX, "none": 0.0, "points": 0.5}, 3).kind
+            for i in range(400)} == set(MIX_KINDS) - {"none"}  # a zero share is never drawn
+
+
+def test_mix_prompts_have_the_parts_of_their_kind():
+    from samcl.method.prompts import mix_prompt
+
+    mask = _blob()
+    for i in range(300):
+        prompt = mix_prompt(mask, sample_rng(3, 1, i), MIX, 3)
+        has_points = prompt.kind in ("points", "negatives", "box_points")
+        assert (prompt.points is not None) == has_points and (prompt.box is not None) == ("box" in prompt.kind)
+        if has_points:
+            positives = prompt.points[prompt.labels == 1].astype(int)
+            assert 1 <= len(positives) <= 3 and mask[positives[:, 1], positives[:, 0]].all()
+            negatives = (prompt.labels == 0).sum()
+            assert 1 <= negatives <= 2 if prompt.kind == "negatives" else negatives == 0
+
+
+def test_negative_points_fall_outside_the_mask_near_ones_in_the_band():
+    from samcl.method.prompts import band_width, near_band, sample_negatives
+
+    mask = _blob()
+    width = band_width(mask)
+    band = near_band(mask)
+    assert not (band & mask).any() and band.any()
+    rows, cols = np.nonzero(band)
+    assert rows.min() >= 20 - width and rows.max() < 40 + width and cols.min() >= 15 - width and cols.max() < 35 + width
+    for i in range(50):
+        near = sample_negatives(mask, 2, sample_rng(0, 0, i), near=True).astype(int)
+        far = sample_negatives(mask, 2, sample_rng(0, 1, i), near=False).astype(int)
+        assert band[near[:, 1], near[:, 0]].all()
+        assert not mask[far[:, 1], far[:, 0]].any()
+    full = np.ones((10, 10), bool)
+    assert sample_negatives(full, 1, sample_rng(0), near=True).shape == (0, 2)  # no background: no negative
+
+
+def test_jittered_boxes_move_at_most_20_pixels_and_stay_in_the_image():
+    from samcl.method.prompts import jitter_box, mask_box
+
+    mask = _blob(300, 400, (50, 250, 10, 390))  # a large object: 10 % of its side exceeds 20 pixels
+    tight = mask_box(mask)
+    assert np.array_equal(tight, [10, 50, 389, 249])
+    boxes = np.stack([jitter_box(mask, sample_rng(0, 0, i)) for i in range(500)])
+    moved = np.abs(boxes - tight)
+    assert moved.max() <= 20 + 1e-4 and moved.max() > 15 and moved.mean() > 5  # it does jitter, within bounds
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 399).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 3] <= 299).all() and (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
+    small = np.stack([jitter_box(_blob(), sample_rng(1, 0, i)) for i in range(500)]) - mask_box(_blob())
+    assert np.abs(small[:, [0, 2]]).std() < 0.15 * 20 and np.abs(small[:, [1, 3]]).std() < 0.15 * 20  # 10 % of side

@@ -191,5 +191,22 @@ def test_help_has_an_example(capsys):
     assert "samcl import-reference SAMCL/checkpoint/SAM1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("broken, problem", [
+    ({"norm2.running_var": -1.0}, "features.3.running_var holds a negative variance (-1)"),
+    ({"layer1.weight": 3e38}, "the selector's outputs on a probe batch of 16 embeddings are not finite"),
+])
+def test_a_selector_that_cannot_route_is_refused_before_anything_is_written(tmp_path, capsys, broken, problem):
+    root = tmp_path / "SAM1"
+    write_reference_dir(root, TINY_DIM, TINY_BLOCKS, TINY_NECK)
+    state = torch.load(root / "Module_Selector.pth")
+    for key, value in broken.items():
+        state[key] = torch.full_like(state[key], value)
+    torch.save(state, root / "Module_Selector.pth")
+    assert main(["import-reference", str(root), str(tmp_path / "s"), "--base", "builtin:tiny-sam"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"samcl: error: {root / 'Module_Selector.pth'}: ") and problem in err
+    assert not (tmp_path / "s").exists()
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

@@ -154,4 +154,28 @@ def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
 
 
 __all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base",
-           "is_hub_id", "hub_snapshot", "video_backbone_for", "BUILTIN_TINY_SAM"]
+           "is_hub_id", "hub_snapshot", "adaptable_blocks", "video_backbone_for", "BUILTIN_TINY_SAM"]
+
+
+def adaptable_blocks(hint, family: str) -> tuple[int, ...] | None:
+    """The blocks a SAM base can adapt (`SamBackbone.site.blocks`: all but the first), read from the config of
+    the base a store records (`hint`: the builtin or an HF folder) without loading it; None where that cannot
+    be known so cheaply (a checkpoint file, SAM 2, a missing or unreadable folder)."""
+    if family != "sam" or not isinstance(hint, str):
+        return None
+    folder = TINY_SAM_DIR if hint == BUILTIN_TINY_SAM else Path(hint)
+    try:
+        if not folder.is_dir():
+            return None
+        config = read_json_file(folder / "config.json", CONFIG_LIMIT, "model config", "unreadable")
+        vision = config.get("vision_config") or {}
+        count = vision.get("num_hidden_layers", SAM_DEFAULT_BLOCKS)
+    except (SamclError, OSError, AttributeError):
+        return None
+    if config.get("model_type") != "sam" or not isinstance(count, int) or isinstance(count, bool) or count < 2:
+        return None
+    return tuple(range(1, count))
+
+
+#: transformers' `SamVisionConfig` default (ViT-B), what a saved config without the field means.
+SAM_DEFAULT_BLOCKS = 12

@@ -20,6 +20,7 @@ from ..backbone import BUILTIN_TINY_SAM
 from ..data.synthetic import GENERAL
 from ..io import atomic_write_json, print_json
 from ..metrics import mask_scores
+from .methods import BENCHMARK_PROMPTS
 from .plots import pyplot, save_figure
 from .protocol import DomainData, ProtocolResult, SamclStrategy, run_protocol
 from .suite import embedded_suite
@@ -57,7 +58,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     backbone = load_backbone(base)
     suite = embedded_suite(size.train, size.test, seed)  # the benchmark's suite: general, targets, unseen
     general, targets, extra = suite.general, suite.domains, suite.extra
-    train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress)
+    train = TrainConfig(epochs=size.epochs, batch_size=size.batch_size, lr=size.lr, seed=seed, progress=progress,
+                        prompts=BENCHMARK_PROMPTS)
     selector = SelectorConfig(samples_per_domain=size.buffer, epochs=size.selector_epochs, max_steps=None)
     samcl = SamclStrategy(backbone, train, selector, base_domain=general, device=device)
     result = run_protocol(samcl, targets, extra, progress=progress)

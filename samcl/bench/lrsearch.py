@@ -13,7 +13,7 @@ from ..io import atomic_write_json
 from .baselines import score_fresh_module
 from .executor import Executor, WorkerContext
 from .jobs import as_json, backbone_for, read_json
-from .methods import BenchmarkSize, family_config
+from .methods import BENCHMARK_PROMPTS, BenchmarkSize, family_config
 from .suite import SuiteSpec
 
 
@@ -34,7 +34,8 @@ def run_grid_job(job: GridJob, context: WorkerContext) -> float:
     suite = job.suite.build(job.size.train, job.size.test, 0)
     fit, val = split_for_validation(suite.domains[0].train, job.size.val_fraction)
     config = family_config(backbone, job.family, job.size.rank)
-    train = TrainConfig(epochs=job.size.epochs, batch_size=job.size.batch_size, lr=job.lr, seed=0, progress=False)
+    train = TrainConfig(epochs=job.size.epochs, batch_size=job.size.batch_size, lr=job.lr, seed=0, progress=False,
+                        prompts=BENCHMARK_PROMPTS)
     score = score_fresh_module(backbone, config, fit, val, train, job.size.rank, job.device)
     context.step_done(f"lr {job.family} {job.lr:g}", counts=False)
     return score

@@ -9,8 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write_bytes, atomic_write_json
+from .methods import BENCHMARK_PROMPTS
 from .plots import label_points, pyplot, save_figure
 from .report import human_bytes, pm
+
+
+#: How results.md names the training prompts of its rows (`TrainConfig.prompts`).
+PROMPTS_TEXT = {"reference": "3 positive points per image and epoch (the reference's prompt regime)",
+                "mix": "SAM's mix of prompts (points, negative points, boxes, none)"}
 
 
 def format_markdown(report: dict) -> str:
@@ -24,7 +30,7 @@ def format_markdown(report: dict) -> str:
         f"Suite: {cfg['suite']['suite']}; learned in order: {', '.join(learned)}; also evaluated (never learned by "
         f"any method except SAMCL's base class): {', '.join(extra)}. Base: `{cfg['base']}`.",
         f"Seeds {', '.join(map(str, cfg['seeds']))}; every method: {size['epochs']} epochs, batch {size['batch_size']}, "
-        f"rank {size['rank']}"
+        f"rank {size['rank']}, trained on {PROMPTS_TEXT[BENCHMARK_PROMPTS]}"
         + (f", {size['train']} train / {size['test']} test images per domain" if cfg["suite"]["suite"].startswith("embedded") else "")
         + f"; SAMCL buffer N_e = {size['buffer']} per domain. "
         + ("Mean ± std (ddof 1) over seeds." if len(cfg["seeds"]) > 1 else "One seed: no spread shown."),

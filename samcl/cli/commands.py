@@ -11,7 +11,9 @@ from pathlib import Path
 from .. import SamclError
 from ..io import print_json
 from .errors import error_line
+from .auto_command import auto_flags_given, auto_plan, auto_run
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
+from .track import cmd_track
 
 
 def check_device(name: str | None) -> None:
@@ -117,7 +119,7 @@ def cmd_learn(args) -> int:
         samcl = SAMCL.create(load_backbone(args.base), args.store, rank=args.rank, selector=selector,
                              dtype=args.dtype, base_hint=resolve_base(args.base), device=device)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         points_per_image=args.points_per_image, amp=args.amp, cache_bytes=int(args.cache_mb * 2**20),
+                         points_per_image=args.points_per_image, prompts=args.prompts, amp=args.amp, cache_bytes=int(args.cache_mb * 2**20),
                          progress=not args.json and (ctx is None or ctx.is_main))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -160,6 +162,11 @@ def cmd_info(args) -> int:
 
     manifest = read_manifest(args.store)
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
+    from ..backbone import adaptable_blocks
+    from ..store import check_recorded_base
+
+    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.get("base_hint"),
+                                                                           manifest["backbone"]["family"]))
     try:
         domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
                     "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
@@ -180,6 +187,7 @@ def cmd_info(args) -> int:
                     "total": total},
         "inference_precision": {"auto": precision.resolve("auto", args.device), "native_bf16": precision.native_bf16()},
         "runtime": runtime_info(args.device),
+        "unchecked": unchecked,
     }
     if args.json:
         print_json(info)
@@ -203,6 +211,7 @@ def cmd_info(args) -> int:
     print(f"runtime (--runtime auto): {info['runtime']['auto']} here; {info['runtime']['rule']}")
     print(f"inference precision (--precision auto): {info['inference_precision']['auto']} here; "
           f"{precision.describe_auto()}")
+    print(f"not checked without loading the base: {'; '.join(unchecked)}")
     return 0
 
 
@@ -239,15 +248,19 @@ def cmd_segment(args) -> int:
     from . import output
     from .overlay import draw_overlay, plan_overlays
 
+    auto = args.auto or auto_flags_given(args)
+    if auto:  # automatic masks: no prompt; COCO results and label PNGs (`auto_command`)
+        config, auto_targets = auto_plan(args)
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     prompt = Prompt.of(points or None, labels or None, args.box)
-    prompt.check()  # as the server's 400 no_prompt, before any work
-    targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
-    overlays = plan_overlays(args, targets)
+    if not auto:
+        prompt.check()  # as the server's 400 no_prompt, before any work
+        targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+        overlays = plan_overlays(args, targets)
     check_device(args.device)
     images = [read_image(path) for path in args.images]
-    for path, image in zip(args.images, images):
+    for path, image in zip(args.images, images if not auto else ()):
         try:
             prompt.check(image.shape[1], image.shape[0])
         except PromptError as exc:
@@ -259,6 +272,8 @@ def cmd_segment(args) -> int:
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision, runtime=args.runtime)
+    if auto:
+        return auto_run(args, samcl, images, config, auto_targets)
     results = samcl.segment(images, [prompt] * len(images), force=args.force)
     out = []
     for path, target, result in zip(args.images, targets, results):
@@ -274,20 +289,6 @@ def cmd_segment(args) -> int:
         print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
                     ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
-
-
-def cmd_track(args) -> int:
-    from .track import prepare_track, write_tracked
-
-    prompt, frames = prepare_track(args)  # every input problem before the model code loads
-    check_device(args.device)
-    _precheck_store(args.store)
-    from .. import SAMCL
-
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision)
-    tracked = samcl.track(frames, {args.frame: {args.object: prompt}}, force=args.force, num_frames=frames.count)
-    return write_tracked(args, tracked, frames.count)
 
 
 def cmd_eval(args) -> int:
@@ -371,7 +372,8 @@ def cmd_serve(args) -> int:
     label_studio = {"url": args.label_studio_url, "api_key": args.label_studio_api_key,
                     "allowed_urls": args.allow_image_url, "basic_auth": args.label_studio_basic_auth,
                     "train_every": args.train_every, "epochs": args.train_epochs,
-                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels}
+                    "max_learn_tasks": args.learn_max_tasks, "max_learn_megapixels": args.learn_max_megapixels,
+                    "preannotate": args.label_studio_preannotate == "on", "max_masks": args.label_studio_max_masks}
     LabelStudioSettings(**label_studio)  # a bad setting is one line now, before the model loads
     config = ServeConfig(store=args.store, host=args.host, port=args.port, token=args.token, device=args.device,
                          base=args.base, batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
@@ -387,4 +389,5 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
-            "import-reference": cmd_import_reference, "export": cmd_export, "track": cmd_track}
+            "import-reference": cmd_import_reference, "export": cmd_export,
+            "track": lambda args: cmd_track(args, check_device, _precheck_store)}

@@ -24,6 +24,8 @@ examples:
   samcl segment my-set photo.jpg --box 100,80,420,360 --out mask.png --json         # a box; JSON summary
   samcl segment my-set a.jpg b.png --point 50,50 --out masks/                      # masks/a.png, masks/b.png
   samcl segment my-set photo.jpg --point 320,240 --out - > mask.png                # PNG bytes to stdout
+  samcl segment my-set photo.jpg --auto --out auto.json         # every object: COCO results + auto.png labels
+  samcl segment my-set a.jpg b.png --auto --points-per-side 16 --pred-iou-thresh 0.5 --out auto/
 points and boxes are 0-based pixel x,y in the image as viewers show it (EXIF orientation applied).""",
     "eval": """\
 examples:

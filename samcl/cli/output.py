@@ -8,6 +8,9 @@
 - a folder (several images, or an existing folder): `<stem>.png` per image; two images with one stem are refused
 
 `--overlay` (the mask drawn over its image) is planned and written the same way.
+
+With `--auto` (`plan_auto`): a `.json` file gets the COCO results of every image and the label PNGs go beside it
+(`<name>.png` for one image, `<name>-<stem>.png` for several); a folder gets `auto.json` and `<stem>.png` each.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import SamclError
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, name_max
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 LOSSY = {".jpg", ".jpeg", ".jpe"}
@@ -82,6 +85,10 @@ def _target(path: Path) -> Target:
     if suffix not in FORMATS:
         named = f"'{path.suffix}'" if path.suffix else "no extension"
         raise SamclError(f"{path}: {named} names no mask format; use .png (or .bmp, .tif, .webp)")
+    length, longest = len(os.fsencode(real.name)), name_max(real.parent)
+    if length > longest:
+        raise SamclError(f"{path}: the file name is {length} bytes, longer than the folder takes ({longest}); "
+                         "give a shorter --out or rename the image")
     parent = real.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -118,3 +125,34 @@ def write(target: Target, mask: np.ndarray) -> None:
             raise SamclError(f"{target.shown}: cannot write ({exc.strerror or exc})") from None
     else:
         atomic_write_bytes(target.path, data)
+
+
+@dataclass(frozen=True)
+class AutoTargets:
+    """Where `samcl segment --auto` writes: the COCO results JSON, and one label PNG per image."""
+
+    results: Path
+    labels: list[Target]
+
+
+def plan_auto(out: str, images: list[Path]) -> AutoTargets:
+    """The results file and label PNGs for `--out` with --auto, or SamclError naming --out and the problem."""
+    if out == "-":
+        raise SamclError("--out -: --auto writes a JSON file and label PNGs; give a .json file or a folder")
+    path = Path(out)
+    if path.suffix.lower() == ".json" and not path.is_dir():
+        stems = [path.stem] if len(images) == 1 else [f"{path.stem}-{image.stem}" for image in images]
+        results, labels = path, [path.with_name(f"{stem}.png") for stem in stems]
+    elif path.suffix and not path.is_dir():
+        raise SamclError(f"{out}: --auto writes COCO results JSON: give a .json file or a folder")
+    else:
+        results, labels = path / "auto.json", [path / f"{image.stem}.png" for image in images]
+    if len(set(labels)) != len(labels):
+        raise SamclError(f"{out}: two images share a file name stem; segment them in separate calls or rename one")
+    _target(results.with_suffix(".png"))  # the results file's folder is writable (the same checks as a mask's)
+    return AutoTargets(results, [_target(label) for label in labels])
+
+
+def write_label(target: Target, labels: np.ndarray) -> None:
+    """An instance-id image (uint8 or uint16) as a lossless PNG."""
+    write(target, labels)

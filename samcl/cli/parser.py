@@ -168,6 +168,7 @@ def _learn(p) -> None:
     config_flag(p, "--lr", TrainConfig, "lr", narrow={"low_open": True, "high": 10})  # 0 trains nothing
     config_flag(p, "--seed", TrainConfig, "seed")
     config_flag(p, "--points-per-image", TrainConfig, "points_per_image", metavar="N")
+    config_flag(p, "--prompts", TrainConfig, "prompts")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
     p.add_argument("--as-base", action="store_true",
@@ -205,6 +206,23 @@ def _info(p) -> None:
     p.add_argument("--json", action="store_true", help="print everything as JSON")
 
 
+#: `samcl segment --auto`'s generator flags: AutoMaskConfig's fields (Meta's SamAutomaticMaskGenerator names)
+AUTO_FLAGS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+              "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+              "crop_n_points_downscale_factor", "min_mask_region_area")
+
+
+def _auto(p) -> None:
+    from ..inference import AutoMaskConfig
+
+    group = p.add_argument_group("automatic masks (--auto: every object, no prompt; Meta's generator options)")
+    group.add_argument("--auto", action="store_true",
+                       help="automatic masks: a grid of points over each image on its routed module, no prompt "
+                            "given; --out names a .json file (COCO results, and a label PNG beside it) or a folder")
+    for name in AUTO_FLAGS:
+        config_flag(group, "--" + name.replace("_", "-"), AutoMaskConfig, name, extra="(with --auto)")
+
+
 def _segment(p) -> None:
     p.add_argument("store", type=Path, help="module-set directory")
     p.add_argument("images", type=Path, nargs="+", help="one or more images (one batch, mixed domains allowed)")
@@ -231,6 +249,7 @@ def _segment(p) -> None:
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
                         "mask file as JSON")
+    _auto(p)
 
 
 def _eval(p) -> None:
@@ -356,6 +375,10 @@ def _label_studio(ls) -> None:
                     help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
     ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
                     default=400.0, help="most megapixels of task images a project's learn holds together")
+    ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
+                    help="a /predict without a context (a task opened) gets automatic masks; off: none")
+    ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
+                    help="most automatic masks a task gets, highest predicted IoU first")
 
 
 def _benchmark(p) -> None:

@@ -1,7 +1,7 @@
 """`samcl track`: one object's prompt on one frame, propagated through a video with the set's module (SAM 2).
 
 Its flags (`add_track`, given the parser's --base and --precision adders), the checks made before the
-model loads (`prepare_track`) and the output (`write_tracked`); `commands.cmd_track` runs them in that order."""
+model loads (`prepare_track`) and the output (`write_tracked`); `cmd_track` runs them in that order."""
 
 from __future__ import annotations
 
@@ -44,6 +44,19 @@ def add_track(p, add_base, add_precision) -> None:
     add_base(p, "default: the one recorded in the store")
     add_precision(p)
     p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
+
+
+def cmd_track(args, check_device, precheck_store) -> int:
+    """The command (the device and store checks are `commands`' own, passed in)."""
+    prompt, frames = prepare_track(args)  # every input problem before the model code loads
+    check_device(args.device)
+    precheck_store(args.store)
+    from .. import SAMCL
+
+    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
+                       precision=args.precision)
+    tracked = samcl.track(frames, {args.frame: {args.object: prompt}}, force=args.force, num_frames=frames.count)
+    return write_tracked(args, tracked, frames.count)
 
 
 def prepare_track(args):

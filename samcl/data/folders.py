@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import SamclError
-from ..io import read_image, read_json_file, read_mask
+from ..io import quote, read_image, read_json_file, read_mask
 from ..method.prompts import sample_points, sample_rng
 from .sample import Sample
 
@@ -51,15 +51,21 @@ def resolve_split(path: str | Path, split: str) -> Path:
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    """Image files by stem. Hidden files (".DS_Store", macOS "._name.png" forks) are not data; two files
-    with one stem (a.png, a.jpg) would pair ambiguously and are an error."""
+    """Image files by stem. Hidden files (".DS_Store", macOS "._name.png" forks) are not data (hidden images
+    are counted in a warning); two files with one stem (a.png, a.jpg) would pair ambiguously and are an error."""
     files: dict[str, Path] = {}
+    hidden: list[str] = []
     for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir():
+            hidden.append(path.name)
         if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or path.is_dir():
             continue  # (a fifo or device under an image's name stays: reading it says what it is)
         if path.stem in files:
             raise SamclError(f"{path}: same name as {files[path.stem].name}; keep one file per name")
         files[path.stem] = path
+    if hidden:  # said, not silently dropped: a user may have meant them as data
+        warnings.warn(f"{folder}: {len(hidden)} hidden file{'s' * (len(hidden) > 1)} (name starting with '.', "
+                      f"e.g. {quote(hidden[0])}) skipped", stacklevel=3)
     return files
 
 

@@ -4,8 +4,10 @@ the SamPredictor-style front end, and which precision this machine runs best.
     prepared = engine.prepare([image])                                    # prefix + pooled features, cached
     [prediction] = engine.run(prepared, [Prompt.of(points=[[120, 80]])])  # route, heat, suffix, decode
 
-`engine` (routing, mixed-domain batches, decoding), `prefix_cache` (least recently used out within a byte
-budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch), `video` (objects tracked through a video on SAM 2's memory). Public names
+`engine` (routing, mixed-domain batches, decoding), `automatic` (automatic masks: Meta's generator on the routed
+module, its steps in `amg`), `prefix_cache` (least recently used out within a byte
+budget), `predictor` (`set_image` / `predict`), `precision` (names and what `auto` picks; no torch),
+`video` (objects tracked through a video on SAM 2's memory). Public names
 load on first use.
 """
 
@@ -19,15 +21,19 @@ _WHERE = {
     "Engine": ".engine", "InputPrompt": ".engine",
     "ByObject": ".prefix_cache", "PreparedImage": ".prefix_cache", "PrefixCache": ".prefix_cache",
     "SamclPredictor": ".predictor",
+    "AutoMaskConfig": ".automatic", "GeneratedMasks": ".automatic", "coco_results": ".automatic",
+    "generate_images": ".automatic", "generate_masks": ".automatic", "label_image": ".automatic",
     "precision": ".precision",
     "TrackedFrame": ".video", "TrackedObject": ".video", "VideoTracker": ".video",
 }
-__all__ = ["ByObject", "Engine", "InputPrompt", "PrefixCache", "PreparedImage", "SamclPredictor", "TrackedFrame",
-           "TrackedObject", "VideoTracker", "precision"]
+__all__ = ["AutoMaskConfig", "ByObject", "Engine", "GeneratedMasks", "InputPrompt", "PrefixCache", "PreparedImage",
+           "SamclPredictor", "TrackedFrame", "TrackedObject", "VideoTracker", "coco_results", "generate_images",
+           "generate_masks", "label_image", "precision"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from . import precision
+    from .automatic import AutoMaskConfig, GeneratedMasks, coco_results, generate_images, generate_masks, label_image
     from .engine import Engine, InputPrompt
     from .predictor import SamclPredictor
     from .prefix_cache import ByObject, PrefixCache, PreparedImage

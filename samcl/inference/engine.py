@@ -200,6 +200,11 @@ class Engine:
         embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
         return [batch_ops.take(embeddings, slice(j, j + 1)) for j in range(len(prepared))]
 
+    def image_embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int]) -> list:
+        """Each image's embedding without a prompt (zero heat) under its class in `chosen` (-1: base), a batch of one
+        each: what automatic masks decode their point grid on (`samcl.inference.automatic`)."""
+        return self._embeddings(prepared, chosen, [InputPrompt(None, None, None)] * len(prepared))
+
     def heat(self, prompts: Sequence[InputPrompt]) -> torch.Tensor:
         """B x rows x cols heat of the batch's prompts (points padded with label -10, which paints nothing)."""
         count = max((p.points.shape[1] for p in prompts if p.points is not None), default=0)

@@ -5,17 +5,18 @@ lines elsewhere).
     from samcl.io import read_image, atomic_write_png
     image = read_image("photo.jpg")                 # H x W x 3 uint8 RGB, upright by EXIF; a FIFO is refused
 
-`files`, `images`, `video` (frames decoded one at a time), `printing`, `progress`: one concern each; every name is
-here too. No torch, no model code.
+`files`, `images`, `masks` (COCO RLE through pycocotools), `video` (frames decoded one at a time), `printing`,
+`progress`: one concern each; every name is here too. No torch, no model code.
 """
 
 from __future__ import annotations
 
 from .files import (FAULT_DELAY_ENV, MAX_JSON_DEPTH, NoSuchFile, atomic_write_bytes, atomic_write_json, check_regular,
-                    current_umask, fault_point, file_mode, fsync_dir, json_depth, open_regular, parse_json, quote,
+                    current_umask, fault_point, file_mode, fsync_dir, json_depth, name_max, open_regular, parse_json, quote,
                     read_json_file, read_limited)
 from .images import (HIGH_DEPTH_MODES, MAX_IMAGE_PIXELS, atomic_write_png, high_depth_peak, read_image, read_mask,
                      to_rgb_array, upright)
+from .masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, run_lengths, uncompressed_rle
 from .printing import finite, print_json
 from .progress import bar, log_to_stderr
 from .video import FRAME_SUFFIXES, VideoFrames, open_frames
@@ -23,5 +24,6 @@ from .video import FRAME_SUFFIXES, VideoFrames, open_frames
 __all__ = ["FAULT_DELAY_ENV", "FRAME_SUFFIXES", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_DEPTH", "NoSuchFile",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular", "current_umask",
            "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr",
-           "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file", "read_limited",
-           "read_mask", "to_rgb_array", "upright", "VideoFrames", "open_frames"]
+           "name_max", "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file",
+           "read_limited", "read_mask", "to_rgb_array", "upright", "coco_rle", "coco_rles", "rle_area", "rle_bbox",
+           "rle_to_mask", "run_lengths", "uncompressed_rle", "VideoFrames", "open_frames"]

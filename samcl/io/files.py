@@ -148,7 +148,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         _make_dirs(path.parent)
         mode = file_mode(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
         os.fchmod(fd, mode)  # mkstemp creates 0600; a store or a mask is meant to be shareable like any file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -163,6 +163,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):  # disk full, permission denied...: the old file is still in place
             raise SamclError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+#: The longest file name most file systems take (NAME_MAX), where the folder does not say.
+NAME_MAX = 255
+_TEMP_EXTRA = len("..") + 8 + len(".tmp")  # mkstemp's 8 random characters between prefix and suffix
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name `folder` (or its nearest existing parent) takes, in bytes."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def temporary_prefix(path: Path) -> str:
+    """".<name>." for `atomic_write_bytes`' temporary beside `path`, the name cut (to bytes the folder takes) when
+    the whole would be longer than a file name may be: a name that fits is never refused for its temporary."""
+    room, name = max(name_max(path.parent) - _TEMP_EXTRA, 1), path.name
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}."
 
 
 def file_mode(path: Path) -> int:

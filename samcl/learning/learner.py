@@ -21,6 +21,7 @@ from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
 from ..errors import SamclError
+from ..inference.automatic import AutoMaskConfig, GeneratedMasks, generate_images
 from ..inference.engine import Engine
 from ..inference.precision import resolve as resolve_precision
 from ..inference.predictor import SamclPredictor
@@ -367,6 +368,11 @@ class SAMCL(Tracking):
         engine = self.engine
         return engine.run(engine.prepare(images), prompts, multimask_output=multimask_output, force=force,
                           fallback=fallback, return_logits=return_logits)
+
+    def generate(self, images: Sequence, *, config: AutoMaskConfig | None = None,
+                 force: str | Sequence[str | None] | None = None, fallback: bool | None = None) -> list[GeneratedMasks]:
+        """Automatic masks (Meta's generator) on each image's routed module, no heat (`samcl.inference.automatic`)."""
+        return generate_images(self.engine, images, config=config, force=force, fallback=fallback)
 
     def evaluate(self, samples: Sequence[Sample], *, truth: str | None = None, force: str | None = None,
                  batch_size: int = 8, progress: bool = False) -> dict:

@@ -4,15 +4,19 @@ Loss per sample: focal (alpha 0.8, gamma 2, per pixel, averaged) + 10 x dice + M
 then averaged over the batch (the reference sums over the batch). Masks are compared in the model-input
 frame (longest side resized, padded). Adam with a cosine schedule whose period is the whole run (stepped per
 batch, T_max = total steps; the reference's per-batch stepping with T_max = epochs made the rate cycle).
-Points: `points_per_image` positives drawn from the mask per (seed, epoch, sample), so any number of
-processes draws the same points for the same sample.
+Prompts (`TrainConfig.prompts`), drawn per (seed, epoch, sample), so any number of processes draws the same
+prompt for the same sample: "reference", the paper's `points_per_image` positive points; "mix", SAM's kinds of
+prompt per sample (1..points_per_image positive points; with 1-2 negative points near the object or anywhere
+on the background; a jittered box; a box with points; no prompt at all), in the shares the `mix_*` fields set.
+A batch's prompts go through the heat as the engine batches them (points padded with label -10, which paints
+nothing) and through the decoder in groups of one shape, unpadded, as inference decodes each prompt alone.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +28,8 @@ from ..inference.prefix_cache import PrefixCache
 from ..io import fault_point
 from ..io.progress import bar
 from ..method.augmodule import AugModule, AugModuleConfig, Injection
-from ..method.prompts import sample_points, sample_rng
+from ..backbone import tokens as batch_ops
+from ..method.prompts import PROMPT_REGIMES, TrainingPrompt, mix_prompt, sample_points, sample_rng
 from ..options import check_fields, option
 
 AMP_MODES = ("none", "bf16")
@@ -38,7 +43,10 @@ class TrainConfig:
       epochs (int): passes over the training images.
       batch_size (int): samples per optimiser step and process.
       lr (float): Adam's learning rate, on a cosine schedule over the whole run.
-      points_per_image (int): positive points drawn from each mask per epoch, the prompt of that step.
+      points_per_image (int): positive points drawn from each mask per epoch (the mix: 1 to this many).
+      prompts (str): "mix" (SAM's kinds of prompt per sample) or "reference" (`points_per_image` positives).
+      mix_negatives, mix_box, mix_box_points, mix_none (float): the mix's shares of positive + negative
+        points, a box, a box + positive points, and no prompt; positive points alone take the rest.
       seed (int): seeds point sampling, sample order and the module's initialisation.
       focal_alpha, focal_gamma, dice_weight, iou_weight (float): the loss's terms.
       cache_bytes (int): memory for the training images' encoder prefix kept across epochs.
@@ -53,8 +61,16 @@ class TrainConfig:
     batch_size: int = option(2, "samples per step and process (under torchrun the global batch is this x "
                                 "processes)", low=1, high=4096, integer=True)
     lr: float = option(0.005, "Adam learning rate (cosine schedule over the whole run)", low=0)
-    points_per_image: int = option(3, "positive points sampled per training image and epoch", low=1, high=64,
-                                   integer=True)
+    points_per_image: int = option(3, "positive points sampled per training image and epoch (with --prompts "
+                                      "mix: 1 to this many)", low=1, high=64, integer=True)
+    prompts: str = option("mix", "training prompts: mix = SAM's kinds per sample (positive points, with negative "
+                                 "points, a jittered box, box + points, none), so the module serves clicks, boxes "
+                                 "and prompt-free use; reference = the paper's positive points only",
+                          choices=PROMPT_REGIMES)
+    mix_negatives: float = option(0.25, "share of mix prompts with positive and negative points", low=0, high=1)
+    mix_box: float = option(0.15, "share of mix prompts that are a jittered box", low=0, high=1)
+    mix_box_points: float = option(0.1, "share of mix prompts that are a box with positive points", low=0, high=1)
+    mix_none: float = option(0.2, "share of mix prompts with no prompt at all (zero heat)", low=0, high=1)
     seed: int = option(0, "seed for points, order and initialisation", low=0, high=2**32 - 1, integer=True)
     focal_alpha: float = option(0.8, "focal loss alpha", low=0, high=1)
     focal_gamma: float = option(2.0, "focal loss gamma", low=0)
@@ -69,6 +85,17 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        shares = self.mix_negatives + self.mix_box + self.mix_box_points + self.mix_none
+        if shares > 1 + 1e-9:
+            raise ValueError(f"TrainConfig.mix_negatives + mix_box + mix_box_points + mix_none {shares:g}: "
+                             "expected a sum of at most 1 (positive points alone take the rest)")
+
+    @property
+    def mix_weights(self) -> dict[str, float]:
+        """The mix's probability of each kind (`prompts.MIX_KINDS`): positive points alone take the rest."""
+        shares = {"negatives": self.mix_negatives, "box": self.mix_box, "box_points": self.mix_box_points,
+                  "none": self.mix_none}
+        return {"points": max(0.0, 1 - sum(shares.values())), **shares}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,11 +171,95 @@ def usable_indices(samples: Sequence[Sample]) -> list[int]:
 
 def train_step_points(samples: Sequence[Sample], indices: list[int], geometries: list, config: TrainConfig,
                       epoch: int) -> torch.Tensor:
-    """B x points_per_image x 2 positive points in model-input pixels, drawn per (seed, epoch, sample)."""
+    """B x points_per_image x 2 positive points in model-input pixels, drawn per (seed, epoch, sample): the
+    reference regime's prompts."""
     points = [geometry.coords_to_input(sample_points(samples[i].mask, config.points_per_image,
                                                      sample_rng(config.seed, epoch, i)))
               for i, geometry in zip(indices, geometries)]
     return torch.stack(points)
+
+
+@dataclass
+class PromptBatch:
+    """A training batch's prompts in model-input pixels, batched as the engine batches them for the heat.
+
+    points: B x N x 2 or None; labels: B x N (1, 0; -10 pads a sample's shorter list and paints no heat) or
+    None (all positive); boxes: B x 4 or None (a sample without a box has one far outside, painting nothing);
+    shapes: each sample's (point count, has a box), by which the decoder takes the batch in groups, unpadded."""
+
+    points: torch.Tensor | None
+    labels: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    shapes: list[tuple[int, bool]] = field(default_factory=list)
+
+    @classmethod
+    def positive(cls, points: torch.Tensor) -> "PromptBatch":
+        """B x N x 2 positive points, the same count for every sample (the reference regime)."""
+        return cls(points, None, None, [(points.shape[1], False)] * points.shape[0])
+
+    @classmethod
+    def collate(cls, prompts: Sequence[TrainingPrompt], geometries: list) -> "PromptBatch":
+        """Per-sample prompts (image pixels) -> one batch in model-input pixels."""
+        count = max((len(p.points) for p in prompts if p.points is not None), default=0)
+        points = torch.zeros(len(prompts), count, 2)
+        labels = torch.full((len(prompts), count), -10, dtype=torch.long)
+        boxes = torch.full((len(prompts), 4), -1e6)  # far outside: paints nothing
+        shapes = []
+        for j, (prompt, geometry) in enumerate(zip(prompts, geometries)):
+            n = 0 if prompt.points is None else len(prompt.points)
+            if n:
+                points[j, :n] = geometry.coords_to_input(prompt.points)
+                labels[j, :n] = torch.from_numpy(prompt.labels)
+            if prompt.box is not None:
+                boxes[j] = geometry.boxes_to_input(prompt.box)
+            shapes.append((n, prompt.box is not None))
+        return cls(points, labels, boxes if any(box for _, box in shapes) else None, shapes)
+
+    def to(self, device: torch.device) -> "PromptBatch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PromptBatch(move(self.points), move(self.labels), move(self.boxes), self.shapes)
+
+    def heat(self, backbone) -> torch.Tensor:
+        return backbone.heat(self.points, self.labels, self.boxes)
+
+    def decode(self, backbone, embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits B x 1 x h x w and predicted IoU B x 1: samples of one prompt shape decoded together
+        without padding (so each equals its own decoding, as at inference), back in batch order."""
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for j, shape in enumerate(self.shapes):
+            groups.setdefault(shape, []).append(j)
+        if len(groups) == 1 and (not self.shapes[0][0] or self.shapes[0][0] == self.points.shape[1]):
+            return self._decode(backbone, embeddings, None, *self.shapes[0])
+        order, lows, ious = [], [], []
+        for (n, has_box), members in groups.items():
+            index = torch.tensor(members, device=self.points.device)
+            picked = batch_ops.map_batch(lambda t, index=index: t[index], embeddings)
+            low, iou = self._decode(backbone, picked, index, n, has_box)
+            order += members
+            lows.append(low)
+            ious.append(iou)
+        inverse = torch.argsort(torch.tensor(order, device=self.points.device))
+        return torch.cat(lows)[inverse], torch.cat(ious)[inverse]
+
+    def _decode(self, backbone, embeddings, index, n: int, has_box: bool):
+        pick = (lambda t: t) if index is None else (lambda t: t[index])  # noqa: E731
+        points = pick(self.points)[:, :n] if n else None
+        labels = pick(self.labels)[:, :n] if n and self.labels is not None else None
+        boxes = pick(self.boxes) if has_box else None
+        if n and n == self.points.shape[1]:  # the whole tensors (the reference regime's call, unchanged)
+            points = pick(self.points)
+        return backbone.decode(embeddings, points, labels, boxes, multimask_output=False)
+
+
+def train_step_prompts(samples: Sequence[Sample], indices: list[int], geometries: list, config: TrainConfig,
+                       epoch: int) -> PromptBatch:
+    """The batch's prompts in model-input pixels, drawn per (seed, epoch, sample) in `config.prompts`'s regime."""
+    if config.prompts == "reference":
+        return PromptBatch.positive(train_step_points(samples, indices, geometries, config, epoch))
+    weights = config.mix_weights
+    prompts = [mix_prompt(samples[i].mask, sample_rng(config.seed, epoch, i), weights, config.points_per_image)
+               for i in indices]
+    return PromptBatch.collate(prompts, geometries)
 
 
 class Objective:
@@ -167,13 +278,16 @@ class Objective:
 
 
 def module_loss(backbone, module_params: dict, aug_config: AugModuleConfig, tokens: torch.Tensor,
-                masks: torch.Tensor, points: torch.Tensor, start_block: int, config: TrainConfig,
+                masks: torch.Tensor, points: torch.Tensor | PromptBatch, start_block: int, config: TrainConfig,
                 objective: Objective | None = None) -> torch.Tensor:
-    """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers)."""
+    """Forward from cached prefix tokens to the loss (used by the single- and multi-process trainers).
+    `points`: the batch's prompts (`train_step_prompts`), or B x N x 2 positive points."""
+    prompts = points if isinstance(points, PromptBatch) else PromptBatch.positive(points)
+    points = prompts.points
     with autocast(tokens.device, config.amp):
-        heat = backbone.heat(points, None, None)
+        heat = prompts.heat(backbone)
         embeddings = backbone.suffix(tokens, start_block, Injection(aug_config, module_params, heat))
-        low_res, iou = backbone.decode(embeddings, points, None, None, multimask_output=False)
+        low_res, iou = prompts.decode(backbone, embeddings)
     size = backbone.image_size
     logits = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)[:, 0]
     loss = segmentation_loss(logits, iou[:, 0].float(), masks, config)
@@ -230,7 +344,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
             batch = [indices[int(j)] for j in chunk[rank::world]]
             tokens, masks, geometries, prefixes = training_batch(cache, samples, batch)
             pooled.update((i, p.pooled) for i, p in zip(batch, prefixes))
-            points = train_step_points(samples, batch, geometries, config, epoch).to(device)
+            points = train_step_prompts(samples, batch, geometries, config, epoch).to(device)
             params = trainable()  # through the wrapper, so DDP sees the forward
             if objective is not None:
                 params = objective.params(params)

@@ -55,6 +55,101 @@ def sample_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *[int(k) for k in keys]])
 
 
+#: Training prompt regimes (`TrainConfig.prompts`): the reference's positive points, or SAM's per-sample mix.
+PROMPT_REGIMES = ("reference", "mix")
+#: The mix's kinds of prompt: positive points only, positive and negative points, a box, a box with positive
+#: points, no prompt at all.
+MIX_KINDS = ("points", "negatives", "box", "box_points", "none")
+MAX_NEGATIVES = 2  # negative points of a "negatives" prompt: 1 or 2
+NEAR_BAND = 0.2  # "near" background: within this fraction of sqrt(mask area) of the mask (at least 3 pixels)
+BOX_NOISE, BOX_NOISE_MAX = 0.1, 20.0  # SAM's box jitter: std 10 % of the box side, at most 20 pixels
+
+
+@dataclass(frozen=True)
+class TrainingPrompt:
+    """One sample's prompt in its image's pixels: points N x 2 float32 (x, y) and labels N int64 (1 positive,
+    0 negative), or None; box (x0, y0, x1, y1) float32 or None. `kind` is one of `MIX_KINDS`."""
+
+    kind: str
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+
+
+def band_width(mask: np.ndarray) -> int:
+    """The width in pixels of the "near" background around a mask: `NEAR_BAND` x sqrt(area), at least 3."""
+    return max(3, int(round(NEAR_BAND * np.sqrt(mask.sum()))))
+
+
+def dilate(mask: np.ndarray, width: int) -> np.ndarray:
+    """H x W bool: the mask grown by `width` pixels (chessboard distance), as two separable max-pools."""
+    grown = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
+    grown = F.max_pool2d(grown, (1, 2 * width + 1), stride=1, padding=(0, width))
+    grown = F.max_pool2d(grown, (2 * width + 1, 1), stride=1, padding=(width, 0))
+    return grown[0, 0].numpy().astype(bool)
+
+
+def near_band(mask: np.ndarray) -> np.ndarray:
+    """H x W bool: the background within `band_width` pixels of the mask."""
+    return dilate(mask, band_width(mask)) & ~mask
+
+
+def sample_negatives(mask: np.ndarray, count: int, rng: np.random.Generator, *, near: bool) -> np.ndarray:
+    """`count` (x, y) background points: in the band around the mask (`near_band`) or anywhere outside it.
+    An image with no such background gives what there is (none: an empty 0 x 2 array)."""
+    region = near_band(mask) if near else ~mask
+    if not region.any():
+        region = ~mask
+    if not region.any():
+        return np.zeros((0, 2), np.float32)
+    return sample_points(region, count, rng)
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """The mask's tight box (x0, y0, x1, y1), inclusive pixel coordinates as Meta's `batched_mask_to_box`."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
+
+
+def jitter_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mask's box with SAM's training noise: each coordinate moves by a normal draw of std 10 % of the
+    box's side along its axis, clipped to 20 pixels, then the box is kept inside the image (and ordered)."""
+    box = mask_box(mask)
+    sides = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float64) + 1
+    noise = np.clip(rng.normal(0.0, BOX_NOISE * sides), -BOX_NOISE_MAX, BOX_NOISE_MAX)
+    h, w = mask.shape
+    x0, y0, x1, y1 = np.clip(box + noise, 0, [w - 1, h - 1, w - 1, h - 1])
+    return np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], np.float32)
+
+
+def draw_mix_kind(weights: dict[str, float], rng: np.random.Generator) -> str:
+    """One of `MIX_KINDS` with probability weights[kind] (the weights sum to 1)."""
+    probs = np.array([weights[k] for k in MIX_KINDS], np.float64)
+    return MIX_KINDS[int(rng.choice(len(MIX_KINDS), p=probs / probs.sum()))]
+
+
+def mix_prompt(mask: np.ndarray, rng: np.random.Generator, weights: dict[str, float],
+               max_points: int) -> TrainingPrompt:
+    """A SAM-style training prompt for a non-empty mask: its kind drawn with `weights` (`draw_mix_kind`), then
+    1..max_points positive points; 1..MAX_NEGATIVES negative points, each near the object (`near_band`) or
+    anywhere on the background, half and half; a jittered box (`jitter_box`)."""
+    kind = draw_mix_kind(weights, rng)
+    if kind == "none":
+        return TrainingPrompt(kind)
+    box = jitter_box(mask, rng) if kind in ("box", "box_points") else None
+    if kind == "box":
+        return TrainingPrompt(kind, box=box)
+    points = sample_points(mask, int(rng.integers(1, max_points + 1)), rng)
+    labels = np.ones(len(points), np.int64)
+    if kind == "negatives":
+        negatives = [sample_negatives(mask, 1, rng, near=bool(rng.random() < 0.5))
+                     for _ in range(int(rng.integers(1, MAX_NEGATIVES + 1)))]
+        negatives = np.concatenate(negatives)
+        points = np.concatenate([points, negatives])
+        labels = np.concatenate([labels, np.zeros(len(negatives), np.int64)])
+    return TrainingPrompt(kind, points, labels, box)
+
+
 def render_heat(points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
                 grid: tuple[int, int], patch: float, config: HeatConfig = HeatConfig()) -> torch.Tensor:
     """Heat on the token grid for a batch.

@@ -158,7 +158,30 @@ def read_selector(path: Path, dim: int, classes: int, state: dict | None = None)
     except RuntimeError as exc:
         raise SamclError(f"{path}: does not fit a selector on {dim}-wide embeddings of this base "
                          f"({' '.join(str(exc).split())[:240]})") from None
-    return net.eval()
+    check_selector(net.eval(), path)
+    return net
+
+
+#: Images of the probe batch an imported selector must route with finite outputs before anything is written.
+PROBE_BATCH = 16
+
+
+def check_selector(net: SelectorNet, path: Path) -> None:
+    """The selector's BatchNorm statistics are sane (running variances >= 0) and its outputs on a probe batch
+    (seeded normal embeddings, the scale of a SAM block's pooled tokens) are finite: finite weights can still
+    route every image to one class with a NaN score (a variance of -1, weights of 3e38)."""
+    for name, tensor in net.state_dict().items():
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            raise SamclError(f"{path}: {name} holds a negative variance ({float(tensor.min()):.3g}); a "
+                             "BatchNorm's running variance is never negative, so this selector cannot route")
+    probe = torch.randn(PROBE_BATCH, net.features[0].in_features,
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = net(probe)
+    if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(torch.softmax(logits, 1)).all()):
+        raise SamclError(f"{path}: the selector's outputs on a probe batch of {PROBE_BATCH} embeddings are not "
+                         "finite (NaN or inf): its weights or BatchNorm statistics are out of range, so it "
+                         "cannot route")
 
 
 def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> dict[str, Path | None]:

@@ -60,6 +60,13 @@ class GraphBackbone:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def compiled(self) -> dict:
+        """What the graph runtime has compiled: shapes per graph and the bytes they hold (OpenVINO compiles per
+        shape, bounded by `sessions.ShapeCache`; ONNX Runtime holds one session per graph: nothing counted)."""
+        shapes = {name: len(s.shapes.static) + (s.shapes.dynamic is not None)
+                  for name, s in self.sessions.items() if hasattr(s, "shapes")}
+        return {"shapes": shapes, "bytes": sum(getattr(s, "compiled_bytes", 0) for s in self.sessions.values())}
+
     # ----------------------------------------------------------------- the graphs
     def prefix(self, pixel_values: torch.Tensor, stop_block: int) -> torch.Tensor:
         if stop_block != self.stop_block:

@@ -25,6 +25,8 @@ alone (`open_distance`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Selector
@@ -89,6 +91,23 @@ def _ledoit_wolf(stats: ClassStats, covariance: torch.Tensor, target: torch.Tens
     gap = float(((covariance - target) ** 2).sum())
     weight = 1.0 if gap <= 0 or stats.count < 3 else min(1.0, stats.beta / gap)
     return (1 - weight) * covariance + weight * target
+
+
+def definite(matrix: torch.Tensor) -> torch.Tensor:
+    """A covariance that factors: `matrix` plus the smallest of 1e-9, 1e-8, ... times its mean variance on the
+    diagonal that makes it positive definite (the identity when it has no variance). Called only where the
+    matrix itself does not factor (a class of identical or collinear images), so every other class's numbers
+    are those of the matrix itself."""
+    width = matrix.shape[0]
+    eye = torch.eye(width, dtype=matrix.dtype)
+    scale = float(matrix.trace()) / width
+    if not scale > 0 or not math.isfinite(scale):
+        return eye
+    for power in range(-9, 1):
+        candidate = matrix + 10.0 ** power * scale * eye
+        if int(torch.linalg.cholesky_ex(candidate).info) == 0:
+            return candidate
+    return scale * eye
 
 
 class StatsSelector(Selector):
@@ -157,7 +176,16 @@ class StatsSelector(Selector):
         trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
         iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
         covariance = self.shrunk(stats, iso)
-        return torch.linalg.inv(covariance * width / covariance.trace())
+        if not float(covariance.trace()) > 0:  # every image of the class the same: no shape of its own
+            return torch.eye(width, dtype=torch.float64)
+        covariance = covariance * width / covariance.trace()
+        try:
+            precision = torch.linalg.inv(covariance)
+            if bool(torch.isfinite(precision).all()):
+                return precision
+        except torch.linalg.LinAlgError:  # singular (a degenerate class: images on a line, say)
+            pass
+        return torch.linalg.inv(definite(covariance))
 
     def open_distance(self, phi: torch.Tensor, stats: ClassStats,
                       precision: torch.Tensor | None = None) -> torch.Tensor:
@@ -287,6 +315,8 @@ class FecamSelector(StatsSelector):
         blend = self.shrunk(stats, pooled)
         width = blend.shape[0]
         blend = blend + _IDENTITY_SHRINK * blend.trace() / width * torch.eye(width, dtype=blend.dtype)
+        if not float(blend.trace()) > 0:  # every image of every class the same: no shape at all
+            return torch.eye(width, dtype=blend.dtype)
         return blend * width / blend.trace()
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,7 +327,10 @@ class FecamSelector(StatsSelector):
             scatter, count = self._pooled()
             pooled = scatter / max(count, 1.0)
             covariances = torch.stack([self._covariance(s, pooled) for s in self.stats])
-            self._cache = (torch.stack([s.mean for s in self.stats]), torch.linalg.cholesky(covariances))
+            factors, info = torch.linalg.cholesky_ex(covariances)
+            if bool((info != 0).any()):  # only degenerate statistics (identical images) get here
+                factors = torch.linalg.cholesky(torch.stack([definite(c) for c in covariances]))
+            self._cache = (torch.stack([s.mean for s in self.stats]), factors)
         return self._cache
 
     def distances(self, phi):
@@ -320,7 +353,8 @@ class RanpacSelector(StatsSelector):
     def _solve(self, parts: list[ClassStats], columns: list[ClassStats]) -> torch.Tensor:
         gram = sum(s.scatter + s.count * torch.outer(s.mean, s.mean) for s in parts)
         width = gram.shape[0]
-        gram = gram + self.config.ridge * gram.trace() / width * torch.eye(width, dtype=gram.dtype)
+        scale = float(gram.trace()) / width if float(gram.trace()) > 0 else 1.0  # (all features zero: no scale)
+        gram = gram + self.config.ridge * scale * torch.eye(width, dtype=gram.dtype)
         targets = torch.stack([s.mean * s.count for s in columns], dim=1)
         return torch.linalg.solve(gram, targets)  # M x columns
 

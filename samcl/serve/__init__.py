@@ -10,7 +10,8 @@ OpenAPI document), `intake` (token, bounded bodies with a read deadline, JSON), 
 (large answers built and sent under the budget), `batching` (gathering concurrent requests), `model` (the engine side: one opened store, a
 batch through `samcl.inference.engine`, whose prefix cache keeps the uploads), `reload` (a new generation, in bounded
 time), `codec` (images in, PNG and COCO RLE masks out), `page/` (HTML and JavaScript), `label_studio/` (the Label
-Studio ML backend at /label-studio, learning projects in the background), `cvat` (the CVAT-style interactor).
+Studio ML backend at /label-studio, learning projects in the background), `cvat` (the CVAT-style interactor),
+`cvat_detector` (automatic masks as CVAT's detector functions answer).
 
 The server holds no state that matters: the store is only read (but for a Label Studio project's learn, which
 commits under the store's writer lock like `samcl learn`), and the cache refills from uploads. So any

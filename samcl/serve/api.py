@@ -18,7 +18,8 @@ from . import codec
 from .context import Serving, checked, timings
 from .errors import ApiError, quoted
 from .model import Job
-from .schemas import DomainsResponse, ErrorBody, ImageResponse, SegmentRequest, SegmentResponse
+from .schemas import (DomainsResponse, ErrorBody, GenerateRequest, GenerateResponse, ImageResponse, SegmentRequest,
+                      SegmentResponse)
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)}
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
@@ -27,6 +28,17 @@ IMAGE_BODY = {"requestBody": {"required": True, "content": {
         "image": {"type": "string", "format": "binary"}}}}}}}
 SEGMENT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": SegmentRequest.model_json_schema()}}}}
+GENERATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": GenerateRequest.model_json_schema()}}}}
+#: What one /v1/generate may ask of this server, beyond AutoMaskConfig's own ranges: the grid and the crops set the
+#: decoder work (points_per_side^2 prompts, times the crops).
+GENERATE_LIMITS = {"points_per_side": 64, "crop_n_layers": 2}
+#: The memory one batch of grid points may take while it is decoded (three float32 logits and a mask per point at the
+#: image's size, about 6 bytes a pixel a mask): the server decodes fewer points at once where a batch would take more
+#: (the result does not depend on the batch), and charges it to the in-flight budget.
+GENERATE_WORK_BYTES = 256 << 20
+#: Bytes of the answer per mask besides its RLE counts (numbers, keys), and copies of it held while it is sent.
+ANSWER_BYTES_PER_MASK, ANSWER_COPIES = 400, 3
 
 
 def router(serving: Serving) -> APIRouter:
@@ -73,15 +85,69 @@ def router(serving: Serving) -> APIRouter:
                 "mask": {**encoded, "width": width, "height": height}, "generation": job.generation,
                 "timings": timings(job, start)}
 
+    @api.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, openapi_extra=GENERATE_BODY)
+    async def generate(request: Request):
+        """Automatic masks of an image (by id, or inline): Meta's automatic mask generator on the routed module (or
+        `force`), no prompt; the masks as COCO RLE records with Meta's keys."""
+        start = time.perf_counter()
+        with serving.ticket() as ticket:
+            body = await serving.json(request, GenerateRequest, ticket)
+            config = auto_config(body)
+            key, entry, image = await _image_of(serving, body, ticket, pixels=config.crop_n_layers > 0)
+            height, width = entry.size if entry is not None else image.shape[:2]
+            serving.check_force(body.force)
+            config = fit_batch(config, height, width, ticket)
+            job = await serving.run(Job("generate", key, image=image, entry=entry, domain=body.force, config=config))
+            generated = job.prediction
+            records = generated.records[:body.max_masks]
+            ticket.take(ANSWER_COPIES * sum(len(r["segmentation"]["counts"]) + ANSWER_BYTES_PER_MASK for r in records))
+            masks = [{k: r[k] for k in ("segmentation", "area", "bbox", "predicted_iou", "stability_score",
+                                        "point_coords", "crop_box")} for r in records]
+            return {"image_id": key, "domain": generated.domain, "score": generated.selector_score, "width": width,
+                    "height": height, "count": len(generated.records), "masks": masks,
+                    "generation": job.generation, "timings": timings(job, start)}
+
     return api
 
 
-async def _image_of(serving: Serving, body: SegmentRequest, ticket):
-    """(id, cached entry or None, decoded image or None) of the request's image."""
+def auto_config(body: GenerateRequest):
+    """The request's generator options as an `AutoMaskConfig` (left out: Meta's defaults), within this server's
+    `GENERATE_LIMITS`: a 422 naming the field otherwise."""
+    from ..inference import AutoMaskConfig
+
+    options = {name: getattr(body, name) for name in AutoMaskConfig.__dataclass_fields__
+               if name != "output_mode" and getattr(body, name, None) is not None}
+    for name, most in GENERATE_LIMITS.items():
+        if options.get(name, 0) > most:
+            raise ApiError(422, "invalid_request", f"{name}: {options[name]} is more than this server's limit of "
+                                                   f"{most}")
+    try:
+        return AutoMaskConfig(**options, output_mode="coco_rle")
+    except ValueError as exc:  # "AutoMaskConfig.points_per_side 0: expected an integer from 1 to 1,024"
+        raise ApiError(422, "invalid_request", str(exc).removeprefix("AutoMaskConfig.")) from None
+
+
+def fit_batch(config, height: int, width: int, ticket):
+    """`config` with points_per_batch lowered where a batch would take more than GENERATE_WORK_BYTES to decode (the
+    masks do not depend on it); the batch's memory charged to the request's budget."""
+    from dataclasses import replace
+
+    per_point = 3 * 6 * height * width
+    batch = max(1, min(config.points_per_batch, GENERATE_WORK_BYTES // per_point))
+    ticket.take(batch * per_point)
+    return replace(config, points_per_batch=batch) if batch != config.points_per_batch else config
+
+
+async def _image_of(serving: Serving, body: SegmentRequest | GenerateRequest, ticket, pixels: bool = False):
+    """(id, cached entry or None, decoded image or None) of the request's image; `pixels`: the decoded image is
+    needed even when its entry is cached (crops of automatic masks), so it must come inline."""
     cache = serving.host.cache
     if body.image_id is None and body.image is None:
         raise ApiError(400, "no_image", "give image_id (from POST /v1/images) or image (base64)")
-    if body.image_id is not None:
+    if pixels and body.image is None:
+        raise ApiError(400, "image_needed", "crop_n_layers > 0 encodes crops of the image anew: send the image "
+                                            "inline (image, base64)")
+    if body.image_id is not None and not pixels:
         entry = cache.get(body.image_id)
         if entry is not None:
             return body.image_id, entry, None
@@ -93,6 +159,8 @@ async def _image_of(serving: Serving, body: SegmentRequest, ticket):
     key = codec.image_id(data)
     if body.image_id is not None and body.image_id != key:
         raise ApiError(400, "image_mismatch", f"image_id {quoted(body.image_id)} is not the id of the inline image")
+    if pixels:  # decoded even when cached: the crops need the pixels
+        return key, serving.host.cache.get(key), await serving.decode(data, ticket)
     loaded = await serving.load(data, ticket, key)
     return loaded.key, loaded.entry, loaded.image
 

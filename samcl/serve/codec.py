@@ -4,9 +4,8 @@
     image = load_image(open_image(data, max_pixels))   # the same in two steps: the size is known in between
     png_base64(mask); coco_rle(mask) -> {"size": [h, w], "counts": "..."}; rle_to_mask(rle) (its inverse)
 
-COCO RLE is the compressed string form of pycocotools (`mask.encode`): run lengths over the mask in column-major
-order starting with a run of zeros, each run stored as its difference to the run two before, in 5-bit groups
-offset by 48 (what `maskApi.c`'s rleToString writes), so any COCO tool decodes it.
+COCO RLE is pycocotools' own compressed form (`samcl.io.masks`, the one mask codec: `mask.encode` with the counts
+as a str), so any COCO tool decodes it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..io import to_rgb_array, upright
+from ..io import coco_rle, rle_to_mask, run_lengths, to_rgb_array, upright  # noqa: F401 (COCO RLE: samcl.io.masks)
 from .errors import ApiError
 
 
@@ -114,54 +113,3 @@ def png_bytes(mask: np.ndarray) -> bytes:
 
 def png_base64(mask: np.ndarray) -> str:
     return base64.b64encode(png_bytes(mask)).decode("ascii")
-
-
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """Column-major runs, starting with the (possibly empty) run of zeros."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    runs = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        runs = [0] + runs
-    return runs
-
-
-def coco_rle(mask: np.ndarray) -> dict:
-    """A H x W bool mask as COCO's compressed RLE: {"size": [h, w], "counts": str}."""
-    counts = run_lengths(mask)
-    chars = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift, as C's on a signed long
-            more = x != -1 if c & 0x10 else x != 0
-            chars.append(chr((c | 0x20 if more else c) + 48))
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": "".join(chars)}
-
-
-def rle_to_mask(rle: dict) -> np.ndarray:
-    """The inverse of `coco_rle`."""
-    height, width = rle["size"]
-    text, counts, p = rle["counts"], [], 0
-    while p < len(text):
-        x = k = 0
-        more = True
-        while more:
-            c = ord(text[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p, k = p + 1, k + 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    flat = np.zeros(height * width, dtype=bool)
-    position, value = 0, False
-    for count in counts:
-        flat[position:position + count] = value
-        position, value = position + count, not value
-    return flat.reshape((height, width), order="F")

@@ -118,6 +118,12 @@ class Serving:
         return await self.run(Job("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
                                   domain=force))
 
+    async def generate(self, loaded: Loaded, config, force: str | None) -> Job:
+        """Automatic masks of one loaded image through the batcher (`config`: an `AutoMaskConfig`; crop layers need
+        `loaded.image`): the finished job, its `GeneratedMasks` in `job.prediction`."""
+        return await self.run(Job("generate", loaded.key, image=loaded.image, entry=loaded.entry, domain=force,
+                                  config=config))
+
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
         """Image file bytes -> RGB array; its pixels charged to the budget between reading its size and decoding, at
         its format's cost (`budget.decode_cost`)."""

@@ -41,12 +41,13 @@ log = logging.getLogger("samcl.serve")
 class Job:
     """One request's work. `entry` is the cached image (None: `image` must run through the prefix first)."""
 
-    kind: str  # "upload" or "segment"
+    kind: str  # "upload", "segment" or "generate" (automatic masks: `config`, the result in `prediction`)
     key: str
     image: np.ndarray | None = None
     entry: PreparedImage | None = None
     prompt: Prompt | None = None
     domain: str | None = None
+    config: Any = None  # a generate job's AutoMaskConfig
     # filled by the model thread
     prediction: Any = None
     index: int = -1
@@ -130,9 +131,12 @@ class ModelHost:
         uploads = [j for j in jobs if j.kind == "upload"]
         if uploads:
             self._route(engine, uploads)
-        segments = [j for j in jobs if j.kind == "segment" and self._resolve(engine, j)]
+        segments = [j for j in jobs if j.kind == "segment" and self._resolve(engine, j)]  # generate jobs: below
         if segments:
             self._segment(engine, segments)
+        for job in jobs:
+            if job.kind == "generate" and self._resolve(engine, job):
+                self._generate(engine, job)
         done = time.perf_counter()
         for job in jobs:
             job.timings.update(prefix_ms=(prepared - start) * 1e3 if job.image is not None else 0.0,
@@ -178,3 +182,17 @@ class ModelHost:
         for job, prediction in zip(jobs, predictions):
             job.prediction, job.chosen, job.score = prediction, prediction.domain, prediction.selector_score
             job.timings.update(run_ms=run_ms)
+
+    def _generate(self, engine: Engine, job: Job) -> None:
+        """Automatic masks of one image (`samcl.inference.automatic`): its own encoder pass with its routed module
+        and no heat, then the point grid through the decoder."""
+        from ..inference import generate_masks
+
+        start = time.perf_counter()
+        try:
+            [job.prediction] = generate_masks(engine, [job.entry], [job.image], config=job.config, force=job.domain)
+        except ValueError as exc:
+            job.error = ApiError(400, "invalid_request", str(exc))
+            return
+        job.chosen, job.score = job.prediction.domain, job.prediction.selector_score
+        job.timings.update(run_ms=(time.perf_counter() - start) * 1e3)

@@ -20,14 +20,15 @@ _WHERE = {
     "read_manifest": ".manifest", "upgrade": ".manifest",
     "ModuleStore": ".files", "read_tensors": ".files", "write_tensors": ".files",
     "check_manifest": ".check", "check_tensors": ".check", "check_site": ".check",
+    "check_recorded_base": ".check",
 }
 __all__ = ["BASE_CLASS", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest", "MissingFile", "ModuleSet",
-           "ModuleStore", "check_manifest", "check_site", "check_tensors", "name_problem", "read_manifest",
+           "ModuleStore", "check_manifest", "check_recorded_base", "check_site", "check_tensors", "name_problem", "read_manifest",
            "read_tensors", "upgrade", "write_tensors"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:
-    from .check import check_manifest, check_site, check_tensors
+    from .check import check_manifest, check_recorded_base, check_site, check_tensors
     from .files import ModuleStore, read_tensors, write_tensors
     from .manifest import FORMAT_VERSION, MANIFEST, Manifest, MissingFile, read_manifest, upgrade
     from .moduleset import BASE_CLASS, DomainEntry, ModuleSet, name_problem

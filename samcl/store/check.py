@@ -3,6 +3,7 @@
     check_manifest(manifest, store_path)        # names, uniqueness, keys, types, configs: one SamclError if not
     check_tensors(tensors, file)                 # every value finite
     check_site(aug, selector_dim, site, store_path)   # the configs fit the base's adaptation site
+    check_recorded_base(manifest, store_path, blocks)  # what `samcl info` can check of the base without loading it
 
 `ModuleStore.load` runs the first two on everything it reads (so `SAMCL.open`, `samcl info`, learn, forget, merge
 and the server all refuse the same stores), `ModuleStore.save` runs them on what it is about to commit (so no
@@ -11,6 +12,8 @@ path writes a store that open would refuse), and `SAMCL.open` runs the third onc
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import torch
@@ -68,7 +71,9 @@ def check_manifest(manifest, store: Path) -> None:
     backbone = check.keys(manifest["backbone"], "backbone", BACKBONE_KEYS, BACKBONE_KEYS)
     if not all(isinstance(backbone[k], str) for k in BACKBONE_KEYS):
         check.fail("backbone's identity fields must be strings")
-    if not _is_int(manifest.get("generation", 0)) or not _is_int(manifest["format_version"], 1):
+    if not _is_int(manifest["format_version"], 1):
+        check.fail(f"format_version {quote(manifest['format_version'])} is not a version number")
+    if not _is_int(manifest.get("generation", 0)):
         check.fail(f"generation {quote(manifest.get('generation'))} is not a count")
     if manifest.get("dtype", "float32") not in DTYPES:
         check.fail(f"dtype {quote(manifest.get('dtype'))}: expected {' or '.join(DTYPES)}")
@@ -183,3 +188,34 @@ def check_site(aug: AugModuleConfig | None, selector_dim, site, store: Path) -> 
     if aug.neck_channels and aug.neck_channels != site.neck_channels:
         raise SamclError(f"{where}: its modules inject {aug.neck_channels} neck channels, the base has "
                          f"{site.neck_channels}")
+
+
+def check_recorded_base(manifest: dict, store: Path, blocks: tuple[int, ...] | None) -> list[str]:
+    """What can be checked of a store against its recorded base without loading it (`samcl info`): the base hint
+    is not a device, FIFO or socket (a stat, never an open), and, where the base's blocks are known from its
+    config (`blocks`, the adaptable ones; None: not known), the adapted blocks lie among them. Returns what was
+    left unchecked, for the user to read; one SamclError for a problem."""
+    where = Path(store) / MANIFEST
+    hint = manifest.get("base_hint")
+    if isinstance(hint, str) and not hint.startswith("builtin:"):
+        try:
+            mode = os.stat(hint).st_mode
+        except (OSError, ValueError):
+            mode = None
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = next(name for test, name in ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"),
+                                                (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                                                (lambda _: True, "special file")) if test(mode))
+            raise SamclError(f"{where}: base_hint {quote(hint)} is a {kind}, not a model folder or checkpoint "
+                             "file; pass the base with --base")
+    unchecked = ["the base's weights against the recorded sha256 (checked when a command loads the base)"]
+    aug = manifest.get("augmodule")
+    if aug and blocks is not None:
+        outside = [b for b in aug["adapted_blocks"] if b not in blocks]
+        if outside:
+            raise SamclError(f"{where}: adapts blocks {outside}, which the base cannot adapt "
+                             f"({blocks[0]}..{blocks[-1]}, from its config)")
+    elif aug:
+        unchecked.append("the adapted blocks against the base's (its config is not a folder samcl can read "
+                         "without loading the base)")
+    return unchecked

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import SamclError
-from ..io import NoSuchFile, read_json_file, read_limited
+from ..io import NoSuchFile, quote, read_json_file, read_limited
 
 FORMAT = "samcl-store"
 FORMAT_VERSION = 2
@@ -43,6 +43,8 @@ def read_manifest(store: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SamclError(f"{path}: not a samcl store manifest")
     version = manifest.get("format_version")
+    if isinstance(version, bool) or (not isinstance(version, int) and version is not None):  # (a bool is an int)
+        raise SamclError(f"{path}: malformed manifest (format_version {quote(version)} is not a version number)")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise SamclError(f"{path}: store format version {version} was written by a newer samcl "
                          f"({manifest.get('samcl_version')}); this samcl {__version__} reads up to "

@@ -7,8 +7,9 @@
 
 An interactive request's context (keypoints with is_positive, rectangles) prompts the model on the task's image;
 the answer is a brushlabels result in Label Studio's RLE (and polygonlabels when the config has PolygonLabels)
-with the score and the model version "samcl-gGENERATION-DOMAIN". Without a context (batch pre-labelling) each
-task gets an empty prediction: SAM needs a prompt. Requests run through the server's batcher like /v1/segment.
+with the score and the model version "samcl-gGENERATION-DOMAIN". Without a context (a task opened, Retrieve
+Predictions) each task gets automatic masks from the project's module (`preannotate`). Requests run through the
+server's batcher like /v1/segment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..limits import MAX_TASKS, check_count
 from . import rle as brush_rle
 from .fetch import LabelStudioSource
 from .labels import ContextPrompt, Tags, mask_polygons
+from .preannotate import preannotate
 from .projects import ProjectDomains
 from .settings import LabelStudioSettings, ProjectSettings, project_id
 from .setup_check import check_setup
@@ -131,9 +133,8 @@ class Backend:
         tags = Tags.of(project.label_config)
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
         context = params.get("context")
-        if not context:  # batch pre-labelling: a SAM needs a prompt, so nothing to suggest
-            empty = {"result": [], "score": 0.0, "model_version": self.model_version(self.pinned(project))}
-            return {"results": [dict(empty) for _ in tasks]}
+        if not context:  # a task opened, or Retrieve Predictions: automatic masks (`preannotate`)
+            return {"results": await preannotate(self, tasks, project, tags)}
         if len(tasks) != 1:
             raise ApiError(400, "bad_context", "an interactive request (with a context) carries one task")
         return {"results": [await self.interactive(tasks[0], project, tags, context, ticket)]}

@@ -3,7 +3,7 @@
 
 Server: where Label Studio is (LABEL_STUDIO_URL) and its API key (LABEL_STUDIO_API_KEY), the names Label
 Studio's own ML backends read; the http(s) prefixes task images may also come from; basic auth (the one
-authentication Label Studio sends to an ML backend); learning defaults.
+authentication Label Studio sends to an ML backend); learning defaults; pre-annotation (on or off, masks a task).
 
 Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "train_every": 20, "epochs": 5}:
   domain       the domain the project's annotations are learned as (default: the project's title, made a valid
@@ -13,6 +13,8 @@ Project (`extra_params`, all optional), e.g. {"domain": "polyps", "pin": true, "
   pin          true: once the domain is learned, its tasks run its module; false: the selector chooses
   train_every  learn after every N new annotations (default: the server's, 0 = only on Start Training)
   epochs       training epochs (default: the server's)
+  automatic    options of the automatic masks a task gets without a context (`AutoMaskConfig`'s names, Meta's
+               generator's: points_per_side, pred_iou_thresh, stability_score_thresh, ...; default: Meta's)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ... import SamclError
 from ..errors import ApiError, quoted
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
+#: Most automatic masks one task may be given (`max_masks`).
+MAX_MASKS = 1000
 
 
 @dataclass
@@ -39,6 +43,8 @@ class LabelStudioSettings:
     seed: int = 0
     max_learn_tasks: int = 1000  # a project with more annotated tasks is not learned (the reason is reported)
     max_learn_megapixels: float = 400.0  # the task images of one learn, held together
+    preannotate: bool = True  # a /predict without a context answers automatic masks (`preannotate`)
+    max_masks: int = 20  # most automatic masks a task gets, highest predicted IoU first
 
     def __post_init__(self) -> None:
         from .urls import checked_url, dot_segments_resolved
@@ -72,6 +78,10 @@ class LabelStudioSettings:
                                                                          self.max_learn_megapixels)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise SamclError(f"{name} {value!r}: give a number above 0")
+        masks = self.max_masks
+        if not isinstance(masks, int) or isinstance(masks, bool) or not 1 <= masks <= MAX_MASKS:
+            rule = f"give an integer from 1 to {MAX_MASKS}"
+            raise SamclError(f"max_masks {self.max_masks!r}: {rule}", cli=f"--label-studio-max-masks: {rule}")
 
 
 #: Longest extra_params text read (Label Studio's field holds a small JSON object).
@@ -97,6 +107,7 @@ class ProjectSettings:
     epochs: int | None = None
     replace: bool = False
     fixed: str | None = None  # the domain recorded for this project (`projects.ProjectDomains`)
+    automatic: object | None = None  # an AutoMaskConfig (`serve.automatic.generator_config`); None: Meta's defaults
 
     @property
     def wanted_domain(self) -> str:
@@ -124,10 +135,15 @@ class ProjectSettings:
                     from None
         if not isinstance(extra, dict):
             raise ApiError(400, "bad_extra_params", "extra_params: give a JSON object")
-        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "replace"})
+        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "replace", "automatic"})
         if unknown:
             raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {quoted(unknown[0])} (known: "
-                                                    "domain, pin, train_every, epochs, replace)")
+                                                    "domain, pin, train_every, epochs, replace, automatic)")
+        if "automatic" in extra:
+            from ..automatic import generator_config
+
+            self.automatic = generator_config(extra["automatic"], field="extra_params.automatic",
+                                              code="bad_extra_params")
         if "domain" in extra:
             value = extra["domain"]
             if not isinstance(value, str) or domain_name(value, self.project) != value:
