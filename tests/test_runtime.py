@@ -89,7 +89,7 @@ def test_predictor_prompt_only_rerun_on_graphs_matches_segment(store):
     for image, prompt in zip(images[::4], prompts[::4]):
         predictor.set_image(image)
         for points in (prompt.points, prompt.points[:1]):  # two prompts on one prefix
-            masks, scores, low_res = predictor.predict(points, np.ones(len(points)))
+            masks, scores, low_res = predictor.predict(points, np.ones(len(points)), multimask_output=False)
             result = graphs.segment([image], [Prompt.of(points)])[0]
             assert predictor.domain == result.domain
             np.testing.assert_allclose(low_res, result.low_res_logits, atol=1e-4)

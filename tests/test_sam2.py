@@ -204,7 +204,8 @@ def test_segment_predictor_and_evaluate(learned):
         assert result.domain in ("red", "blue")
     predictor = samcl.predictor()
     predictor.set_image(samples[0].image, force="blue")
-    masks, scores, low_res = predictor.predict(samples[0].points, np.ones(3), box=np.array([5, 5, 60, 40]))
+    masks, scores, low_res = predictor.predict(samples[0].points, np.ones(3), box=np.array([5, 5, 60, 40]),
+                                               multimask_output=False)
     assert masks.shape == (1, *samples[0].mask.shape) and low_res.shape == (1, 32, 32)
     forced = samcl.segment([samples[0].image], [Prompt.of(samples[0].points, box=[5, 5, 60, 40])], force="blue")[0]
     assert np.allclose(forced.low_res_logits, low_res, atol=1e-5)

@@ -233,6 +233,7 @@ def cmd_segment(args) -> int:
     prompt = Prompt.of(points or None, labels or None, args.box)
     prompt.check()  # as the server's 400 no_prompt, before any work
     targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
+    triples = output.multimask(targets) if args.multimask else None
     check_device(args.device)
     images = [read_image(path) for path in args.images]
     for path, image in zip(args.images, images):
@@ -247,18 +248,25 @@ def cmd_segment(args) -> int:
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
                        precision=args.precision, runtime=args.runtime)
-    results = samcl.segment(images, [prompt] * len(images), force=args.force)
+    results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)
     out = []
-    for path, target, result in zip(args.images, targets, results):
-        output.write(target, (result.masks[0] * 255).astype(np.uint8))
-        out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
-                    "selector_score": result.selector_score,
-                    "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
+    for j, (path, target, result) in enumerate(zip(args.images, targets, results)):
+        row = {"image": str(path), "domain": result.domain, "selector_score": result.selector_score}
+        if triples is None:
+            output.write(target, (result.masks[0] * 255).astype(np.uint8))
+            row.update(mask=target.shown, score=float(result.scores[0]), foreground=float(result.masks[0].mean()))
+        else:
+            for each, mask in zip(triples[j], result.masks):
+                output.write(each, (mask * 255).astype(np.uint8))
+            row.update(masks=[t.shown for t in triples[j]], scores=[float(v) for v in result.scores],
+                       foreground=[float(m.mean()) for m in result.masks])
+        out.append(row)
     if args.json:
         print_json({"results": out})  # one shape for one image or many
     else:  # with --out - stdout carries the mask: the table goes to stderr
-        print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
-                    ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
+        rows = [[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}" if "score" in r else
+                 " ".join(f"{v:.3f}" for v in r["scores"]), r.get("mask") or ", ".join(r["masks"])] for r in out]
+        print(table(rows, ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 
 
@@ -350,7 +358,7 @@ def cmd_serve(args) -> int:
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio, runtime=args.runtime)
+                         label_studio=label_studio, runtime=args.runtime, refine=args.refine)
     serve(config, workers=args.workers)
     return 0
 

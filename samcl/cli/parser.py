@@ -209,6 +209,9 @@ def _segment(p) -> None:
                    help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
                         "each); a symlink is written through, never replaced")
+    p.add_argument("--multimask", action="store_true",
+                   help="write SAM's three masks (multimask output) as <stem>_0.png, <stem>_1.png, <stem>_2.png "
+                        "beside --out's name, with their three scores")
     p.add_argument("--force", metavar="DOMAIN", default=None,
                    help="run this domain's module instead of the selector's pick ('base': none)")
     p.add_argument("--no-fallback", action="store_true",
@@ -219,7 +222,7 @@ def _segment(p) -> None:
     add_runtime(p)
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
-                        "mask file as JSON")
+                        "mask file as JSON (--multimask: masks and scores, three each)")
 
 
 def _eval(p) -> None:
@@ -315,6 +318,10 @@ def _serve(p) -> None:
     p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")
+    p.add_argument("--refine", choices=["first", "all", "outside"], default=d["refine"],
+                   help="which clicks heat the encoder: first (a further click of an object costs only the "
+                        "decoder), all (every click re-runs the adapted blocks), outside (only a click outside the "
+                        "heated region does)")
     add_precision(p)
     add_runtime(p)
     _base(p, "default: the one recorded in the store")
