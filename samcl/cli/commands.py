@@ -290,6 +290,8 @@ def cmd_eval(args) -> int:
             print(f"samcl: warning: --data {name}: not a domain of this store (learned: "
                   f"{', '.join(samcl.domains) or 'none'}); its masks are scored, selector accuracy is not",
                   file=sys.stderr)
+    if args.clicks is not None:
+        return _eval_clicks(args, samcl, datasets, base_name)
     results = {}
     for name, data in datasets.items():
         truth = BASE_CLASS if name == base_name else (name if name in known else None)
@@ -306,6 +308,33 @@ def cmd_eval(args) -> int:
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
     print(f"precision {samcl.precision}")
+    return 0
+
+
+def _eval_clicks(args, samcl, datasets: dict, base_name: str | None) -> int:
+    """`samcl eval --clicks N`: the simulated clicker (`samcl.bench.clicks`) per domain, for the selector's pick
+    (routed), the base, and the domain's own module (oracle) where the domain is learned."""
+    from ..bench.clicks import evaluate_clicks
+    from ..store import BASE_CLASS
+
+    results: dict[str, dict] = {}
+    for name, data in datasets.items():
+        runs = {"routed": None, "base": BASE_CLASS}
+        if name in samcl.domains and name != base_name:
+            runs["oracle"] = name
+        results[name] = {run: evaluate_clicks(samcl, data, force=force, max_clicks=args.clicks,
+                                              progress=not args.json, desc=f"{name} {run}")
+                         for run, force in runs.items()}
+    if args.json:
+        print_json({"clicks": args.clicks, "domains": results, "learned": samcl.domains,
+                    "precision": samcl.precision})
+        return 0
+    keys = [k for k in next(iter(next(iter(results.values())).values())) if k.startswith(("miou", "noc"))]
+    rows = [[name, run, r["images"], *(f"{r[k]:.3f}" if k.startswith("miou") else f"{r[k]:.2f}" for k in keys)]
+            for name, runs in results.items() for run, r in runs.items()]
+    print(table(rows, ["domain", "run", "images", *(k.replace("miou", "mIoU").replace("noc", "NoC") for k in keys)]))
+    print(f"clicks {args.clicks} (NoC: clicks to reach the IoU, {args.clicks} when never reached); "
+          f"precision {samcl.precision}")
     return 0
 
 

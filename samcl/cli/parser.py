@@ -230,6 +230,10 @@ def _eval(p) -> None:
     p.add_argument("--data", type=t.named_dir, action="append", required=True, metavar="NAME=DIR",
                    help="true domain name and a split or domain folder (its test/ is used); repeatable, one per name")
     p.add_argument("--seed", type=t.seed, default=0, help="seed for points where points.json has none")
+    p.add_argument("--clicks", type=t.int_range(1, 100), default=None, metavar="N",
+                   help="score interactive segmentation instead: N simulated clicks per image (RITM's clicker, "
+                        "the previous mask fed back), mIoU@1,3,5,10 and NoC@85/90 for the selector's pick, the "
+                        "base and the domain's own module")
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     add_precision(p)
