@@ -100,7 +100,7 @@ def run(args) -> dict:
                                              refine=strategy)
                     table[name][label] = scores
                     print(f"{key:>11} {name:<14} {label:<32} NoC@85 {scores['noc@85']:5.2f} NoC@90 "
-                          f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores['miou@5']:.3f}",
+                          f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores.get('miou@5', float('nan')):.3f}",
                           file=sys.stderr)
     report["seconds"] = time.perf_counter() - start
     return report
@@ -122,8 +122,8 @@ def markdown(report: dict, command: str, commit: str) -> str:
         for name, runs in table.items():
             for label, s in runs.items():
                 shown = label.replace(f"module {name} ", "oracle ") if f"module {name} " in label else label
-                lines.append(f"| {name} | {shown} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {s['miou@1']:.3f} | "
-                             f"{s['miou@3']:.3f} | {s['miou@5']:.3f} | {s['miou@10']:.3f} |")
+                at = [f"{s[f'miou@{k}']:.3f}" if f"miou@{k}" in s else "-" for k in (1, 3, 5, 10)]
+                lines.append(f"| {name} | {shown} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {' | '.join(at)} |")
         lines.append("")
     return "\n".join(lines)
 
