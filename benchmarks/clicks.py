@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_runtimes import cpu_name  # noqa: E402
 
 from samcl import SAMCL, SelectorConfig, TrainConfig, load_backbone  # noqa: E402
-from samcl.bench.clicks import evaluate_clicks  # noqa: E402
+from samcl.bench import evaluate_clicks  # noqa: E402
 from samcl.bench.demo import FULL  # noqa: E402
 from samcl.bench.suite import embedded_suite  # noqa: E402
 from samcl.data.synthetic import GENERAL, TARGET_DOMAINS  # noqa: E402

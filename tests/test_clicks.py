@@ -11,7 +11,7 @@ from helpers import write_domain
 from PIL import Image
 from serve_helpers import make_store
 
-from samcl.bench.clicks import click_ious, next_click, noc, summarize
+from samcl.bench.clicks import click_ious, next_click, noc, summarize_clicks
 from samcl.cli import main
 
 
@@ -42,7 +42,7 @@ def test_the_larger_error_decides_the_click_and_clicked_pixels_are_skipped():
 def test_noc_and_miou_follow_ritm():
     ious = np.array([0.5, 0.8, 0.86, 0.91] + [0.95] * 16)
     assert noc(ious, 0.85, 20) == 3 and noc(ious, 0.90, 20) == 4 and noc(ious * 0.5, 0.85, 20) == 20
-    scores = summarize([ious, ious * 0.5], 20)
+    scores = summarize_clicks([ious, ious * 0.5], 20)
     assert scores["noc@85"] == (3 + 20) / 2 and scores["over@85"] == 1
     assert scores["miou@1"] == pytest.approx(0.375) and scores["miou@10"] == pytest.approx(0.7125)
 

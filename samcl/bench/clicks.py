@@ -2,7 +2,7 @@
 interactive evaluation).
 
     ious = click_ious(predictor, sample, max_clicks=20)          # IoU after click 1, 2, ..., 20
-    scores = summarize([ious, ...], max_clicks=20)               # mIoU@1,3,5,10, NoC@85, NoC@90
+    scores = summarize_clicks([ious, ...], max_clicks=20)               # mIoU@1,3,5,10, NoC@85, NoC@90
 
 The simulated clicker is RITM's (isegm/inference/clicker.py, `Clicker._get_next_click`): the false-negative and
 false-positive regions of the current mask are padded by one pixel of background, their Euclidean distance
@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from ..io.progress import bar
+from ..io import bar
 from ..metrics import mask_scores
 
 #: The clicks at which mIoU is reported, and the NoC thresholds.
@@ -88,7 +88,7 @@ def noc(ious: np.ndarray, threshold: float, max_clicks: int) -> int:
     return int(np.argmax(reached)) + 1 if reached.any() else max_clicks
 
 
-def summarize(runs: Sequence[np.ndarray], max_clicks: int) -> dict:
+def summarize_clicks(runs: Sequence[np.ndarray], max_clicks: int) -> dict:
     """Per-image IoU curves -> mIoU@k (k <= max_clicks), NoC@85/90 (mean) and how many images never reached
     each threshold."""
     curves = np.stack([np.asarray(r)[:max_clicks] for r in runs])
@@ -105,11 +105,11 @@ def summarize(runs: Sequence[np.ndarray], max_clicks: int) -> dict:
 def evaluate_clicks(samcl, samples: Sequence, *, force: str | None = None, max_clicks: int = 20,
                     feedback: bool = True, refine: str | None = None, progress: bool = False,
                     desc: str = "clicks") -> dict:
-    """`summarize` of the simulated clicks on every sample (each with `.image`, `.mask`), through the set's
+    """`summarize_clicks` of the simulated clicks on every sample (each with `.image`, `.mask`), through the set's
     predictor, with `force` (a domain, "base", or None: the selector's pick per image)."""
     predictor = samcl.predictor() if refine is None else samcl.predictor(refine=refine)
     runs = []
     for sample in bar(samples, desc=desc, progress=progress, leave=False):
         predictor.set_image(sample.image, force=force)
         runs.append(click_ious(predictor, sample.mask, max_clicks=max_clicks, feedback=feedback))
-    return summarize(runs, max_clicks)
+    return summarize_clicks(runs, max_clicks)

@@ -314,7 +314,7 @@ def cmd_eval(args) -> int:
 def _eval_clicks(args, samcl, datasets: dict, base_name: str | None) -> int:
     """`samcl eval --clicks N`: the simulated clicker (`samcl.bench.clicks`) per domain, for the selector's pick
     (routed), the base, and the domain's own module (oracle) where the domain is learned."""
-    from ..bench.clicks import evaluate_clicks
+    from ..bench import evaluate_clicks
     from ..store import BASE_CLASS
 
     results: dict[str, dict] = {}

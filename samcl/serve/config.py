@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import SamclError
-from ..inference.refine import DEFAULT_REFINE, REFINE
+from ..inference import DEFAULT_REFINE, REFINE
 
 #: The environment variable that gives the API token when --token is not on the command line (a token in a
 #: command line is visible to every user of the machine through `ps`).
