@@ -6,7 +6,7 @@ base SAM, each module forced, the oracle and the routed set, under each refineme
 Learns the general domain as the base class and the five target domains in order on the shipped tiny SAM (the
 demo's full sizes: 128 training images per domain, 4 epochs; one seed), or reuses --store when it holds them, then
 runs RITM's simulated clicker (`samcl.bench.clicks`: 20 clicks, the previous low-res logits fed back as
-`mask_input`, the first click's best of three masks) on --test images per domain with each refinement strategy
+`mask_input`, the first click's best of three masks) on --test images per domain (6: the run is CPU-bound) with each refinement strategy
 (`samcl.inference.refine`):
 
     all       every click heats the encoder (the suffix re-runs on every click)
@@ -65,10 +65,19 @@ def learned_set(store: Path, seed: int) -> SAMCL:
     return samcl
 
 
-def runs_for(samcl: SAMCL) -> dict[str, str | None]:
-    """Which module runs: the selector's pick, the base, and each learned module forced."""
+def cases(samcl: SAMCL, domain: str, feedback: bool) -> list[tuple[str, str | None, str | None]]:
+    """(run, force, strategy) per domain: the base (no module: no heat, strategy-free), the selector's pick and
+    the domain's own module (oracle) under every strategy, and every other module forced under "first" (the
+    default) only, to keep the run short; without feedback, the base and the selector's pick only."""
     modules = [d for d in samcl.domains if d in TARGET_DOMAINS]
-    return {"routed": None, "base": BASE_CLASS, **{f"module {m}": m for m in modules}}
+    out: list[tuple[str, str | None, str | None]] = [("base", BASE_CLASS, None)]
+    out += [("routed", None, strategy) for strategy in STRATEGIES]
+    if not feedback:
+        return out
+    if domain in modules:
+        out += [("oracle", domain, strategy) for strategy in STRATEGIES]
+    out += [(f"module {m}", m, "first") for m in modules if m != domain]
+    return out
 
 
 def run(args) -> dict:
@@ -89,19 +98,14 @@ def run(args) -> dict:
         table = report["results"][key] = {}
         for name, samples in domains.items():
             table[name] = {}
-            for run_name, force in runs_for(samcl).items():
-                if force == BASE_CLASS:
-                    strategies = ["all"]  # no module: no heat, every strategy is the same
-                else:
-                    strategies = list(STRATEGIES) if run_name == "routed" or force == name else ["all", "first"]
-                for strategy in strategies:
-                    label = run_name if force == BASE_CLASS else f"{run_name} [{strategy}]"
-                    scores = evaluate_clicks(samcl, samples, force=force, max_clicks=args.clicks, feedback=feedback,
-                                             refine=strategy)
-                    table[name][label] = scores
-                    print(f"{key:>11} {name:<14} {label:<32} NoC@85 {scores['noc@85']:5.2f} NoC@90 "
-                          f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores.get('miou@5', float('nan')):.3f}",
-                          file=sys.stderr)
+            for run_name, force, strategy in cases(samcl, name, feedback):
+                label = run_name if strategy is None else f"{run_name} [{strategy}]"
+                scores = evaluate_clicks(samcl, samples, force=force, max_clicks=args.clicks, feedback=feedback,
+                                         refine=strategy or "all")
+                table[name][label] = scores
+                print(f"{key:>11} {name:<14} {label:<32} NoC@85 {scores['noc@85']:5.2f} NoC@90 "
+                      f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores.get('miou@5', float('nan')):.3f}",
+                      file=sys.stderr, flush=True)
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -121,7 +125,7 @@ def markdown(report: dict, command: str, commit: str) -> str:
                   "| domain | run | NoC@85 | NoC@90 | mIoU@1 | mIoU@3 | mIoU@5 | mIoU@10 |", "|---|---|---|---|---|---|---|---|"]
         for name, runs in table.items():
             for label, s in runs.items():
-                shown = label.replace(f"module {name} ", "oracle ") if f"module {name} " in label else label
+                shown = label
                 at = [f"{s[f'miou@{k}']:.3f}" if f"miou@{k}" in s else "-" for k in (1, 3, 5, 10)]
                 lines.append(f"| {name} | {shown} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {' | '.join(at)} |")
         lines.append("")
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="the learned store (learned here when absent)")
-    parser.add_argument("--test", type=int, default=12, help="test images per domain")
+    parser.add_argument("--test", type=int, default=6, help="test images per domain")
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-feedback", action="store_true", help="also run every case without mask_input")
