@@ -104,7 +104,8 @@ def run(args) -> dict:
                                          refine=strategy or "all")
                 table[name][label] = scores
                 print(f"{key:>11} {name:<14} {label:<32} NoC@85 {scores['noc@85']:5.2f} NoC@90 "
-                      f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores.get('miou@5', float('nan')):.3f}",
+                      f"{scores['noc@90']:5.2f} mIoU@1 {scores['miou@1']:.3f} @5 {scores.get('miou@5', float('nan')):.3f} "
+                      f"suffix/click {scores['suffix_per_click']:.2f}",
                       file=sys.stderr, flush=True)
     report["seconds"] = time.perf_counter() - start
     return report
@@ -119,15 +120,18 @@ def markdown(report: dict, command: str, commit: str) -> str:
              f"RITM's clicker, {c['clicks']} clicks, {c['test_images']} test images per domain "
              f"(`generate(domain, {c['test_images']}, {c['seed']}, 'test')`), one seed ({c['seed']}). "
              "`oracle` = the domain's own module forced; `routed` = the selector's pick; NoC = clicks to reach the "
-             "IoU (20 when never reached). [strategy]: which clicks heat the encoder.", ""]
+             "IoU (20 when never reached). [strategy]: which clicks heat the encoder; suffix runs / click: the share of "
+             "clicks that ran the adapted blocks again (the rest cost the decoder alone).", ""]
     for key, table in report["results"].items():
         lines += [f"## previous logits {'fed back as mask_input' if key == 'feedback' else 'not fed back'}", "",
-                  "| domain | run | NoC@85 | NoC@90 | mIoU@1 | mIoU@3 | mIoU@5 | mIoU@10 |", "|---|---|---|---|---|---|---|---|"]
+                  "| domain | run | NoC@85 | NoC@90 | mIoU@1 | mIoU@3 | mIoU@5 | mIoU@10 | suffix runs / click |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, runs in table.items():
             for label, s in runs.items():
                 shown = label
                 at = [f"{s[f'miou@{k}']:.3f}" if f"miou@{k}" in s else "-" for k in (1, 3, 5, 10)]
-                lines.append(f"| {name} | {shown} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {' | '.join(at)} |")
+                lines.append(f"| {name} | {shown} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {' | '.join(at)} | "
+                             f"{s['suffix_per_click']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -106,10 +106,28 @@ def evaluate_clicks(samcl, samples: Sequence, *, force: str | None = None, max_c
                     feedback: bool = True, refine: str | None = None, progress: bool = False,
                     desc: str = "clicks") -> dict:
     """`summarize_clicks` of the simulated clicks on every sample (each with `.image`, `.mask`), through the set's
-    predictor, with `force` (a domain, "base", or None: the selector's pick per image)."""
+    predictor, with `force` (a domain, "base", or None: the selector's pick per image); `suffix_per_click`: the
+    share of clicks that ran the encoder's blocks after the selector block (the base's embedding, computed once
+    per image, counts once)."""
     predictor = samcl.predictor() if refine is None else samcl.predictor(refine=refine)
     runs = []
-    for sample in bar(samples, desc=desc, progress=progress, leave=False):
-        predictor.set_image(sample.image, force=force)
-        runs.append(click_ious(predictor, sample.mask, max_clicks=max_clicks, feedback=feedback))
-    return summarize_clicks(runs, max_clicks)
+    backbone = samcl.engine.backbone
+    suffix, counted, own = backbone.suffix, [0], "suffix" in vars(backbone)
+
+    def counting(*args, **kwargs):  # how many clicks re-ran the encoder's suffix: the strategy's cost
+        counted[0] += 1
+        return suffix(*args, **kwargs)
+
+    backbone.suffix = counting
+    try:
+        for sample in bar(samples, desc=desc, progress=progress, leave=False):
+            predictor.set_image(sample.image, force=force)
+            runs.append(click_ious(predictor, sample.mask, max_clicks=max_clicks, feedback=feedback))
+    finally:
+        if own:
+            backbone.suffix = suffix
+        else:
+            del backbone.suffix  # the class's method again
+    out = summarize_clicks(runs, max_clicks)
+    out["suffix_per_click"] = counted[0] / max(len(runs) * max_clicks, 1)
+    return out
