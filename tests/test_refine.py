@@ -132,3 +132,12 @@ def test_page_api_and_label_studio_refinement_clicks_run_no_encoder_block(store,
     assert suffixes[1:] == [suffixes[0]] * (len(clicks) - 1)  # after the first smart click: the decoder alone
     assert all(s["prefix"] == 1 for s in studio)  # the image was uploaded by the page: its prefix is cached
     assert studio[-1]["decode"] == 2 * len(clicks)
+
+
+def test_a_strategy_the_server_does_not_know_is_one_line(tmp_path):
+    from samcl import SamclError
+
+    with pytest.raises(SamclError, match="refine 'sometimes': expected one of all, first, outside"):
+        ServeConfig(store=tmp_path, refine="sometimes")
+    with pytest.raises(ValueError, match="refine 'sometimes'"):
+        heat_prompt(Prompt.of([[1, 1]]), "sometimes")
