@@ -94,7 +94,7 @@ def run(args) -> dict:
         runtimes.append(f"openvino {'bfloat16' if native_bf16() else 'float32'}")
     reference = vit_b_backbone(args.size)
     size = reference.image_size
-    image, prompt = test_image(reference, 0)
+    image, _ = test_image(reference, 0)
     first = clicks(image, size)[0]
     sets = samcl_sets(args.size, runtimes)
     functions = {"torch float32: bare SAM full forward": lambda: bare_sam(reference, [image], [first])}

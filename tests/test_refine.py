@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from samcl.serve import ServeConfig, create_app  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
 
 
 def test_first_reuses_a_kept_prompt_that_the_clicks_extend():
@@ -109,9 +112,9 @@ def test_page_api_and_label_studio_refinement_clicks_run_no_encoder_block(store,
         assert [p["suffix"] for p in page] == [1, 1, 1, 1] and page[-1]["prefix"] == 1
         assert page[-1]["decode"] == len(clicks)
 
-        setup = json.loads(open("tests/fixtures/label_studio/setup.json").read())["request"]
+        setup = json.loads((FIXTURES / "setup.json").read_text())["request"]
         c.post("/label-studio/setup", json=setup)
-        request = json.loads(open("tests/fixtures/label_studio/predict-interactive.json").read())["request"]
+        request = json.loads((FIXTURES / "predict-interactive.json").read_text())["request"]
         template = request["params"]["context"]["result"][0]
         studio = []
         for click in clicks:  # Label Studio sends every keypoint so far with each smart click

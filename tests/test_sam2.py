@@ -221,7 +221,7 @@ def test_predict_batch_equals_predict_per_image_as_sam2_image_predictor(learned)
     predictor = samcl.predictor()
     predictor.set_image_batch([s.image for s in samples], force="blue")
     points = [s.points[:2] for s in samples]
-    masks, scores, low_res = predictor.predict_batch(points, [np.ones(2)] * 2, multimask_output=False)
+    masks, _, low_res = predictor.predict_batch(points, [np.ones(2)] * 2, multimask_output=False)
     with pytest.raises(RuntimeError, match="predict_batch"):
         predictor.predict(points[0], np.ones(2))
     for j, sample in enumerate(samples):
