@@ -170,7 +170,7 @@ def test_predictor_in_bfloat16_matches_segment(store):
     with pytest.raises(RuntimeError, match="call set_image"):
         early.predict(sample.points, np.ones(3))
     predictor.set_image(sample.image)
-    masks, _, _ = predictor.predict(sample.points, np.ones(3))
+    masks, _, _ = predictor.predict(sample.points, np.ones(3), multimask_output=False)
     result = samcl.segment([sample.image], [Prompt.of(sample.points)])[0]
     assert predictor.precision == "bfloat16" and predictor.domain == result.domain
     np.testing.assert_array_equal(masks, result.masks)

@@ -89,11 +89,29 @@ def test_predictor_prompt_only_rerun_on_graphs_matches_segment(store):
     for image, prompt in zip(images[::4], prompts[::4]):
         predictor.set_image(image)
         for points in (prompt.points, prompt.points[:1]):  # two prompts on one prefix
-            masks, scores, low_res = predictor.predict(points, np.ones(len(points)))
+            masks, scores, low_res = predictor.predict(points, np.ones(len(points)), multimask_output=False)
             result = graphs.segment([image], [Prompt.of(points)])[0]
             assert predictor.domain == result.domain
             np.testing.assert_allclose(low_res, result.low_res_logits, atol=1e-4)
             assert (masks == result.masks).mean() > 0.999
+
+
+def test_mask_input_reaches_the_decoder_graph_as_the_torch_decoder(store):
+    """A previous prediction's low-res logits (`mask_input`) go through the decoder graph's `mask_input` with
+    `has_mask_input` 1, and give what the torch decoder gives."""
+    graphs = SAMCL.open(store, device="cpu", runtime="onnxruntime")
+    eager = SAMCL.open(store, device="cpu")
+    images, prompts = sample_images()
+    answers = []
+    for samcl in (graphs, eager):
+        predictor = samcl.predictor()
+        predictor.set_image(images[0], force="base")
+        _, _, low_res = predictor.predict(prompts[0].points[:1], np.ones(1), multimask_output=False)
+        answers.append(predictor.predict(prompts[0].points, np.ones(len(prompts[0].points)), mask_input=low_res,
+                                         multimask_output=False)[2])
+        without = predictor.predict(prompts[0].points, np.ones(len(prompts[0].points)), multimask_output=False)[2]
+        assert np.abs(answers[-1] - without).max() > 1e-3
+    np.testing.assert_allclose(answers[0], answers[1], atol=1e-4)
 
 
 def test_graphs_are_built_once_per_base_and_settings(store, tmp_path, monkeypatch):

@@ -203,12 +203,33 @@ def test_segment_predictor_and_evaluate(learned):
         assert result.domain in ("red", "blue")
     predictor = samcl.predictor()
     predictor.set_image(samples[0].image, force="blue")
-    masks, scores, low_res = predictor.predict(samples[0].points, np.ones(3), box=np.array([5, 5, 60, 40]))
+    masks, scores, low_res = predictor.predict(samples[0].points, np.ones(3), box=np.array([5, 5, 60, 40]),
+                                               multimask_output=False)
     assert masks.shape == (1, *samples[0].mask.shape) and low_res.shape == (1, 32, 32)
     forced = samcl.segment([samples[0].image], [Prompt.of(samples[0].points, box=[5, 5, 60, 40])], force="blue")[0]
     assert np.allclose(forced.low_res_logits, low_res, atol=1e-5)
     scores = samcl.evaluate(samples, truth="blue")
     assert scores["images"] == 3 and 0 <= scores["iou"] <= 1 and 0 <= scores["selector_accuracy"] <= 1
+
+
+def test_predict_batch_equals_predict_per_image_as_sam2_image_predictor(learned):
+    """SAM 2's `set_image_batch` / `predict_batch`: one prompt per image, each answer `predict`'s on that image
+    alone; a mask input (the previous low-res logits) reaches SAM 2's decoder too."""
+    _, samcl, _ = learned
+    samples = toy_samples(2, (30, 30, 200), 9)
+    predictor = samcl.predictor()
+    predictor.set_image_batch([s.image for s in samples], force="blue")
+    points = [s.points[:2] for s in samples]
+    masks, _, low_res = predictor.predict_batch(points, [np.ones(2)] * 2, multimask_output=False)
+    with pytest.raises(RuntimeError, match="predict_batch"):
+        predictor.predict(points[0], np.ones(2))
+    for j, sample in enumerate(samples):
+        predictor.set_image(sample.image, force="blue")
+        alone = predictor.predict(points[j], np.ones(2), multimask_output=False)
+        assert masks[j].shape == (1, *sample.mask.shape)
+        np.testing.assert_allclose(low_res[j], alone[2], atol=1e-5)
+        fed = predictor.predict(points[j], np.ones(2), mask_input=alone[2], multimask_output=False)
+        assert np.abs(fed[2] - alone[2]).max() > 0.05 * np.abs(alone[2]).max()  # random tiny weights: small logits
 
 
 def test_store_refuses_a_backbone_of_another_family(learned, tmp_path):

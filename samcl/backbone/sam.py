@@ -204,9 +204,11 @@ class SamBackbone(FrozenBackbone):
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: torch.Tensor, points: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-               multimask_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               multimask_output: bool = False, *, mask_input: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """embeddings B x C x h x w; points B x N x 2 and labels B x N (model-input pixels; label -10 = padding);
-        boxes B x 4. Returns low-res logits B x M x 4h x 4w and predicted IoU B x M (M = 3 or 1)."""
+        boxes B x 4; mask_input B x 1 x 4h x 4w low-res logits (a previous prediction, as SamPredictor's
+        `mask_input`) or None. Returns low-res logits B x M x 4h x 4w and predicted IoU B x M (M = 3 or 1)."""
         model = self.model
         batch = embeddings.shape[0]
         positional = model.get_image_wide_positional_embeddings().repeat(batch, 1, 1, 1)
@@ -216,8 +218,10 @@ class SamBackbone(FrozenBackbone):
             input_points=None if points is None else points[:, None].to(embeddings.dtype),
             input_labels=None if labels is None else labels[:, None].long(),
             input_boxes=None if boxes is None else boxes[:, None].to(embeddings.dtype),
-            input_masks=None,
+            input_masks=None if mask_input is None else mask_input.to(embeddings.dtype),
         )
+        if sparse is None:  # a mask alone: no sparse token, as Meta's prompt encoder gives B x 0 x C
+            sparse = dense.new_zeros(batch, 1, 0, dense.shape[1])
         logits, iou = model.mask_decoder(
             image_embeddings=embeddings, image_positional_embeddings=positional,
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask_output,

@@ -221,8 +221,10 @@ class Sam2Backbone(FrozenBackbone):
     # ----------------------------------------------------------------- prompts and decoding
     def decode(self, embeddings: Sam2Embeddings, points: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-               multimask_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """points B x N x 2 and labels B x N (model-input pixels; label -10 = padding); boxes B x 4.
+               multimask_output: bool = False, *, mask_input: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """points B x N x 2 and labels B x N (model-input pixels; label -10 = padding); boxes B x 4; mask_input
+        B x 1 x 4h x 4w low-res logits (a previous prediction) or None.
         Returns low-res logits B x M x 4h x 4w and predicted IoU B x M (M = 3 or 1; with one mask, SAM 2
         falls back to the best of the three when the single mask is unstable, as Meta's image predictor)."""
         model = self.model
@@ -231,15 +233,17 @@ class Sam2Backbone(FrozenBackbone):
         positional = model.get_image_wide_positional_embeddings().repeat(batch, 1, 1, 1)
         if points is not None and labels is None:
             labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
-        if points is None and boxes is None:  # no prompt: one "not a point" (label -1), as Sam2Model
+        if points is None and boxes is None and mask_input is None:  # no prompt: one "not a point" (label -1), as Sam2Model
             points = torch.zeros(batch, 1, 2, dtype=image.dtype, device=image.device)
             labels = -torch.ones(batch, 1, dtype=torch.long, device=image.device)
         sparse, dense = model.prompt_encoder(
             input_points=None if points is None else points[:, None].to(image.dtype),
             input_labels=None if labels is None else labels[:, None].long(),
             input_boxes=None if boxes is None else boxes[:, None].to(image.dtype),
-            input_masks=None,
+            input_masks=None if mask_input is None else mask_input.to(image.dtype),
         )
+        if sparse is None:  # a mask alone: no sparse token
+            sparse = dense.new_zeros(batch, 1, 0, dense.shape[1])
         logits, iou, _, _ = model.mask_decoder(
             image_embeddings=image, image_positional_embeddings=positional, sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense, multimask_output=multimask_output,

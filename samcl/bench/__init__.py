@@ -49,17 +49,20 @@ _WHERE = {
     "DomainData": ".protocol", "ProtocolResult": ".protocol", "SamclStrategy": ".protocol", "Strategy": ".protocol",
     "run_protocol": ".protocol", "EVAL_PREFIX_CACHE_BYTES": ".protocol",
     "main_demo": ".demo", "run_demo": ".demo", "baselines": ".baselines",
+    "click_ious": ".clicks", "evaluate_clicks": ".clicks", "next_click": ".clicks", "summarize_clicks": ".clicks",
 }
-__all__ = ["BenchmarkConfig", "BenchmarkSize", "BenchmarkStopped", "DomainData", "EVAL_PREFIX_CACHE_BYTES", "FAMILIES",
-           "FULL", "METHODS", "Method", "PROGRESS", "ProtocolResult", "QUICK", "SamclStrategy", "Strategy", "Suite",
-           "SuiteSpec", "baselines", "build_report", "canonical_command", "choose_learning_rates", "code_digest",
-           "embedded_suite", "family_config", "main_benchmark", "main_demo", "make_strategy", "metrics_digest",
-           "run_benchmark", "run_demo", "run_grid_job", "run_protocol", "split_for_validation"]
+__all__ = ["BenchmarkConfig", "BenchmarkSize", "BenchmarkStopped", "DomainData", "EVAL_PREFIX_CACHE_BYTES",
+           "FAMILIES", "FULL", "METHODS", "Method", "PROGRESS", "ProtocolResult", "QUICK", "SamclStrategy",
+           "Strategy", "Suite", "SuiteSpec", "baselines", "build_report", "canonical_command",
+           "choose_learning_rates", "click_ious", "code_digest", "embedded_suite", "evaluate_clicks",
+           "family_config", "main_benchmark", "main_demo", "make_strategy", "metrics_digest", "next_click",
+           "run_benchmark", "run_demo", "run_grid_job", "run_protocol", "split_for_validation", "summarize_clicks"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from . import baselines
     from .cli import canonical_command, main_benchmark
+    from .clicks import click_ious, evaluate_clicks, next_click, summarize_clicks
     from .demo import main_demo, run_demo
     from .executor import BenchmarkStopped
     from .jobs import PROGRESS, code_digest

@@ -258,6 +258,7 @@ def cmd_segment(args) -> int:
         prompt.check()  # as the server's 400 no_prompt, before any work
         targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
         overlays = plan_overlays(args, targets)
+        triples = output.multimask(targets) if args.multimask else None
     check_device(args.device)
     images = [read_image(path) for path in args.images]
     for path, image in zip(args.images, images if not auto else ()):
@@ -274,20 +275,28 @@ def cmd_segment(args) -> int:
                        precision=args.precision, runtime=args.runtime)
     if auto:
         return auto_run(args, samcl, images, config, auto_targets)
-    results = samcl.segment(images, [prompt] * len(images), force=args.force)
+    results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)
     out = []
-    for path, target, result in zip(args.images, targets, results):
-        output.write(target, (result.masks[0] * 255).astype(np.uint8))
-        if overlays:
-            output.write(overlays[len(out)], draw_overlay(images[len(out)], result.masks[0], prompt))
-        out.append({"image": str(path), "mask": target.shown, "domain": result.domain,
-                    "selector_score": result.selector_score,
-                    "score": float(result.scores[0]), "foreground": float(result.masks[0].mean())})
+    for j, (path, target, result) in enumerate(zip(args.images, targets, results)):
+        row = {"image": str(path), "domain": result.domain, "selector_score": result.selector_score}
+        if triples is None:
+            output.write(target, (result.masks[0] * 255).astype(np.uint8))
+            row.update(mask=target.shown, score=float(result.scores[0]), foreground=float(result.masks[0].mean()))
+        else:
+            for each, mask in zip(triples[j], result.masks):
+                output.write(each, (mask * 255).astype(np.uint8))
+            row.update(masks=[t.shown for t in triples[j]], scores=[float(v) for v in result.scores],
+                       foreground=[float(m.mean()) for m in result.masks])
+        if overlays:  # the best of three with --multimask
+            best = int(np.argmax(result.scores))
+            output.write(overlays[j], draw_overlay(images[j], result.masks[best], prompt))
+        out.append(row)
     if args.json:
         print_json({"results": out})  # one shape for one image or many
     else:  # with --out - stdout carries the mask: the table goes to stderr
-        print(table([[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}", r["mask"]] for r in out],
-                    ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
+        rows = [[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}" if "score" in r else
+                 " ".join(f"{v:.3f}" for v in r["scores"]), r.get("mask") or ", ".join(r["masks"])] for r in out]
+        print(table(rows, ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 
 
@@ -311,6 +320,8 @@ def cmd_eval(args) -> int:
             print(f"samcl: warning: --data {name}: not a domain of this store (learned: "
                   f"{', '.join(samcl.domains) or 'none'}); its masks are scored, selector accuracy is not",
                   file=sys.stderr)
+    if args.clicks is not None:
+        return _eval_clicks(args, samcl, datasets, base_name)
     results = {}
     for name, data in datasets.items():
         truth = BASE_CLASS if name == base_name else (name if name in known else None)
@@ -327,6 +338,33 @@ def cmd_eval(args) -> int:
              ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
     print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
     print(f"precision {samcl.precision}")
+    return 0
+
+
+def _eval_clicks(args, samcl, datasets: dict, base_name: str | None) -> int:
+    """`samcl eval --clicks N`: the simulated clicker (`samcl.bench.clicks`) per domain, for the selector's pick
+    (routed), the base, and the domain's own module (oracle) where the domain is learned."""
+    from ..bench import evaluate_clicks
+    from ..store import BASE_CLASS
+
+    results: dict[str, dict] = {}
+    for name, data in datasets.items():
+        runs = {"routed": None, "base": BASE_CLASS}
+        if name in samcl.domains and name != base_name:
+            runs["oracle"] = name
+        results[name] = {run: evaluate_clicks(samcl, data, force=force, max_clicks=args.clicks,
+                                              progress=not args.json, desc=f"{name} {run}")
+                         for run, force in runs.items()}
+    if args.json:
+        print_json({"clicks": args.clicks, "domains": results, "learned": samcl.domains,
+                    "precision": samcl.precision})
+        return 0
+    keys = [k for k in next(iter(next(iter(results.values())).values())) if k.startswith(("miou", "noc"))]
+    rows = [[name, run, r["images"], *(f"{r[k]:.3f}" if k.startswith("miou") else f"{r[k]:.2f}" for k in keys)]
+            for name, runs in results.items() for run, r in runs.items()]
+    print(table(rows, ["domain", "run", "images", *(k.replace("miou", "mIoU").replace("noc", "NoC") for k in keys)]))
+    print(f"clicks {args.clicks} (NoC: clicks to reach the IoU, {args.clicks} when never reached); "
+          f"precision {samcl.precision}")
     return 0
 
 
@@ -382,7 +420,7 @@ def cmd_serve(args) -> int:
                          body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio, runtime=args.runtime)
+                         label_studio=label_studio, runtime=args.runtime, refine=args.refine)
     serve(config, workers=args.workers)
     return 0
 

@@ -67,6 +67,18 @@ def plan(out: str, images: list[Path], json_on_stdout: bool, flag: str = "--out"
     return [_target(path / f"{image.stem}.png") for image in images]
 
 
+def multimask(targets: list[Target], count: int = 3) -> list[list[Target]]:
+    """`--multimask`: each planned mask file becomes `count` files, `<stem>_0<ext>` .. `<stem>_<count-1><ext>`
+    beside it (SAM's masks in the decoder's order); stdout and devices take one mask only."""
+    out = []
+    for target in targets:
+        if target.kind != "file":
+            raise SamclError(f"--out {target.shown}: --multimask writes {count} files; give a file name or a folder")
+        path = Path(target.shown)
+        out.append([_target(path.with_name(f"{path.stem}_{i}{path.suffix}")) for i in range(count)])
+    return out
+
+
 def _target(path: Path) -> Target:
     real = Path(os.path.realpath(path))  # a symlink is written through: the link itself is kept
     try:

@@ -238,6 +238,9 @@ def _segment(p) -> None:
     p.add_argument("--overlay", default=None, metavar="FILE",
                    help="also write the image with the mask and the prompt drawn over it (a .png file, or a folder "
                         "for several images, like --out)")
+    p.add_argument("--multimask", action="store_true",
+                   help="write SAM's three masks (multimask output) as <stem>_0.png, <stem>_1.png, <stem>_2.png "
+                        "beside --out's name, with their three scores")
     p.add_argument("--force", metavar="DOMAIN", default=None,
                    help="run this domain's module instead of the selector's pick ('base': none)")
     p.add_argument("--no-fallback", action="store_true",
@@ -248,7 +251,7 @@ def _segment(p) -> None:
     add_runtime(p)
     p.add_argument("--json", action="store_true",
                    help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
-                        "mask file as JSON")
+                        "mask file as JSON (--multimask: masks and scores, three each)")
     _auto(p)
 
 
@@ -257,6 +260,10 @@ def _eval(p) -> None:
     p.add_argument("--data", type=t.named_dir, action="append", required=True, metavar="NAME=DIR",
                    help="true domain name and a split or domain folder (its test/ is used); repeatable, one per name")
     p.add_argument("--seed", type=t.seed, default=0, help="seed for points where points.json has none")
+    p.add_argument("--clicks", type=t.int_range(1, 100), default=None, metavar="N",
+                   help="score interactive segmentation instead: N simulated clicks per image (RITM's clicker, "
+                        "the previous mask fed back), mIoU@1,3,5,10 and NoC@85/90 for the selector's pick, the "
+                        "base and the domain's own module")
     _points_frame(p)
     _base(p, "default: the one recorded in the store")
     add_precision(p)
@@ -348,6 +355,10 @@ def _serve(p) -> None:
     p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")
+    p.add_argument("--refine", choices=["first", "all", "outside"], default=d["refine"],
+                   help="which clicks heat the encoder: first (a further click of an object costs only the "
+                        "decoder), all (every click re-runs the adapted blocks), outside (only a click outside the "
+                        "heated region does)")
     add_precision(p)
     add_runtime(p)
     _base(p, "default: the one recorded in the store")

@@ -29,25 +29,31 @@ from ..metrics import mask_scores, mean_scores
 from ..store.moduleset import ModuleSet
 from ..types import Prediction, Prompt
 from .prefix_cache import ByObject, PrefixCache, PreparedImage
+from .refine import check_refine, heat_prompt, prompt_key, prompt_of_key
 
 
 @dataclass
 class InputPrompt:
-    """One image's prompt in model-input pixels: points 1 x N x 2, labels 1 x N, box 1 x 4 (each or None)."""
+    """One image's prompt in model-input pixels: points 1 x N x 2, labels 1 x N, box 1 x 4, mask 1 x 1 x h x w
+    (low-res logits of a previous prediction, SamPredictor's `mask_input`), each or None."""
 
     points: torch.Tensor | None
     labels: torch.Tensor | None
     box: torch.Tensor | None
+    mask: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, prompt: Prompt, geometry, device) -> "InputPrompt":
+    def of(cls, prompt: Prompt, geometry, device, mask=None) -> "InputPrompt":
         points = labels = box = None
         if prompt.points is not None:
             points = geometry.coords_to_input(prompt.points)[None].to(device)
             labels = torch.from_numpy(prompt.labels)[None].to(device)
         if prompt.box is not None:
             box = geometry.boxes_to_input(prompt.box)[None].to(device)
-        return cls(points, labels, box)
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=torch.float32).to(device)
+            mask = mask.reshape(1, 1, *mask.shape[-2:])
+        return cls(points, labels, box, mask)
 
 
 class Engine:
@@ -92,6 +98,7 @@ class Engine:
                      and getattr(other, "runtime", "torch") == getattr(self, "runtime", "torch"))
         if same_base and other.cache.stop_block == self.cache.stop_block and other.reference == self.reference:
             self.cache = other.cache
+            self.cache.drop_heated()  # embeddings with the old set's modules
 
     # ------------------------------------------------------------------ classes and module rows
     def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
@@ -166,16 +173,25 @@ class Engine:
     @torch.no_grad()
     def run(self, prepared: Sequence[PreparedImage], prompts: Sequence[Prompt], *, multimask_output: bool = False,
             force: str | Sequence[str | None] | None = None, fallback: bool | None = None,
-            return_logits: bool = False, decode_by_shape: bool = False) -> list[Prediction]:
+            return_logits: bool = False, decode_by_shape: bool = False, mask_inputs: Sequence | None = None,
+            refine: str = "all") -> list[Prediction]:
         """Prepared images and one prompt each -> one complete `Prediction` each (see `SAMCL.segment`).
         `decode_by_shape`: images whose prompts have the same shape go through the decoder together (the server:
-        faster, equal to decoding alone up to float rounding, about 1e-5 in the logits)."""
+        faster, equal to decoding alone up to float rounding, about 1e-5 in the logits). `mask_inputs`: per image
+        a previous prediction's low-res logits (h x w, SamPredictor's `mask_input`) or None. `refine`: which part
+        of each prompt heats the encoder (`samcl.inference.refine`); "all" (every point, the method as
+        trained); another strategy keeps the embedding on the image, so a click that leaves its heat prompt
+        unchanged runs the decoder alone."""
         if len(prepared) != len(prompts):
             raise ValueError(f"{len(prepared)} images but {len(prompts)} prompts")
+        masks = [None] * len(prompts) if mask_inputs is None else list(mask_inputs)
+        if len(masks) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(masks)} mask inputs")
         pooled = torch.stack([p.pooled for p in prepared])
         chosen, scores = self.route(pooled, self.resolve(force, len(prepared)), fallback)
-        inputs = [InputPrompt.of(prompt, p.geometry, self.device) for prompt, p in zip(prompts, prepared)]
-        embeddings = self._embeddings(prepared, chosen, inputs)
+        inputs = [InputPrompt.of(prompt, p.geometry, self.device, mask)
+                  for prompt, p, mask in zip(prompts, prepared, masks)]
+        embeddings = self.embed(prepared, chosen, prompts, refine)
         names = [self.module_set.domain_name(k) for k in chosen]
         if decode_by_shape:
             results = self.decode_many(embeddings, inputs, [p.geometry for p in prepared], multimask_output, names)
@@ -186,19 +202,59 @@ class Engine:
             result.selector_score = score
         return results
 
-    def _embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int], inputs: list[InputPrompt]) -> list:
-        """Each image's embedding (a batch of one): one suffix pass for the batch with each image's module rows
-        (base: the zero row). An image alone without a module reuses its prompt-independent embedding, computed
-        once (what makes the predictor's re-prompting of such an image cost only the decoder)."""
-        if len(prepared) == 1 and self.module_set.module_for(chosen[0]) is None:
+    def embed(self, prepared: Sequence[PreparedImage], chosen: list[int], prompts: Sequence[Prompt],
+              refine: str = "all") -> list:
+        """Each image's embedding (a batch of one) for its class and prompt: one suffix pass for the images that
+        need one, each with its module rows (base: the zero row) and the heat of its heat prompt (`refine`).
+        An image alone without a module reuses its prompt-independent embedding, computed once; under a
+        strategy other than "all" an image with a module reuses the embedding of the same class and heat
+        prompt, kept on the image (`PrefixCache.attach_heated`)."""
+        check_refine(refine)
+        one = all(p is prepared[0] for p in prepared) and all(k == chosen[0] for k in chosen)
+        if one and self.module_set.module_for(chosen[0]) is None:  # one image (or its prompts) on the base
             image = prepared[0]
             if image.base_embedding is None:
                 embedding = self.backbone.suffix(batch_ops.stack([image.tokens]), self.start_block, None)
                 self.cache.attach_base(image, embedding)
-                return [embedding]
-            return [image.base_embedding]
-        embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
-        return [batch_ops.take(embeddings, slice(j, j + 1)) for j in range(len(prepared))]
+                return [embedding] * len(prepared)
+            return [image.base_embedding] * len(prepared)
+        if refine == "all":
+            inputs = [InputPrompt.of(prompt, p.geometry, self.device) for prompt, p in zip(prompts, prepared)]
+            embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
+            return [batch_ops.take(embeddings, slice(j, j + 1)) for j in range(len(prepared))]
+        out: list = [None] * len(prepared)
+        missing: dict[tuple, list[int]] = {}
+        prompts = list(prompts)
+        for j, (image, k, prompt) in enumerate(zip(prepared, chosen, prompts)):
+            owner = (k, id(self.module_set.module_for(k)))  # a replaced module's embeddings are never reused
+            kept = [prompt_of_key(key[1]) for key in image.heated or () if key[0] == owner]
+            heated = heat_prompt(prompt, refine, kept, self.heat_reach(image.geometry))
+            key = (owner, prompt_key(heated))
+            found = (image.heated or {}).get(key)
+            if found is not None:
+                image.heated.move_to_end(key)
+                out[j] = found
+            else:
+                missing.setdefault((id(image), key), []).append(j)
+                prompts[j] = heated
+        if missing:
+            first = [members[0] for members in missing.values()]
+            inputs = [InputPrompt.of(prompts[j], prepared[j].geometry, self.device) for j in first]
+            embeddings = self.suffix(PrefixCache.stack([prepared[j] for j in first]), [chosen[j] for j in first],
+                                     inputs)
+            for i, ((_, key), members) in enumerate(missing.items()):
+                embedding = batch_ops.take(embeddings, slice(i, i + 1))
+                if self.module_set.module_for(key[0][0]) is not None:
+                    self.cache.attach_heated(prepared[members[0]], key, embedding)
+                for j in members:
+                    out[j] = embedding
+        return out
+
+    def heat_reach(self, geometry) -> float:
+        """How far (original pixels, per axis) one point's heat reaches: the kernel's half width in grid cells."""
+        cells = self.backbone.heat_config.kernel_size // 2 + 0.5
+        scale = (geometry.resized[0] / geometry.original[0] + geometry.resized[1] / geometry.original[1]) / 2
+        return cells * self.backbone.site.stride / scale
 
     def image_embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int]) -> list:
         """Each image's embedding without a prompt (zero heat) under its class in `chosen` (-1: base), a batch of one
@@ -229,8 +285,17 @@ class Engine:
     def decode(self, embedding, prompt: InputPrompt, geometry, multimask_output: bool, domain: str,
                return_logits: bool = False) -> Prediction:
         """One image's prompt through the decoder (per image, so results never depend on batch padding)."""
-        low_res, iou = self.backbone.decode(embedding, prompt.points, prompt.labels, prompt.box, multimask_output)
+        low_res, iou = self.backbone.decode(embedding, prompt.points, prompt.labels, prompt.box, multimask_output,
+                                            **self._mask(prompt.mask))
         return self._prediction(low_res[0], iou[0], geometry, domain, return_logits)
+
+    def decode_prompts(self, embedding, prompt: InputPrompt, geometry, multimask_output: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch of prompts on one image (`embedding` B x ..., `prompt` with B first): (logits B x M x H x W at
+        the original size, predicted IoU B x M, low-res logits B x M x h x w), as SamPredictor.predict_torch."""
+        low_res, iou = self.backbone.decode(embedding, prompt.points, prompt.labels, prompt.box, multimask_output,
+                                            **self._mask(prompt.mask))
+        return geometry.logits_to_original(low_res.float()), iou, low_res
 
     def decode_many(self, embeddings: Sequence, prompts: Sequence[InputPrompt], geometries, multimask_output: bool,
                     domains: Sequence[str]) -> list[Prediction]:
@@ -239,7 +304,8 @@ class Engine:
         (about 1e-5 in the logits); on a CPU a batch of 16 decodes in a third of the time."""
         groups: dict[tuple, list[int]] = {}
         for j, prompt in enumerate(prompts):
-            shape = (0 if prompt.points is None else prompt.points.shape[1], prompt.box is not None)
+            shape = (0 if prompt.points is None else prompt.points.shape[1], prompt.box is not None,
+                     prompt.mask is not None)
             groups.setdefault(shape, []).append(j)
         out: list = [None] * len(prompts)
         for members in groups.values():
@@ -248,10 +314,16 @@ class Engine:
                 return None if parts[0] is None else torch.cat(parts)
             batch = batch_ops.stack([batch_ops.take(embeddings[j], 0) for j in members])
             low_res, iou = self.backbone.decode(batch, joined("points"), joined("labels"), joined("box"),
-                                                multimask_output)
+                                                multimask_output, **self._mask(joined("mask")))
             for k, j in enumerate(members):
                 out[j] = self._prediction(low_res[k], iou[k], geometries[j], domains[j])
         return out
+
+    @staticmethod
+    def _mask(mask) -> dict:
+        """The decoder's `mask_input` keyword, only when there is one (a backbone of another helper's making
+        may not take it)."""
+        return {} if mask is None else {"mask_input": mask}
 
     @staticmethod
     def _prediction(low_res, iou, geometry, domain: str, return_logits: bool = False) -> Prediction:

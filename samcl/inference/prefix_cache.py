@@ -32,6 +32,8 @@ from ..backbone.preprocess import mask_to_input
 from ..method.sizes import tensor_bytes
 
 EVICTION = ("lru", "keep")
+#: Heated embeddings kept per image (an annotator's objects on one image, each by its first click).
+HEATED_PER_IMAGE = 8
 
 
 class ByObject:
@@ -61,6 +63,8 @@ class PreparedImage:
       mask (torch.Tensor | None): S x S bool, the training mask in the model-input frame (the trainer's).
       base_embedding: the image embedding of SAM without a module (it does not depend on the prompt), once the
         engine computed it.
+      heated (dict | None): embeddings with a module, by (class, heat prompt key), the most recent last (the
+        refinement strategies' reuse, `samcl.inference.refine`); at most `HEATED_PER_IMAGE`.
     """
 
     tokens: Any
@@ -69,10 +73,11 @@ class PreparedImage:
     size: tuple[int, int]
     mask: torch.Tensor | None = None
     base_embedding: Any = None
+    heated: OrderedDict | None = None
 
     @property
     def nbytes(self) -> int:
-        held = [self.tokens, self.pooled, self.mask, self.base_embedding]
+        held = [self.tokens, self.pooled, self.mask, self.base_embedding, *(self.heated or {}).values()]
         return tensor_bytes([t for t in held if t is not None])
 
 
@@ -150,6 +155,35 @@ class PrefixCache:
             else:
                 prepared.base_embedding = None
 
+    def attach_heated(self, prepared: PreparedImage, key: Hashable, embedding) -> None:
+        """Keep `embedding` (the image's embedding with a module and a heat prompt, by `key`) on `prepared`: the
+        oldest of its others go beyond `HEATED_PER_IMAGE`; counted in the budget when the cache holds `prepared`
+        (other images evicted first, lru), dropped again when it does not fit."""
+        with self._lock:
+            cached = self._key_of.get(id(prepared))
+            before = prepared.nbytes
+            heated = prepared.heated = prepared.heated if prepared.heated is not None else OrderedDict()
+            heated[key] = embedding
+            heated.move_to_end(key)
+            while len(heated) > HEATED_PER_IMAGE:
+                heated.popitem(last=False)
+            if cached is None:
+                return  # not cached: the caller's object holds it (the predictor's image)
+            self.used -= before
+            self.entries.move_to_end(cached)
+            if not self._make_room(prepared.nbytes, protect=cached):
+                heated.pop(key)
+            self.used += prepared.nbytes
+
+    def drop_heated(self) -> None:
+        """Forget every kept embedding with a module (the modules changed); the prefixes stay."""
+        with self._lock:
+            for entry in self.entries.values():
+                if entry.heated:
+                    self.used -= entry.nbytes
+                    entry.heated = None
+                    self.used += entry.nbytes
+
     def _make_room(self, size: int, protect: Hashable | None = None) -> bool:
         if size > self.budget:
             return False
@@ -172,12 +206,21 @@ class PrefixCache:
         """(image, mask | None) pairs -> their prepared images, in one prefix pass, kept nowhere."""
         tensors, geometries = zip(*(self.backbone.preprocess(image, stretch=self.stretch)
                                     for image, _ in items))
-        tokens = self.backbone.prefix(torch.stack(tensors).to(self.device), self.stop_block)
+        return self.from_pixels(torch.stack(tensors), geometries, [_size(image) for image, _ in items],
+                                [mask for _, mask in items])
+
+    @torch.no_grad()
+    def from_pixels(self, pixels: torch.Tensor, geometries: Sequence, sizes: Sequence[tuple[int, int]],
+                    masks: Sequence | None = None) -> list[PreparedImage]:
+        """B x 3 x S x S model inputs (normalized, padded) with their geometries and original sizes (and H x W
+        training masks or None) -> their prepared images, in one prefix pass, kept nowhere."""
+        tokens = self.backbone.prefix(pixels.to(self.device), self.stop_block)
         pooled = self.backbone.pool_stats(tokens).float().cpu()  # once, here: routing reads it from the entry
         out = []
-        for k, ((image, mask), geometry) in enumerate(zip(items, geometries)):
+        for k, geometry in enumerate(geometries):
+            mask = None if masks is None else masks[k]
             frame = None if mask is None else (mask_to_input(mask, geometry) > 0.5).to(self.device)  # 1 byte a pixel
-            out.append(PreparedImage(batch_ops.take(tokens, k), geometry, pooled[k], _size(image), frame))
+            out.append(PreparedImage(batch_ops.take(tokens, k), geometry, pooled[k], tuple(sizes[k]), frame))
         return out
 
     @staticmethod

@@ -395,9 +395,10 @@ class SAMCL(Tracking):
         """Bytes: per module, selector, buffer, total (`samcl.method.sizes.storage`)."""
         return storage(self.module_set)
 
-    def predictor(self, *, precision: str | None = None) -> SamclPredictor:
-        """A SamPredictor-style predictor that picks the module itself, at `precision` (None: the current one)."""
+    def predictor(self, *, precision: str | None = None, refine: str | None = None) -> SamclPredictor:
+        """A predictor with Meta's SamPredictor interface that picks the module itself, at `precision` (None: the
+        current one), with the refinement strategy `refine` (None: the default, `samcl.inference.refine`)."""
         if precision is not None:
             self.set_precision(precision)
-        return SamclPredictor(self.engine)
+        return SamclPredictor(self.engine) if refine is None else SamclPredictor(self.engine, refine=refine)
 

@@ -94,14 +94,17 @@ class GraphBackbone:
 
     def decode(self, embeddings: torch.Tensor, points: torch.Tensor | None = None,
                labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-               multimask_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """As `SamBackbone.decode` (model-input pixels; one prompt per image): the decoder graph's four masks,
-        the first (single) or the last three (multimask), as Meta's and transformers' decoders select them."""
+               multimask_output: bool = False, *, mask_input: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `SamBackbone.decode` (model-input pixels; one prompt per image; `mask_input` B x 1 x 4h x 4w or
+        None): the decoder graph's four masks, the first (single) or the last three (multimask), as Meta's and
+        transformers' decoders select them."""
         coords, codes = meta_prompt(embeddings.shape[0], points, labels, boxes)
         low = 4 * embeddings.shape[-1]
+        masks = (np.zeros((embeddings.shape[0], 1, low, low), np.float32) if mask_input is None
+                 else _array(mask_input.float()))
         feeds = {"image_embeddings": _array(embeddings), "point_coords": coords, "point_labels": codes,
-                 "mask_input": np.zeros((embeddings.shape[0], 1, low, low), np.float32),
-                 "has_mask_input": np.zeros(1, np.float32)}
+                 "mask_input": masks, "has_mask_input": np.full(1, float(mask_input is not None), np.float32)}
         iou, low_res = self.sessions["decoder_low"].run(feeds)  # Meta's decoder less its resizing
         pick = slice(1, None) if multimask_output else slice(0, 1)
         return torch.from_numpy(low_res[:, pick].copy()), torch.from_numpy(iou[:, pick].copy())

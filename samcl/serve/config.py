@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import SamclError
+from ..inference import DEFAULT_REFINE, REFINE
 
 #: The environment variable that gives the API token when --token is not on the command line (a token in a
 #: command line is visible to every user of the machine through `ps`).
@@ -39,8 +40,13 @@ class ServeConfig:
     fallback: bool = True  # images no learned domain fits run on the base (statistics selectors)
     label_studio: dict | None = None  # `label_studio.settings.LabelStudioSettings` fields (flags; env otherwise)
     runtime: str = "torch"  # what runs the encoder and decoder: torch, onnxruntime, openvino, auto (`samcl.runtime`)
+    refine: str = DEFAULT_REFINE  # which clicks heat the encoder (`samcl.inference.refine`): a further click of
+    # an object whose first prompt the image keeps runs the decoder alone
 
     def __post_init__(self) -> None:
+        if self.refine not in REFINE:
+            raise SamclError(f"refine {self.refine!r}: expected one of {', '.join(REFINE)}",
+                             cli=f"--refine {self.refine}: expected one of {', '.join(REFINE)}")
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
         if not is_loopback(self.host) and not self.token:

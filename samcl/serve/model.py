@@ -177,7 +177,7 @@ class ModelHost:
         prompt shape."""
         start = time.perf_counter()
         predictions = engine.run([j.entry for j in jobs], [j.prompt for j in jobs], force=[j.domain for j in jobs],
-                                 decode_by_shape=True)
+                                 decode_by_shape=True, refine=self.config.refine)
         run_ms = (time.perf_counter() - start) * 1e3
         for job, prediction in zip(jobs, predictions):
             job.prediction, job.chosen, job.score = prediction, prediction.domain, prediction.selector_score
