@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_meta_checkpoint import SMALL, _randomized_meta_sam
+from test_meta_checkpoint import SMALL, _randomized_meta_sam, load_meta_checkpoint
 
 from samcl import SAMCL
-from samcl.backbone.meta import load_meta_checkpoint
 from samcl.backbone.sam import SamBackbone
 
 TOLERANCE = 1e-4

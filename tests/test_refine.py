@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serve_helpers import make_store, png
+from studio_server import StudioServer
 
 from samcl import SAMCL, Prompt
 from samcl.data.synthetic import generate
@@ -92,15 +93,12 @@ def test_page_api_and_label_studio_refinement_clicks_run_no_encoder_block(store,
     clicks = _clicks(sample, 4)
     data = png(sample.image)
     height, width = sample.mask.shape
-    app = create_app(ServeConfig(store=store, label_studio={"url": "http://studio.test"}))
-    source = app.state.label_studio.source
-
-    async def get(url, with_key, limit):
-        return data
-
-    source._get = get
+    request = json.loads((FIXTURES / "predict-interactive.json").read_text())["request"]
+    studio_server = StudioServer({request["tasks"][0]["data"]["image"]: data}).__enter__()
+    app = create_app(ServeConfig(store=store, label_studio={"url": studio_server.url,
+                                                            "api_key": studio_server.refresh_token}))
     calls = _count(app.state.host.samcl.backbone, monkeypatch)
-    with TestClient(app) as c:
+    with studio_server, TestClient(app) as c:
         image_id = c.post("/v1/images", content=data).json()["image_id"]
         page = []
         for k, click in enumerate(clicks):  # the page sends every click so far with each request
@@ -113,8 +111,8 @@ def test_page_api_and_label_studio_refinement_clicks_run_no_encoder_block(store,
         assert page[-1]["decode"] == len(clicks)
 
         setup = json.loads((FIXTURES / "setup.json").read_text())["request"]
-        c.post("/label-studio/setup", json=setup)
-        request = json.loads((FIXTURES / "predict-interactive.json").read_text())["request"]
+        setup["extra_params"]["replace"] = True  # the project takes over the store's polyps (learned outside it)
+        assert c.post("/label-studio/setup", json=setup).status_code == 200
         template = request["params"]["context"]["result"][0]
         studio = []
         for click in clicks:  # Label Studio sends every keypoint so far with each smart click
