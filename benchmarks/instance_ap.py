@@ -1,12 +1,15 @@
 """Automatic masks with the routed module: COCO mask AP on synthetic instance domains, and what a module costs.
 
     python benchmarks/instance_ap.py                      # the committed run (benchmarks/results/instance_ap.*)
+    python benchmarks/instance_ap.py --prompts mix --out benchmarks/results/instance_ap_mix   # (instance_ap_mix.*)
     python benchmarks/instance_ap.py --quick --out /tmp/ap
 
 On the shipped tiny SAM (`builtin:tiny-sam`, pretrained on the synthetic general domain), the instance domains of
 `samcl.data.synthetic.instances` are learned one after another into one set (`SAMCL.create` + `learn`, the
 embedded suite's settings: 48 training images, 8 epochs, batch 4, lr 0.03, fecam selector), one object of each
-training image as its sample. Then every test image gets automatic masks (`SAMCL.generate`) three ways:
+training image as its sample, prompted in the `--prompts` regime: by default the reference's (three positive
+points; pinned, whatever `TrainConfig.prompts` defaults to), or `mix` (SAM's kinds, prompt-free samples among
+them: what `SAMCL.learn` does by default). Then every test image gets automatic masks (`SAMCL.generate`) three ways:
 - base: SAM without a module (`force="base"`), what Meta's generator gives;
 - routed: the selector picks the module from the image (samcl as a user runs it; the open-set fallback may send
   an image to base);
@@ -48,6 +51,7 @@ from samcl.data.synthetic.instances import INSTANCE_DOMAINS, generate_instances,
 from samcl.inference.automatic import coco_results  # noqa: E402
 from samcl.io import atomic_write_json, coco_rle, rle_bbox  # noqa: E402
 from samcl.io.files import atomic_write_bytes  # noqa: E402
+from samcl.method.prompts import PROMPT_REGIMES  # noqa: E402
 
 
 def coco_ap(images: list, results_by_image: list[list[dict]]) -> dict:
@@ -160,20 +164,17 @@ def main(argv=None) -> int:
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.3)
     parser.add_argument("--stability-score-thresh", type=float, default=0.6)
-    parser.add_argument("--prompts", default=None,
-                        help="TrainConfig.prompts (the training prompt regime), where this samcl has that field")
-    parser.add_argument("--repeats", type=int, default=7, help="timing repeats per way")
+    parser.add_argument("--prompts", default="reference", choices=PROMPT_REGIMES,
+                        help="TrainConfig.prompts, the training prompt regime (default reference: the paper's three "
+                             "positive points, pinned whatever TrainConfig defaults to)")
+    parser.add_argument("--repeats", type=int, default=15, help="timing repeats per way")
     args = parser.parse_args(argv)
     if args.quick:
         args.train, args.test, args.epochs, args.repeats = 12, 4, 3, 3
     torch.set_num_threads(1)
     started = time.perf_counter()
-    train_options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
-    if args.prompts is not None:
-        if not hasattr(TrainConfig(), "prompts"):
-            parser.error("--prompts: this samcl's TrainConfig has no prompt regime field")
-        train_options["prompts"] = args.prompts
-    train = TrainConfig(**train_options)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        prompts=args.prompts, progress=False)
     samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), selector=SelectorConfig(samples_per_domain=args.train),
                          device="cpu")
     for domain in INSTANCE_DOMAINS:
