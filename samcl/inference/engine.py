@@ -259,7 +259,7 @@ class Engine:
     def image_embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int]) -> list:
         """Each image's embedding without a prompt (zero heat) under its class in `chosen` (-1: base), a batch of one
         each: what automatic masks decode their point grid on (`samcl.inference.automatic`)."""
-        return self._embeddings(prepared, chosen, [InputPrompt(None, None, None)] * len(prepared))
+        return self.embed(prepared, chosen, [Prompt.of(None)] * len(prepared))
 
     def heat(self, prompts: Sequence[InputPrompt]) -> torch.Tensor:
         """B x rows x cols heat of the batch's prompts (points padded with label -10, which paints nothing)."""
