@@ -9,3 +9,5 @@ from pathlib import Path
 BUILTIN_TINY_SAM = "builtin:tiny-sam"
 #: Where its HF-format files are.
 TINY_SAM_DIR = Path(__file__).resolve().parent / "tiny-sam"
+
+__all__ = ["BUILTIN_TINY_SAM", "TINY_SAM_DIR"]

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import Prompt
 from . import codec
 from .context import Serving, checked, timings
-from ..io.files import quote
+from ..io import quote
 from .errors import ApiError
 from .model import Job
 from .schemas import (DomainsResponse, ErrorBody, GenerateRequest, GenerateResponse, ImageResponse, SegmentRequest,

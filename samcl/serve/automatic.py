@@ -22,7 +22,7 @@ import numpy as np
 from .api import GENERATE_LIMITS, fit_batch
 from .budget import Ticket
 from .context import Loaded, Serving
-from ..io.files import quote
+from ..io import quote
 from .errors import ApiError
 
 

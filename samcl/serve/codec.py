@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from .. import SamclError
-from ..io import coco_rle, images, rle_to_mask, run_lengths  # noqa: F401 (COCO RLE: samcl.io.masks)
+from ..io import ImageTooLarge, coco_rle, encode_image, rle_to_mask, run_lengths  # noqa: F401 (COCO RLE)
+from ..io import load_image as load_pixels, open_image as open_header  # the one decoder (`samcl.io.images`)
 from .errors import ApiError
 
 
@@ -46,13 +47,13 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
     with _answered():
-        return images.open_image(data, max_pixels=max_pixels)
+        return open_header(data, max_pixels=max_pixels)
 
 
 def load_image(image: Image.Image) -> np.ndarray:
     """An opened image's pixels as H x W x 3 uint8 RGB, upright by EXIF (`samcl.io.load_image`)."""
     with _answered():
-        return images.load_image(image)
+        return load_pixels(image)
 
 
 @contextmanager
@@ -60,7 +61,7 @@ def _answered():
     """The decoder's refusals as 4xx errors: 413 for an image over the limit, 400 for one that does not decode."""
     try:
         yield
-    except images.ImageTooLarge as exc:
+    except ImageTooLarge as exc:
         raise ApiError(413, "image_too_large", str(exc)) from None
     except SamclError as exc:
         raise ApiError(400, "not_an_image", str(exc)) from None
@@ -91,4 +92,4 @@ def encoded_mask(mask: np.ndarray, mask_format: str) -> dict:
 
 def png_base64(mask: np.ndarray) -> str:
     """A H x W mask as an 8-bit grayscale PNG (foreground 255, `samcl.io.encode_image`), in base64."""
-    return base64.b64encode(images.encode_image(mask.astype(bool))).decode("ascii")
+    return base64.b64encode(encode_image(mask.astype(bool))).decode("ascii")

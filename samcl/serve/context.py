@@ -27,7 +27,7 @@ from . import codec
 from .batching import Batcher
 from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
-from ..io.files import quote
+from ..io import quote
 from .errors import ApiError
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json

@@ -26,8 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from .budget import Ticket
 from .. import SamclError
-from ..io.files import parse_json as io_parse_json
-from ..io.files import quote
+from ..io import parse_json as io_parse_json, quote
 from .errors import ApiError
 
 log = logging.getLogger("samcl.serve")

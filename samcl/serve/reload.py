@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import SamclError
-from ..store.manifest import manifest_bytes
+from ..store import manifest_bytes
 
 log = logging.getLogger("samcl.serve")
 

@@ -23,7 +23,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-from ...io.files import quote
+from ...io import quote
 from ..errors import ApiError
 from ..intake import parse_json
 from .settings import LabelStudioSettings

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 from ... import SamclError
-from ...io import atomic_write_json, read_json_file
-from ...io.files import quote
+from ...io import atomic_write_json, quote, read_json_file
 from ..errors import ApiError
 from .settings import ProjectSettings
 

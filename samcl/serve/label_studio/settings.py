@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from ... import SamclError
-from ...io.files import quote
+from ...io import quote
 from ..errors import ApiError
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
