@@ -47,7 +47,7 @@ def note(message: str) -> None:
     print(f"samcl: {message}", file=sys.stderr)
 
 
-def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
+def dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
     from .. import FolderDataset
     from ..data import resolve_split
 
@@ -66,13 +66,13 @@ def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, ski
     return data
 
 
-def _check_store_path(store: Path) -> None:
+def check_store_path(store: Path) -> None:
     if store.is_symlink() and not store.exists():
         raise SamclError(f"{store}: a symlink to {os.readlink(store)}, which does not exist; create the folder it "
                          "points to, or remove the link")
 
 
-def _precheck_store(store: Path) -> None:
+def precheck_store(store: Path) -> None:
     """A store's manifest and the files it names, looked at before the base model (and transformers) loads: a bad
     manifest or a FIFO in the store is named in a second, not after the model is built."""
     from ..store import ModuleStore

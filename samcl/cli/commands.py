@@ -7,7 +7,7 @@ import warnings
 
 from .. import SamclError
 from ..io import print_json
-from .checks import _check_store_path, _dataset, _precheck_store, check_amp, check_device, writable_folder
+from .checks import check_amp, check_device, check_store_path, dataset, precheck_store, writable_folder
 from .errors import error_line
 from .eval_command import cmd_eval
 from .segment_command import cmd_segment
@@ -21,13 +21,13 @@ def cmd_learn(args) -> int:
     from ..selector import DEFAULT_KIND
     from ..store import ModuleStore
 
-    _check_store_path(args.store)
+    check_store_path(args.store)
     check_device(args.device)
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
-    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
-    _precheck_store(args.store)
+    data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
+    precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
 
@@ -188,7 +188,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    _check_store_path(args.store)
+    check_store_path(args.store)
     check_device(args.device)
     try:
         import fastapi  # noqa: F401
@@ -219,4 +219,4 @@ def cmd_serve(args) -> int:
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
             "import-reference": cmd_import_reference, "export": cmd_export,
-            "track": lambda args: cmd_track(args, check_device, _precheck_store)}
+            "track": cmd_track}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import SamclError
 from ..io import print_json
-from .checks import _dataset, check_device
+from .checks import dataset, check_device
 from .store_commands import table
 
 
@@ -21,7 +21,7 @@ def cmd_eval(args) -> int:
             raise SamclError(f"--data {name}: given twice ({folders[name]} and {path}); one folder per domain")
         folders[name] = path
     check_device(args.device)
-    datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
+    datasets = {name: dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision,
                        runtime=args.runtime)
     base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)

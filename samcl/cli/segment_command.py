@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import SamclError
 from ..io import print_json
 from .auto_command import auto_flags_given, auto_plan, auto_run
-from .checks import _precheck_store, check_device
+from .checks import precheck_store, check_device
 from .store_commands import table
 
 
@@ -36,7 +36,7 @@ def cmd_segment(args) -> int:
             prompt.check(image.shape[1], image.shape[0])
         except PromptError as exc:
             raise SamclError(f"{path}: {exc}") from None
-    _precheck_store(args.store)
+    precheck_store(args.store)
     import numpy as np
 
     from .. import SAMCL

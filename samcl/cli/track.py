@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import SamclError
 from . import flags as t
+from .checks import check_device, precheck_store
 from .shared_flags import add_base, add_precision, add_prompt, add_routing
 
 MAX_FRAME = 2**31 - 1
@@ -41,8 +42,8 @@ def add_track(p) -> None:
     p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
 
 
-def cmd_track(args, check_device, precheck_store) -> int:
-    """The command (the device and store checks are `commands`' own, passed in)."""
+def cmd_track(args) -> int:
+    """The command (the device and store checks every command makes, `checks`)."""
     prompt, frames = prepare_track(args)  # every input problem before the model code loads
     check_device(args.device)
     precheck_store(args.store)
