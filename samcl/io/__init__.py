@@ -4,6 +4,7 @@ lines elsewhere).
 
     from samcl.io import read_image, atomic_write_png
     image = read_image("photo.jpg")                 # H x W x 3 uint8 RGB, upright by EXIF; a FIFO is refused
+    image = read_image(data, max_pixels=40_000_000) # the same decoder on a file's bytes, at a stricter limit
 
 `files`, `images`, `masks` (COCO RLE through pycocotools), `video` (frames decoded one at a time), `printing`,
 `progress`: one concern each; every name is here too. No torch, no model code.
@@ -22,7 +23,8 @@ from .progress import bar, log_to_stderr
 from .video import FRAME_SUFFIXES, VideoFrames, open_frames
 
 __all__ = ["FAULT_DELAY_ENV", "FRAME_SUFFIXES", "HIGH_DEPTH_MODES", "MAX_IMAGE_PIXELS", "MAX_JSON_DEPTH", "NoSuchFile",
-           "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "encode_image", "ImageTooLarge", "load_image", "open_image", "check_regular", "current_umask",
+           "ImageTooLarge", "atomic_write_bytes", "atomic_write_json", "atomic_write_png", "bar", "check_regular",
+           "current_umask", "encode_image", "load_image", "open_image",
            "fault_point", "file_mode", "finite", "fsync_dir", "high_depth_peak", "json_depth", "log_to_stderr",
            "name_max", "open_regular", "parse_json", "print_json", "quote", "read_image", "read_json_file",
            "read_limited", "read_mask", "to_rgb_array", "upright", "coco_rle", "coco_rles", "rle_area", "rle_bbox",
