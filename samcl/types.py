@@ -56,6 +56,23 @@ class Prompt:
             raise ValueError(f"{len(pts)} points but {len(lab)} labels")
         return cls(pts, lab, None if box is None else np.asarray(box, dtype=np.float32).reshape(4))
 
+    @staticmethod
+    def check_box(box, what: str = "box") -> tuple[float, float, float, float]:
+        """The one box-order check, for every front end (the API, the CLI's flag type, CVAT, Label Studio).
+
+        Arguments:
+          box: x0, y0, x1, y1.
+          what (str): how the message names the box.
+
+        Returns:
+          (tuple[float, float, float, float]): the box as floats, when x0 <= x1 and y0 <= y1; else PromptError
+          `bad_box`.
+        """
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x0 <= x1 and y0 <= y1):
+            raise PromptError("bad_box", f"{what} {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
+        return x0, y0, x1, y1
+
     def check(self, width: int | None = None, height: int | None = None) -> None:
         """The one check of a prompt against its image, for every front end (the API, the CLI, the server).
 
@@ -74,9 +91,7 @@ class Prompt:
             if not (0 <= x < width and 0 <= y < height):
                 raise PromptError("point_outside", f"point {x:g},{y:g} lies outside the {width}x{height} image")
         if self.box is not None:
-            x0, y0, x1, y1 = (float(v) for v in self.box)
-            if not (x0 <= x1 and y0 <= y1):
-                raise PromptError("bad_box", f"box {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
+            x0, y0, x1, y1 = self.check_box(self.box)
             if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
                 raise PromptError("box_outside", f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the "
                                                  f"{width}x{height} image")

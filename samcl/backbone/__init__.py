@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from ..assets import BUILTIN_TINY_SAM, TINY_SAM_DIR  # (the shipped tiny SAM)
 from ..errors import SamclError
 from ..io import NoSuchFile, check_regular, read_json_file
 from .base import FrozenBackbone, file_source
@@ -16,9 +17,6 @@ from .sam import SamBackbone
 from .sam2 import Sam2Backbone
 from .sam2_video import Sam2VideoBackbone
 
-#: The tiny SAM pretrained by this project on its synthetic general domain, shipped in the package.
-BUILTIN_TINY_SAM = "builtin:tiny-sam"
-TINY_SAM_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-sam"
 #: The most a model directory's config.json may hold (SAM's is about 4 KB).
 CONFIG_LIMIT = 1 << 20
 #: A Hub model id as `from_pretrained` takes it: owner/name (letters, digits, '-', '_', '.').

@@ -84,15 +84,25 @@ def run_adapted_block(layer: nn.Module, hidden: torch.Tensor, block: int, adapte
 
 
 class FrozenBackbone(nn.Module):
-    """A transformers model with every weight frozen. Subclasses set `family`, `model_type` (config.json's),
-    `model_class`, `label`, and implement the split execution
-    (`prefix`, `pool`, `suffix`, `decode`) and `grid` (the adapted blocks' token grid)."""
+    """A transformers model with every weight frozen. Subclasses name what they wrap in their class statement
+    (`class SamBackbone(FrozenBackbone, family="sam", model_type="sam", model_class=SamModel, label="SAM")`:
+    the family, config.json's model_type, the transformers class, a name for messages; a subclass of a subclass
+    names only what differs), and implement the split execution (`prefix`, `pool`, `suffix`, `decode`) and
+    `grid` (the adapted blocks' token grid)."""
 
     family = ""
     model_type = ""
     model_class: type = nn.Module
     label = ""
     grid: tuple[int, int]
+
+    def __init_subclass__(cls, **wraps):
+        unknown = set(wraps) - {"family", "model_type", "model_class", "label"}
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown class keywords {sorted(unknown)}")
+        super().__init_subclass__()
+        for name, value in wraps.items():
+            setattr(cls, name, value)
 
     def __init__(self, model: nn.Module):
         super().__init__()

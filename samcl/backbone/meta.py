@@ -68,7 +68,7 @@ def convert_meta_state_dict(
     pairs = _key_pairs(state_dict)
     converted = {_rename(key, pairs): tensor for key, tensor in state_dict.items()}
     converted[_TIED_PE] = state_dict[_PE_MATRIX]
-    _check_against_model(config, state_dict, converted, pairs)
+    check_converted(SamModel, config, state_dict, converted, pairs)
     return config, converted
 
 
@@ -234,31 +234,26 @@ def _rename(key: str, pairs: list[tuple[str, str]]) -> str:
     return key
 
 
-def _check_against_model(
-    config: SamConfig,
-    meta_state_dict: dict[str, torch.Tensor],
-    converted: dict[str, torch.Tensor],
-    pairs: list[tuple[str, str]],
-) -> None:
-    """Raise ``ValueError`` unless ``converted`` has exactly ``SamModel(config)``'s keys and shapes.
+def check_converted(model_class, config, meta_keys, converted: dict[str, torch.Tensor],
+                    pairs: list[tuple[str, str]]) -> None:
+    """Raise ``ValueError`` unless ``converted`` has exactly ``model_class(config)``'s keys and shapes (SAM, SAM 2
+    and SAM 2 video conversions alike).
 
-    Keys are reported with Meta's names; the model is built on the meta device (no memory).
+    Arguments:
+      meta_keys: the checkpoint keys the conversion was to use (a key no rename places is "unknown").
+      pairs: the conversion's (Meta prefix, transformers prefix) renames; keys are reported with Meta's names.
+
+    The model is built on the meta device (no memory).
     """
     with torch.device("meta"):
-        expected = {key: tensor.shape for key, tensor in SamModel(config).state_dict().items()}
+        expected = {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
     back = [(target, source) for source, target in pairs]
-    unknown = [key for key in meta_state_dict if _rename(key, pairs) not in expected]
+    unknown = [key for key in meta_keys if _rename(key, pairs) not in expected]
     missing = sorted({_rename(key, back) for key in expected.keys() - converted.keys()})
-    mis_shaped = [
-        f"{key} {tuple(tensor.shape)} (expected {tuple(expected[new_key])})"
-        for key, tensor in meta_state_dict.items()
-        if (new_key := _rename(key, pairs)) in expected and tensor.shape != expected[new_key]
-    ]
-    problems = [
-        f"{label}: {_shorten(keys)}"
-        for label, keys in (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes", mis_shaped))
-        if keys
-    ]
+    mis_shaped = [f"{_rename(key, back)} {tuple(tensor.shape)} (expected {tuple(expected[key])})"
+                  for key, tensor in converted.items() if key in expected and tensor.shape != expected[key]]
+    problems = [f"{label}: {_shorten(keys)}" for label, keys in
+                (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes", mis_shaped)) if keys]
     if problems:
         raise ValueError("; ".join(problems))
 

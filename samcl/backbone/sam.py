@@ -93,13 +93,8 @@ def rel_pos_bias(attn: nn.Module, query: torch.Tensor, rows: int, cols: int) -> 
     return rel_pos_sum(*rel_pos_terms(attn, query, rows, cols), batch, heads)
 
 
-class SamBackbone(FrozenBackbone):
+class SamBackbone(FrozenBackbone, family="sam", model_type="sam", model_class=SamModel, label="SAM"):
     """A frozen `SamModel` with split execution and adapter hooks."""
-
-    family = "sam"
-    model_type = "sam"
-    model_class = SamModel
-    label = "SAM"
 
     def __init__(self, model: SamModel):
         super().__init__(model)

@@ -79,14 +79,9 @@ class Sam2Embeddings(NamedTuple):
     high_res: tuple[torch.Tensor, ...]
 
 
-class Sam2Backbone(FrozenBackbone):
+class Sam2Backbone(FrozenBackbone, family="sam2", model_type="sam2", model_class=Sam2Model, label="SAM 2"):
     """A frozen `Sam2Model` (image encoder, prompt encoder, mask decoder; no video memory) with split
     execution and adapter hooks."""
-
-    family = "sam2"
-    model_type = "sam2"
-    model_class = Sam2Model
-    label = "SAM 2"
 
     def __init__(self, model: Sam2Model):
         super().__init__(model)

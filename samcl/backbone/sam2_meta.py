@@ -23,7 +23,7 @@ from os import PathLike
 import torch
 from transformers import Sam2Config, Sam2Model
 
-from .meta import _indices, _mlp_pairs, _rename, _require, _shorten, read_checkpoint
+from .meta import _indices, _mlp_pairs, _rename, _require, check_converted, read_checkpoint
 
 TRUNK = "image_encoder.trunk."
 _PE_MATRIX = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
@@ -108,7 +108,7 @@ def convert_sam2_state_dict(state_dict: dict[str, torch.Tensor], **overrides) ->
         converted[_HF_POINT_EMBED] = torch.cat([image_keys[k] for k in points])
     if _PE_MATRIX in image_keys:
         converted[_TIED_PE] = image_keys[_PE_MATRIX]
-    _check_against_model(config, image_keys, converted, pairs)
+    check_converted(Sam2Model, config, [k for k in image_keys if k not in points], converted, pairs)
     return config, converted
 
 
@@ -260,20 +260,3 @@ def _hf_head_depths(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
             hidden = [k for k in state_dict if k.startswith(f"{prefix}layers.") and k.endswith(".weight")]
             depths[head] = len(hidden) + 2
     return depths
-
-
-def _check_against_model(config: Sam2Config, meta_state_dict: dict[str, torch.Tensor],
-                         converted: dict[str, torch.Tensor], pairs: list[tuple[str, str]]) -> None:
-    """Raise ``ValueError`` unless ``converted`` has exactly ``Sam2Model(config)``'s keys and shapes (reported
-    with Meta's names; the model is built on the meta device, no memory)."""
-    with torch.device("meta"):
-        expected = {key: tensor.shape for key, tensor in Sam2Model(config).state_dict().items()}
-    back = [(target, source) for source, target in pairs]
-    unknown = [k for k in meta_state_dict if not k.startswith(_POINT_EMBEDDINGS) and _rename(k, pairs) not in expected]
-    missing = sorted({_rename(k, back) for k in expected.keys() - converted.keys()})
-    mis_shaped = [f"{k} {tuple(t.shape)} (expected {tuple(expected[k])})"
-                  for k, t in converted.items() if k in expected and t.shape != expected[k]]
-    problems = [f"{label}: {_shorten(keys)}" for label, keys in
-                (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes", mis_shaped)) if keys]
-    if problems:
-        raise ValueError("; ".join(problems))

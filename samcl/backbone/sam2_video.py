@@ -48,12 +48,9 @@ def image_view(video: Sam2VideoModel, config: Sam2Config | None = None) -> Sam2M
     return image.eval()
 
 
-class Sam2VideoBackbone(Sam2Backbone):
+class Sam2VideoBackbone(Sam2Backbone, model_type="sam2_video", model_class=Sam2VideoModel,
+                        label="SAM 2 video"):
     """`Sam2Backbone` on the image parts of a frozen ``Sam2VideoModel`` (`video`), which tracks."""
-
-    model_type = "sam2_video"
-    model_class = Sam2VideoModel
-    label = "SAM 2 video"
 
     def __init__(self, video: Sam2VideoModel, image_config: Sam2Config | None = None):
         super().__init__(image_view(video, image_config))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from transformers import Sam2Config, Sam2VideoConfig, Sam2VideoModel
 
-from .meta import _indices, _rename, _require, _shorten
+from .meta import _indices, _rename, _require, check_converted
 from .sam2_meta import VIDEO_ONLY, _mlp, convert_sam2_state_dict
 
 # Fixed by Meta's configs/sam2.1/*.yaml for every variant (not recoverable from shapes).
@@ -108,24 +108,8 @@ def convert_sam2_video_state_dict(state_dict, **overrides) -> tuple[Sam2Config, 
     pairs = [*video_key_pairs(_downsampler_layers(state_dict)),
              *_mlp("obj_ptr_proj", "object_pointer_proj", pointer_depth)]
     converted = {**converted, **{_rename(k, pairs): v for k, v in video.items()}}
-    _check_video_keys(config, video, converted, pairs)
+    check_converted(Sam2VideoModel, config, video, converted, pairs)
     return image_config, config, converted
-
-
-def _check_video_keys(config: Sam2VideoConfig, meta_video: dict, converted: dict, pairs) -> None:
-    import torch
-
-    with torch.device("meta"):
-        expected = {key: tensor.shape for key, tensor in Sam2VideoModel(config).state_dict().items()}
-    back = [(target, source) for source, target in pairs]
-    unknown = [k for k in meta_video if _rename(k, pairs) not in expected]
-    missing = sorted({_rename(k, back) for k in expected.keys() - converted.keys()})
-    mis_shaped = [f"{_rename(k, back)} {tuple(t.shape)} (expected {tuple(expected[k])})"
-                  for k, t in converted.items() if k in expected and t.shape != expected[k]]
-    problems = [f"{label}: {_shorten(keys)}" for label, keys in
-                (("unknown keys", unknown), ("missing keys", missing), ("wrong shapes", mis_shaped)) if keys]
-    if problems:
-        raise ValueError("; ".join(problems))
 
 
 def sam2_video_model_from_state_dict(state_dict, source: str, **overrides) -> tuple[Sam2Config, Sam2VideoModel]:

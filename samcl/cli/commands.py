@@ -2,88 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import warnings
-from pathlib import Path
 
 from .. import SamclError
 from ..io import print_json
+from .checks import check_amp, check_device, check_store_path, dataset, precheck_store, writable_folder
 from .errors import error_line
-from .auto_command import auto_flags_given, auto_plan, auto_run
+from .eval_command import cmd_eval
+from .segment_command import cmd_segment
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 from .track import cmd_track
-
-
-def check_device(name: str | None) -> None:
-    """--device names a device this PyTorch has, or one line says why not (before any model is loaded)."""
-    if name is None:
-        return
-    import torch
-
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise SamclError(f"--device {name}: {why}; use --device cpu")
-        index = int(name.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise SamclError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s), cuda:0 and up")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise SamclError("--device mps: Apple's MPS is not available here; use --device cpu")
-
-
-def check_amp(amp: str, device) -> None:
-    """--amp bf16 on a CPU without native bfloat16 is refused: emulated, a training step took 34x float32's CPU
-    time at ViT-B size for the same losses (benchmarks/amp_cpu.py), so float32 is the right choice there."""
-    if amp != "bf16":
-        return
-    import torch
-
-    from ..inference import precision
-
-    on_cpu = (str(device) == "cpu") if device is not None else not torch.cuda.is_available()
-    if on_cpu and not precision.native_bf16():
-        raise SamclError("--amp bf16: this CPU has no native bfloat16 (no avx512_bf16/amx_bf16 flag), where a "
-                         "bf16 training step takes about 34x the float32 time; use --amp none")
-
-
-def note(message: str) -> None:
-    print(f"samcl: {message}", file=sys.stderr)
-
-
-def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
-    from .. import FolderDataset
-    from ..data import resolve_split
-
-    data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame,
-                         skip_unlabeled=True)  # counted here, so the error can name the flag that skips them
-    if data.unlabeled and not skip_unlabeled:
-        more = f" (and {len(data.unlabeled) - 1} more)" if len(data.unlabeled) > 1 else ""
-        hint = "; --skip-unlabeled learns from the others" if split == "train" else ""
-        raise SamclError(f"{data.unlabeled[0]}: no mask with the same name in {data.root / 'masks'}{more}{hint}")
-    if data.unlabeled:
-        print(f"samcl: warning: {data.root / 'images'}: left out {len(data.unlabeled)} of "
-              f"{len(data) + len(data.unlabeled)} images that have no mask (first: {data.unlabeled[0].name})",
-              file=sys.stderr)
-    if data.points_note:
-        note(data.points_note)
-    return data
-
-
-def _check_store_path(store: Path) -> None:
-    if store.is_symlink() and not store.exists():
-        raise SamclError(f"{store}: a symlink to {os.readlink(store)}, which does not exist; create the folder it "
-                         "points to, or remove the link")
-
-
-def _precheck_store(store: Path) -> None:
-    """A store's manifest and the files it names, looked at before the base model (and transformers) loads: a bad
-    manifest or a FIFO in the store is named in a second, not after the model is built."""
-    from ..store import ModuleStore
-
-    if ModuleStore(store).exists():
-        ModuleStore(store).check_files(ModuleStore(store).read_manifest())
 
 
 def cmd_learn(args) -> int:
@@ -92,13 +21,13 @@ def cmd_learn(args) -> int:
     from ..selector import DEFAULT_KIND
     from ..store import ModuleStore
 
-    _check_store_path(args.store)
+    check_store_path(args.store)
     check_device(args.device)
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
-    data = _dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
-    _precheck_store(args.store)
+    data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
+    precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
 
@@ -242,144 +171,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_segment(args) -> int:
-    from .. import Prompt, PromptError
-    from ..io import read_image
-    from . import output
-    from .overlay import draw_overlay, plan_overlays
-
-    auto = args.auto or auto_flags_given(args)
-    if auto:  # automatic masks: no prompt; COCO results and label PNGs (`auto_command`)
-        config, auto_targets = auto_plan(args)
-    points = [*args.point, *args.negative]
-    labels = [1] * len(args.point) + [0] * len(args.negative)
-    prompt = Prompt.of(points or None, labels or None, args.box)
-    if not auto:
-        prompt.check()  # as the server's 400 no_prompt, before any work
-        targets = output.plan(args.out, args.images, args.json)  # every --out problem before any work
-        overlays = plan_overlays(args, targets)
-        triples = output.multimask(targets) if args.multimask else None
-    check_device(args.device)
-    images = [read_image(path) for path in args.images]
-    for path, image in zip(args.images, images if not auto else ()):
-        try:
-            prompt.check(image.shape[1], image.shape[0])
-        except PromptError as exc:
-            raise SamclError(f"{path}: {exc}") from None
-    _precheck_store(args.store)
-    import numpy as np
-
-    from .. import SAMCL
-
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision, runtime=args.runtime)
-    if auto:
-        return auto_run(args, samcl, images, config, auto_targets)
-    results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)
-    out = []
-    for j, (path, target, result) in enumerate(zip(args.images, targets, results)):
-        row = {"image": str(path), "domain": result.domain, "selector_score": result.selector_score}
-        if triples is None:
-            output.write(target, (result.masks[0] * 255).astype(np.uint8))
-            row.update(mask=target.shown, score=float(result.scores[0]), foreground=float(result.masks[0].mean()))
-        else:
-            for each, mask in zip(triples[j], result.masks):
-                output.write(each, (mask * 255).astype(np.uint8))
-            row.update(masks=[t.shown for t in triples[j]], scores=[float(v) for v in result.scores],
-                       foreground=[float(m.mean()) for m in result.masks])
-        if overlays:  # the best of three with --multimask
-            best = int(np.argmax(result.scores))
-            output.write(overlays[j], draw_overlay(images[j], result.masks[best], prompt))
-        out.append(row)
-    if args.json:
-        print_json({"results": out})  # one shape for one image or many
-    else:  # with --out - stdout carries the mask: the table goes to stderr
-        rows = [[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}" if "score" in r else
-                 " ".join(f"{v:.3f}" for v in r["scores"]), r.get("mask") or ", ".join(r["masks"])] for r in out]
-        print(table(rows, ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from .. import SAMCL
-    from ..store import BASE_CLASS
-
-    folders: dict[str, str] = {}
-    for name, path in args.data:
-        if name in folders:
-            raise SamclError(f"--data {name}: given twice ({folders[name]} and {path}); one folder per domain")
-        folders[name] = path
-    check_device(args.device)
-    datasets = {name: _dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
-    samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision,
-                       runtime=args.runtime)
-    base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
-    known = {*samcl.domains, BASE_CLASS}
-    for name in folders:
-        if name not in known:
-            print(f"samcl: warning: --data {name}: not a domain of this store (learned: "
-                  f"{', '.join(samcl.domains) or 'none'}); its masks are scored, selector accuracy is not",
-                  file=sys.stderr)
-    if args.clicks is not None:
-        return _eval_clicks(args, samcl, datasets, base_name)
-    results = {}
-    for name, data in datasets.items():
-        truth = BASE_CLASS if name == base_name else (name if name in known else None)
-        result = samcl.evaluate(data, truth=truth, progress=not args.json)
-        if base_name is not None:  # results name the base class 'base'; the user named it
-            result["chosen"] = {(base_name if k == BASE_CLASS else k): v for k, v in result["chosen"].items()}
-        result.setdefault("selector_accuracy", None)
-        results[name] = result
-    if args.json:
-        print_json({"domains": results, "learned": samcl.domains, "precision": samcl.precision})
-        return 0
-    rows = [[name, r["images"], f"{r['iou']:.4f}", f"{r['f1']:.4f}", f"{r['mae']:.4f}",
-             "-" if r["selector_accuracy"] is None else f"{r['selector_accuracy']:.3f}",
-             ", ".join(f"{k}:{v}" for k, v in r["chosen"].items())] for name, r in results.items()]
-    print(table(rows, ["domain", "images", "IoU", "F1", "MAE", "selector acc", "chosen"]))
-    print(f"precision {samcl.precision}")
-    return 0
-
-
-def _eval_clicks(args, samcl, datasets: dict, base_name: str | None) -> int:
-    """`samcl eval --clicks N`: the simulated clicker (`samcl.bench.clicks`) per domain, for the selector's pick
-    (routed), the base, and the domain's own module (oracle) where the domain is learned."""
-    from ..bench import evaluate_clicks
-    from ..store import BASE_CLASS
-
-    results: dict[str, dict] = {}
-    for name, data in datasets.items():
-        runs = {"routed": None, "base": BASE_CLASS}
-        if name in samcl.domains and name != base_name:
-            runs["oracle"] = name
-        results[name] = {run: evaluate_clicks(samcl, data, force=force, max_clicks=args.clicks,
-                                              progress=not args.json, desc=f"{name} {run}")
-                         for run, force in runs.items()}
-    if args.json:
-        print_json({"clicks": args.clicks, "domains": results, "learned": samcl.domains,
-                    "precision": samcl.precision})
-        return 0
-    keys = [k for k in next(iter(next(iter(results.values())).values())) if k.startswith(("miou", "noc"))]
-    rows = [[name, run, r["images"], *(f"{r[k]:.3f}" if k.startswith("miou") else f"{r[k]:.2f}" for k in keys)]
-            for name, runs in results.items() for run, r in runs.items()]
-    print(table(rows, ["domain", "run", "images", *(k.replace("miou", "mIoU").replace("noc", "NoC") for k in keys)]))
-    print(f"clicks {args.clicks} (NoC: clicks to reach the IoU, {args.clicks} when never reached); "
-          f"precision {samcl.precision}")
-    return 0
-
-
-def writable_folder(folder: Path) -> None:
-    """Create `folder` and write a file in it now, so a long run cannot fail at its end for want of a place."""
-    if folder.exists() and not folder.is_dir():
-        raise SamclError(f"{folder}: is a file; --out names a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise SamclError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
-
-
 def cmd_demo(args) -> int:
     writable_folder(args.out)
     check_device(args.device)
@@ -397,7 +188,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    _check_store_path(args.store)
+    check_store_path(args.store)
     check_device(args.device)
     try:
         import fastapi  # noqa: F401
@@ -428,4 +219,4 @@ def cmd_serve(args) -> int:
 COMMANDS = {"benchmark": cmd_benchmark, "demo": cmd_demo, "learn": cmd_learn, "info": cmd_info,
             "segment": cmd_segment, "eval": cmd_eval, "serve": cmd_serve, "forget": cmd_forget, "merge": cmd_merge,
             "import-reference": cmd_import_reference, "export": cmd_export,
-            "track": lambda args: cmd_track(args, check_device, _precheck_store)}
+            "track": cmd_track}

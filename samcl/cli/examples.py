@@ -1,8 +1,7 @@
 """The examples each `samcl COMMAND --help` ends with (they run as written: tests check them)."""
 
+from ..assets import BUILTIN_TINY_SAM as BUILTIN
 from .runtime_flags import EXPORT_EXAMPLES
-
-BUILTIN = "builtin:tiny-sam"
 
 EXAMPLES = {
     "learn": f"""\

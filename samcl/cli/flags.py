@@ -101,9 +101,16 @@ def point(text: str) -> tuple[float, float]:
 
 
 def box(text: str) -> tuple[float, float, float, float]:
+    """X0,Y0,X1,Y1: finite numbers, ordered (`Prompt.check_box`)."""
+    from ..types import Prompt, PromptError
+
     values = _numbers(text, 4)
-    if values is None or values[2] < values[0] or values[3] < values[1]:
+    if values is None:
         raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 (finite numbers, X0<=X1 and Y0<=Y1), got {text!r}")
+    try:
+        Prompt.check_box(values)
+    except PromptError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return values  # type: ignore[return-value]
 
 

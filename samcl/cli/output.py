@@ -15,7 +15,6 @@ With `--auto` (`plan_auto`): a `.json` file gets the COCO results of every image
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import SamclError
-from ..io import atomic_write_bytes, name_max
+from ..io import atomic_write_bytes, encode_image, name_max
 
 FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 LOSSY = {".jpg", ".jpeg", ".jpe"}
@@ -109,17 +108,8 @@ def _target(path: Path) -> Target:
     return Target(str(path), real, "file", FORMATS[suffix])
 
 
-def encode(mask: np.ndarray, format: str) -> bytes:
-    """H x W uint8 (0/255), or an H x W x 3 RGB picture (--overlay) -> image bytes, lossless."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format=format, **({"lossless": True} if format == "WEBP" else {}))
-    return buffer.getvalue()
-
-
 def write(target: Target, mask: np.ndarray) -> None:
-    data = encode(mask, target.format)
+    data = encode_image(mask, target.format)  # (--overlay: an RGB picture)
     if target.kind == "stdout":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)

@@ -8,20 +8,21 @@ restated here. Only the subcommand being run gets its flags (`build_parser(comma
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 from pathlib import Path
 
 from .. import __version__
-from ..options import field_of
 from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
+from .serve_flags import MAX_EPOCHS, add_serve
+from .shared_flags import (add_base, add_points_frame, add_precision, add_prompt, add_routing, config_flag,
+                           defaults)
 from .track import EXAMPLES as TRACK_EXAMPLES, add_track
 
-MAX_EPOCHS, MAX_BATCH = 100_000, 4096
+MAX_BATCH = 4096
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -52,29 +53,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def defaults(config_class) -> dict:
-    """A config dataclass's field defaults by name (the one source of the CLI's learning defaults)."""
-    return {f.name: f.default for f in dataclasses.fields(config_class)}
-
-
-def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | None = None, extra: str = "",
-                **kwargs) -> None:
-    """A flag that sets `config_class.name`, with the field's help, default and accepted range (`narrow`: a
-    tighter range for the command line)."""
-    field = field_of(config_class, name)
-    accepted = field.metadata["range"]
-    if narrow:
-        accepted = dataclasses.replace(accepted, **narrow)
-    if accepted.choices is not None:
-        kwargs["choices"] = list(accepted.choices)
-    else:
-        kwargs["type"] = t.in_range(accepted)
-    text = field.metadata["help"] + (f" {extra}" if extra else "")
-    if accepted.choices is None:
-        text += f"; {accepted.describe().removesuffix(', or None')}"
-    group.add_argument(flag, dest=kwargs.pop("dest", name), default=field.default, help=text, **kwargs)
-
-
 ALL = "*"
 
 
@@ -91,8 +69,8 @@ def build_parser(command: str | None = ALL) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     adders = {"learn": _learn, "info": _info, "segment": _segment, "eval": _eval, "demo": _demo,
               "benchmark": _benchmark, "import-reference": _import_reference, "forget": _forget, "merge": _merge,
-              "serve": _serve, "export": _export,
-              "track": lambda p: add_track(p, _base, add_precision)}
+              "serve": add_serve, "export": _export,
+              "track": add_track}
     helps = {"learn": "learn one domain into a store (created on first use)",
              "info": "show a store's domains, sizes and base model",
              "segment": "segment images; the selector picks the module",
@@ -126,37 +104,13 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
-def _base(p, default_text: str) -> None:
-    p.add_argument("--base", help="base SAM or SAM 2: an HF directory, a Hugging Face model id "
-                                  f"(facebook/sam-vit-base), Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
-                                  f"({default_text})")
-
-
-def add_precision(p) -> None:
-    """--precision for every inference command (segment, eval, serve): the encoder's precision at inference;
-    the help says what auto picks on this machine (read from the CPU's flags, no model code imported)."""
-    from ..inference import precision
-
-    p.add_argument("--precision", choices=precision.CHOICES, default="auto",
-                   help="inference precision of the image encoder: bfloat16 casts its weights once at load (the "
-                        "selector, modules and decoder stay float32; the store is never changed); "
-                        f"{precision.describe_auto()}")
-
-
-def _points_frame(p) -> None:
-    p.add_argument("--points-frame", choices=["auto", "pixels", "square1024"], default="auto",
-                   help="coordinates of masks/points.json: pixels of the image, or the 1024x1024 square the "
-                        "reference code stretches every image to; auto: square1024 for the reference's "
-                        "[[points], [labels]] entries, pixels otherwise")
-
-
 def _learn(p) -> None:
     from .. import SelectorConfig, TrainConfig
     from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
 
     train, selector = defaults(TrainConfig), defaults(SelectorConfig)
     p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
-    _base(p, f"first learn only; default: {BUILTIN}")
+    add_base(p, f"first learn only; default: {BUILTIN}")
     p.add_argument("--domain", required=True, help="name of the new domain")
     p.add_argument("--data", required=True, type=Path,
                    help="split folder (images/, masks/) or domain folder (its train/ is used)")
@@ -179,7 +133,7 @@ def _learn(p) -> None:
     p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=train["cache_bytes"] / 2**20,
                    help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
                         "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
-    _points_frame(p)
+    add_points_frame(p)
     new = p.add_argument_group("new store only")
     new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
@@ -226,11 +180,7 @@ def _auto(p) -> None:
 def _segment(p) -> None:
     p.add_argument("store", type=Path, help="module-set directory")
     p.add_argument("images", type=Path, nargs="+", help="one or more images (one batch, mixed domains allowed)")
-    p.add_argument("--point", type=t.point, action="append", default=[], metavar="X,Y",
-                   help="positive point, 0-based pixels (repeatable)")
-    p.add_argument("--negative", type=t.point, action="append", default=[], metavar="X,Y",
-                   help="negative point, 0-based pixels (repeatable)")
-    p.add_argument("--box", type=t.box, default=None, metavar="X0,Y0,X1,Y1", help="box prompt, 0-based pixels")
+    add_prompt(p)
     p.add_argument("--out", required=True,
                    help="mask file (.png, .bmp, .tif, .webp: the extension names the format), '-' for PNG on "
                         "stdout, a device or fifo (written through), or a folder for several images (<stem>.png "
@@ -241,12 +191,10 @@ def _segment(p) -> None:
     p.add_argument("--multimask", action="store_true",
                    help="write SAM's three masks (multimask output) as <stem>_0.png, <stem>_1.png, <stem>_2.png "
                         "beside --out's name, with their three scores")
-    p.add_argument("--force", metavar="DOMAIN", default=None,
-                   help="run this domain's module instead of the selector's pick ('base': none)")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="always run the nearest learned domain's module, even for an image that fits none "
-                        "(default: such images run on the base; statistics selectors only)")
-    _base(p, "default: the one recorded in the store")
+    add_routing(p, force="run this domain's module instead of the selector's pick ('base': none)",
+                fallback="always run the nearest learned domain's module, even for an image that fits none "
+                         "(default: such images run on the base; statistics selectors only)")
+    add_base(p, "default: the one recorded in the store")
     add_precision(p)
     add_runtime(p)
     p.add_argument("--json", action="store_true",
@@ -264,8 +212,8 @@ def _eval(p) -> None:
                    help="score interactive segmentation instead: N simulated clicks per image (RITM's clicker, "
                         "the previous mask fed back), mIoU@1,3,5,10 and NoC@85/90 for the selector's pick, the "
                         "base and the domain's own module")
-    _points_frame(p)
-    _base(p, "default: the one recorded in the store")
+    add_points_frame(p)
+    add_base(p, "default: the one recorded in the store")
     add_precision(p)
     add_runtime(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -313,83 +261,8 @@ def _demo(p) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for results.json and plots")
     p.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes on 2 CPU cores)")
     p.add_argument("--seed", type=t.seed, default=0, help="seed for data, training and points")
-    _base(p, f"default: {BUILTIN}")
+    add_base(p, f"default: {BUILTIN}")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-
-def _serve(p) -> None:
-    from ..serve import TOKEN_ENV, ServeConfig
-
-    d = defaults(ServeConfig)
-    p.add_argument("store", type=Path, help="module-set directory (only read; a learn into it is picked up)")
-    p.add_argument("--host", default=d["host"],
-                   help=f"address to listen on; anything but loopback needs a token (--token or ${TOKEN_ENV})")
-    p.add_argument("--port", type=t.int_range(1, 65535), default=d["port"], help="TCP port")
-    p.add_argument("--token", default=None,
-                   help=f"API token clients send as 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; "
-                        "the variable keeps it out of the process list)")
-    p.add_argument("--workers", type=t.int_range(1, 256), default=1,
-                   help="server processes sharing the port (each opens the store and has its own cache)")
-    p.add_argument("--batch-window-ms", type=t.float_range(0, 1000), default=d["batch_window_ms"],
-                   help="how long a request waits for others to share its batch")
-    p.add_argument("--max-batch", type=t.int_range(1, 1024), default=d["max_batch"],
-                   help="most requests in one batch; 1 turns cross-request batching off")
-    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=d["cache_bytes"] / 2**20,
-                   help="MiB of per-image encoder prefixes kept (least recently used evicted)")
-    p.add_argument("--max-upload-mb", type=t.float_range(0, 4096, low_open=True), default=d["max_upload_bytes"] / 2**20,
-                   help="largest image upload in MiB")
-    p.add_argument("--max-megapixels", type=t.float_range(0, 1000, low_open=True), default=d["max_megapixels"],
-                   help="largest image in megapixels (refused before decoding)")
-    p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
-                   default=d["max_inflight_bytes"] / 2**20,
-                   help="MiB that all requests in flight may hold together (bodies, and decoded images at "
-                        "16 to 26 bytes a pixel by format); beyond it a request gets 503 with Retry-After")
-    p.add_argument("--body-timeout-seconds", type=t.float_range(0.1, 3600), default=d["body_timeout_seconds"],
-                   help="a request body not complete this long after its headers (or silent for 10 s) is "
-                        "answered 408 and its share of --max-inflight-mb given back")
-    p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
-                   help="how often the store's manifest is checked for a new generation")
-    p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],
-                   help="a new generation still loading after this long is abandoned (reported by /healthz); "
-                        "the previous one keeps serving")
-    p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="always run the selector's nearest domain, even for images no learned domain fits")
-    p.add_argument("--refine", choices=["first", "all", "outside"], default=d["refine"],
-                   help="which clicks heat the encoder: first (a further click of an object costs only the "
-                        "decoder), all (every click re-runs the adapted blocks), outside (only a click outside the "
-                        "heated region does)")
-    add_precision(p)
-    add_runtime(p)
-    _base(p, "default: the one recorded in the store")
-    _label_studio(p.add_argument_group("Label Studio ML backend (at /label-studio)"))
-
-
-def _label_studio(ls) -> None:
-    """`samcl serve`'s flags for the Label Studio backend (into the argument group `ls`)."""
-    ls.add_argument("--label-studio-url", metavar="URL", default=None,
-                    help="Label Studio's address, for task images and learning (default: $LABEL_STUDIO_URL)")
-    ls.add_argument("--label-studio-api-key", metavar="KEY", default=None,
-                    help="a personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY, which keeps it "
-                         "out of the process list)")
-    ls.add_argument("--allow-image-url", metavar="PREFIX", action="append", default=[],
-                    help="task images may also come from URLs starting with this http(s) prefix (repeatable); "
-                         "any other URL is refused without a fetch")
-    ls.add_argument("--label-studio-basic-auth", metavar="USER:PASSWORD", default=None,
-                    help="basic auth Label Studio must send (default: $SAMCL_LS_BASIC_AUTH; without it a server "
-                         "with --token takes the token as the basic-auth password)")
-    ls.add_argument("--train-every", metavar="N", type=t.int_range(0, 1_000_000), default=0,
-                    help="learn a project after every N new annotations (0: only on Start Training)")
-    ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
-                    help="epochs of a project's learn (a project's extra_params may set its own)")
-    ls.add_argument("--learn-max-tasks", metavar="N", type=t.int_range(1, 1_000_000), default=1000,
-                    help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
-    ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
-                    default=400.0, help="most megapixels of task images a project's learn holds together")
-    ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
-                    help="a /predict without a context (a task opened) gets automatic masks; off: none")
-    ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
-                    help="most automatic masks a task gets, highest predicted IoU first")
 
 
 def _benchmark(p) -> None:
@@ -412,7 +285,7 @@ def _benchmark(p) -> None:
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all)")
     p.add_argument("--seeds", type=t.seed_list, default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
-    _base(p, f"default: {BUILTIN}")
+    add_base(p, f"default: {BUILTIN}")
     p.add_argument("--data", dest="domain", type=t.named_dir, action="append", metavar="NAME=DIR",
                    help="a domain folder (train/ and test/) to learn, in order (default: the embedded suite)")
     p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BUILTIN = "builtin:tiny-sam"
+from ..assets import BUILTIN_TINY_SAM as BUILTIN
 
 EXPORT_EXAMPLES = """\
 examples:

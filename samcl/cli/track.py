@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .. import SamclError
 from . import flags as t
+from .checks import check_device, precheck_store
+from .shared_flags import add_base, add_precision, add_prompt, add_routing
 
 MAX_FRAME = 2**31 - 1
 EXAMPLES = """\
@@ -21,33 +23,27 @@ writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (per-fr
 points and boxes are 0-based pixels of the prompted frame. Only SAM 2 bases track."""
 
 
-def add_track(p, add_base, add_precision) -> None:
-    """The flags of `samcl track`; --base and --precision through the parser's own adders (as every command's)."""
+def add_track(p) -> None:
+    """The flags of `samcl track`; the prompt, routing, --base and --precision as every command's."""
     p.add_argument("store", type=Path, help="module-set directory (on a SAM 2 base)")
     p.add_argument("video", type=Path, help="a video file (read with PyAV) or a folder of frame images (name order)")
-    p.add_argument("--point", type=t.point, action="append", default=[], metavar="X,Y",
-                   help="positive point on the prompted frame, 0-based pixels (repeatable)")
-    p.add_argument("--negative", type=t.point, action="append", default=[], metavar="X,Y",
-                   help="negative point on the prompted frame, 0-based pixels (repeatable)")
-    p.add_argument("--box", type=t.box, default=None, metavar="X0,Y0,X1,Y1", help="box prompt, 0-based pixels")
+    add_prompt(p, " on the prompted frame")
     p.add_argument("--frame", type=t.int_range(0, MAX_FRAME), default=0, metavar="N",
                    help="the prompted frame, 0-based; frames before it get no mask")
     p.add_argument("--object", type=t.int_range(1, MAX_FRAME), default=1, metavar="ID",
                    help="the object's id in the file names and JSON")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for <frame>_<object>.png masks and scores.json (created; must not hold masks)")
-    p.add_argument("--force", metavar="DOMAIN", default=None,
-                   help="run this domain's module instead of the selector's pick on the prompted frame ('base': none)")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="always run the nearest learned domain's module (default: a video that fits none runs on "
-                        "the base; statistics selectors only)")
+    add_routing(p, force="run this domain's module instead of the selector's pick on the prompted frame ('base': none)",
+                fallback="always run the nearest learned domain's module (default: a video that fits none runs on "
+                         "the base; statistics selectors only)")
     add_base(p, "default: the one recorded in the store")
     add_precision(p)
     p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
 
 
-def cmd_track(args, check_device, precheck_store) -> int:
-    """The command (the device and store checks are `commands`' own, passed in)."""
+def cmd_track(args) -> int:
+    """The command (the device and store checks every command makes, `checks`)."""
     prompt, frames = prepare_track(args)  # every input problem before the model code loads
     check_device(args.device)
     precheck_store(args.store)

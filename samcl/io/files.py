@@ -257,9 +257,11 @@ _QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlist, _QUOTE.maxdi
 _QUOTE.maxtuple = _QUOTE.maxset = _QUOTE.maxfrozenset = 4
 
 
-def quote(value) -> str:
-    """A bounded repr for messages: nested or shared containers and long strings are cut, never printed whole."""
+def quote(value, limit: int = 64) -> str:
+    """A bounded repr for messages and answers: nested or shared containers are cut (reprlib), and the text to
+    `limit` characters with an ellipsis, so a message never grows with what a file or a request holds."""
     try:
-        return _QUOTE.repr(value)
+        text = repr(value) if isinstance(value, str) else _QUOTE.repr(value)
     except RecursionError:  # (an object whose own repr nests without bound)
         return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

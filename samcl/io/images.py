@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,29 +71,42 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def atomic_write_png(path: Path, array: np.ndarray) -> None:
+def encode_image(array: np.ndarray, format: str = "PNG") -> bytes:
+    """The one image encoder: an H x W mask (bool: 0/255; uint8 or uint16 values as they are) or an H x W x 3 RGB
+    picture as lossless image bytes in `format` (Pillow's name: PNG, BMP, TIFF; WEBP is written lossless)."""
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    Image.fromarray(array).save(buffer, format=format, **({"lossless": True} if format == "WEBP" else {}))
+    return buffer.getvalue()
+
+
+def atomic_write_png(path: Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_image(array))
 
 
 #: Images with more pixels than this are refused before decoding (a decompression-bomb guard). It stays below
-#: the point where PIL itself refuses (2 x PIL's MAX_IMAGE_PIXELS), so the limit is samcl's and the message too.
+#: the point where PIL itself refuses (2 x PIL's MAX_IMAGE_PIXELS), so the limit is samcl's and the message too;
+#: a caller may pass a stricter one (the server passes its configured cap).
 MAX_IMAGE_PIXELS = 150_000_000
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Any PIL-readable image -> H x W x 3 uint8 RGB (grayscale, RGBA, 16-bit, float and palette converted),
-    upright by its EXIF orientation."""
-    with _open(path) as image:
-        return to_rgb_array(image)
+class ImageTooLarge(SamclError):
+    """An image over the pixel limit, refused from its header before its pixels are decoded."""
+
+
+def read_image(source: Path | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Any PIL-readable image (a file path, or the file's bytes) -> H x W x 3 uint8 RGB (grayscale, RGBA,
+    16-bit, float and palette converted), upright by its EXIF orientation; refused above `max_pixels`."""
+    return load_image(open_image(source, max_pixels=max_pixels))
 
 
 def read_mask(path: Path) -> np.ndarray:
     """Mask image -> H x W bool, upright by its EXIF orientation. 8-bit, RGB, RGBA: foreground above half range
     (JPEG values near 0/255 are thresholded at 127); 16-bit, 32-bit and float: above half of their range;
     palette: any index but 0. Integer masks holding only 0 and 1 (a common export) are read as 0/1."""
-    with _open(path) as image:
+    with open_image(path) as opened:
+        image = upright(opened)
         if image.mode in HIGH_DEPTH_MODES:
             array = np.nan_to_num(np.asarray(image, dtype=np.float32))
             if image.mode != "F" and array.max(initial=0) == 1:
@@ -106,32 +120,57 @@ def read_mask(path: Path) -> np.ndarray:
         return array > 127
 
 
-def _too_large(path: Path, pixels: int, size: str = "") -> SamclError:
-    return SamclError(f"{path}: image of {size}{pixels / 1e6:.0f} megapixels exceeds samcl's limit of "
-                      f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression-bomb guard); downscale it first")
+def _too_large(where: str, pixels: int, max_pixels: int, size: str = "") -> ImageTooLarge:
+    megapixels = f"{pixels / 1e6:.0f}" if pixels >= 10_000_000 else f"{pixels / 1e6:.2g}"
+    return ImageTooLarge(f"{where}image of {size}{megapixels} megapixels exceeds the limit of "
+                         f"{max_pixels / 1e6:g} megapixels (a decompression-bomb guard); downscale it first")
 
 
-def _open(path: Path) -> Image.Image:
-    path = Path(path)
-    handle = open_regular(path, "image")  # a fifo would block for ever, a device never ends
+@contextmanager
+def _read_errors(where: str, max_pixels: int):
+    """Pillow's failures on a bad file as one SamclError naming it (`where`: "<path>: " or "")."""
     try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit; samcl's explicit limit below decides instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(handle)
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            image.close()
-            raise _too_large(path, image.width * image.height, f"{image.width}x{image.height} pixels, ")
-        image.load()
-        return upright(image)
+        yield
+    except SamclError:
+        raise
     except PermissionError:
-        raise SamclError(f"{path}: permission denied") from None
+        raise SamclError(f"{where}permission denied") from None
     except Image.DecompressionBombError as exc:  # PIL's own guard fires first for the very largest
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_large(path, int(pixels.group(1)) if pixels else MAX_IMAGE_PIXELS + 1) from None
+        raise _too_large(where, int(pixels.group(1)) if pixels else max_pixels + 1, max_pixels) from None
     except UnidentifiedImageError:
-        raise SamclError(f"{path}: not a readable image (unknown format or corrupt header)") from None
+        raise SamclError(f"{where}not a readable image (unknown format or corrupt header)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise SamclError(f"{path}: not a readable image ({one_line(exc)})") from None
+        raise SamclError(f"{where}not a readable image ({one_line(exc)})") from None
+
+
+def open_image(source: Path | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """An image's header read (not its pixels: `load_image` decodes them), refused above `max_pixels`, so its
+    size is known before decoding. `source`: a file path (opened with `open_regular`: no FIFO, no device) or
+    the file's bytes. A path's image has its pixels loaded and the file closed (the path is named in errors)."""
+    from_path = not isinstance(source, (bytes, bytearray, memoryview))
+    where = f"{source}: " if from_path else ""
+    handle = open_regular(Path(source), "image") if from_path else io.BytesIO(source)
+    try:
+        with _read_errors(where, max_pixels):
+            with warnings.catch_warnings():
+                # PIL warns above its own limit; samcl's explicit limit below decides instead.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+            if image.width * image.height > max_pixels:
+                image.close()
+                raise _too_large(where, image.width * image.height, max_pixels,
+                                 f"{image.width}x{image.height} pixels, ")
+            if from_path:
+                image.load()  # the pixels in memory: PIL needs the file no more
+            return image
     finally:
-        handle.close()  # the pixels are loaded: PIL needs the file no more
+        if from_path:
+            handle.close()
+
+
+def load_image(image: Image.Image) -> np.ndarray:
+    """An opened image's (`open_image`) pixels as H x W x 3 uint8 RGB, upright by EXIF."""
+    with _read_errors("", image.width * image.height):  # (a path's image was loaded, and named, when opened)
+        image.load()
+        return to_rgb_array(upright(image))

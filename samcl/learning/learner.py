@@ -36,6 +36,7 @@ from ..store.manifest import Manifest
 from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from ..types import Prediction, Prompt
 from . import distributed
+from .lifecycle import remove_domain
 from .tracking import Tracking
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 
@@ -283,8 +284,9 @@ class SAMCL(Tracking):
                                  cli=f"learning {name!r} diverged: {exc.cli}") from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
-        if replace:
-            self._drop_class(name)
+        if replace:  # the old class out of the in-memory set, as `forget` does; saved with the new one
+            remove_domain(self.module_set, name)
+            self.engine.forget_bank()
         if not base:
             self.module_set.modules[name] = module.to(self.device)
             report["stats"] = stats
@@ -304,20 +306,6 @@ class SAMCL(Tracking):
         if ctx is not None:
             distributed.send_result(ctx, self, report)
         return report
-
-    def _drop_class(self, name: str) -> None:
-        """Take `name`'s class out of the in-memory set (its module, entry and selector state), as `forget` does
-        on a store; the caller adds the relearned class and saves both changes as one generation."""
-        classes = self.module_set
-        index = classes.names.index(name)
-        seed = int(classes.domains[0].info.get("seed", 0))  # the set's seed, as forget uses
-        if len(classes.domains) == 1:
-            classes.selector = None  # the next class starts a fresh selector, as the first learn did
-        else:
-            classes.selector.remove_class(index, seed=seed)
-        del classes.domains[index]
-        classes.modules.pop(name, None)
-        self.engine.forget_bank()
 
     def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
         """The newest class into the selector (`mlp`: N_e embeddings into the buffer, one more output row, a retrain

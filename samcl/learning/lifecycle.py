@@ -34,6 +34,23 @@ def _load(store: ModuleStore) -> ModuleSet:
     return module_set
 
 
+def remove_domain(module_set: ModuleSet, domain: str) -> int:
+    """Take `domain` out of the in-memory `module_set`: its entry, its module, its selector state (the set's only
+    domain leaves no selector: the next class starts a fresh one, as the first learn did).
+
+    Returns:
+      (int): the seed the selector was retrained with (`_seed`)."""
+    index = module_set.names.index(domain)
+    seed = _seed(module_set)
+    if len(module_set.domains) == 1:
+        module_set.selector = None
+    else:
+        module_set.selector.remove_class(index, seed=seed)
+    del module_set.domains[index]
+    module_set.modules.pop(domain, None)
+    return seed
+
+
 def forget(path: str | Path, domain: str) -> dict:
     """Remove `domain` from the store at `path`: its module file, its selector state, every selector weight
     that saw it. Returns a report (remaining domains, whether the selector was retrained, bytes)."""
@@ -48,10 +65,7 @@ def forget(path: str | Path, domain: str) -> dict:
         if len(names) == 1:
             raise SamclError(f"{path}: {domain!r} is the set's only domain; delete the store instead of forgetting it")
         was_base = module_set.domains[index].kind == "base"  # no module: only its selector state goes
-        seed = _seed(module_set)
-        module_set.selector.remove_class(index, seed=seed)
-        del module_set.domains[index]
-        module_set.modules.pop(domain, None)
+        seed = remove_domain(module_set, domain)
         store.save(module_set, written=set())
     return {"store": str(path), "forgot": domain, "was_base_class": was_base, "domains": module_set.names,
             "selector": module_set.selector_config.kind,

@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from .. import Prompt
 from . import codec
 from .context import Serving, checked, timings
-from .errors import ApiError, quoted
+from ..io import quote
+from .errors import ApiError
 from .model import Job
 from .schemas import (DomainsResponse, ErrorBody, GenerateRequest, GenerateResponse, ImageResponse, SegmentRequest,
                       SegmentResponse)
@@ -152,13 +153,13 @@ async def _image_of(serving: Serving, body: SegmentRequest | GenerateRequest, ti
         if entry is not None:
             return body.image_id, entry, None
         if body.image is None:
-            raise ApiError(404, "unknown_image", f"image_id {quoted(body.image_id)} is not known here (never "
+            raise ApiError(404, "unknown_image", f"image_id {quote(body.image_id)} is not known here (never "
                                                  "uploaded, evicted from the cache, or uploaded to another server "
                                                  "process): upload it again")
     data = codec.decode_base64(body.image, "image")
     key = codec.image_id(data)
     if body.image_id is not None and body.image_id != key:
-        raise ApiError(400, "image_mismatch", f"image_id {quoted(body.image_id)} is not the id of the inline image")
+        raise ApiError(400, "image_mismatch", f"image_id {quote(body.image_id)} is not the id of the inline image")
     if pixels:  # decoded even when cached: the crops need the pixels
         return key, serving.host.cache.get(key), await serving.decode(data, ticket)
     loaded = await serving.load(data, ticket, key)

@@ -22,7 +22,8 @@ import numpy as np
 from .api import GENERATE_LIMITS, fit_batch
 from .budget import Ticket
 from .context import Loaded, Serving
-from .errors import ApiError, quoted
+from ..io import quote
+from .errors import ApiError
 
 
 def generator_config(options=None, *, field: str = "options", code: str = "bad_options"):
@@ -36,7 +37,7 @@ def generator_config(options=None, *, field: str = "options", code: str = "bad_o
     known = sorted(f.name for f in fields(AutoMaskConfig) if f.name != "output_mode")
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ApiError(400, code, f"{field}: unknown option {quoted(unknown[0])} (known: {', '.join(known)})")
+        raise ApiError(400, code, f"{field}: unknown option {quote(unknown[0])} (known: {', '.join(known)})")
     for name, top in GENERATE_LIMITS.items():
         value = options.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > top:

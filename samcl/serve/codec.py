@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..io import coco_rle, rle_to_mask, run_lengths, to_rgb_array, upright  # noqa: F401 (COCO RLE: samcl.io.masks)
+from .. import SamclError
+from ..io import ImageTooLarge, coco_rle, encode_image, rle_to_mask, run_lengths  # noqa: F401 (COCO RLE)
+from ..io import load_image as load_pixels, open_image as open_header  # the one decoder (`samcl.io.images`)
 from .errors import ApiError
 
 
@@ -42,43 +42,29 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The image's header read (not its pixels), refused above `max_pixels`: its size is known before decoding."""
+    """The image's header read (not its pixels), refused above `max_pixels`: its size is known before decoding
+    (`samcl.io.open_image`; its errors as 4xx answers)."""
     if not data:
         raise ApiError(400, "empty_image", "the image is empty (0 bytes)")
-    with _read_errors(max_pixels):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-        pixels = image.width * image.height
-        if pixels > max_pixels:
-            raise ApiError(413, "image_too_large", f"image of {image.width}x{image.height} pixels "
-                                                    f"({pixels / 1e6:.1f} MP) exceeds this server's limit of "
-                                                    f"{max_pixels / 1e6:g} MP")
-        return image
+    with _answered():
+        return open_header(data, max_pixels=max_pixels)
 
 
 def load_image(image: Image.Image) -> np.ndarray:
-    """An opened image's pixels as H x W x 3 uint8 RGB, upright by EXIF."""
-    with _read_errors(image.width * image.height):
-        image.load()
-        return to_rgb_array(upright(image))
+    """An opened image's pixels as H x W x 3 uint8 RGB, upright by EXIF (`samcl.io.load_image`)."""
+    with _answered():
+        return load_pixels(image)
 
 
 @contextmanager
-def _read_errors(max_pixels: int):
-    """Pillow's failures on a bad file as 4xx errors naming the problem."""
+def _answered():
+    """The decoder's refusals as 4xx errors: 413 for an image over the limit, 400 for one that does not decode."""
     try:
         yield
-    except ApiError:
-        raise
-    except Image.DecompressionBombError:
-        raise ApiError(413, "image_too_large", f"image exceeds this server's limit of {max_pixels / 1e6:g} MP") \
-            from None
-    except UnidentifiedImageError:
-        raise ApiError(400, "not_an_image", "not a readable image (unknown format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        text = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ApiError(400, "not_an_image", f"not a readable image ({text})") from None
+    except ImageTooLarge as exc:
+        raise ApiError(413, "image_too_large", str(exc)) from None
+    except SamclError as exc:
+        raise ApiError(400, "not_an_image", str(exc)) from None
 
 
 #: Bytes per pixel of encoding a mask for an answer: the uint8 copy for PNG (1, and its scaled copy 1) or the
@@ -104,12 +90,6 @@ def encoded_mask(mask: np.ndarray, mask_format: str) -> dict:
     return {"format": "rle", **coco_rle(mask)}
 
 
-def png_bytes(mask: np.ndarray) -> bytes:
-    """A H x W bool mask as an 8-bit grayscale PNG (foreground 255)."""
-    out = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(out, format="PNG")
-    return out.getvalue()
-
-
 def png_base64(mask: np.ndarray) -> str:
-    return base64.b64encode(png_bytes(mask)).decode("ascii")
+    """A H x W mask as an 8-bit grayscale PNG (foreground 255, `samcl.io.encode_image`), in base64."""
+    return base64.b64encode(encode_image(mask.astype(bool))).decode("ascii")

@@ -27,7 +27,8 @@ from . import codec
 from .batching import Batcher
 from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
-from .errors import ApiError, quoted
+from ..io import quote
+from .errors import ApiError
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
@@ -110,7 +111,7 @@ class Serving:
         """A request's forced domain is one the served set knows (or "base"): a 400 naming it, before any work."""
         domains = self.host.samcl.domains
         if force is not None and force != "base" and force not in domains:
-            raise ApiError(400, "unknown_domain", f"unknown domain {quoted(force)}; learned: "
+            raise ApiError(400, "unknown_domain", f"unknown domain {quote(force)}; learned: "
                                                   f"{', '.join(domains) or 'none'} (or 'base')")
 
     async def segment(self, loaded: Loaded, prompt, force: str | None) -> Job:

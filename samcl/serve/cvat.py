@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import Prompt
+from .. import Prompt, PromptError
 from . import codec
 from .answers import HeldResponse, cvat_answer, cvat_answer_cost
 from .context import Serving, checked
@@ -48,9 +48,10 @@ def _prompt(body: InteractorRequest, width: int, height: int) -> Prompt:
     check_count("pos_points + neg_points", len(points), MAX_POINTS)
     box = None
     if body.obj_bbox is not None:
-        x0, y0, x1, y1 = body.obj_bbox
-        if x1 < x0 or y1 < y0:
-            raise ApiError(400, "bad_box", f"obj_bbox {x0:g},{y0:g},{x1:g},{y1:g}: needs x0 <= x1 and y0 <= y1")
+        try:
+            x0, y0, x1, y1 = Prompt.check_box(body.obj_bbox, "obj_bbox")
+        except PromptError as exc:
+            raise ApiError(400, exc.code, str(exc)) from None
         box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
     labels = [1] * len(body.pos_points) + [0] * len(body.neg_points)
     return checked(Prompt.of(points or None, labels if points else None, box), width, height)

@@ -3,19 +3,13 @@
 Every client mistake is raised as `ApiError` (4xx, or 503 when the server is busy) and answered as JSON
 `{"error": {"code", "message"}}`; the app turns framework errors (validation, unknown routes, oversized bodies)
 into the same shape, and anything unexpected into a 500 of that shape without a traceback (the traceback goes to
-the server's log). Whatever a message quotes from the request is cut short (`quoted`), so an answer never grows
+the server's log). Whatever a message quotes from the request is cut short (`samcl.io.quote`), so an answer never grows
 with what the client sent."""
 
 from __future__ import annotations
 
 #: The longest message answered (a message quotes at most a few short pieces of the request).
 MESSAGE_CHARS = 600
-
-
-def quoted(value, limit: int = 64) -> str:
-    """`repr(value)`, cut to `limit` characters with an ellipsis: safe to put in an answer or a log line."""
-    text = repr(value) if isinstance(value, str) else repr(value)[: limit * 2]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ApiError(Exception):

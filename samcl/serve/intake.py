@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 
 from pydantic import BaseModel, ValidationError
@@ -26,12 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from .budget import Ticket
-from .errors import ApiError, quoted
+from .. import SamclError
+from ..io import parse_json as io_parse_json, quote
+from .errors import ApiError
 
 log = logging.getLogger("samcl.serve")
 
-#: The deepest JSON accepted (the API's own bodies are 3 deep: {"points": [[x, y]]}).
-MAX_JSON_DEPTH = 32
 #: Seconds a body may send nothing before it is answered 408 (`ServeConfig.body_timeout_seconds` bounds the whole).
 STALL_S = 10.0
 #: Seconds a whole body may take when the caller gives no deadline (`ServeConfig.body_timeout_seconds`).
@@ -53,7 +52,7 @@ def declared_length(request: Request, limit: int) -> int | None:
     if text is None:
         return None
     if not text.strip().isdigit():
-        raise ApiError(400, "bad_content_length", f"Content-Length {quoted(text)} is not a byte count")
+        raise ApiError(400, "bad_content_length", f"Content-Length {quote(text)} is not a byte count")
     declared = int(text)
     if declared > limit:
         raise too_large(limit)
@@ -110,22 +109,13 @@ async def read_body(request: Request, limit: int, ticket: Ticket, copies: int = 
     return bytes(buffer)
 
 
-def parse_json(data: bytes, depth: int = MAX_JSON_DEPTH):
-    """JSON bytes -> Python value; ApiError 422 for bad JSON or nesting deeper than `depth`."""
+def parse_json(data: bytes, depth: int = 32):
+    """JSON bytes -> Python value (`samcl.io.parse_json`, at a stricter `depth` than a file's: the API's own
+    bodies are 3 deep, {"points": [[x, y]]}); ApiError 422 for bad JSON or nesting deeper than `depth`."""
     try:
-        value = json.loads(data)
-    except RecursionError:
-        raise invalid(f"body: JSON nested deeper than {depth} levels") from None
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-        raise invalid(f"body: not valid JSON ({str(exc)[:120]})") from None
-    stack = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if level > depth:
-            raise invalid(f"body: JSON nested deeper than {depth} levels")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
-    return value
+        return io_parse_json(data, "body", "not valid JSON", max_depth=depth)
+    except SamclError as exc:
+        raise invalid(str(exc)) from None
 
 
 def invalid(message: str) -> ApiError:

@@ -21,40 +21,20 @@ import asyncio
 import hashlib
 import logging
 import os
-import stat
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from .. import SamclError
-from ..store import MANIFEST
+from ..store import manifest_bytes
 
 log = logging.getLogger("samcl.serve")
 
-#: The largest manifest read (a manifest of thousands of domains is a few MB).
-MANIFEST_BYTES = 64 << 20
-
-
 def manifest_identity(store: Path) -> str:
-    """sha256 (hex) of STORE/manifest.json. Opened without blocking and read only if it is a regular file, so a
-    FIFO or a device in its place is refused instead of hanging or streaming for ever."""
-    path = Path(store) / MANIFEST
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SamclError(f"{path}: not a regular file")
-        digest, left = hashlib.sha256(), MANIFEST_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
-            left -= len(chunk)
-        raise SamclError(f"{path}: larger than {MANIFEST_BYTES:,} bytes, not a samcl manifest")
-    finally:
-        os.close(fd)
+    """sha256 (hex) of STORE/manifest.json's bytes, read as the store reads them (`manifest_bytes`: a regular
+    file, bounded; a FIFO or a device in its place is refused instead of hanging or streaming for ever)."""
+    return hashlib.sha256(manifest_bytes(store)).hexdigest()
 
 
 def opened_with_identity(open_store: Callable, store: Path, tries: int = 3):

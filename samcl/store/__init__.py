@@ -17,18 +17,19 @@ from .._lazy import lazy_names
 _WHERE = {
     "ModuleSet": ".moduleset", "DomainEntry": ".moduleset", "BASE_CLASS": ".moduleset", "name_problem": ".moduleset",
     "Manifest": ".manifest", "MANIFEST": ".manifest", "FORMAT_VERSION": ".manifest", "MissingFile": ".manifest",
-    "read_manifest": ".manifest", "upgrade": ".manifest",
+    "read_manifest": ".manifest", "manifest_bytes": ".manifest", "upgrade": ".manifest",
     "ModuleStore": ".files", "read_tensors": ".files", "write_tensors": ".files",
     "check_manifest": ".check", "check_tensors": ".check", "check_site": ".check",
     "check_recorded_base": ".check",
 }
 __all__ = ["BASE_CLASS", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest", "MissingFile", "ModuleSet",
-           "ModuleStore", "check_manifest", "check_recorded_base", "check_site", "check_tensors", "name_problem", "read_manifest",
+           "ModuleStore", "check_manifest", "check_recorded_base", "check_site", "check_tensors", "manifest_bytes", "name_problem",
+           "read_manifest",
            "read_tensors", "upgrade", "write_tensors"]
 __getattr__, __dir__ = lazy_names(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from .check import check_manifest, check_recorded_base, check_site, check_tensors
     from .files import ModuleStore, read_tensors, write_tensors
-    from .manifest import FORMAT_VERSION, MANIFEST, Manifest, MissingFile, read_manifest, upgrade
+    from .manifest import FORMAT_VERSION, MANIFEST, Manifest, MissingFile, manifest_bytes, read_manifest, upgrade
     from .moduleset import BASE_CLASS, DomainEntry, ModuleSet, name_problem

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import SamclError
-from ..io import NoSuchFile, quote, read_json_file, read_limited
+from ..io import NoSuchFile, parse_json, quote, read_limited
 
 FORMAT = "samcl-store"
 FORMAT_VERSION = 2
@@ -32,6 +32,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def manifest_bytes(store: Path) -> bytes:
+    """STORE/manifest.json's bytes, read as a regular file of at most `MANIFEST_LIMIT` bytes: what
+    `read_manifest` parses, and what the server hashes to tell generations apart."""
+    return read_limited(Path(store) / MANIFEST, MANIFEST_LIMIT, "store manifest")
+
+
 def read_manifest(store: Path) -> dict:
     """STORE/manifest.json, checked to be a samcl manifest of a format this samcl reads."""
     path = Path(store) / MANIFEST
@@ -39,7 +45,7 @@ def read_manifest(store: Path) -> dict:
         if Path(store).is_file():
             raise SamclError(f"{store}: is a file, not a samcl store folder")
         raise SamclError(f"{store}: not a samcl store (no {MANIFEST})")
-    manifest = read_json_file(path, MANIFEST_LIMIT, "store manifest", "unreadable manifest")
+    manifest = parse_json(manifest_bytes(store), path, "unreadable manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SamclError(f"{path}: not a samcl store manifest")
     version = manifest.get("format_version")

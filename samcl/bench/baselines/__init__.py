@@ -27,10 +27,10 @@ from .olora import OLoraStrategy, OrthogonalLora, concat_loras
 from .regularised import Distillation, EwcPenalty, EwcStrategy, LwfStrategy, diagonal_fisher
 from .replay import JointStrategy, ReplayStrategy, StoredSample
 from .single import (ADAPTER, EWC_STRENGTH, LWF_STRENGTH, LWF_TEMPERATURE, OLORA_STRENGTH,
-                     SequentialStrategy, SingleModule, ZeroShotStrategy, lora_config, png_bytes, sample_bytes,
+                     SequentialStrategy, SingleModule, ZeroShotStrategy, lora_config, sample_bytes,
                      score_fresh_module, sequential_lora)
 
 __all__ = ["ADAPTER", "EWC_STRENGTH", "LWF_STRENGTH", "LWF_TEMPERATURE", "OLORA_STRENGTH", "Distillation",
            "EwcPenalty", "EwcStrategy", "JointStrategy", "LwfStrategy", "OLoraStrategy", "OrthogonalLora",
            "ReplayStrategy", "SequentialStrategy", "SingleModule", "StoredSample", "ZeroShotStrategy", "concat_loras",
-           "diagonal_fisher", "lora_config", "png_bytes", "sample_bytes", "score_fresh_module", "sequential_lora"]
+           "diagonal_fisher", "lora_config", "sample_bytes", "score_fresh_module", "sequential_lora"]

@@ -13,9 +13,10 @@ from PIL import Image
 
 from ... import SamclError, TrainConfig
 from ...data import Sample
+from ...io import encode_image
 from ...method import AugModule
 from ..protocol import DomainData
-from .single import SequentialStrategy, png_bytes, sample_bytes
+from .single import SequentialStrategy, sample_bytes
 
 
 @dataclass
@@ -33,7 +34,7 @@ class StoredSample:
 
     @classmethod
     def of(cls, domain: str, sample: Sample) -> "StoredSample":
-        return cls(domain, sample.name, png_bytes(sample.image), png_bytes(sample.mask))
+        return cls(domain, sample.name, encode_image(sample.image), encode_image(sample.mask))
 
     def sample(self) -> Sample:
         image = np.asarray(Image.open(io.BytesIO(self.image_png)).convert("RGB"))

@@ -3,16 +3,14 @@ LoRA on qkv), and the runner that evaluates one module (or none) for every image
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ... import SAMCL, SamclError, TrainConfig
 from ...data import Sample
+from ...io import encode_image
 from ...learning import Objective, train_module
 from ...method import AugModule, AugModuleConfig, config_for
 from ...store import BASE_CLASS, DomainEntry
@@ -39,17 +37,9 @@ def lora_config(backbone, rank: int = 10) -> AugModuleConfig:
     return replace(config_for(backbone.site, rank=rank), shared_down=False, prompt_augmentation=False, target="qkv")
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """An image (H x W x 3 uint8) or a mask (H x W bool, stored as uint8 0/255) as PNG: what a replay memory keeps."""
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def sample_bytes(sample: Sample) -> int:
-    return len(png_bytes(sample.image)) + len(png_bytes(sample.mask))
+    """What a replay memory keeps of a sample: its image and mask as PNG (`samcl.io.encode_image`)."""
+    return len(encode_image(sample.image)) + len(encode_image(sample.mask))
 
 
 class SingleModule:

@@ -167,3 +167,50 @@ def _mix(base: np.ndarray, top: np.ndarray | float, alpha: np.ndarray) -> np.nda
 def _grain(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """Sensor noise with standard deviation sigma: uniform draws (several times faster than normal ones)."""
     return (rng.random(shape, dtype=np.float32) - np.float32(0.5)) * np.float32(sigma * 12**0.5)
+
+
+def _mucosa(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Endoscopy mucosa (the polyp scenes' ground): a pink palette over noise, darker where vessels run.
+
+    Returns:
+      (tuple): xs, ys (the pixel grid), the base colour, the H x W x 3 float image.
+    """
+    xs, ys = _grid(h, w)
+    base = _hsv(rng.uniform(-0.03, 0.02), rng.uniform(0.45, 0.7), rng.uniform(0.65, 0.9))
+    dark = base * rng.uniform(0.55, 0.7)
+    image = _palette(_noise(rng, h, w, rng.uniform(25, 50), octaves=3), np.stack([dark, base, base * 1.1]))
+    vessels = _stroke_mask(h, w, [_curve(rng, h, w, bend=0.5) for _ in range(int(rng.integers(3, 8)))], 1)
+    return xs, ys, base, np.where(vessels[..., None], image * 0.7, image)
+
+
+def _bulge(rng: np.random.Generator, xs: np.ndarray, ys: np.ndarray, base: np.ndarray, center, radius: float,
+           pale: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A polyp-like bulge on mucosa of colour `base`: lit from one side, `pale` lighter than the mucosa (None:
+    drawn here, after the shape, between 15 and 40).
+
+    Returns:
+      (tuple): its mask, its colour (H x W x 3), the dark crease around it (a mask), the light's offset.
+    """
+    mask = _blob(rng, xs, ys, center, radius, rng.uniform(0.05, 0.15), 3, aspect=rng.uniform(1.0, 1.4),
+                 angle=rng.uniform(0, np.pi))
+    light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, -0.2)]) * radius
+    d = np.hypot(xs - center[0] - light[0] * 0.3, ys - center[1] - light[1] * 0.3) / (radius * 1.2)
+    dome = np.clip(1.15 - 0.6 * d**2, 0.5, 1.2)[..., None]
+    pale = rng.uniform(15, 40) if pale is None else pale
+    color = np.clip(base * np.array([1.0, 1.12, 1.1]) + pale, 0, 255) * dome
+    rim = _filter_mask(mask, 5, grow=True) & ~mask  # dark crease around the bulge
+    return mask, color, rim, light
+
+
+def _microscopy(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """A fluorescence microscope's dark field and its two stains (the cell scenes' ground).
+
+    Returns:
+      (tuple): xs, ys (the pixel grid), the H x W x 3 float image, the cytoplasm's and the nuclei's colours.
+    """
+    xs, ys = _grid(h, w)
+    background = np.array([rng.uniform(0, 10), rng.uniform(3, 14), rng.uniform(5, 20)])
+    image = np.broadcast_to(background, (h, w, 3)).astype(np.float32).copy()
+    cyto_color = _hsv(rng.uniform(0.27, 0.38), rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.5))
+    nucleus_color = _hsv(rng.uniform(0.52, 0.62), rng.uniform(0.5, 0.8), rng.uniform(0.8, 1.0))
+    return xs, ys, image, cyto_color, nucleus_color

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..sample import Sample
-from .draw import (_blob, _curve, _filter_mask, _gaussian_blur, _grain, _grid, _hsv, _mix, _noise, _palette,
-                   _stroke_mask, _vignette)
+from .draw import (_blob, _bulge, _curve, _filter_mask, _gaussian_blur, _grain, _grid, _hsv, _microscopy, _mix, _mucosa,
+                   _noise, _stroke_mask, _vignette)
 
 INSTANCE_DOMAINS: tuple[str, ...] = ("nuclei", "polyp_field", "lesion_field")
 #: the smallest object kept as ground truth (pixels): smaller visible parts are not objects a person would mark
@@ -42,12 +42,21 @@ def _place(rng: np.random.Generator, centers: list, w: int, h: int, radius: floa
     return None
 
 
+def _placed(rng: np.random.Generator, h: int, w: int, count: int, size: tuple[float, float], apart: float):
+    """Up to `count` discs placed one after another: each (centre, radius), the radius a `size` share of the
+    shorter side, its centre `apart` x the two radii from every earlier one (a disc that does not fit is skipped)."""
+    centers: list = []
+    for _ in range(count):
+        radius = rng.uniform(*size) * min(h, w)
+        c = _place(rng, centers, w, h, radius, radius * 1.1, 0.0)
+        if c is None or any(np.hypot(c[0] - o[0], c[1] - o[1]) < apart * (radius + r) for o, r in centers):
+            continue
+        centers.append((c, radius))
+        yield c, radius
+
+
 def _nuclei(rng: np.random.Generator, h: int, w: int) -> Instances:
-    xs, ys = _grid(h, w)
-    background = np.array([rng.uniform(0, 10), rng.uniform(3, 14), rng.uniform(5, 20)])
-    image = np.broadcast_to(background, (h, w, 3)).astype(np.float32).copy()
-    cyto_color = _hsv(rng.uniform(0.27, 0.38), rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.5))
-    nucleus_color = _hsv(rng.uniform(0.52, 0.62), rng.uniform(0.5, 0.8), rng.uniform(0.8, 1.0))
+    xs, ys, image, cyto_color, nucleus_color = _microscopy(rng, h, w)
     cytoplasm, objects, centers = np.zeros((h, w), bool), [], []
     radius = rng.uniform(9, 14)
     for _ in range(int(rng.integers(6, 17))):
@@ -71,26 +80,10 @@ def _nuclei(rng: np.random.Generator, h: int, w: int) -> Instances:
 
 
 def _polyp_field(rng: np.random.Generator, h: int, w: int) -> Instances:
-    xs, ys = _grid(h, w)
-    base = _hsv(rng.uniform(-0.03, 0.02), rng.uniform(0.45, 0.7), rng.uniform(0.65, 0.9))
-    dark = base * rng.uniform(0.55, 0.7)
-    image = _palette(_noise(rng, h, w, rng.uniform(25, 50), octaves=3), np.stack([dark, base, base * 1.1]))
-    vessels = _stroke_mask(h, w, [_curve(rng, h, w, bend=0.5) for _ in range(int(rng.integers(3, 8)))], 1)
-    image = np.where(vessels[..., None], image * 0.7, image)
-    objects, centers, glints = [], [], np.zeros((h, w), bool)
-    for _ in range(int(rng.integers(2, 5))):
-        radius = rng.uniform(0.1, 0.17) * min(h, w)
-        c = _place(rng, centers, w, h, radius, radius * 1.1, 0.0)
-        if c is None or any(np.hypot(c[0] - o[0], c[1] - o[1]) < 1.5 * (radius + r) for o, r in centers):
-            continue
-        centers.append((c, radius))
-        mask = _blob(rng, xs, ys, c, radius, rng.uniform(0.05, 0.15), 3, aspect=rng.uniform(1.0, 1.4),
-                     angle=rng.uniform(0, np.pi))
-        light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, -0.2)]) * radius
-        d = np.hypot(xs - c[0] - light[0] * 0.3, ys - c[1] - light[1] * 0.3) / (radius * 1.2)
-        dome = np.clip(1.15 - 0.6 * d**2, 0.5, 1.2)[..., None]
-        color = np.clip(base * np.array([1.0, 1.12, 1.1]) + rng.uniform(15, 40), 0, 255) * dome
-        rim = _filter_mask(mask, 5, grow=True) & ~mask
+    xs, ys, base, image = _mucosa(rng, h, w)
+    objects, glints = [], np.zeros((h, w), bool)
+    for c, radius in _placed(rng, h, w, int(rng.integers(2, 5)), (0.1, 0.17), 1.5):
+        mask, color, rim, light = _bulge(rng, xs, ys, base, c, radius)
         image = np.where(rim[..., None], image * 0.75, image)
         image = np.where(mask[..., None], color, image)
         for _ in range(int(rng.integers(2, 6))):  # specular highlights on the lit side: part of the bulge
@@ -110,13 +103,8 @@ def _lesion_field(rng: np.random.Generator, h: int, w: int) -> Instances:
     skin = _hsv(rng.uniform(0.04, 0.09), rng.uniform(0.2, 0.45), rng.uniform(0.65, 0.92))
     image = skin * (0.9 + 0.12 * _noise(rng, h, w, 40) + 0.05 * rng.random((h, w), dtype=np.float32))[..., None]
     brown = _hsv(rng.uniform(0.03, 0.08), rng.uniform(0.5, 0.75), rng.uniform(0.25, 0.45))
-    objects, centers = [], []
-    for _ in range(int(rng.integers(2, 4))):
-        radius = rng.uniform(0.12, 0.18) * min(h, w)
-        c = _place(rng, centers, w, h, radius, radius * 1.1, 0.0)
-        if c is None or any(np.hypot(c[0] - o[0], c[1] - o[1]) < 1.3 * (radius + r) for o, r in centers):
-            continue
-        centers.append((c, radius))
+    objects = []
+    for c, radius in _placed(rng, h, w, int(rng.integers(2, 4)), (0.12, 0.18), 1.3):
         lesion = _blob(rng, xs, ys, c, radius, rng.uniform(0.15, 0.3), 6, aspect=rng.uniform(1.0, 1.4),
                        angle=rng.uniform(0, np.pi))
         offset = rng.normal(0, 0.12, 2) * radius

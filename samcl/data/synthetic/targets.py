@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draw import (Scene, _blob, _curve, _filter_mask, _gaussian_blur, _grain, _grid, _hsv, _mix, _noise, _palette,
-                   _shift, _stroke_mask, _vignette)
+from .draw import (Scene, _blob, _bulge, _curve, _filter_mask, _gaussian_blur, _grain, _grid, _hsv, _microscopy, _mix,
+                   _mucosa, _noise, _palette, _shift, _stroke_mask, _vignette)
 
 
 def _polyps(rng: np.random.Generator, h: int, w: int) -> Scene:
-    xs, ys = _grid(h, w)
-    base = _hsv(rng.uniform(-0.03, 0.02), rng.uniform(0.45, 0.7), rng.uniform(0.65, 0.9))
-    dark = base * rng.uniform(0.55, 0.7)
-    mucosa = _palette(_noise(rng, h, w, rng.uniform(25, 50), octaves=3), np.stack([dark, base, base * 1.1]))
-    vessels = _stroke_mask(h, w, [_curve(rng, h, w, bend=0.5) for _ in range(int(rng.integers(3, 8)))], 1)
-    mucosa = np.where(vessels[..., None], mucosa * 0.7, mucosa)
+    xs, ys, base, mucosa = _mucosa(rng, h, w)
 
     def bulge(center, radius, pale):
-        mask = _blob(rng, xs, ys, center, radius, rng.uniform(0.05, 0.15), 3, aspect=rng.uniform(1.0, 1.4),
-                     angle=rng.uniform(0, np.pi))
-        light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, -0.2)]) * radius
-        d = np.hypot(xs - center[0] - light[0] * 0.3, ys - center[1] - light[1] * 0.3) / (radius * 1.2)
-        dome = np.clip(1.15 - 0.6 * d**2, 0.5, 1.2)[..., None]
-        color = np.clip(base * np.array([1.0, 1.12, 1.1]) + pale, 0, 255) * dome
-        rim = _filter_mask(mask, 5, grow=True) & ~mask  # dark crease around the bulge
-        return mask, color, rim, light
+        return _bulge(rng, xs, ys, base, center, radius, pale)
 
     radius = rng.uniform(0.16, 0.28) * min(h, w)
     center = (rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h)
@@ -210,11 +198,7 @@ def _skin_lesions(rng: np.random.Generator, h: int, w: int) -> Scene:
 
 
 def _cells(rng: np.random.Generator, h: int, w: int) -> Scene:
-    xs, ys = _grid(h, w)
-    background = np.array([rng.uniform(0, 10), rng.uniform(3, 14), rng.uniform(5, 20)])
-    image = np.broadcast_to(background, (h, w, 3)).astype(np.float32).copy()
-    cyto_color = _hsv(rng.uniform(0.27, 0.38), rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.5))
-    nucleus_color = _hsv(rng.uniform(0.52, 0.62), rng.uniform(0.5, 0.8), rng.uniform(0.8, 1.0))
+    xs, ys, image, cyto_color, nucleus_color = _microscopy(rng, h, w)
     nuclei = np.zeros((h, w), bool)
     cytoplasm = np.zeros((h, w), bool)
     centers: list[tuple[float, float]] = []

@@ -23,7 +23,8 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-from ..errors import ApiError, quoted
+from ...io import quote
+from ..errors import ApiError
 from ..intake import parse_json
 from .settings import LabelStudioSettings
 from .urls import dot_segments_resolved, origin
@@ -63,12 +64,12 @@ class LabelStudioSource:
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError:  # "http://[::1/x"
-            raise ApiError(400, "bad_url", f"image URL {quoted(url, 120)}: its host or port does not parse") \
+            raise ApiError(400, "bad_url", f"image URL {quote(url, 120)}: its host or port does not parse") \
                 from None
         if scheme in ("http", "https"):
             resolved = dot_segments_resolved(url)
             if resolved is None:
-                raise ApiError(400, "bad_url", f"image URL {quoted(url, 120)}: its host or port does not parse")
+                raise ApiError(400, "bad_url", f"image URL {quote(url, 120)}: its host or port does not parse")
             if base and origin(resolved) == origin(base):
                 return resolved, True
             if any(resolved.startswith(prefix) for prefix in self.settings.allowed_urls):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ... import Prompt
+from ... import Prompt, PromptError
 from ..errors import ApiError
 from ..limits import MAX_BOXES, MAX_POINTS, check_count
 from . import rle as brush_rle
@@ -133,8 +133,10 @@ class ContextPrompt:
             x0, y0, x1, y1 = self.box
             box = [max(x0 / 100 * width, 0.0), max(y0 / 100 * height, 0.0), min(x1 / 100 * width, float(width)),
                    min(y1 / 100 * height, float(height))]
-            if box[2] < box[0] or box[3] < box[1]:
-                raise ApiError(400, "bad_context", "context: the rectangle has a negative width or height")
+            try:
+                Prompt.check_box(box, "context: the rectangle")
+            except PromptError as exc:
+                raise ApiError(400, "bad_context", str(exc)) from None
         return Prompt.of(points or None, labels if points else None, box)
 
 

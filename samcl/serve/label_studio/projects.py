@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from ... import SamclError
-from ...io import atomic_write_json, read_json_file
-from ..errors import ApiError, quoted
+from ...io import atomic_write_json, quote, read_json_file
+from ..errors import ApiError
 from .settings import ProjectSettings
 
 log = logging.getLogger("samcl.serve")
@@ -67,17 +67,17 @@ class ProjectDomains:
                 project.fixed = recorded  # a title that changed (or a webhook's) does not move a project
                 return recorded
             if recorded is not None and not project.replace:
-                raise ApiError(409, "project_domain_fixed", f"project {number} learns the domain {quoted(recorded)} "
+                raise ApiError(409, "project_domain_fixed", f"project {number} learns the domain {quote(recorded)} "
                                                             f"(recorded when it was set up); to learn it as "
-                                                            f"{quoted(wanted)} instead add \"replace\": true to "
+                                                            f"{quote(wanted)} instead add \"replace\": true to "
                                                             "its extra_params")
             owner = self.owner(wanted)
             if owner is not None and owner != number and not project.replace:
-                raise ApiError(409, "domain_taken", f"domain {quoted(wanted)} is project {owner}'s; give project "
+                raise ApiError(409, "domain_taken", f"domain {quote(wanted)} is project {owner}'s; give project "
                                                     f"{number} its own name in extra_params (\"domain\": ...), or "
                                                     "\"replace\": true to take it over")
             if owner is None and wanted in learned and not project.replace:
-                raise ApiError(409, "domain_taken", f"domain {quoted(wanted)} is in the store already, learned "
+                raise ApiError(409, "domain_taken", f"domain {quote(wanted)} is in the store already, learned "
                                                     f"outside Label Studio; give project {number} its own name in "
                                                     "extra_params (\"domain\": ...), or \"replace\": true to "
                                                     "relearn it from this project")

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 
 from ... import SamclError
-from ..errors import ApiError, quoted
+from ...io import quote
+from ..errors import ApiError
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
 #: Most automatic masks one task may be given (`max_masks`).
@@ -137,7 +138,7 @@ class ProjectSettings:
             raise ApiError(400, "bad_extra_params", "extra_params: give a JSON object")
         unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "replace", "automatic"})
         if unknown:
-            raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {quoted(unknown[0])} (known: "
+            raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {quote(unknown[0])} (known: "
                                                     "domain, pin, train_every, epochs, replace, automatic)")
         if "automatic" in extra:
             from ..automatic import generator_config
@@ -147,7 +148,7 @@ class ProjectSettings:
         if "domain" in extra:
             value = extra["domain"]
             if not isinstance(value, str) or domain_name(value, self.project) != value:
-                raise ApiError(400, "bad_extra_params", f"extra_params.domain {quoted(value)}: use letters, digits, "
+                raise ApiError(400, "bad_extra_params", f"extra_params.domain {quote(value)}: use letters, digits, "
                                                         "'_', '.', '-' (max 64), not 'base'")
             self.domain = value
         for key in ("pin", "replace"):

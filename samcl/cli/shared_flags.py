@@ -1,0 +1,75 @@
+"""Flags that several commands share (--base, --precision, --points-frame, the prompt, the routing) and the
+config-field flag builder, apart from the parser so that per-command flag modules (`track`, `serve_flags`) use
+the same ones without importing the parser."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..options import field_of
+from . import flags as t
+from .examples import BUILTIN
+
+
+def defaults(config_class) -> dict:
+    """A config dataclass's field defaults by name (the one source of the CLI's learning defaults)."""
+    return {f.name: f.default for f in dataclasses.fields(config_class)}
+
+
+def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | None = None, extra: str = "",
+                **kwargs) -> None:
+    """A flag that sets `config_class.name`, with the field's help, default and accepted range (`narrow`: a
+    tighter range for the command line)."""
+    field = field_of(config_class, name)
+    accepted = field.metadata["range"]
+    if narrow:
+        accepted = dataclasses.replace(accepted, **narrow)
+    if accepted.choices is not None:
+        kwargs["choices"] = list(accepted.choices)
+    else:
+        kwargs["type"] = t.in_range(accepted)
+    text = field.metadata["help"] + (f" {extra}" if extra else "")
+    if accepted.choices is None:
+        text += f"; {accepted.describe().removesuffix(', or None')}"
+    group.add_argument(flag, dest=kwargs.pop("dest", name), default=field.default, help=text, **kwargs)
+
+
+def add_base(p, default_text: str) -> None:
+    """--base: the base SAM or SAM 2, with what its absence means for this command (`default_text`)."""
+    p.add_argument("--base", help="base SAM or SAM 2: an HF directory, a Hugging Face model id "
+                                  f"(facebook/sam-vit-base), Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
+                                  f"({default_text})")
+
+
+def add_precision(p) -> None:
+    """--precision for every inference command (segment, eval, serve): the encoder's precision at inference;
+    the help says what auto picks on this machine (read from the CPU's flags, no model code imported)."""
+    from ..inference import precision
+
+    p.add_argument("--precision", choices=precision.CHOICES, default="auto",
+                   help="inference precision of the image encoder: bfloat16 casts its weights once at load (the "
+                        "selector, modules and decoder stay float32; the store is never changed); "
+                        f"{precision.describe_auto()}")
+
+
+def add_points_frame(p) -> None:
+    p.add_argument("--points-frame", choices=["auto", "pixels", "square1024"], default="auto",
+                   help="coordinates of masks/points.json: pixels of the image, or the 1024x1024 square the "
+                        "reference code stretches every image to; auto: square1024 for the reference's "
+                        "[[points], [labels]] entries, pixels otherwise")
+
+
+def add_prompt(p, on: str = "") -> None:
+    """--point, --negative (repeatable) and --box, 0-based pixels (`on`: of which image, e.g. ' on the
+    prompted frame')."""
+    p.add_argument("--point", type=t.point, action="append", default=[], metavar="X,Y",
+                   help=f"positive point{on}, 0-based pixels (repeatable)")
+    p.add_argument("--negative", type=t.point, action="append", default=[], metavar="X,Y",
+                   help=f"negative point{on}, 0-based pixels (repeatable)")
+    p.add_argument("--box", type=t.box, default=None, metavar="X0,Y0,X1,Y1", help="box prompt, 0-based pixels")
+
+
+def add_routing(p, *, force: str, fallback: str) -> None:
+    """--force DOMAIN and --no-fallback, with the command's own help texts."""
+    p.add_argument("--force", metavar="DOMAIN", default=None, help=force)
+    p.add_argument("--no-fallback", action="store_true", help=fallback)
