@@ -209,8 +209,8 @@ def test_cli_segment_in_bfloat16(store, tmp_path, capsys):
 
 def test_info_says_what_auto_picks(store, capsys):
     assert main(["info", str(store)]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("inference precision (--precision auto): float32 here")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("inference precision (--precision auto): float32 here") for line in lines), lines
     assert main(["info", str(store), "--json"]) == 0
     assert '"inference_precision": {"auto": "float32"' in capsys.readouterr().out
 

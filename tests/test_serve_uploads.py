@@ -7,6 +7,9 @@ import json
 import re
 import shutil
 import subprocess
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +71,17 @@ def test_a_form_over_the_upload_limit_is_413(store):
 
 
 def curl_commands() -> list[str]:
-    """Every command of the serving section's bash blocks that runs curl (continuation lines joined)."""
+    """Every command of the serving section's bash blocks that runs curl (continuation lines joined, and the lines
+    of a quoted argument that spans several, as bash reads them)."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", serving_section(), flags=re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            if "curl " in command:
-                commands.append(command.strip())
+        pending = ""
+        for line in block.replace("\\\n", " ").splitlines():
+            pending = f"{pending}\n{line}" if pending else line
+            if pending.count("'") % 2 == 0:  # no single-quoted argument left open
+                if "curl " in pending:
+                    commands.append(pending.strip())
+                pending = ""
     return commands
 
 
@@ -90,19 +98,29 @@ def test_every_curl_line_of_the_readme_serving_section_works(store, tmp_path):
     assert len(commands) >= 3 and any("-F image=@" in c for c in commands) and any("--data-binary" in c
                                                                                    for c in commands)
     photo(tmp_path / "photo.jpg")
-    with live_server(create_app(ServeConfig(store=store))) as url:
+    # the Label Studio lines fetch their task image from a static server of this folder (the README's 8081)
+    files = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    images = f"127.0.0.1:{files.server_address[1]}"
+    app = create_app(ServeConfig(store=store, label_studio={"allowed_urls": [f"http://{images}/"]}))
+    with live_server(app) as url:
         script = ["set -o pipefail"]
         for command in commands:
-            script += [command.replace("localhost:8000", url.removeprefix("http://")), "printf '\\n::rc=%s\\n' $?"]
+            command = command.replace("localhost:8000", url.removeprefix("http://")).replace("127.0.0.1:8081", images)
+            script += [command, "printf '\\n::rc=%s\\n' $?"]
         done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True,
                               timeout=120)
     results = re.findall(r"(.*?)\n::rc=(\d+)\n", done.stdout, flags=re.S)
     assert len(results) == len(commands), done.stdout + done.stderr
     for command, (output, rc) in zip(commands, results):
         assert rc == "0", (command, output, done.stderr)
-        if not command.startswith("ID="):  # the assignment's pipe fails (rc 1) on an error answer
+        if "/label-studio/" in command:  # Connect Model, then a task pre-annotated with automatic masks
+            answer = json.loads(output)
+            assert "error" not in answer and ("model_version" in answer or answer["results"][0]["result"]), answer
+        elif not command.startswith("ID="):  # the assignment's pipe fails (rc 1) on an error answer
             answer = json.loads(output)
             assert "error" not in answer and "image_id" in answer, (command, answer)
+    files.shutdown()
 
 
 def documented_errors() -> set[tuple[int, str]]:

@@ -192,7 +192,7 @@ class ModelHost:
         try:
             [job.prediction] = generate_masks(engine, [job.entry], [job.image], config=job.config, force=job.domain)
         except ValueError as exc:
-            job.error = ApiError(400, "invalid_request", str(exc))
+            job.error = ApiError(422, "invalid_request", str(exc))  # options the generator refuses
             return
         job.chosen, job.score = job.prediction.domain, job.prediction.selector_score
         job.timings.update(run_ms=(time.perf_counter() - start) * 1e3)
