@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import SamclError
 from ..io import print_json
-from .errors import error_line
+from .errors import error_line, in_flags
 from .auto_command import auto_flags_given, auto_plan, auto_run
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
 from .track import cmd_track
@@ -49,7 +49,7 @@ def check_amp(amp: str, device) -> None:
 
 
 def note(message: str) -> None:
-    print(f"samcl: {message}", file=sys.stderr)
+    print(f"samcl: {in_flags(message, None)}", file=sys.stderr)
 
 
 def _dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
@@ -130,7 +130,7 @@ def cmd_learn(args) -> int:
     distributed.shutdown()
     if ctx is not None and not ctx.is_main:
         return 0  # rank 0 reports (and wrote the store)
-    report["warnings"] = [_file_warning(str(w.message), data) for w in caught
+    report["warnings"] = [in_flags(_file_warning(str(w.message), data), None) for w in caught
                           if "samcl" in w.filename or "empty mask" in str(w.message)]
     for message in report["warnings"]:
         print(f"samcl: warning: {message}", file=sys.stderr)

@@ -152,11 +152,11 @@ class SAMCL(Tracking):
             hint = manifest.base_hint
             if not hint:
                 lacking = f"{store}: the store does not record its base model; give the base"
-                raise SamclError(f"{lacking} (SAMCL.open(store, base=...))", cli=f"{lacking} with --base")
+                raise SamclError(f"{lacking} (base)", code="no_base", field="base")
             base = hint
             if not hint.startswith("builtin:") and not is_hub_id(hint) and not Path(hint).exists():
                 gone = f"{store}: its base model {hint} is no longer there"
-                raise SamclError(f"{gone}; give its new path as base=", cli=f"{gone}; pass --base with its new path")
+                raise SamclError(f"{gone}; give its new path as base", code="no_base", field="base")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
         backbone.adopt_identity(manifest.backbone, manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
@@ -224,7 +224,7 @@ class SAMCL(Tracking):
             raise SamclError(problem)
         if name in self.domains and not replace:
             raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True)",
-                             cli=f"domain {name!r} is already in the module set (relearn it with --replace)")
+                             code="domain_exists", field="replace")
         if replace and name not in self.domains:
             raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
         replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
@@ -279,8 +279,7 @@ class SAMCL(Tracking):
                                                      shard=ctx.shard if ctx else (0, 1),
                                                      wrap=ctx.wrap if ctx else None)
             except NonFiniteLoss as exc:  # not the data's fault: say so without naming a data folder
-                raise SamclError(f"learning {name!r} diverged: {exc}",
-                                 cli=f"learning {name!r} diverged: {exc.cli}") from None
+                raise SamclError(f"learning {name!r} diverged: {exc}", code=exc.code, field=exc.field) from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
         if replace:

@@ -80,7 +80,7 @@ class ModelHost:
         hint = config.base or manifest.base_hint
         if not hint:
             lacking = f"{config.store}: the store does not record its base model"
-            raise SamclError(f"{lacking}; set ServeConfig.base", cli=f"{lacking}; pass --base")
+            raise SamclError(f"{lacking}; set ServeConfig.base", code="no_base", field="ServeConfig.base")
 
     @property
     def cache(self) -> PrefixCache:
