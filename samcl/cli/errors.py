@@ -28,7 +28,7 @@ FLAGS = {
     "selector": "--selector-file",
     "points_frame": "--points-frame",
     "TrainConfig.lr": "--lr",
-    "prompt": "--point, --negative or --box",
+    "Prompt": "--point, --negative or --box",
     "BenchmarkConfig.state": "--state",
     "LabelStudioSettings.url": "--label-studio-url",
     "allowed_urls": "--allow-image-url",
