@@ -32,6 +32,9 @@ FLAGS = {
     "BenchmarkConfig.state": "--state",
     "LabelStudioSettings.url": "--label-studio-url",
     "allowed_urls": "--allow-image-url",
+    "LabelStudioSettings.allowed_urls": "--allow-image-url",
+    "max_learn_tasks": "--learn-max-tasks",
+    "max_learn_megapixels": "--learn-max-megapixels",
     "basic_auth": "--label-studio-basic-auth",
     "max_masks": "--label-studio-max-masks",
 }

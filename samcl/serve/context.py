@@ -27,7 +27,7 @@ from . import codec
 from .batching import Batcher
 from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
-from .errors import ApiError, quoted
+from .errors import ApiError, answer_for, quoted
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
@@ -38,7 +38,7 @@ def checked(prompt: Prompt, width: int, height: int) -> Prompt:
     try:
         prompt.check(width, height)
     except PromptError as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+        raise answer_for(exc) from None
     return prompt
 
 

@@ -77,7 +77,7 @@ class LabelStudioSettings:
         for name, value in (("max_learn_tasks", self.max_learn_tasks), ("max_learn_megapixels",
                                                                          self.max_learn_megapixels)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise SamclError(f"{name} {value!r}: give a number above 0")
+                raise SamclError(f"{name} {value!r}: give a number above 0", field=name)
         masks = self.max_masks
         if not isinstance(masks, int) or isinstance(masks, bool) or not 1 <= masks <= MAX_MASKS:
             rule = f"give an integer from 1 to {MAX_MASKS}"
