@@ -189,7 +189,7 @@ def resolve_device(requested: str | torch.device | None, local_rank: int) -> tor
         raise SamclError(f"device {str(requested)!r}: {rule}", code="unsupported", field="device")
     if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
         raise SamclError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node); "
-                         "start at most one process per GPU (torchrun's --nproc-per-node)")
+                         "start at most one process per GPU (torchrun's nproc-per-node option)")
     return torch.device("cuda", local_rank)
 
 
