@@ -189,6 +189,10 @@ class SAMCL(Tracking):
         "keep")."""
         self.engine.cache_prefixes(max_bytes, evict=evict)
 
+    def adopt_cache(self, other: "SAMCL") -> None:
+        """Take `other`'s prepared images where they are valid here (`Engine.adopt_cache`: the same base)."""
+        self.engine.adopt_cache(other.engine)
+
     def configure_modules(self, **fields) -> None:
         """Change `AugModuleConfig` fields (e.g. `shared_down=False`) of the modules this set will learn; only
         before the first domain is learned (every module of a set has one config)."""

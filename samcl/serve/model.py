@@ -112,7 +112,7 @@ class ModelHost:
     def swap(self, fresh: SAMCL, identity: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
         uploaded images kept."""
-        fresh.engine.adopt_cache(self.samcl.engine)
+        fresh.adopt_cache(self.samcl)
         self.samcl, self.identity, self.reload_error = fresh, identity, None
         log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
                  ", ".join(fresh.domains) or "no domains")
