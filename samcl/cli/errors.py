@@ -1,7 +1,8 @@
 """How the command reports what went wrong: one line on stderr, in the command line's terms.
 
 The library names the argument or config field at fault (`SamclError.field`) and mentions it in its message as
-`field 'value'`, `field=True`, or `field` or `field NUMBER` before a `:`, `;`, `,`, `)` or the end;
+`field 'value'`, `field=True`, or `field` or `field NUMBER` before a `:`, `;`, `)` or the end (or a `,` when
+the name cannot be an English word);
 `FLAGS`, the one table from fields to flags, turns those mentions into the flag (`runtime 'openvino'` ->
 `--runtime openvino`), and every mention of a field whose name cannot be an English word (`ServeConfig.token`,
 `points_frame`) whatever the error's field; warnings and notes go through the same table. So the library never
@@ -46,8 +47,9 @@ def in_flags(message: str, field: str | None) -> str:
     an English word (`TrainConfig.lr`, `points_frame`), written as its flag."""
     for name in [field] * (field in FLAGS) + [f for f in FLAGS if ("." in f or "_" in f) and f != field]:
         flag = FLAGS[name]
-        mention = re.compile(rf"(?<![\w.-]){re.escape(name)}(?: '([^'\n]*)'| ([-+]?\d[^\s':;,()]*)(?=[:;,)])|=True"
-                             r"|(?=[:;,)]|$))")
+        ends = "[:;,)]" if "." in name or "_" in name else "[:;)]"  # "6 classes, but" is no mention of classes
+        mention = re.compile(rf"(?<![\w.-]){re.escape(name)}(?: '([^'\n]*)'| ([-+]?\d[^\s':;,()]*)(?={ends})|=True"
+                             rf"|(?={ends}|$))")
         message = mention.sub(lambda m, flag=flag: " ".join([flag, *filter(None, m.groups())][:2]), message)
     return message
 
