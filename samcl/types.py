@@ -16,9 +16,8 @@ class PromptError(SamclError):
     """A prompt that does not fit its image. `code` names the problem as the HTTP API answers it: `no_prompt`,
     `point_outside`, `bad_box`, `box_outside`."""
 
-    def __init__(self, code: str, message: str, *, cli: str | None = None):
-        super().__init__(message, cli=cli)
-        self.code = code
+    def __init__(self, code: str, message: str, *, field: str = "Prompt"):
+        super().__init__(message, code=code, field=field)
 
 
 @dataclass
@@ -83,8 +82,7 @@ class Prompt:
         (0 <= x < width, 0 <= y < height) and the box is ordered (x0 <= x1, y0 <= y1) and within it.
         """
         if self.points is None and self.box is None:
-            raise PromptError("no_prompt", "no prompt: give at least one point or a box",
-                              cli="no prompt: give at least one --point, --negative or --box")
+            raise PromptError("no_prompt", "no prompt: give at least one point or a box (Prompt)")
         if width is None or height is None:
             return
         for x, y in self.points if self.points is not None else ():

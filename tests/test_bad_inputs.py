@@ -26,6 +26,7 @@ from samcl.cli import main
 from samcl.io import read_image, read_mask
 from samcl.metrics import mask_scores
 from samcl.store.files import sha256_bytes
+from samcl.cli.errors import error_line
 
 FAST = ["--epochs", "1", "--json"]
 
@@ -385,7 +386,7 @@ def test_one_prompt_check_names_each_problem_with_the_servers_code():
     Prompt.of([[5000, 5]]).check()  # without a size: only that there is a prompt
     with pytest.raises(PromptError, match="no prompt") as refused:
         Prompt.of().check()
-    assert "--point" in refused.value.cli
+    assert refused.value.field == "Prompt" and "(--point, --negative or --box)" in error_line(refused.value)
 
 
 def test_segment_without_a_prompt_is_refused_as_the_server_does(ws, store, tmp_path, capsys):

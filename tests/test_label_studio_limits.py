@@ -314,7 +314,7 @@ def test_a_learn_is_capped_in_tasks_and_megapixels_and_reports_its_memory(empty_
     assert "3 annotated tasks" in too_many["error"] and "at most 2" in \
         too_many["error"]
     too_large = learn(max_learn_megapixels=pixels * 0.7 / 1e6)
-    assert too_large["code"] == "learn_too_large" and "--learn-max-megapixels" in too_large["error"]
+    assert too_large["code"] == "learn_too_large" and "max_learn_megapixels" in too_large["error"]
     done = learn()
     assert done["state"] == "done" and done["memory"] == {"images": 3, "megapixels": round(pixels / 1e6, 3),
                                                           "bytes": pixels * 4, "max_megapixels": 400.0}

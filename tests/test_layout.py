@@ -214,3 +214,100 @@ def test_readme_layout_names_every_room_and_only_real_files():
     missing = [p for p in named | paths  # a path in the package, or from the repository's root (tests/...)
                if not (PACKAGE / p.removeprefix("samcl/")).exists() and not (PACKAGE.parent / p).exists()]
     assert not missing, f"the README's layout names files that do not exist: {missing}"
+
+
+# ------------------------------------------------------------------------------- the library speaks its own terms
+#: The command lines: the only modules that may name a flag (`samcl.cli.errors.FLAGS` maps the library's fields).
+COMMAND_LINES = ("cli/", "bench/cli.py")
+FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def message_strings(call: ast.Call) -> list[ast.Constant]:
+    """The string pieces (f-strings' literal parts included) of `call`'s arguments."""
+    return [n for arg in [*call.args, *(k.value for k in call.keywords)] for n in ast.walk(arg)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def flag_mentions(source: str) -> list[str]:
+    """`cli=` keywords anywhere, and flag-like strings (`--name`) in the messages of errors (calls to a name ending
+    in Error, Exception or Loss, or to `super().__init__`, and whatever a `raise` builds) and of warnings."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        calls = [n for n in ast.walk(node.exc) if isinstance(n, ast.Call)] if isinstance(node, ast.Raise) and \
+            node.exc is not None else [node] if isinstance(node, ast.Call) else []
+        for call in calls:
+            found += [f"{call.lineno}: cli=" for k in call.keywords if k.arg == "cli"]
+            name = ast.unparse(call.func)
+            if isinstance(node, ast.Raise) or name.endswith(("Error", "Exception", "Loss", "warn", "warning")) or \
+                    name == "super().__init__":
+                found += [f"{s.lineno}: {s.value.strip()[:60]!r}" for s in message_strings(call) if FLAG.search(s.value)]
+    return sorted(set(found))
+
+
+def test_no_library_module_names_a_flag():
+    """Errors carry `code` and `field`; the command line turns fields into flags (`samcl.cli.errors.FLAGS`), so no
+    module outside the command lines writes a command-line version of a message or a flag in one."""
+    found = [f"{path.relative_to(PACKAGE)}:{hit}" for path in sorted(PACKAGE.rglob("*.py"))
+             if not str(path.relative_to(PACKAGE)).startswith(COMMAND_LINES)
+             for hit in flag_mentions(path.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_flag_mentions_are_found():
+    planted = ("import warnings\nfrom .errors import SamclError\n"
+               "def f(x):\n"
+               "    raise SamclError(f'lr {x}: too large', cli=f'--lr {x}: too large')\n"
+               "def g(x):\n"
+               "    raise SamclError(f'{x}: try a smaller --lr')\n"
+               "def h(x):\n"
+               "    warnings.warn('read with --points-frame pixels')\n"
+               "    raise ValueError(f'{x} (give --base)')\n"
+               "def ok(x):\n"
+               "    print('--lr is fine outside an error'); raise SamclError(f'x-y {x} -- a dash', field='lr')\n")
+    assert flag_mentions(planted) == ["4: '--lr'", "4: cli=", "6: ': try a smaller --lr'",
+                                      "8: 'read with --points-frame pixels'", "9: '(give --base)'"]
+
+
+# ----------------------------------------------------------------------- front ends go through SAMCL's methods
+def samcl_assignments(source: str) -> list[str]:
+    """Assignments (plain, augmented, deleted, or to an item) to an attribute of a SAMCL object, which the front
+    ends name `samcl` (or `self.samcl`): `samcl.store = None`, `self.samcl.module_set.modules[k] = m`. Binding
+    the object itself (`self.samcl = SAMCL.open(...)`) is not one."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            chain, inner = [], target
+            while isinstance(inner, (ast.Attribute, ast.Subscript)):
+                inner = inner.value
+                chain.append(inner)
+            if any(isinstance(n, ast.Name) and n.id == "samcl" or isinstance(n, ast.Attribute) and n.attr == "samcl"
+                   for n in chain):
+                found.append(f"{node.lineno}: {ast.unparse(target)}")
+    return found
+
+
+def test_front_ends_never_assign_to_a_samcl_attribute():
+    """The CLI, the server and the benchmark change a set only through `SAMCL`'s methods (`set_runtime`,
+    `cache_prefixes`, `configure_modules`, `put_module`, `keep_in_memory`, `learn`...), never by reaching into
+    its engine or module set."""
+    found = [f"{path.relative_to(PACKAGE)}:{hit}" for room in FRONT_ENDS
+             for path in sorted((PACKAGE.parent / room.replace(".", "/")).rglob("*.py"))
+             for hit in samcl_assignments(path.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_samcl_assignments_are_found():
+    planted = ("def f(samcl, self, m):\n"
+               "    self.samcl = open_it()\n"
+               "    samcl = open_it()\n"
+               "    samcl.store = None\n"
+               "    self.samcl.module_set.aug_config = m\n"
+               "    self.samcl.module_set.modules['x'] = m\n"
+               "    samcl.engine.cache.budget += 1\n"
+               "    del samcl.module_set.domains[0]\n"
+               "    other.store = None\n")
+    assert samcl_assignments(planted) == ["4: samcl.store", "5: self.samcl.module_set.aug_config",
+                                          "6: self.samcl.module_set.modules['x']", "7: samcl.engine.cache.budget",
+                                          "8: samcl.module_set.domains[0]"]

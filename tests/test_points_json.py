@@ -58,7 +58,7 @@ def test_points_in_the_wrong_frame_warn_loudly(split):
     plain = FolderDataset(split)
     put_points(split, {plain.masks[s].name: [[0, 0], [1, 1], [2, 1], [1, 2]] for s in plain.stems})  # all off-mask
     data = FolderDataset(split)
-    with pytest.warns(UserWarning, match=r"in the square1024 frame \(points_frame, --points-frame\)"):
+    with pytest.warns(UserWarning, match=r"in the square1024 frame \(points_frame\)"):
         list(data)
 
 

@@ -16,6 +16,7 @@ from test_crash_safety import kill_learn
 from samcl import SAMCL, SamclError, SelectorConfig, TrainConfig
 from samcl.cli import main
 from samcl.store import ModuleStore
+from samcl.cli.errors import error_line
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
 
@@ -59,7 +60,7 @@ def test_relearn_of_the_only_domain_and_its_refusals(tmp_path, tiny_backbone):
     generation = manifest_of(path)["generation"]
     with pytest.raises(SamclError, match="already in the module set.*replace=True") as refused:
         samcl.learn("red", toy_samples(4, (200, 30, 30), 1), FAST)
-    assert "--replace" in refused.value.cli  # what `samcl learn` prints
+    assert "relearn it with --replace)" in error_line(refused.value)  # what `samcl learn` prints
     with pytest.raises(SamclError, match="nothing to replace"):
         samcl.learn("green", toy_samples(4, (30, 170, 60), 1), FAST, replace=True)
     samcl.learn("red", toy_samples(4, (190, 40, 40), 2), FAST, replace=True)

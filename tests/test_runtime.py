@@ -19,6 +19,7 @@ from samcl.cli import main
 from samcl.method import AugModuleConfig
 from samcl.runtime import export as export_module
 from samcl.runtime.graphs import export_decoder
+from samcl.cli.errors import error_line
 
 pytest.importorskip("onnxruntime")
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -246,7 +247,8 @@ def test_auto_picks_the_first_installed_of_the_measured_order(monkeypatch, store
     assert runtime.resolve("auto", "cpu") == "openvino" and runtime.resolve(None, "cuda:0") == "torch"
     with pytest.raises(SamclError, match="runtime 'onnxruntime' runs on the CPU") as raised:
         runtime.resolve("onnxruntime", "cuda")
-    assert raised.value.cli.startswith("--runtime onnxruntime runs on the CPU: use --device cpu")
+    assert raised.value.field == "runtime" and "--" not in str(raised.value)  # the library names no flag
+    assert error_line(raised.value).startswith("--runtime onnxruntime runs on the CPU: use device 'cpu', or --runtime torch")
     assert main(["info", str(store), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "openvino"
 

@@ -102,7 +102,7 @@ def run_job(job: Job, context: WorkerContext) -> dict:
         made = (f"{folder / PROGRESS}: made with another configuration (method, seed, sizes, learning rate or "
                 "base)")
         raise SamclError(f"{made}; use another state folder (BenchmarkConfig.state) or delete this one",
-                         cli=f"{made}; use another --state folder or delete this one")
+                         field="BenchmarkConfig.state")
     if progress is not None and progress.get("done"):
         return {**progress["result"], "code": progress.get("code")}
     backbone = backbone_for(job.base)

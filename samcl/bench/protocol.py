@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -96,9 +96,9 @@ class SamclStrategy(Strategy):
                  rank: int = 10, oracle: bool = False, base_domain: DomainData | None = None, device=None,
                  store=None, variant: dict | None = None):
         self.samcl = SAMCL.create(backbone, store, rank=rank, selector=selector, device=device)
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
+        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
         if variant:  # before anything is learned: every module of the set has this config
-            self.samcl.module_set.aug_config = replace(self.samcl.aug_config, **variant)
+            self.samcl.configure_modules(**variant)
         self.backbone, self.device = backbone, device
         self.train = train
         self.oracle = oracle
@@ -131,8 +131,8 @@ class SamclStrategy(Strategy):
 
     def load_state(self, folder: Path) -> None:
         self.samcl = SAMCL.open(Path(folder) / "store", base=self.backbone, device=self.device)
-        self.samcl.store = None  # learning goes on in memory; `save_state` writes the next snapshot
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
+        self.samcl.keep_in_memory()  # `save_state` writes the next snapshot
+        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
 
 
 @dataclass

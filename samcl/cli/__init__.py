@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one 'samcl: warning: ...' line (not Python's 'file:line: UserWarning:' and source line)."""
-    print(f"samcl: warning: {message}", file=sys.stderr if file is None else file)
+    from .errors import in_flags
+
+    print(f"samcl: warning: {in_flags(str(message), None)}", file=sys.stderr if file is None else file)
 
 
 def _escape_unencodable_output() -> None:

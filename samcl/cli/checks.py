@@ -44,7 +44,9 @@ def check_amp(amp: str, device) -> None:
 
 
 def note(message: str) -> None:
-    print(f"samcl: {message}", file=sys.stderr)
+    from .errors import in_flags
+
+    print(f"samcl: {in_flags(message, None)}", file=sys.stderr)
 
 
 def dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):

@@ -8,7 +8,7 @@ import warnings
 from .. import SamclError
 from ..io import print_json
 from .checks import check_amp, check_device, check_store_path, dataset, precheck_store, writable_folder
-from .errors import error_line
+from .errors import error_line, in_flags
 from .eval_command import cmd_eval
 from .segment_command import cmd_segment
 from .store_commands import cmd_forget, cmd_import_reference, cmd_merge, table
@@ -59,7 +59,7 @@ def cmd_learn(args) -> int:
     distributed.shutdown()
     if ctx is not None and not ctx.is_main:
         return 0  # rank 0 reports (and wrote the store)
-    report["warnings"] = [_file_warning(str(w.message), data) for w in caught
+    report["warnings"] = [in_flags(_file_warning(str(w.message), data), None) for w in caught
                           if "samcl" in w.filename or "empty mask" in str(w.message)]
     for message in report["warnings"]:
         print(f"samcl: warning: {message}", file=sys.stderr)

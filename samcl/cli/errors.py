@@ -1,13 +1,62 @@
-"""How the command reports what went wrong: one line on stderr."""
+"""How the command reports what went wrong: one line on stderr, in the command line's terms.
+
+The library names the argument or config field at fault (`SamclError.field`) and mentions it in its message as
+`field 'value'`, `field=True`, or `field` or `field NUMBER` before a `:`, `;`, `)` or the end (or a `,` when
+the name cannot be an English word);
+`FLAGS`, the one table from fields to flags, turns those mentions into the flag (`runtime 'openvino'` ->
+`--runtime openvino`), and every mention of a field whose name cannot be an English word (`ServeConfig.token`,
+`points_frame`) whatever the error's field; warnings and notes go through the same table. So the library never
+names a flag."""
 
 from __future__ import annotations
 
+import re
+
 from .. import SamclError
+
+#: The library's field (as `SamclError.field` names it) -> the flag that sets it.
+FLAGS = {
+    "runtime": "--runtime",
+    "precision": "--precision",
+    "device": "--device",
+    "base": "--base",
+    "ServeConfig.base": "--base",
+    "refine": "--refine",
+    "host": "--host",
+    "ServeConfig.token": "--token",
+    "replace": "--replace",
+    "rename": "--rename",
+    "classes": "--classes",
+    "selector": "--selector-file",
+    "points_frame": "--points-frame",
+    "TrainConfig.lr": "--lr",
+    "Prompt": "--point, --negative or --box",
+    "BenchmarkConfig.state": "--state",
+    "LabelStudioSettings.url": "--label-studio-url",
+    "allowed_urls": "--allow-image-url",
+    "LabelStudioSettings.allowed_urls": "--allow-image-url",
+    "max_learn_tasks": "--learn-max-tasks",
+    "max_learn_megapixels": "--learn-max-megapixels",
+    "basic_auth": "--label-studio-basic-auth",
+    "max_masks": "--label-studio-max-masks",
+}
+
+
+def in_flags(message: str, field: str | None) -> str:
+    """`message` (an error, a warning, a note) with each mention of `field`, and of every field whose name cannot be
+    an English word (`TrainConfig.lr`, `points_frame`), written as its flag."""
+    for name in [field] * (field in FLAGS) + [f for f in FLAGS if ("." in f or "_" in f) and f != field]:
+        flag = FLAGS[name]
+        ends = "[:;,)]" if "." in name or "_" in name else "[:;)]"  # "6 classes, but" is no mention of classes
+        mention = re.compile(rf"(?<![\w.-]){re.escape(name)}(?: '([^'\n]*)'| ([-+]?\d[^\s':;,()]*)(?={ends})|=True"
+                             rf"|(?={ends}|$))")
+        message = mention.sub(lambda m, flag=flag: " ".join([flag, *filter(None, m.groups())][:2]), message)
+    return message
 
 
 def error_line(exc: BaseException) -> str:
     """An error as one line; an OSError from below (permission denied, disk full...) as 'FILE: reason'."""
     if isinstance(exc, OSError) and not isinstance(exc, SamclError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
-    text = (getattr(exc, "cli", None) or str(exc)).strip()  # the line in flags' terms, when the library gave one
+    text = in_flags(str(exc), getattr(exc, "field", None)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

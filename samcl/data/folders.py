@@ -162,7 +162,7 @@ class FolderDataset(Sequence[Sample]):
             other = "pixels" if self.points_frame == "square1024" else "square1024"
             warnings.warn(f"{self.points_file}: only {self._on_mask} of {self._positives} positive points so far lie on "
                           f"their mask, read in the {self.points_frame} frame; if they are in another frame, read "
-                          f"them in the {other} frame (points_frame, --points-frame)", stacklevel=2)
+                          f"them in the {other} frame (points_frame)", stacklevel=2)
 
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
@@ -198,7 +198,7 @@ def read_points(path: Path, names: dict[str, str], frame: str) -> tuple[dict, st
         if 0 < reference < len(out):
             unclear = f"{path}: mixes the reference's [[points], [labels]] entries with others; the frame is unclear"
             raise SamclError(f"{unclear} (give points_frame 'pixels' or 'square1024')",
-                             cli=f"{unclear} (give --points-frame pixels or square1024)")
+                             field="points_frame")
         frame, how = ("square1024" if reference else "pixels"), "detected"
     else:
         how = "as asked"
@@ -206,7 +206,7 @@ def read_points(path: Path, names: dict[str, str], frame: str) -> tuple[dict, st
         return out, frame, None
     return out, frame, (f"note: {path}: {len(out)} of its {len(raw)} entries used; points read in the reference's "
                         f"1024x1024 square frame (x * width / 1024, y * height / 1024; {how}; the frame 'pixels' "
-                        "to change: points_frame, --points-frame)")
+                        "to change: points_frame)")
 
 
 def _entry(path: Path, key: str, value) -> tuple[np.ndarray, np.ndarray, bool]:

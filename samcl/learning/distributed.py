@@ -180,17 +180,16 @@ def resolve_device(requested: str | torch.device | None, local_rank: int) -> tor
         if device.type == "cuda" and device.index is not None:
             rule = "under torchrun each process uses cuda:LOCAL_RANK"
             raise SamclError(f"device {str(requested)!r}: {rule}; use device 'cuda' (choose GPUs with "
-                             "CUDA_VISIBLE_DEVICES)", cli=f"--device {requested}: {rule}; pass --device cuda (choose "
-                             "GPUs with CUDA_VISIBLE_DEVICES)")
+                             "CUDA_VISIBLE_DEVICES)", field="device")
         kind = device.type
     if kind == "cpu":
         return torch.device("cpu")
     if kind != "cuda":
         rule = "distributed learning runs on cuda (NCCL) or cpu (gloo)"
-        raise SamclError(f"device {str(requested)!r}: {rule}", cli=f"--device {requested}: {rule}")
+        raise SamclError(f"device {str(requested)!r}: {rule}", code="unsupported", field="device")
     if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
         raise SamclError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node); "
-                         "start at most one process per GPU (torchrun's --nproc-per-node)")
+                         "start at most one process per GPU (torchrun's nproc-per-node option)")
     return torch.device("cuda", local_rank)
 
 

@@ -10,6 +10,7 @@ Inference is `samcl.inference.engine` (`SAMCL.segment` and the predictor run it)
 from __future__ import annotations
 
 import time
+from dataclasses import replace as with_fields
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -153,11 +154,11 @@ class SAMCL(Tracking):
             hint = manifest.base_hint
             if not hint:
                 lacking = f"{store}: the store does not record its base model; give the base"
-                raise SamclError(f"{lacking} (SAMCL.open(store, base=...))", cli=f"{lacking} with --base")
+                raise SamclError(f"{lacking} (base)", code="no_base", field="base")
             base = hint
             if not hint.startswith("builtin:") and not is_hub_id(hint) and not Path(hint).exists():
                 gone = f"{store}: its base model {hint} is no longer there"
-                raise SamclError(f"{gone}; give its new path as base=", cli=f"{gone}; pass --base with its new path")
+                raise SamclError(f"{gone}; give its new path as base", code="no_base", field="base")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
         backbone.adopt_identity(manifest.backbone, manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
@@ -174,9 +175,44 @@ class SAMCL(Tracking):
     def set_runtime(self, runtime: str, precision: str | None = None) -> str:
         """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
         `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
-        from ..runtime.attach import set_runtime
+        from ..runtime.attach import graph_backbone, resolved
 
-        return set_runtime(self, runtime, precision)
+        chosen = resolved(runtime, self.device)
+        if chosen != "torch":
+            graphs = graph_backbone(self.backbone, self.aug_config, self.selector_block, chosen, precision)
+            self.engine.use_backbone(graphs, chosen)
+        elif self.engine.runtime != "torch":  # torch: the set's own backbone back
+            self.engine.use_backbone(self.backbone, "torch")
+        return chosen
+
+    def cache_prefixes(self, max_bytes: int, *, evict: str = "lru") -> None:
+        """Keep prepared images for later calls within `max_bytes` (`Engine.cache_prefixes`: `evict` "lru" or
+        "keep")."""
+        self.engine.cache_prefixes(max_bytes, evict=evict)
+
+    def adopt_cache(self, other: "SAMCL") -> None:
+        """Take `other`'s prepared images where they are valid here (`Engine.adopt_cache`: the same base)."""
+        self.engine.adopt_cache(other.engine)
+
+    def configure_modules(self, **fields) -> None:
+        """Change `AugModuleConfig` fields (e.g. `shared_down=False`) of the modules this set will learn; only
+        before the first domain is learned (every module of a set has one config)."""
+        if self.domains:
+            raise SamclError(f"configure_modules: the set holds domains already ({', '.join(self.domains)})",
+                             code="not_empty")
+        self.module_set.aug_config = with_fields(self.aug_config, **fields)
+
+    def put_module(self, name: str, module) -> None:
+        """Put a module trained elsewhere into the set as domain `name` (replacing that domain's module); the
+        set's module config becomes `module.config`. Not saved: for evaluating one module at a time."""
+        self.module_set.aug_config = module.config  # the bank is rebuilt for a new module object
+        self.module_set.modules[name] = module.to(self.device)
+        if name not in self.domains:
+            self.module_set.domains.append(DomainEntry(name, "module"))
+
+    def keep_in_memory(self) -> None:
+        """From now on learn without saving to the store this set was opened from."""
+        self.store = None
 
     @property
     def runtime(self) -> str:
@@ -225,7 +261,7 @@ class SAMCL(Tracking):
             raise SamclError(problem)
         if name in self.domains and not replace:
             raise SamclError(f"domain {name!r} is already in the module set (relearn it with replace=True)",
-                             cli=f"domain {name!r} is already in the module set (relearn it with --replace)")
+                             code="domain_exists", field="replace")
         if replace and name not in self.domains:
             raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
         replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
@@ -280,8 +316,7 @@ class SAMCL(Tracking):
                                                      shard=ctx.shard if ctx else (0, 1),
                                                      wrap=ctx.wrap if ctx else None)
             except NonFiniteLoss as exc:  # not the data's fault: say so without naming a data folder
-                raise SamclError(f"learning {name!r} diverged: {exc}",
-                                 cli=f"learning {name!r} diverged: {exc.cli}") from None
+                raise SamclError(f"learning {name!r} diverged: {exc}", code=exc.code, field=exc.field) from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
         if replace:  # the old class out of the in-memory set, as `forget` does; saved with the new one

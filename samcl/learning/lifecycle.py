@@ -96,7 +96,7 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
     for old, new in rename.items():  # the rule of learn: a merge must not make a name learn refuses
         problem = name_problem(new)
         if problem:
-            raise SamclError(f"rename {old!r} -> {new!r}: {problem}", cli=f"--rename {old}={new}: {problem}")
+            raise SamclError(f"rename '{old}={new}': {problem}", field="rename")
     target = ModuleStore(out)
     if target.exists():
         raise SamclError(f"{out}: a store already exists here; merge writes a new one")
@@ -113,7 +113,7 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
                 used.add(entry.name)
             if new in merged.names:
                 taken = f"{path}: domain {new!r} is in an earlier store too; give it another name with "
-                raise SamclError(taken + f"rename={{{new!r}: NEW}}", cli=taken + f"--rename {new}=NEW")
+                raise SamclError(taken + f"rename '{new}=NEW'", code="domain_exists", field="rename")
             if entry.name in other.modules:
                 merged.modules[new] = other.modules[entry.name]
             entry.name = new
@@ -122,7 +122,7 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
     unused = sorted(set(rename) - used)
     if unused:
         raise SamclError(f"rename {unused[0]!r}: no later store has a domain {unused[0]!r}",
-                         cli=f"--rename {unused[0]}=...: no later store has a domain {unused[0]!r}")
+                         field="rename")
     for entry in merged.domains:
         entry.file = entry.sha256 = None  # every module file is written into the new store
     merged.generation = 0

@@ -133,11 +133,13 @@ def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torc
 
 
 class NonFiniteLoss(ValueError):
-    """Training diverged (NaN or infinite loss or weights): the module is not kept. `cli`: the advice in flags."""
+    """Training diverged (NaN or infinite loss or weights): the module is not kept; `field` is the config field to
+    change."""
+
+    code, field = "diverged", "TrainConfig.lr"
 
     def __init__(self, message: str):
         super().__init__(f"{message}: try a smaller learning rate (TrainConfig.lr)")
-        self.cli = f"{message}: try a smaller --lr"
 
 
 def batch_bounds(count: int, global_batch: int, world: int = 1) -> list[tuple[int, int]]:

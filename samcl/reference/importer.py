@@ -152,7 +152,7 @@ def read_selector(path: Path, dim: int, classes: int, state: dict | None = None)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != classes:
         problem = f"{path}: the selector has {head.shape[0]} classes, but {classes} were named"
-        raise SamclError(f"{problem} (classes=)", cli=f"{problem} (--classes)")
+        raise SamclError(f"{problem} (classes)", field="classes")
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
@@ -193,7 +193,7 @@ def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> d
     if found:
         problem = (f"{directory / next(iter(found.values())).name}: not one of the selector's classes "
                    f"({', '.join(classes)}); name the classes")
-        raise SamclError(f"{problem} (classes=)", cli=f"{problem} with --classes")
+        raise SamclError(f"{problem} (classes)", field="classes")
     bases = [name for name, path in files.items() if path is None]
     if len(bases) > 1:
         raise SamclError(f"{directory}: no module file for {', '.join(bases)}; only one class (SAM without a "
@@ -213,17 +213,16 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     for name in classes:
         problem = name_problem(name)  # the rule of learn
         if problem:
-            raise SamclError(f"classes: {problem}", cli=f"--classes: {problem}")
+            raise SamclError(f"classes: {problem}", field="classes")
     if len(set(classes)) != len(classes):
-        raise SamclError(f"classes names a class twice: {', '.join(classes)}",
-                         cli=f"--classes names a class twice: {', '.join(classes)}")
+        raise SamclError(f"classes: names a class twice: {', '.join(classes)}", field="classes")
     if selector is None:
         candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
         selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])
     selector = Path(selector)
     if not os.path.lexists(selector):
-        raise SamclError(f"{selector}: no such selector file (give it as selector=)",
-                         cli=f"{selector}: no such selector file (give it with --selector-file)")
+        raise SamclError(f"{selector}: no such selector file (give it as selector)", code="not_found",
+                         field="selector")
     check_regular(selector, "selector file")  # a fifo or a device: said so, never waited on
     files = module_files(directory, classes, selector)
     store = ModuleStore(out)

@@ -48,13 +48,13 @@ def resolve(name: str | None, device: str | None = None) -> str:
             return "torch"
         return next(r for r in AUTO_ORDER if installed(r))
     if name not in RUNTIMES:
-        raise SamclError(f"runtime {name!r}: expected one of {', '.join(CHOICES)}")
+        raise SamclError(f"runtime {name!r}: expected one of {', '.join(CHOICES)}", field="runtime")
     if name != "torch" and not installed(name):
         missing = f"{MODULES[name]} is not installed (pip install '{EXTRAS[name]}')"
-        raise SamclError(f"runtime {name!r}: {missing}", cli=f"--runtime {name}: {missing}")
+        raise SamclError(f"runtime {name!r}: {missing}", code="not_installed", field="runtime")
     if name != "torch" and not on_cpu:
         raise SamclError(f"runtime {name!r} runs on the CPU: use device 'cpu', or runtime 'torch' on {device}",
-                         cli=f"--runtime {name} runs on the CPU: use --device cpu, or --runtime torch on {device}")
+                         code="unsupported", field="runtime")
     return name
 
 
@@ -73,8 +73,6 @@ def graph_precision(runtime: str, precision: str | None, device: str | None = No
     if runtime == "onnxruntime":
         if precision == "bfloat16":
             raise SamclError("runtime 'onnxruntime' runs float32 only: use precision 'float32' (or 'auto'), or "
-                             "runtime 'openvino' / 'torch' for bfloat16",
-                             cli="--runtime onnxruntime runs float32 only: use --precision float32 (or auto), or "
-                                 "--runtime openvino / torch for bfloat16")
+                             "runtime 'openvino' / 'torch' for bfloat16", code="unsupported", field="runtime")
         return "float32"
     return resolve_precision(precision, device or "cpu")

@@ -1,5 +1,5 @@
-"""Putting a graph runtime behind a set's engine: its graphs from the cache (exported on first use), sessions
-opened once, the engine's backbone calls pointed at them."""
+"""A graph runtime for a set's engine: its graphs from the cache (exported on first use) and sessions opened once,
+as a backbone the engine calls (`SAMCL.set_runtime` puts it behind the engine)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ from .export import cached_graphs
 
 
 def set_runtime(samcl, runtime: str | None, precision: str | None = None) -> str:
-    """`SAMCL.set_runtime`: run `samcl`'s engine on `runtime` ("auto" resolved here) at `precision`; torch puts
-    the set's own backbone back. Returns the runtime now in use; SamclError for one that cannot run here."""
-    chosen = resolved(runtime, samcl.device)
-    if chosen == "torch":
-        if samcl.engine.runtime != "torch":
-            samcl.engine.use_backbone(samcl.backbone, "torch")
-        return chosen
-    attach(samcl, chosen, precision)
-    return chosen
+    """`samcl.set_runtime(runtime, precision)`: the runtime now in use; SamclError for one that cannot run here."""
+    return samcl.set_runtime(runtime, precision)
 
 
 def resolved(runtime: str | None, device) -> str:
@@ -28,9 +21,17 @@ def resolved(runtime: str | None, device) -> str:
     return resolve(runtime, str(device))
 
 
-def attach(samcl, runtime: str, precision: str | None = None, threads: int | None = None) -> None:
-    """Run `samcl`'s engine on graph `runtime` (its graphs from the cache, exported on first use)."""
+def graph_backbone(backbone, aug_config, selector_block: int, runtime: str, precision: str | None = None,
+                   threads: int | None = None) -> GraphBackbone:
+    """`backbone`'s encoder and decoder as graphs on `runtime` (from the cache, exported on first use).
+
+    Arguments:
+      backbone: the set's frozen backbone; aug_config, selector_block: the set's module config and selector block.
+      runtime (str): "onnxruntime" or "openvino"; precision (str | None): as `graph_precision` takes it.
+      threads (int | None): the sessions' threads (None: the runtime's default).
+
+    Returns:
+      (GraphBackbone): what `Engine.use_backbone` takes."""
     chosen = graph_precision(runtime, precision)
-    folder = cached_graphs(samcl.backbone, samcl.aug_config, samcl.selector_block)
-    graphs = GraphBackbone(samcl.backbone, folder, runtime, samcl.aug_config, samcl.selector_block, chosen, threads)
-    samcl.engine.use_backbone(graphs, runtime)
+    folder = cached_graphs(backbone, aug_config, selector_block)
+    return GraphBackbone(backbone, folder, runtime, aug_config, selector_block, chosen, threads)

@@ -50,11 +50,11 @@ def refuse_unsupported(backbone, config: AugModuleConfig | None) -> None:
     if getattr(backbone, "family", "sam") != "sam":
         why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} (SAM 2's Hiera "
                "encoder is not exported yet)")
-        raise SamclError(f"{why}: use runtime 'torch'", cli=f"{why}: use --runtime torch")
+        raise SamclError(f"{why}: use runtime 'torch'", code="unsupported", field="runtime")
     if config is not None and config.heat_mode == "reference":
         why = ("this store holds modules imported from the authors' files (heat mode 'reference': their stretched "
                "input and their heat), which the graphs do not implement")
-        raise SamclError(f"{why}: use runtime 'torch'", cli=f"{why}: use --runtime torch")
+        raise SamclError(f"{why}: use runtime 'torch'", code="unsupported", field="runtime")
 
 
 def graph_settings(backbone, config: AugModuleConfig, selector_block: int) -> dict:

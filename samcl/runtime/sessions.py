@@ -22,7 +22,7 @@ from . import EXTRAS
 
 def missing(runtime: str, exc: ImportError) -> SamclError:
     problem = f"{exc.name or runtime} is not installed (pip install '{EXTRAS[runtime]}')"
-    return SamclError(f"runtime {runtime!r}: {problem}", cli=f"--runtime {runtime}: {problem}")
+    return SamclError(f"runtime {runtime!r}: {problem}", code="not_installed", field="runtime")
 
 
 class OrtSession:
@@ -35,9 +35,7 @@ class OrtSession:
             raise missing("onnxruntime", exc) from None
         if precision != "float32":
             raise SamclError(f"runtime 'onnxruntime' runs float32 only (precision {precision!r}: use 'float32', or "
-                             "runtime 'openvino' / 'torch' for bfloat16)",
-                             cli=f"--runtime onnxruntime runs float32 only (--precision {precision}: use --precision "
-                                 "float32, or --runtime openvino / torch for bfloat16)")
+                             "runtime 'openvino' / 'torch' for bfloat16)", code="unsupported", field="runtime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -54,7 +54,7 @@ def check_bindable(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise SamclError(f"host {host!r}: cannot resolve it ({exc.strerror})",
-                         cli=f"--host {host}: cannot resolve it ({exc.strerror})") from None
+                         code="unresolved_host", field="host") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -46,13 +46,13 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.refine not in REFINE:
             raise SamclError(f"refine {self.refine!r}: expected one of {', '.join(REFINE)}",
-                             cli=f"--refine {self.refine}: expected one of {', '.join(REFINE)}")
+                             field="refine")
         if self.token is None:
             self.token = os.environ.get(TOKEN_ENV) or None
         if not is_loopback(self.host) and not self.token:
             problem = "not a loopback address; serving beyond this machine needs a token"
-            raise SamclError(f"host {self.host}: {problem} (ServeConfig.token, or the {TOKEN_ENV} environment "
-                             "variable)", cli=f"--host {self.host}: {problem} (--token, or {TOKEN_ENV})")
+            raise SamclError(f"host {self.host!r}: {problem} (ServeConfig.token, or the {TOKEN_ENV} environment "
+                             "variable)", code="needs_token", field="host")
 
     @property
     def batch_window_s(self) -> float:

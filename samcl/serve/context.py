@@ -28,7 +28,7 @@ from .batching import Batcher
 from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
 from ..io import quote
-from .errors import ApiError
+from .errors import ApiError, answer_for
 from .forms import read_image
 from .intake import check_token, parse_json, read_body, read_json
 from .model import Job, ModelHost
@@ -39,7 +39,7 @@ def checked(prompt: Prompt, width: int, height: int) -> Prompt:
     try:
         prompt.check(width, height)
     except PromptError as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+        raise answer_for(exc) from None
     return prompt
 
 

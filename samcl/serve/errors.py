@@ -12,6 +12,23 @@ from __future__ import annotations
 MESSAGE_CHARS = 600
 
 
+#: The library's error codes (`SamclError.code`) that a request can cause -> the HTTP status answered; any other code
+#: a request causes is a 400 (the library's errors are about what it was given).
+STATUS = {
+    "no_prompt": 400, "point_outside": 400, "bad_box": 400, "box_outside": 400,  # PromptError: the prompt's fault
+    "unknown_domain": 400,  # a forced domain the set does not hold (it may have changed since the request was read)
+    "not_found": 404,
+    "not_installed": 501, "unsupported": 501,  # a runtime or feature this server cannot run
+}
+
+
+def answer_for(exc, code: str | None = None) -> "ApiError":
+    """The answer to a request that raised the library's `exc` (a `SamclError`): its code (or `code`, where the
+    route knows better), the status `STATUS` maps it to, and its message."""
+    code = code or getattr(exc, "code", None) or "invalid"
+    return ApiError(STATUS.get(code, 400), code, str(exc))
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         message = message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"

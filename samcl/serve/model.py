@@ -31,7 +31,7 @@ from .. import SAMCL, Prompt, SamclError
 from ..inference import Engine, PrefixCache, PreparedImage
 from ..store import Manifest, ModuleStore
 from .config import ServeConfig
-from .errors import ApiError
+from .errors import ApiError, answer_for
 from .reload import opened_with_identity
 
 log = logging.getLogger("samcl.serve")
@@ -69,7 +69,7 @@ class ModelHost:
         self.samcl, self.identity = opened_with_identity(
             lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
                                precision=config.precision, runtime=config.runtime), config.store)
-        self.samcl.engine.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
+        self.samcl.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
         self.reload_error: str | None = None
         self.batches = 0
 
@@ -80,7 +80,7 @@ class ModelHost:
         hint = config.base or manifest.base_hint
         if not hint:
             lacking = f"{config.store}: the store does not record its base model"
-            raise SamclError(f"{lacking}; set ServeConfig.base", cli=f"{lacking}; pass --base")
+            raise SamclError(f"{lacking}; set ServeConfig.base", code="no_base", field="ServeConfig.base")
 
     @property
     def cache(self) -> PrefixCache:
@@ -112,7 +112,7 @@ class ModelHost:
     def swap(self, fresh: SAMCL, identity: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
         uploaded images kept."""
-        fresh.engine.adopt_cache(self.samcl.engine)
+        fresh.adopt_cache(self.samcl)
         self.samcl, self.identity, self.reload_error = fresh, identity, None
         log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
                  ", ".join(fresh.domains) or "no domains")
@@ -168,7 +168,7 @@ class ModelHost:
         try:
             job.index = engine.module_set.index_of(job.domain)
         except SamclError as exc:
-            job.error = ApiError(400, "unknown_domain", str(exc))
+            job.error = answer_for(exc, "unknown_domain")
             return False
         return True
 

@@ -207,7 +207,7 @@ def check_recorded_base(manifest: dict, store: Path, blocks: tuple[int, ...] | N
                                                 (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
                                                 (lambda _: True, "special file")) if test(mode))
             raise SamclError(f"{where}: base_hint {quote(hint)} is a {kind}, not a model folder or checkpoint "
-                             "file; pass the base with --base")
+                             "file; give the model as base", field="base")
     unchecked = ["the base's weights against the recorded sha256 (checked when a command loads the base)"]
     aug = manifest.get("augmodule")
     if aug and blocks is not None:

@@ -94,7 +94,8 @@ class ModuleSet:
         if domain == BASE_CLASS and BASE_CLASS not in names:
             return -1  # the same as the base class, if one was learned: no module
         if domain not in names:
-            raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(names) or 'none'}")
+            raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(names) or 'none'}",
+                             code="unknown_domain")
         return names.index(domain)
 
     # ------------------------------------------------------------------ rollback of a failed learn step

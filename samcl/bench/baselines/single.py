@@ -13,7 +13,7 @@ from ...data import Sample
 from ...io import encode_image
 from ...learning import Objective, train_module
 from ...method import AugModule, AugModuleConfig, config_for
-from ...store import BASE_CLASS, DomainEntry
+from ...store import BASE_CLASS
 from ..protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, Strategy
 
 ADAPTER = "adapter"
@@ -47,18 +47,13 @@ class SingleModule:
 
     def __init__(self, backbone, rank: int, device):
         self.samcl = SAMCL.create(backbone, None, rank=rank, device=device)
-        self.samcl.engine.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
+        self.samcl.cache_prefixes(EVAL_PREFIX_CACHE_BYTES, evict="keep")
         self.module: AugModule | None = None
 
     def use(self, module: AugModule | None) -> None:
-        classes = self.samcl.module_set
         self.module = module
-        if module is None:
-            return
-        classes.aug_config = module.config  # the bank is rebuilt for a new module object (O-LoRA's rank grows)
-        classes.modules[ADAPTER] = module.to(self.samcl.device)
-        if ADAPTER not in self.samcl.domains:
-            classes.domains.append(DomainEntry(ADAPTER, "module"))
+        if module is not None:  # its own config each time (O-LoRA's rank grows)
+            self.samcl.put_module(ADAPTER, module)
 
     def evaluate(self, samples: Sequence[Sample]) -> dict:
         return self.samcl.evaluate(samples, force=ADAPTER if self.module is not None else BASE_CLASS)

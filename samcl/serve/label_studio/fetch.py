@@ -58,8 +58,8 @@ class LabelStudioSource:
         if url.startswith("/") and not url.startswith("//"):
             if not base:
                 raise ApiError(400, "no_label_studio_url", f"image {url[:120]!r} is a Label Studio path, but this "
-                                                           "server has no Label Studio URL (--label-studio-url or "
-                                                           "LABEL_STUDIO_URL)")
+                                                           "server has no Label Studio URL (LabelStudioSettings.url, "
+                                                           "or LABEL_STUDIO_URL)")
             url = base.rstrip("/") + url
         try:
             scheme = urlsplit(url).scheme.lower()
@@ -75,7 +75,7 @@ class LabelStudioSource:
             if any(resolved.startswith(prefix) for prefix in self.settings.allowed_urls):
                 return resolved, False
         raise ApiError(400, "url_not_allowed", f"image URL {url[:120]!r} is neither Label Studio's nor on this "
-                                               "server's allow-list (--allow-image-url PREFIX): not fetched")
+                                               "server's allow-list (LabelStudioSettings.allowed_urls): not fetched")
 
     # ------------------------------------------------------------------ credentials
     async def _auth_header(self, client, refresh: bool = False) -> dict:
@@ -139,7 +139,7 @@ class LabelStudioSource:
 
     async def get_json(self, path: str, limit: int = 1 << 24, deadline_s: float | None = None):
         if not self.settings.url:
-            raise ApiError(400, "no_label_studio_url", "this needs the Label Studio URL (--label-studio-url or "
+            raise ApiError(400, "no_label_studio_url", "this needs the Label Studio URL (LabelStudioSettings.url, or "
                                                        "LABEL_STUDIO_URL) and API key")
         url = f"{self.settings.url.rstrip('/')}{path}"
         try:

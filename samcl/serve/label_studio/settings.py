@@ -55,7 +55,7 @@ class LabelStudioSettings:
         self.basic_auth = self.basic_auth or os.environ.get(BASIC_AUTH_ENV) or None
         if self.url is not None and checked_url(self.url) is None:
             rule = "give Label Studio's http(s) address with a valid host and port, e.g. http://localhost:8080"
-            raise SamclError(f"url {self.url!r}: {rule}", cli=f"--label-studio-url {self.url}: {rule}")
+            raise SamclError(f"LabelStudioSettings.url {self.url!r}: {rule}", field="LabelStudioSettings.url")
         for prefix in self.allowed_urls:
             parts = prefix.split("/")
             rule = None
@@ -69,20 +69,20 @@ class LabelStudioSettings:
             elif dot_segments_resolved(prefix) != prefix:
                 rule = "give it without dot segments ('.', '..') or an empty segment ('//')"
             if rule:
-                raise SamclError(f"allowed_urls {prefix!r}: {rule}", cli=f"--allow-image-url {prefix}: {rule}")
+                raise SamclError(f"allowed_urls {prefix!r}: {rule}", field="allowed_urls")
         if self.basic_auth is not None:
             user, colon, password = self.basic_auth.partition(":")
             if not colon or not user or not password:
                 rule = "give USER:PASSWORD, both non-empty (an empty password would turn the check off)"
-                raise SamclError(f"basic_auth: {rule}", cli=f"--label-studio-basic-auth: {rule}")
+                raise SamclError(f"basic_auth: {rule}", field="basic_auth")
         for name, value in (("max_learn_tasks", self.max_learn_tasks), ("max_learn_megapixels",
                                                                          self.max_learn_megapixels)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise SamclError(f"{name} {value!r}: give a number above 0")
+                raise SamclError(f"{name} {value!r}: give a number above 0", field=name)
         masks = self.max_masks
         if not isinstance(masks, int) or isinstance(masks, bool) or not 1 <= masks <= MAX_MASKS:
             rule = f"give an integer from 1 to {MAX_MASKS}"
-            raise SamclError(f"max_masks {self.max_masks!r}: {rule}", cli=f"--label-studio-max-masks: {rule}")
+            raise SamclError(f"max_masks {self.max_masks!r}: {rule}", field="max_masks")
 
 
 #: Longest extra_params text read (Label Studio's field holds a small JSON object).

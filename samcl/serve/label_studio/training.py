@@ -121,7 +121,7 @@ class LearningWorker:
         if len(tasks) > self.settings.max_learn_tasks:
             raise ApiError(413, "too_many_tasks", f"project {project.project}: {len(tasks):,} annotated tasks; a "
                                                   f"learn takes at most {self.settings.max_learn_tasks:,} "
-                                                  "(--learn-max-tasks)")
+                                                  "(LabelStudioSettings.max_learn_tasks)")
         loop = asyncio.get_running_loop()
         samples, budget = [], int(self.settings.max_learn_megapixels * 1e6)
         state = self.state.get(project.project, {})
@@ -151,7 +151,7 @@ class LearningWorker:
             raise ApiError(413, "learn_too_large", f"project {project}: task {task.get('id')}'s image of "
                                                    f"{opened.width}x{opened.height} pixels passes the "
                                                    f"{self.settings.max_learn_megapixels:g} MP a learn may hold "
-                                                   "(--learn-max-megapixels)")
+                                                   "(LabelStudioSettings.max_learn_megapixels)")
         image = codec.load_image(opened)
         del opened
         height, width = image.shape[:2]
