@@ -10,7 +10,6 @@ Inference is `samcl.inference.engine` (`SAMCL.segment` and the predictor run it)
 from __future__ import annotations
 
 import time
-from dataclasses import replace as with_fields
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -38,11 +37,12 @@ from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from ..types import Prediction, Prompt
 from . import distributed
 from .lifecycle import remove_domain
+from .running import Running
 from .tracking import Tracking
 from .trainer import NonFiniteLoss, TrainConfig, default_device, train_module
 
 
-class SAMCL(Tracking):
+class SAMCL(Running, Tracking):
     """A frozen SAM backbone with a set of AugModules and the Module Selector, optionally persisted in a store."""
 
     def __init__(self, backbone, module_set: ModuleSet, store: ModuleStore | None = None, device=None,
@@ -171,53 +171,6 @@ class SAMCL(Tracking):
         if chosen != "torch":
             samcl.set_runtime(chosen, precision)
         return samcl
-
-    def set_runtime(self, runtime: str, precision: str | None = None) -> str:
-        """Run inference on `runtime` ("torch", "onnxruntime", "openvino", "auto"; see `samcl.runtime`) at
-        `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
-        from ..runtime.attach import graph_backbone, resolved
-
-        chosen = resolved(runtime, self.device)
-        if chosen != "torch":
-            graphs = graph_backbone(self.backbone, self.aug_config, self.selector_block, chosen, precision)
-            self.engine.use_backbone(graphs, chosen)
-        elif self.engine.runtime != "torch":  # torch: the set's own backbone back
-            self.engine.use_backbone(self.backbone, "torch")
-        return chosen
-
-    def cache_prefixes(self, max_bytes: int, *, evict: str = "lru") -> None:
-        """Keep prepared images for later calls within `max_bytes` (`Engine.cache_prefixes`: `evict` "lru" or
-        "keep")."""
-        self.engine.cache_prefixes(max_bytes, evict=evict)
-
-    def adopt_cache(self, other: "SAMCL") -> None:
-        """Take `other`'s prepared images where they are valid here (`Engine.adopt_cache`: the same base)."""
-        self.engine.adopt_cache(other.engine)
-
-    def configure_modules(self, **fields) -> None:
-        """Change `AugModuleConfig` fields (e.g. `shared_down=False`) of the modules this set will learn; only
-        before the first domain is learned (every module of a set has one config)."""
-        if self.domains:
-            raise SamclError(f"configure_modules: the set holds domains already ({', '.join(self.domains)})",
-                             code="not_empty")
-        self.module_set.aug_config = with_fields(self.aug_config, **fields)
-
-    def put_module(self, name: str, module) -> None:
-        """Put a module trained elsewhere into the set as domain `name` (replacing that domain's module); the
-        set's module config becomes `module.config`. Not saved: for evaluating one module at a time."""
-        self.module_set.aug_config = module.config  # the bank is rebuilt for a new module object
-        self.module_set.modules[name] = module.to(self.device)
-        if name not in self.domains:
-            self.module_set.domains.append(DomainEntry(name, "module"))
-
-    def keep_in_memory(self) -> None:
-        """From now on learn without saving to the store this set was opened from."""
-        self.store = None
-
-    @property
-    def runtime(self) -> str:
-        """What runs the encoder and decoder: "torch", "onnxruntime" or "openvino"."""
-        return self.engine.runtime
 
     # ------------------------------------------------------------------ properties
     @property
