@@ -101,7 +101,7 @@ def main() -> int:
                                        "--internal-host", "127.0.0.1", "--port", str(ls_port), "--username", EMAIL,
                                        "--password", PASSWORD], env=env, stdout=open(work / "ls.log", "w"),
                                       stderr=subprocess.STDOUT))
-        make_store(work / "store", domains=("polyps", "cells"))
+        make_store(work / "store", domains=("polyps", "cells"), prompts="reference")  # the recording's recipe
         samples = write_samples(work / "images", "polyps", 0, args.tasks, 7)
         wait_http(f"{ls_url}/health", 600, procs[0])
         token = driver({"step": "login", "url": ls_url, "email": EMAIL, "password": PASSWORD})["token"]

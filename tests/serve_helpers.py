@@ -19,12 +19,13 @@ from samcl.data.synthetic import generate
 DOMAINS = ("polyps", "cells")
 
 
-def make_store(path: Path, domains=DOMAINS) -> Path:
-    """A store on the shipped tiny SAM with `domains` learned for one epoch on 8 synthetic images each (~1 s)."""
+def make_store(path: Path, domains=DOMAINS, prompts: str = "mix") -> Path:
+    """A store on the shipped tiny SAM with `domains` learned for one epoch on 8 synthetic images each (~1 s), on
+    the training prompt regime `prompts` (`TrainConfig.prompts`)."""
     samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), path, selector=SelectorConfig(samples_per_domain=8,
                                                                                          epochs=5))
     for domain in domains:
-        samcl.learn(domain, generate(domain, 8, 0), TrainConfig(epochs=1, batch_size=4, progress=False))
+        samcl.learn(domain, generate(domain, 8, 0), TrainConfig(epochs=1, batch_size=4, progress=False, prompts=prompts))
     return path
 
 
