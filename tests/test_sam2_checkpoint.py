@@ -66,8 +66,13 @@ def _sam2_modeling() -> dict[str, ModuleType]:
 
 
 def build_meta_sam2(embed_dim, num_heads, stages, global_att_blocks, window_spec, window_pos_embed_bkg_spatial_size,
-                    d_model=256, image_size=1024, mem_dim=64) -> torch.nn.Module:
-    """Meta's SAM2Base as configs/sam2.1/sam2.1_hiera_*.yaml builds it (memory parts included, at any size)."""
+                    d_model=256, image_size=1024, mem_dim=64, *, feedforward: int = 2048, memory_in_dim: int = 256,
+                    model_class=None, **extra) -> torch.nn.Module:
+    """Meta's SAM2Base as configs/sam2.1/sam2.1_hiera_*.yaml builds it (memory parts included, at any size).
+
+    `feedforward`: the memory attention's MLP width; `memory_in_dim`: the memory encoder's input width (its mask
+    downsampler's too; Meta's default 256); `model_class`: SAM2Base or a subclass (tests/video_meta.py's
+    SAM2VideoPredictor), given `extra` constructor arguments."""
     m = _sam2_modeling()
     sine = m["position_encoding"].PositionEmbeddingSine
     trunk = m["backbones.hieradet"].Hiera(
@@ -81,7 +86,7 @@ def build_meta_sam2(embed_dim, num_heads, stages, global_att_blocks, window_spec
     feat = [image_size // 16] * 2
     attention = m["memory_attention"]
     layer = attention.MemoryAttentionLayer(
-        activation="relu", dim_feedforward=2048, dropout=0.1, pos_enc_at_attn=False, d_model=d_model,
+        activation="relu", dim_feedforward=feedforward, dropout=0.1, pos_enc_at_attn=False, d_model=d_model,
         self_attention=rope(rope_theta=10000.0, feat_sizes=feat, embedding_dim=d_model, num_heads=1,
                             downsample_rate=1, dropout=0.1),
         pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
@@ -90,10 +95,10 @@ def build_meta_sam2(embed_dim, num_heads, stages, global_att_blocks, window_spec
     memory = m["memory_encoder"]
     memory_encoder = memory.MemoryEncoder(
         out_dim=mem_dim, position_encoding=sine(num_pos_feats=mem_dim, normalize=True, temperature=10000),
-        mask_downsampler=memory.MaskDownSampler(kernel_size=3, stride=2, padding=1),
+        mask_downsampler=memory.MaskDownSampler(embed_dim=memory_in_dim, kernel_size=3, stride=2, padding=1),
         fuser=memory.Fuser(layer=memory.CXBlock(dim=d_model, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
-                                                use_dwconv=True), num_layers=2))
-    return m["sam2_base"].SAM2Base(
+                                                use_dwconv=True), num_layers=2), in_dim=memory_in_dim)
+    return (model_class or m["sam2_base"].SAM2Base)(
         image_encoder=encoder, memory_attention=attention.MemoryAttention(
             d_model=d_model, pos_enc_at_input=True, layer=layer, num_layers=4),
         memory_encoder=memory_encoder, num_maskmem=7, image_size=image_size, sigmoid_scale_for_mem_enc=20.0,
@@ -107,14 +112,18 @@ def build_meta_sam2(embed_dim, num_heads, stages, global_att_blocks, window_spec
         # what build_sam2(...) adds for image prediction (SAM2ImagePredictor)
         sam_mask_decoder_extra_args=dict(dynamic_multimask_via_stability=True, dynamic_multimask_stability_delta=0.05,
                                          dynamic_multimask_stability_thresh=0.98),
+        **extra,
     ).eval()
 
 
 def _randomized_meta_sam2(seed: int, sizes: dict) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return randomize(build_meta_sam2(**sizes))
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
     """Every parameter from seeded noise (norm weights ~ 1 + N(0, 0.1^2), vectors and position embeddings
     ~ N(0, 0.1^2), matrices ~ N(0, 1/fan_in)), so no parameter is left at a value that could hide a bug."""
-    torch.manual_seed(seed)
-    model = build_meta_sam2(**sizes)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape)
