@@ -89,3 +89,14 @@ def tiny_backbone() -> SamBackbone:
             if "pos_embed" in name or "rel_pos" in name:
                 param.normal_(0, 0.02)
     return backbone
+
+
+@pytest.fixture
+def empty_store(tmp_path):
+    """A fresh store on builtin:tiny-sam, no domain learned (what the Label Studio recordings ran on)."""
+    from samcl import SAMCL, load_backbone
+
+    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), tmp_path / "store")
+    with samcl.store.lock():
+        samcl.store.save(samcl.module_set)
+    return tmp_path / "store"

@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import png, wait_until  # noqa: E402
 from studio_server import StudioServer  # noqa: E402
 
-from samcl import SAMCL, load_backbone
+from samcl import SAMCL
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.learning import learner  # noqa: E402
 from samcl.serve import ServeConfig, create_app  # noqa: E402
@@ -85,15 +85,6 @@ def test_annotations_become_masks_and_prompt_points():
     assert np.array_equal(mask, sample.mask | np.eye(height, width, dtype=bool))
     assert points.tolist() == [[width / 2, height / 4]] and labels.tolist() == [1]
     assert annotation_target(results[2:], tags, width, height) == (None, None, None)  # no region: not a sample
-
-
-@pytest.fixture
-def empty_store(tmp_path):
-    """What the recording ran on: a fresh store on builtin:tiny-sam."""
-    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), tmp_path / "store")
-    with samcl.store.lock():
-        samcl.store.save(samcl.module_set)
-    return tmp_path / "store"
 
 
 STUDIOS: list = []

@@ -26,7 +26,7 @@ from serve_helpers import live_server, wait_until  # noqa: E402
 from studio_server import StudioServer  # noqa: E402
 from test_label_studio import CONFIG, FIXTURES, error_of, export_of, image_url, recorded  # noqa: E402
 
-from samcl import SAMCL, SamclError, TrainConfig, load_backbone  # noqa: E402
+from samcl import SAMCL, SamclError, TrainConfig  # noqa: E402
 from samcl.data.synthetic import generate  # noqa: E402
 from samcl.serve import LabelStudioSettings, ServeConfig, create_app  # noqa: E402
 from samcl.serve.errors import ApiError  # noqa: E402
@@ -34,13 +34,6 @@ from samcl.serve.label_studio import rle  # noqa: E402
 from samcl.serve.label_studio.fetch import LabelStudioSource  # noqa: E402
 
 
-@pytest.fixture
-def empty_store(tmp_path):
-    """A fresh store on builtin:tiny-sam (as test_label_studio's)."""
-    samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), tmp_path / "store")
-    with samcl.store.lock():
-        samcl.store.save(samcl.module_set)
-    return tmp_path / "store"
 
 
 @pytest.fixture
