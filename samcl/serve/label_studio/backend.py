@@ -114,10 +114,10 @@ class Backend:
                 "domains": self.host.samcl.domains, "learning": self.worker.busy()}
 
     async def setup(self, body: dict) -> dict:
-        check_setup(self.settings, body.get("schema") or "")  # refused now what every prediction would fail on
+        # refused now what every prediction would fail on: no way to fetch images, a config samcl cannot answer
+        check_setup(self.settings, body.get("schema") or "")
         project = self.register(body.get("project"), body.get("schema") or "")
         project.update(body.get("extra_params"))
-        Tags.of(project.label_config)  # a config samcl cannot answer is refused when the model is connected
         if project.domain is None and project.title is None and project.fixed is None:
             found = await self.source.project(project.project)  # /setup carries no title: ask Label Studio
             project.title = (found or {}).get("title") if isinstance((found or {}).get("title"), str) else None
