@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from ..assets import BUILTIN_TINY_SAM, TINY_SAM_DIR  # (the shipped tiny SAM)
+from ..assets import BUILTIN_TINY_SAM, BUILTIN_TINY_SAM2, BUILTINS, TINY_SAM2_DIR, TINY_SAM_DIR  # (shipped)
 from ..errors import SamclError
 from ..io import NoSuchFile, check_regular, read_json_file
 from .base import FrozenBackbone, file_source
@@ -32,9 +32,11 @@ def is_hub_id(spec: str | Path | None) -> bool:
 
 
 def resolve_base(spec: str | Path | None) -> str:
-    """The string a store records for its base: an absolute path, a Hub model id, or the builtin tiny SAM."""
-    if spec is None or str(spec) == BUILTIN_TINY_SAM:
+    """The string a store records for its base: an absolute path, a Hub model id, or a builtin's name."""
+    if spec is None:
         return BUILTIN_TINY_SAM
+    if str(spec) in BUILTINS:
+        return str(spec)
     if is_hub_id(spec):
         return str(spec)
     return str(Path(spec).expanduser().resolve())
@@ -71,16 +73,16 @@ def _hub_offline() -> bool:
 
 
 def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> SamBackbone | Sam2Backbone:
-    """None or "builtin:tiny-sam" -> the shipped tiny SAM; a directory -> HF format, SAM, SAM 2 or SAM 2 video by
+    """None or "builtin:tiny-sam" -> the shipped tiny SAM ("builtin:tiny-sam2": the shipped tiny SAM 2); a directory -> HF format, SAM, SAM 2 or SAM 2 video by
     its config's model_type; a Hub model id ("facebook/sam-vit-base") -> its HF-format snapshot (`hub_snapshot`); a
     file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
     `video`: a `Sam2VideoBackbone` that keeps the video memory weights (Meta's SAM 2 checkpoints; an HF
     directory must be a sam2_video one). The backbone remembers where it came from (`source`), so a store created
     on it can find it again."""
     base = resolve_base(spec)
-    path = TINY_SAM_DIR if base == BUILTIN_TINY_SAM else hub_snapshot(base) if is_hub_id(base) else Path(spec)
-    if base == BUILTIN_TINY_SAM and not (TINY_SAM_DIR / "config.json").is_file():
-        raise SamclError(f"{TINY_SAM_DIR}: the builtin tiny SAM is missing from this installation")
+    path = BUILTINS[base] if base in BUILTINS else hub_snapshot(base) if is_hub_id(base) else Path(spec)
+    if base in BUILTINS and not (path / "config.json").is_file():
+        raise SamclError(f"{path}: the builtin {base} is missing from this installation")
     try:
         if path.is_dir():
             backbone = _from_directory(path, video)  # (it read model.safetensors, or the index and every shard)
@@ -152,7 +154,8 @@ def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
 
 
 __all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base",
-           "is_hub_id", "hub_snapshot", "adaptable_blocks", "video_backbone_for", "BUILTIN_TINY_SAM"]
+           "is_hub_id", "hub_snapshot", "adaptable_blocks", "video_backbone_for", "BUILTIN_TINY_SAM", "BUILTIN_TINY_SAM2",
+           "TINY_SAM2_DIR"]
 
 
 def adaptable_blocks(hint, family: str) -> tuple[int, ...] | None:
