@@ -40,10 +40,10 @@ from tqdm import tqdm
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_tiny_sam import dice_loss, focal_loss, lr_lambda, mask_iou, sample_prompts  # noqa: E402
+from pretrain_tiny_sam import dice_loss, focal_loss, lr_lambda, mask_iou, sample_prompts
 
-from samcl.data import synthetic  # noqa: E402
-from samcl.data.synthetic.video import FRAMES, generate_clips  # noqa: E402
+from samcl.data import synthetic
+from samcl.data.synthetic.video import FRAMES, generate_clips
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # SAM 2's (samcl.backbone.sam2)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -359,6 +359,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--init", type=Path, default=None, help="continue from an earlier output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="do not train: store --out's weights as float16 and rewrite its card's scores")
     return parser.parse_args(argv)
 
 
@@ -408,7 +410,7 @@ can be downloaded (tests, the video benchmark). It is not a useful segmenter or 
   {args.steps} steps. Seed {args.seed}, data seed {args.data_seed}.
 - Final running losses: image {losses['image']:.3f}, memory {losses['memory']:.3f} (tracked frames' best-output IoU
   {losses['tracked_iou']:.3f}).
-- Wall time {wall / 60:.1f} min on {cpu_name()}, {args.threads} CPU thread (torch {torch.__version__}), shared machine.
+- Wall time of the training (data included, final scoring not) {wall / 60:.1f} min on {cpu_name()}, {args.threads} CPU thread (torch {torch.__version__}), shared machine.
 
 Command (from the repository root):
 
@@ -416,21 +418,68 @@ Command (from the repository root):
 {command}
 ```
 
-## Scores (samcl's own paths, base, no module)
+{score_section(args, before, after)}"""
+    path.write_text(text)
+
+
+SCORES_HEADING = "## Scores"
+
+
+def score_section(args, before: dict, after: dict) -> str:
+    return f"""{SCORES_HEADING} (samcl's own paths, base, no module; the shipped float16-stored weights)
 | | random init (same seed) | this model |
 |---|---|---|
 | general test images, mean IoU (first {args.eval_images}, 3 fixed points) | {before.get('image_iou', float('nan')):.3f} | {after.get('image_iou', float('nan')):.3f} |
 | general test clips, mean J&F (first {args.eval_clips}, 10 frames, 3 points on frame 0) | {before.get('clip_jf', float('nan')):.3f} | {after.get('clip_jf', float('nan')):.3f} |
 
-Images: `SAMCL.segment(..., force="base")`; clips: `SAMCL.track(..., force="base")` (transformers' propagation),
-`generate(...)` / `generate_clips("general", n, seed={args.data_seed}, split="test")`, J&F as DAVIS (`samcl.bench.davis`).
+Images: `SAMCL.segment(..., force="base")`; clips: `SAMCL.track(..., force="base")` (transformers' propagation);
+`generate("general", n, seed={args.data_seed}, split="test")` / `generate_clips("general", n, seed={args.data_seed}, split="test")`, J&F as
+DAVIS (`samcl.bench.davis`). Reproduce with
+`python scripts/pretrain_tiny_sam2.py --rescore --out <this folder> --eval-images {args.eval_images} --eval-clips {args.eval_clips}`.
 """
-    path.write_text(text)
+
+
+def round_to_half(model: Sam2VideoModel) -> None:
+    """Round every float weight to float16 precision (kept float32): what the shipped file stores, so that the
+    scores are those of the shipped model."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
+def save(model: Sam2VideoModel, out: Path) -> None:
+    """config.json (float32) + model.safetensors stored as float16 (half the size; transformers loads it as float32)."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    weights = load_file(out / "model.safetensors")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, out / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def rescore(args) -> None:
+    """Store a trained folder's weights as float16 (if not yet) and rewrite its card's scores for them."""
+    model = Sam2VideoModel.from_pretrained(args.out)
+    round_to_half(model)
+    before = evaluate(build_model(args.seed), args.eval_images, args.eval_clips, args.data_seed)
+    after = evaluate(model, args.eval_images, args.eval_clips, args.data_seed)
+    print(f"random init: {before}\nthis model: {after}", flush=True)
+    save(model, args.out)
+    card = args.out / "MODEL_CARD.md"
+    text = card.read_text()
+    head = text[: text.index(SCORES_HEADING)] if SCORES_HEADING in text else text + "\n"
+    card.write_text(head + score_section(args, before, after))
+    print(f"rewrote the weights (float16) and the scores in {card}")
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.rescore:
+        rescore(args)
+        return
     started = time.time()
     model = build_model(args.seed, args.init)
     params = sum(p.numel() for p in model.parameters())
@@ -477,10 +526,10 @@ def main(argv=None) -> None:
             tqdm.write(f"step {step + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in running.items() if v is not None)
                        + f"; general test (50 images, 4 clips) {score}; {(time.time() - started) / 60:.1f} min")
     wall = time.time() - started
+    round_to_half(model)
     after = evaluate(model, args.eval_images, args.eval_clips, args.data_seed)
     print(f"after training: {after}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
+    save(model, args.out)
     final = {k: (v if v is not None else float("nan")) for k, v in running.items()}
     write_card(args.out / "MODEL_CARD.md", args, model.config, params, before, after, wall, final)
     print(f"saved to {args.out} after {wall / 60:.1f} min", flush=True)
