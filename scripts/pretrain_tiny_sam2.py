@@ -7,8 +7,9 @@ scratch, in one run, on two kinds of steps that share the optimizer:
 
 - image steps, SAM-style as scripts/pretrain_tiny_sam.py (same prompt sampler and loss): several objects per
   general-domain image, 1-3 positive points, sometimes a negative one, sometimes a jittered box; focal + dice,
-  minimum over the 3 multimask outputs in half of the steps, the single output in the other half; IoU head MSE;
-  plus SAM 2's object-score head (BCE, the object is always there);
+  both the minimum over the 3 multimask outputs and the single output in every step (a first run that trained
+  them in alternate steps left the single output empty, and several points, as in the video benchmark, take it);
+  IoU head MSE; plus SAM 2's object-score head (BCE, the object is always there);
 - memory steps, SAM 2-style on short clips of the general domain (`samcl.data.synthetic.video.generate_clips`):
   frame 0 prompted with points, its predicted mask encoded into memory by transformers' memory encoder; every later
   frame predicted with no prompt from features conditioned on that memory (and the earlier frames' memories and
@@ -20,7 +21,7 @@ The memory steps call Sam2VideoModel's own pieces (`get_image_features`, `prompt
 encodings, object pointers) with a minimal stand-in for its inference session (its output dicts), because the
 session's propagation runs under inference_mode.
 
-    python scripts/pretrain_tiny_sam2.py --steps 2000 --warmup 100 --lr 1e-3 --focal-alpha -1 --out samcl/assets/tiny-sam2
+    python scripts/pretrain_tiny_sam2.py --steps 1500 --warmup 100 --lr 1e-3 --focal-alpha -1 --eval-every 400 --out samcl/assets/tiny-sam2
 """
 
 from __future__ import annotations
@@ -249,10 +250,13 @@ def image_step(model, data: ImageData, rng, generator, args):
     every = torch.arange(pixels.shape[0])
     pix = (feats[-1] + model.no_memory_embedding).permute(1, 2, 0).reshape(-1, model.hidden_dim,
                                                                           *model.backbone_feature_sizes[-1])
-    multimask = bool(rng.random() < 0.5)
-    out = heads(model, pix, high_res(model, feats, every), points, labels, boxes, multimask)
-    loss, iou = sam2_loss(out[0], out[1], out[3], masks, multimask, args.focal_weight, args.focal_alpha)
-    return loss, iou.max(-1).values.mean().item()
+    high = high_res(model, feats, every)
+    loss, iou = 0.0, []
+    for multimask in (True, False):  # both the 3 multimask outputs (their best) and the single one, every step
+        out = heads(model, pix, high, points, labels, boxes, multimask)
+        term, outputs_iou = sam2_loss(out[0], out[1], out[3], masks, multimask, args.focal_weight, args.focal_alpha)
+        loss, iou = loss + term / 2, iou + [outputs_iou.max(-1).values.mean().item()]
+    return loss, iou[-1]  # (the single output's IoU)
 
 
 def memory_step(model, data: ClipData, rng, generator, args):
@@ -269,18 +273,22 @@ def memory_step(model, data: ClipData, rng, generator, args):
         select = torch.arange(b) * length + t
         current, current_pos = feats[-1][:, select], pos[-1][:, select]
         target = masks[:, t][:, None]  # B x 1 x S x S
-        if t == 0:
+        high = high_res(model, feats, select)
+        if t == 0:  # prompted: the multimask outputs trained too, the single output (as for several points) kept
             pix = (current + model.no_memory_embedding).permute(1, 2, 0).reshape(b, model.hidden_dim, *grid)
             valid = torch.ones(b, *target.shape[-2:], dtype=torch.bool)
             points, labels, _ = sample_prompts(target, valid, generator, box_prob=0.0)
-            multimask = bool(rng.random() < 0.5)
+            out = heads(model, pix, high, points, labels, None, True)
+            loss, _ = sam2_loss(out[0], out[1], out[3], target, True, args.focal_weight, args.focal_alpha)
+            total = total + loss / (2 * length)
+            multimask = False
         else:
             pix = memory_conditioned(model, session, t, current, current_pos)
             points = labels = None
             multimask = True  # transformers' tracking frames (no points) take the multimask outputs
-        out = heads(model, pix, high_res(model, feats, select), points, labels, None, multimask)
+        out = heads(model, pix, high, points, labels, None, multimask)
         loss, iou = sam2_loss(out[0], out[1], out[3], target, multimask, args.focal_weight, args.focal_alpha)
-        total = total + loss / length
+        total = total + loss / (2 * length if t == 0 else length)
         if t > 0:
             tracked_iou.append(iou.max(-1).values.mean().item())
         if t == length - 1:
@@ -337,7 +345,7 @@ def evaluate(model: Sam2VideoModel, n_images: int, n_clips: int, seed: int) -> d
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("samcl/assets/tiny-sam2"), help="output folder")
-    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps (each one image and one memory batch)")
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (each one image and one memory batch)")
     parser.add_argument("--batch-size", type=int, default=12, help="images per image batch")
     parser.add_argument("--prompts", type=int, default=2, help="objects prompted per image")
     parser.add_argument("--images", type=int, default=6000, help="general-domain images pregenerated")
@@ -356,7 +364,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=100, help="general test images scored at the end")
     parser.add_argument("--eval-clips", type=int, default=8, help="general test clips tracked at the end")
-    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--init", type=Path, default=None, help="continue from an earlier output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     parser.add_argument("--rescore", action="store_true",
@@ -398,13 +406,14 @@ can be downloaded (tests, the video benchmark). It is not a useful segmenter or 
 - Image batches: {args.batch_size} images of `generate_general_instances(n={args.images}, seed={args.data_seed}, split="train")`,
   {args.prompts} objects each; 1-3 positive points (30/20/50 %), a negative point near the object (25 %), in
   {100 * args.box_prob:.0f} % of the batches a jittered box (half of them box only); {args.focal_weight:g} x focal (alpha {args.focal_alpha:g})
-  + dice on masks at the input size, minimum over the 3 multimask outputs in half of the batches, the single
-  output in the other half; MSE of the IoU head; BCE of the object-score head.
+  + dice on masks at the input size, in every batch both the minimum over the 3 multimask outputs and the
+  single output (half each); MSE of the IoU head; BCE of the object-score head.
 - Memory batches (from step {args.memory_from}, weight {args.memory_weight:g}): {args.clip_batch} windows of {args.clip_frames} frames (stride 1 or 2,
   forwards or backwards) of `generate_clips("general", n={args.clips}, seed={args.data_seed}, split="train")`; frame 0 prompted
-  with 1-3 points (and sometimes a negative), every later frame predicted with no prompt from the memory of
-  the earlier ones (transformers' memory encoder, memory attention, object pointers), its best output by
-  predicted IoU encoded in turn; the same loss on every frame (multimask minimum on the tracked frames),
+  with 1-3 points (and sometimes a negative), its single output encoded into memory (as for a prompt of several
+  points); every later frame predicted with no prompt from the memory of the earlier ones (transformers' memory
+  encoder, memory attention, object pointers), its best output by predicted IoU encoded in turn; the same loss
+  on every frame (frame 0: multimask minimum and single output, half each; tracked frames: multimask minimum),
   back-propagated through the memories.
 - AdamW lr {args.lr}, weight decay {args.weight_decay}, {args.warmup} warmup steps, cosine to 2 %; gradient clipping 1.0;
   {args.steps} steps. Seed {args.seed}, data seed {args.data_seed}.
