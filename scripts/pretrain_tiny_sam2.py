@@ -7,9 +7,8 @@ scratch, in one run, on two kinds of steps that share the optimizer:
 
 - image steps, SAM-style as scripts/pretrain_tiny_sam.py (same prompt sampler and loss): several objects per
   general-domain image, 1-3 positive points, sometimes a negative one, sometimes a jittered box; focal + dice,
-  both the minimum over the 3 multimask outputs and the single output in every step (a first run that trained
-  them in alternate steps left the single output empty, and several points, as in the video benchmark, take it);
-  IoU head MSE; plus SAM 2's object-score head (BCE, the object is always there);
+  both the minimum over the 3 multimask outputs and the single output (which several points, as in the video
+  benchmark, take) in every step; IoU head MSE; plus SAM 2's object-score head (BCE, the object is always there);
 - memory steps, SAM 2-style on short clips of the general domain (`samcl.data.synthetic.video.generate_clips`):
   frame 0 prompted with points, its predicted mask encoded into memory by transformers' memory encoder; every later
   frame predicted with no prompt from features conditioned on that memory (and the earlier frames' memories and
@@ -21,7 +20,7 @@ The memory steps call Sam2VideoModel's own pieces (`get_image_features`, `prompt
 encodings, object pointers) with a minimal stand-in for its inference session (its output dicts), because the
 session's propagation runs under inference_mode.
 
-    python scripts/pretrain_tiny_sam2.py --steps 1500 --warmup 100 --lr 1e-3 --focal-alpha -1 --eval-every 400 --out samcl/assets/tiny-sam2
+    python scripts/pretrain_tiny_sam2.py --steps 1000 --warmup 80 --lr 1e-3 --focal-alpha -1 --eval-every 500 --out samcl/assets/tiny-sam2
 """
 
 from __future__ import annotations
@@ -71,8 +70,16 @@ def build_config(size: int = 128) -> Sam2VideoConfig:
 
 
 def build_model(seed: int, init: Path | None = None) -> Sam2VideoModel:
+    """A fresh tiny SAM 2 (or one continued from `init`). SAM 2 has one random Fourier positional encoding, for the
+    image grid and for the prompts' coordinates alike (Meta's checkpoints load it into both of transformers' copies);
+    transformers draws its two copies apart, which leaves points unlocatable on the image: one draw for both."""
     torch.manual_seed(seed)
-    return Sam2VideoModel.from_pretrained(init) if init is not None else Sam2VideoModel(build_config())
+    if init is not None:
+        return Sam2VideoModel.from_pretrained(init)
+    model = Sam2VideoModel(build_config())
+    with torch.no_grad():
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(model.shared_image_embedding.positional_embedding)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -345,7 +352,7 @@ def evaluate(model: Sam2VideoModel, n_images: int, n_clips: int, seed: int) -> d
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("samcl/assets/tiny-sam2"), help="output folder")
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (each one image and one memory batch)")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (each one image and one memory batch)")
     parser.add_argument("--batch-size", type=int, default=12, help="images per image batch")
     parser.add_argument("--prompts", type=int, default=2, help="objects prompted per image")
     parser.add_argument("--images", type=int, default=6000, help="general-domain images pregenerated")
@@ -356,7 +363,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--memory-from", type=int, default=0, help="first step with memory batches (image-only before)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=80)
     parser.add_argument("--focal-alpha", type=float, default=-1.0, help="focal class weight; -1 for none")
     parser.add_argument("--focal-weight", type=float, default=20.0)
     parser.add_argument("--box-prob", type=float, default=0.25)
@@ -364,7 +371,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=100, help="general test images scored at the end")
     parser.add_argument("--eval-clips", type=int, default=8, help="general test clips tracked at the end")
-    parser.add_argument("--eval-every", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--init", type=Path, default=None, help="continue from an earlier output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     parser.add_argument("--rescore", action="store_true",
