@@ -106,9 +106,10 @@ def command_of(argv: list[str]) -> str | None:
 
 def _learn(p) -> None:
     from .. import SelectorConfig, TrainConfig
+    from ..method.augmodule import AugModuleConfig
     from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
 
-    train, selector = defaults(TrainConfig), defaults(SelectorConfig)
+    selector = defaults(SelectorConfig)
     p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
     add_base(p, f"first learn only; default: {BUILTIN}")
     p.add_argument("--domain", required=True, help="name of the new domain")
@@ -130,12 +131,11 @@ def _learn(p) -> None:
     p.add_argument("--replace", action="store_true",
                    help="relearn a domain the store holds from --data alone: its old module and selector state "
                         "are replaced in one new generation (a kill before that commit leaves the old set)")
-    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=train["cache_bytes"] / 2**20,
-                   help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
-                        "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
+    config_flag(p, "--cache-mb", TrainConfig, "cache_bytes", scale=2**20, narrow={"high": 1 << 40}, dest="cache_mb",
+                extra="(in MiB)")
     add_points_frame(p)
     new = p.add_argument_group("new store only")
-    new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
+    config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
                      help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
                           "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "

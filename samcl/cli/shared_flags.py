@@ -17,21 +17,24 @@ def defaults(config_class) -> dict:
 
 
 def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | None = None, extra: str = "",
-                **kwargs) -> None:
-    """A flag that sets `config_class.name`, with the field's help, default and accepted range (`narrow`: a
-    tighter range for the command line)."""
+                scale: int = 1, **kwargs) -> None:
+    """A flag that sets `config_class.name`, with the field's help, default and accepted range, checked by the
+    field's own schema (`flags.field_value`; `narrow`: a tighter range for the command line; `scale`: the field
+    holds the flag's value times this, e.g. 2**20 for a flag in MiB of a field in bytes)."""
     field = field_of(config_class, name)
     accepted = field.metadata["range"]
     if narrow:
         accepted = dataclasses.replace(accepted, **narrow)
-    if accepted.choices is not None:
+    if accepted is not None and accepted.choices is not None:
         kwargs["choices"] = list(accepted.choices)
-    else:
-        kwargs["type"] = t.in_range(accepted)
+    elif accepted is not None:
+        kwargs["type"] = t.field_value(config_class, name, narrow=narrow, scale=scale)
     text = field.metadata["help"] + (f" {extra}" if extra else "")
-    if accepted.choices is None:
-        text += f"; {accepted.describe().removesuffix(', or None')}"
-    group.add_argument(flag, dest=kwargs.pop("dest", name), default=field.default, help=text, **kwargs)
+    if accepted is not None and accepted.choices is None:
+        text += f"; {kwargs['type'].accepted.removesuffix(', or None')}"
+    default = field.default if scale == 1 else field.default / scale
+    group.add_argument(flag, dest=kwargs.pop("dest", name), default=kwargs.pop("default", default), help=text,
+                       **kwargs)
 
 
 def add_base(p, default_text: str) -> None:

@@ -25,7 +25,7 @@ import torch
 from ..backbone import tokens as batch_ops
 from ..io.images import to_rgb_array
 from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
-from ..options import check_fields, option
+from ..options import config, option
 from . import amg
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -33,7 +33,7 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MASK_THRESHOLD = 0.0
 
 
-@dataclass
+@config
 class AutoMaskConfig:
     """How automatic masks are made: Meta's `SamAutomaticMaskGenerator` arguments, names and defaults (their
     defaults were chosen for SAM ViT-H; a small or fresh model predicts lower IoU, so lower `pred_iou_thresh`)."""
@@ -61,9 +61,6 @@ class AutoMaskConfig:
                                           "again (0: off)", low=0, high=1 << 40, integer=True)
     output_mode: str = option("binary_mask", "the records' segmentation: binary_mask (H x W bool), "
                                              "uncompressed_rle, or coco_rle (counts as a str)", choices=OUTPUT_MODES)
-
-    def __post_init__(self):
-        check_fields(self)
 
     def point_grids(self) -> list[np.ndarray]:
         return amg.build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,

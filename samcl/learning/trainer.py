@@ -30,12 +30,12 @@ from ..io.progress import bar
 from ..method.augmodule import AugModule, AugModuleConfig, Injection
 from ..backbone import tokens as batch_ops
 from ..method.prompts import PROMPT_REGIMES, TrainingPrompt, mix_prompt, sample_points, sample_rng
-from ..options import check_fields, option
+from ..options import config, option
 
 AMP_MODES = ("none", "bf16")
 
 
-@dataclass
+@config
 class TrainConfig:
     """How one domain's AugModule is trained (the paper's recipe; see the module docstring for the loss).
 
@@ -84,7 +84,6 @@ class TrainConfig:
                               "decoder", choices=AMP_MODES)
 
     def __post_init__(self):
-        check_fields(self)
         shares = self.mix_negatives + self.mix_box + self.mix_box_points + self.mix_none
         if shares > 1 + 1e-9:
             raise ValueError(f"TrainConfig.mix_negatives + mix_box + mix_box_points + mix_none {shares:g}: "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from ..options import check_fields, option
+from ..options import config, option
 
 #: Selector kinds: the paper's MLP on an embedding buffer, and the statistics selectors (`samcl.selector.stats`).
 KINDS = ("mlp", "ncm", "fecam", "ranpac")
@@ -16,7 +16,7 @@ FEATURES = ("mean", "mean_std")
 DEFAULT_FEATURES = {"mlp": "mean", "ncm": "mean_std", "fecam": "mean_std", "ranpac": "mean_std"}
 
 
-@dataclass(frozen=True)
+@config(frozen=True)
 class SelectorConfig:
     """The Module Selector: which kind, what it reads, and how it is fitted.
 
@@ -65,7 +65,6 @@ class SelectorConfig:
                                     "tolerance bound); 0: the plain fitted quantile", low=0, high=1, high_open=True)
 
     def __post_init__(self):
-        check_fields(self)
         if self.features is None:
             object.__setattr__(self, "features", DEFAULT_FEATURES[self.kind])
 
