@@ -19,7 +19,6 @@ def cmd_learn(args) -> int:
     from .. import SelectorConfig
     from ..learning import distributed
     from ..selector import DEFAULT_KIND
-    from ..store import ModuleStore
 
     check_store_path(args.store)
     check_device(args.device)
@@ -27,12 +26,12 @@ def cmd_learn(args) -> int:
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
     data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
-    precheck_store(args.store)
+    manifest = precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
 
-    if ModuleStore(args.store).exists():
-        samcl = SAMCL.open(args.store, base=args.base, device=device)
+    if manifest is not None:
+        samcl = SAMCL.open(args.store, base=args.base, device=device, manifest=manifest)
         kind = samcl.module_set.selector_config.kind
         if args.selector is not None and args.selector != kind:
             raise SamclError(f"--selector {args.selector}: {args.store} already uses the {kind} selector "
@@ -87,9 +86,9 @@ def _file_warning(message: str, data) -> str:
 
 def cmd_info(args) -> int:
     from ..inference import precision
-    from ..store import ModuleStore, read_manifest
+    from ..store import ModuleStore
 
-    manifest = read_manifest(args.store)
+    manifest = ModuleStore(args.store).read_manifest()
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
     from ..backbone import adaptable_blocks
     from ..store import check_recorded_base

@@ -36,13 +36,13 @@ def cmd_segment(args) -> int:
             prompt.check(image.shape[1], image.shape[0])
         except PromptError as exc:
             raise SamclError(f"{path}: {exc}") from None
-    precheck_store(args.store)
+    manifest = precheck_store(args.store)
     import numpy as np
 
     from .. import SAMCL
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision, runtime=args.runtime)
+                       precision=args.precision, runtime=args.runtime, manifest=manifest)
     if auto:
         return auto_run(args, samcl, images, config, auto_targets)
     results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)

@@ -35,6 +35,13 @@ def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | Non
     default = field.default if scale == 1 else field.default / scale
     group.add_argument(flag, dest=kwargs.pop("dest", name), default=kwargs.pop("default", default), help=text,
                        **kwargs)
+    if scale == 1:  # (a scaled flag shows another unit than its field: the flag itself refuses what the field would)
+        CONFIG_FLAGS[f"{getattr(config_class, '__config_name__', config_class.__name__)}.{name}"] = flag
+
+
+#: "Config.field" -> its flag, for every flag `config_flag` made (`tests/test_cli_errors.py` holds
+#: `samcl.cli.errors.FLAGS`, the one table an error's field is shown through, to these).
+CONFIG_FLAGS: dict[str, str] = {}
 
 
 def add_base(p, default_text: str) -> None:

@@ -127,7 +127,7 @@ class SAMCL(Running, Tracking):
 
     @classmethod
     def open(cls, store: str | Path, *, base=None, device=None, fallback: bool = True,
-             precision: str | None = None, runtime: str | None = "torch") -> "SAMCL":
+             precision: str | None = None, runtime: str | None = "torch", manifest: dict | None = None) -> "SAMCL":
         """Open a saved store (every file's sha256 and structure checked).
 
         Arguments:
@@ -140,6 +140,8 @@ class SAMCL(Running, Tracking):
             None keeps the base's own (float32 as loaded from a file).
           runtime (str | None): what runs the encoder and decoder: "torch", "onnxruntime", "openvino" or "auto"
             (`samcl.runtime`: graphs exported once per base and cached; the precision then applies to them).
+          manifest (dict | None): the store's manifest as `ModuleStore.read_manifest` returned it (read and
+            checked), for a caller that has read it already; None: read here.
 
         Returns:
           (SAMCL): the set, every module resident; its embedding buffer is read when `learn` first needs it.
@@ -148,7 +150,7 @@ class SAMCL(Running, Tracking):
 
         chosen = resolved(runtime, device)
         module_store = ModuleStore(store)
-        raw = module_store.read_manifest()
+        raw = module_store.read_manifest() if manifest is None else manifest
         manifest = Manifest.from_dict(raw)
         if base is None:
             hint = manifest.base_hint

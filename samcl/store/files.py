@@ -146,7 +146,8 @@ class ModuleStore:
                     raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
 
     def read_manifest(self) -> dict:
-        """The manifest, its structure checked (`samcl.store.check`)."""
+        """The manifest, read and its structure checked (`samcl.store.check`): what a command reads once and passes
+        on (`load(manifest=...)`, `SAMCL.open(..., manifest=...)`)."""
         manifest = read_manifest(self.path)
         check_manifest(manifest, self.path)
         return manifest
@@ -164,6 +165,7 @@ class ModuleStore:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
         `lazy_buffer`: read (and verify) the selector's embedding buffer only when it is first used, which is
         only for learning; inference opens a store of 1,000 domains without reading its largest file.
+        `manifest`: the manifest as `read_manifest` returned it (read and checked: not read or checked again).
 
         A writer removes the previous generation's files right after replacing the manifest; a reader that read
         the old manifest just before then finds a file gone, and simply reads the new generation instead."""
@@ -182,7 +184,6 @@ class ModuleStore:
         raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
 
     def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> ModuleSet:
-        check_manifest(manifest, self.path)
         try:
             if identity is not None:
                 check_identity(self.path, manifest["backbone"], identity)
