@@ -106,7 +106,7 @@ def command_of(argv: list[str]) -> str | None:
 
 def _learn(p) -> None:
     from .. import SelectorConfig, TrainConfig
-    from ..method.augmodule import AugModuleConfig
+    from ..method import AugModuleConfig
     from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
 
     selector = defaults(SelectorConfig)

@@ -11,12 +11,12 @@ from .runtime_flags import add_runtime
 from .shared_flags import add_base, add_precision, config_flag
 
 MAX_EPOCHS = 100_000  # (the benchmark's --epochs)
+MIB = 1 << 20  # the flags' sizes are in MiB, `ServeConfig`'s in bytes
 
 
 def add_serve(p) -> None:
     """`samcl serve`'s flags: `ServeConfig`'s fields (help, default and range read from them)."""
     from ..serve import TOKEN_ENV, ServeConfig
-    from ..serve.config import MIB
 
     p.add_argument("store", type=Path, help="module-set directory (only read; a learn into it is picked up)")
     config_flag(p, "--host", ServeConfig, "host", extra=f"(--token or ${TOKEN_ENV})")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import SamclError
 from ..inference import DEFAULT_REFINE, REFINE
-from ..inference.precision import CHOICES as PRECISIONS
+from ..inference import precision as precisions
 from ..options import config, option
 from ..runtime import CHOICES as RUNTIMES
 
@@ -56,7 +56,7 @@ class ServeConfig:
     threads: int | None = option(None, "torch threads (default: torch's)", low=1, high=1024, integer=True,
                                  optional=True)
     precision: str | None = option(None, "inference precision of the image encoder (None: the base's own)",
-                                   choices=PRECISIONS, optional=True)
+                                   choices=precisions.CHOICES, optional=True)
     fallback: bool = option(True, "images no learned domain fits run on the base (statistics selectors)",
                             choices=(True, False))
     label_studio: dict | None = option(None, "`label_studio.settings.LabelStudioSettings` fields")
