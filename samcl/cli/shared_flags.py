@@ -39,7 +39,7 @@ def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | Non
         CONFIG_FLAGS[f"{getattr(config_class, '__config_name__', config_class.__name__)}.{name}"] = flag
 
 
-#: "Config.field" -> its flag, for every flag `config_flag` made (`tests/test_cli_errors.py` holds
+#: "Config.field" -> its flag, for every flag `config_flag` made in its own unit (`tests/test_one_schema.py` holds
 #: `samcl.cli.errors.FLAGS`, the one table an error's field is shown through, to these).
 CONFIG_FLAGS: dict[str, str] = {}
 

@@ -32,7 +32,7 @@ class ServeConfig:
     device: str | None = option(None, "torch device (default: cuda if available, else cpu)")
     base: str | None = option(None, "the base model (default: the one recorded in the store)")
     batch_window_ms: float = option(5.0, "how long a request waits for others to share its batch", low=0,
-                                    high=1000)
+                                    high=10_000)
     max_batch: int = option(16, "most requests in one batch; 1 turns cross-request batching off", low=1,
                             high=1024, integer=True)
     cache_bytes: int = option(512 * MIB, "MiB of per-image encoder prefixes kept (least recently used evicted)",

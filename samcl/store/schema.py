@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from ..method.augmodule import AugModuleConfig
 from ..selector import KINDS, SelectorConfig
 from .manifest import FORMAT
-from .moduleset import BASE_CLASS, name_problem
+from .moduleset import name_problem
 
 DTYPES = ("float32", "float16")
+#: A domain's kinds: with its module, or without one (the base model runs for it).
+WITH_MODULE, WITHOUT_MODULE = "module", "base"
 Count = Annotated[StrictInt, Field(ge=0)]
 
 
@@ -40,7 +42,7 @@ class DomainRecord(_Part):
     """One learned domain: a module with its file, or the base class (no module, no file)."""
 
     name: object  # any JSON value, so that a bad one is named by `name_problem`, the one rule for names
-    kind: Literal["module", "base"]
+    kind: Literal[WITH_MODULE, WITHOUT_MODULE]
     file: StrictStr | None = None
     sha256: StrictStr | None = None
     bytes: Count = 0
@@ -52,11 +54,11 @@ class DomainRecord(_Part):
     def _fits_its_kind(self):
         if problem := name_problem(self.name):
             raise ValueError(problem)
-        if self.kind == "base" and self.file is not None:
+        if self.kind == WITHOUT_MODULE and self.file is not None:
             raise ValueError(f"domain {self.name!r} is the base class but names a file")
-        if self.kind == "module" and (self.file is None or self.sha256 is None):
+        if self.kind == WITH_MODULE and (self.file is None or self.sha256 is None):
             raise ValueError(f"domain {self.name!r} lacks its file name or sha256")
-        if self.kind == "module" and self.config is None:
+        if self.kind == WITH_MODULE and self.config is None:
             raise ValueError(f"domain {self.name!r} lacks its module's config")
         return self
 
@@ -121,7 +123,7 @@ class ManifestSchema(_Part):
                             if getattr(domain.config, k) != getattr(self.augmodule, k))
                 raise ValueError(f"domain {domain.name!r}'s module has {diff} {getattr(domain.config, diff)!r}, "
                                  f"the store's modules {getattr(self.augmodule, diff)!r}")
-        if sum(domain.kind == BASE_CLASS for domain in self.domains) > 1:
+        if sum(domain.kind == WITHOUT_MODULE for domain in self.domains) > 1:
             raise ValueError("more than one base class")
         self._selector_fits(names)
         return self
