@@ -127,7 +127,7 @@ def config(cls=None, *, frozen: bool = False, name: str | None = None):
         try:
             checked_init(self, *args, **kwargs)
         except ValidationError as exc:
-            raise refusal(made, exc) from None
+            raise _refusal(made, exc) from None
 
     made.__init__ = __init__
     return made
@@ -137,7 +137,7 @@ def _range(info) -> Range | None:
     return next((m for m in info.metadata if isinstance(m, Range)), None)
 
 
-def refusal(config_class, exc: ValidationError) -> SamclError:
+def _refusal(config_class, exc: ValidationError) -> SamclError:
     """The first problem of a pydantic ValidationError as one line naming the field, its value and its range."""
     error, label = exc.errors()[0], getattr(config_class, "__config_name__", config_class.__name__)
     cause = (error.get("ctx") or {}).get("error")
