@@ -273,6 +273,40 @@ def test_base_propagation_equals_transformers_sam3trackervideomodel(video_backbo
             assert difference <= TOLERANCE, (frame.index, obj, difference)
 
 
+def test_a_module_learned_on_a_sam3_video_folder_tracks_and_samcl_track_runs(video_backbone, frames, tmp_path,
+                                                                               capsys):
+    """A store on an HF sam3_tracker_video folder: its module changes the tracked masks on every frame, and `samcl
+    track` writes a mask per frame from the prompted one on; an image-only folder cannot track (one clear line)."""
+    from PIL import Image
+
+    from samcl.backbone import video_backbone_for
+    from samcl.cli import main
+
+    video_backbone.video.save_pretrained(tmp_path / "sam3-video")
+    samcl = SAMCL.create(load_backbone(tmp_path / "sam3-video"), tmp_path / "set", device="cpu")
+    samcl.learn("polyps", synthetic.generate("polyps", 4, seed=0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    tracker = VideoTracker(samcl.engine)
+    learned = list(tracker.track(iter(frames), VIDEO_PROMPTS, force="polyps", return_logits=True))
+    base = list(tracker.track(iter(frames), VIDEO_PROMPTS, force="base", return_logits=True))
+    for ours, theirs in zip(learned, base):
+        assert ours.domain == "polyps"
+        assert (ours.objects[1].logits - theirs.objects[1].logits).abs().max() > 1e-3
+
+    (tmp_path / "frames").mkdir()
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / "frames" / f"{index:03d}.png")
+    code = main(["track", str(tmp_path / "set"), str(tmp_path / "frames"), "--point", "40,30", "--frame", "1",
+                 "--out", str(tmp_path / "out"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and [row["frame"] for row in report["frames"]] == list(range(FRAMES))
+    assert len(list((tmp_path / "out").glob("*.png"))) == FRAMES - 1
+
+    backbone_on_images = Sam3Backbone.from_config(tiny_sam3_config())
+    backbone_on_images.model.save_pretrained(tmp_path / "sam3")
+    with pytest.raises(SamclError, match="SAM 3 tracker image model has no video memory"):
+        video_backbone_for(load_backbone(tmp_path / "sam3"))
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def test_samcl_learns_a_domain_on_a_sam3_folder_and_segments(backbone, tmp_path):
     """load_backbone(<an HF sam3_tracker folder>) -> SAMCL.create -> learn one synthetic domain (1 epoch, 4 images)
