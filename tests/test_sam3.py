@@ -19,7 +19,7 @@ from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import S
 from samcl import SAMCL, Prompt, SamclError, TrainConfig, load_backbone
 from samcl.data import synthetic
 from samcl.backbone import Sam3Backbone, Sam3VideoBackbone
-from samcl.backbone.sam3 import PIXEL_MEAN, PIXEL_STD, with_sub_types
+from samcl.backbone.sam3 import PIXEL_MEAN, PIXEL_STD, resize_uint8, with_sub_types
 from samcl.inference.video import VideoTracker
 from samcl.method import AugModule, Injection, config_for
 
@@ -123,10 +123,10 @@ def test_sam3_site_is_the_vits_blocks_with_the_middle_block_as_selector():
     assert config_for(site).adapted_blocks == tuple(range(17, 32))
 
 
-def test_preprocessing_follows_sam3s_image_processor():
+def test_preprocessing_follows_sam3s_image_processor(monkeypatch):
     """Sam3ImageProcessor needs torchvision (not installed here), so its constants are read from its source: 1008 x
     1008, bilinear, ImageNet-standard mean and std (0.5). An image at the input size is only normalised; another
-    size is stretched (no padding) and its coordinates scale per axis."""
+    size is stretched (no padding, resized as uint8 as torchvision does) and its coordinates scale per axis."""
     import transformers.models.sam3 as package
 
     source = (Path(inspect.getfile(package)).parent / "image_processing_sam3.py").read_text()
@@ -150,6 +150,12 @@ def test_preprocessing_follows_sam3s_image_processor():
     assert tensor.shape == (3, SIZE, SIZE) and geometry.resized == (SIZE, SIZE)
     assert -1.0 <= tensor.min() and tensor.max() <= 1.0
     assert geometry.coords_to_input([[224.0, 56.0]]).tolist() == [[SIZE, SIZE]]
+    resized = []  # torchvision's two CPU paths: PyTorch's uint8 kernel (AVX2), float32 rounded back (other CPUs)
+    for capability in ("AVX2", "DEFAULT"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        resized.append(resize_uint8(_image(2, 56, 224), (SIZE, SIZE)))
+    assert all(r.dtype == torch.uint8 and r.shape == (3, SIZE, SIZE) for r in resized)
+    assert (resized[0].int() - resized[1].int()).abs().max() <= 1
 
 
 # ---------------------------------------------------------------------------------------------- parity

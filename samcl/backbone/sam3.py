@@ -27,9 +27,10 @@ first three levels, so with SAM 3's four scale factors the decoder's map goes wi
 backbone follows its own transformers class (`drops_last_level`), so samcl's output equals the class it wraps.
 
 Input convention (transformers' `Sam3ImageProcessor`: 1008 x 1008, bilinear, `IMAGENET_STANDARD_MEAN` / `_STD`
-= 0.5): the image is stretched to the square input without keeping the aspect ratio, resized as uint8 (bilinear,
-antialiased: what torchvision's resize does to a uint8 image on a CPU), then scaled to [0, 1] and normalized
-with mean 0.5 and std 0.5; no padding. The processor needs torchvision, so this is its reimplementation.
+= 0.5): the image is stretched to the square input without keeping the aspect ratio, resized as a uint8 image
+(bilinear, antialiased, rounded back to uint8: `resize_uint8`, torchvision's resize on a CPU), then scaled to
+[0, 1] and normalized with mean 0.5 and std 0.5; no padding. The processor needs torchvision, so this is its
+reimplementation.
 """
 
 from __future__ import annotations
@@ -135,13 +136,10 @@ class Sam3Backbone(FrozenBackbone, family="sam3", model_type="sam3_tracker", mod
         Sam3ImageProcessor (see the module doc). SAM 3 always stretches (`stretch` is accepted for the interface)."""
         rgb = to_rgb_array(image)
         geometry = StretchGeometry.for_image(rgb.shape[0], rgb.shape[1], self.image_size)
-        tensor = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None]
-        size = (self.image_size, self.image_size)
-        if tuple(tensor.shape[2:]) != size:  # as torchvision's resize of a uint8 image on a CPU
-            tensor = F.interpolate(tensor, size, mode="bilinear", align_corners=False, antialias=True)
+        tensor = resize_uint8(np.array(rgb, dtype=np.uint8), (self.image_size, self.image_size))
         mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1) * 255
         std = torch.tensor(PIXEL_STD).view(3, 1, 1) * 255
-        return (tensor[0].float() - mean) / std, geometry
+        return (tensor.float() - mean) / std, geometry
 
     # ----------------------------------------------------------------- split execution
     def prefix(self, pixel_values: torch.Tensor, stop_block: int) -> torch.Tensor:
@@ -203,6 +201,21 @@ class Sam3Backbone(FrozenBackbone, family="sam3", model_type="sam3_tracker", mod
 
     # ----------------------------------------------------------------- prompts and decoding
     decode = Sam2Backbone.decode  # the tracker's prompt encoder and mask decoder are SAM 2's
+
+
+def resize_uint8(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """H x W x 3 uint8 -> 3 x h x w uint8, bilinear and antialiased, as transformers' torchvision backend resizes
+    an image on a CPU (torchvision's `resize_image`): the image as a channels-last 1 x 3 x H x W tensor, resized
+    as uint8 where the CPU has AVX2 (PyTorch's uint8 kernel), else in float32, rounded and cast back."""
+    height, width = rgb.shape[:2]
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    if (height, width) == tuple(size):
+        return tensor
+    tensor = tensor.as_strided((1, 3, height, width), (tensor.numel(), 1, width * 3, 3))
+    native = "AVX2" in torch.backends.cpu.get_cpu_capability()
+    resized = F.interpolate(tensor if native else tensor.float(), size, mode="bilinear", align_corners=False,
+                            antialias=True)
+    return (resized if native else resized.round_().to(torch.uint8))[0]
 
 
 def with_sub_types(config: dict) -> dict:
