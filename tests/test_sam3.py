@@ -176,6 +176,26 @@ def test_base_equals_transformers_sam3trackermodel_for_points_and_a_box(backbone
         assert (iou - theirs.iou_scores[:, 0]).abs().max() <= TOLERANCE
 
 
+def test_base_equals_transformers_at_sam3s_own_geometry():
+    """SAM 3's input geometry with the tiny widths: 1008 px, 72 x 72 tokens, 24 x 24 windows (3 x 3 of them),
+    position embeddings of a 336 px pretraining grid tiled 3 x 3, a 288 x 288 stride-4 level."""
+    config = tiny_sam3_config()
+    config["vision_config"]["backbone_config"].update(image_size=1008, window_size=24, pretrain_image_size=336)
+    config["vision_config"]["backbone_feature_sizes"] = [[288, 288], [144, 144], [72, 72]]
+    config["prompt_encoder_config"]["image_size"] = 1008
+    sam3 = Sam3Backbone.from_config(config, seed=0)
+    randomize(sam3.model, 0)
+    assert sam3.site.grid == (72, 72) and sam3.site.stride == 14
+    pixels = sam3.preprocess(_image(0, 300, 400))[0][None]
+    points, labels = torch.tensor([[[300.0, 400.0], [700.0, 100.0]]]), torch.tensor([[1, 0]])
+    with torch.no_grad():
+        theirs = sam3.model(pixel_values=pixels, input_points=points[:, None], input_labels=labels[:, None],
+                            multimask_output=False)
+        logits, iou = _ours(sam3, pixels, points=points, labels=labels)
+    assert logits.std() > 0.1 and (logits - theirs.pred_masks[:, 0]).abs().max() <= TOLERANCE
+    assert (iou - theirs.iou_scores[:, 0]).abs().max() <= TOLERANCE
+
+
 def test_a_zero_module_equals_the_base_and_a_trained_one_changes_it(backbone):
     """A fresh AugModule (B, U_D, U_out zero) and a fresh qkv LoRA (B zero) add nothing; trained ones change the
     masks, through the attention, the qkv projections and the neck."""
