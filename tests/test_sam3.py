@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoConfig, Sam3TrackerVideoModel
+from transformers import Sam3TrackerConfig, Sam3TrackerModel
 from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
-from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import Sam3TrackerVideoInferenceSession
+from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+    Sam3TrackerVideoInferenceSession,
+)
 
 from samcl import SAMCL, Prompt, SamclError, TrainConfig, load_backbone
-from samcl.data import synthetic
 from samcl.backbone import Sam3Backbone, Sam3VideoBackbone
 from samcl.backbone.sam3 import PIXEL_MEAN, PIXEL_STD, resize_uint8, with_sub_types
+from samcl.data import synthetic
 from samcl.inference.video import VideoTracker
 from samcl.method import AugModule, Injection, config_for
 
@@ -41,7 +43,8 @@ def tiny_sam3_config(neck: int = 32) -> dict:
             "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]], "fpn_hidden_size": neck,
         },
         "prompt_encoder_config": {"hidden_size": neck, "image_size": SIZE, "patch_size": 14},
-        "mask_decoder_config": {"hidden_size": neck, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
+        "mask_decoder_config": {"hidden_size": neck, "mlp_dim": 64, "num_attention_heads": 2,
+                                "iou_head_hidden_dim": 32},
     }
 
 
@@ -77,10 +80,9 @@ def backbone() -> Sam3Backbone:
 
 @pytest.fixture(scope="module")
 def video_backbone() -> Sam3VideoBackbone:
-    torch.manual_seed(0)
-    model = Sam3TrackerVideoModel(Sam3TrackerVideoConfig(**with_sub_types(tiny_sam3_video_config())))
-    randomize(model, 1)
-    return Sam3VideoBackbone(model)
+    backbone = Sam3VideoBackbone.from_config(tiny_sam3_video_config(), seed=0)
+    randomize(backbone.video, 1)
+    return backbone
 
 
 def _image(seed: int = 0, height: int = 90, width: int = 130) -> np.ndarray:
@@ -119,7 +121,8 @@ def test_sam3_site_is_the_vits_blocks_with_the_middle_block_as_selector():
     site = sam3.site
     assert (sam3.image_size, site.grid, site.stride, site.dim) == (1008, (72, 72), 14, 1024)
     assert site.selector_block == 16 and site.default_blocks == tuple(range(17, 32))
-    assert site.blocks == tuple(range(1, 32)) and (site.neck_dim, site.neck_channels, site.qkv_lora) == (1024, 256, True)
+    assert site.blocks == tuple(range(1, 32))
+    assert (site.neck_dim, site.neck_channels, site.qkv_lora) == (1024, 256, True)
     assert config_for(site).adapted_blocks == tuple(range(17, 32))
 
 
@@ -152,7 +155,7 @@ def test_preprocessing_follows_sam3s_image_processor(monkeypatch):
     assert geometry.coords_to_input([[224.0, 56.0]]).tolist() == [[SIZE, SIZE]]
     resized = []  # torchvision's two CPU paths: PyTorch's uint8 kernel (AVX2), float32 rounded back (other CPUs)
     for capability in ("AVX2", "DEFAULT"):
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda name=capability: name)
         resized.append(resize_uint8(_image(2, 56, 224), (SIZE, SIZE)))
     assert all(r.dtype == torch.uint8 and r.shape == (3, SIZE, SIZE) for r in resized)
     assert (resized[0].int() - resized[1].int()).abs().max() <= 1
@@ -174,6 +177,22 @@ def test_base_equals_transformers_sam3trackermodel_for_points_and_a_box(backbone
         logits, iou = _ours(backbone, pixels, boxes=BOXES, multimask_output=multimask)
         assert (logits - theirs.pred_masks[:, 0]).abs().max() <= TOLERANCE
         assert (iou - theirs.iou_scores[:, 0]).abs().max() <= TOLERANCE
+
+
+def test_with_a_three_level_neck_the_no_memory_embedding_reaches_the_decoder_as_in_transformers():
+    """SAM 3's neck has four levels and Sam3TrackerModel adds the "no memory" embedding to the last, which it then
+    drops; with three (scale factors 4, 2, 1) it lands on the decoder's map: samcl follows the model either way."""
+    config = tiny_sam3_config()
+    config["vision_config"]["scale_factors"] = [4.0, 2.0, 1.0]
+    sam3 = Sam3Backbone.from_config(config, seed=0)
+    randomize(sam3.model, 0)
+    pixels = _pixels(sam3, [_image(0)])
+    with torch.no_grad():
+        theirs = sam3.model(pixel_values=pixels, input_boxes=BOXES[:1, None], multimask_output=False)
+        logits, _ = _ours(sam3, pixels, boxes=BOXES[:1])
+        assert (logits - theirs.pred_masks[:, 0]).abs().max() <= TOLERANCE
+        sam3.model.no_memory_embedding.zero_()
+        assert (_ours(sam3, pixels, boxes=BOXES[:1])[0] - logits).abs().max() > 1e-3
 
 
 def test_base_equals_transformers_at_sam3s_own_geometry():
@@ -249,7 +268,8 @@ def test_video_backbone_shares_the_video_models_image_modules(video_backbone):
 
 
 # ---------------------------------------------------------------------------------------------- video
-VIDEO_PROMPTS = {0: {1: Prompt.of(points=[[40, 30]]), 7: Prompt.of(points=[[80, 70]], labels=[0], box=[60, 40, 110, 90])}}
+VIDEO_PROMPTS = {0: {1: Prompt.of(points=[[40, 30]]),
+                     7: Prompt.of(points=[[80, 70]], labels=[0], box=[60, 40, 110, 90])}}
 
 
 @pytest.fixture(scope="module")

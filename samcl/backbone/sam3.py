@@ -42,7 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Sam3TrackerConfig, Sam3TrackerModel
-from transformers.models.sam3.modeling_sam3 import apply_rotary_pos_emb_2d, window_partition, window_unpartition
+from transformers.models.sam3.modeling_sam3 import (
+    apply_rotary_pos_emb_2d,
+    window_partition,
+    window_unpartition,
+)
 
 from ..io import to_rgb_array
 from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
@@ -105,12 +109,10 @@ class Sam3Backbone(FrozenBackbone, family="sam3", model_type="sam3_tracker", mod
 
     # ----------------------------------------------------------------- building and loading
     @classmethod
-    def from_config(cls, config: Sam3TrackerConfig | dict, seed: int = 0) -> "Sam3Backbone":
+    def from_config(cls, config: Sam3TrackerConfig | dict, seed: int = 0) -> Sam3Backbone:
         """Random weights from a config (tests); a dict may leave out its sub-configs' model_type."""
-        config_class = cls.model_class.config_class
         if isinstance(config, dict):
-            config = with_sub_types(config)
-            config = config_class(**config)
+            config = cls.model_class.config_class(**with_sub_types(config))
         torch.manual_seed(seed)
         return cls(cls.model_class(config))
 

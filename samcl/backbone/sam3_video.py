@@ -59,7 +59,7 @@ class Sam3VideoBackbone(Sam3Backbone, model_type="sam3_tracker_video", model_cla
         self.video = video  # registered as a submodule: .to(device) moves the memory parts too
 
     @classmethod
-    def from_config_dict(cls, path, config) -> "Sam3VideoBackbone":
+    def from_config_dict(cls, path, config) -> Sam3VideoBackbone:
         """An HF-format SAM 3 tracker video directory (config.json model_type "sam3_tracker_video"), as it is."""
         model_type = config.get("model_type") if isinstance(config, dict) else None
         if model_type != cls.model_type:
