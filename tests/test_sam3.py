@@ -5,6 +5,7 @@ end. No real SAM 3 weights are used anywhere."""
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import json
 from pathlib import Path
@@ -232,6 +233,25 @@ def test_a_zero_module_equals_the_base_and_a_trained_one_changes_it(backbone):
             logits, _ = _ours(backbone, pixels, Injection(config, trained.params(), heat), points=POINTS[:1],
                               labels=LABELS[:1])
             assert (logits - base).abs().max() > 0.05, variant
+
+
+def test_adapted_suffix_with_a_bfloat16_encoder_is_close_to_float32(backbone):
+    """A module's float32 deltas (attention and neck) on a bfloat16 encoder: the decoder's inputs come out float32
+    and close to the float32 encoder's."""
+    half = copy.deepcopy(backbone)
+    half.set_precision("bfloat16")
+    config = config_for(backbone.site)
+    module = _trained_like(config, 1)
+    pixels = _pixels(backbone, [_image(6)])
+    outs = []
+    with torch.no_grad():
+        for each in (backbone, half):
+            injection = Injection(config, module.params(), each.heat(POINTS[:1], LABELS[:1], None))
+            embeddings = each.suffix(each.prefix(pixels, config.adapted_blocks[0] - 1), config.adapted_blocks[0],
+                                     injection)
+            outs.append(torch.cat([embeddings.image.flatten(), *(h.flatten() for h in embeddings.high_res)]))
+    assert outs[0].dtype == outs[1].dtype == torch.float32
+    assert (outs[1] - outs[0]).abs().max() < 0.05 * outs[0].abs().max()
 
 
 def test_every_split_point_gives_the_same_embeddings(backbone):
