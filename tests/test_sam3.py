@@ -285,6 +285,10 @@ def test_video_backbone_shares_the_video_models_image_modules(video_backbone):
     assert model.vision_encoder is video.vision_encoder and model.mask_decoder is video.mask_decoder
     assert model.no_memory_embedding is video.no_memory_embedding
     assert video_backbone.memory_window == 3  # 4 object pointers
+    pixels = _pixels(video_backbone, [_image(5)])  # images: the video model's image embeddings (its own levels)
+    with torch.no_grad():
+        ours, theirs = video_backbone.encode(pixels), video.get_image_embeddings(pixels)
+    assert all(torch.equal(a, b) for a, b in zip((*ours.high_res, ours.image), theirs))
 
 
 # ---------------------------------------------------------------------------------------------- video

@@ -10,7 +10,7 @@ Split execution for SAMCL, the same interface as `SamBackbone` and `Sam2Backbone
     decode(embeddings, ...)     prompt encoder + mask decoder (SAM 2's)     -> low-res logits, IoU
 
 SAM 3's image encoder is a plain ViT (32 blocks of width 1024 at 1008 px, 14 px patches: a 72 x 72 grid; windowed
-attention with 24 x 24 windows but in blocks 7, 15, 23, 31) with 2-D axial rotary position encoding inside each
+attention with 24 x 24 windows except in blocks 7, 15, 23, 31) with 2-D axial rotary position encoding inside each
 block's attention, followed by a single-map FPN neck (scale factors 4, 2, 1 and 0.5 of the grid). The tracker's
 prompt encoder and mask decoder are SAM 2's: the decoder reads the stride-14 map and the 4x and 2x upsampled
 levels (projected by its `conv_s0` / `conv_s1`).
@@ -23,7 +23,7 @@ the neck: into the token map entering it and onto its stride-14 output (the imag
 
 The "no memory" embedding: transformers' `Sam3TrackerModel` adds it to the neck's *last* output and keeps the
 first three levels, so with SAM 3's four scale factors the decoder's map goes without it, while
-`Sam3TrackerVideoModel` (and Meta's tracker) drop the 0.5 level first and add it to the stride-14 map. Each
+`Sam3TrackerVideoModel` drops the 0.5 level first and adds it to the stride-14 map. Each
 backbone follows its own transformers class (`drops_last_level`), so samcl's output equals the class it wraps.
 
 Input convention (transformers' `Sam3ImageProcessor`: 1008 x 1008, bilinear, `IMAGENET_STANDARD_MEAN` / `_STD`
