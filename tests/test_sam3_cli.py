@@ -41,3 +41,6 @@ def test_cli_learn_info_segment_eval_on_an_hf_sam3_tracker_folder(tmp_path, caps
     assert np.asarray(Image.open(tmp_path / "mask.png")).shape == (height, width)
     scores = json.loads(run("eval", store, "--data", f"blue={tmp_path / 'blue'}", "--json"))["domains"]["blue"]
     assert scores["images"] == 2 and 0 <= scores["iou"] <= 1
+    code = main(["export", str(store), str(tmp_path / "graphs")])  # (SAM only: one clear line, exit 2)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "SAM 3 tracker's encoder is not exported" in err
