@@ -44,3 +44,16 @@ def test_cli_learn_info_segment_eval_on_an_hf_sam3_tracker_folder(tmp_path, caps
     code = main(["export", str(store), str(tmp_path / "graphs")])  # (SAM only: one clear line, exit 2)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "SAM 3 tracker's encoder is not exported" in err
+
+
+def test_a_full_sam3_folder_is_refused_in_one_line(tmp_path, capsys):
+    """SAM 3 with its detector (model_type "sam3_video", as facebook/sam3) is not a base: the tracker folders are."""
+    folder = tmp_path / "sam3"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "sam3_video"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    write_domain(tmp_path / "red", (200, 30, 30), seed=0, n_train=2, n_test=1)
+    code = main(["learn", str(tmp_path / "store"), "--base", str(folder), "--domain", "red", "--data",
+                 str(tmp_path / "red")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "sam3_tracker or sam3_tracker_video folder" in err

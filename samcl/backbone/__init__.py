@@ -136,6 +136,9 @@ def _from_directory(directory: Path, video: bool = False) -> FrozenBackbone:
     if video and model_type == "sam2":
         raise ValueError(f"{directory}: an HF-format SAM 2 image model has no video memory weights; give a "
                          "sam2_video directory or Meta's SAM 2 .pt checkpoint")
+    if model_type in ("sam3", "sam3_video"):
+        raise ValueError(f"{directory}: model_type {model_type!r} is SAM 3 with its detector; samcl takes SAM 3's "
+                         "tracker alone: a sam3_tracker or sam3_tracker_video folder")
     if video and model_type == "sam3_tracker":
         raise ValueError(f"{directory}: an HF-format SAM 3 tracker image model has no video memory weights; give "
                          "a sam3_tracker_video directory")
