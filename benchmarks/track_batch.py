@@ -7,9 +7,9 @@ session) against `SAMCL.track` of each video in turn, in one run, one thread.
 
 Videos: synthetic clips (samcl.data.synthetic.video) of the learned domains polyps and cells and the never-learned
 camouflage_sand, in turn, each prompted on frame 0 with its fixed points, each run with its own domain's module
-(the base for the never-learned one), so a batch of 3 or more mixes two modules and the base. The base is a random-weight tiny SAM 2 (Hiera [1, 2, 5, 1] at 128 px, the
-configuration benchmarks/video.py uses; no pretrained SAM 2 can be downloaded here): the cost does not depend on
-the weights. Each way runs `--repeats` times interleaved and its fastest run counts; the masks of the two ways are
+(the base for the never-learned one), so a batch of 3 or more mixes two modules and the base. The base is a
+random-weight tiny SAM 2 (Hiera [1, 2, 5, 1] at 128 px, the configuration benchmarks/video.py uses; no pretrained
+SAM 2 can be downloaded here): the cost does not depend on the weights. Each way runs `--repeats` times interleaved and its fastest run counts; the masks of the two ways are
 checked equal (batching changes the cost, not the result).
 
 Raw output: benchmarks/results/track_batch.json and track_batch.md (with the command, machine and date).
