@@ -16,10 +16,11 @@ each): their prefix and suffix run as one batch with per-sample module rows (the
 batch), then each video's memory part runs on its own session. `track`, `track_videos` and the server's CVAT
 tracker route (`samcl.serve.cvat_tracker`) are loops over it.
 
-Routing: once per video, on the first prompted frame. The memory holds features the module produced; a module
-switched mid-video would feed the memory attention features from a different encoder. With `route_frames` the
-selector is asked about every frame too (`TrackedFrame.frame_domain`; the pooled features are there anyway), so a
-caller can measure how often frames would route differently (benchmarks/video.py reports it).
+Routing: once per video, on the first prompted frame it runs (the last prompted one going in reverse). The memory
+holds features the module produced; a module switched mid-video would feed the memory attention features from a
+different encoder. With `route_frames` the selector is asked about every frame too (`TrackedFrame.frame_domain`;
+the pooled features are there anyway), so a caller can measure how often frames would route differently
+(benchmarks/video.py reports it).
 
 Directions (Meta's ``propagate_in_video``): "forward" from the first prompted frame to the end (earlier frames get
 no objects); "reverse" from the last prompted frame back to frame 0 (``reverse=True``: memories and object
