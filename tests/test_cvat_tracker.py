@@ -5,6 +5,7 @@ longer holds restart their tracks; the bounds; bad input (tests/test_video.py bu
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 
@@ -69,6 +70,57 @@ def test_cvats_calls_track_as_samcl_track_does(store, frames):
         assert answer["domains"] == [frame.domain] * 2
         assert answer["presence"] == [round(frame.objects[obj].score, 6) for obj in (1, 2)]
     assert all(re.fullmatch(r"samcl-track:[0-9a-f]{24}:[12]:\d+", s) for a in answers for s in a["states"])
+    assert len({a["presence"][0] for a in answers}) == len(frames)  # the random model's masks fill the frame: the
+    # presence, read from the memory-conditioned features, is what tells one frame's answer from another's
+
+
+class CvatInTheMiddle:
+    """What sits between the tracker function and the user in CVAT, ported from its code: the lambda manager
+    (cvat/apps/lambda_manager/views.py, FunctionKind.TRACKER: the body {"image", "shapes", "states": [unsigned
+    json.loads of each, or None]}; each answered state signed as json.dumps(state, separators=(",", ":")); here a
+    stand-in signature instead of Django's TimestampSigner) and the browser (cvat-ui tools-control.tsx,
+    `checkTrackedStates`: a start call on frame N-1 without states whose shapes it ignores, then the tracking call
+    on frame N; answered shapes through `trackedRectangleMapper`)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def invoke(self, image, shapes, states=()):
+        body = {"image": _b64(image), "shapes": shapes,
+                "states": [None if s is None else json.loads(s.rsplit(":signed", 1)[0]) for s in states]}
+        answer = self.client.post("/v1/cvat/tracker", json=body)
+        assert answer.status_code == 200, answer.text
+        answer = answer.json()
+        answer["states"] = [json.dumps(s, separators=(",", ":")) + ":signed" for s in answer["states"]]
+        return answer
+
+    def next_frame(self, frames, n, points, state):
+        """The browser moving from frame n-1 to n with one tracked rectangle: -> (its new points, its state, the
+        object's presence answered)."""
+        if state is None:
+            state = self.invoke(frames[n - 1], [points])["states"][0]
+        answer = self.invoke(frames[n], [points], [state])
+        xs, ys = answer["shapes"][0][0::2], answer["shapes"][0][1::2]
+        return [min(xs), min(ys), max(xs), max(ys)], answer["states"][0], answer["presence"][0]
+
+
+def test_cvats_browser_and_lambda_manager_round_trip_the_states(store, frames):
+    """A track driven as CVAT drives it gives SAMCL.track's rectangles and presence; a rectangle the user edits
+    on a frame (the browser drops its state and starts again there) continues from the edited box."""
+    expected = list(SAMCL.open(store, device="cpu").track(iter(frames), {0: {1: Prompt.of(box=BOXES[0])}}))
+    with TestClient(create_app(ServeConfig(store=store))) as c:
+        cvat = CvatInTheMiddle(c)
+        points, state = BOXES[0], None
+        for n in range(1, 5):
+            points, state, presence = cvat.next_frame(frames, n, points, state)
+            assert points == rectangle(expected[n].objects[1].mask)
+            assert presence == round(expected[n].objects[1].score, 6)
+        edited = [20, 20, 70, 60]
+        moved, state, presence = cvat.next_frame(frames, 5, edited, None)
+    again = list(SAMCL.open(store, device="cpu").track(iter(frames[4:]), {0: {1: Prompt.of(box=edited)}}))
+    assert json.loads(state.rsplit(":signed", 1)[0]).startswith("samcl-track:")
+    assert moved == rectangle(again[1].objects[1].mask) and presence == round(again[1].objects[1].score, 6)
+    assert presence != round(expected[5].objects[1].score, 6)  # not the unedited track's
 
 
 def test_a_state_the_server_no_longer_has_restarts_from_its_shape(store, frames, monkeypatch):
@@ -81,6 +133,7 @@ def test_a_state_the_server_no_longer_has_restarts_from_its_shape(store, frames,
         fresh = _call(c, frames[3], [BOXES[0]])
         unknown = _call(c, frames[3], [BOXES[0]], ["samcl-track:" + "0" * 24 + ":1:0"])
         assert unknown["restarted"] == [0] and unknown["shapes"] == fresh["shapes"]
+        assert unknown["presence"] == fresh["presence"]
         first = _call(c, frames[0], [BOXES[0]])
         moved = _call(c, frames[1], first["shapes"], first["states"])
         stale = _call(c, frames[2], first["shapes"], first["states"])  # the frame-0 state again
