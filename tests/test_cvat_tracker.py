@@ -189,6 +189,23 @@ def test_a_store_that_cannot_track_is_a_400(frames, tmp_path):
     assert error_of(answer, 400) == "cannot_track" and "SAM 2" in answer.json()["error"]["message"]
 
 
+def test_a_sam2_image_store_without_memory_weights_is_a_400(store, frames, tmp_path):
+    """An HF-format SAM 2 *image* directory has no video memory: the route says so instead of failing later."""
+    from helpers import toy_samples
+
+    from samcl.backbone.sam2_video import Sam2VideoBackbone
+
+    video = load_backbone(store.parent / "sam2-video")
+    assert isinstance(video, Sam2VideoBackbone)
+    video.model.save_pretrained(tmp_path / "sam2-image")
+    image = SAMCL.create(load_backbone(tmp_path / "sam2-image"), tmp_path / "image-store", device="cpu")
+    image.learn("red", toy_samples(2, (200, 30, 30), 0), TrainConfig(epochs=1, batch_size=2, progress=False))
+    with TestClient(create_app(ServeConfig(store=tmp_path / "image-store"))) as c:
+        answer = c.post("/v1/cvat/tracker", json={"image": _b64(frames[0]), "shapes": [BOXES[0]]})
+        assert error_of(answer, 400) == "cannot_track" and "no video memory" in answer.json()["error"]["message"]
+        assert c.post("/v1/segment", json={"image": _b64(frames[0]), "points": [[5, 5]]}).status_code == 200
+
+
 def readme_tracker_commands() -> list[str]:
     from test_serve_uploads import serving_section
 
