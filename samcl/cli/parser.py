@@ -81,7 +81,7 @@ def build_parser(command: str | None = ALL) -> Parser:
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
              "serve": "an HTTP API and a click-to-segment page over a store",
-             "track": "propagate one object's prompt through a video with the set's module (SAM 2 bases)",
+             "track": "propagate objects' prompts through a video with the set's module (SAM 2 bases)",
              "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter,

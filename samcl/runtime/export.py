@@ -48,8 +48,8 @@ def cache_root() -> Path:
 def refuse_unsupported(backbone, config: AugModuleConfig | None) -> None:
     """One line naming why a set cannot run as graphs: SAM 2 (Hiera) and the authors' imported modules."""
     if getattr(backbone, "family", "sam") != "sam":
-        why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} (SAM 2's Hiera "
-               "encoder is not exported yet)")
+        why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} "
+               f"({backbone.label}'s encoder is not exported yet)")
         raise SamclError(f"{why}: use runtime 'torch'", code="unsupported", field="runtime")
     if config is not None and config.heat_mode == "reference":
         why = ("this store holds modules imported from the authors' files (heat mode 'reference': their stretched "

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from . import api, cvat, cvat_detector, label_studio
+from . import api, cvat, cvat_detector, cvat_tracker, label_studio
 from .batching import Batcher
 from .budget import InflightBudget, return_large_buffers_to_the_system
 from .config import ServeConfig
@@ -89,6 +89,7 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     app.state.label_studio = studio.backend
     app.include_router(cvat.router(serving))
     app.include_router(cvat_detector.router(serving))
+    app.include_router(cvat_tracker.router(serving))
     _page(app)
     return app
 
