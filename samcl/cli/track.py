@@ -80,11 +80,11 @@ def cmd_track(args) -> int:
     """The command (the device and store checks every command makes, `checks`)."""
     prompts, frames = prepare_track(args)  # every input problem before the model code loads
     check_device(args.device)
-    precheck_store(args.store)
+    manifest = precheck_store(args.store)
     from .. import SAMCL
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision)
+                       precision=args.precision, manifest=manifest)
     tracked = samcl.track(frames, {args.frame: prompts}, force=args.force, num_frames=frames.count,
                           direction=args.direction)
     return write_tracked(args, tracked, frames.count)
