@@ -18,6 +18,7 @@ from samcl import SamclError, SelectorConfig, TrainConfig
 from samcl.cli import main
 from samcl.cli.errors import error_line
 from samcl.inference import AutoMaskConfig
+from samcl.method import AugModuleConfig
 from samcl.options import ConfigError
 from samcl.serve import LabelStudioSettings, ServeConfig
 
@@ -41,6 +42,8 @@ def refused(make) -> ConfigError:
      "ServeConfig.port 70000: expected an integer from 1 to 65,535"),
     (lambda: LabelStudioSettings(max_masks=0), "LabelStudioSettings.max_masks",
      "LabelStudioSettings.max_masks 0: expected an integer from 1 to 1,000"),
+    (lambda: AugModuleConfig(dim=8, adapted_blocks=(1,), neck_channels=0, rank=0), "AugModuleConfig.rank",
+     "AugModuleConfig.rank 0: expected an integer >= 1"),
 ])
 def test_a_refused_field_is_one_error_naming_field_value_and_range(make, field, line):
     error = refused(make)
@@ -165,3 +168,12 @@ def test_every_flag_made_from_a_field_is_in_the_one_table():
 
     build_parser()
     assert len(CONFIG_FLAGS) > 30 and {k: FLAGS.get(k) for k in CONFIG_FLAGS} == CONFIG_FLAGS
+
+
+def test_the_generate_body_documents_the_generator_fields():
+    from samcl.serve.schemas import GenerateRequest
+
+    described = GenerateRequest.model_json_schema()["properties"]
+    for field in __import__("dataclasses").fields(AutoMaskConfig):
+        if field.name != "output_mode":
+            assert described[field.name]["description"].startswith(field.metadata["help"]), field.name
