@@ -92,6 +92,7 @@ class LabelStudioSettings:
                 rule = "give USER:PASSWORD, both non-empty (an empty password would turn the check off)"
                 raise SamclError(f"basic_auth: {rule}", field="basic_auth")
 
+
 #: Longest extra_params text read (Label Studio's field holds a small JSON object).
 MAX_EXTRA_CHARS = 64 << 10
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
