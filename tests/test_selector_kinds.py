@@ -125,14 +125,14 @@ def test_fallback_switch(stats_store, tiny_backbone):
     prompts = [__import__("samcl").Prompt.of([[30, 20]])] * 3
     results = samcl.segment(images, prompts)
     assert [r.domain for r in results] == ["base", "base", "blue"]
-    assert results[2].selector_score > results[0].selector_score
+    assert results[2].domain_score > results[0].domain_score
     assert all(r.domain != "base" for r in samcl.segment(images, prompts, fallback=False))
     closed = SAMCL.open(path, base=tiny_backbone, fallback=False)
     assert closed.module_set.selector_config.kind == "fecam"
     assert [r.domain for r in closed.segment(images, prompts)][:2] != ["base", "base"]
     reopened = SAMCL.open(path, base=tiny_backbone)  # stored statistics route exactly as in memory
     again = reopened.segment(images, prompts)
-    assert [r.selector_score for r in again] == [r.selector_score for r in results]
+    assert [r.domain_score for r in again] == [r.domain_score for r in results]
 
 
 def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, tiny_backbone):
@@ -239,7 +239,7 @@ def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identica
     config = old.module_set.selector_config
     assert (config.kind, config.shrink, config.proj_dim, config.tolerance) == ("fecam", 16.0, 128, 0.0)
     after = old.segment(images, prompts)
-    assert [(r.domain, r.selector_score) for r in after] == [(r.domain, r.selector_score) for r in before]
+    assert [(r.domain, r.domain_score) for r in after] == [(r.domain, r.domain_score) for r in before]
     for a, b in zip(after, before):
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
 
@@ -260,8 +260,8 @@ def test_mlp_on_mean_and_spread_reads_both_and_reopens(tmp_path, tiny_backbone):
     before = samcl.segment(images, prompts)
     again = SAMCL.open(path, base=tiny_backbone)
     assert again.module_set.selector_config.features == "mean_std"
-    assert [(r.domain, r.selector_score) for r in again.segment(images, prompts)] == \
-        [(r.domain, r.selector_score) for r in before]
+    assert [(r.domain, r.domain_score) for r in again.segment(images, prompts)] == \
+        [(r.domain, r.domain_score) for r in before]
 
 
 @pytest.mark.parametrize("kind", STATS)

@@ -34,9 +34,9 @@ def test_a_version_1_store_segments_as_the_code_that_wrote_it(kind, tmp_path):
         result = samcl.segment([image], [prompt])[0]
         assert result.domain == answer["domain"]
         if answer["selector_score"] is None:
-            assert result.selector_score is None
+            assert result.domain_score is None
         else:
-            assert result.selector_score == pytest.approx(answer["selector_score"], rel=1e-3, abs=1e-5)
+            assert result.domain_score == pytest.approx(answer["selector_score"], rel=1e-3, abs=1e-5)
         assert float(result.scores[0]) == pytest.approx(answer["score"], abs=1e-4)
         mask = np.unpackbits(np.frombuffer(bytes.fromhex(answer["mask"]), np.uint8))[: result.masks[0].size]
         agree = (mask.astype(bool) == result.masks[0].reshape(-1)).mean()

@@ -50,7 +50,7 @@ def auto_run(args, samcl, images: list, config, targets) -> int:
         results.extend(coco_results(generated, image_id))
         output.write_label(label_target, label_image(generated))
         rows.append({"image": str(path), "image_id": image_id, "domain": generated.domain,
-                     "selector_score": generated.selector_score, "masks": len(generated.records),
+                     "domain_score": generated.domain_score, "masks": len(generated.records),
                      "labels": label_target.shown})
     atomic_write_json(targets.results, results)
     if args.json:

@@ -48,7 +48,7 @@ def cmd_segment(args) -> int:
     results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)
     out = []
     for j, (path, target, result) in enumerate(zip(args.images, targets, results)):
-        row = {"image": str(path), "domain": result.domain, "selector_score": result.selector_score}
+        row = {"image": str(path), "domain": result.domain, "domain_score": result.domain_score}
         if triples is None:
             output.write(target, (result.masks[0] * 255).astype(np.uint8))
             row.update(mask=target.shown, score=float(result.scores[0]), foreground=float(result.masks[0].mean()))

@@ -199,7 +199,7 @@ class Engine:
             results = [self.decode(embeddings[j], inputs[j], prepared[j].geometry, multimask_output, names[j],
                                    return_logits) for j in range(len(prepared))]
         for result, score in zip(results, scores):
-            result.selector_score = score
+            result.domain_score = score
         return results
 
     def embed(self, prepared: Sequence[PreparedImage], chosen: list[int], prompts: Sequence[Prompt],

@@ -63,7 +63,7 @@ def router(serving: Serving) -> APIRouter:
             job = await serving.run(Job("upload", loaded.key, image=loaded.image, entry=loaded.entry))
         height, width = job.entry.size
         return {"image_id": loaded.key, "width": width, "height": height, "domain": job.chosen,
-                "score": job.score, "generation": job.generation, "timings": timings(job, start)}
+                "domain_score": job.domain_score, "generation": job.generation, "timings": timings(job, start)}
 
     @api.post("/v1/segment", response_model=SegmentResponse, responses=ERRORS, openapi_extra=SEGMENT_BODY)
     async def segment(request: Request):
@@ -81,8 +81,8 @@ def router(serving: Serving) -> APIRouter:
             # the answer: charged and encoded under the ticket, off the event loop
             ticket.take(await run_in_threadpool(codec.encode_cost, mask, body.mask_format))
             encoded = await run_in_threadpool(codec.encoded_mask, mask, body.mask_format)
-        return {"image_id": key, "domain": job.prediction.domain, "score": job.score,
-                "predicted_iou": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
+        return {"image_id": key, "domain": job.prediction.domain, "domain_score": job.domain_score,
+                "score": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
                 "mask": {**encoded, "width": width, "height": height}, "generation": job.generation,
                 "timings": timings(job, start)}
 
@@ -104,7 +104,7 @@ def router(serving: Serving) -> APIRouter:
             ticket.take(ANSWER_COPIES * sum(len(r["segmentation"]["counts"]) + ANSWER_BYTES_PER_MASK for r in records))
             masks = [{k: r[k] for k in ("segmentation", "area", "bbox", "predicted_iou", "stability_score",
                                         "point_coords", "crop_box")} for r in records]
-            return {"image_id": key, "domain": generated.domain, "score": generated.selector_score, "width": width,
+            return {"image_id": key, "domain": generated.domain, "domain_score": generated.domain_score, "width": width,
                     "height": height, "count": len(generated.records), "masks": masks,
                     "generation": job.generation, "timings": timings(job, start)}
 

@@ -53,7 +53,7 @@ class Job:
     index: int = -1
     chosen: str = "base"
     generation: int = 0
-    score: float | None = None
+    domain_score: float | None = None  # the selector's score for `chosen`
     error: Exception | None = None
     timings: dict = field(default_factory=dict)
     batch_size: int = 1
@@ -159,7 +159,7 @@ class ModelHost:
         """An upload's answer: the selector's pick for its image under the set now loaded."""
         chosen, scores = engine.route(torch.stack([j.entry.pooled for j in jobs]))
         for job, index, score in zip(jobs, chosen, scores):
-            job.index, job.score, job.chosen = index, score, engine.module_set.domain_name(index)
+            job.index, job.domain_score, job.chosen = index, score, engine.module_set.domain_name(index)
 
     def _resolve(self, engine: Engine, job: Job) -> bool:
         """A forced domain is one of the set now loaded (it may have changed since the request was checked)."""
@@ -180,7 +180,7 @@ class ModelHost:
                                  decode_by_shape=True, refine=self.config.refine)
         run_ms = (time.perf_counter() - start) * 1e3
         for job, prediction in zip(jobs, predictions):
-            job.prediction, job.chosen, job.score = prediction, prediction.domain, prediction.selector_score
+            job.prediction, job.chosen, job.domain_score = prediction, prediction.domain, prediction.domain_score
             job.timings.update(run_ms=run_ms)
 
     def _generate(self, engine: Engine, job: Job) -> None:
@@ -194,5 +194,5 @@ class ModelHost:
         except ValueError as exc:
             job.error = ApiError(422, "invalid_request", str(exc))  # options the generator refuses
             return
-        job.chosen, job.score = job.prediction.domain, job.prediction.selector_score
+        job.chosen, job.domain_score = job.prediction.domain, job.prediction.domain_score
         job.timings.update(run_ms=(time.perf_counter() - start) * 1e3)
