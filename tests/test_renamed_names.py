@@ -19,3 +19,12 @@ def test_selector_score_reads_and_writes_domain_score_with_a_warning():
     generated = GeneratedMasks("base", None)
     with pytest.warns(DeprecationWarning):
         assert generated.selector_score is None
+
+
+def test_the_two_job_classes_keep_their_old_name_with_a_warning():
+    from samcl.bench import jobs
+    from samcl.serve import model
+    with pytest.warns(DeprecationWarning, match="ModelTask"):
+        assert model.Job is model.ModelTask
+    with pytest.warns(DeprecationWarning, match="ProtocolRun"):
+        assert jobs.Job is jobs.ProtocolRun

@@ -18,7 +18,7 @@ from . import codec
 from .context import Serving, checked, timings
 from ..io import quote
 from .errors import ApiError
-from .model import Job
+from .model import ModelTask
 from .schemas import (DomainsResponse, ErrorBody, GenerateRequest, GenerateResponse, ImageResponse, SegmentRequest,
                       SegmentResponse)
 
@@ -60,7 +60,7 @@ def router(serving: Serving) -> APIRouter:
         start = time.perf_counter()
         with serving.ticket() as ticket:
             loaded = await serving.load(await serving.image_body(request, ticket), ticket)
-            job = await serving.run(Job("upload", loaded.key, image=loaded.image, entry=loaded.entry))
+            job = await serving.run(ModelTask("upload", loaded.key, image=loaded.image, entry=loaded.entry))
         height, width = job.entry.size
         return {"image_id": loaded.key, "width": width, "height": height, "domain": job.chosen,
                 "domain_score": job.domain_score, "generation": job.generation, "timings": timings(job, start)}
@@ -75,7 +75,7 @@ def router(serving: Serving) -> APIRouter:
             height, width = entry.size if entry is not None else image.shape[:2]
             prompt = _prompt(body, width, height)
             serving.check_force(body.force)
-            job = await serving.run(Job("segment", key, image=image, entry=entry, prompt=prompt,
+            job = await serving.run(ModelTask("segment", key, image=image, entry=entry, prompt=prompt,
                                         domain=body.force))
             mask = job.prediction.masks[0]
             # the answer: charged and encoded under the ticket, off the event loop
@@ -98,7 +98,7 @@ def router(serving: Serving) -> APIRouter:
             height, width = entry.size if entry is not None else image.shape[:2]
             serving.check_force(body.force)
             config = fit_batch(config, height, width, ticket)
-            job = await serving.run(Job("generate", key, image=image, entry=entry, domain=body.force, config=config))
+            job = await serving.run(ModelTask("generate", key, image=image, entry=entry, domain=body.force, config=config))
             generated = job.prediction
             records = generated.records[:body.max_masks]
             ticket.take(ANSWER_COPIES * sum(len(r["segmentation"]["counts"]) + ANSWER_BYTES_PER_MASK for r in records))

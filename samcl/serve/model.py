@@ -2,7 +2,8 @@
 pass through `samcl.inference.engine.Engine` (no second inference path).
 
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
-    host.run([Job("upload", key, image=image), Job("segment", key, entry=entry, prompt=prompt)])  # model thread only
+    host.run([ModelTask("upload", key, image=image),   # the model thread only
+              ModelTask("segment", key, entry=entry, prompt=prompt)])
     fresh, identity = host.load_fresh()   # a `learn` committed a new generation: open it (any thread)
     host.swap(fresh, identity)            # in the model thread, between batches
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import SAMCL, Prompt, SamclError
+from ..deprecated import renamed_names
 from ..inference import Engine, PrefixCache, PreparedImage
 from ..store import Manifest, ModuleStore
 from .config import ServeConfig
@@ -38,8 +40,8 @@ log = logging.getLogger("samcl.serve")
 
 
 @dataclass(eq=False)  # compared by identity: a job holds arrays
-class Job:
-    """One request's work. `entry` is the cached image (None: `image` must run through the prefix first)."""
+class ModelTask:
+    """One request's work for the model thread. `entry` is the cached image (None: `image` must run through the prefix first)."""
 
     kind: str  # "upload", "segment" or "generate" (automatic masks: `config`, the result in `prediction`)
     key: str
@@ -57,6 +59,9 @@ class Job:
     error: Exception | None = None
     timings: dict = field(default_factory=dict)
     batch_size: int = 1
+
+
+__getattr__ = renamed_names(__name__, {"Job": "ModelTask"}, globals())
 
 
 class ModelHost:
@@ -119,7 +124,7 @@ class ModelHost:
 
     # ------------------------------------------------------------------ one batch
     @torch.no_grad()
-    def run(self, jobs: list[Job]) -> None:
+    def run(self, jobs: list[ModelTask]) -> None:
         """Run a batch; each job gets its result or its own error (one bad job does not fail the others)."""
         self.batches += 1
         engine = self.samcl.engine
@@ -142,7 +147,7 @@ class ModelHost:
             job.timings.update(prefix_ms=(prepared - start) * 1e3 if job.image is not None else 0.0,
                                model_ms=(done - start) * 1e3)
 
-    def _prepare(self, engine: Engine, jobs: list[Job]) -> None:
+    def _prepare(self, engine: Engine, jobs: list[ModelTask]) -> None:
         """Blocks 0..s for the images not cached yet, in one pass, cached by image id."""
         missing: dict[str, np.ndarray] = {}
         for job in jobs:
@@ -155,13 +160,13 @@ class ModelHost:
             if job.entry is None:
                 job.entry = fresh[job.key]
 
-    def _route(self, engine: Engine, jobs: list[Job]) -> None:
+    def _route(self, engine: Engine, jobs: list[ModelTask]) -> None:
         """An upload's answer: the selector's pick for its image under the set now loaded."""
         chosen, scores = engine.route(torch.stack([j.entry.pooled for j in jobs]))
         for job, index, score in zip(jobs, chosen, scores):
             job.index, job.domain_score, job.chosen = index, score, engine.module_set.domain_name(index)
 
-    def _resolve(self, engine: Engine, job: Job) -> bool:
+    def _resolve(self, engine: Engine, job: ModelTask) -> bool:
         """A forced domain is one of the set now loaded (it may have changed since the request was checked)."""
         if job.domain is None:
             return True
@@ -172,7 +177,7 @@ class ModelHost:
             return False
         return True
 
-    def _segment(self, engine: Engine, jobs: list[Job]) -> None:
+    def _segment(self, engine: Engine, jobs: list[ModelTask]) -> None:
         """One `Engine.run` for the batch: each image routed (or forced), its own module rows, the decoder by
         prompt shape."""
         start = time.perf_counter()
@@ -183,7 +188,7 @@ class ModelHost:
             job.prediction, job.chosen, job.domain_score = prediction, prediction.domain, prediction.domain_score
             job.timings.update(run_ms=run_ms)
 
-    def _generate(self, engine: Engine, job: Job) -> None:
+    def _generate(self, engine: Engine, job: ModelTask) -> None:
         """Automatic masks of one image (`samcl.inference.automatic`): its own encoder pass with its routed module
         and no heat, then the point grid through the decoder."""
         from ..inference import generate_masks
