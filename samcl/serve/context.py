@@ -29,7 +29,7 @@ from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
 from ..io import quote
 from .errors import ApiError, answer_for
-from .forms import read_image
+from .forms import read_upload
 from .intake import check_token, parse_json, read_body, read_json
 from .model import ModelTask, ModelHost
 
@@ -81,7 +81,7 @@ class Serving:
     async def image_body(self, request: Request, ticket: Ticket) -> bytes:
         """An uploaded image file: the raw body (any Content-Type) or a multipart form's image part."""
         self.authorise(request)
-        return await read_image(request, self.config.max_upload_bytes, ticket, self.config.body_timeout_seconds)
+        return await read_upload(request, self.config.max_upload_bytes, ticket, self.config.body_timeout_seconds)
 
     async def json(self, request: Request, model: type[BaseModel], ticket: Ticket, limit: int | None = None):
         self.authorise(request)
