@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -77,7 +78,9 @@ def test_domains_healthz_page_and_openapi(store):
         domains = c.get("/v1/domains").json()
         assert [d["name"] for d in domains["domains"]] == ["polyps", "cells"]
         assert all(d["bytes"] > 0 for d in domains["domains"]) and domains["base"]["backbone"]["family"] == "sam"
-        assert c.get("/healthz").json()["status"] == "ok"
+        health = c.get("/healthz").json()
+        assert health["status"] == "ok"
+        assert health["manifest_sha256"] == hashlib.sha256((store / "manifest.json").read_bytes()).hexdigest()
         page = c.get("/")
         assert page.status_code == 200 and "page/page.js" in page.text
         assert c.get("/page/page.js").status_code == 200

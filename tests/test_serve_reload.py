@@ -1,4 +1,4 @@
-"""A store that changes under a running server: picks cached per store identity (the manifest's sha256, never the
+"""A store that changes under a running server: picks cached per manifest_sha256 (the manifest's sha256, never the
 generation number), and a new generation whose load hangs abandoned while the old one keeps serving."""
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ pass through `samcl.inference.engine.Engine` (no second inference path).
     host = ModelHost(config)              # SAMCL.open(store): read-only, the base recorded in the store
     host.run([ModelTask("upload", key, image=image),   # the model thread only
               ModelTask("segment", key, entry=entry, prompt=prompt)])
-    fresh, identity = host.load_fresh()   # a `learn` committed a new generation: open it (any thread)
-    host.swap(fresh, identity)            # in the model thread, between batches
+    fresh, digest = host.load_fresh()     # a `learn` committed a new generation: open it (any thread)
+    host.swap(fresh, digest)              # in the model thread, between batches (digest: the manifest's sha256)
 
 A batch may hold uploads and segment requests of different images and domains. The server is a front end over
 the engine's two calls, like `SAMCL.segment` and the predictor: the images not cached run through
@@ -34,7 +34,7 @@ from ..inference import Engine, PrefixCache, PreparedImage
 from ..store import Manifest, ModuleStore
 from .config import ServeConfig
 from .errors import ApiError, answer_for
-from .reload import opened_with_identity
+from .reload import opened_with_manifest_sha256
 
 log = logging.getLogger("samcl.serve")
 
@@ -71,7 +71,7 @@ class ModelHost:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.samcl, self.identity = opened_with_identity(
+        self.samcl, self.manifest_sha256 = opened_with_manifest_sha256(
             lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
                                precision=config.precision, runtime=config.runtime), config.store)
         self.samcl.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
@@ -107,19 +107,19 @@ class ModelHost:
 
     # ------------------------------------------------------------------ a learn during serving
     def load_fresh(self) -> tuple[SAMCL, str]:
-        """The store opened again on this base, with its identity. The manifest is the store's commit point and
+        """The store opened again on this base, with its manifest's sha256. The manifest is the store's commit point and
         `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
-        return opened_with_identity(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
-                                                       device=self.samcl.device, fallback=self.config.fallback,
-                                                       precision=self.config.precision,
-                                                       runtime=self.config.runtime), self.config.store)
+        return opened_with_manifest_sha256(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
+                                                              device=self.samcl.device, fallback=self.config.fallback,
+                                                              precision=self.config.precision,
+                                                              runtime=self.config.runtime), self.config.store)
 
-    def swap(self, fresh: SAMCL, identity: str) -> None:
+    def swap(self, fresh: SAMCL, manifest_sha256: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
         uploaded images kept."""
         fresh.adopt_cache(self.samcl)
-        self.samcl, self.identity, self.reload_error = fresh, identity, None
-        log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, identity[:12],
+        self.samcl, self.manifest_sha256, self.reload_error = fresh, manifest_sha256, None
+        log.info("store generation %s (manifest %s): %s", fresh.module_set.generation, manifest_sha256[:12],
                  ", ".join(fresh.domains) or "no domains")
 
     # ------------------------------------------------------------------ one batch
