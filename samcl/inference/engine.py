@@ -213,11 +213,11 @@ class Engine:
         one = all(p is prepared[0] for p in prepared) and all(k == chosen[0] for k in chosen)
         if one and self.module_set.module_for(chosen[0]) is None:  # one image (or its prompts) on the base
             image = prepared[0]
-            if image.base_embedding is None:
+            if image.unprompted_embedding is None:
                 embedding = self.backbone.suffix(batch_ops.stack([image.tokens]), self.start_block, None)
-                self.cache.attach_base(image, embedding)
+                self.cache.attach_unprompted(image, embedding)
                 return [embedding] * len(prepared)
-            return [image.base_embedding] * len(prepared)
+            return [image.unprompted_embedding] * len(prepared)
         if refine == "all":
             inputs = [InputPrompt.of(prompt, p.geometry, self.device) for prompt, p in zip(prompts, prepared)]
             embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
@@ -334,8 +334,9 @@ class Engine:
 
     def evaluate(self, samples: Sequence, *, truth: str | None = None, batch_size: int = 8, progress: bool = False,
                  force: str | None = None) -> dict:
-        """Mean IoU / F1 / MAE over `samples` with their fixed points; `truth` (the true class's name, "base"
-        for the base class) also gives selector accuracy; `force` runs one class for every image (oracle)."""
+        """Mean IoU / F1 / MAE over `samples` with their fixed points; `truth` (the true domain's name, "base"
+        for the domain without a module) also gives selector accuracy; `force` runs one domain for every image
+        (oracle)."""
         scores, correct, chosen = [], 0, {}
         for start in bar(range(0, len(samples), batch_size), desc=f"eval {truth or ''}".strip(),
                           progress=progress, leave=False):
