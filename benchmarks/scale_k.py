@@ -258,7 +258,7 @@ def measure_drift(state, k: int, dim: int, samples_per_domain: int, rounds: int)
 
 
 def demo_case(args) -> dict:
-    """`samcl demo`'s selector: a base class + 5 target domains, N_e = 64, pooled embeddings of the synthetic
+    """`samcl demo`'s selector: a domain without a module + 5 target domains, N_e = 64, pooled embeddings of the synthetic
     domain suite through the shipped tiny SAM (or a random tiny SAM if it is not installed), both schedules."""
     from samcl import SamclError, load_backbone
     from samcl.backbone import SamBackbone

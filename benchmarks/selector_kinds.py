@@ -5,7 +5,7 @@
 
 The shipped tiny SAM embeds every domain's images once (the frozen prefix up to the selector block and up to the
 block before it, for the multi-block variant); every selector is then fitted on those features, which
-is cheap. Learned, in order: general (as the base class, as the benchmark does), polyps, camouflage, shadows,
+is cheap. Learned, in order: general (without a module, as the benchmark does), polyps, camouflage, shadows,
 skin_lesions, cells; never learned: camouflage_sand (looks like camouflage), documents (unlike all).
 
 Feature variants (all from tokens the prefix computes anyway):
@@ -16,8 +16,8 @@ Feature variants (all from tokens the prefix computes anyway):
                closed-set routing, but the open-set cut on it lets more than the target fall back; see the README)
 
 Columns: acc = learned domains' test images routed to their class with the fallback off (the general domain's to
-its base class); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
-learned domain's images that run on base (the fallback on: sent to base, or to the base class general); B/class = state bytes that grow per class; update = seconds
+its domain without a module); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
+learned domain's images that run on base (the fallback on: sent to base, or to general, the domain without a module); B/class = state bytes that grow per class; update = seconds
 to add the last class. The last lines give the bytes per class at ViT-B width (D = 768). The `probe` row is not a
 selector but a reference: a logistic regression fitted on all classes' embeddings at once (its acc says how far
 any classifier of these features gets; its frr and B/class mean nothing).

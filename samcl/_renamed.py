@@ -2,7 +2,7 @@
 
     Prediction.selector_score = renamed_attribute("selector_score", "domain_score")   # a property
     __getattr__ = renamed_names(__name__, {"EmbeddingBuffer": "FeatureBuffer"}, globals())   # a module's names
-    as_base = renamed_keyword("as_base", "without_module", as_base, without_module)   # a keyword argument
+    without_module = renamed_keyword("as_base", "without_module", as_base, without_module)  # a keyword
 
 The table of every rename is in CHANGELOG.md (Unreleased).
 """
@@ -45,11 +45,23 @@ def renamed_names(module: str, renames: dict[str, str], namespace: dict[str, Any
     return __getattr__
 
 
-def renamed_keyword(old: str, new: str, old_value: Any, new_value: Any, *, unset: Any = None) -> Any:
-    """The value of keyword `new`, taking a value given under the old keyword `old` (with a warning)."""
-    if old_value is unset:
+def renamed_keyword(old: str, new: str, old_value: Any, new_value: Any, *, default: Any = False) -> Any:
+    """The value of keyword `new`, taking a value given under the old keyword `old` (None: not given; with a
+    warning). `default`: the new keyword's default (given otherwise, it must agree with the old one)."""
+    if old_value is None:
         return new_value
     warn_renamed(f"keyword {old}=", f"{new}=")
-    if new_value is not unset and new_value != old_value:
+    if new_value != default and new_value != old_value:
         raise TypeError(f"both {old}= and {new}= given")
     return old_value
+
+
+def renamed_method(old: str, new: str):
+    """A method `old` calling method `new` with the same arguments, with a DeprecationWarning."""
+
+    def call(self, *args, **kwargs):
+        warn_renamed(f"{type(self).__name__}.{old}", new)
+        return getattr(self, new)(*args, **kwargs)
+
+    call.__name__, call.__doc__ = old, f"Deprecated spelling of `{new}`."
+    return call

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .deprecated import renamed_attribute
+from ._renamed import renamed_attribute
 from .errors import SamclError
 
 __all__ = ["Prediction", "Prompt", "PromptError"]
@@ -103,7 +103,7 @@ class Prediction:
     Arguments:
       masks (np.ndarray): M x H x W bool, at the image's original size.
       scores (np.ndarray): M float32, the decoder's predicted IoU of each mask.
-      domain (str): the module that ran; "base" when none did (SAM itself: the base class, a forced "base", or
+      domain (str): the module that ran; "base" when none did (the base model: a domain without a module, a forced "base", or
         the open-set fallback).
       low_res (torch.Tensor): M x h x w logits in the model-input frame (256 x 256 for SAM at 1024 px), on the model's device (copied to the
         host only when `low_res_logits` is read); what SamPredictor calls low_res_masks.

@@ -95,7 +95,7 @@ def selector_state(dim: int, classes: int, seed: int = 0) -> dict:
 
 def write_reference_dir(root: Path, dim: int, blocks, neck: int, classes=("ISTD", "Kvasir", "ISIC", "cod", "camo",
                                                                            "COCO"), base_class: str = "COCO") -> dict:
-    """A checkpoint folder as released: one file per class except the base class, and Module_Selector.pth."""
+    """A checkpoint folder as released: one file per domain except the one without a module, and Module_Selector.pth."""
     root.mkdir(parents=True, exist_ok=True)
     objects = {name: write_module_file(root / f"{name}.pth", dim, blocks, neck=neck, seed=k)
                for k, name in enumerate(classes) if name != base_class}

@@ -46,14 +46,14 @@ def scaled_backbone(tiny_backbone) -> SamBackbone:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, scaled_backbone):
-    """A saved set: "gray" learned as the base class, "red" and "blue" as modules with clearly different weights.
+    """A saved set: "gray" learned without a module, "red" and "blue" as modules with clearly different weights.
     The base model is saved as an HF directory so the CLI can load it from the store's record."""
     root = tmp_path_factory.mktemp("inference")
     scaled_backbone.model.save_pretrained(root / "tiny-sam")
     backbone = SamBackbone.from_pretrained(root / "tiny-sam")
     samcl = SAMCL.create(backbone, root / "set", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=300),
                          base_hint=str(root / "tiny-sam"))
-    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, as_base=True)
+    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, without_module=True)
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)
     with torch.no_grad():  # one epoch barely moves a module: give each a distinct, visible effect
@@ -212,7 +212,7 @@ def test_predictor_reruns_only_what_depends_on_the_prompt(served):
     # set_image ran the prefix once; each predict ran the suffix (the heat depends on the points) and the decoder;
     # each segment ran everything once more
     assert prefix[0] == 1 + len(prompts) and suffix[0] == 2 * len(prompts) and decoder[0] == 2 * len(prompts)
-    predictor.set_image(images[2])  # the base class: the suffix does not depend on the prompt, so it is cached too
+    predictor.set_image(images[2])  # no module: the suffix does not depend on the prompt, so it is cached too
     assert predictor.domain == "base"
     for prompt in prompts:
         predictor.predict(prompt.points, prompt.labels, prompt.box)
@@ -379,7 +379,7 @@ def test_prefix_cache_evicts_least_recently_used_within_its_budget(served):
     assert list(kept.entries) == [0, 1]  # what is kept stays: image 2 was computed, used and dropped
 
 
-def test_a_base_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
+def test_an_unprompted_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
@@ -388,7 +388,7 @@ def test_a_base_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
     gray = images[2]  # routed to base: its embedding does not depend on the prompt
     first = samcl.segment([gray], prompts[2:3])[0]
     entry = engine.cache.get(ByObject(gray))
-    assert first.domain == "base" and entry.base_embedding is not None
+    assert first.domain == "base" and entry.unprompted_embedding is not None
     assert engine.cache.used == entry.nbytes > tensor_bytes([entry.tokens, entry.pooled])
     again = samcl.segment([gray], prompts[2:3])[0]
     assert np.array_equal(again.masks, first.masks) and np.array_equal(again.scores, first.scores)

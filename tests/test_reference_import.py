@@ -133,7 +133,7 @@ def test_store_holds_exactly_the_files_tensors(imported):
     root, objects, store = imported
     samcl = SAMCL.open(store, device="cpu")
     assert samcl.domains == ["ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO"]
-    assert [d.kind for d in samcl.module_set.domains] == ["module"] * 5 + ["base"]
+    assert [d.kind for d in samcl.module_set.domains] == ["module"] * 5 + ["no_module"]
     for name, obj in objects.items():
         got = samcl.module_set.modules[name].state_tensors()
         assert torch.equal(got["a.weight"], obj["A"].weight) and torch.equal(got["neck_out.bias"],

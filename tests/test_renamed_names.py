@@ -28,3 +28,29 @@ def test_the_two_job_classes_keep_their_old_name_with_a_warning():
         assert model.Job is model.ModelTask
     with pytest.warns(DeprecationWarning, match="ProtocolRun"):
         assert jobs.Job is jobs.ProtocolRun
+
+
+def test_as_base_learns_without_a_module_with_a_warning(tiny_backbone):
+    from helpers import toy_samples
+
+    from samcl import SAMCL, TrainConfig
+    from samcl.store import BASE_MODEL
+
+    samcl = SAMCL.create(tiny_backbone)
+    with pytest.warns(DeprecationWarning, match="without_module"):
+        samcl.learn("general", toy_samples(4, (120, 120, 120), 3), TrainConfig(epochs=1, progress=False),
+                    as_base=True)
+    assert [d.kind for d in samcl.module_set.domains] == ["no_module"]
+    with pytest.warns(DeprecationWarning, match="BASE_MODEL"):
+        from samcl.store import BASE_CLASS
+    assert BASE_CLASS == BASE_MODEL == "base"
+
+
+def test_the_as_base_flag_still_parses_with_one_warning_line(capsys):
+    from samcl.cli.parser import build_parser
+
+    args = build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x", "--as-base"])
+    assert args.without_module is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
+    assert build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x"]).without_module is False

@@ -62,8 +62,8 @@ def test_a_version_1_store_learns_as_one_written_now(kind, tmp_path):
     a, b = learned
     assert a.domains == b.domains == ["red", "blue", "green"]
     written = json.loads((old / "manifest.json").read_text())
-    assert written["format_version"] == FORMAT_VERSION == 2 and written["selector"]["config"]["tolerance"] == 0.95
-    assert all("heat_mode" in d["config"] for d in written["domains"])  # version 2 writes every key
+    assert written["format_version"] == FORMAT_VERSION == 3 and written["selector"]["config"]["tolerance"] == 0.95
+    assert all("heat_mode" in d["config"] for d in written["domains"])  # version 2 and later write every key
     for name in a.domains:
         for key, tensor in a.module_set.modules[name].state_tensors().items():
             assert torch.equal(tensor, b.module_set.modules[name].state_tensors()[key]), (name, key)

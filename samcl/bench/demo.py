@@ -172,7 +172,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
 
 def typical_example(samcl, domain: DomainData, batch_size: int = 16):
     """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own class
-    (`base` for the base class and never-learned domains); all test images when none was routed right."""
+    (`base` for the domain without a module and never-learned domains); all test images when none was routed right."""
     classes = samcl.module_set
     wanted = classes.domain_name(classes.index_of(domain.name)) if domain.name in samcl.domains else "base"
     runs = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import SamclError, __version__
-from ..deprecated import renamed_names
+from .._renamed import renamed_names
 from ..io import atomic_write_json
 from .executor import WorkerContext
 from .methods import BenchmarkSize, make_strategy, strengths

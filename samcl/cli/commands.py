@@ -53,7 +53,7 @@ def cmd_learn(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = samcl.learn(args.domain, data, config, as_base=args.as_base, replace=args.replace)
+            report = samcl.learn(args.domain, data, config, without_module=args.without_module, replace=args.replace)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {error_line(exc)}") from None
     distributed.shutdown()

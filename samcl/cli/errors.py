@@ -25,6 +25,7 @@ FLAGS = {
     "host": "--host",
     "ServeConfig.token": "--token",
     "replace": "--replace",
+    "without_module": "--without-module",
     "rename": "--rename",
     "classes": "--classes",
     "selector": "--selector-file",

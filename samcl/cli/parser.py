@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import __version__
 from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
+from .renamed import renamed_flag
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
 from .serve_flags import MAX_EPOCHS, add_serve
@@ -125,8 +126,9 @@ def _learn(p) -> None:
     config_flag(p, "--prompts", TrainConfig, "prompts")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
-    p.add_argument("--as-base", action="store_true",
-                   help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--without-module", action="store_true",
+                   help="learn this domain without a module: its images run the base model (SAM's own behaviour)")
+    renamed_flag(p, "--as-base", "--without-module")
     p.add_argument("--replace", action="store_true",
                    help="relearn a domain the store holds from --data alone: its old module and selector state "
                         "are replaced in one new generation (a kill before that commit leaves the old set)")

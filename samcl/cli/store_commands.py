@@ -40,8 +40,8 @@ def cmd_forget(args) -> int:
         return 0
     how = (f"the mlp selector retrained from scratch on the remaining buffer (seed {report['seed']})"
            if report["selector_retrained"] else f"its {report['selector']} statistics removed exactly")
-    base = " (it was the base class: no module, only its selector state)" if report["was_base_class"] else ""
-    print(f"forgot {args.domain}{base}: {how}; store now holds: {', '.join(report['domains'])}")
+    how_learned = " (it was learned without a module: only its selector state)" if report["without_module"] else ""
+    print(f"forgot {args.domain}{how_learned}: {how}; store now holds: {', '.join(report['domains'])}")
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..backbone import tokens as batch_ops
-from ..deprecated import renamed_attribute
+from .._renamed import renamed_attribute
 from ..io.images import to_rgb_array
 from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
 from ..options import check_fields, option

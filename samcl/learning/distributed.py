@@ -102,15 +102,15 @@ class DistContext:
 
 
 # ---------------------------------------------------------------------- the steps `SAMCL.learn` takes
-def check_ready(ctx: DistContext, samcl, name: str, count: int, base: bool) -> None:
+def check_ready(ctx: DistContext, samcl, name: str, count: int, without_module: bool) -> None:
     """Before any work: each rank on its own device, and all ranks learning the same thing on the same store
     state (a node that sees another store, e.g. not on a shared filesystem, would otherwise diverge)."""
     if samcl.device.type == "cuda" and samcl.device.index not in (None, torch.cuda.current_device()):
         raise SamclError(f"rank {ctx.rank}: the module set is on {samcl.device} but this rank's GPU is "
                          f"cuda:{torch.cuda.current_device()} (create it with "
                          "device=samcl.learning.distributed.init().device)")
-    ctx.check_agree("the task (domain, base, samples, store generation, domains, device kind)",
-                    (name, base, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
+    ctx.check_agree("the task (domain, without_module, samples, store generation, domains, device kind)",
+                    (name, without_module, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
 
 
 def merge_training(ctx: DistContext, module: nn.Module, stats: dict, pooled: dict[int, torch.Tensor]

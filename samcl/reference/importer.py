@@ -7,7 +7,7 @@ AugModule is one to one (`module_tensors`): `A` -> a, `B_i` -> b[i], `norm1_i` -
 `extra.layer` -> heat, `extra.norm` -> heat_ln, `extra.upward` -> neck_in, `extra.upward_` -> neck_out, and
 `lora_layer` names the adapted blocks. `Module_Selector.pth` is a state dict of their selector (`layer1`, `norm1`,
 ..., `layer4`), which is samcl's `SelectorNet` layer for layer (`SELECTOR_LAYERS`); its classes are
-`REFERENCE_CLASSES` in order, the one without a module file being the base class (SAM with no module).
+`REFERENCE_CLASSES` in order, the one without a module file learned without a module (it runs the base model).
 
 Imported modules keep the authors' forward (`heat_mode="reference"`: stretched input, their heat and its
 placement), recorded in the manifest. Their sets carry no embedding buffer, so the store has an empty one and
@@ -30,7 +30,7 @@ from ..store.check import check_tensors
 from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
 
-#: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
+#: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: no module).
 REFERENCE_CLASSES = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
 SELECTOR_FILE = "Module_Selector.pth"
 #: Their selector's layers -> samcl's `SelectorNet` (features: Linear, BN, Linear, BN, ReLU, Linear, BN, ReLU).
@@ -185,7 +185,7 @@ def check_selector(net: SelectorNet, path: Path) -> None:
 
 
 def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> dict[str, Path | None]:
-    """Class name -> its module file in `directory` (`<name>.pth`, case-insensitive) or None (the base class)."""
+    """Class name -> its module file in `directory` (`<name>.pth`, case-insensitive) or None (no module)."""
     if not directory.is_dir():
         raise SamclError(f"{directory}: not a folder (give the folder of the authors' .pth module files)")
     found = {p.stem.lower(): p for p in sorted(directory.glob("*.pth")) if p.resolve() != selector.resolve()}
@@ -254,7 +254,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,
                       aug_config=config, base_hint=(source or {}).get("base"), base_source=source)
     for name in classes:
-        kind = "module" if name in modules else "base"
+        kind = "module" if name in modules else "no_module"
         info = {**facts.get(name, {}), "selector": selector.name, "heat_mode": "reference"}
         state.domains.append(DomainEntry(name=name, kind=kind, info=info))
     state.modules = modules

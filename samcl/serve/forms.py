@@ -16,7 +16,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from ..deprecated import renamed_names
+from .._renamed import renamed_names
 from .budget import Ticket
 from .errors import ApiError
 from .intake import body_chunks, read_body

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import SAMCL, Prompt, SamclError
-from ..deprecated import renamed_names
+from .._renamed import renamed_names
 from ..inference import Engine, PrefixCache, PreparedImage
 from ..store import Manifest, ModuleStore
 from .config import ServeConfig

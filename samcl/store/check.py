@@ -119,12 +119,12 @@ def _check_domains(check: _Checker, domains, aug: AugModuleConfig | None) -> lis
         if name in names:
             check.fail(f"domain {name!r} is listed twice")
         names.append(name)
-        if entry["kind"] == "base":
+        if entry["kind"] == "no_module":
             if entry.get("file") is not None:
-                check.fail(f"domain {name!r} is the base class but names a file")
+                check.fail(f"domain {name!r} has no module but names a file")
             continue
         if entry["kind"] != "module":
-            check.fail(f"domain {name!r} has kind {quote(entry['kind'])}: expected 'module' or 'base'")
+            check.fail(f"domain {name!r} has kind {quote(entry['kind'])}: expected 'module' or 'no_module'")
         check.file_entry(entry, f"domain {name!r}")
         if entry["file"] in files:
             check.fail(f"domain {name!r} names the file of an earlier domain")
@@ -136,8 +136,8 @@ def _check_domains(check: _Checker, domains, aug: AugModuleConfig | None) -> lis
                        f"{quote(getattr(aug, diff))}")
         if not _is_int(entry.get("parameters", 0)) or not isinstance(entry.get("info", {}), dict):
             check.fail(f"domain {name!r}'s parameters or info has the wrong type")
-    if sum(1 for d in domains if d["kind"] == "base") > 1:
-        check.fail("more than one base class")
+    if sum(1 for d in domains if d["kind"] == "no_module") > 1:
+        check.fail("more than one domain without a module")
     return names
 
 
