@@ -42,7 +42,7 @@ from samcl import SAMCL, Prompt, SelectorConfig
 from samcl.backbone import SamBackbone
 from samcl.inference import InputPrompt
 from samcl.method import AugModule, AugModuleSize, config_for
-from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorNet
+from samcl.selector import FeatureBuffer, MlpSelector, SelectorNet
 from samcl.store import DomainEntry
 
 
@@ -86,7 +86,7 @@ def add_random_domains(samcl: SAMCL, count: int, samples_per_domain: int = 1, se
     config = SelectorConfig(kind="mlp", samples_per_domain=samcl.module_set.selector_config.samples_per_domain)
     samcl.module_set.selector_config = config  # the paper's MLP and its buffer: the selector these figures time
     samcl.module_set.selector = MlpSelector(config, dim, SelectorNet(dim, total).eval(),
-                                            EmbeddingBuffer(dim, embeddings, labels))
+                                            FeatureBuffer(dim, embeddings, labels))
 
 
 def test_image(backbone: SamBackbone, seed: int) -> tuple[np.ndarray, Prompt]:

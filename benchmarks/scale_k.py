@@ -43,7 +43,7 @@ from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL, SelectorConfig
 from samcl.method import config_for  # noqa: E402
-from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, make_selector, train_selector
 from samcl.store import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
@@ -181,7 +181,7 @@ def measure_retrain(k: int, samples_per_domain: int, dim: int, args) -> dict:
     test_x, test_y = separable(k, 20, dim, 2)
     warm = warm_selector(x, y, k - 1, dim, epochs=args.warm_epochs)
     warm.grow(k, torch.Generator().manual_seed(k))
-    buffer = EmbeddingBuffer(dim, x, y)
+    buffer = FeatureBuffer(dim, x, y)
     out = {"oracle_nearest_centre": nearest_centre(test_x, test_y, k, dim),
            "before_new_class": accuracy(warm, test_x, test_y, k - 1)}
     config = SelectorConfig(samples_per_domain=samples_per_domain)
@@ -288,7 +288,7 @@ def demo_case(args) -> dict:
     results = {}
     for label_, max_steps in (("reference", None), ("samcl", SelectorConfig().max_steps)):
         torch.manual_seed(0)
-        net, buffer = SelectorNet(dim, 1), EmbeddingBuffer(dim)
+        net, buffer = SelectorNet(dim, 1), FeatureBuffer(dim)
         for label in range(len(names)):
             buffer.add(x[y == label], label)
             net.grow(label + 1, torch.Generator().manual_seed(label))

@@ -22,7 +22,7 @@ from samcl.backbone import SamBackbone
 from samcl.cli import main
 from samcl.inference import ByObject, PrefixCache
 from samcl.method import AugModule, tensor_bytes
-from samcl.selector import EmbeddingBuffer, SelectorNet, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, train_selector
 from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -291,7 +291,7 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
         assert torch.equal(loaded, tensor.half().float())
         assert torch.allclose(loaded, tensor, rtol=1e-3, atol=1e-4)
     assert reopened.engine.bank().dtype == torch.float32
-    assert torch.equal(reopened.module_set.buffer.embeddings, original.buffer.embeddings.half().float())
+    assert torch.equal(reopened.module_set.buffer.features, original.buffer.features.half().float())
     images, prompts = mixed_inputs()
     half = reopened.segment(images[:1], prompts[:1], force="red")[0]
     full = SAMCL.open(tmp_path / "float32", base=scaled_backbone).segment(images[:1], prompts[:1], force="red")[0]
@@ -311,7 +311,7 @@ def test_selector_budget_is_the_reference_schedule_while_it_fits():
     trained = []
     for max_steps in (None, 25 * 5):  # 120 samples in batches of 24: 5 steps per epoch, 125 in all = the cap
         net = copy.deepcopy(initial)
-        train_selector(net, EmbeddingBuffer(16, x, labels), SelectorConfig(max_steps=max_steps), seed=4,
+        train_selector(net, FeatureBuffer(16, x, labels), SelectorConfig(max_steps=max_steps), seed=4,
                        progress=False)
         trained.append(net.state_dict())
     assert all(torch.equal(tensor, trained[1][key]) for key, tensor in trained[0].items())
@@ -323,7 +323,7 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
     monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (steps.append(1), original_step(self, *a, **k)))
     classes, per_class, dim, cap = 30, 10, 64, 60  # hidden width dim / 4 must hold 30 classes
     x, test = _separable(classes, per_class, dim, 1), _separable(classes, 20, dim, 2)
-    buffer, net, counts = EmbeddingBuffer(dim), SelectorNet(dim, 1), []
+    buffer, net, counts = FeatureBuffer(dim), SelectorNet(dim, 1), []
     for label in range(classes):
         buffer.add(x[label * per_class:(label + 1) * per_class], label)
         net.grow(label + 1, torch.Generator().manual_seed(label))

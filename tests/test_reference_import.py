@@ -166,7 +166,7 @@ def test_imported_store_refuses_learn(imported, tmp_path):
 def test_info_says_the_store_runs_their_forward(imported, capsys):
     assert main(["info", str(imported[2])]) == 0
     out = capsys.readouterr().out
-    assert "imported from the authors' files" in out and "0 buffered embeddings" in out
+    assert "imported from the authors' files" in out and "0 buffered pooled features" in out
 
 
 def test_command_errors_are_one_line(tmp_path, capsys):
@@ -193,7 +193,7 @@ def test_help_has_an_example(capsys):
 
 @pytest.mark.parametrize("broken, problem", [
     ({"norm2.running_var": -1.0}, "features.3.running_var holds a negative variance (-1)"),
-    ({"layer1.weight": 3e38}, "the selector's outputs on a probe batch of 16 embeddings are not finite"),
+    ({"layer1.weight": 3e38}, "the selector's outputs on a probe batch of 16 pooled features are not finite"),
 ])
 def test_a_selector_that_cannot_route_is_refused_before_anything_is_written(tmp_path, capsys, broken, problem):
     root = tmp_path / "SAM1"

@@ -54,3 +54,13 @@ def test_the_as_base_flag_still_parses_with_one_warning_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
     assert build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x"]).without_module is False
+
+
+def test_the_feature_buffer_keeps_its_old_names_with_a_warning():
+    import samcl.selector as selector
+
+    buffer = selector.FeatureBuffer(4, torch.ones(2, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.warns(DeprecationWarning, match="FeatureBuffer"):
+        assert selector.EmbeddingBuffer is selector.FeatureBuffer
+    with pytest.warns(DeprecationWarning, match="features"):
+        assert torch.equal(buffer.embeddings, buffer.features)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from samcl import SelectorConfig
-from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, make_selector, train_selector
 from samcl.selector.config import KINDS
 
 
@@ -20,7 +20,7 @@ def test_selector_learns_separable_domains_and_continues_training():
     torch.manual_seed(0)  # SelectorNet's initial weights come from the global RNG: not from earlier tests' use of it
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=gen) * 3
-    buffer = EmbeddingBuffer(16)
+    buffer = FeatureBuffer(16)
     net = SelectorNet(16, 1)
     config = SelectorConfig(kind="mlp", epochs=25, samples_per_domain=100)
     for label in range(3):
@@ -29,7 +29,7 @@ def test_selector_learns_separable_domains_and_continues_training():
         if label:
             train_selector(net, buffer, config, seed=label, progress=False)
     with torch.no_grad():
-        accuracy = (net(buffer.embeddings).argmax(1) == buffer.labels).float().mean()
+        accuracy = (net(buffer.features).argmax(1) == buffer.labels).float().mean()
     assert accuracy > 0.95
     assert buffer.num_bytes == 300 * 16 * 4 + 300 * 8
 

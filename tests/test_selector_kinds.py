@@ -254,7 +254,7 @@ def test_mlp_on_mean_and_spread_reads_both_and_reopens(tmp_path, tiny_backbone):
         samcl.learn(name, toy_samples(6, colour, seed=k), FAST)
     selector = samcl.module_set.selector
     width = 2 * tiny_backbone.hidden_size
-    assert selector.net.features[0].in_features == width and selector.buffer.embeddings.shape[1] == width
+    assert selector.net.features[0].in_features == width and selector.buffer.features.shape[1] == width
     images = [s.image for s in toy_samples(2, COLOURS["red"], 7) + toy_samples(2, COLOURS["blue"], 8)]
     prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
     before = samcl.segment(images, prompts)

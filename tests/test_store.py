@@ -107,7 +107,7 @@ def test_a_version_2_store_with_a_base_kind_domain_opens_as_no_module(tiny_backb
 def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_backbone, monkeypatch):
     path, _ = learned_store
     samcl = SAMCL.open(path, base=tiny_backbone)
-    before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.embeddings.clone(),
+    before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.features.clone(),
               {k: v.clone() for k, v in samcl.module_set.selector.to_tensors().items()})
     def disk_full(*args, **kwargs):  # the last step of a learn: everything in memory has changed by now
         raise SamclError("store: cannot write (No space left on device)")
@@ -117,7 +117,7 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
         samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)
     monkeypatch.undo()
     assert [d.name for d in samcl.module_set.domains] == before[0] and "green" not in samcl.module_set.modules
-    assert torch.equal(samcl.module_set.buffer.embeddings, before[1])
+    assert torch.equal(samcl.module_set.buffer.features, before[1])
     for key, tensor in samcl.module_set.selector.to_tensors().items():
         assert torch.equal(tensor, before[2][key])
     samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards

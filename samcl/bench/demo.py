@@ -33,7 +33,7 @@ class DemoSize:
     epochs: int
     batch_size: int
     lr: float
-    buffer: int  # N_e: embeddings per domain in the selector's buffer
+    buffer: int  # N_e: pooled features per domain in the selector's buffer
     selector_epochs: int  # the reference's 25 epochs assume N_e = 300; small buffers need more passes
 
 

@@ -140,7 +140,7 @@ def _learn(p) -> None:
     new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
                      help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
-                          "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
+                          "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
     new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
                      help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "

@@ -20,7 +20,7 @@ import torch
 from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
-from .._renamed import renamed_keyword
+from .._renamed import renamed_keyword, renamed_method
 from ..errors import SamclError
 from ..inference.automatic import AutoMaskConfig, GeneratedMasks, generate_images
 from ..inference.engine import Engine
@@ -143,7 +143,7 @@ class SAMCL(Running, Tracking):
             (`samcl.runtime`: graphs exported once per base and cached; the precision then applies to them).
 
         Returns:
-          (SAMCL): the set, every module resident; its embedding buffer is read when `learn` first needs it.
+          (SAMCL): the set, every module resident; its feature buffer is read when `learn` first needs it.
         """
         from ..runtime.attach import resolved
 
@@ -229,7 +229,7 @@ class SAMCL(Running, Tracking):
         if self.aug_config.heat_mode == "reference":
             where = self.store.path if self.store is not None else "this module set"
             raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
-                             "embedding buffer to retrain the selector on, and its modules run their forward: "
+                             "feature buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
         if self.backbone.precision != "float32":
             raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the "
@@ -285,12 +285,12 @@ class SAMCL(Running, Tracking):
         if ctx is not None and not ctx.is_main:
             return distributed.receive_result(ctx, self)  # rank 0 embeds, trains the selector and saves
         start = time.perf_counter()
-        embeddings = self.embeddings_for(samples, config.seed, pooled, config.progress)
+        features = self.features_for(samples, config.seed, pooled, config.progress)
         self.module_set.domains.append(entry)
-        report.update(self._add_class(embeddings, config.seed, config.progress))
+        report.update(self._add_class(features, config.seed, config.progress))
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
-                      "buffer_samples": len(embeddings),
+                      "buffer_samples": len(features),
                       **{k: v for k, v in report.get("stats", {}).items() if not isinstance(v, list)}}
         if self.store is not None:
             self.store.save(self.module_set, written={name})
@@ -300,15 +300,15 @@ class SAMCL(Running, Tracking):
         return report
 
     def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
-        """The newest class into the selector (`mlp`: N_e embeddings into the buffer, one more output row, a retrain
+        """The newest class into the selector (`mlp`: N_e feature rows into the buffer, one more output row, a retrain
         on the whole buffer from two classes on; statistics kinds: the class's statistics in closed form)."""
         classes = self.module_set
         if classes.selector is None:
             classes.selector = make_selector(classes.selector_config, pooled.shape[1] // 2).to(self.device)
         return classes.selector.add_class(pooled, seed, progress)
 
-    def embeddings_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
-                       progress: bool = False, batch_size: int = 8) -> torch.Tensor:
+    def features_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
+                     progress: bool = False, batch_size: int = 8) -> torch.Tensor:
         """N x 2D pooled selector-block features (`backbone.pool_stats`) of a seeded subset of `samples` (reusing
         ones already computed): N_e for the `mlp` selector's buffer, every image for a statistics selector (its
         state does not grow with them, and training pooled them all already)."""
@@ -323,6 +323,8 @@ class SAMCL(Running, Tracking):
             found = prefixes.lookup(part, lambda i: (samples[i].image, None))
             known.update((i, prefix.pooled) for i, prefix in zip(part, found))
         return torch.stack([known[i] for i in chosen]).float()
+
+    embeddings_for = renamed_method("embeddings_for", "features_for")
 
     # ------------------------------------------------------------------ inference (`samcl.inference.engine`)
     def segment(self, images: Sequence, prompts: Sequence[Prompt], *, multimask_output: bool = False,

@@ -29,7 +29,7 @@ def _seed(module_set: ModuleSet) -> int:
 def _load(store: ModuleStore) -> ModuleSet:
     module_set = store.load()  # every file read and checked (the mlp's buffer too: forget and merge need it)
     if module_set.aug_config is not None and module_set.aug_config.heat_mode == "reference":
-        raise SamclError(f"{store.path}: an imported reference set has no embedding buffer to retrain its "
+        raise SamclError(f"{store.path}: an imported reference set has no feature buffer to retrain its "
                          "selector on; forget and merge work on sets samcl learned")
     return module_set
 

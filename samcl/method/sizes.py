@@ -23,7 +23,7 @@ def tensor_bytes(tensors: Any, value_bytes: int | None = None) -> int:
 
 
 def storage(module_set) -> dict:
-    """Bytes a module set stores: per module, selector, buffer (embeddings and their int64 labels), total.
+    """Bytes a module set stores: per module, selector, buffer (pooled features and their int64 labels), total.
     Counted from shapes, so a deferred buffer is not read for it."""
     value = VALUE_BYTES[module_set.dtype]
     per_module = module_set.aug_config.num_parameters * value if module_set.aug_config is not None else 0

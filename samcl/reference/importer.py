@@ -10,8 +10,8 @@ AugModule is one to one (`module_tensors`): `A` -> a, `B_i` -> b[i], `norm1_i` -
 `REFERENCE_CLASSES` in order, the one without a module file learned without a module (it runs the base model).
 
 Imported modules keep the authors' forward (`heat_mode="reference"`: stretched input, their heat and its
-placement), recorded in the manifest. Their sets carry no embedding buffer, so the store has an empty one and
-`learn` refuses to add domains to it (the selector could only be retrained on buffered embeddings)."""
+placement), recorded in the manifest. Their sets carry no feature buffer, so the store has an empty one and
+`learn` refuses to add domains to it (the selector could only be retrained on buffered pooled features)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 from ..errors import SamclError
 from ..io import check_regular, quote, read_limited
 from ..method.augmodule import AugModule, config_for, parameter_shapes
-from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
+from ..selector import FeatureBuffer, MlpSelector, SelectorConfig, SelectorNet
 from ..store.check import check_tensors
 from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
@@ -156,7 +156,7 @@ def read_selector(path: Path, dim: int, classes: int, state: dict | None = None)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise SamclError(f"{path}: does not fit a selector on {dim}-wide embeddings of this base "
+        raise SamclError(f"{path}: does not fit a selector on {dim}-wide pooled features of this base "
                          f"({' '.join(str(exc).split())[:240]})") from None
     check_selector(net.eval(), path)
     return net
@@ -168,7 +168,7 @@ PROBE_BATCH = 16
 
 def check_selector(net: SelectorNet, path: Path) -> None:
     """The selector's BatchNorm statistics are sane (running variances >= 0) and its outputs on a probe batch
-    (seeded normal embeddings, the scale of a SAM block's pooled tokens) are finite: finite weights can still
+    (seeded normal features, the scale of a SAM block's pooled tokens) are finite: finite weights can still
     route every image to one class with a NaN score (a variance of -1, weights of 3e38)."""
     for name, tensor in net.state_dict().items():
         if name.endswith("running_var") and bool((tensor < 0).any()):
@@ -179,7 +179,7 @@ def check_selector(net: SelectorNet, path: Path) -> None:
     with torch.no_grad():
         logits = net(probe)
     if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(torch.softmax(logits, 1)).all()):
-        raise SamclError(f"{path}: the selector's outputs on a probe batch of {PROBE_BATCH} embeddings are not "
+        raise SamclError(f"{path}: the selector's outputs on a probe batch of {PROBE_BATCH} pooled features are not "
                          "finite (NaN or inf): its weights or BatchNorm statistics are out of range, so it "
                          "cannot route")
 
@@ -258,7 +258,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
         info = {**facts.get(name, {}), "selector": selector.name, "heat_mode": "reference"}
         state.domains.append(DomainEntry(name=name, kind=kind, info=info))
     state.modules = modules
-    state.selector = MlpSelector(config_mlp, site.dim, net, EmbeddingBuffer(site.dim))  # no buffer: learn refuses
+    state.selector = MlpSelector(config_mlp, site.dim, net, FeatureBuffer(site.dim))  # no buffer: learn refuses
     with store.lock():
         store.save(state)
     return {"store": str(out), "domains": list(classes), "base_class": next((n for n in classes if n not in modules), None),

@@ -1,14 +1,14 @@
-"""The `mlp` selector (the paper's): an MLP on pooled middle-block embeddings, and the embedding buffer it trains on.
+"""The `mlp` selector (the paper's): an MLP on pooled middle-block features, and the feature buffer it trains on.
 
 Classifier (as the reference): D -> D (BN) -> D/4 (BN, ReLU) -> D/4 (BN, ReLU) -> K, cross-entropy, SGD
 lr 0.01 without momentum, batch 24, continuing from its previous weights after each new domain. The output
 layer grows by one row per class and keeps the old rows.
 
 Schedule. The reference trains 25 epochs on the whole buffer after each new domain, so a retrain costs
-O(K x N_e) and a long history becomes the bottleneck (K = 1,000 domains x 300 embeddings: 312,500 SGD steps).
+O(K x N_e) and a long history becomes the bottleneck (K = 1,000 domains x 300 features: 312,500 SGD steps).
 samcl runs exactly the reference schedule while it fits in `max_steps` steps (every small-K run, such as the
 demo, is bit for bit the reference), and beyond that a fixed budget of `max_steps` steps: each new-class
-embedding is still seen `epochs` times, and the rest of every batch replays old embeddings drawn uniformly at
+feature row is still seen `epochs` times, and the rest of every batch replays old features drawn uniformly at
 random (class-balanced, since every class holds N_e). The cost of a retrain is then independent of K apart
 from the output layer. `max_steps=None` is the reference schedule at any size.
 """
@@ -19,45 +19,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._renamed import renamed_attribute
 from ..io import bar
 from ..method.sizes import tensor_bytes
 from .base import Selector
 from .config import SelectorConfig
 
 
-class EmbeddingBuffer:
-    """N x D pooled embeddings with their class index: what replaces image replay.
+class FeatureBuffer:
+    """N x D pooled features (one row per image) with their domain index: what replaces image replay.
 
     Only learning reads the buffer (it is the largest part of a store: 0.88 MiB per domain for ViT-B), so a
     store opened for inference may defer it (`deferred`): it is read and verified on first use."""
 
-    def __init__(self, dim: int, embeddings: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+    def __init__(self, dim: int, features: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         self.dim = dim
         self._loader = None
         self._count = 0
-        self._set(embeddings if embeddings is not None else torch.zeros(0, dim),
+        self._set(features if features is not None else torch.zeros(0, dim),
                   labels if labels is not None else torch.zeros(0, dtype=torch.long))
 
     @classmethod
-    def deferred(cls, dim: int, count: int, loader) -> "EmbeddingBuffer":
-        """A buffer of `count` embeddings that `loader()` -> (embeddings, labels) reads on first use."""
+    def deferred(cls, dim: int, count: int, loader) -> "FeatureBuffer":
+        """A buffer of `count` features that `loader()` -> (features, labels) reads on first use."""
         buffer = cls(dim)
         buffer._loader, buffer._count = loader, int(count)
         return buffer
 
-    def _set(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-        if embeddings.shape[1:] != (self.dim,) or len(labels) != len(embeddings):
-            raise ValueError(f"buffer of shape {tuple(embeddings.shape)} with {len(labels)} labels "
+    def _set(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if features.shape[1:] != (self.dim,) or len(labels) != len(features):
+            raise ValueError(f"buffer of shape {tuple(features.shape)} with {len(labels)} labels "
                              f"does not match dim {self.dim}")
-        self._embeddings, self._labels = embeddings, labels
+        self._features, self._labels = features, labels
 
-    def load(self) -> "EmbeddingBuffer":
+    def load(self) -> "FeatureBuffer":
         """Read a deferred buffer now (errors surface here, before any work that needs it)."""
         if self._loader is not None:
-            embeddings, labels = self._loader()
+            features, labels = self._loader()
             if len(labels) != self._count:
-                raise ValueError(f"buffer holds {len(labels)} embeddings, expected {self._count}")
-            self._set(embeddings, labels)
+                raise ValueError(f"buffer holds {len(labels)} features, expected {self._count}")
+            self._set(features, labels)
             self._loader = None
         return self
 
@@ -66,28 +67,31 @@ class EmbeddingBuffer:
         return self._loader is None
 
     @property
-    def embeddings(self) -> torch.Tensor:
-        return self.load()._embeddings
+    def features(self) -> torch.Tensor:
+        """N x D float32 pooled features."""
+        return self.load()._features
+
+    embeddings = renamed_attribute("embeddings", "features")
 
     @property
     def labels(self) -> torch.Tensor:
         return self.load()._labels
 
-    def add(self, embeddings: torch.Tensor, label: int) -> None:
-        embeddings = embeddings.detach().float().cpu().reshape(-1, self.dim)
-        self._set(torch.cat([self.embeddings, embeddings]),
-                  torch.cat([self.labels, torch.full((len(embeddings),), label, dtype=torch.long)]))
+    def add(self, features: torch.Tensor, label: int) -> None:
+        features = features.detach().float().cpu().reshape(-1, self.dim)
+        self._set(torch.cat([self.features, features]),
+                  torch.cat([self.labels, torch.full((len(features),), label, dtype=torch.long)]))
 
     def keep_first(self, count: int) -> None:
         """Drop every row after the first `count` (undoes `add`s: a failed learn step's rows)."""
-        self._set(self.embeddings[:count], self.labels[:count])
+        self._set(self.features[:count], self.labels[:count])
 
     def __len__(self) -> int:
         return self._count if self._loader is not None else len(self._labels)
 
     @property
     def num_bytes(self) -> int:
-        """Bytes in memory once loaded (float32 embeddings, int64 labels)."""
+        """Bytes in memory once loaded (float32 features, int64 labels)."""
         return len(self) * (self.dim * 4 + 8)
 
 
@@ -128,7 +132,7 @@ class SelectorNet(nn.Module):
         return tensor_bytes(self.state_dict())
 
 
-def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorConfig, seed: int,
+def train_selector(net: SelectorNet, buffer: FeatureBuffer, config: SelectorConfig, seed: int,
                    progress: bool = True, new_from: int | None = None) -> list[float]:
     """Cross-entropy on the buffer, continuing from `net`'s weights; the schedule is in the module docstring.
 
@@ -138,7 +142,7 @@ def train_selector(net: SelectorNet, buffer: EmbeddingBuffer, config: SelectorCo
     """
     generator = torch.Generator().manual_seed(seed)
     device = next(net.parameters()).device
-    x, y = buffer.embeddings.to(device), buffer.labels.to(device)
+    x, y = buffer.features.to(device), buffer.labels.to(device)
     batches_per_epoch = -(-len(y) // config.batch_size)
     if config.max_steps is None or config.epochs * batches_per_epoch <= config.max_steps:
         epochs = (_epoch_batches(len(y), config.batch_size, generator) for _ in range(config.epochs))
@@ -194,7 +198,7 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
 
 
 class MlpSelector(Selector):
-    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `EmbeddingBuffer` after each class
+    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `FeatureBuffer` after each class
     (`train_selector`, seeded; its files are the net's weights and the buffer). No open set: the
     score is the softmax probability of the chosen class. Its input (and buffer) is the pooled columns
     `config.features` names: the grid mean (the paper's), or mean and spread."""
@@ -202,9 +206,9 @@ class MlpSelector(Selector):
     kind = "mlp"
 
     def __init__(self, config: SelectorConfig, dim: int, net: SelectorNet | None = None,
-                 buffer: EmbeddingBuffer | None = None):
+                 buffer: FeatureBuffer | None = None):
         self.config, self.dim, self.width = config, dim, config.width(dim)
-        self.net, self.buffer = net, buffer if buffer is not None else EmbeddingBuffer(self.width)
+        self.net, self.buffer = net, buffer if buffer is not None else FeatureBuffer(self.width)
         self.device = torch.device("cpu")
 
     @property
@@ -213,10 +217,10 @@ class MlpSelector(Selector):
 
     def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
         label = self.classes if self.net is not None else 0
-        embeddings = pooled[:, : self.width]
+        features = pooled[:, : self.width]
         if self.net is None:
             self.net = SelectorNet(self.width, 1).to(self.device).eval()
-        self.buffer.add(embeddings, label)
+        self.buffer.add(features, label)
         self.net.grow(label + 1, torch.Generator().manual_seed(seed + label))
         self.net.to(self.device)
         if label == 0:
@@ -241,7 +245,7 @@ class MlpSelector(Selector):
         nothing short of a new network holds nothing derived from the removed one."""
         keep = self.buffer.labels != index
         labels = self.buffer.labels[keep]
-        self.buffer = EmbeddingBuffer(self.width, self.buffer.embeddings[keep], labels - (labels > index).long())
+        self.buffer = FeatureBuffer(self.width, self.buffer.features[keep], labels - (labels > index).long())
         self.retrain(self.classes - 1, seed)
 
     def merge(self, other: "MlpSelector", seed: int = 0) -> None:
@@ -249,7 +253,7 @@ class MlpSelector(Selector):
         if not isinstance(other, MlpSelector) or other.dim != self.dim or other.width != self.width:
             raise ValueError("only mlp selectors of the same width merge")
         shift = self.classes
-        self.buffer = EmbeddingBuffer(self.width, torch.cat([self.buffer.embeddings, other.buffer.embeddings]),
+        self.buffer = FeatureBuffer(self.width, torch.cat([self.buffer.features, other.buffer.features]),
                                       torch.cat([self.buffer.labels, other.buffer.labels + shift]))
         self.retrain(shift + other.classes, seed)
 

@@ -1,5 +1,5 @@
 """Statistics selectors: per class a count, a mean and (FeCAM, RanPAC) a scatter matrix of the pooled features, never
-the embeddings themselves. A class's statistics are computed once, from its own images, so they do not depend on
+the features themselves. A class's statistics are computed once, from its own images, so they do not depend on
 the order classes were learned in, removing a class is dropping its entry (exactly what never learning it gives),
 and two selectors' classes merge by concatenation (`merge`) or two classes by the parallel-axis rule (`merge_classes`).
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .._renamed import renamed_names
 from ..errors import SamclError
 from ..method.augmodule import AugModule, AugModuleConfig
-from ..selector import EmbeddingBuffer, Selector, SelectorConfig
+from ..selector import FeatureBuffer, Selector, SelectorConfig
 
 #: The name results give to the base model, SAM without a module: what ran for a domain learned without a module,
 #: for a forced "base" and for the open-set fallback (index -1). Never a learned domain's name.
@@ -74,8 +74,8 @@ class ModuleSet:
     generation: int = 0
 
     @property
-    def buffer(self) -> EmbeddingBuffer | None:
-        """The `mlp` selector's embedding buffer (the statistics selectors keep none)."""
+    def buffer(self) -> FeatureBuffer | None:
+        """The `mlp` selector's feature buffer (the statistics selectors keep none)."""
         return getattr(self.selector, "buffer", None)
 
     @property
