@@ -229,7 +229,7 @@ class Verifier:
             pooled = self.backbone.pool_stats(self.backbone.prefix(self.pixels, samcl.selector_block))
             (chosen,), (score,) = samcl.engine.route(pooled, fallback=False)
             assert 0 <= chosen < len(names), f"selector chose class {chosen} of {len(names)}"
-            assert state.selector.classes == len(names) and (score is None or score == score), "selector state"
+            assert state.selector.num_domains == len(names) and (score is None or score == score), "selector state"
             result = samcl.segment([self.image], [Prompt.of([[20, 20]])])[0]
             assert result.masks.shape[1:] == self.image.shape[:2] and result.domain in names + ["base"]
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:

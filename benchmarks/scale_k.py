@@ -211,9 +211,9 @@ def measure_statistics(k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.T
     per-class covariances); accuracy on the same held-out embeddings (closed set, as the MLP's), bytes per class."""
     selector = make_selector(SelectorConfig(kind="fecam", features="mean"), dim)  # these embeddings are means only
     for c in range(k - 1):
-        selector.add_class(x[y == c])
+        selector.add_domain(x[y == c])
     start = time.perf_counter()
-    selector.add_class(x[y == k - 1])
+    selector.add_domain(x[y == k - 1])
     selector.choose(test_x[:1], fallback=False)
     seconds = time.perf_counter() - start
     # in chunks: the Mahalanobis distances of N images to K classes hold N x K x proj_dim values at once

@@ -103,8 +103,8 @@ class Prediction:
     Arguments:
       masks (np.ndarray): M x H x W bool, at the image's original size.
       scores (np.ndarray): M float32, the decoder's predicted IoU of each mask.
-      domain (str): the module that ran; "base" when none did (the base model: a domain without a module, a forced "base", or
-        the open-set fallback).
+      domain (str): the domain whose module ran; "base" when the base model ran (a domain without a module, a
+        forced "base", or the open-set fallback).
       low_res (torch.Tensor): M x h x w logits in the model-input frame (256 x 256 for SAM at 1024 px), on the model's device (copied to the
         host only when `low_res_logits` is read); what SamPredictor calls low_res_masks.
       logits (np.ndarray | None): M x H x W float32 logits at the original size, when asked for.

@@ -298,10 +298,10 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
     assert np.abs(half.low_res_logits - full.low_res_logits).max() <= 1e-2
 
 
-def _separable(classes: int, per_class: int, dim: int, seed: int):
+def _separable(domains: int, per_domain: int, dim: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0)) * 3
-    return centres.repeat_interleave(per_class, 0) + torch.randn(classes * per_class, dim, generator=generator)
+    centres = torch.randn(domains, dim, generator=torch.Generator().manual_seed(0)) * 3
+    return centres.repeat_interleave(per_domain, 0) + torch.randn(domains * per_domain, dim, generator=generator)
 
 
 def test_selector_budget_is_the_reference_schedule_while_it_fits():
@@ -321,21 +321,21 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
     steps = []
     original_step = torch.optim.SGD.step
     monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (steps.append(1), original_step(self, *a, **k)))
-    classes, per_class, dim, cap = 30, 10, 64, 60  # hidden width dim / 4 must hold 30 classes
-    x, test = _separable(classes, per_class, dim, 1), _separable(classes, 20, dim, 2)
+    domains, per_domain, dim, cap = 30, 10, 64, 60  # hidden width dim / 4 must hold 30 domains
+    x, test = _separable(domains, per_domain, dim, 1), _separable(domains, 20, dim, 2)
     buffer, net, counts = FeatureBuffer(dim), SelectorNet(dim, 1), []
-    for label in range(classes):
-        buffer.add(x[label * per_class:(label + 1) * per_class], label)
+    for label in range(domains):
+        buffer.add(x[label * per_domain:(label + 1) * per_domain], label)
         net.grow(label + 1, torch.Generator().manual_seed(label))
         if label:
             steps.clear()
             train_selector(net, buffer, SelectorConfig(max_steps=cap), seed=label, progress=False)
             counts.append(len(steps))
-    reference = [25 * -(-(k + 1) * per_class // 24) for k in range(1, classes)]  # 25 epochs over the buffer
+    reference = [25 * -(-(k + 1) * per_domain // 24) for k in range(1, domains)]  # 25 epochs over the buffer
     assert reference[0] < cap < reference[-1]
     assert counts == [min(r, cap) for r in reference]  # the reference while it fits, then flat in K
     with torch.no_grad():
-        accuracy = (net(test).argmax(1) == torch.arange(classes).repeat_interleave(20)).float().mean()
+        accuracy = (net(test).argmax(1) == torch.arange(domains).repeat_interleave(20)).float().mean()
     assert accuracy > 0.9
 
 

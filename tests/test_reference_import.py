@@ -95,7 +95,7 @@ def test_malicious_pickle_never_runs(tmp_path):
     out = tmp_path / "store"
     torch.save(selector_state(8, 2), tmp_path / "Module_Selector.pth")
     assert main(["import-reference", str(tmp_path), str(out), "--base", "builtin:tiny-sam",
-                 "--classes", "Kvasir,COCO"]) == 2
+                 "--domains", "Kvasir,COCO"]) == 2
     assert not target.exists() and not out.exists()
 
 
@@ -174,11 +174,11 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     write_reference_dir(root, TINY_DIM, TINY_BLOCKS, TINY_NECK)
     (root / "extra.pth").write_bytes((root / "ISTD.pth").read_bytes())
     assert main(["import-reference", str(root), str(tmp_path / "s"), "--base", "builtin:tiny-sam"]) == 2
-    assert "extra.pth: not one of the selector's classes" in capsys.readouterr().err
+    assert "extra.pth: not one of the selector's domains" in capsys.readouterr().err
     (root / "extra.pth").unlink()
     assert main(["import-reference", str(root), str(tmp_path / "s"), "--base", "builtin:tiny-sam",
-                 "--classes", "ISTD,Kvasir,ISIC,cod,camo"]) == 2
-    assert "6 classes, but 5 were named" in capsys.readouterr().err
+                 "--domains", "ISTD,Kvasir,ISIC,cod,camo"]) == 2
+    assert "6 domains, but 5 were named" in capsys.readouterr().err
     assert main(["import-reference", str(tmp_path / "nowhere"), str(tmp_path / "s"), "--base",
                  "builtin:tiny-sam"]) == 2
     err = capsys.readouterr().err

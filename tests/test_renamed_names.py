@@ -64,3 +64,21 @@ def test_the_feature_buffer_keeps_its_old_names_with_a_warning():
         assert selector.EmbeddingBuffer is selector.FeatureBuffer
     with pytest.warns(DeprecationWarning, match="features"):
         assert torch.equal(buffer.embeddings, buffer.features)
+
+
+def test_the_selector_keeps_its_class_names_with_a_warning():
+    import samcl.selector as selector
+
+    ncm = selector.make_selector(selector.SelectorConfig(kind="ncm"), 8)
+    with pytest.warns(DeprecationWarning, match="add_domain"):
+        ncm.add_class(torch.randn(6, 16, generator=torch.Generator().manual_seed(0)))
+    ncm.add_domain(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)) + 3)
+    with pytest.warns(DeprecationWarning, match="num_domains"):
+        assert ncm.classes == ncm.num_domains == 2
+    with pytest.warns(DeprecationWarning, match="merge_domains"):
+        ncm.merge_classes(0, 1)
+    with pytest.warns(DeprecationWarning, match="remove_domain"):
+        ncm.remove_class(0)
+    assert ncm.num_domains == 0
+    with pytest.warns(DeprecationWarning, match="DomainStats"):
+        assert selector.ClassStats is selector.DomainStats

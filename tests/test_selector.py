@@ -35,8 +35,8 @@ def test_selector_learns_separable_domains_and_continues_training():
 
 
 
-def degenerate_classes(case: str) -> list[torch.Tensor]:
-    """Pooled features (N x 2D, D = 8) of a degenerate class first, then an ordinary one."""
+def degenerate_domains(case: str) -> list[torch.Tensor]:
+    """Pooled features (N x 2D, D = 8) of a degenerate domain first, then an ordinary one."""
     gen = torch.Generator().manual_seed(0)
     one = torch.randn(1, 16, generator=gen)
     if case == "identical":
@@ -54,25 +54,25 @@ def degenerate_classes(case: str) -> list[torch.Tensor]:
 def test_a_class_of_identical_images_is_learned_and_routes_its_image(kind, case, order):
     torch.manual_seed(0)
     selector = make_selector(SelectorConfig(kind=kind, epochs=20, samples_per_domain=12), 8)
-    classes = degenerate_classes(case)[:1] if order == "alone" else degenerate_classes(case)
-    for k, pooled in enumerate(classes):
+    domains = degenerate_domains(case)[:1] if order == "alone" else degenerate_domains(case)
+    for k, pooled in enumerate(domains):
         if kind == "mlp":
-            selector.add_class(pooled, seed=k)
+            selector.add_domain(pooled, seed=k)
         else:
-            selector.add_class(pooled)
-    chosen, scores = selector.choose(classes[0][:1], fallback=False)
+            selector.add_domain(pooled)
+    chosen, scores = selector.choose(domains[0][:1], fallback=False)
     assert all(math.isfinite(score) for score in scores)
-    if kind == "mlp":  # (trained by SGD: no factorisation to fail; which class 20 epochs reach is not the point)
+    if kind == "mlp":  # (trained by SGD: no factorisation to fail; which domain 20 epochs reach is not the point)
         return
     assert chosen == [0]
-    if len(classes) > 1:
-        assert selector.choose(classes[1][:4], fallback=False)[0] == [1] * 4
+    if len(domains) > 1:
+        assert selector.choose(domains[1][:4], fallback=False)[0] == [1] * 4
 
 
 @pytest.mark.parametrize("kind", ["fecam", "ncm", "ranpac"])
 def test_ordinary_classes_never_take_the_regularised_path(kind, monkeypatch):
-    """The regularisation of degenerate classes leaves every other class's numbers as they were (the committed
-    benchmark's): it runs only where a covariance does not factor, which ordinary classes never reach, even with
+    """The regularisation of degenerate domains leaves every other domain's numbers as they were (the committed
+    benchmark's): it runs only where a covariance does not factor, which ordinary domains never reach, even with
     fewer images than features."""
     from samcl.selector import stats
 
@@ -81,6 +81,6 @@ def test_ordinary_classes_never_take_the_regularised_path(kind, monkeypatch):
     gen = torch.Generator().manual_seed(1)
     selector = make_selector(SelectorConfig(kind=kind), 8)
     for k in range(4):
-        selector.add_class(torch.randn(6 + 4 * k, 16, generator=gen) + 3 * k)
+        selector.add_domain(torch.randn(6 + 4 * k, 16, generator=gen) + 3 * k)
     selector.choose(torch.randn(20, 16, generator=gen) * 4)
     assert calls == []

@@ -57,6 +57,6 @@ def auto_run(args, samcl, images: list, config, targets) -> int:
         print_json({"results": str(targets.results), "images": rows})
     else:
         print(table([[Path(r["image"]).name, r["image_id"], r["domain"], r["masks"], r["labels"]] for r in rows],
-                    ["image", "image_id", "module", "masks", "labels"]))
+                    ["image", "image_id", "domain", "masks", "labels"]))
         print(f"COCO results: {targets.results}")
     return 0

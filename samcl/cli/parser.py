@@ -200,8 +200,8 @@ def _segment(p) -> None:
     add_precision(p)
     add_runtime(p)
     p.add_argument("--json", action="store_true",
-                   help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
-                        "mask file as JSON (--multimask: masks and scores, three each)")
+                   help="print image, domain ('base' when the base model ran), domain score, score (the mask's "
+                        "predicted IoU) and mask file as JSON (--multimask: masks and scores, three each)")
     _auto(p)
 
 
@@ -243,7 +243,7 @@ def _merge(p) -> None:
 
 
 def _import_reference(p) -> None:
-    from ..reference import REFERENCE_CLASSES, SELECTOR_FILE
+    from ..reference import REFERENCE_DOMAINS, SELECTOR_FILE
 
     p.add_argument("directory", type=Path, help="folder of the authors' module files (<domain>.pth)")
     p.add_argument("out", type=Path, help="new store folder")
@@ -252,10 +252,11 @@ def _import_reference(p) -> None:
                         "files (Meta's .pth / .pt, or an HF directory)")
     p.add_argument("--selector-file", dest="selector", type=Path, default=None,
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
-    p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
-                   default=",".join(REFERENCE_CLASSES), metavar="A,B,...",
-                   help="the selector's classes in its output order; the one without a module file is the base "
-                        "class (default: %(default)s)")
+    p.add_argument("--domains", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
+                   default=",".join(REFERENCE_DOMAINS), metavar="A,B,...",
+                   help="the selector's domains (their classes) in its output order; the one without a module file "
+                        "is learned without a module (default: %(default)s)")
+    renamed_flag(p, "--classes", "--domains")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -293,7 +294,7 @@ def _benchmark(p) -> None:
     p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",
                    help="a domain folder only evaluated (unseen), with --data")
     p.add_argument("--general", type=t.named_dir, metavar="NAME=DIR",
-                   help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
+                   help="the base model's own domain: SAMCL learns it without a module, all are evaluated on it")
     p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=None,
                    help="epochs per domain for every method (default: the suite's)")
     p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=None,

@@ -66,5 +66,5 @@ def cmd_segment(args) -> int:
     else:  # with --out - stdout carries the mask: the table goes to stderr
         rows = [[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}" if "score" in r else
                  " ".join(f"{v:.3f}" for v in r["scores"]), r.get("mask") or ", ".join(r["masks"])] for r in out]
-        print(table(rows, ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
+        print(table(rows, ["image", "domain", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0

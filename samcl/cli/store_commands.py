@@ -18,11 +18,11 @@ def table(rows: list[list], header: list[str]) -> str:
 def cmd_import_reference(args) -> int:
     from ..reference import import_reference
 
-    report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
+    report = import_reference(args.directory, args.out, args.base, args.selector, args.domains)
     if args.json:
         print_json(report)
         return 0
-    rows = [[name, "module" if name in report["modules"] else "base",
+    rows = [[name, "module" if name in report["modules"] else "no_module",
              report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
              if name in report["modules"] else "-"] for name in report["domains"]]
     print(table(rows, ["domain", "kind", "tensors", "values"]))

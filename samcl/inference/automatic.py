@@ -1,7 +1,7 @@
 """Automatic ("everything") masks with the routed module: Meta's `SamAutomaticMaskGenerator` on the engine.
 
     result = samcl.generate([image], config=AutoMaskConfig(points_per_side=16))[0]
-    result.domain, result.domain_score          # the module that ran ("base": none) and the selector's score
+    result.domain, result.domain_score          # the domain whose module ran ("base": none) and its selector score
     result.records[0]["segmentation"], ["bbox"]   # one record per mask, with Meta's keys
 
 Per image: the prefix runs once, the selector picks the module from its pooled features (or `force`), and the
@@ -76,7 +76,7 @@ class GeneratedMasks:
     """One image's automatic masks.
 
     Arguments:
-      domain (str): the module that ran ("base": none).
+      domain (str): the domain whose module ran ("base": the base model ran).
       domain_score (float | None): the selector's score for `domain` (None when forced or nothing is learned).
       records (list[dict]): one per mask with Meta's keys: segmentation (per `output_mode`), area (pixels), bbox
         [x, y, w, h] (Meta's: w and h from the first to the last pixel), predicted_iou, point_coords [[x, y]],

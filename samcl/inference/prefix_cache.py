@@ -64,7 +64,7 @@ class PreparedImage:
       mask (torch.Tensor | None): S x S bool, the training mask in the model-input frame (the trainer's).
       unprompted_embedding: the image embedding of the base model (SAM without a module: no heat, so it does not
         depend on the prompt), once the engine computed it.
-      heated (dict | None): embeddings with a module, by (class, heat prompt key), the most recent last (the
+      heated (dict | None): embeddings with a module, by (domain, heat prompt key), the most recent last (the
         refinement strategies' reuse, `samcl.inference.refine`); at most `HEATED_PER_IMAGE`.
     """
 
@@ -143,8 +143,8 @@ class PrefixCache:
             return kept
 
     def attach_unprompted(self, prepared: PreparedImage, embedding) -> None:
-        """Keep `embedding` (the image's unprompted embedding: the base model's) on `prepared`, counted in the budget when
-        the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
+        """Keep `embedding` (the image's unprompted embedding: the base model's) on `prepared`, counted in the budget
+        when the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
         prepared.unprompted_embedding = embedding
         with self._lock:
             key = self._key_of.get(id(prepared))

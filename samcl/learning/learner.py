@@ -2,7 +2,7 @@
 
     samcl = SAMCL.create("sam_vit_b_01ec64.pth", "my-store")
     samcl.learn("polyps", FolderDataset("kvasir/train"))
-    result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: the module that ran
+    result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: whose module ran
 
 Inference is `samcl.inference.engine` (`SAMCL.segment` and the predictor run it); files are `samcl.store.files`.
 """
@@ -287,7 +287,7 @@ class SAMCL(Running, Tracking):
         start = time.perf_counter()
         features = self.features_for(samples, config.seed, pooled, config.progress)
         self.module_set.domains.append(entry)
-        report.update(self._add_class(features, config.seed, config.progress))
+        report.update(self._add_domain(features, config.seed, config.progress))
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
                       "buffer_samples": len(features),
@@ -299,13 +299,13 @@ class SAMCL(Running, Tracking):
             distributed.send_result(ctx, self, report)
         return report
 
-    def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
-        """The newest class into the selector (`mlp`: N_e feature rows into the buffer, one more output row, a retrain
-        on the whole buffer from two classes on; statistics kinds: the class's statistics in closed form)."""
-        classes = self.module_set
-        if classes.selector is None:
-            classes.selector = make_selector(classes.selector_config, pooled.shape[1] // 2).to(self.device)
-        return classes.selector.add_class(pooled, seed, progress)
+    def _add_domain(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
+        """The newest domain into the selector (`mlp`: N_e feature rows into the buffer, one more output row, a
+        retrain on the whole buffer from two domains on; statistics kinds: the domain's statistics in closed form)."""
+        module_set = self.module_set
+        if module_set.selector is None:
+            module_set.selector = make_selector(module_set.selector_config, pooled.shape[1] // 2).to(self.device)
+        return module_set.selector.add_domain(pooled, seed, progress)
 
     def features_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
                      progress: bool = False, batch_size: int = 8) -> torch.Tensor:

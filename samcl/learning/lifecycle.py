@@ -6,8 +6,8 @@ generation under the store's lock; a kill at any instant leaves the old set or t
     merge("both", ["site-a", "site-b"], rename={"cells": "cells-b"})
 
 What "nothing derived from the domain" means per selector kind: the statistics kinds (ncm, fecam, ranpac) keep
-per-class statistics that only that class's images made, so removing its entry is exact; the `mlp` selector's
-weights mix every class, so it is retrained from scratch on the remaining buffer rows, with the seed of the set's
+per-domain statistics that only that domain's images made, so removing its entry is exact; the `mlp` selector's
+weights mix every domain, so it is retrained from scratch on the remaining buffer rows, with the seed of the set's
 first learned domain (`MlpSelector.retrain`). Merging is the union: modules copied tensor for tensor, statistics
 appended (exact), or the mlp retrained from scratch on both buffers.
 """
@@ -36,7 +36,7 @@ def _load(store: ModuleStore) -> ModuleSet:
 
 def remove_domain(module_set: ModuleSet, domain: str) -> int:
     """Take `domain` out of the in-memory `module_set`: its entry, its module, its selector state (the set's only
-    domain leaves no selector: the next class starts a fresh one, as the first learn did).
+    domain leaves no selector: the next domain starts a fresh one, as the first learn did).
 
     Returns:
       (int): the seed the selector was retrained with (`_seed`)."""
@@ -45,7 +45,7 @@ def remove_domain(module_set: ModuleSet, domain: str) -> int:
     if len(module_set.domains) == 1:
         module_set.selector = None
     else:
-        module_set.selector.remove_class(index, seed=seed)
+        module_set.selector.remove_domain(index, seed=seed)
     del module_set.domains[index]
     module_set.modules.pop(domain, None)
     return seed

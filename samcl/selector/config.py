@@ -24,7 +24,7 @@ class SelectorConfig:
       kind (str): one of KINDS: "mlp" (the paper's MLP on a feature buffer) or a statistics kind ("ncm",
         "fecam", "ranpac": per-domain statistics, and the open-set answer: images of no learned domain go to base).
       features (str | None): what is read of the pooled block, one of FEATURES (None: the kind's default).
-      block (int | None): encoder block whose pooled output is the selector's pooled features (None: the backbone's middle block).
+      block (int | None): encoder block whose pooled output the selector reads (None: the backbone's middle block).
       samples_per_domain, epochs, lr, batch_size, max_steps: the mlp's buffer (N_e feature rows per domain) and its
         retraining (max_steps: SGD steps per retrain once `epochs` passes over the buffer would take more; None:
         always the reference schedule).
@@ -52,10 +52,10 @@ class SelectorConfig:
                                          "would take more (a long history); None = the reference schedule always",
                                    low=1, integer=True, optional=True)
     proj_dim: int = option(144, "statistics kinds: features are randomly projected to this width when wider (the "
-                                "per-class covariance is proj_dim^2)", low=1, integer=True)
-    shrink: float | None = option(None, "fecam: how far a class's covariance is pulled toward the pooled one; None: "
-                                        "per class, by the Ledoit-Wolf estimate from the class's own images; a "
-                                        "number: the class's covariance counts as that many samples of the pooled "
+                                "per-domain covariance is proj_dim^2)", low=1, integer=True)
+    shrink: float | None = option(None, "fecam: how far a domain's covariance is pulled toward the pooled one; None: "
+                                        "per domain, by the Ledoit-Wolf estimate from the domain's own images; a "
+                                        "number: the domain's covariance counts as that many samples of the pooled "
                                         "covariance", low=0, low_open=True, optional=True)
     ridge: float = option(1e-3, "ranpac: ridge strength, relative to the Gram trace", low=0, low_open=True)
     frr: float = option(0.01, "open set: the target share of a learned domain's images sent to base, set from "

@@ -2,14 +2,14 @@
 
 Classifier (as the reference): D -> D (BN) -> D/4 (BN, ReLU) -> D/4 (BN, ReLU) -> K, cross-entropy, SGD
 lr 0.01 without momentum, batch 24, continuing from its previous weights after each new domain. The output
-layer grows by one row per class and keeps the old rows.
+layer grows by one row per domain and keeps the old rows.
 
 Schedule. The reference trains 25 epochs on the whole buffer after each new domain, so a retrain costs
 O(K x N_e) and a long history becomes the bottleneck (K = 1,000 domains x 300 features: 312,500 SGD steps).
 samcl runs exactly the reference schedule while it fits in `max_steps` steps (every small-K run, such as the
-demo, is bit for bit the reference), and beyond that a fixed budget of `max_steps` steps: each new-class
+demo, is bit for bit the reference), and beyond that a fixed budget of `max_steps` steps: each new-domain
 feature row is still seen `epochs` times, and the rest of every batch replays old features drawn uniformly at
-random (class-balanced, since every class holds N_e). The cost of a retrain is then independent of K apart
+random (domain-balanced, since every domain holds N_e). The cost of a retrain is then independent of K apart
 from the output layer. `max_steps=None` is the reference schedule at any size.
 """
 
@@ -98,7 +98,7 @@ class FeatureBuffer:
 class SelectorNet(nn.Module):
     """B x D -> B x K logits."""
 
-    def __init__(self, dim: int, num_classes: int):
+    def __init__(self, dim: int, num_domains: int):
         super().__init__()
         hidden = max(dim // 4, 1)
         self.features = nn.Sequential(
@@ -106,20 +106,20 @@ class SelectorNet(nn.Module):
             nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
         )
-        self.head = nn.Linear(hidden, num_classes)
+        self.head = nn.Linear(hidden, num_domains)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
     @torch.no_grad()
-    def grow(self, num_classes: int, generator: torch.Generator | None = None) -> None:
-        """Add output rows for new classes; existing rows are kept bit for bit."""
+    def grow(self, num_domains: int, generator: torch.Generator | None = None) -> None:
+        """Add output rows for new domains; existing rows are kept bit for bit."""
         old = self.head
-        if num_classes < old.out_features:
+        if num_domains < old.out_features:
             raise ValueError("the selector cannot shrink")
-        if num_classes == old.out_features:
+        if num_domains == old.out_features:
             return
-        new = nn.Linear(old.in_features, num_classes)
+        new = nn.Linear(old.in_features, num_domains)
         bound = 1.0 / old.in_features**0.5
         new.weight.uniform_(-bound, bound, generator=generator)
         new.bias.uniform_(-bound, bound, generator=generator)
@@ -136,7 +136,7 @@ def train_selector(net: SelectorNet, buffer: FeatureBuffer, config: SelectorConf
                    progress: bool = True, new_from: int | None = None) -> list[float]:
     """Cross-entropy on the buffer, continuing from `net`'s weights; the schedule is in the module docstring.
 
-    new_from: labels >= new_from are the classes learned since the last retrain (default: the highest label);
+    new_from: labels >= new_from are the domains learned since the last retrain (default: the highest label);
     they matter only once the budget applies. Returns the mean loss per epoch (per `epochs`-th of the budget).
     Batches of one sample are merged into the previous batch (BatchNorm).
     """
@@ -180,7 +180,7 @@ def _epoch_batches(count: int, batch_size: int, generator: torch.Generator) -> l
 
 def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: torch.Generator,
                     new_from: int | None) -> list[list[torch.Tensor]]:
-    """`max_steps` batches: each new-class sample `epochs` times (at most half the budget), the rest old samples
+    """`max_steps` batches: each new-domain sample `epochs` times (at most half the budget), the rest old samples
     drawn uniformly with replacement; shuffled together and cut into `epochs` groups for the loss report."""
     new_from = int(labels.max()) if new_from is None else new_from
     new = torch.nonzero(labels >= new_from).flatten()
@@ -198,9 +198,9 @@ def _budget_batches(labels: torch.Tensor, config: SelectorConfig, generator: tor
 
 
 class MlpSelector(Selector):
-    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `FeatureBuffer` after each class
+    """The paper's selector as a `Selector`: `SelectorNet` retrained on the `FeatureBuffer` after each domain
     (`train_selector`, seeded; its files are the net's weights and the buffer). No open set: the
-    score is the softmax probability of the chosen class. Its input (and buffer) is the pooled columns
+    score is the softmax probability of the chosen domain. Its input (and buffer) is the pooled columns
     `config.features` names: the grid mean (the paper's), or mean and spread."""
 
     kind = "mlp"
@@ -212,11 +212,11 @@ class MlpSelector(Selector):
         self.device = torch.device("cpu")
 
     @property
-    def classes(self) -> int:
+    def num_domains(self) -> int:
         return 0 if self.net is None else self.net.head.out_features
 
-    def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
-        label = self.classes if self.net is not None else 0
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+        label = self.num_domains if self.net is not None else 0
         features = pooled[:, : self.width]
         if self.net is None:
             self.net = SelectorNet(self.width, 1).to(self.device).eval()
@@ -231,39 +231,39 @@ class MlpSelector(Selector):
     @torch.no_grad()
     def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
         count = pooled.shape[0]
-        if self.classes == 0:
+        if self.num_domains == 0:
             return [-1] * count, [0.0] * count
-        if self.classes == 1:
+        if self.num_domains == 1:
             return [0] * count, [1.0] * count
         logits = self.net(pooled[:, : self.width].to(self.device).float())
         probs = logits.softmax(dim=1)
         chosen = logits.argmax(dim=1)
         return chosen.tolist(), probs.gather(1, chosen[:, None])[:, 0].tolist()
 
-    def remove_class(self, index: int, seed: int = 0) -> None:
-        """Drop the class's buffer rows and retrain from scratch on the rest: its weights mixed every class, so
+    def remove_domain(self, index: int, seed: int = 0) -> None:
+        """Drop the domain's buffer rows and retrain from scratch on the rest: its weights mixed every domain, so
         nothing short of a new network holds nothing derived from the removed one."""
         keep = self.buffer.labels != index
         labels = self.buffer.labels[keep]
         self.buffer = FeatureBuffer(self.width, self.buffer.features[keep], labels - (labels > index).long())
-        self.retrain(self.classes - 1, seed)
+        self.retrain(self.num_domains - 1, seed)
 
     def merge(self, other: "MlpSelector", seed: int = 0) -> None:
-        """Append `other`'s classes: the union of both buffers (its labels after ours), retrained from scratch."""
+        """Append `other`'s domains: the union of both buffers (its labels after ours), retrained from scratch."""
         if not isinstance(other, MlpSelector) or other.dim != self.dim or other.width != self.width:
             raise ValueError("only mlp selectors of the same width merge")
-        shift = self.classes
+        shift = self.num_domains
         self.buffer = FeatureBuffer(self.width, torch.cat([self.buffer.features, other.buffer.features]),
                                       torch.cat([self.buffer.labels, other.buffer.labels + shift]))
-        self.retrain(shift + other.classes, seed)
+        self.retrain(shift + other.num_domains, seed)
 
-    def retrain(self, classes: int, seed: int = 0) -> None:
-        """A fresh network for `classes` classes (initialised from `seed`, whatever the global RNG holds), trained
+    def retrain(self, domains: int, seed: int = 0) -> None:
+        """A fresh network for `domains` domains (initialised from `seed`, whatever the global RNG holds), trained
         on the whole buffer with the configured schedule: the same result from the same buffer, every time."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = SelectorNet(self.width, classes).to(self.device).eval()
-        if classes > 1:
+            self.net = SelectorNet(self.width, domains).to(self.device).eval()
+        if domains > 1:
             train_selector(self.net, self.buffer, self.config, seed=seed, progress=False, new_from=0)
 
     def snapshot(self):
@@ -277,9 +277,9 @@ class MlpSelector(Selector):
             self.net = None
         else:
             head = self.net.head
-            classes = len(weights["head.weight"])
-            if head.out_features != classes:
-                self.net.head = nn.Linear(head.in_features, classes).to(head.weight.device)
+            domains = len(weights["head.weight"])
+            if head.out_features != domains:
+                self.net.head = nn.Linear(head.in_features, domains).to(head.weight.device)
             self.net.load_state_dict(weights)
         if rows is not None:
             self.buffer.keep_first(rows)

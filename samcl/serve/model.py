@@ -97,13 +97,13 @@ class ModelHost:
         return self.samcl.module_set.generation
 
     def domains(self) -> list[dict]:
-        classes = self.samcl.module_set
+        module_set = self.samcl.module_set
         return [{"name": d.name, "kind": d.kind, "bytes": d.bytes or 0, "parameters": d.parameters or 0}
-                for d in classes.domains]
+                for d in module_set.domains]
 
     def base_identity(self) -> dict:
-        classes = self.samcl.module_set
-        return {"backbone": classes.backbone, "base": classes.base_hint}
+        module_set = self.samcl.module_set
+        return {"backbone": module_set.backbone, "base": module_set.base_hint}
 
     # ------------------------------------------------------------------ a learn during serving
     def load_fresh(self) -> tuple[SAMCL, str]:

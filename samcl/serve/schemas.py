@@ -44,7 +44,7 @@ class Mask(BaseModel):
 
 class SegmentResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
     domain_score: float | None = Field(description="the selector's score for its pick; null when the domain was "
                                                    "forced or the selector gives none")
     score: float = Field(description="the decoder's predicted IoU of the mask")
@@ -122,7 +122,7 @@ class GeneratedMask(BaseModel):
 
 class GenerateResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
     domain_score: float | None = Field(description="the selector's score for its pick; null when forced or none")
     width: int
     height: int

@@ -164,7 +164,7 @@ def _check_selector(check: _Checker, raw, names: list[str], aug: AugModuleConfig
         if aug is not None and selector["dim"] != aug.dim:
             check.fail(f"selector dim {selector['dim']} but the modules are {aug.dim} wide")
         if selector.get("classes", names) != names:
-            check.fail("the selector's classes are not the domains, in order")
+            check.fail("the selector's classes (its domains' names) are not the domains, in order")
 
 
 def check_tensors(tensors: dict[str, torch.Tensor], source) -> None:

@@ -3,7 +3,7 @@
     STORE/manifest.json                          format version, base identity, domains in learning order
     STORE/modules/<k>-<name>.g<gen>.safetensors  one AugModule per domain (config in the header metadata too)
     STORE/selector.g<gen>.safetensors            selector state: the MLP's weights, or a statistics selector's
-                                                 per-class statistics (its kind in the manifest; none = mlp)
+                                                 per-domain statistics (its kind in the manifest; none = mlp)
     STORE/buffer.g<gen>.safetensors              the mlp selector's feature buffer
     STORE/.lock                                  the writer lock
 
@@ -286,7 +286,7 @@ class ModuleStore:
             check_tensors(sel_tensors, "the selector")
             selector["file"] = f"selector.g{gen}.safetensors"
             sha, size = write_tensors(self.path / selector["file"], sel_tensors)
-            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)
+            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)  # manifest key kept
             fault_point(f"save: wrote {selector['file']}")
         if state.buffer is not None:
             buf_tensors = {"embeddings": state.buffer.features.to(dtype), "labels": state.buffer.labels}

@@ -69,7 +69,7 @@ class Manifest:
       generation (int): the commit count: every save writes the next one.
       backbone (dict): the base's identity: family, architecture, config_sha256, weights_sha256.
       selector (dict): kind, config (every `SelectorConfig` field), block, and its file, sha256, bytes, dim and
-        classes once a domain is learned.
+        classes (the domains' names, in order; the key is kept) once a domain is learned.
       domains (list[dict]): in learning order: name, kind ("module" or "no_module"; version 2 and before wrote
         "base" for "no_module"), and a module's file, sha256,
         bytes, parameters and config (every `AugModuleConfig` field).

@@ -106,7 +106,7 @@ class ModuleSet:
 
     # ------------------------------------------------------------------ rollback of a failed learn step
     def snapshot(self) -> dict:
-        """What `restore` needs to undo everything a learn step may change (classes, modules, selector weights,
+        """What `restore` needs to undo everything a learn step may change (domains, modules, selector weights,
         buffer rows, generation)."""
         return {"domains": [DomainEntry(**e.to_dict()) for e in self.domains], "modules": dict(self.modules),
                 "generation": self.generation, "selector": self.selector,
