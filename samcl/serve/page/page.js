@@ -74,7 +74,7 @@
       busy(true); setStatus("uploading…");
       try {
         const info = await upload(file);
-        setStatus(`${info.width}x${info.height} · selector picks ${info.domain}` + (info.domain_score == null ? "" : ` (domain score ${info.domain_score.toFixed(3)})`) + " · click to segment");
+        setStatus(`${info.width}x${info.height} · selector picks ${info.domain}` + (info.domain_score == null ? "" : ` (${info.domain_score.toFixed(3)})`) + " · click to segment");
       } catch (e) { setStatus("upload failed: " + e.message, true); }
       busy(false); buttons();
     };
