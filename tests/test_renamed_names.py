@@ -82,3 +82,13 @@ def test_the_selector_keeps_its_class_names_with_a_warning():
     assert ncm.num_domains == 0
     with pytest.warns(DeprecationWarning, match="DomainStats"):
         assert selector.ClassStats is selector.DomainStats
+
+
+def test_the_classes_flag_of_import_reference_still_parses_with_one_warning_line(capsys):
+    from samcl.cli.parser import build_parser
+
+    argv = ["import-reference", "dir", "out", "--base", "builtin:tiny-sam"]
+    assert build_parser().parse_args([*argv, "--classes", "A, B"]).domains == ("A", "B")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("samcl: warning: --classes is renamed --domains")
+    assert build_parser().parse_args(argv).domains == ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
