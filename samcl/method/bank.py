@@ -6,10 +6,10 @@
 
 A *row* is a module's index in these stacked tensors (row 0: the base model's zeros); the word means nothing else
 in samcl: a learned domain is a domain, its AugModule weights its module. One (K + 1) x shape tensor per parameter
-name, built once when the set is opened or changes, instead of stacking module tensors on every call. A zero row adds exactly nothing (see `samcl.method.augmodule`), so the base
-choice shares the same batched math. Modules whose device and dtype match the bank's are re-pointed at their
-rows, so the bank costs no memory beyond the modules themselves; in-place changes to such a module show in
-the bank at once.
+name, built once when the set is opened or changes, instead of stacking module tensors on every call. A zero row
+adds exactly nothing (see `samcl.method.augmodule`), so the base choice shares the same batched math. Modules
+whose device and dtype match the bank's are re-pointed at their rows, so the bank costs no memory beyond the
+modules themselves; in-place changes to such a module show in the bank at once.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class Manifest:
         bytes, parameters and config (every `AugModuleConfig` field).
       dtype (str): storage dtype of modules, selector and buffer, "float32" or "float16".
       augmodule (dict | None): the store's `AugModuleConfig` (None: nothing learned yet needs one).
-      buffer (dict): the mlp selector's feature buffer (its safetensors keys: embeddings, labels): file, sha256, bytes, count (empty: none).
+      buffer (dict): the mlp selector's feature buffer (its safetensors keys: embeddings, labels): file, sha256,
+        bytes, count (empty: none).
       base_hint (str | None): where the base is (`builtin:tiny-sam` or an absolute path).
       base_source (dict | None): that base's weights file, size and mtime (reopening it unchanged skips hashing).
     """

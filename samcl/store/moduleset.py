@@ -1,6 +1,6 @@
 """A module set in memory: the domains learned so far (in order), their modules (AugModule weights), the selector
-and its feature buffer, and what they were built on. `samcl.store.files` reads and writes it; `samcl.inference.engine` runs it;
-the learner grows it.
+and its feature buffer, and what they were built on. `samcl.store.files` reads and writes it;
+`samcl.inference.engine` runs it; the learner grows it.
 
     domains   domains[k] for k = 0..K-1 (a domain's index): kind "module" (its AugModule in `modules`) or
               "no_module" (learned without a module: the base model runs for it)
