@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .._renamed import renamed_method
+from .._renamed import renamed_attribute, renamed_method
 from .base import Selector
 from .calibration import Calibration, fallback_threshold, held_out_distances
 from .config import SelectorConfig, features_of
@@ -155,14 +155,14 @@ class StatsSelector(Selector):
         raise NotImplementedError
 
     @property
-    def per_class_shrink(self) -> bool:
+    def per_domain_shrink(self) -> bool:
         """Covariances shrunk by each domain's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
         return self.with_scatter and self.config.shrink is None
 
     def shrunk(self, stats: DomainStats, target: torch.Tensor) -> torch.Tensor:
         """The domain's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (`config.shrink` set)
         as if `shrink` samples of `target` joined the domain's images."""
-        if self.per_class_shrink:
+        if self.per_domain_shrink:
             return _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), target)
         return (stats.scatter + self.config.shrink * target) / (stats.count + self.config.shrink)
 
@@ -228,7 +228,9 @@ class StatsSelector(Selector):
         self.calibration += other.calibration
         self._cache = None
 
-    merge_classes = renamed_method("merge_classes", "merge_domains")  # the old spelling (deprecated)
+    merge_classes = renamed_method("merge_classes", "merge_domains")  # the old spellings (deprecated)
+    per_class_shrink = renamed_attribute("per_class_shrink", "per_domain_shrink")
+    bytes_per_class = renamed_method("bytes_per_class", "bytes_per_domain")
 
     def merge_domains(self, keep: int, absorb: int) -> None:
         """Domain `absorb`'s images become domain `keep`'s (its statistics exact; its open-set fit the looser one)."""
@@ -251,7 +253,7 @@ class StatsSelector(Selector):
         if self.with_scatter:
             rows, cols = torch.triu_indices(*self.stats[0].scatter.shape)
             out["scatter"] = torch.stack([s.scatter[rows, cols] for s in self.stats]).float()
-        if self.per_class_shrink:
+        if self.per_domain_shrink:
             out["beta"] = torch.tensor([s.beta for s in self.stats], dtype=torch.float32)
         if self.projection is not None:
             out["projection"] = self.projection.float()
@@ -263,7 +265,7 @@ class StatsSelector(Selector):
         selector = cls(config, dim, None if projection is None else projection.double())
         count, mean = tensors["count"].double(), tensors["mean"].double()
         scatter, beta = tensors.get("scatter"), tensors.get("beta")
-        if selector.per_class_shrink and beta is None:
+        if selector.per_domain_shrink and beta is None:
             raise ValueError("a per-domain shrinkage selector without its 'beta' tensor")
         width = mean.shape[1]
         for k in range(len(count)):
@@ -274,7 +276,7 @@ class StatsSelector(Selector):
                 full[rows, cols] = scatter[k].double()
                 full = full + full.T - torch.diag(full.diagonal())
             selector.stats.append(DomainStats(float(count[k]), mean[k], full,
-                                             float(beta[k]) if selector.per_class_shrink else None))
+                                             float(beta[k]) if selector.per_domain_shrink else None))
             selector.calibration.append(Calibration.from_list(tensors["calibration"][k].tolist()))
         return selector
 
