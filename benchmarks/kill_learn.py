@@ -15,7 +15,7 @@ verified:
     independently, and again by ModuleStore.load, which also loads every module into an AugModule);
   - the module set is exactly the previous one (manifest byte-identical) or the previous one plus the new
     domain with every earlier entry unchanged: never anything in between;
-  - the selector classifies a pooled embedding of a test image into one of the store's classes, and the
+  - the selector routes a test image's pooled features to one of the store's domains, and the
     whole pipeline segments that image; `samcl info` opens the store.
 
 Files a killed writer leaves (temporaries, an uncommitted generation) are counted: readers ignore them, and a

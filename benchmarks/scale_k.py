@@ -4,7 +4,7 @@
     python benchmarks/scale_k.py --ks 10,100 --size 256 --repeats 2   # quicker
     python benchmarks/scale_k.py --full-reference                 # also run the reference schedule at K = 1000
 
-For each K a store of K random ViT-B AugModules (61,524 parameters each), a buffer of K x N_e embeddings and a
+For each K a store of K random ViT-B AugModules (61,524 parameters each), a buffer of K x N_e pooled feature rows and a
 selector is written with the store's own save path; then, per K:
   open      seconds of `SAMCL.open` (every module read, sha256-checked and made resident; the buffer is
             deferred until learning needs it) and of a full verifying load (`ModuleStore.load()`, buffer
@@ -12,7 +12,7 @@ selector is written with the store's own save path; then, per K:
   memory    RSS growth of that process over the open (and after the buffer is read too)
   latency   per image: selection (pool + selector MLP, the only part that grows with K) and the whole
             `segment` (prefix, selection, suffix with the chosen module, decoder), on a random image
-  retrain   selector retraining after the K-th domain on K x N_e embeddings: samcl's schedule (the reference
+  retrain   selector retraining after the K-th domain on K x N_e pooled feature rows: samcl's schedule (the reference
             while it fits in `max_steps` steps, else a fixed budget of `max_steps` steps) and the reference
             (25 epochs over the whole buffer; run in full up to --reference-steps steps, else one epoch
             timed and multiplied by 25)
@@ -258,7 +258,7 @@ def measure_drift(state, k: int, dim: int, samples_per_domain: int, rounds: int)
 
 
 def demo_case(args) -> dict:
-    """`samcl demo`'s selector: a domain without a module + 5 target domains, N_e = 64, pooled embeddings of the synthetic
+    """`samcl demo`'s selector: a domain without a module + 5 target domains, N_e = 64, pooled features of the synthetic
     domain suite through the shipped tiny SAM (or a random tiny SAM if it is not installed), both schedules."""
     from samcl import SamclError, load_backbone
     from samcl.backbone import SamBackbone
