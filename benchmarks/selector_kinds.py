@@ -15,10 +15,11 @@ Feature variants (all from tokens the prefix computes anyway):
   mean_std_max grid mean, std and max (per channel) of the selector block: measured, not offered (the max lifts
                closed-set routing, but the open-set cut on it lets more than the target fall back; see the README)
 
-Columns: acc = learned domains' test images routed to their class with the fallback off (the general domain's to
-its domain without a module); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
-learned domain's images that run on base (the fallback on: sent to base, or to general, the domain without a module); B/class = state bytes that grow per class; update = seconds
-to add the last class. The last lines give the bytes per class at ViT-B width (D = 768). The `probe` row is not a
+Columns: acc = learned domains' test images routed to their own domain with the fallback off (the general domain's to
+itself, learned without a module); frr = learned domains' images sent to base by the fallback; unseen->base = share
+of each never-learned domain's images that run on base (the fallback on: sent to base, or to general, the domain
+without a module); B/class = state bytes that grow per domain; update = seconds
+to add the last domain. The last lines give the bytes per domain at ViT-B width (D = 768). The `probe` row is not a
 selector but a reference: a logistic regression fitted on all classes' embeddings at once (its acc says how far
 any classifier of these features gets; its frr and B/class mean nothing).
 

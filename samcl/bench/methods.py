@@ -107,8 +107,8 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
 
 def samcl_storage_bytes(backbone, size: BenchmarkSize, train_sizes: list[int], base_size: int | None) -> int:
     """SAMCL-with-the-paper's-selector's bytes after learning domains of `train_sizes` images (and a domain
-    without a module of `base_size`): modules, MLP selector and buffer, as `SAMCL.storage` counts them (float32). The replay-matched
-    budget keeps this meaning across selector kinds."""
+    without a module of `base_size`): modules, MLP selector and buffer, as `SAMCL.storage` counts them (float32).
+    The replay-matched budget keeps this meaning across selector kinds."""
     aug = config_for(backbone.site, rank=size.rank)
     domains = len(train_sizes) + (base_size is not None)
     net = SelectorNet(aug.dim, domains)

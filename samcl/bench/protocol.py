@@ -155,7 +155,7 @@ class ProtocolResult:
         out = {metric: continual_metrics(self.matrix(metric)) for metric in METRICS}
         final = self.rows[-1]
         out["final"] = {name: {k: v for k, v in final[name].items() if k != "chosen"} for name in self.order + self.extra}
-        for name in self.order + self.extra:  # the share of images that ran on the base (open set, the domain without a module)
+        for name in self.order + self.extra:  # the share that ran on the base (open set, the domain without a module)
             chosen = final[name].get("chosen")
             if chosen and "selector_accuracy" in final[name] or chosen and name in self.extra:
                 out["final"][name]["to_base"] = chosen.get(BASE_MODEL, 0) / max(sum(chosen.values()), 1)

@@ -126,7 +126,8 @@ def cmd_info(args) -> int:
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
     kind = info["selector"]["kind"]
-    kept = f"{buffer.get('count', 0)} buffered pooled features" if kind == "mlp" else "per-domain statistics, no pooled features"
+    kept = (f"{buffer.get('count', 0)} buffered pooled features" if kind == "mlp"
+            else "per-domain statistics, no pooled features")
     features = selector["config"]["features"]
     print(f"selector {kind} on the {features} of block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":

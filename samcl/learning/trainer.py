@@ -335,7 +335,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     cache = PrefixCache(backbone, selector_block, device, config.cache_bytes // world)
-    pooled: dict[int, torch.Tensor] = {}  # the selector's pooled features: a by-product of the prefix, reused for the buffer
+    pooled: dict[int, torch.Tensor] = {}  # the selector's pooled features: a by-product of the prefix
     losses, rates, start = [], [], time.perf_counter()
     steps = bar(total=total, desc=desc, progress=config.progress and rank == 0, leave=False)
     fault_point(f"train: {desc} started")  # (a no-op unless a kill test asks: bars are off when not a terminal)

@@ -98,7 +98,8 @@ def router(serving: Serving) -> APIRouter:
             height, width = entry.size if entry is not None else image.shape[:2]
             serving.check_force(body.force)
             config = fit_batch(config, height, width, ticket)
-            job = await serving.run(ModelTask("generate", key, image=image, entry=entry, domain=body.force, config=config))
+            job = await serving.run(ModelTask("generate", key, image=image, entry=entry, domain=body.force,
+                                              config=config))
             generated = job.prediction
             records = generated.records[:body.max_masks]
             ticket.take(ANSWER_COPIES * sum(len(r["segmentation"]["counts"]) + ANSWER_BYTES_PER_MASK for r in records))

@@ -79,7 +79,8 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
         """Liveness and what is being served (no token needed: load balancers call it). `reload_error`: why the
         store's newest generation is not served (it did not verify, or its load was abandoned as stuck)."""
         return {"status": "ok", "pid": os.getpid(), "generation": host.generation,
-                "manifest_sha256": host.manifest_sha256, "domains": len(host.samcl.domains), "cache": host.cache.stats(), "batches": host.batches,
+                "manifest_sha256": host.manifest_sha256, "domains": len(host.samcl.domains),
+                "cache": host.cache.stats(), "batches": host.batches,
                 "inflight": serving.budget.stats(), "reload_error": host.reload_error,
                 "reload_stuck": reloader.stuck is not None, "auth": bool(config.token)}
 

@@ -41,7 +41,8 @@ log = logging.getLogger("samcl.serve")
 
 @dataclass(eq=False)  # compared by identity: a job holds arrays
 class ModelTask:
-    """One request's work for the model thread. `entry` is the cached image (None: `image` must run through the prefix first)."""
+    """One request's work for the model thread. `entry` is the cached image (None: `image` must run through the
+    prefix first)."""
 
     kind: str  # "upload", "segment" or "generate" (automatic masks: `config`, the result in `prediction`)
     key: str
