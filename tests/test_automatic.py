@@ -192,7 +192,7 @@ def test_base_generator_matches_meta(shared_weights, monkeypatch, case):
     image = general_image()
     theirs = meta_generator_class(monkeypatch)(sam, **options, output_mode="coco_rle").generate(image)
     [ours] = samcl.generate([image], config=AutoMaskConfig(**options, output_mode="coco_rle"))
-    assert ours.domain == "base" and ours.selector_score is None
+    assert ours.domain == "base" and ours.domain_score is None
     assert len(theirs) >= 3, "thresholds must leave masks to compare"
     assert len(ours.records) == len(theirs)
     for mine, meta in zip(ours.records, theirs):

@@ -65,7 +65,7 @@ def test_graph_runtime_matches_torch_logits_and_routing(store, name, fallback):
         a = eager.segment(images, prompts, multimask_output=multimask)
         b = graphs.segment(images, prompts, multimask_output=multimask)
         assert [r.domain for r in a] == [r.domain for r in b]
-        assert [r.selector_score for r in a] == pytest.approx([r.selector_score for r in b], abs=1e-4)
+        assert [r.domain_score for r in a] == pytest.approx([r.domain_score for r in b], abs=1e-4)
         for x, y in zip(a, b):
             assert x.low_res.shape == y.low_res.shape == (3 if multimask else 1, 64, 64)
             assert relative(y.low_res, x.low_res) < 1e-3
@@ -309,7 +309,7 @@ def test_server_on_onnxruntime_answers_the_torch_masks(store):
             answer = c.post("/v1/segment", json={"image_id": upload["image_id"], "points": prompt.points.tolist(),
                                                  "labels": prompt.labels.tolist(), "mask_format": "rle"}).json()
             assert answer["domain"] == result.domain
-            assert answer["predicted_iou"] == pytest.approx(float(result.scores[0]), abs=1e-4)
+            assert answer["score"] == pytest.approx(float(result.scores[0]), abs=1e-4)
 
 
 @pytest.mark.parametrize("variant", [{"shared_down": False, "prompt_augmentation": False, "target": "qkv"},

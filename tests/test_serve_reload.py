@@ -1,4 +1,4 @@
-"""A store that changes under a running server: picks cached per store identity (the manifest's sha256, never the
+"""A store that changes under a running server: picks cached per manifest_sha256 (the manifest's sha256, never the
 generation number), and a new generation whose load hangs abandoned while the old one keeps serving."""
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def expected_of(path, sample):
 
 
 def test_a_store_recreated_to_the_same_generation_routes_by_the_new_store(tmp_path):
-    """Deleted and learned again in the other order while serving: generation 2 again, other class numbers. The
-    image's cached pick (class 2, 'cells', under the old store) must not be reused: it is 'polyps' now."""
+    """Deleted and learned again in the other order while serving: generation 2 again, other domain numbers. The
+    image's cached pick (domain 2, 'cells', under the old store) must not be reused: it is 'polyps' now."""
     path = make_store(tmp_path / "store")  # polyps, then cells
     sample = generate("cells", 1, 7, "test")[0]
     with client(path) as c:
         upload = c.post("/v1/images", content=png(sample.image)).json()
-        assert upload["domain"] == "cells"  # a learned class, whose number differs in the recreated store
+        assert upload["domain"] == "cells"  # a learned domain, whose number differs in the recreated store
         body = {"image_id": upload["image_id"], "points": sample.points.tolist(), "mask_format": "rle"}
         assert c.post("/v1/segment", json=body).json()["domain"] == "cells"
         shutil.rmtree(path)

@@ -1,7 +1,7 @@
 """`samcl demo`: SAMCL end to end on the shipped tiny SAM and the synthetic domain suite, on a CPU.
 
-Learns the target domains in order (the general domain is learned first as the "base" class: SAM without a
-module, as the reference does with COCO), evaluates every domain before learning and after each step, and
+Learns the target domains in order (the general domain is learned first without a module: SAM itself, as the
+reference does with COCO), evaluates every domain before learning and after each step, and
 compares with one AugModule fine-tuned on the domains in sequence (no selector) to show the forgetting that
 SAMCL avoids. Writes results.json and plots.
 """
@@ -33,7 +33,7 @@ class DemoSize:
     epochs: int
     batch_size: int
     lr: float
-    buffer: int  # N_e: embeddings per domain in the selector's buffer
+    buffer: int  # N_e: pooled features per domain in the selector's buffer
     selector_epochs: int  # the reference's 25 epochs assume N_e = 300; small buffers need more passes
 
 
@@ -171,10 +171,10 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
 
 
 def typical_example(samcl, domain: DomainData, batch_size: int = 16):
-    """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own class
-    (`base` for the base class and never-learned domains); all test images when none was routed right."""
-    classes = samcl.module_set
-    wanted = classes.domain_name(classes.index_of(domain.name)) if domain.name in samcl.domains else "base"
+    """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own module
+    (`base` for the domain without a module and never-learned domains); all test images when none was routed right."""
+    module_set = samcl.module_set
+    wanted = module_set.domain_name(module_set.index_of(domain.name)) if domain.name in samcl.domains else "base"
     runs = []
     for start in range(0, len(domain.test), batch_size):
         batch = [domain.test[i] for i in range(start, min(start + batch_size, len(domain.test)))]

@@ -52,7 +52,7 @@ def cmd_learn(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = samcl.learn(args.domain, data, config, as_base=args.as_base, replace=args.replace)
+            report = samcl.learn(args.domain, data, config, without_module=args.without_module, replace=args.replace)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {error_line(exc)}") from None
     distributed.shutdown()
@@ -125,7 +125,8 @@ def cmd_info(args) -> int:
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
     kind = info["selector"]["kind"]
-    kept = f"{buffer.get('count', 0)} buffered embeddings" if kind == "mlp" else "per-domain statistics, no embeddings"
+    kept = (f"{buffer.get('count', 0)} buffered pooled features" if kind == "mlp"
+            else "per-domain statistics, no pooled features")
     features = selector["config"]["features"]
     print(f"selector {kind} on the {features} of block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":

@@ -25,8 +25,9 @@ FLAGS = {
     "host": "--host",
     "ServeConfig.token": "--token",
     "replace": "--replace",
+    "without_module": "--without-module",
     "rename": "--rename",
-    "classes": "--classes",
+    "domains": "--domains",
     "selector": "--selector-file",
     "points_frame": "--points-frame",
     "TrainConfig.lr": "--lr",
@@ -86,7 +87,7 @@ def in_flags(message: str, field: str | None) -> str:
     an English word (`TrainConfig.lr`, `points_frame`), written as its flag."""
     for name in [field] * (field in FLAGS) + [f for f in FLAGS if ("." in f or "_" in f) and f != field]:
         flag = FLAGS[name]
-        ends = "[:;,)]" if "." in name or "_" in name else "[:;)]"  # "6 classes, but" is no mention of classes
+        ends = "[:;,)]" if "." in name or "_" in name else "[:;)]"  # "6 domains, but" is no mention of domains
         mention = re.compile(rf"(?<![\w.-]){re.escape(name)}(?: '([^'\n]*)'| ([-+]?\d[^\s':;,()]*)(?={ends})|=True"
                              rf"|(?={ends}|$))")
         message = mention.sub(lambda m, flag=flag: " ".join([flag, *filter(None, m.groups())][:2]), message)

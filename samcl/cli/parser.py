@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import __version__
 from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
+from .renamed import renamed_flag
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
 from .serve_flags import MAX_EPOCHS, add_serve
@@ -126,8 +127,9 @@ def _learn(p) -> None:
     config_flag(p, "--prompts", TrainConfig, "prompts")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
-    p.add_argument("--as-base", action="store_true",
-                   help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--without-module", action="store_true",
+                   help="learn this domain without a module: its images run the base model (SAM's own behaviour)")
+    renamed_flag(p, "--as-base", "--without-module")
     p.add_argument("--replace", action="store_true",
                    help="relearn a domain the store holds from --data alone: its old module and selector state "
                         "are replaced in one new generation (a kill before that commit leaves the old set)")
@@ -138,7 +140,7 @@ def _learn(p) -> None:
     config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
                      help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
-                          "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
+                          "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
     new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
                      help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "
@@ -198,8 +200,8 @@ def _segment(p) -> None:
     add_precision(p)
     add_runtime(p)
     p.add_argument("--json", action="store_true",
-                   help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
-                        "mask file as JSON (--multimask: masks and scores, three each)")
+                   help="print image, domain ('base' when the base model ran), domain score, score (the mask's "
+                        "predicted IoU) and mask file as JSON (--multimask: masks and scores, three each)")
     _auto(p)
 
 
@@ -241,7 +243,7 @@ def _merge(p) -> None:
 
 
 def _import_reference(p) -> None:
-    from ..reference import REFERENCE_CLASSES, SELECTOR_FILE
+    from ..reference import REFERENCE_DOMAINS, SELECTOR_FILE
 
     p.add_argument("directory", type=Path, help="folder of the authors' module files (<domain>.pth)")
     p.add_argument("out", type=Path, help="new store folder")
@@ -250,10 +252,11 @@ def _import_reference(p) -> None:
                         "files (Meta's .pth / .pt, or an HF directory)")
     p.add_argument("--selector-file", dest="selector", type=Path, default=None,
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
-    p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
-                   default=",".join(REFERENCE_CLASSES), metavar="A,B,...",
-                   help="the selector's classes in its output order; the one without a module file is the base "
-                        "class (default: %(default)s)")
+    p.add_argument("--domains", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
+                   default=",".join(REFERENCE_DOMAINS), metavar="A,B,...",
+                   help="the selector's domains (their classes) in its output order; the one without a module file "
+                        "is learned without a module (default: %(default)s)")
+    renamed_flag(p, "--classes", "--domains")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -291,7 +294,7 @@ def _benchmark(p) -> None:
     p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",
                    help="a domain folder only evaluated (unseen), with --data")
     p.add_argument("--general", type=t.named_dir, metavar="NAME=DIR",
-                   help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
+                   help="the base model's own domain: SAMCL learns it without a module, all are evaluated on it")
     p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=None,
                    help="epochs per domain for every method (default: the suite's)")
     p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=None,

@@ -1,6 +1,6 @@
 """Picking up a new store generation while serving: what identifies a generation, and a reload in bounded time.
 
-    identity = manifest_identity(store)         # sha256 of manifest.json's bytes
+    digest = manifest_sha256(store)             # sha256 of manifest.json's bytes
     reloader = Reloader(host, swap, timeout_s=30)
     await reloader.check()                       # each --reload-seconds, on the event loop
 
@@ -31,23 +31,24 @@ from ..store import manifest_bytes
 
 log = logging.getLogger("samcl.serve")
 
-def manifest_identity(store: Path) -> str:
+
+def manifest_sha256(store: Path) -> str:
     """sha256 (hex) of STORE/manifest.json's bytes, read as the store reads them (`manifest_bytes`: a regular
     file, bounded; a FIFO or a device in its place is refused instead of hanging or streaming for ever)."""
     return hashlib.sha256(manifest_bytes(store)).hexdigest()
 
 
-def opened_with_identity(open_store: Callable, store: Path, tries: int = 3):
-    """(what `open_store()` opened, the identity of the manifest it read). The manifest is hashed before and after
+def opened_with_manifest_sha256(open_store: Callable, store: Path, tries: int = 3):
+    """(what `open_store()` opened, the sha256 of the manifest it read). The manifest is hashed before and after
     the open; a commit in between means the hash may not be the opened set's, so the open is tried again. A store
-    that keeps changing gets an identity no other load shares (its picks are then never reused)."""
+    that keeps changing gets a value no other load shares (its picks are then never reused)."""
     for _ in range(tries):
         try:
-            before = manifest_identity(store)
+            before = manifest_sha256(store)
         except (OSError, SamclError):  # no manifest (yet): the open names the problem in its own words
             before = None
         opened = open_store()
-        if manifest_identity(store) == before:
+        if manifest_sha256(store) == before:
             return opened, before
     return opened, f"unsettled-{os.urandom(8).hex()}"
 
@@ -55,8 +56,8 @@ def opened_with_identity(open_store: Callable, store: Path, tries: int = 3):
 class Reloader:
     """Checks the store for a new generation in a daemon thread, within `timeout_s`.
 
-    `host` has `identity`, `generation`, `reload_error` and `load_fresh()` (returns (set, identity)); `swap(set,
-    identity)` is awaited to put a loaded set in service (in the model thread, between batches)."""
+    `host` has `manifest_sha256`, `generation`, `reload_error` and `load_fresh()` (returns (set, manifest_sha256));
+    `swap(set, manifest_sha256)` is awaited to put a loaded set in service (in the model thread, between batches)."""
 
     def __init__(self, host, swap: Callable, timeout_s: float):
         self.host, self.swap, self.timeout_s = host, swap, timeout_s
@@ -64,8 +65,8 @@ class Reloader:
         self.stuck_since: float | None = None
 
     def _work(self):
-        """In the reload thread: None when the store is unchanged, else (set, identity)."""
-        if manifest_identity(self.host.config.store) == self.host.identity:
+        """In the reload thread: None when the store is unchanged, else (set, manifest_sha256)."""
+        if manifest_sha256(self.host.config.store) == self.host.manifest_sha256:
             return None
         return self.host.load_fresh()
 

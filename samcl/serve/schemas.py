@@ -44,10 +44,10 @@ class Mask(BaseModel):
 
 class SegmentResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
-    score: float | None = Field(description="the selector's score for its pick; null when the domain was forced "
-                                            "or the selector gives none")
-    predicted_iou: float
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
+    domain_score: float | None = Field(description="the selector's score for its pick; null when the domain was "
+                                                   "forced or the selector gives none")
+    score: float = Field(description="the decoder's predicted IoU of the mask")
     foreground: float = Field(description="share of the image's pixels in the mask")
     mask: Mask
     generation: int = Field(description="the store generation that served the request")
@@ -59,7 +59,7 @@ class ImageResponse(BaseModel):
     width: int
     height: int
     domain: str = Field(description="the selector's pick for this image")
-    score: float | None
+    domain_score: float | None = Field(description="the selector's score for its pick")
     generation: int
     timings: dict[str, float | int]
 
@@ -129,8 +129,8 @@ class GeneratedMask(BaseModel):
 
 class GenerateResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
-    score: float | None = Field(description="the selector's score for its pick; null when forced or none")
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
+    domain_score: float | None = Field(description="the selector's score for its pick; null when forced or none")
     width: int
     height: int
     count: int = Field(description="masks the generator kept (the answer holds at most max_masks of them)")

@@ -1,4 +1,4 @@
-"""A module set, in memory and on disk: the `ModuleSet` (classes in learning order, modules, selector, embedding
+"""A module set, in memory and on disk: the `ModuleSet` (domains in learning order, modules, selector, feature
 buffer), its `Manifest` (format version, one upgrade chain from each earlier version, checksums), the
 `ModuleStore` folder (safetensors files, generations, the writer's lock) and the one validator of a store.
 
@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_names
 
 _WHERE = {
-    "ModuleSet": ".moduleset", "DomainEntry": ".moduleset", "BASE_CLASS": ".moduleset", "name_problem": ".moduleset",
+    "ModuleSet": ".moduleset", "DomainEntry": ".moduleset", "BASE_MODEL": ".moduleset", "name_problem": ".moduleset",
+    "BASE_CLASS": ".moduleset",  # the old spelling of BASE_MODEL (deprecated)
     "Manifest": ".manifest", "MANIFEST": ".manifest", "FORMAT_VERSION": ".manifest", "MissingFile": ".manifest",
     "read_manifest": ".manifest", "manifest_bytes": ".manifest", "upgrade": ".manifest",
     "ModuleStore": ".files", "read_tensors": ".files", "write_tensors": ".files",
     "check_manifest": ".check", "check_tensors": ".check", "check_site": ".check",
     "check_recorded_base": ".check",
 }
-__all__ = ["BASE_CLASS", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest", "MissingFile", "ModuleSet",
+__all__ = ["BASE_MODEL", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest", "MissingFile", "ModuleSet",
            "ModuleStore", "check_manifest", "check_recorded_base", "check_site", "check_tensors", "manifest_bytes", "name_problem",
            "read_manifest",
            "read_tensors", "upgrade", "write_tensors"]
@@ -32,4 +33,4 @@ if TYPE_CHECKING:
     from .check import check_manifest, check_recorded_base, check_site, check_tensors
     from .files import ModuleStore, read_tensors, write_tensors
     from .manifest import FORMAT_VERSION, MANIFEST, Manifest, MissingFile, manifest_bytes, read_manifest, upgrade
-    from .moduleset import BASE_CLASS, DomainEntry, ModuleSet, name_problem
+    from .moduleset import BASE_MODEL, DomainEntry, ModuleSet, name_problem

@@ -3,8 +3,8 @@
     STORE/manifest.json                          format version, base identity, domains in learning order
     STORE/modules/<k>-<name>.g<gen>.safetensors  one AugModule per domain (config in the header metadata too)
     STORE/selector.g<gen>.safetensors            selector state: the MLP's weights, or a statistics selector's
-                                                 per-class statistics (its kind in the manifest; none = mlp)
-    STORE/buffer.g<gen>.safetensors              the mlp selector's embedding buffer
+                                                 per-domain statistics (its kind in the manifest; none = mlp)
+    STORE/buffer.g<gen>.safetensors              the mlp selector's feature buffer
     STORE/.lock                                  the writer lock
 
 Every file is written atomically (temporary file, fsync, rename) under a fresh name, and the manifest is
@@ -33,7 +33,7 @@ from ..errors import SamclError
 from ..io import atomic_write_bytes, atomic_write_json, check_regular, fault_point
 from ..method.augmodule import AugModule, AugModuleConfig
 from ..method.sizes import tensor_bytes
-from ..selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
+from ..selector import FeatureBuffer, SelectorConfig, selector_from_tensors
 from .check import check_manifest, check_tensors
 from .manifest import (FORMAT, MANIFEST, Manifest, MissingFile, checked_file, read_checked, read_manifest,
                        read_verified_bytes, sha256_bytes, size_limit)
@@ -163,7 +163,7 @@ class ModuleStore:
 
     def load(self, identity: dict | None = None, lazy_buffer: bool = False, manifest: dict | None = None) -> ModuleSet:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
-        `lazy_buffer`: read (and verify) the selector's embedding buffer only when it is first used, which is
+        `lazy_buffer`: read (and verify) the selector's feature buffer only when it is first used, which is
         only for learning; inference opens a store of 1,000 domains without reading its largest file.
         `manifest`: the manifest as `read_manifest` returned it (read and checked: not read or checked again).
 
@@ -217,8 +217,8 @@ class ModuleStore:
             if config.kind == "mlp":
                 width = config.width(dim)
                 read = lambda: self._read_buffer(buffer, width)  # noqa: E731
-                loaded = (EmbeddingBuffer.deferred(width, buffer["count"], read)
-                          if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(width, *read()))
+                loaded = (FeatureBuffer.deferred(width, buffer["count"], read)
+                          if lazy_buffer and isinstance(buffer.get("count"), int) else FeatureBuffer(width, *read()))
             try:
                 state.selector = selector_from_tensors(config, dim, len(state.domains), tensors, loaded)
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
@@ -229,14 +229,14 @@ class ModuleStore:
     def _read_buffer(self, buffer: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"), buffer.get("bytes"))
         try:
-            embeddings, labels = tensors["embeddings"].float(), tensors["labels"].long()
-            EmbeddingBuffer(dim, embeddings, labels)  # checks the shapes
+            features, labels = tensors["embeddings"].float(), tensors["labels"].long()  # the file's key (kept)
+            FeatureBuffer(dim, features, labels)  # checks the shapes
         except (KeyError, ValueError) as exc:
             raise SamclError(f"{self.path / buffer['file']}: not a selector buffer ({exc})") from None
         if len(labels) != buffer.get("count", len(labels)):
-            raise SamclError(f"{self.path / buffer['file']}: holds {len(labels)} embeddings, the manifest says "
+            raise SamclError(f"{self.path / buffer['file']}: holds {len(labels)} feature rows, the manifest says "
                              f"{buffer['count']}")
-        return embeddings, labels
+        return features, labels
 
     # ------------------------------------------------------------------ writing
     def save(self, state: ModuleSet, written: set[str] | None = None) -> dict:
@@ -287,10 +287,10 @@ class ModuleStore:
             check_tensors(sel_tensors, "the selector")
             selector["file"] = f"selector.g{gen}.safetensors"
             sha, size = write_tensors(self.path / selector["file"], sel_tensors)
-            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)
+            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)  # manifest key kept
             fault_point(f"save: wrote {selector['file']}")
         if state.buffer is not None:
-            buf_tensors = {"embeddings": state.buffer.embeddings.to(dtype), "labels": state.buffer.labels}
+            buf_tensors = {"embeddings": state.buffer.features.to(dtype), "labels": state.buffer.labels}
             buffer = {"file": f"buffer.g{gen}.safetensors"}
             sha, size = write_tensors(self.path / buffer["file"], buf_tensors)
             buffer.update(sha256=sha, bytes=size, count=len(state.buffer))

@@ -14,7 +14,7 @@ from ..errors import SamclError
 from ..io import NoSuchFile, parse_json, quote, read_limited
 
 FORMAT = "samcl-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 #: The most a manifest may hold: one of 10,000 domains is about 10 MiB.
 MANIFEST_LIMIT = 64 << 20
@@ -69,12 +69,14 @@ class Manifest:
       generation (int): the commit count: every save writes the next one.
       backbone (dict): the base's identity: family, architecture, config_sha256, weights_sha256.
       selector (dict): kind, config (every `SelectorConfig` field), block, and its file, sha256, bytes, dim and
-        classes once a domain is learned.
-      domains (list[dict]): in learning order: name, kind ("module" or "base"), and a module's file, sha256,
+        classes (the domains' names, in order; the key is kept) once a domain is learned.
+      domains (list[dict]): in learning order: name, kind ("module" or "no_module"; version 2 and before wrote
+        "base" for "no_module"), and a module's file, sha256,
         bytes, parameters and config (every `AugModuleConfig` field).
       dtype (str): storage dtype of modules, selector and buffer, "float32" or "float16".
       augmodule (dict | None): the store's `AugModuleConfig` (None: nothing learned yet needs one).
-      buffer (dict): the mlp selector's embedding buffer: file, sha256, bytes, count (empty: none).
+      buffer (dict): the mlp selector's feature buffer (its safetensors keys: embeddings, labels): file, sha256,
+        bytes, count (empty: none).
       base_hint (str | None): where the base is (`builtin:tiny-sam` or an absolute path).
       base_source (dict | None): that base's weights file, size and mtime (reopening it unchanged skips hashing).
     """
@@ -122,8 +124,16 @@ def _version_1_to_2(raw: dict) -> dict:
     return raw
 
 
+def _version_2_to_3(raw: dict) -> dict:
+    """Version 3 calls a domain learned without a module kind "no_module"; versions 1 and 2 wrote "base"."""
+    for entry in raw.get("domains") if isinstance(raw.get("domains"), list) else []:
+        if isinstance(entry, dict) and entry.get("kind") == "base":
+            entry["kind"] = "no_module"
+    return raw
+
+
 #: format version -> the step that turns a manifest of that version into one of the next (one chain)
-UPGRADES = {1: _version_1_to_2}
+UPGRADES = {1: _version_1_to_2, 2: _version_2_to_3}
 
 
 def upgrade(manifest: dict) -> dict:

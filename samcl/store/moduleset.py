@@ -1,9 +1,10 @@
-"""A module set in memory: the classes learned so far (in order), their AugModules, the selector and its
-buffer, and what they were built on. `samcl.store.files` reads and writes it; `samcl.inference.engine` runs it;
-the learner grows it.
+"""A module set in memory: the domains learned so far (in order), their modules (AugModule weights), the selector
+and its feature buffer, and what they were built on. `samcl.store.files` reads and writes it;
+`samcl.inference.engine` runs it; the learner grows it.
 
-    classes   domains[k] for k = 0..K-1: a "module" class (its AugModule in `modules`) or the "base" class
-    index -1  "no class": SAM without a module (what an empty set, or a forced "base", runs)
+    domains   domains[k] for k = 0..K-1 (a domain's index): kind "module" (its AugModule in `modules`) or
+              "no_module" (learned without a module: the base model runs for it)
+    index -1  no domain: the base model, SAM without a module (what an empty set, or a forced "base", runs)
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .._renamed import renamed_names
 from ..errors import SamclError
 from ..method.augmodule import AugModule, AugModuleConfig
-from ..selector import EmbeddingBuffer, Selector, SelectorConfig
+from ..selector import FeatureBuffer, Selector, SelectorConfig
 
-#: The name results give to SAM without a module (the learned base class, or no class at all).
-BASE_CLASS = "base"
+#: The name results give to the base model, SAM without a module: what ran for a domain learned without a module,
+#: for a forced "base" and for the open-set fallback (index -1). Never a learned domain's name.
+BASE_MODEL = "base"
+#: A domain's kind: "module" (its AugModule runs) or "no_module" (learned without one: the base model runs).
+MODULE, NO_MODULE = "module", "no_module"
 #: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full (so
 #: no path separator, no "..", nothing a file name could not hold).
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -27,18 +32,18 @@ def name_problem(name) -> str | None:
     if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name):
         shown = repr(name) if isinstance(name, str) and len(name) <= 80 else f"{repr(name)[:77]}..."
         return f"domain name {shown}: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit"
-    if name == BASE_CLASS:
-        return (f"domain name {name!r} is reserved for SAM without a module; learn the base model's own domain "
-                "under its real name with as_base=True")
+    if name == BASE_MODEL:
+        return (f"domain name {name!r} is reserved for the base model (SAM without a module); learn the base "
+                "model's own domain under its real name with without_module=True")
     return None
 
 
 @dataclass
 class DomainEntry:
-    """One learned class: an AugModule ("module") or SAM without a module ("base")."""
+    """One learned domain: with its AugModule ("module") or without a module ("no_module": the base model runs)."""
 
     name: str
-    kind: str  # "module" | "base"
+    kind: str  # MODULE | NO_MODULE
     file: str | None = None
     bytes: int = 0
     sha256: str | None = None
@@ -69,8 +74,8 @@ class ModuleSet:
     generation: int = 0
 
     @property
-    def buffer(self) -> EmbeddingBuffer | None:
-        """The `mlp` selector's embedding buffer (the statistics selectors keep none)."""
+    def buffer(self) -> FeatureBuffer | None:
+        """The `mlp` selector's feature buffer (the statistics selectors keep none)."""
         return getattr(self.selector, "buffer", None)
 
     @property
@@ -78,21 +83,22 @@ class ModuleSet:
         return [d.name for d in self.domains]
 
     def module_for(self, index: int) -> AugModule | None:
-        """The AugModule of class `index` (None for -1 and for the base class)."""
+        """The module of domain `index` (None for -1 and for a domain without a module)."""
         if index < 0:
             return None
         entry = self.domains[index]
-        return self.modules.get(entry.name) if entry.kind == "module" else None
+        return self.modules.get(entry.name) if entry.kind == MODULE else None
 
     def domain_name(self, index: int) -> str:
-        """What a result reports for class `index`: its name, or "base" for -1 and the base class."""
-        return BASE_CLASS if index < 0 or self.domains[index].kind == "base" else self.domains[index].name
+        """What a result reports for domain `index`: its name, or "base" (the base model ran) for -1 and for a
+        domain without a module."""
+        return BASE_MODEL if index < 0 or self.domains[index].kind == NO_MODULE else self.domains[index].name
 
     def index_of(self, domain: str) -> int:
-        """A domain name -> class index; "base" (not a learned name) -> -1, no module."""
+        """A domain name -> domain index; "base" (not a learned name) -> -1, the base model."""
         names = self.names
-        if domain == BASE_CLASS and BASE_CLASS not in names:
-            return -1  # the same as the base class, if one was learned: no module
+        if domain == BASE_MODEL and BASE_MODEL not in names:
+            return -1  # the same as a domain without a module, if one was learned
         if domain not in names:
             raise SamclError(f"unknown domain {domain!r}; learned: {', '.join(names) or 'none'}",
                              code="unknown_domain")
@@ -100,7 +106,7 @@ class ModuleSet:
 
     # ------------------------------------------------------------------ rollback of a failed learn step
     def snapshot(self) -> dict:
-        """What `restore` needs to undo everything a learn step may change (classes, modules, selector weights,
+        """What `restore` needs to undo everything a learn step may change (domains, modules, selector weights,
         buffer rows, generation)."""
         return {"domains": [DomainEntry(**e.to_dict()) for e in self.domains], "modules": dict(self.modules),
                 "generation": self.generation, "selector": self.selector,
@@ -112,3 +118,6 @@ class ModuleSet:
         self.selector = snap["selector"]
         if self.selector is not None:
             self.selector.restore(snap["selector_state"])
+
+
+__getattr__ = renamed_names(__name__, {"BASE_CLASS": "BASE_MODEL"}, globals())

@@ -1,5 +1,5 @@
 """The manifest's schema: every key and type of `manifest.json` (format `FORMAT_VERSION`) as pydantic models, and
-the rules across its parts (names, files, one AugModule config, the selector's classes), on the same mechanism
+the rules across its parts (names, files, one AugModule config, the selector's domain order), on the same mechanism
 as the configs it holds (`AugModuleConfig`, `SelectorConfig`: `samcl.options`).
 
     ManifestSchema.model_validate(raw)     # pydantic.ValidationError; `samcl.store.check` words it as one line
@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from ..method.augmodule import AugModuleConfig
 from ..selector import KINDS, SelectorConfig
 from .manifest import FORMAT
-from .moduleset import name_problem
+from .moduleset import MODULE, NO_MODULE, name_problem
 
 DTYPES = ("float32", "float16")
 #: A domain's kinds: with its module, or without one (the base model runs for it).
-WITH_MODULE, WITHOUT_MODULE = "module", "base"
+WITH_MODULE, WITHOUT_MODULE = MODULE, NO_MODULE
 Count = Annotated[StrictInt, Field(ge=0)]
 
 
@@ -39,7 +39,7 @@ class BackboneIdentity(_Part):
 
 
 class DomainRecord(_Part):
-    """One learned domain: a module with its file, or the base class (no module, no file)."""
+    """One learned domain: a module with its file, or none (kind "no_module": no file; the base model runs)."""
 
     name: object  # any JSON value, so that a bad one is named by `name_problem`, the one rule for names
     kind: Literal[WITH_MODULE, WITHOUT_MODULE]
@@ -55,7 +55,7 @@ class DomainRecord(_Part):
         if problem := name_problem(self.name):
             raise ValueError(problem)
         if self.kind == WITHOUT_MODULE and self.file is not None:
-            raise ValueError(f"domain {self.name!r} is the base class but names a file")
+            raise ValueError(f"domain {self.name!r} has no module but names a file")
         if self.kind == WITH_MODULE and (self.file is None or self.sha256 is None):
             raise ValueError(f"domain {self.name!r} lacks its file name or sha256")
         if self.kind == WITH_MODULE and self.config is None:
@@ -124,7 +124,7 @@ class ManifestSchema(_Part):
                 raise ValueError(f"domain {domain.name!r}'s module has {diff} {getattr(domain.config, diff)!r}, "
                                  f"the store's modules {getattr(self.augmodule, diff)!r}")
         if sum(domain.kind == WITHOUT_MODULE for domain in self.domains) > 1:
-            raise ValueError("more than one base class")
+            raise ValueError("more than one domain without a module")
         self._selector_fits(names)
         return self
 
@@ -141,4 +141,4 @@ class ManifestSchema(_Part):
         if aug is not None and selector.dim != aug.dim:
             raise ValueError(f"selector dim {selector.dim} but the modules are {aug.dim} wide")
         if (selector.classes if selector.classes is not None else names) != names:
-            raise ValueError("the selector's classes are not the domains, in order")
+            raise ValueError("the selector's classes (its domains' names) are not the domains, in order")
