@@ -49,7 +49,7 @@ from transformers.models.sam3.modeling_sam3 import (
 )
 
 from ..io import to_rgb_array
-from .base import AdaptationSite, Adapter, FrozenBackbone, run_adapted_block
+from .base import Adapter, FrozenBackbone, run_adapted_block
 from .preprocess import StretchGeometry
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone, Sam2Embeddings, _pair
@@ -122,15 +122,9 @@ class Sam3Backbone(FrozenBackbone, family="sam3", model_type="sam3_tracker", mod
         """The middle block (16 of 32 for SAM 3's ViT), as on SAM's ViT."""
         return self.num_blocks // 2
 
-    @property
-    def site(self) -> AdaptationSite:
-        """Every block but the first can be adapted; by default those after the selector block (17..31 for SAM 3),
-        with neck injection (into the token map entering the neck, onto its stride-14 output)."""
-        return AdaptationSite(dim=self.hidden_size, grid=self.grid, stride=self.patch_size,
-                              blocks=tuple(range(1, self.num_blocks)),
-                              default_blocks=tuple(range(self.default_selector_block + 1, self.num_blocks)),
-                              selector_block=self.default_selector_block, neck_dim=self.hidden_size,
-                              neck_channels=self.neck_channels, qkv_lora=True)
+    #: As on SAM's ViT: every block but the first can be adapted; by default those after the selector block
+    #: (17..31 for SAM 3), with neck injection (into the token map entering the neck, onto its stride-14 output).
+    site = SamBackbone.site
 
     # ----------------------------------------------------------------- preprocessing
     def preprocess(self, image, stretch: bool = True) -> tuple[torch.Tensor, StretchGeometry]:

@@ -22,6 +22,7 @@ import torch
 from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerVideoModel
 
 from .base import Adapter, load_hf_model
+from .sam2_video import image_view
 from .sam3 import Sam3Backbone
 
 #: The modules an image Sam3TrackerModel shares with the video model (everything the image model has).
@@ -35,18 +36,6 @@ def image_config_of(video_config) -> Sam3TrackerConfig:
                              mask_decoder_config=video_config.mask_decoder_config.to_dict())
 
 
-def image_view(video: Sam3TrackerVideoModel) -> Sam3TrackerModel:
-    """A Sam3TrackerModel whose every module and parameter is the video model's own (no copy, no memory)."""
-    with torch.device("meta"):
-        image = Sam3TrackerModel(image_config_of(video.config))
-    for name in SHARED:
-        setattr(image, name, getattr(video, name))
-    leftover = [name for name, tensor in image.state_dict().items() if tensor.is_meta]
-    if leftover:
-        raise ValueError(f"Sam3TrackerModel has parts the video model lacks: {leftover[:3]}")
-    return image.eval()
-
-
 class Sam3VideoBackbone(Sam3Backbone, model_type="sam3_tracker_video", model_class=Sam3TrackerVideoModel,
                         label="SAM 3 tracker video"):
     """`Sam3Backbone` on the image parts of a frozen ``Sam3TrackerVideoModel`` (`video`), which tracks."""
@@ -54,7 +43,8 @@ class Sam3VideoBackbone(Sam3Backbone, model_type="sam3_tracker_video", model_cla
     drops_last_level = True
 
     def __init__(self, video: Sam3TrackerVideoModel):
-        super().__init__(image_view(video))
+        super().__init__(image_view(video, image_config_of(video.config), image_class=Sam3TrackerModel,
+                                    shared=SHARED))
         video.eval().requires_grad_(False)
         self.video = video  # registered as a submodule: .to(device) moves the memory parts too
 
