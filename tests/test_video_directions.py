@@ -146,3 +146,51 @@ def test_videos_stepped_together_equal_each_alone_with_mixed_domains(learned, fr
             for obj in theirs.objects:
                 assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
     assert together[0][0].domain == "red" and together[1][2].domain == "base"
+
+
+@pytest.mark.parametrize("direction", ["reverse", "both"])
+def test_videos_stepped_together_backwards_equal_each_alone(direction, learned, frames):
+    """Reverse and both ways for several videos at once: each video's frames, in their order, are its own
+    `track(direction=...)`'s; the backward steps run every video that still has a frame in one batch."""
+    small = [frame[:80, :90] for frame in frames[:6]]
+    flipped = [np.ascontiguousarray(frame[:, ::-1]) for frame in frames]
+    videos = [frames, small, flipped]
+    prompts = [{5: PROMPTS[0]}, {2: {3: Prompt.of(box=[10, 10, 60, 50])}, 4: {3: Prompt.of(points=[[30, 20]])}},
+               {0: {1: Prompt.of(points=[[60, 40]])}, 6: {2: Prompt.of(points=[[20, 70]])}}]
+    force = ["red", "base", None]
+    together: dict[int, list] = {0: [], 1: [], 2: []}
+    calls = []
+    tracker = learned.tracker()
+    step = tracker.step
+    tracker.step = lambda videos, indices, *a, **k: calls.append(list(indices)) or step(videos, indices, *a, **k)
+    learned.tracker = lambda: tracker
+    try:
+        for number, frame in learned.track_videos([iter(v) for v in videos], prompts, force=force,
+                                                  return_logits=True, direction=direction):
+            together[number].append(frame)
+    finally:
+        del learned.tracker
+    if direction == "reverse":  # from each video's last prompted frame (5, 4, 6) down
+        assert calls == [[5, 4, 6], [4, 3, 5], [3, 2, 4], [2, 1, 3], [1, 0, 2], [0, 1], [0]]
+    else:  # forward from the first prompted frames (5, 2, 0), then back from the frame before them
+        assert calls[:6] == [[0], [1], [2, 2], [3, 3], [4, 4], [5, 5, 5]]
+        assert calls[-5:] == [[4, 1], [3, 0], [2], [1], [0]]
+    for number, video in enumerate(videos):
+        alone = list(learned.track(iter(video), prompts[number], force=force[number], return_logits=True,
+                                   direction=direction))
+        assert [f.index for f in together[number]] == [f.index for f in alone]
+        run = len(video) if direction == "both" else max(prompts[number]) + 1
+        assert sorted(f.index for f in alone) == list(range(run))  # every frame once, each with its objects
+        for ours, theirs in zip(together[number], alone):
+            assert ours.domain == theirs.domain and sorted(ours.objects) == sorted(theirs.objects)
+            assert theirs.objects
+            for obj in theirs.objects:
+                assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
+    assert together[0][0].domain == "red" and together[1][0].domain == "base"
+
+
+def test_a_prompt_past_the_end_of_a_stream_is_one_error_not_ignored(backbone, frames):
+    """A stream of unknown length: a later prompted frame past its end is found when the stream ends."""
+    samcl = SAMCL.create(backbone, device="cpu")
+    with pytest.raises(SamclError, match="frame 12 is past the video's last frame 7"):
+        list(samcl.track(iter(frames), {0: PROMPTS[0], 12: {1: Prompt.of(points=[[5, 5]])}}))

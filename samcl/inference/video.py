@@ -153,52 +153,31 @@ class VideoTracker:
           "both" the forward frames, then the earlier ones from the first prompted frame down. Raises SamclError
           for no prompt, a prompt outside its frame, or a prompted frame past the last one.
         """
-        first, last = _prompted_range(prompts_by_frame, num_frames, direction)
-        video = self.open(force=force, fallback=fallback, num_frames=num_frames, return_logits=return_logits,
-                          route_frames=route_frames)
-        if direction == "reverse":
-            frames = _first_frames(frames, last + 1)
-            for index in range(last, -1, -1):
-                yield self.step([video], [index], [frames[index]], [prompts_by_frame.get(index)], reverse=True)[0]
-            return
-        before: list = []
-        index = -1
-        if direction == "both":
-            video.keep = range(first + 1, first + 1 + self.backbone.memory_window)
-        for index, image in enumerate(frames):
-            if index < first:  # nothing to track yet: the frame is not even encoded
-                if direction == "both":
-                    before.append(image)
-                else:
-                    yield TrackedFrame(index)
-                continue
-            yield self.step([video], [index], [image], [prompts_by_frame.get(index)])[0]
-        if index < first:
-            raise SamclError(f"frame {first} is past the video's last frame {index}")
-        if direction == "forward":
-            return
-        video.keep = range(0)
-        for index in range(first - 1, -1, -1):
-            image, before[index] = before[index], None
-            yield self.step([video], [index], [image], [None], reverse=True)[0]
+        runs = self.track_videos([frames], [prompts_by_frame], force=force, fallback=fallback,
+                                 num_frames=[num_frames], return_logits=return_logits, route_frames=route_frames,
+                                 direction=direction)
+        yield from (frame for _, frame in runs)
 
     @torch.no_grad()
     def track_videos(self, videos: Sequence[Iterable], prompts: Sequence[Mapping[int, Mapping[int, Prompt]]], *,
                      force: str | Sequence[str | None] | None = None, fallback: bool | None = None,
-                     num_frames: Sequence[int | None] | None = None,
-                     return_logits: bool = False) -> Iterator[tuple[int, TrackedFrame]]:
-        """Several videos tracked together, forward, frame t of every video in one `step` (one prefix and one
-        suffix pass with each video's own module rows; each video's memory in its own session).
+                     num_frames: Sequence[int | None] | None = None, return_logits: bool = False,
+                     route_frames: bool = False, direction: str = "forward") -> Iterator[tuple[int, TrackedFrame]]:
+        """Several videos tracked together in `direction`, one `step` per frame position: one prefix and one suffix
+        pass with each video's own module rows; each video's memory in its own session.
 
         Arguments:
           videos: one frame iterable each (of any lengths and frame sizes).
           prompts: one `prompts_by_frame` each.
           force: one domain for all, or one per video (None: the selector's pick for that video).
-          fallback, return_logits: as `track`. num_frames: one length (or None) per video.
+          num_frames: one length (or None) per video.
+          fallback, return_logits, route_frames, direction: as `track`, for every video.
 
         Returns:
-          (Iterator[tuple[int, TrackedFrame]]): (video number, frame) as they run: step t yields frame t of each
-          video that has one; each video's frames equal its own `track` (up to float rounding).
+          (Iterator[tuple[int, TrackedFrame]]): (video number, frame) as they run. Forward: step t runs frame t of
+          each video that has one. Reverse: step t runs frame (last prompted - t) of each video. Both: the forward
+          steps, then step t runs frame (first prompted - 1 - t) of each. Each video's frames are its own
+          `track`'s (up to float rounding).
         """
         if len(prompts) != len(videos):
             raise SamclError(f"{len(videos)} videos but {len(prompts)} prompt sets")
@@ -206,28 +185,60 @@ class VideoTracker:
         lengths = [None] * len(videos) if num_frames is None else list(num_frames)
         if len(forced) != len(videos) or len(lengths) != len(videos):
             raise SamclError(f"{len(videos)} videos: give force and num_frames per video")
-        firsts = [_prompted_range(p, n, "forward")[0] for p, n in zip(prompts, lengths)]
-        states = [self.open(force=f, fallback=fallback, num_frames=n, return_logits=return_logits)
-                  for f, n in zip(forced, lengths)]
+        ranges = [_prompted_range(p, n, direction) for p, n in zip(prompts, lengths)]
+        names = [f"video {j}: " if len(videos) > 1 else "" for j in range(len(videos))]
+        states = [self.open(force=f, fallback=fallback, num_frames=n, return_logits=return_logits,
+                            route_frames=route_frames) for f, n in zip(forced, lengths)]
+        if direction == "reverse":
+            held = [_first_frames(v, last + 1, name) for v, (_, last), name in zip(videos, ranges, names)]
+            yield from self._backwards(states, held, [last for _, last in ranges], prompts)
+            return
+        before: list[list] = [[] for _ in videos]  # "both": the frames before the first prompted one
+        if direction == "both":
+            for state, (first, _) in zip(states, ranges):
+                state.keep = range(first + 1, first + 1 + self.backbone.memory_window)
         streams = {j: iter(video) for j, video in enumerate(videos)}
         index = 0
         while streams:
             running = []
             for j in list(streams):
                 image = next(streams[j], None)
+                first, last = ranges[j]
                 if image is None:
                     del streams[j]
-                    if index <= firsts[j]:
-                        raise SamclError(f"video {j}: frame {firsts[j]} is past its last frame {index - 1}")
-                elif index < firsts[j]:
-                    yield j, TrackedFrame(index)
-                else:
+                    if index <= last:
+                        raise SamclError(f"{names[j]}frame {last} is past the video's last frame {index - 1}")
+                elif index >= first:
                     running.append((j, image))
+                elif direction == "both":
+                    before[j].append(image)  # nothing to track yet: not even encoded
+                else:
+                    yield j, TrackedFrame(index)
             if running:
                 frames = self.step([states[j] for j, _ in running], [index] * len(running),
                                    [image for _, image in running], [prompts[j].get(index) for j, _ in running])
                 yield from ((j, frame) for (j, _), frame in zip(running, frames))
             index += 1
+        if direction == "both":
+            for state in states:
+                state.keep = range(0)
+            yield from self._backwards(states, before, [first - 1 for first, _ in ranges], None)
+
+    def _backwards(self, videos: list[Video], frames: list[Sequence], starts: list[int],
+                   prompts: Sequence[Mapping] | None) -> Iterator[tuple[int, TrackedFrame]]:
+        """Step t runs frame starts[j] - t of each video that has one, in reverse. prompts: one `prompts_by_frame`
+        each ("reverse"), or None ("both": no prompt before the first; each held frame is let go once run)."""
+        for t in range(max(starts, default=-1) + 1):
+            running = [j for j, start in enumerate(starts) if start - t >= 0]
+            indices = [starts[j] - t for j in running]
+            images = [frames[j][index] for j, index in zip(running, indices)]
+            if prompts is None:
+                for j, index in zip(running, indices):
+                    frames[j][index] = None
+            out = self.step([videos[j] for j in running], indices, images,
+                            [None if prompts is None else prompts[j].get(index) for j, index in zip(running, indices)],
+                            reverse=True)
+            yield from zip(running, out)
 
     # ------------------------------------------------------------------ one frame of each video
     def step(self, videos: Sequence[Video], indices: Sequence[int], images: Sequence,
@@ -357,8 +368,9 @@ def _prompted_range(prompts_by_frame: Mapping[int, Mapping], num_frames: int | N
     return min(prompted), max(prompted)
 
 
-def _first_frames(frames: Iterable, count: int) -> Sequence:
-    """The first `count` frames, indexable: a sequence as it is, else read (and held) from the iterator."""
+def _first_frames(frames: Iterable, count: int, name: str = "") -> Sequence:
+    """The first `count` frames, indexable: a sequence as it is, else read (and held) from the iterator (a list
+    the caller's frames can be let go from). name: the video's, for the error."""
     if isinstance(frames, Sequence):
         held = frames
     else:
@@ -368,5 +380,5 @@ def _first_frames(frames: Iterable, count: int) -> Sequence:
             if len(held) == count:
                 break
     if len(held) < count:
-        raise SamclError(f"frame {count - 1} is past the video's last frame {len(held) - 1}")
+        raise SamclError(f"{name}frame {count - 1} is past the video's last frame {len(held) - 1}")
     return held
