@@ -34,17 +34,19 @@ class Tracking:
         """
         return self.tracker().track(frames, prompts_by_frame, force=force, direction=direction, **options)
 
-    def track_videos(self, videos, prompts, *, force=None, **options):
-        """Several videos tracked forward together: frame t of every video in one encoder pass with each video's
-        own module (mixed domains in one batch), each video's memory in its own inference session.
+    def track_videos(self, videos, prompts, *, force=None, direction: str = "forward", **options):
+        """Several videos tracked together: frame t of every video (t from its prompted frame in `direction`) in one
+        encoder pass with each video's own module (mixed domains in one batch), each video's memory in its own
+        inference session.
 
         Arguments:
           videos: one frame iterable per video. prompts: one `prompts_by_frame` per video.
           force: one domain for all videos, or one per video (None: the selector's pick for that video).
-          options: `fallback`, `num_frames` (one per video), `return_logits`.
+          direction: "forward", "reverse" or "both", as `track`'s, for every video.
+          options: `fallback`, `num_frames` (one per video), `return_logits`, `route_frames`.
 
         Returns:
           (Iterator[tuple[int, TrackedFrame]]): (video number, frame), step by step; each video's frames are its
-          own `track`'s.
+          own `track`'s with that direction.
         """
-        return self.tracker().track_videos(videos, prompts, force=force, **options)
+        return self.tracker().track_videos(videos, prompts, force=force, direction=direction, **options)
