@@ -1,5 +1,5 @@
-"""`samcl track` with several objects on several frames (VALUE:ID@FRAME prompts) and directions, as a user runs it (tests/test_video.py
-builds the random tiny SAM 2 checkpoint and its store)."""
+"""`samcl track` with several objects on several frames (VALUE:ID@FRAME prompts) and directions, as a user runs
+it (tests/test_video.py builds the random tiny SAM 2 checkpoint and its store)."""
 
 from __future__ import annotations
 

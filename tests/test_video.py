@@ -374,7 +374,7 @@ def test_samcl_track_reads_a_video_file_with_pyav(store_on_checkpoint, frames, t
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file or directory"),
-    ("frame", "--frame 8: .* has 8 frames"),
+    ("frame", r"--frame 8: frame 8 is past the last frame of .* \(8 frames: 0..7\)"),
     ("empty", "no frame images"),
 ])
 def test_samcl_track_bad_input_is_one_line_exit_2(case, message, frames, tmp_path, capsys):
