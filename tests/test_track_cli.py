@@ -64,7 +64,7 @@ def test_directions_give_masks_before_the_prompted_frame(direction, tracked, sto
     (["--box", "1,1,5,5:2@3", "--box", "2,2,6,6:2@3"], r"--box 2,2,6,6:2@3: object 2 has two boxes on frame 3"),
     (["--point", "1,1@x"], r"--point: .*the frame must be an integer from 0, got 'x'"),
     (["--point", "1,1@-1"], r"--point: .*the frame must be an integer from 0, got '-1'"),
-    (["--point", "1,1@2:3"], r"--point: .*the frame must be an integer from 0, got '2:3'"),
+    (["--point", "1,1@2:3"], r"--point: .*the frame must be an integer from 0, got '2:3' \(the :ID comes before"),
     (["--point", "1,1:2@9"], r"--point 1,1:2@9: frame 9 is past the last frame of .*frames \(8 frames: 0..7\)"),
     (["--point", "1,1", "--frame", "8"], r"--frame 8: frame 8 is past the last frame of .*\(8 frames: 0..7\)"),
     (["--direction", "sideways"], r"--direction: invalid choice"),
@@ -166,3 +166,23 @@ def test_an_interrupted_track_removes_its_masks_and_keeps_the_folder(store_on_ch
     code = main(["track", str(store_on_checkpoint), str(folder), "--point", "40,30", "--out", str(out)])
     assert code == 130 and len(calls) == 4
     assert _written(out) == ["notes.txt"]
+
+
+def test_an_out_below_a_file_is_refused_before_the_model_loads(frames, tmp_path, capsys):
+    folder = _write_frames(tmp_path / "frames", frames)
+    (tmp_path / "afile").write_text("")
+    code = main(["track", str(tmp_path / "no-store"), str(folder), "--point", "1,1", "--out",
+                 str(tmp_path / "afile" / "masks")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(r"masks: .*afile is a file, not a folder", err[0]), err
+
+
+def test_a_prompt_outside_its_frame_names_the_frame_and_object(store_on_checkpoint, frames, tmp_path, capsys):
+    """The frame's size is known once it is read: the line says which frame and object, and no mask is left."""
+    folder = _write_frames(tmp_path / "frames", frames)
+    code = main(["track", str(store_on_checkpoint), str(folder), "--point", "5,5", "--point", "500,1:4@5",
+                 "--out", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("samcl: track: ")]
+    assert code == 2 and len(err) == 1, err
+    assert re.search(r"frame 5, object 4: point 500,1 lies outside the 112x96 image", err[0]), err
+    assert _written(tmp_path / "out") is None

@@ -29,7 +29,7 @@ writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (per-fr
 a run that fails or is interrupted removes the masks it wrote (scores.json is written last).
 Each prompt is VALUE[:ID][@FRAME]: points and boxes are 0-based pixels of that frame; :ID is the object it
 prompts (default: --object), @FRAME the frame it is on (default: --frame). An object may have prompts on several
-frames (points add up; one box per object and frame). Only SAM 2 bases track."""
+frames (on one frame its points add up; one box per object and frame). Only SAM 2 bases track."""
 
 
 class _Flag:
@@ -49,7 +49,8 @@ def _prompt_flag(parse, what: str):
         except ValueError:
             value = None
         if value is None or not low <= value <= MAX_FRAME:
-            raise argparse.ArgumentTypeError(f"{form}: {name} must be an integer from {low}, got {text!r}")
+            order = " (the :ID comes before the @FRAME)" if ":" in text else ""
+            raise argparse.ArgumentTypeError(f"{form}: {name} must be an integer from {low}, got {text!r}{order}")
         return value
 
     def parse_flag(text: str) -> _Flag:
@@ -86,7 +87,8 @@ def add_track(p) -> None:
                         "frame (Meta's propagate_in_video, forward then reverse=True)")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for <frame>_<object>.png masks and scores.json (created; must not hold masks)")
-    add_routing(p, force="run this domain's module instead of the selector's pick on the prompted frame ('base': none)",
+    add_routing(p, force="run this domain's module instead of the selector's pick on the prompted frame the run "
+                         "starts from ('base': none)",
                 fallback="always run the nearest learned domain's module (default: a video that fits none runs on "
                          "the base; statistics selectors only)")
     add_base(p, "default: the one recorded in the store")
@@ -116,6 +118,9 @@ def prepare_track(args):
     prompts = object_prompts(args)
     if args.out.exists() and (not args.out.is_dir() or any(p.suffix == ".png" for p in args.out.iterdir())):
         raise SamclError(f"{args.out}: exists and is not a folder without masks; give a new folder for --out")
+    above = next(parent for parent in args.out.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise SamclError(f"{args.out}: {above} is a file, not a folder; give a new folder for --out")
     frames = open_frames(args.video)
     if frames.count is not None and max(prompts) >= frames.count:
         raise SamclError(f"{_where(args, max(prompts))}: frame {max(prompts)} is past the last frame of "
@@ -200,6 +205,8 @@ def write_tracked(args, tracked, count: int | None, prompts: dict) -> int:
 
     from ..io import atomic_write_json, atomic_write_png, bar, print_json
 
+    if args.direction == "reverse":  # from the last prompted frame down: the later frames are not read
+        count = max(prompts) + 1
     made = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
     rows, domain, objects, written = [], None, set(), []

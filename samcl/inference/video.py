@@ -49,7 +49,7 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenc
 
 from ..backbone import tokens as batch_ops
 from ..errors import SamclError
-from ..types import Prompt
+from ..types import Prompt, PromptError
 from .engine import Engine, InputPrompt
 
 DIRECTIONS = ("forward", "reverse", "both")
@@ -249,8 +249,8 @@ class VideoTracker:
         engine = self.engine
         prepared = self._prepare(images)
         frame_picks = self._route(videos, prepared)
-        inputs = [{obj: self._input(p, item) for obj, p in (prompt or {}).items()}
-                  for prompt, item in zip(prompts, prepared)]
+        inputs = [{obj: self._input(p, item, index, obj) for obj, p in (prompt or {}).items()}
+                  for prompt, item, index in zip(prompts, prepared, indices)]
         features = self._features(prepared, [v.chosen for v in videos], inputs)
         frames = []
         for j, (video, index, item) in enumerate(zip(videos, indices, prepared)):
@@ -287,9 +287,12 @@ class VideoTracker:
             video.chosen = video.forced if video.forced is not None else video.chosen
         return picks
 
-    def _input(self, prompt: Prompt, prepared) -> InputPrompt:
+    def _input(self, prompt: Prompt, prepared, index: int, obj: int) -> InputPrompt:
         height, width = prepared.size
-        prompt.check(width, height)
+        try:
+            prompt.check(width, height)
+        except PromptError as exc:  # its frame's size is known once the frame is read: say which
+            raise PromptError(exc.code, f"frame {index}, object {obj}: {exc}", field=exc.field) from None
         return InputPrompt.of(prompt, prepared.geometry, self.engine.device)
 
     def _features(self, prepared: Sequence, chosen: list[int], inputs: list[dict]) -> dict:
