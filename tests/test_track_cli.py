@@ -182,7 +182,9 @@ def test_a_prompt_outside_its_frame_names_the_frame_and_object(store_on_checkpoi
     folder = _write_frames(tmp_path / "frames", frames)
     code = main(["track", str(store_on_checkpoint), str(folder), "--point", "5,5", "--point", "500,1:4@5",
                  "--out", str(tmp_path / "out")])
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("samcl: track: ")]
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if not line.startswith("samcl: track: ")]
     assert code == 2 and len(err) == 1, err
+    assert lines[-2].startswith("samcl: track: stopped, 5/8 frame (62 %) in "), lines  # not "done"
     assert re.search(r"frame 5, object 4: point 500,1 lies outside the 112x96 image", err[0]), err
     assert _written(tmp_path / "out") is None
