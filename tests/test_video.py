@@ -370,6 +370,12 @@ def test_samcl_track_reads_a_video_file_with_pyav(store_on_checkpoint, frames, t
                  str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*_1.png"))) == FRAMES
     assert "through 8 frames" in capsys.readouterr().out
+    from samcl.io import open_frames
+
+    assert open_frames(path).frame_size(3) == (WIDTH, HEIGHT)  # from the stream, before any frame is decoded
+    assert main(["track", str(store_on_checkpoint), str(path), "--box", "20,10,200,50@3", "--out",
+                 str(tmp_path / "out2")]) == 2
+    assert "frame 3, object 1: box 20,10,200,50 reaches outside the 112x96 image" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case, message", [

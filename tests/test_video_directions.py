@@ -194,3 +194,9 @@ def test_a_prompt_past_the_end_of_a_stream_is_one_error_not_ignored(backbone, fr
     samcl = SAMCL.create(backbone, device="cpu")
     with pytest.raises(SamclError, match="frame 12 is past the video's last frame 7"):
         list(samcl.track(iter(frames), {0: PROMPTS[0], 12: {1: Prompt.of(points=[[5, 5]])}}))
+
+
+def test_a_prompt_outside_its_frame_names_the_frame_and_object(backbone, frames):
+    samcl = SAMCL.create(backbone, device="cpu")
+    with pytest.raises(SamclError, match=r"frame 3, object 2: point 500,1 lies outside the 112x96 image"):
+        list(samcl.track(iter(frames), {0: PROMPTS[0], 3: {2: Prompt.of(points=[[500, 1]])}}))

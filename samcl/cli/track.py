@@ -125,6 +125,13 @@ def prepare_track(args):
     if frames.count is not None and max(prompts) >= frames.count:
         raise SamclError(f"{_where(args, max(prompts))}: frame {max(prompts)} is past the last frame of "
                          f"{args.video} ({frames.count} frames: 0..{frames.count - 1})")
+    for frame, on_frame in prompts.items():  # inside their frame: the tracker says it too, once the frame is read
+        size = frames.frame_size(frame)
+        for obj, prompt in on_frame.items() if size else ():
+            try:
+                prompt.check(*size)
+            except SamclError as exc:
+                raise SamclError(f"frame {frame}, object {obj}: {exc}") from None
     return prompts, frames
 
 
