@@ -24,7 +24,7 @@ examples:
   samcl track my-set clip.mp4 --point 320,240 --negative 10,10 --out masks/ --json
   samcl track my-set clip.mp4 --point 320,240 --box 400,50,600,200:2 --out masks/   # objects 1 and 2
   samcl track my-set clip.mp4 --frame 40 --point 320,240 --direction both --out masks/
-writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (per-frame scores) into --out;
+writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (each object's presence per frame) into --out;
 points and boxes are 0-based pixels of the prompted frame; a trailing :ID gives the object they prompt
 (default: --object). Only SAM 2 bases track."""
 
@@ -73,7 +73,8 @@ def add_track(p) -> None:
                          "the base; statistics selectors only)")
     add_base(p, "default: the one recorded in the store")
     add_precision(p)
-    p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print scores.json (each object's mask and presence per frame) as JSON")
 
 
 def cmd_track(args) -> int:
@@ -143,7 +144,7 @@ def write_tracked(args, tracked, count: int | None) -> int:
         for obj, result in frame.objects.items():
             name = f"{frame.index:05d}_{obj}.png"
             atomic_write_png(args.out / name, result.mask.astype(np.uint8) * 255)
-            row["objects"][str(obj)] = {"mask": name, "score": result.score, "foreground": float(result.mask.mean())}
+            row["objects"][str(obj)] = {"mask": name, "presence": result.presence, "foreground": float(result.mask.mean())}
         domain = frame.domain or domain
         objects |= set(frame.objects)
         rows.append(row)
