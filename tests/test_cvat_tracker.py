@@ -68,7 +68,7 @@ def test_cvats_calls_track_as_samcl_track_does(store, frames):
         assert answer["restarted"] == [] and len(answer["states"]) == 2 == len(set(answer["states"]))
         assert answer["shapes"] == [rectangle(frame.objects[obj].mask) for obj in (1, 2)]
         assert answer["domains"] == [frame.domain] * 2
-        assert answer["presence"] == [round(frame.objects[obj].score, 6) for obj in (1, 2)]
+        assert answer["presence"] == [round(frame.objects[obj].presence, 6) for obj in (1, 2)]
     assert all(re.fullmatch(r"samcl-track:[0-9a-f]{24}:[12]:\d+", s) for a in answers for s in a["states"])
     assert len({a["presence"][0] for a in answers}) == len(frames)  # the random model's masks fill the frame: the
     # presence, read from the memory-conditioned features, is what tells one frame's answer from another's
@@ -114,13 +114,13 @@ def test_cvats_browser_and_lambda_manager_round_trip_the_states(store, frames):
         for n in range(1, 5):
             points, state, presence = cvat.next_frame(frames, n, points, state)
             assert points == rectangle(expected[n].objects[1].mask)
-            assert presence == round(expected[n].objects[1].score, 6)
+            assert presence == round(expected[n].objects[1].presence, 6)
         edited = [20, 20, 70, 60]
         moved, state, presence = cvat.next_frame(frames, 5, edited, None)
     again = list(SAMCL.open(store, device="cpu").track(iter(frames[4:]), {0: {1: Prompt.of(box=edited)}}))
     assert json.loads(state.rsplit(":signed", 1)[0]).startswith("samcl-track:")
-    assert moved == rectangle(again[1].objects[1].mask) and presence == round(again[1].objects[1].score, 6)
-    assert presence != round(expected[5].objects[1].score, 6)  # not the unedited track's
+    assert moved == rectangle(again[1].objects[1].mask) and presence == round(again[1].objects[1].presence, 6)
+    assert presence != round(expected[5].objects[1].presence, 6)  # not the unedited track's
 
 
 def test_a_state_the_server_no_longer_has_restarts_from_its_shape(store, frames, monkeypatch):

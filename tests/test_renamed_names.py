@@ -92,3 +92,11 @@ def test_the_classes_flag_of_import_reference_still_parses_with_one_warning_line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("samcl: warning: --classes is renamed --domains")
     assert build_parser().parse_args(argv).domains == ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
+
+
+def test_a_tracked_object_s_score_is_its_presence_with_a_warning():
+    from samcl.inference.video import TrackedObject
+
+    tracked = TrackedObject(np.zeros((2, 2), bool), 0.75)
+    with pytest.warns(DeprecationWarning, match="presence"):
+        assert tracked.score == tracked.presence == 0.75

@@ -28,7 +28,7 @@ def format_markdown(report: dict) -> str:
         "# samcl benchmark",
         "",
         f"Suite: {cfg['suite']['suite']}; learned in order: {', '.join(learned)}; also evaluated (never learned by "
-        f"any method except SAMCL's base class): {', '.join(extra)}. Base: `{cfg['base']}`.",
+        f"any method except SAMCL, which learns the base's own domain without a module): {', '.join(extra)}. Base: `{cfg['base']}`.",
         f"Seeds {', '.join(map(str, cfg['seeds']))}; every method: {size['epochs']} epochs, batch {size['batch_size']}, "
         f"rank {size['rank']}, trained on {PROMPTS_TEXT[BENCHMARK_PROMPTS]}"
         + (f", {size['train']} train / {size['test']} test images per domain" if cfg["suite"]["suite"].startswith("embedded") else "")

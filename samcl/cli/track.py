@@ -25,8 +25,8 @@ examples:
   samcl track my-set clip.mp4 --point 320,240 --box 400,50,600,200:2 --out masks/   # objects 1 and 2
   samcl track my-set clip.mp4 --point 320,240 --point 90,60:2@30 --out masks/   # object 2 from frame 30
   samcl track my-set clip.mp4 --point 320,240@40 --point 300,250@80 --direction both --out masks/
-writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (per-frame scores) into --out;
-a run that fails or is interrupted removes the masks it wrote (scores.json is written last).
+writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (each object's presence per frame) into
+--out; a run that fails or is interrupted removes the masks it wrote (scores.json is written last).
 Each prompt is VALUE[:ID][@FRAME]: points and boxes are 0-based pixels of that frame; :ID is the object it
 prompts (default: --object), @FRAME the frame it is on (default: --frame). An object may have prompts on several
 frames (on one frame its points add up; one box per object and frame). Only SAM 2 bases track."""
@@ -93,7 +93,8 @@ def add_track(p) -> None:
                          "the base; statistics selectors only)")
     add_base(p, "default: the one recorded in the store")
     add_precision(p)
-    p.add_argument("--json", action="store_true", help="print the per-frame scores as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print scores.json (each object's mask and presence per frame) as JSON")
 
 
 def cmd_track(args) -> int:
@@ -224,7 +225,7 @@ def write_tracked(args, tracked, count: int | None, prompts: dict) -> int:
                 name = f"{frame.index:05d}_{obj}.png"
                 written.append(args.out / name)
                 atomic_write_png(args.out / name, result.mask.astype(np.uint8) * 255)
-                row["objects"][str(obj)] = {"mask": name, "score": result.score,
+                row["objects"][str(obj)] = {"mask": name, "presence": result.presence,
                                             "foreground": float(result.mask.mean())}
             domain = frame.domain or domain
             objects |= set(frame.objects)

@@ -2,7 +2,7 @@
 
     tracker = VideoTracker(engine)                       # the engine's backbone is a Sam2VideoBackbone
     for frame in tracker.track(frames, {0: {1: Prompt.of(points=[[120, 80]])}}):
-        frame.objects[1].mask, frame.objects[1].score    # H x W bool, the object's presence probability
+        frame.objects[1].mask, frame.objects[1].presence  # H x W bool, the object's presence probability
     for number, frame in tracker.track_videos([clip_a, clip_b], [prompts_a, prompts_b]): ...   # several at once
 
 Per frame, in order (frames are consumed one at a time, as they come):
@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
+from .._renamed import renamed_attribute
 from ..backbone import tokens as batch_ops
 from ..errors import SamclError
 from ..types import Prompt, PromptError
@@ -57,12 +58,13 @@ DIRECTIONS = ("forward", "reverse", "both")
 
 @dataclass
 class TrackedObject:
-    """One object on one frame. mask: H x W bool at the frame's size; score: the object's presence probability
+    """One object on one frame. mask: H x W bool at the frame's size; presence: the object's presence probability
     (sigmoid of SAM 2's object score); logits: the 1 x h x w low-res mask logits when asked for."""
 
     mask: np.ndarray
-    score: float
+    presence: float
     logits: torch.Tensor | None = None
+    score = renamed_attribute("score", "presence")  # the old spelling (deprecated): "score" is a predicted IoU
 
 
 @dataclass

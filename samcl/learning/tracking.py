@@ -30,7 +30,7 @@ class Tracking:
 
         Returns:
           (Iterator[TrackedFrame]): one per frame in the order they run, `.index`, `.objects[object_id].mask` /
-          `.score`, `.domain`.
+          `.presence`, `.domain`.
         """
         return self.tracker().track(frames, prompts_by_frame, force=force, direction=direction, **options)
 

@@ -223,7 +223,7 @@ def step(serving: Serving, tracks: Tracks, loaded, shapes: list, states: list, p
         answer["shapes"].append(rectangle(tracked.mask) or [float(v) for v in shape])
         answer["states"].append(f"samcl-track:{track.key}:{obj}:{track.index}")
         answer["domains"].append(track.domain)
-        answer["presence"].append(round(tracked.score, 6))
+        answer["presence"].append(round(tracked.presence, 6))
     return answer
 
 

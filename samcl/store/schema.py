@@ -73,11 +73,11 @@ class SelectorRecord(_Part):
     sha256: StrictStr | None = None
     bytes: Count | None = None
     dim: Annotated[StrictInt, Field(ge=1)] | None = None
-    classes: list[StrictStr] | None = None
+    classes: list[StrictStr] | None = None  # the domains' names, in order (the on-disk key is kept)
 
 
 class BufferRecord(_Part):
-    """The mlp selector's embedding buffer (all keys, or none: no buffer)."""
+    """The mlp selector's feature buffer (all keys, or none: no buffer)."""
 
     file: StrictStr
     sha256: StrictStr
