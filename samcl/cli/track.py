@@ -83,8 +83,10 @@ def add_track(p) -> None:
                    help="the object id of the prompts without :ID, in the file names and JSON")
     p.add_argument("--direction", choices=("forward", "reverse", "both"), default="forward",
                    help="forward: from the first prompted frame to the end (earlier frames get no mask); reverse: "
-                        "from the last prompted frame back to frame 0 (later frames are not read); both: every "
-                        "frame (Meta's propagate_in_video, forward then reverse=True)")
+                        "from the last prompted frame back to frame 0 (later frames are not read); both: forward, then "
+                        "back from the first prompted frame, so every frame (Meta's propagate_in_video, then "
+                        "reverse=True); an object first prompted later has no mask on the frames before its "
+                        "prompt and after the first prompted frame")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for <frame>_<object>.png masks and scores.json (created; must not hold masks)")
     add_routing(p, force="run this domain's module instead of the selector's pick on the prompted frame the run "

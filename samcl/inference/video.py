@@ -26,7 +26,10 @@ Directions (Meta's ``propagate_in_video``): "forward" from the first prompted fr
 no objects); "reverse" from the last prompted frame back to frame 0 (``reverse=True``: memories and object
 pointers are read from the frames after the current one); "both": forward, then reverse from the first prompted
 frame on the same session, as Meta's predictor is used for a whole video (the reverse pass reads the forward
-pass's outputs just after the prompted frame, which are kept for it).
+pass's outputs just after the prompted frame, which are kept for it). Tracking is causal in the direction of
+travel: an object first prompted on a later frame has no mask before that frame going forward, so with "both" it
+has none between the first prompted frame and its own (Meta's offline predictor, which sees every prompt before
+it propagates, would fill them from the later prompt).
 
 Memory bound: one decoded frame at a time (the caller's iterator streams them), the current frame's features,
 each object's conditioning (prompted) frames, and the outputs of the last `Sam2VideoBackbone.memory_window`
