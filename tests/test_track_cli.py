@@ -188,3 +188,15 @@ def test_a_prompt_outside_its_frame_is_refused_before_the_model_loads(frames, tm
     assert code == 2 and len(err) == 1, err
     assert re.search(r"frame 5, object 4: point 500,1 lies outside the 112x96 image", err[0]), err
     assert _written(tmp_path / "out") is None
+
+
+def test_both_ways_an_object_prompted_later_is_tracked_from_its_prompt_and_before_the_first(
+        store_on_checkpoint, frames, tmp_path, capsys):
+    """Tracking is causal in its direction (README): object 2, first prompted on frame 5, has masks from 5 on and,
+    going back, before frame 2 (the first prompted), none on 2..4."""
+    folder = _write_frames(tmp_path / "frames", frames)
+    assert _track(store_on_checkpoint, folder, tmp_path / "out", "--point", "40,30@2", "--point", "80,70:2@5",
+                  "--direction", "both") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [sorted(row["objects"]) for row in report["frames"]] == (
+        [["1", "2"]] * 2 + [["1"]] * 3 + [["1", "2"]] * (FRAMES - 5))
