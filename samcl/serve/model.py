@@ -31,7 +31,7 @@ import torch
 from .. import SAMCL, Prompt, SamclError
 from .._renamed import renamed_names
 from ..inference import Engine, PrefixCache, PreparedImage
-from ..store import Manifest, ModuleStore
+from ..store import ModuleStore
 from .config import ServeConfig
 from .errors import ApiError, answer_for
 from .reload import opened_with_manifest_sha256
@@ -82,7 +82,7 @@ class ModelHost:
     @staticmethod
     def check_store(config: ServeConfig) -> None:
         """The store's manifest reads (and its base is there) without loading any model."""
-        manifest = Manifest.from_dict(ModuleStore(config.store).read_manifest())  # checked; no model loaded
+        manifest = ModuleStore(config.store).read_manifest()  # checked; no model loaded
         hint = config.base or manifest.base_hint
         if not hint:
             lacking = f"{config.store}: the store does not record its base model"
