@@ -208,7 +208,9 @@ def cmd_serve(args) -> int:
                          body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
                          threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio, runtime=args.runtime, refine=args.refine)
+                         label_studio=label_studio, runtime=args.runtime, refine=args.refine,
+                         tracker_max_sessions=args.tracker_max_sessions, tracker_max_objects=args.tracker_max_objects,
+                         tracker_idle_seconds=args.tracker_idle_seconds)
     serve(config, workers=args.workers)
     return 0
 

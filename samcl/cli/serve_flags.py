@@ -37,6 +37,9 @@ def add_serve(p) -> None:
     p.add_argument("--no-fallback", action="store_true",
                    help="always run the selector's nearest domain, even for images no learned domain fits")
     config_flag(p, "--refine", ServeConfig, "refine")
+    config_flag(p, "--tracker-max-sessions", ServeConfig, "tracker_max_sessions")
+    config_flag(p, "--tracker-max-objects", ServeConfig, "tracker_max_objects")
+    config_flag(p, "--tracker-idle-seconds", ServeConfig, "tracker_idle_seconds")
     add_precision(p)
     add_runtime(p)
     add_base(p, "default: the one recorded in the store")
