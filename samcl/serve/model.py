@@ -73,8 +73,9 @@ class ModelHost:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.samcl, self.manifest_sha256 = opened_with_manifest_sha256(
-            lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                               precision=config.precision, runtime=config.runtime), config.store)
+            lambda manifest: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
+                                        precision=config.precision, runtime=config.runtime, manifest=manifest),
+            config.store)
         self.samcl.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
         self.reload_error: str | None = None
         self.batches = 0
@@ -110,10 +111,10 @@ class ModelHost:
     def load_fresh(self) -> tuple[SAMCL, str]:
         """The store opened again on this base, with its manifest's sha256. The manifest is the store's commit point and
         `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
-        return opened_with_manifest_sha256(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
-                                                              device=self.samcl.device, fallback=self.config.fallback,
-                                                              precision=self.config.precision,
-                                                              runtime=self.config.runtime), self.config.store)
+        return opened_with_manifest_sha256(
+            lambda manifest: SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
+                                        fallback=self.config.fallback, precision=self.config.precision,
+                                        runtime=self.config.runtime, manifest=manifest), self.config.store)
 
     def swap(self, fresh: SAMCL, manifest_sha256: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the

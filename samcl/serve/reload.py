@@ -39,17 +39,26 @@ def manifest_sha256(store: Path) -> str:
 
 
 def opened_with_manifest_sha256(open_store: Callable, store: Path, tries: int = 3):
-    """(what `open_store()` opened, the sha256 of the manifest it read). The manifest is hashed before and after
-    the open; a commit in between means the hash may not be the opened set's, so the open is tried again. A store
-    that keeps changing gets a value no other load shares (its picks are then never reused)."""
+    """(what `open_store(manifest)` opened, the sha256 of the manifest it opened). The manifest is read once: its
+    bytes are hashed, checked (`ModuleStore.read_manifest`) and handed to `open_store` (`SAMCL.open(...,
+    manifest=)`: not read again). The open reads every file the manifest names by its sha256; if a commit
+    replaced those files meanwhile, the open moves on to the new generation, so the open is accepted only when
+    it opened that manifest's generation and the file still holds those bytes (a hash of it, not a second
+    parse), else tried again. A store that keeps changing gets a value no other load shares (its picks are then
+    never reused)."""
+    from ..store import ModuleStore
+
     for _ in range(tries):
         try:
-            before = manifest_sha256(store)
+            data = manifest_bytes(store)
         except (OSError, SamclError):  # no manifest (yet): the open names the problem in its own words
-            before = None
-        opened = open_store()
-        if manifest_sha256(store) == before:
-            return opened, before
+            opened, digest, manifest = open_store(None), None, None
+        else:
+            digest, manifest = hashlib.sha256(data).hexdigest(), ModuleStore(store).read_manifest(data)
+            opened = open_store(manifest)
+        if manifest is not None and opened.module_set.generation == manifest.generation \
+                and manifest_sha256(store) == digest:
+            return opened, digest
     return opened, f"unsettled-{os.urandom(8).hex()}"
 
 

@@ -147,10 +147,10 @@ class ModuleStore:
                 if size > limit:
                     raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
 
-    def read_manifest(self) -> Manifest:
+    def read_manifest(self, data: bytes | None = None) -> Manifest:
         """The manifest, read and its structure checked (`samcl.store.check`): what a command reads once and passes
-        on (`load(manifest=...)`, `SAMCL.open(..., manifest=...)`)."""
-        return check_manifest(read_manifest(self.path), self.path)
+        on (`load(manifest=...)`, `SAMCL.open(..., manifest=...)`). `data`: the manifest's bytes, read already."""
+        return check_manifest(read_manifest(self.path, data), self.path)
 
     def _read_verified(self, relative, sha256, recorded_bytes=None) -> dict[str, torch.Tensor]:
         data = read_verified_bytes(self.path, relative, sha256, recorded_bytes)

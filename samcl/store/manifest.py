@@ -38,15 +38,16 @@ def manifest_bytes(store: Path) -> bytes:
     return read_limited(Path(store) / MANIFEST, MANIFEST_LIMIT, "store manifest")
 
 
-def read_manifest(store: Path) -> dict:
+def read_manifest(store: Path, data: bytes | None = None) -> dict:
     """STORE/manifest.json as JSON, checked to be a samcl manifest of a format this samcl reads and upgraded to the
-    current version (`ModuleStore.read_manifest` then validates it as a `Manifest`)."""
+    current version (`ModuleStore.read_manifest` then validates it as a `Manifest`). `data`: its bytes as a caller
+    read them already (`manifest_bytes`; the server hashes the very bytes it opens), None: read here."""
     path = Path(store) / MANIFEST
-    if not path.exists():
+    if data is None and not path.exists():
         if Path(store).is_file():
             raise SamclError(f"{store}: is a file, not a samcl store folder")
         raise SamclError(f"{store}: not a samcl store (no {MANIFEST})")
-    manifest = parse_json(manifest_bytes(store), path, "unreadable manifest")
+    manifest = parse_json(manifest_bytes(store) if data is None else data, path, "unreadable manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SamclError(f"{path}: not a samcl store manifest")
     version = manifest.get("format_version")
