@@ -207,7 +207,7 @@ def cmd_serve(args) -> int:
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
-                         threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
+                         threads=args.threads, precision=args.precision, fallback=args.fallback,
                          label_studio=label_studio, runtime=args.runtime, refine=args.refine,
                          tracker_max_sessions=args.tracker_max_sessions, tracker_max_objects=args.tracker_max_objects,
                          tracker_idle_seconds=args.tracker_idle_seconds)

@@ -49,6 +49,7 @@ FLAGS = {
     "TrainConfig.amp": "--amp",
     "AugModuleConfig.rank": "--rank",
     "SelectorConfig.block": "--selector-block",
+    "SelectorConfig.features": "--selector-features",
     "SelectorConfig.samples_per_domain": "--samples-per-domain",
     "SelectorConfig.epochs": "--selector-epochs",
     "AutoMaskConfig.points_per_side": "--points-per-side",
