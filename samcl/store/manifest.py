@@ -1,6 +1,6 @@
 """A store's manifest file: reading it (a regular file, size- and depth-bounded, its format version checked and
 upgraded, `upgrade`) and reading the files it names, bounded by their recorded size and checked against their
-sha256. Its one schema is `samcl.store.schema.Manifest` (also importable from here), which `samcl.store.check`
+sha256. Its one schema is `samcl.store.schema.Manifest` (`samcl.store.Manifest`), which `samcl.store.check`
 validates it with; `samcl.store.files` builds on both to read and write the tensors."""
 
 from __future__ import annotations
@@ -137,10 +137,3 @@ def read_verified_bytes(store: Path, relative, sha256, recorded_bytes=None) -> b
     return read_checked(checked_file(store, relative, sha256), sha256,
                         missing=f"missing (named in {MANIFEST} but not in the store)", limit=size_limit(recorded_bytes))
 
-
-def __getattr__(name: str):
-    if name == "Manifest":  # the schema lives in `schema` (it imports this module's FORMAT)
-        from .schema import Manifest
-
-        return Manifest
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
