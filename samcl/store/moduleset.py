@@ -45,7 +45,7 @@ def name_problem(name) -> str | None:
     return None
 
 
-@pydantic_dataclass(config=ConfigDict(extra="forbid"))
+@pydantic_dataclass(config=ConfigDict(extra="forbid", ser_json_inf_nan="constants"))  # info as json.dumps writes it
 class DomainEntry:
     """One learned domain: with its AugModule ("module") or without a module ("no_module": the base model runs).
     The one schema of a domain, in memory and in the manifest (`Manifest.domains`; `to_dict` is what is written,

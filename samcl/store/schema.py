@@ -32,7 +32,7 @@ DomainRecord = DomainEntry
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")  # as json.dumps writes
 
 
 class BackboneIdentity(_Part):
