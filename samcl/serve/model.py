@@ -108,13 +108,15 @@ class ModelHost:
         return {"backbone": module_set.backbone, "base": module_set.base_hint}
 
     # ------------------------------------------------------------------ a learn during serving
-    def load_fresh(self) -> tuple[SAMCL, str]:
+    def load_fresh(self, data: bytes | None = None) -> tuple[SAMCL, str]:
         """The store opened again on this base, with its manifest's sha256. The manifest is the store's commit point and
-        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
+        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread. `data`: the
+        manifest's bytes as the reload's poll read them (None: read here)."""
         return opened_with_manifest_sha256(
             lambda manifest: SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
                                         fallback=self.config.fallback, precision=self.config.precision,
-                                        runtime=self.config.runtime, manifest=manifest), self.config.store)
+                                        runtime=self.config.runtime, manifest=manifest), self.config.store,
+            data=data)
 
     def swap(self, fresh: SAMCL, manifest_sha256: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the
