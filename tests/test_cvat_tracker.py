@@ -128,8 +128,8 @@ def test_a_state_the_server_no_longer_has_restarts_from_its_shape(store, frames,
     shape sent with it, on this image, exactly as a start there; `restarted` names it."""
     now = [0.0]
     monkeypatch.setattr(cvat_tracker, "clock", lambda: now[0])
-    monkeypatch.setattr(cvat_tracker, "MAX_SESSIONS", 2)
-    with TestClient(create_app(ServeConfig(store=store))) as c:
+    config = ServeConfig(store=store, tracker_max_sessions=2)
+    with TestClient(create_app(config)) as c:
         fresh = _call(c, frames[3], [BOXES[0]])
         unknown = _call(c, frames[3], [BOXES[0]], ["samcl-track:" + "0" * 24 + ":1:0"])
         assert unknown["restarted"] == [0] and unknown["shapes"] == fresh["shapes"]
@@ -141,7 +141,7 @@ def test_a_state_the_server_no_longer_has_restarts_from_its_shape(store, frames,
         _call(c, frames[0], [BOXES[1]])  # a third live session: the least recently used one (first's) goes
         assert _call(c, frames[2], moved["shapes"], moved["states"])["restarted"] == [0]
         kept = _call(c, frames[0], [BOXES[1]])
-        now[0] += cvat_tracker.IDLE_SECONDS + 1
+        now[0] += config.tracker_idle_seconds + 1
         assert _call(c, frames[1], kept["shapes"], kept["states"])["restarted"] == [0]  # expired
 
 

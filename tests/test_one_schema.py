@@ -76,6 +76,9 @@ def test_a_flag_refuses_what_its_field_refuses_with_the_fields_range(capsys, arg
     ("--reload-seconds", ServeConfig, "reload_seconds", 1), ("--threads", ServeConfig, "threads", 1),
     ("--train-every", LabelStudioSettings, "train_every", 1), ("--train-epochs", LabelStudioSettings, "epochs", 1),
     ("--learn-max-megapixels", LabelStudioSettings, "max_learn_megapixels", 1),
+    ("--tracker-max-sessions", ServeConfig, "tracker_max_sessions", 1),
+    ("--tracker-max-objects", ServeConfig, "tracker_max_objects", 1),
+    ("--tracker-idle-seconds", ServeConfig, "tracker_idle_seconds", 1),
 ])
 def test_serve_flags_take_exactly_what_their_fields_take(flag, config, name, scale):
     import argparse
@@ -98,6 +101,19 @@ def test_serve_flags_take_exactly_what_their_fields_take(flag, config, name, sca
                     config(**required, **{name: given})
             continue
         config(**required, **{name: given})
+
+
+def test_serve_no_fallback_is_made_from_its_bool_field_and_turns_it_off():
+    import argparse
+
+    from samcl.cli.parser import build_parser
+
+    sub = next(a for a in build_parser("serve")._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices["serve"]._actions if "--no-fallback" in a.option_strings)
+    assert action.dest == "fallback" and action.default is True
+    assert __import__("samcl.options").options.help_of(ServeConfig, "fallback") in action.help
+    parse = sub.choices["serve"].parse_args
+    assert parse(["S"]).fallback is True and parse(["S", "--no-fallback"]).fallback is False
 
 
 def _number(text: str):

@@ -81,6 +81,32 @@ def test_a_store_swapped_in_place_at_the_same_generation_is_served(store, tmp_pa
     assert answer["domain"] == expected.domain and np.array_equal(mask_of(answer), expected.masks[0])
 
 
+def test_a_served_store_opens_from_one_read_and_check_of_its_manifest(store, monkeypatch):
+    """The server hashes the very manifest bytes it opens the store from: one read and one check per open (at start
+    and on a reload, whose poll's read is the one), and one more read (a hash, no parse) that confirms the file
+    still holds them."""
+    import hashlib
+
+    import samcl.serve.reload
+    import samcl.store.files
+    import samcl.store.manifest
+
+    reads, checks = [], []
+    real_bytes, real_check = samcl.store.manifest.manifest_bytes, samcl.store.files.check_manifest
+    counted = lambda *a: reads.append(1) or real_bytes(*a)  # noqa: E731
+    monkeypatch.setattr(samcl.store.manifest, "manifest_bytes", counted)
+    monkeypatch.setattr(samcl.serve.reload, "manifest_bytes", counted)
+    monkeypatch.setattr(samcl.store.files, "check_manifest", lambda *a: checks.append(1) or real_check(*a))
+    app = create_app(ServeConfig(store=store, max_megapixels=0.25))
+    assert (len(reads), len(checks)) == (2, 1)
+    digest = hashlib.sha256((store / "manifest.json").read_bytes()).hexdigest()
+    assert app.state.host.manifest_sha256 == digest
+    host, reads[:], checks[:] = app.state.host, [], []
+    host.manifest_sha256 = "another generation"  # the reload's poll then opens the store from the bytes it read
+    fresh, fresh_digest = samcl.serve.reload.Reloader(host, None, timeout_s=30)._work()
+    assert (len(reads), len(checks)) == (2, 1) and fresh_digest == digest and fresh.domains == host.samcl.domains
+
+
 def test_a_reload_that_hangs_is_abandoned_and_the_old_generation_keeps_serving(store, tmp_path, monkeypatch):
     path = copy_store(store, tmp_path / "store")
     real_open, release = SAMCL.open, threading.Event()

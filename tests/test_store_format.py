@@ -72,3 +72,23 @@ def test_a_version_1_store_learns_as_one_written_now(kind, tmp_path):
     images, prompts = zip(*probe_images())
     assert [r.domain for r in a.segment(list(images), list(prompts))] == \
            [r.domain for r in b.segment(list(images), list(prompts))]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_manifest_written_is_its_schema_dump_and_reads_back_as_the_same_model(kind, tmp_path):
+    """One schema per saved thing: save validates the manifest through `Manifest` and writes its `to_dict`; reading
+    the file gives the model that was written, and a domain's manifest record is the in-memory `DomainEntry`."""
+    from samcl.store import DomainEntry, Manifest
+    from samcl.store.schema import DomainRecord, ManifestSchema
+
+    store = ModuleStore(fixture_copy(kind, tmp_path))
+    with store.lock():
+        written = store.save(store.load())
+    on_disk = json.loads((store.path / "manifest.json").read_text())
+    assert isinstance(written, Manifest) and written.to_dict() == on_disk
+    assert list(on_disk) == list(written.to_dict())  # the key order too
+    read = store.read_manifest()
+    assert read == written and read.to_dict() == on_disk
+    assert all(isinstance(d, DomainEntry) for d in read.domains) and DomainRecord is DomainEntry
+    assert ManifestSchema is Manifest
+    assert [d.to_dict() for d in store.load(manifest=read).domains] == on_disk["domains"]

@@ -74,10 +74,11 @@ def check_store_path(store: Path) -> None:
                          "points to, or remove the link")
 
 
-def precheck_store(store: Path) -> dict | None:
+def precheck_store(store: Path):
     """A store's manifest and the files it names, looked at before the base model (and transformers) loads: a bad
     manifest or a FIFO in the store is named in a second, not after the model is built. Returns the manifest, read
-    and checked, for the command to pass on (`SAMCL.open(..., manifest=)`), or None where no store is yet."""
+    and checked (a `samcl.store.Manifest`), for the command to pass on (`SAMCL.open(..., manifest=)`), or None
+    where no store is yet."""
     from ..store import ModuleStore
 
     module_store = ModuleStore(store)

@@ -93,14 +93,11 @@ def cmd_info(args) -> int:
     from ..backbone import adaptable_blocks
     from ..store import check_recorded_base
 
-    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.get("base_hint"),
-                                                                           manifest["backbone"]["family"]))
-    try:
-        domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
-                    "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
-                   for d in manifest["domains"]]
-    except (KeyError, TypeError) as exc:
-        raise SamclError(f"{args.store}/manifest.json: malformed manifest ({type(exc).__name__}: {exc})") from None
+    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.base_hint,
+                                                                           manifest.backbone.family))
+    manifest = manifest.to_dict()  # (as written)
+    domains = [{"name": d["name"], "kind": d["kind"], "bytes": d["bytes"], "parameters": d["parameters"],
+                "file": d["file"], "sha256": d["sha256"]} for d in manifest["domains"]]
     selector, buffer = manifest.get("selector", {}), manifest.get("buffer", {})
     module_bytes = sum(d["bytes"] for d in domains)
     total = module_bytes + selector.get("bytes", 0) + buffer.get("bytes", 0)
@@ -210,8 +207,10 @@ def cmd_serve(args) -> int:
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
-                         threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio, runtime=args.runtime, refine=args.refine)
+                         threads=args.threads, precision=args.precision, fallback=args.fallback,
+                         label_studio=label_studio, runtime=args.runtime, refine=args.refine,
+                         tracker_max_sessions=args.tracker_max_sessions, tracker_max_objects=args.tracker_max_objects,
+                         tracker_idle_seconds=args.tracker_idle_seconds)
     serve(config, workers=args.workers)
     return 0
 

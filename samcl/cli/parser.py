@@ -32,7 +32,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        meaningless = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        meaningless = default is None or default is False or default == [] or default is argparse.SUPPRESS \
+            or (action.nargs == 0 and isinstance(default, bool))  # a switch's default is its absence
         if "%(default)" not in text and action.option_strings and not meaningless:
             text += " (default: %(default)s)"
         return text
@@ -108,7 +109,7 @@ def command_of(argv: list[str]) -> str | None:
 def _learn(p) -> None:
     from .. import SelectorConfig, TrainConfig
     from ..method import AugModuleConfig
-    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
+    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, KINDS
 
     selector = defaults(SelectorConfig)
     p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
@@ -138,20 +139,22 @@ def _learn(p) -> None:
     add_points_frame(p)
     new = p.add_argument_group("new store only")
     config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
+    # by hand: its None is "not given" (a new store's mlp, or an existing store's own kind, which it must match)
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
                      help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
                           "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
-    new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
-                     help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "
-                          "(mean and spread over the grid; the same encoder work) (default: "
-                          + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items()) + ")")
+    config_flag(new, "--selector-features", SelectorConfig, "features", dest="selector_features", metavar="FEATURES",
+                extra="(default: " + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items())
+                + ")")
     config_flag(new, "--selector-block", SelectorConfig, "block", dest="selector_block")
     config_flag(new, "--samples-per-domain", SelectorConfig, "samples_per_domain")
     config_flag(new, "--selector-epochs", SelectorConfig, "epochs", dest="selector_epochs")
+    # by hand: 0 is SelectorConfig.max_steps None (the reference schedule always), which a number flag cannot say
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
                      help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
                           "(a long history); 0 = the reference schedule always")
+    # by hand: the storage dtype is `SAMCL.create`'s argument, not a config field
     new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="storage dtype of modules, selector and buffer")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

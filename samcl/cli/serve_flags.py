@@ -22,6 +22,7 @@ def add_serve(p) -> None:
     config_flag(p, "--host", ServeConfig, "host", extra=f"(--token or ${TOKEN_ENV})")
     config_flag(p, "--port", ServeConfig, "port")
     config_flag(p, "--token", ServeConfig, "token")
+    # by hand: how many processes serve is `serve()`'s argument, not a setting of one process (`ServeConfig`)
     p.add_argument("--workers", type=t.int_range(1, 256), default=1,
                    help="server processes sharing the port (each opens the store and has its own cache)")
     config_flag(p, "--batch-window-ms", ServeConfig, "batch_window_ms")
@@ -34,9 +35,13 @@ def add_serve(p) -> None:
     config_flag(p, "--reload-seconds", ServeConfig, "reload_seconds")
     config_flag(p, "--reload-timeout-seconds", ServeConfig, "reload_timeout_seconds")
     config_flag(p, "--threads", ServeConfig, "threads")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="always run the selector's nearest domain, even for images no learned domain fits")
+    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain")
     config_flag(p, "--refine", ServeConfig, "refine")
+    config_flag(p, "--tracker-max-sessions", ServeConfig, "tracker_max_sessions")
+    config_flag(p, "--tracker-max-objects", ServeConfig, "tracker_max_objects")
+    config_flag(p, "--tracker-idle-seconds", ServeConfig, "tracker_idle_seconds")
+    # by hand, shared with segment, eval and track: every command's default is auto, ServeConfig's the library's
+    # (precision None: the base's own; runtime torch)
     add_precision(p)
     add_runtime(p)
     add_base(p, "default: the one recorded in the store")
@@ -58,6 +63,7 @@ def _label_studio(ls) -> None:
     config_flag(ls, "--train-epochs", S, "epochs", metavar="N", dest="train_epochs")
     config_flag(ls, "--learn-max-tasks", S, "max_learn_tasks", metavar="N", dest="learn_max_tasks")
     config_flag(ls, "--learn-max-megapixels", S, "max_learn_megapixels", metavar="MP", dest="learn_max_megapixels")
+    # by hand: the field's bool spelled on/off (help and default still the field's)
     ls.add_argument("--label-studio-preannotate", choices=("on", "off"),
                     default="on" if field_of(S, "preannotate").default else "off", help=help_of(S, "preannotate"))
     config_flag(ls, "--label-studio-max-masks", S, "max_masks", metavar="N", dest="label_studio_max_masks")

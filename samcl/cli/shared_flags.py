@@ -20,9 +20,16 @@ def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | Non
                 scale: int = 1, **kwargs) -> None:
     """A flag that sets `config_class.name`, with the field's help, default and accepted range, checked by the
     field's own schema (`flags.field_value`; `narrow`: a tighter range for the command line; `scale`: the field
-    holds the flag's value times this, e.g. 2**20 for a flag in MiB of a field in bytes)."""
+    holds the flag's value times this, e.g. 2**20 for a flag in MiB of a field in bytes). A `--no-...` flag of a
+    bool field that defaults to True turns it off."""
     field = field_of(config_class, name)
     accepted = field.metadata["range"]
+    if flag.startswith("--no-") and field.default is True and accepted is not None \
+            and set(accepted.choices or ()) == {True, False}:
+        # a switch that is on by default: the flag turns it off (not in `CONFIG_FLAGS`: it shows the field negated)
+        text = f"{extra} (without it: {field.metadata['help']})" if extra else f"off: {field.metadata['help']}"
+        group.add_argument(flag, dest=kwargs.pop("dest", name), action="store_false", help=text)
+        return
     if narrow:
         accepted = dataclasses.replace(accepted, **narrow)
     if accepted is not None and accepted.choices is not None:
@@ -81,5 +88,6 @@ def add_prompt(p, on: str = "") -> None:
 
 def add_routing(p, *, force: str, fallback: str) -> None:
     """--force DOMAIN and --no-fallback, with the command's own help texts."""
+    # by hand: segment, eval and track pass these to `SAMCL.open`/`segment` as keywords, not as a config's fields
     p.add_argument("--force", metavar="DOMAIN", default=None, help=force)
     p.add_argument("--no-fallback", action="store_true", help=fallback)

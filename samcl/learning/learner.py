@@ -31,10 +31,10 @@ from ..io.progress import bar
 from ..method.augmodule import AugModuleConfig, config_for
 from ..method.sizes import storage
 from ..selector import SelectorConfig, make_selector
-from ..store.check import check_site
+from ..store.check import check_manifest, check_site
 from ..store.files import ModuleStore
-from ..store.manifest import Manifest
 from ..store.moduleset import MODULE, NO_MODULE, DomainEntry, ModuleSet, name_problem
+from ..store.schema import Manifest
 from ..types import Prediction, Prompt
 from . import distributed
 from .lifecycle import remove_domain
@@ -141,8 +141,8 @@ class SAMCL(Running, Tracking):
             None keeps the base's own (float32 as loaded from a file).
           runtime (str | None): what runs the encoder and decoder: "torch", "onnxruntime", "openvino" or "auto"
             (`samcl.runtime`: graphs exported once per base and cached; the precision then applies to them).
-          manifest (dict | None): the store's manifest as `ModuleStore.read_manifest` returned it (read and
-            checked), for a caller that has read it already; None: read here.
+          manifest (Manifest | None): the store's manifest as `ModuleStore.read_manifest` returned it (read and
+            checked), for a caller that has read it already (a dict is checked first); None: read here.
 
         Returns:
           (SAMCL): the set, every module resident; its feature buffer is read when `learn` first needs it.
@@ -151,8 +151,10 @@ class SAMCL(Running, Tracking):
 
         chosen = resolved(runtime, device)
         module_store = ModuleStore(store)
-        raw = module_store.read_manifest() if manifest is None else manifest
-        manifest = Manifest.from_dict(raw)
+        if manifest is None:
+            manifest = module_store.read_manifest()
+        elif not isinstance(manifest, Manifest):
+            manifest = check_manifest(manifest, module_store.path)
         if base is None:
             hint = manifest.base_hint
             if not hint:
@@ -163,10 +165,10 @@ class SAMCL(Running, Tracking):
                 gone = f"{store}: its base model {hint} is no longer there"
                 raise SamclError(f"{gone}; give its new path as base", code="no_base", field="base")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
-        backbone.adopt_identity(manifest.backbone, manifest.base_source)
+        backbone.adopt_identity(manifest.backbone.model_dump(), manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
-                                       manifest=raw)
-        check_site(module_set.aug_config, manifest.selector.get("dim"), backbone.site, module_store.path)
+                                       manifest=manifest)
+        check_site(module_set.aug_config, manifest.selector.dim, backbone.site, module_store.path)
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision if chosen == "torch" else None)
@@ -242,7 +244,7 @@ class SAMCL(Running, Tracking):
             if self.store is None or (ctx is not None and not ctx.is_main):
                 return self._learn(name, samples, config, without_module, ctx, replace)
             with self.store.lock():
-                if self.store.exists() and self.store.read_manifest().get("generation") != self.module_set.generation:
+                if self.store.exists() and self.store.read_manifest().generation != self.module_set.generation:
                     raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
                 return self._learn(name, samples, config, without_module, ctx, replace)
 

@@ -64,6 +64,13 @@ class ServeConfig:
     refine: str = option(DEFAULT_REFINE, "which clicks heat the encoder: first (a further click of an object costs "
                                          "only the decoder), all (every click re-runs the adapted blocks), outside "
                                          "(only a click outside the heated region does)", choices=REFINE)
+    tracker_max_sessions: int = option(32, "most CVAT tracking sessions live at once (the least recently used is "
+                                           "dropped; its states then restart their tracks)", low=1, high=4096,
+                                       integer=True)
+    tracker_max_objects: int = option(128, "most objects tracked in those sessions together (the least recently "
+                                           "used session is dropped)", low=1, high=65_536, integer=True)
+    tracker_idle_seconds: float = option(900.0, "a CVAT tracking session unused this long is dropped", low=1,
+                                         high=86_400)
 
     def __post_init__(self) -> None:
         if self.token is None:

@@ -36,8 +36,9 @@ state was answered before) restarts the track from the shape it comes with, on t
 the answer is still a tracking answer (the new rectangle and a new state) and `restarted` lists those shapes'
 indices. A state this server never issued (not a token) is a 422.
 
-Bounds: at most MAX_SESSIONS sessions and MAX_OBJECTS objects in them live at once (the least recently used
-session goes first), a session idle IDLE_SECONDS expires; each session holds per object its start frame and
+Bounds (`ServeConfig`'s tracker fields): at most `tracker_max_sessions` sessions and `tracker_max_objects` objects
+in them live at once (the least recently used session goes first), a session idle `tracker_idle_seconds`
+expires; each session holds per object its start frame and
 the last `Sam2VideoBackbone.memory_window` tracked frames' outputs (the video path's bound), whatever the
 track's length. samcl's additions to the answer: `domains` (each shape's module, "base": none), `presence`,
 `restarted`, `generation`. The route takes the server's API token; only a store on a SAM 2 base that tracks
@@ -63,10 +64,6 @@ from .context import Serving
 from .errors import ApiError, answer_for
 from .limits import MAX_SHAPES
 
-#: Most tracking sessions, and objects in them, one server process keeps live; the least recently used go first.
-MAX_SESSIONS, MAX_OBJECTS = 32, 128
-#: A session not used for this long is dropped (its states then restart their tracks).
-IDLE_SECONDS = 900.0
 #: Bytes per pixel of the image per object while a frame's masks are made (float32 logits at the image's size,
 #: the bool mask) and answered: charged to the in-flight budget before the step.
 STEP_BYTES_PER_PIXEL = 6
@@ -101,11 +98,11 @@ class Track:
 class Tracks:
     """The live sessions of one server process (used in the model thread only), least recently used first."""
 
-    def __init__(self, max_sessions: int | None = None, max_objects: int | None = None, idle_s: float | None = None):
-        """The bounds; None: this module's MAX_SESSIONS, MAX_OBJECTS, IDLE_SECONDS."""
-        self.max_sessions = MAX_SESSIONS if max_sessions is None else max_sessions
-        self.max_objects = MAX_OBJECTS if max_objects is None else max_objects
-        self.idle_s = IDLE_SECONDS if idle_s is None else idle_s
+    def __init__(self, *, max_sessions: int, max_objects: int, idle_s: float):
+        """The bounds (`ServeConfig.tracker_max_sessions`, `tracker_max_objects`, `tracker_idle_seconds`): at most
+        `max_sessions` sessions and `max_objects` objects in them (the least recently used session goes first);
+        a session unused for `idle_s` seconds expires."""
+        self.max_sessions, self.max_objects, self.idle_s = max_sessions, max_objects, idle_s
         self.live: OrderedDict[str, tuple[Track, float]] = OrderedDict()
 
     def get(self, key: str) -> Track | None:
@@ -229,7 +226,10 @@ def step(serving: Serving, tracks: Tracks, loaded, shapes: list, states: list, p
 
 def router(serving: Serving, tracks: Tracks | None = None) -> APIRouter:
     routes = APIRouter(tags=["cvat"])
-    routes.tracks = tracks = tracks or Tracks()
+    config = serving.config
+    routes.tracks = tracks = tracks or Tracks(max_sessions=config.tracker_max_sessions,
+                                              max_objects=config.tracker_max_objects,
+                                              idle_s=config.tracker_idle_seconds)
 
     @routes.post("/v1/cvat/tracker", openapi_extra={"requestBody": {"content": {"application/json": {
         "schema": TrackerRequest.model_json_schema()}}, "required": True}})

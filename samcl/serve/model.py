@@ -31,7 +31,7 @@ import torch
 from .. import SAMCL, Prompt, SamclError
 from .._renamed import renamed_names
 from ..inference import Engine, PrefixCache, PreparedImage
-from ..store import Manifest, ModuleStore
+from ..store import ModuleStore
 from .config import ServeConfig
 from .errors import ApiError, answer_for
 from .reload import opened_with_manifest_sha256
@@ -73,8 +73,9 @@ class ModelHost:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.samcl, self.manifest_sha256 = opened_with_manifest_sha256(
-            lambda: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
-                               precision=config.precision, runtime=config.runtime), config.store)
+            lambda manifest: SAMCL.open(config.store, base=config.base, device=config.device, fallback=config.fallback,
+                                        precision=config.precision, runtime=config.runtime, manifest=manifest),
+            config.store)
         self.samcl.cache_prefixes(config.cache_bytes)  # uploaded images by id, least recently used out
         self.reload_error: str | None = None
         self.batches = 0
@@ -82,7 +83,7 @@ class ModelHost:
     @staticmethod
     def check_store(config: ServeConfig) -> None:
         """The store's manifest reads (and its base is there) without loading any model."""
-        manifest = Manifest.from_dict(ModuleStore(config.store).read_manifest())  # checked; no model loaded
+        manifest = ModuleStore(config.store).read_manifest()  # checked; no model loaded
         hint = config.base or manifest.base_hint
         if not hint:
             lacking = f"{config.store}: the store does not record its base model"
@@ -107,13 +108,15 @@ class ModelHost:
         return {"backbone": module_set.backbone, "base": module_set.base_hint}
 
     # ------------------------------------------------------------------ a learn during serving
-    def load_fresh(self) -> tuple[SAMCL, str]:
+    def load_fresh(self, data: bytes | None = None) -> tuple[SAMCL, str]:
         """The store opened again on this base, with its manifest's sha256. The manifest is the store's commit point and
-        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread."""
-        return opened_with_manifest_sha256(lambda: SAMCL.open(self.config.store, base=self.samcl.backbone,
-                                                              device=self.samcl.device, fallback=self.config.fallback,
-                                                              precision=self.config.precision,
-                                                              runtime=self.config.runtime), self.config.store)
+        `SAMCL.open` verifies every file it names, so a half-written learn is never served. Any thread. `data`: the
+        manifest's bytes as the reload's poll read them (None: read here)."""
+        return opened_with_manifest_sha256(
+            lambda manifest: SAMCL.open(self.config.store, base=self.samcl.backbone, device=self.samcl.device,
+                                        fallback=self.config.fallback, precision=self.config.precision,
+                                        runtime=self.config.runtime, manifest=manifest), self.config.store,
+            data=data)
 
     def swap(self, fresh: SAMCL, manifest_sha256: str) -> None:
         """Serve `fresh` from the next batch on (in the model thread, so no batch sees two sets), with the

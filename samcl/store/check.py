@@ -27,18 +27,18 @@ from ..method.augmodule import AugModuleConfig
 from ..options import range_of
 from ..selector import SelectorConfig
 from .manifest import MANIFEST
-from .schema import ManifestSchema
+from .schema import Manifest
 
 #: pydantic's words for "not this kind of JSON value" -> ours
 _KINDS = {"model_type": "an object", "model_attributes_type": "an object", "dataclass_type": "an object",
           "dict_type": "an object", "list_type": "a list"}
 
 
-def check_manifest(manifest, store: Path) -> ManifestSchema:
+def check_manifest(manifest, store: Path) -> Manifest:
     """Every key, type and rule of a manifest (`samcl.store.schema`); one SamclError naming the manifest and the
-    first problem. Returns the manifest as its schema reads it."""
+    first problem. Returns the manifest as its schema reads it: the `Manifest` that commands pass on."""
     try:
-        return ManifestSchema.model_validate(manifest)
+        return Manifest.model_validate(manifest)
     except ValidationError as exc:
         problem = _problem(exc.errors()[0], manifest)
         raise SamclError(f"{Path(store) / MANIFEST}: malformed manifest ({problem})") from None
@@ -115,13 +115,13 @@ def check_site(aug: AugModuleConfig | None, selector_dim, site, store: Path) -> 
                          f"{site.neck_channels}")
 
 
-def check_recorded_base(manifest: dict, store: Path, blocks: tuple[int, ...] | None) -> list[str]:
+def check_recorded_base(manifest: Manifest, store: Path, blocks: tuple[int, ...] | None) -> list[str]:
     """What can be checked of a store against its recorded base without loading it (`samcl info`): the base hint
     is not a device, FIFO or socket (a stat, never an open), and, where the base's blocks are known from its
     config (`blocks`, the adaptable ones; None: not known), the adapted blocks lie among them. Returns what was
     left unchecked, for the user to read; one SamclError for a problem."""
     where = Path(store) / MANIFEST
-    hint = manifest.get("base_hint")
+    hint = manifest.base_hint
     if isinstance(hint, str) and not hint.startswith("builtin:"):
         try:
             mode = os.stat(hint).st_mode
@@ -134,9 +134,9 @@ def check_recorded_base(manifest: dict, store: Path, blocks: tuple[int, ...] | N
             raise SamclError(f"{where}: base_hint {quote(hint)} is a {kind}, not a model folder or checkpoint "
                              "file; give the model as base", field="base")
     unchecked = ["the base's weights against the recorded sha256 (checked when a command loads the base)"]
-    aug = manifest.get("augmodule")
+    aug = manifest.augmodule
     if aug and blocks is not None:
-        outside = [b for b in aug["adapted_blocks"] if b not in blocks]
+        outside = [b for b in aug.adapted_blocks if b not in blocks]
         if outside:
             raise SamclError(f"{where}: adapts blocks {outside}, which the base cannot adapt "
                              f"({blocks[0]}..{blocks[-1]}, from its config)")

@@ -9,8 +9,13 @@ and its feature buffer, and what they were built on. `samcl.store.files` reads a
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .._renamed import renamed_names
 from ..errors import SamclError
@@ -25,6 +30,8 @@ MODULE, NO_MODULE = "module", "no_module"
 #: A domain name: a letter or digit first, then letters, digits, '_', '.', '-' (at most 64), matched in full (so
 #: no path separator, no "..", nothing a file name could not hold).
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: A size or count the manifest records: a strict non-negative integer.
+Count = Annotated[StrictInt, Field(ge=0)]
 
 
 def name_problem(name) -> str | None:
@@ -38,21 +45,40 @@ def name_problem(name) -> str | None:
     return None
 
 
-@dataclass
+@pydantic_dataclass(config=ConfigDict(extra="forbid", ser_json_inf_nan="constants"))  # info as json.dumps writes it
 class DomainEntry:
-    """One learned domain: with its AugModule ("module") or without a module ("no_module": the base model runs)."""
+    """One learned domain: with its AugModule ("module") or without a module ("no_module": the base model runs).
+    The one schema of a domain, in memory and in the manifest (`Manifest.domains`; `to_dict` is what is written,
+    in this key order). Types are checked when it is made; the rules a saved entry follows (`saved_problem`) when
+    a manifest is: a module's file and sha256 exist once it is saved."""
 
-    name: str
-    kind: str  # MODULE | NO_MODULE
-    file: str | None = None
-    bytes: int = 0
-    sha256: str | None = None
-    config: dict | None = None
-    parameters: int = 0
+    name: object  # any JSON value, so that a bad one is named by `name_problem`, the one rule for names
+    kind: Literal[MODULE, NO_MODULE]
+    file: StrictStr | None = None
+    bytes: Count = 0
+    sha256: StrictStr | None = None
+    config: AugModuleConfig | None = None
+    parameters: Count = 0
     info: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        """The entry as the manifest writes it (JSON types: the module config as `AugModuleConfig.to_dict`)."""
+        return _ENTRY.dump_python(self, mode="json")
+
+    def saved_problem(self) -> str | None:
+        """Why this entry cannot be a saved manifest's (None if it can): its name, and a file for a module only."""
+        if problem := name_problem(self.name):
+            return problem
+        if self.kind == NO_MODULE and self.file is not None:
+            return f"domain {self.name!r} has no module but names a file"
+        if self.kind == MODULE and (self.file is None or self.sha256 is None):
+            return f"domain {self.name!r} lacks its file name or sha256"
+        if self.kind == MODULE and self.config is None:
+            return f"domain {self.name!r} lacks its module's config"
+        return None
+
+
+_ENTRY = TypeAdapter(DomainEntry)
 
 
 @dataclass
@@ -108,7 +134,7 @@ class ModuleSet:
     def snapshot(self) -> dict:
         """What `restore` needs to undo everything a learn step may change (domains, modules, selector weights,
         buffer rows, generation)."""
-        return {"domains": [DomainEntry(**e.to_dict()) for e in self.domains], "modules": dict(self.modules),
+        return {"domains": copy.deepcopy(self.domains), "modules": dict(self.modules),
                 "generation": self.generation, "selector": self.selector,
                 "selector_state": None if self.selector is None else self.selector.snapshot()}
 
