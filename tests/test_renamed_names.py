@@ -92,3 +92,20 @@ def test_the_classes_flag_of_import_reference_still_parses_with_one_warning_line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("samcl: warning: --classes is renamed --domains")
     assert build_parser().parse_args(argv).domains == ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
+
+
+@pytest.mark.parametrize("module, old", [("samcl.store", "BASE_CLASS"), ("samcl.selector", "EmbeddingBuffer"),
+                                         ("samcl.reference", "REFERENCE_CLASSES"), ("samcl.serve.model", "Job")])
+def test_an_old_module_name_warns_at_the_callers_line_every_time_under_its_own_module(module, old):
+    """Python shows a DeprecationWarning by default only where it points into the caller's code (`__main__`), so
+    the warning must name the caller's line, not samcl's lazy loader, and come again on a second look-up."""
+    import importlib
+    import warnings
+
+    package = importlib.import_module(module)
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            getattr(package, old)
+        assert [w.filename for w in caught] == [__file__]
+        assert str(caught[0].message).startswith(f"{module}.{old} is renamed")
