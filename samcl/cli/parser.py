@@ -82,7 +82,7 @@ def build_parser(command: str | None = ALL) -> Parser:
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
              "serve": "an HTTP API and a click-to-segment page over a store",
-             "track": "propagate objects' prompts through a video with the set's module (SAM 2 bases)",
+             "track": "propagate objects' prompts through a video with the set's module (SAM 2, SAM 3 tracker)",
              "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter,
@@ -139,7 +139,7 @@ def _learn(p) -> None:
     new = p.add_argument_group("new store only")
     config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
-                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
+                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on a "
                           "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
     new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
@@ -151,7 +151,7 @@ def _learn(p) -> None:
     config_flag(new, "--selector-epochs", SelectorConfig, "epochs", dest="selector_epochs")
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
                      help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
-                          "(a long history); 0 = the reference schedule always")
+                          "(a long history); 0 = the reference schedule always; an integer from 0 to 10,000,000")
     new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="storage dtype of modules, selector and buffer")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -254,7 +254,7 @@ def _import_reference(p) -> None:
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
     p.add_argument("--domains", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=",".join(REFERENCE_DOMAINS), metavar="A,B,...",
-                   help="the selector's domains (their classes) in its output order; the one without a module file "
+                   help="the selector's domains in its output order; the one without a module file "
                         "is learned without a module (default: %(default)s)")
     renamed_flag(p, "--classes", "--domains")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
