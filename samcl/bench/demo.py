@@ -86,8 +86,8 @@ def format_report(results: dict) -> str:
     names = order + extra
     width = max(len(n) for n in names + ["zero-shot"]) + 2
     column = max(len(n) for n in names) + 2
-    lines = [f"IoU after each step (rows) on each domain (columns; * = not learned at that step; {GENERAL} is the "
-             "base class, learned first):",
+    lines = [f"IoU after each step (rows) on each domain (columns; * = not learned at that step; {GENERAL} is "
+             "learned first, without a module):",
              "".ljust(width) + "".join(n.rjust(column) for n in names)]
     for s, row in enumerate(res["rows"]):
         label = "zero-shot" if s == 0 else f"+{order[s - 1]}"
@@ -126,7 +126,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     ax.set_yticks(range(len(result.rows)), ["zero-shot"] + [f"after {n}" for n in order])
     for (r, c), value in np.ndenumerate(matrix):
         ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
-    ax.set_title(f"SAMCL continual IoU matrix a[t][i] (extra columns: {GENERAL} = the base class, "
+    ax.set_title(f"SAMCL continual IoU matrix a[t][i] (extra columns: {GENERAL} = learned without a module, "
                  "the others never learned)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03).set_label("IoU")
     files.append(save_figure(fig, out, "continual_matrix.png"))
@@ -134,7 +134,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     fig, ax = plt.subplots(figsize=(10, 4.5))
     steps = range(len(result.rows))
     for n in names:
-        role = "" if n in order else " (base class)" if n == GENERAL else " (never learned)"
+        role = "" if n in order else " (no module)" if n == GENERAL else " (never learned)"
         ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o", label=n + role,
                 linestyle="-" if n in order else ":" if n == GENERAL else "--")
     ax.set_xticks(list(steps), ["zero-shot"] + [f"+{n}" for n in order], rotation=20)
