@@ -49,10 +49,11 @@ def test_as_base_learns_without_a_module_with_a_warning(tiny_backbone):
 def test_the_as_base_flag_still_parses_with_one_warning_line(capsys):
     from samcl.cli.parser import build_parser
 
-    args = build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x", "--as-base"])
-    assert args.without_module is True
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
+    for twice in ([], ["--as-base"]):  # given twice: still one line
+        args = build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x", "--as-base", *twice])
+        assert args.without_module is True
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
     assert build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x"]).without_module is False
 
 
