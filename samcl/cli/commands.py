@@ -163,7 +163,12 @@ def cmd_export(args) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
     samcl = SAMCL.open(args.store, base=args.base, device="cpu", precision="float32")
-    description = export_store(samcl, args.out)
+    try:
+        description = export_store(samcl, args.out)
+    except SamclError as exc:  # the library's "use runtime 'torch'" is for inference; export has no --runtime
+        if exc.field != "runtime":
+            raise
+        raise SamclError(str(exc).removesuffix(": use runtime 'torch'"), code=exc.code) from None
     if args.json:
         print_json(description)
         return 0
