@@ -37,9 +37,10 @@ def test_as_base_learns_without_a_module_with_a_warning(tiny_backbone):
     from samcl.store import BASE_MODEL
 
     samcl = SAMCL.create(tiny_backbone)
-    with pytest.warns(DeprecationWarning, match="without_module"):
+    with pytest.warns(DeprecationWarning, match="without_module") as caught:
         samcl.learn("general", toy_samples(4, (120, 120, 120), 3), TrainConfig(epochs=1, progress=False),
                     as_base=True)
+    assert caught[0].filename == __file__  # the caller's line: what Python's default filter shows
     assert [d.kind for d in samcl.module_set.domains] == ["no_module"]
     with pytest.warns(DeprecationWarning, match="BASE_MODEL"):
         from samcl.store import BASE_CLASS
