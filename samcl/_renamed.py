@@ -47,10 +47,11 @@ def renamed_names(module: str, renames: dict[str, str], namespace: dict[str, Any
 
 def renamed_keyword(old: str, new: str, old_value: Any, new_value: Any, *, default: Any = False) -> Any:
     """The value of keyword `new`, taking a value given under the old keyword `old` (None: not given; with a
-    warning). `default`: the new keyword's default (given otherwise, it must agree with the old one)."""
+    warning at the line that called the function calling this, so Python's default filter shows it). `default`: the
+    new keyword's default (given otherwise, it must agree with the old one)."""
     if old_value is None:
         return new_value
-    warn_renamed(f"keyword {old}=", f"{new}=")
+    warn_renamed(f"keyword {old}=", f"{new}=", stacklevel=4)
     if new_value != default and new_value != old_value:
         raise TypeError(f"both {old}= and {new}= given")
     return old_value

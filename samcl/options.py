@@ -55,9 +55,9 @@ class Range:
         if self.choices is not None:
             text = "one of " + ", ".join(map(str, self.choices))
         elif self.integer:
-            text = "an integer " + _bounds(self, "{:,}")
+            text = "an integer " + _bounds(self, "{:,}".format)
         else:
-            text = "a number " + _bounds(self, "{:g}")
+            text = "a number " + _bounds(self, _number)
         return text + (", or None" if self.optional else "")
 
     def constraints(self) -> list:
@@ -82,9 +82,15 @@ def _keep_int(value, handler):
     return value if type(value) is int else checked
 
 
-def _bounds(r: Range, form: str) -> str:
-    low = None if r.low is None else form.format(r.low if not r.integer else int(r.low))
-    high = None if r.high is None else form.format(r.high if not r.integer else int(r.high))
+def _number(value: float) -> str:
+    """A bound as people write it: 0.5, 4096, and 1,048,576 rather than 1.04858e+06."""
+    text = f"{value:g}"
+    return f"{int(value):,}" if "e+" in text and float(value).is_integer() and abs(value) < 1e15 else text
+
+
+def _bounds(r: Range, form) -> str:
+    low = None if r.low is None else form(r.low if not r.integer else int(r.low))
+    high = None if r.high is None else form(r.high if not r.integer else int(r.high))
     if low is not None and high is not None and not r.low_open and not r.high_open and r.integer:
         return f"from {low} to {high}"
     parts = []

@@ -37,9 +37,10 @@ def test_as_base_learns_without_a_module_with_a_warning(tiny_backbone):
     from samcl.store import BASE_MODEL
 
     samcl = SAMCL.create(tiny_backbone)
-    with pytest.warns(DeprecationWarning, match="without_module"):
+    with pytest.warns(DeprecationWarning, match="without_module") as caught:
         samcl.learn("general", toy_samples(4, (120, 120, 120), 3), TrainConfig(epochs=1, progress=False),
                     as_base=True)
+    assert caught[0].filename == __file__  # the caller's line: what Python's default filter shows
     assert [d.kind for d in samcl.module_set.domains] == ["no_module"]
     with pytest.warns(DeprecationWarning, match="BASE_MODEL"):
         from samcl.store import BASE_CLASS
@@ -49,10 +50,11 @@ def test_as_base_learns_without_a_module_with_a_warning(tiny_backbone):
 def test_the_as_base_flag_still_parses_with_one_warning_line(capsys):
     from samcl.cli.parser import build_parser
 
-    args = build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x", "--as-base"])
-    assert args.without_module is True
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
+    for twice in ([], ["--as-base"]):  # given twice: still one line
+        args = build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x", "--as-base", *twice])
+        assert args.without_module is True
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("samcl: warning: --as-base is renamed --without-module")
     assert build_parser().parse_args(["learn", "s", "--domain", "d", "--data", "x"]).without_module is False
 
 
@@ -100,3 +102,20 @@ def test_a_tracked_object_s_score_is_its_presence_with_a_warning():
     tracked = TrackedObject(np.zeros((2, 2), bool), 0.75)
     with pytest.warns(DeprecationWarning, match="presence"):
         assert tracked.score == tracked.presence == 0.75
+
+
+@pytest.mark.parametrize("module, old", [("samcl.store", "BASE_CLASS"), ("samcl.selector", "EmbeddingBuffer"),
+                                         ("samcl.reference", "REFERENCE_CLASSES"), ("samcl.serve.model", "Job")])
+def test_an_old_module_name_warns_at_the_callers_line_every_time_under_its_own_module(module, old):
+    """Python shows a DeprecationWarning by default only where it points into the caller's code (`__main__`), so
+    the warning must name the caller's line, not samcl's lazy loader, and come again on a second look-up."""
+    import importlib
+    import warnings
+
+    package = importlib.import_module(module)
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            getattr(package, old)
+        assert [w.filename for w in caught] == [__file__]
+        assert str(caught[0].message).startswith(f"{module}.{old} is renamed")

@@ -210,6 +210,26 @@ def test_unsupported_sets_are_refused_naming_the_reason(store):
         SAMCL.open(store, device="cpu", runtime="onnxruntime", precision="bfloat16")
 
 
+def test_auto_runs_torch_for_sets_the_graphs_do_not_cover(store, tmp_path, monkeypatch, capsys):
+    """SAM 2 (and SAM 3) bases and imported modules have no graphs: auto picks torch for them where a graph runtime
+    is installed and first in the order (it picked the graph runtime, and segment, eval and serve failed)."""
+    from test_sam2 import tiny_sam2
+
+    monkeypatch.setattr(runtime, "AUTO_ORDER", ("onnxruntime", "torch"))
+    assert runtime.resolve("auto", "cpu") == "onnxruntime" and runtime.resolve("auto", "cpu", graphs=False) == "torch"
+    sam2 = SAMCL.create(tiny_sam2(), tmp_path / "sam2", device="cpu")
+    sam2.learn("red", toy_samples(2, COLOURS["red"][0], 0), FAST)
+    assert sam2.set_runtime("auto") == "torch"
+    assert SAMCL.open(tmp_path / "sam2", base=tiny_sam2(), device="cpu", runtime="auto").runtime == "torch"
+    assert main(["info", str(tmp_path / "sam2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "torch"
+    assert main(["info", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "onnxruntime"
+    imported = SAMCL.open(store, device="cpu")
+    imported.module_set.aug_config = AugModuleConfig(**{**imported.aug_config.__dict__, "heat_mode": "reference"})
+    assert imported.set_runtime("auto") == "torch"
+
+
 def test_missing_openvino_is_one_line_and_exit_2(store, tmp_path, monkeypatch, capsys):
     from PIL import Image
 

@@ -44,6 +44,7 @@ def test_cli_learn_info_segment_eval_on_an_hf_sam3_tracker_folder(tmp_path, caps
     code = main(["export", str(store), str(tmp_path / "graphs")])  # (SAM only: one clear line, exit 2)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "SAM 3 tracker's encoder is not exported" in err
+    assert "--runtime" not in err  # (export has no such flag)
 
 
 def test_a_full_sam3_folder_is_refused_in_one_line(tmp_path, capsys):

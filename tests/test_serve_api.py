@@ -134,6 +134,8 @@ def test_bad_segment_requests_are_4xx(store):
                  ({**ok, "colour": 1}, 422, "invalid_request")]
         for body, status, code in cases:
             assert error_of(c.post("/v1/segment", json=body), status) == code, body
+        said = c.post("/v1/segment", json={"image_id": key}).json()["error"]["message"]
+        assert said == "no prompt: give at least one point or a box", said  # no Python name ('(Prompt)') in JSON
         assert error_of(c.post("/v1/segment", content=b"{oops", headers={"content-type": "application/json"}),
                         422) == "invalid_request"
         nan = json.dumps({**ok, "points": [[float("nan"), 1]]})

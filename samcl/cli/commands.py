@@ -111,7 +111,7 @@ def cmd_info(args) -> int:
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
         "inference_precision": {"auto": precision.resolve("auto", args.device), "native_bf16": precision.native_bf16()},
-        "runtime": runtime_info(args.device),
+        "runtime": runtime_info(args.device, manifest),
         "unchecked": unchecked,
     }
     if args.json:
@@ -141,11 +141,15 @@ def cmd_info(args) -> int:
     return 0
 
 
-def runtime_info(device) -> dict:
-    """What --runtime auto picks here, and which runtimes are installed (no model code imported)."""
+def runtime_info(device, manifest: dict | None = None) -> dict:
+    """What --runtime auto picks here (for the store of `manifest`), and which runtimes are installed (no model code
+    imported)."""
     from .. import runtime
 
-    return {"auto": runtime.resolve("auto", device), "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
+    graphs = manifest is None or runtime.covered(manifest["backbone"]["family"],
+                                                 (manifest.get("augmodule") or {}).get("heat_mode"))
+    return {"auto": runtime.resolve("auto", device, graphs=graphs),
+            "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
             "rule": runtime.describe_auto()}
 
 
@@ -156,7 +160,12 @@ def cmd_export(args) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
     samcl = SAMCL.open(args.store, base=args.base, device="cpu", precision="float32")
-    description = export_store(samcl, args.out)
+    try:
+        description = export_store(samcl, args.out)
+    except SamclError as exc:  # the library's "use runtime 'torch'" is for inference; export has no --runtime
+        if exc.field != "runtime":
+            raise
+        raise SamclError(str(exc).removesuffix(": use runtime 'torch'"), code=exc.code) from None
     if args.json:
         print_json(description)
         return 0

@@ -62,8 +62,9 @@ def field_value(config_class, name: str, *, narrow: dict | None = None, scale: i
 
     accepted = dataclasses.replace(range_of(config_class, name), **(narrow or {}))
     integer = accepted.integer and scale == 1
-    shown = accepted if scale == 1 else dataclasses.replace(
-        accepted, integer=False, low=None if accepted.low is None else accepted.low / scale,
+    shown = dataclasses.replace(accepted, optional=False)  # (a flag given has a value: None is not one)
+    shown = shown if scale == 1 else dataclasses.replace(
+        shown, integer=False, low=None if accepted.low is None else accepted.low / scale,
         high=None if accepted.high is None else accepted.high / scale)
 
     def parse(text: str):

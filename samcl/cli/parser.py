@@ -83,7 +83,7 @@ def build_parser(command: str | None = ALL) -> Parser:
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
              "serve": "an HTTP API and a click-to-segment page over a store",
-             "track": "propagate objects' prompts through a video with the set's module (SAM 2 bases)",
+             "track": "propagate objects' prompts through a video with the set's module (SAM 2, SAM 3 tracker)",
              "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter,
@@ -141,7 +141,7 @@ def _learn(p) -> None:
     config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
     # by hand: its None is "not given" (a new store's mlp, or an existing store's own kind, which it must match)
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
-                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
+                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on a "
                           "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
     config_flag(new, "--selector-features", SelectorConfig, "features", dest="selector_features", metavar="FEATURES",
@@ -153,7 +153,7 @@ def _learn(p) -> None:
     # by hand: 0 is SelectorConfig.max_steps None (the reference schedule always), which a number flag cannot say
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
                      help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
-                          "(a long history); 0 = the reference schedule always")
+                          "(a long history); 0 = the reference schedule always; an integer from 0 to 10,000,000")
     # by hand: the storage dtype is `SAMCL.create`'s argument, not a config field
     new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="storage dtype of modules, selector and buffer")
@@ -257,7 +257,7 @@ def _import_reference(p) -> None:
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
     p.add_argument("--domains", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
                    default=",".join(REFERENCE_DOMAINS), metavar="A,B,...",
-                   help="the selector's domains (their classes) in its output order; the one without a module file "
+                   help="the selector's domains in its output order; the one without a module file "
                         "is learned without a module (default: %(default)s)")
     renamed_flag(p, "--classes", "--domains")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -15,11 +15,13 @@ class _Renamed(argparse.Action):
 
     def __init__(self, option_strings, dest, new: str, const=None, nargs=None, **kwargs):
         super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
-        self.new = new
+        self.new, self.warned = new, None
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"samcl: warning: {option_string} is renamed {self.new}; the old flag goes in the next release",
-              file=sys.stderr)
+        if self.warned is not namespace:  # one line per command line, however often the old flag is given
+            print(f"samcl: warning: {option_string} is renamed {self.new}; the old flag goes in the next release",
+                  file=sys.stderr)
+            self.warned = namespace
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 

@@ -38,7 +38,7 @@ def config_flag(group, flag: str, config_class, name: str, *, narrow: dict | Non
         kwargs["type"] = t.field_value(config_class, name, narrow=narrow, scale=scale)
     text = field.metadata["help"] + (f" {extra}" if extra else "")
     if accepted is not None and accepted.choices is None:
-        text += f"; {kwargs['type'].accepted.removesuffix(', or None')}"
+        text += f"; {kwargs['type'].accepted}"
     default = field.default if scale == 1 else field.default / scale
     group.add_argument(flag, dest=kwargs.pop("dest", name), default=kwargs.pop("default", default), help=text,
                        **kwargs)
@@ -52,8 +52,8 @@ CONFIG_FLAGS: dict[str, str] = {}
 
 
 def add_base(p, default_text: str) -> None:
-    """--base: the base SAM or SAM 2, with what its absence means for this command (`default_text`)."""
-    p.add_argument("--base", help="base SAM or SAM 2: an HF directory, a Hugging Face model id "
+    """--base: the base SAM, SAM 2 or SAM 3 tracker, with what its absence means for this command (`default_text`)."""
+    p.add_argument("--base", help="base SAM, SAM 2 or SAM 3 tracker: an HF directory, a Hugging Face model id "
                                   f"(facebook/sam-vit-base), Meta's SAM .pth, SAM 2.1 .pt, or {BUILTIN} "
                                   f"({default_text})")
 

@@ -169,6 +169,7 @@ class SAMCL(Running, Tracking):
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
                                        manifest=manifest)
         check_site(module_set.aug_config, manifest.selector.dim, backbone.site, module_store.path)
+        chosen = resolved(runtime, device, backbone, module_set.aug_config)  # auto: torch where no graphs run
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision if chosen == "torch" else None)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
+from .._renamed import warn_renamed
 
 _WHERE = {
     "ModuleSet": ".moduleset", "DomainEntry": ".moduleset", "BASE_MODEL": ".moduleset", "name_problem": ".moduleset",
-    "BASE_CLASS": ".moduleset",  # the old spelling of BASE_MODEL (deprecated)
     "Manifest": ".schema", "MANIFEST": ".manifest", "FORMAT_VERSION": ".manifest", "MissingFile": ".manifest",
     "read_manifest": ".manifest", "manifest_bytes": ".manifest", "upgrade": ".manifest",
     "ModuleStore": ".files", "read_tensors": ".files", "write_tensors": ".files",
@@ -28,7 +28,15 @@ __all__ = ["BASE_MODEL", "DomainEntry", "FORMAT_VERSION", "MANIFEST", "Manifest"
            "ModuleStore", "check_manifest", "check_recorded_base", "check_site", "check_tensors", "manifest_bytes", "name_problem",
            "read_manifest",
            "read_tensors", "upgrade", "write_tensors"]
-__getattr__, __dir__ = lazy_names(__name__, _WHERE)
+_lazy_getattr, __dir__ = lazy_names(__name__, _WHERE)
+
+
+def __getattr__(name: str):
+    if name == "BASE_CLASS":  # the old spelling of BASE_MODEL (deprecated): warned here, so at the caller's line
+        warn_renamed(f"{__name__}.BASE_CLASS", "BASE_MODEL")
+        name = "BASE_MODEL"
+    return _lazy_getattr(name)
+
 
 if TYPE_CHECKING:
     from .check import check_manifest, check_recorded_base, check_site, check_tensors

@@ -59,8 +59,26 @@ def _problem(error: dict, raw) -> str:
     if error["type"] == "literal_error":
         return f"{_where(loc, raw)} {quote(error['input'])}: expected {error['ctx']['expected']}"
     accepted = _range(loc)
-    rule = f"expected {accepted.describe()}" if accepted else error["msg"][:1].lower() + error["msg"][1:]
+    rule = f"expected {accepted.describe()}" if accepted else _rule(error)
     return f"{_where(loc, raw)} {quote(error['input'])}: {rule}"
+
+
+#: pydantic's error types for a field without a samcl range, in the words of the other refusals
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+             "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+             "string_type": "a string", "bool_type": "true or false", "bool_parsing": "true or false"}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+           "less_than": ("<", "lt")}
+
+
+def _rule(error: dict) -> str:
+    """'expected an integer', 'expected >= 0' (pydantic's own message, lower-cased, for the rest)."""
+    if error["type"] in _EXPECTED:
+        return f"expected {_EXPECTED[error['type']]}"
+    if error["type"] in _BOUNDS:
+        sign, key = _BOUNDS[error["type"]]
+        return f"expected {sign} {error['ctx'][key]}"
+    return error["msg"][:1].lower() + error["msg"][1:]
 
 
 def _where(loc: list, raw) -> str:
