@@ -5,6 +5,7 @@ end. No real SAM 3 weights are used anywhere."""
 from __future__ import annotations
 
 import ast
+import base64
 import copy
 import inspect
 import json
@@ -345,8 +346,9 @@ def test_base_propagation_equals_transformers_sam3trackervideomodel(video_backbo
 
 def test_a_module_learned_on_a_sam3_video_folder_tracks_and_samcl_track_runs(video_backbone, frames, tmp_path,
                                                                                capsys):
-    """A store on an HF sam3_tracker_video folder: its module changes the tracked masks on every frame, and `samcl
-    track` writes a mask per frame from the prompted one on; an image-only folder cannot track (one clear line)."""
+    """A store on an HF sam3_tracker_video folder: its module changes the tracked masks on every frame, `samcl
+    track` writes a mask per frame from the prompted one on, the CVAT tracker route answers SAMCL.track's boxes; an
+    image-only folder cannot track (one clear line)."""
     from PIL import Image
 
     from samcl.backbone import video_backbone_for
@@ -370,6 +372,26 @@ def test_a_module_learned_on_a_sam3_video_folder_tracks_and_samcl_track_runs(vid
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and [row["frame"] for row in report["frames"]] == list(range(FRAMES))
     assert len(list((tmp_path / "out").glob("*.png"))) == FRAMES - 1
+
+    serve = pytest.importorskip("samcl.serve")  # the CVAT tracker route tracks on a SAM 3 tracker store too
+    from fastapi.testclient import TestClient
+    from serve_helpers import png
+
+    from samcl.serve.cvat_tracker import rectangle
+
+    box = [20, 15, 60, 55]
+    expected = list(SAMCL.open(tmp_path / "set", device="cpu").track(iter(frames[:3]), {0: {1: Prompt.of(box=box)}}))
+    with TestClient(serve.create_app(serve.ServeConfig(store=tmp_path / "set"))) as client:
+        answers = []
+        for frame in frames[:3]:
+            states = {} if not answers else {"states": answers[-1]["states"]}
+            shape = answers[-1]["shapes"][0] if answers else box
+            body = {"image": base64.b64encode(png(frame)).decode(), "shapes": [shape], **states}
+            answer = client.post("/v1/cvat/tracker", json=body)
+            assert answer.status_code == 200, answer.text
+            answers.append(answer.json())
+    assert [a["shapes"][0] for a in answers[1:]] == [rectangle(f.objects[1].mask) for f in expected[1:]]
+    assert [a["domains"] for a in answers] == [[f.domain] for f in expected]
 
     backbone_on_images = Sam3Backbone.from_config(tiny_sam3_config())
     backbone_on_images.model.save_pretrained(tmp_path / "sam3")

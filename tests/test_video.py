@@ -126,7 +126,7 @@ def test_hf_video_directory_loads_as_it_is(backbone, tmp_path):
 def test_sam_v1_base_cannot_track():
     from samcl import load_backbone
 
-    with pytest.raises(SamclError, match="only SAM 2 bases can track"):
+    with pytest.raises(SamclError, match="only SAM 2 and SAM 3 tracker bases can track"):
         load_backbone("builtin:tiny-sam", video=True)
 
 
@@ -405,7 +405,7 @@ def test_samcl_track_on_a_sam_store_is_one_line_exit_2(frames, tmp_path, capsys)
     folder = _write_frames(tmp_path / "frames", frames)
     code = main(["track", str(tmp_path / "store"), str(folder), "--point", "1,1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "only SAM 2 bases can track" in err[0]
+    assert code == 2 and len(err) == 1 and "only SAM 2 and SAM 3 tracker bases can track" in err[0]
 
 
 # ---------------------------------------------------------------------------------------------- J&F and the clips

@@ -21,7 +21,7 @@ from .sam3_video import Sam3VideoBackbone
 
 #: The backbones that track (keep a video model's memory weights).
 VIDEO_BACKBONES = (Sam2VideoBackbone, Sam3VideoBackbone)
-CANNOT_TRACK = "only SAM 2 bases can track, and SAM 3 tracker ones"
+CANNOT_TRACK = "only SAM 2 and SAM 3 tracker bases can track"
 #: The most a model directory's config.json may hold (SAM's is about 4 KB).
 CONFIG_LIMIT = 1 << 20
 #: A Hub model id as `from_pretrained` takes it: owner/name (letters, digits, '-', '_', '.').

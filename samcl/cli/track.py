@@ -1,4 +1,4 @@
-"""`samcl track`: objects prompted on one frame, propagated through a video with the set's module (SAM 2).
+"""`samcl track`: objects prompted on one frame, propagated through a video with the set's module (SAM 2 and SAM 3 tracker bases).
 
 Its flags (`add_track`, given the parser's --base and --precision adders), the checks made before the
 model loads (`prepare_track`) and the output (`write_tracked`); `cmd_track` runs them in that order."""
@@ -29,7 +29,7 @@ writes <frame>_<object>.png per frame (00000_1.png, ...) and scores.json (each o
 --out; a run that fails or is interrupted removes the masks it wrote (scores.json is written last).
 Each prompt is VALUE[:ID][@FRAME]: points and boxes are 0-based pixels of that frame; :ID is the object it
 prompts (default: --object), @FRAME the frame it is on (default: --frame). An object may have prompts on several
-frames (on one frame its points add up; one box per object and frame). Only SAM 2 bases track."""
+frames (on one frame its points add up; one box per object and frame). Only SAM 2 and SAM 3 tracker bases track."""
 
 
 class _Flag:
@@ -67,7 +67,7 @@ def _prompt_flag(parse, what: str):
 
 def add_track(p) -> None:
     """The flags of `samcl track`; the prompt, routing, --base and --precision as every command's."""
-    p.add_argument("store", type=Path, help="module-set directory (on a SAM 2 base)")
+    p.add_argument("store", type=Path, help="module-set directory (on a SAM 2 or SAM 3 tracker base)")
     p.add_argument("video", type=Path, help="a video file (read with PyAV) or a folder of frame images (name order)")
     p.add_argument("--point", type=_prompt_flag(t.point, "X,Y"), action="append", default=[],
                    metavar="X,Y[:ID][@FRAME]",

@@ -38,11 +38,11 @@ indices. A state this server never issued (not a token) is a 422.
 
 Bounds (`ServeConfig`'s tracker fields): at most `tracker_max_sessions` sessions and `tracker_max_objects` objects
 in them live at once (the least recently used session goes first), a session idle `tracker_idle_seconds`
-expires; each session holds per object its start frame and
-the last `Sam2VideoBackbone.memory_window` tracked frames' outputs (the video path's bound), whatever the
-track's length. samcl's additions to the answer: `domains` (each shape's module, "base": none), `presence`,
-`restarted`, `generation`. The route takes the server's API token; only a store on a SAM 2 base that tracks
-(`load_backbone(..., video=True)`) and the torch runtime has it (else a 400 `cannot_track`).
+expires; each session holds per object its start frame and the last `memory_window` tracked frames' outputs (the
+video path's bound), whatever the track's length. samcl's additions to the answer: `domains` (each shape's module,
+"base": none), `presence`, `restarted`, `generation`. The route takes the server's API token; only a store on a
+SAM 2 or SAM 3 tracker base that tracks (`load_backbone(..., video=True)`) and the torch runtime has it (else a 400
+`cannot_track`).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ from .limits import MAX_SHAPES
 #: Bytes per pixel of the image per object while a frame's masks are made (float32 logits at the image's size,
 #: the bool mask) and answered: charged to the in-flight budget before the step.
 STEP_BYTES_PER_PIXEL = 6
+#: The backbone families whose video models track (`samcl.backbone.VIDEO_BACKBONES`).
+TRACKING_FAMILIES = ("sam2", "sam3")
 STATE = re.compile(r"^samcl-track:([0-9a-f]{24}):([0-9]{1,6}):([0-9]{1,12})$")
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 #: The monotonic clock sessions expire by (a name of this module: the tests move it).
@@ -241,9 +243,10 @@ def router(serving: Serving, tracks: Tracks | None = None) -> APIRouter:
             states = [parse_state(body.states[i] if i < len(body.states) else None, i)
                       for i in range(len(body.shapes))]
             samcl = serving.host.samcl
-            if samcl.backbone.family != "sam2" or samcl.engine.runtime != "torch":
-                raise ApiError(400, "cannot_track", f"this server's store cannot track: only a SAM 2 base on the "
-                                                    f"torch runtime does (its base is {samcl.backbone.label})")
+            if samcl.backbone.family not in TRACKING_FAMILIES or samcl.engine.runtime != "torch":
+                raise ApiError(400, "cannot_track", "this server's store cannot track: only a SAM 2 or SAM 3 tracker "
+                                                    f"base on the torch runtime does (its base is "
+                                                    f"{samcl.backbone.label})")
             serving.check_force(body.force)
             if not body.shapes:
                 return {"shapes": [], "states": [], "domains": [], "presence": [], "restarted": [],
