@@ -262,6 +262,16 @@ def test_bad_options_name_the_field():
         AutoMaskConfig(output_mode="png")
 
 
+def test_a_request_s_bad_option_is_named_once_by_its_request_field():
+    pytest.importorskip("fastapi")
+    from samcl.serve.automatic import generator_config
+    from samcl.serve.errors import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        generator_config({"points_per_side": 0}, field="extra_params.automatic")
+    assert caught.value.message == "extra_params.automatic.points_per_side 0: expected an integer from 1 to 1,024"
+
+
 # ---------------------------------------------------------------------------------------------- samcl segment --auto
 @pytest.fixture(scope="module")
 def nuclei_store(tmp_path_factory):
