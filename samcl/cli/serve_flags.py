@@ -24,7 +24,7 @@ def add_serve(p) -> None:
     config_flag(p, "--token", ServeConfig, "token")
     # by hand: how many processes serve is `serve()`'s argument, not a setting of one process (`ServeConfig`)
     p.add_argument("--workers", type=t.int_range(1, 256), default=1,
-                   help="server processes sharing the port (each opens the store and has its own cache)")
+                   help="server processes sharing the port (each opens the store and has its own cache; 1 to 256)")
     config_flag(p, "--batch-window-ms", ServeConfig, "batch_window_ms")
     config_flag(p, "--max-batch", ServeConfig, "max_batch")
     config_flag(p, "--cache-mb", ServeConfig, "cache_bytes", scale=MIB, dest="cache_mb")
@@ -35,7 +35,7 @@ def add_serve(p) -> None:
     config_flag(p, "--reload-seconds", ServeConfig, "reload_seconds")
     config_flag(p, "--reload-timeout-seconds", ServeConfig, "reload_timeout_seconds")
     config_flag(p, "--threads", ServeConfig, "threads")
-    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain")
+    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain (statistics selectors: the mlp has no open set)")
     config_flag(p, "--refine", ServeConfig, "refine")
     config_flag(p, "--tracker-max-sessions", ServeConfig, "tracker_max_sessions")
     config_flag(p, "--tracker-max-objects", ServeConfig, "tracker_max_objects")
