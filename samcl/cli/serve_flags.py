@@ -35,7 +35,7 @@ def add_serve(p) -> None:
     config_flag(p, "--reload-seconds", ServeConfig, "reload_seconds")
     config_flag(p, "--reload-timeout-seconds", ServeConfig, "reload_timeout_seconds")
     config_flag(p, "--threads", ServeConfig, "threads")
-    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain (statistics selectors: the mlp has no open set)")
+    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain")
     config_flag(p, "--refine", ServeConfig, "refine")
     config_flag(p, "--tracker-max-sessions", ServeConfig, "tracker_max_sessions")
     config_flag(p, "--tracker-max-objects", ServeConfig, "tracker_max_objects")
