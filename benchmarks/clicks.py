@@ -3,7 +3,7 @@ base SAM, each module forced, the oracle and the routed set, under each refineme
 
     nice -n 10 python benchmarks/clicks.py --store /tmp/clicks-store --out benchmarks/results   # ~15 min, 1 core
 
-Learns the general domain as the base class and the five target domains in order on the shipped tiny SAM (the
+Learns the general domain without a module and the five target domains in order on the shipped tiny SAM (the
 demo's full sizes: 128 training images per domain, 4 epochs; one seed), or reuses --store when it holds them, then
 runs RITM's simulated clicker (`samcl.bench.clicks`: 20 clicks, the previous low-res logits fed back as
 `mask_input`, the first click's best of three masks) on --test images per domain (6: the run is CPU-bound) with each refinement strategy
@@ -40,7 +40,7 @@ from samcl.bench.demo import FULL  # noqa: E402
 from samcl.bench.suite import embedded_suite  # noqa: E402
 from samcl.data.synthetic import GENERAL, TARGET_DOMAINS  # noqa: E402
 from samcl.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from samcl.store import BASE_CLASS  # noqa: E402
+from samcl.store import BASE_MODEL  # noqa: E402
 
 STRATEGIES = ("all", "first", "outside")
 
@@ -58,7 +58,7 @@ def learned_set(store: Path, seed: int) -> SAMCL:
     samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), store,
                          selector=SelectorConfig(samples_per_domain=FULL.buffer, epochs=FULL.selector_epochs,
                                                  max_steps=None))
-    samcl.learn(suite.general.name, suite.general.train, train, as_base=True)
+    samcl.learn(suite.general.name, suite.general.train, train, without_module=True)
     for domain in suite.domains:
         print(f"learning {domain.name}", file=sys.stderr)
         samcl.learn(domain.name, domain.train, train)
@@ -70,7 +70,7 @@ def cases(samcl: SAMCL, domain: str, feedback: bool) -> list[tuple[str, str | No
     the domain's own module (oracle) under every strategy, and every other module forced under "first" (the
     default) only, to keep the run short; without feedback, the base and the selector's pick only."""
     modules = [d for d in samcl.domains if d in TARGET_DOMAINS]
-    out: list[tuple[str, str | None, str | None]] = [("base", BASE_CLASS, None)]
+    out: list[tuple[str, str | None, str | None]] = [("base", BASE_MODEL, None)]
     out += [("routed", None, strategy) for strategy in STRATEGIES]
     if not feedback:
         return out

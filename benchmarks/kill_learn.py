@@ -15,7 +15,7 @@ verified:
     independently, and again by ModuleStore.load, which also loads every module into an AugModule);
   - the module set is exactly the previous one (manifest byte-identical) or the previous one plus the new
     domain with every earlier entry unchanged: never anything in between;
-  - the selector classifies a pooled embedding of a test image into one of the store's classes, and the
+  - the selector routes a test image's pooled features to one of the store's domains, and the
     whole pipeline segments that image; `samcl info` opens the store.
 
 Files a killed writer leaves (temporaries, an uncommitted generation) are counted: readers ignore them, and a
@@ -229,7 +229,7 @@ class Verifier:
             pooled = self.backbone.pool_stats(self.backbone.prefix(self.pixels, samcl.selector_block))
             (chosen,), (score,) = samcl.engine.route(pooled, fallback=False)
             assert 0 <= chosen < len(names), f"selector chose class {chosen} of {len(names)}"
-            assert state.selector.classes == len(names) and (score is None or score == score), "selector state"
+            assert state.selector.num_domains == len(names) and (score is None or score == score), "selector state"
             result = samcl.segment([self.image], [Prompt.of([[20, 20]])])[0]
             assert result.masks.shape[1:] == self.image.shape[:2] and result.domain in names + ["base"]
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:

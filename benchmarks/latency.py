@@ -15,7 +15,7 @@ with their load; CPU time, with one thread, much less):
   2. throughput, batch B: single-module batch / mixed-domain batch (every image its own module, one pass).
                                                                                               goal >= 0.90
   3. predictor, after `set_image`: prompt-only re-run (`predict`) / full run (`set_image` + `predict`), for an
-     image whose class has a module (the suffix depends on the points) and for the base class (decoder only).
+     image whose domain has a module (the suffix depends on the points) and for the base model (decoder only).
   4. bytes per module as the store saves it, float32 vs float16.
   5. (--precision, alone) SAMCL in each inference precision (float32, bfloat16; int8 dynamic quantisation of the
      encoder's linear layers with --int8, an experiment) / transformers' own `SamModel` forward in float32, and
@@ -42,7 +42,7 @@ from samcl import SAMCL, Prompt, SelectorConfig
 from samcl.backbone import SamBackbone
 from samcl.inference import InputPrompt
 from samcl.method import AugModule, AugModuleSize, config_for
-from samcl.selector import EmbeddingBuffer, MlpSelector, SelectorNet
+from samcl.selector import FeatureBuffer, MlpSelector, SelectorNet
 from samcl.store import DomainEntry
 
 
@@ -86,7 +86,7 @@ def add_random_domains(samcl: SAMCL, count: int, samples_per_domain: int = 1, se
     config = SelectorConfig(kind="mlp", samples_per_domain=samcl.module_set.selector_config.samples_per_domain)
     samcl.module_set.selector_config = config  # the paper's MLP and its buffer: the selector these figures time
     samcl.module_set.selector = MlpSelector(config, dim, SelectorNet(dim, total).eval(),
-                                            EmbeddingBuffer(dim, embeddings, labels))
+                                            FeatureBuffer(dim, embeddings, labels))
 
 
 def test_image(backbone: SamBackbone, seed: int) -> tuple[np.ndarray, Prompt]:

@@ -8,7 +8,7 @@ thread, CPU time (SAM ViT-B config at 1024 px, random weights, no download).
 Rows per runtime, each timed interleaved with the others after one warm-up call (a 3:4 image):
   bare SAM full forward         preprocess, the whole encoder, the decoder (no module): torch's `encode` + decode;
                                 on OpenVINO Meta's encoder and decoder graphs (`latency_runtimes.bare_openvino`)
-  bare SAM click                the decoder alone on the kept embedding (the predictor on the base class)
+  bare SAM click                the decoder alone on the kept embedding (the predictor on the base model)
   samcl first click             `set_image` + `predict` with a module (prefix, selection, suffix with the heat,
                                 decoder): what the first click of an image costs
   samcl click [all]             a further click under "all": suffix + decoder

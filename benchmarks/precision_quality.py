@@ -33,7 +33,7 @@ def learn_suite(suite, args) -> SAMCL:
     samcl = SAMCL.create(load_backbone("builtin:tiny-sam"), None, device=args.device,
                          selector=SelectorConfig(samples_per_domain=args.train, epochs=300, max_steps=None))
     train = TrainConfig(epochs=args.epochs, batch_size=4, lr=0.005, seed=args.seed, progress=False, prompts="reference")
-    samcl.learn(suite.general.name, suite.general.train, train, as_base=True)
+    samcl.learn(suite.general.name, suite.general.train, train, without_module=True)
     for domain in suite.domains:
         samcl.learn(domain.name, domain.train, train)
     return samcl

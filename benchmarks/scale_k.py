@@ -4,7 +4,7 @@
     python benchmarks/scale_k.py --ks 10,100 --size 256 --repeats 2   # quicker
     python benchmarks/scale_k.py --full-reference                 # also run the reference schedule at K = 1000
 
-For each K a store of K random ViT-B AugModules (61,524 parameters each), a buffer of K x N_e embeddings and a
+For each K a store of K random ViT-B AugModules (61,524 parameters each), a buffer of K x N_e pooled feature rows and a
 selector is written with the store's own save path; then, per K:
   open      seconds of `SAMCL.open` (every module read, sha256-checked and made resident; the buffer is
             deferred until learning needs it) and of a full verifying load (`ModuleStore.load()`, buffer
@@ -12,7 +12,7 @@ selector is written with the store's own save path; then, per K:
   memory    RSS growth of that process over the open (and after the buffer is read too)
   latency   per image: selection (pool + selector MLP, the only part that grows with K) and the whole
             `segment` (prefix, selection, suffix with the chosen module, decoder), on a random image
-  retrain   selector retraining after the K-th domain on K x N_e embeddings: samcl's schedule (the reference
+  retrain   selector retraining after the K-th domain on K x N_e pooled feature rows: samcl's schedule (the reference
             while it fits in `max_steps` steps, else a fixed budget of `max_steps` steps) and the reference
             (25 epochs over the whole buffer; run in full up to --reference-steps steps, else one epoch
             timed and multiplied by 25)
@@ -43,7 +43,7 @@ from latency import add_random_domains, test_image, vit_b_backbone  # noqa: E402
 
 from samcl import SAMCL, SelectorConfig
 from samcl.method import config_for  # noqa: E402
-from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, make_selector, train_selector
 from samcl.store import ModuleStore  # noqa: E402
 
 #: Class centres drawn N(0, SPREAD^2) per dimension around unit-variance noise: separable, not trivially so.
@@ -181,7 +181,7 @@ def measure_retrain(k: int, samples_per_domain: int, dim: int, args) -> dict:
     test_x, test_y = separable(k, 20, dim, 2)
     warm = warm_selector(x, y, k - 1, dim, epochs=args.warm_epochs)
     warm.grow(k, torch.Generator().manual_seed(k))
-    buffer = EmbeddingBuffer(dim, x, y)
+    buffer = FeatureBuffer(dim, x, y)
     out = {"oracle_nearest_centre": nearest_centre(test_x, test_y, k, dim),
            "before_new_class": accuracy(warm, test_x, test_y, k - 1)}
     config = SelectorConfig(samples_per_domain=samples_per_domain)
@@ -211,9 +211,9 @@ def measure_statistics(k: int, x: torch.Tensor, y: torch.Tensor, test_x: torch.T
     per-class covariances); accuracy on the same held-out embeddings (closed set, as the MLP's), bytes per class."""
     selector = make_selector(SelectorConfig(kind="fecam", features="mean"), dim)  # these embeddings are means only
     for c in range(k - 1):
-        selector.add_class(x[y == c])
+        selector.add_domain(x[y == c])
     start = time.perf_counter()
-    selector.add_class(x[y == k - 1])
+    selector.add_domain(x[y == k - 1])
     selector.choose(test_x[:1], fallback=False)
     seconds = time.perf_counter() - start
     # in chunks: the Mahalanobis distances of N images to K classes hold N x K x proj_dim values at once
@@ -258,7 +258,7 @@ def measure_drift(state, k: int, dim: int, samples_per_domain: int, rounds: int)
 
 
 def demo_case(args) -> dict:
-    """`samcl demo`'s selector: a base class + 5 target domains, N_e = 64, pooled embeddings of the synthetic
+    """`samcl demo`'s selector: a domain without a module + 5 target domains, N_e = 64, pooled features of the synthetic
     domain suite through the shipped tiny SAM (or a random tiny SAM if it is not installed), both schedules."""
     from samcl import SamclError, load_backbone
     from samcl.backbone import SamBackbone
@@ -288,7 +288,7 @@ def demo_case(args) -> dict:
     results = {}
     for label_, max_steps in (("reference", None), ("samcl", SelectorConfig().max_steps)):
         torch.manual_seed(0)
-        net, buffer = SelectorNet(dim, 1), EmbeddingBuffer(dim)
+        net, buffer = SelectorNet(dim, 1), FeatureBuffer(dim)
         for label in range(len(names)):
             buffer.add(x[y == label], label)
             net.grow(label + 1, torch.Generator().manual_seed(label))

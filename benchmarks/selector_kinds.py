@@ -5,7 +5,7 @@
 
 The shipped tiny SAM embeds every domain's images once (the frozen prefix up to the selector block and up to the
 block before it, for the multi-block variant); every selector is then fitted on those features, which
-is cheap. Learned, in order: general (as the base class, as the benchmark does), polyps, camouflage, shadows,
+is cheap. Learned, in order: general (without a module, as the benchmark does), polyps, camouflage, shadows,
 skin_lesions, cells; never learned: camouflage_sand (looks like camouflage), documents (unlike all).
 
 Feature variants (all from tokens the prefix computes anyway):
@@ -15,10 +15,11 @@ Feature variants (all from tokens the prefix computes anyway):
   mean_std_max grid mean, std and max (per channel) of the selector block: measured, not offered (the max lifts
                closed-set routing, but the open-set cut on it lets more than the target fall back; see the README)
 
-Columns: acc = learned domains' test images routed to their class with the fallback off (the general domain's to
-its base class); frr = learned domains' images sent to base by the fallback; unseen->base = share of each never-
-learned domain's images that run on base (the fallback on: sent to base, or to the base class general); B/class = state bytes that grow per class; update = seconds
-to add the last class. The last lines give the bytes per class at ViT-B width (D = 768). The `probe` row is not a
+Columns: acc = learned domains' test images routed to their own domain with the fallback off (the general domain's to
+itself, learned without a module); frr = learned domains' images sent to base by the fallback; unseen->base = share
+of each never-learned domain's images that run on base (the fallback on: sent to base, or to general, the domain
+without a module); B/class = state bytes that grow per domain; update = seconds
+to add the last domain. The last lines give the bytes per domain at ViT-B width (D = 768). The `probe` row is not a
 selector but a reference: a logistic regression fitted on all classes' embeddings at once (its acc says how far
 any classifier of these features gets; its frr and B/class mean nothing).
 
@@ -49,7 +50,7 @@ class Probe:
     def __init__(self):
         self.parts, self.model = [], None
 
-    def add_class(self, x, seed: int = 0):
+    def add_domain(self, x, seed: int = 0):
         self.parts.append(x.double())
         self.model = None
 
@@ -99,7 +100,7 @@ def embed(backbone, samples, batch: int = 16) -> dict[str, torch.Tensor]:
 
 
 def fit(kind: str, classes: list[torch.Tensor], width: int, buffer: int, seed: int):
-    """A selector of `kind` fitted on the classes in order; the seconds of the last add_class. The global RNG is
+    """A selector of `kind` fitted on the classes in order; the seconds of the last add_domain. The global RNG is
     seeded first: the MLP's network takes its first layers' initial weights from it, so each fit depends on its
     seed alone, not on which rows ran before it (adding a row used to change the MLP rows of later seeds)."""
     torch.manual_seed(seed)
@@ -114,15 +115,16 @@ def fit(kind: str, classes: list[torch.Tensor], width: int, buffer: int, seed: i
         if kind == "mlp":  # the buffer keeps N_e of the class's images (a seeded subset, as the learner does)
             x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + label))[:buffer]]
         start = time.perf_counter()
-        selector.add_class(x, seed=seed)
+        selector.add_domain(x, seed=seed)
         seconds = time.perf_counter() - start
     return selector, seconds
 
 
 def bytes_per_class(selector) -> int:
     if isinstance(selector, MlpSelector):
-        return len(selector.buffer) // selector.classes * (selector.dim * 4 + 8) + selector.num_bytes // selector.classes
-    return selector.bytes_per_class()
+        count = selector.num_domains
+        return len(selector.buffer) // count * (selector.dim * 4 + 8) + selector.num_bytes // count
+    return selector.bytes_per_domain()
 
 
 def measure(kind, variant, feats, learned, unseen, buffer, seed) -> dict:
@@ -149,7 +151,7 @@ def vit_b_bytes(buffer: int) -> dict[str, int]:
     for kind in KINDS[:-1]:
         config = SelectorConfig(**{"kind": kind, **SETTINGS.get(kind, {})}, samples_per_domain=300)
         selector = make_selector(config, 768)
-        selector.add_class(torch.randn(300 if kind == "mlp" else buffer, 2 * 768))
+        selector.add_domain(torch.randn(300 if kind == "mlp" else buffer, 2 * 768))
         out[kind] = bytes_per_class(selector) if kind != "mlp" else 300 * (768 * 4 + 8)
     return out
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._renamed import renamed_attribute
 from .errors import SamclError
 
 __all__ = ["Prediction", "Prompt", "PromptError"]
@@ -102,12 +103,12 @@ class Prediction:
     Arguments:
       masks (np.ndarray): M x H x W bool, at the image's original size.
       scores (np.ndarray): M float32, the decoder's predicted IoU of each mask.
-      domain (str): the module that ran; "base" when none did (SAM itself: the base class, a forced "base", or
-        the open-set fallback).
+      domain (str): the domain whose module ran; "base" when the base model ran (a domain without a module, a
+        forced "base", or the open-set fallback).
       low_res (torch.Tensor): M x h x w logits in the model-input frame (256 x 256 for SAM at 1024 px), on the model's device (copied to the
         host only when `low_res_logits` is read); what SamPredictor calls low_res_masks.
       logits (np.ndarray | None): M x H x W float32 logits at the original size, when asked for.
-      selector_score (float | None): how sure the selector was of `domain` (statistics selectors: the calibrated
+      domain_score (float | None): how sure the selector was of `domain` (statistics selectors: the calibrated
         share of that domain's own images lying farther away; below the store's cut the image ran on base);
         None when the domain was forced.
     """
@@ -117,7 +118,8 @@ class Prediction:
     domain: str
     low_res: torch.Tensor
     logits: np.ndarray | None = None
-    selector_score: float | None = None  # the selector's score for `domain` (None: the domain was forced)
+    domain_score: float | None = None  # the selector's score for `domain` (None: the domain was forced)
+    selector_score = renamed_attribute("selector_score", "domain_score")
 
     @property
     def low_res_logits(self) -> np.ndarray:

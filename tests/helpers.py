@@ -74,7 +74,7 @@ def assert_same_tensors(saved, reopened) -> None:
             assert torch.equal(tensor.cpu(), reopened.module_set.modules[name].state_tensors()[key]), (name, key)
     for key, tensor in saved.module_set.selector.to_tensors().items():
         assert torch.equal(tensor.cpu(), reopened.module_set.selector.to_tensors()[key]), key
-    assert torch.equal(saved.module_set.buffer.embeddings, reopened.module_set.buffer.embeddings)
+    assert torch.equal(saved.module_set.buffer.features, reopened.module_set.buffer.features)
 
 
 def one_error_line(code: int, err, names=()) -> str:

@@ -74,13 +74,13 @@ def write_module_file(path: Path, dim: int, blocks, rank: int = 10, neck: int = 
     return obj
 
 
-def selector_state(dim: int, classes: int, seed: int = 0) -> dict:
+def selector_state(dim: int, domains: int, seed: int = 0) -> dict:
     """Their selector's state dict: layer1..layer4 Linear, norm1..norm3 BatchNorm1d (running stats too)."""
     torch.manual_seed(seed)
     hidden = dim // 4
     layers = {"layer1": nn.Linear(dim, dim), "norm1": nn.BatchNorm1d(dim), "layer2": nn.Linear(dim, hidden),
               "norm2": nn.BatchNorm1d(hidden), "layer3": nn.Linear(hidden, hidden), "norm3": nn.BatchNorm1d(hidden),
-              "layer4": nn.Linear(hidden, classes)}
+              "layer4": nn.Linear(hidden, domains)}
     state = {}
     for name, layer in layers.items():
         with torch.no_grad():
@@ -93,11 +93,12 @@ def selector_state(dim: int, classes: int, seed: int = 0) -> dict:
     return state
 
 
-def write_reference_dir(root: Path, dim: int, blocks, neck: int, classes=("ISTD", "Kvasir", "ISIC", "cod", "camo",
-                                                                           "COCO"), base_class: str = "COCO") -> dict:
-    """A checkpoint folder as released: one file per class except the base class, and Module_Selector.pth."""
+def write_reference_dir(root: Path, dim: int, blocks, neck: int,
+                        domains=("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO"),
+                        no_module_domain: str = "COCO") -> dict:
+    """A checkpoint folder as released: one file per domain except the one without a module, and Module_Selector.pth."""
     root.mkdir(parents=True, exist_ok=True)
     objects = {name: write_module_file(root / f"{name}.pth", dim, blocks, neck=neck, seed=k)
-               for k, name in enumerate(classes) if name != base_class}
-    torch.save(selector_state(dim, len(classes)), root / "Module_Selector.pth")
+               for k, name in enumerate(domains) if name != no_module_domain}
+    torch.save(selector_state(dim, len(domains)), root / "Module_Selector.pth")
     return objects

@@ -192,7 +192,7 @@ def test_base_generator_matches_meta(shared_weights, monkeypatch, case):
     image = general_image()
     theirs = meta_generator_class(monkeypatch)(sam, **options, output_mode="coco_rle").generate(image)
     [ours] = samcl.generate([image], config=AutoMaskConfig(**options, output_mode="coco_rle"))
-    assert ours.domain == "base" and ours.selector_score is None
+    assert ours.domain == "base" and ours.domain_score is None
     assert len(theirs) >= 3, "thresholds must leave masks to compare"
     assert len(ours.records) == len(theirs)
     for mine, meta in zip(ours.records, theirs):
@@ -260,6 +260,16 @@ def test_bad_options_name_the_field():
         AutoMaskConfig(points_per_side=0)
     with pytest.raises(ValueError, match="AutoMaskConfig.output_mode 'png'"):
         AutoMaskConfig(output_mode="png")
+
+
+def test_a_request_s_bad_option_is_named_once_by_its_request_field():
+    pytest.importorskip("fastapi")
+    from samcl.serve.automatic import generator_config
+    from samcl.serve.errors import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        generator_config({"points_per_side": 0}, field="extra_params.automatic")
+    assert caught.value.message == "extra_params.automatic.points_per_side 0: expected an integer from 1 to 1,024"
 
 
 # ---------------------------------------------------------------------------------------------- samcl segment --auto

@@ -56,7 +56,7 @@ def test_generate_caps_masks_and_forces_a_domain(store):
                                             **OPTIONS}).json()
         capped = c.post("/v1/generate", json={"image": base64.b64encode(png(image)).decode(), "force": "base",
                                               "max_masks": 1, **OPTIONS}).json()
-    assert full["domain"] == "base" and full["score"] is None
+    assert full["domain"] == "base" and full["domain_score"] is None
     assert capped["count"] == full["count"] >= 1 and len(capped["masks"]) == 1
     assert capped["masks"][0] == full["masks"][0]
 

@@ -70,6 +70,8 @@ def test_every_numeric_flag_refuses_out_of_range_values_naming_the_flag(command,
         assert code == 2, (flag, value)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and f"argument {flag}" in lines[0] and "Traceback" not in err, err
+        accepted_text = lines[0].split("expected ")[-1].split(", got")[0]
+        assert "None" not in accepted_text and "e+" not in accepted_text, err  # as a user types a value
 
 
 @pytest.mark.parametrize("argv", [["--point", "nan,3"], ["--negative", "1,inf"], ["--box", "0,0,nan,5"],
@@ -117,6 +119,7 @@ def test_help_shows_defaults_help_for_every_flag_and_examples(command, capsys):
     assert "examples:" in out and f"samcl {command}" in out.split("examples:")[1]
     for action in subparsers()[command]._actions:
         assert action.help, (command, action.dest)
+    assert "None" not in out and "e+0" not in out  # ranges as a user types them: 1,048,576, not 1.04858e+06
     if command == "learn":
         assert "(default: 20)" in out and "(default: 0.005)" in out and "builtin:tiny-sam" in out
     if command == "segment":

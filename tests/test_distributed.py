@@ -47,7 +47,7 @@ def state_hash(samcl: SAMCL) -> str:
     tensors = {f"module.{name}.{k}": v for name, m in state.modules.items() for k, v in m.state_tensors().items()}
     tensors.update({f"selector.{k}": v for k, v in state.selector.to_tensors().items() if v.is_floating_point()})
     if state.buffer is not None:  # the mlp's buffer (the statistics selectors keep none)
-        tensors["buffer"] = state.buffer.embeddings
+        tensors["buffer"] = state.buffer.features
     return distributed.tensors_sha256(tensors) + json.dumps([d.to_dict() for d in state.domains], sort_keys=True)
 
 
@@ -63,10 +63,10 @@ def worker(rank: int, port: int, root: Path) -> None:
         original = getattr(samcl.store.files, name)
         setattr(samcl.store.files, name,
                 lambda path, *a, _f=original, **k: (writes.append(str(path)), _f(path, *a, **k)))
-    learn, embeddings_for, reused = SAMCL.learn, SAMCL.embeddings_for, []
+    learn, features_for, reused = SAMCL.learn, SAMCL.features_for, []
     SAMCL.learn = lambda self, *a, **k: (held.append(self), learn(self, *a, **k))[1]
-    SAMCL.embeddings_for = lambda self, samples, seed, known=None, *a, **k: (
-        reused.append(sorted(known or {})), embeddings_for(self, samples, seed, known, *a, **k))[1]
+    SAMCL.features_for = lambda self, samples, seed, known=None, *a, **k: (
+        reused.append(sorted(known or {})), features_for(self, samples, seed, known, *a, **k))[1]
     out = io.StringIO()
     for domain in DOMAINS:
         with contextlib.redirect_stdout(out):
@@ -117,11 +117,11 @@ def test_two_processes_learn_the_module_one_process_learns_with_the_global_batch
 
 def test_gathered_buffer_equals_the_single_process_buffer(runs):
     root, ranks = runs
-    # rank 0 reuses the embeddings every rank pooled during training (each pooled only its own shard)
+    # rank 0 reuses the pooled features every rank computed during training (each pooled only its own shard)
     assert ranks[0]["reused"] == [list(range(count)) for _, _, count in DOMAINS.values()]
     one, two = ModuleStore(root / "one").load(), ModuleStore(root / "two").load()
     assert torch.equal(one.buffer.labels, two.buffer.labels)
-    assert (one.buffer.embeddings - two.buffer.embeddings).abs().max().item() <= TOLERANCE
+    assert (one.buffer.features - two.buffer.features).abs().max().item() <= TOLERANCE
 
 
 def test_losses_reported_are_the_global_batch_losses(runs):
@@ -158,7 +158,7 @@ def test_a_fixed_gpu_under_torchrun_is_a_clear_error():
         distributed.resolve_device("cuda:1", local_rank=0)
 
 
-def test_bf16_autocast_trains_float32_parameters_and_keeps_selector_embeddings_exact(tiny_backbone):
+def test_bf16_autocast_trains_float32_parameters_and_keeps_pooled_features_exact(tiny_backbone):
     samples = toy_samples(4, (200, 30, 30), 0)
     aug = config_for(tiny_backbone.site, rank=4)
     runs = {amp: train_module(tiny_backbone, aug, samples, tiny_backbone.default_selector_block,

@@ -22,7 +22,7 @@ from samcl.backbone import SamBackbone
 from samcl.cli import main
 from samcl.inference import ByObject, PrefixCache
 from samcl.method import AugModule, tensor_bytes
-from samcl.selector import EmbeddingBuffer, SelectorNet, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, train_selector
 from samcl.store import ModuleStore
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -46,14 +46,14 @@ def scaled_backbone(tiny_backbone) -> SamBackbone:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, scaled_backbone):
-    """A saved set: "gray" learned as the base class, "red" and "blue" as modules with clearly different weights.
+    """A saved set: "gray" learned without a module, "red" and "blue" as modules with clearly different weights.
     The base model is saved as an HF directory so the CLI can load it from the store's record."""
     root = tmp_path_factory.mktemp("inference")
     scaled_backbone.model.save_pretrained(root / "tiny-sam")
     backbone = SamBackbone.from_pretrained(root / "tiny-sam")
     samcl = SAMCL.create(backbone, root / "set", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=300),
                          base_hint=str(root / "tiny-sam"))
-    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, as_base=True)
+    samcl.learn("gray", toy_samples(6, GRAY, 3), FAST, without_module=True)
     samcl.learn("red", toy_samples(6, RED, 0), FAST)
     samcl.learn("blue", toy_samples(6, BLUE, 1), FAST)
     with torch.no_grad():  # one epoch barely moves a module: give each a distinct, visible effect
@@ -212,7 +212,7 @@ def test_predictor_reruns_only_what_depends_on_the_prompt(served):
     # set_image ran the prefix once; each predict ran the suffix (the heat depends on the points) and the decoder;
     # each segment ran everything once more
     assert prefix[0] == 1 + len(prompts) and suffix[0] == 2 * len(prompts) and decoder[0] == 2 * len(prompts)
-    predictor.set_image(images[2])  # the base class: the suffix does not depend on the prompt, so it is cached too
+    predictor.set_image(images[2])  # no module: the suffix does not depend on the prompt, so it is cached too
     assert predictor.domain == "base"
     for prompt in prompts:
         predictor.predict(prompt.points, prompt.labels, prompt.box)
@@ -291,17 +291,17 @@ def test_float16_store_halves_bytes_and_round_trips_within_fp16(scaled_backbone,
         assert torch.equal(loaded, tensor.half().float())
         assert torch.allclose(loaded, tensor, rtol=1e-3, atol=1e-4)
     assert reopened.engine.bank().dtype == torch.float32
-    assert torch.equal(reopened.module_set.buffer.embeddings, original.buffer.embeddings.half().float())
+    assert torch.equal(reopened.module_set.buffer.features, original.buffer.features.half().float())
     images, prompts = mixed_inputs()
     half = reopened.segment(images[:1], prompts[:1], force="red")[0]
     full = SAMCL.open(tmp_path / "float32", base=scaled_backbone).segment(images[:1], prompts[:1], force="red")[0]
     assert np.abs(half.low_res_logits - full.low_res_logits).max() <= 1e-2
 
 
-def _separable(classes: int, per_class: int, dim: int, seed: int):
+def _separable(domains: int, per_domain: int, dim: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0)) * 3
-    return centres.repeat_interleave(per_class, 0) + torch.randn(classes * per_class, dim, generator=generator)
+    centres = torch.randn(domains, dim, generator=torch.Generator().manual_seed(0)) * 3
+    return centres.repeat_interleave(per_domain, 0) + torch.randn(domains * per_domain, dim, generator=generator)
 
 
 def test_selector_budget_is_the_reference_schedule_while_it_fits():
@@ -311,7 +311,7 @@ def test_selector_budget_is_the_reference_schedule_while_it_fits():
     trained = []
     for max_steps in (None, 25 * 5):  # 120 samples in batches of 24: 5 steps per epoch, 125 in all = the cap
         net = copy.deepcopy(initial)
-        train_selector(net, EmbeddingBuffer(16, x, labels), SelectorConfig(max_steps=max_steps), seed=4,
+        train_selector(net, FeatureBuffer(16, x, labels), SelectorConfig(max_steps=max_steps), seed=4,
                        progress=False)
         trained.append(net.state_dict())
     assert all(torch.equal(tensor, trained[1][key]) for key, tensor in trained[0].items())
@@ -321,21 +321,21 @@ def test_selector_budget_bounds_steps_and_keeps_old_classes(monkeypatch):
     steps = []
     original_step = torch.optim.SGD.step
     monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (steps.append(1), original_step(self, *a, **k)))
-    classes, per_class, dim, cap = 30, 10, 64, 60  # hidden width dim / 4 must hold 30 classes
-    x, test = _separable(classes, per_class, dim, 1), _separable(classes, 20, dim, 2)
-    buffer, net, counts = EmbeddingBuffer(dim), SelectorNet(dim, 1), []
-    for label in range(classes):
-        buffer.add(x[label * per_class:(label + 1) * per_class], label)
+    domains, per_domain, dim, cap = 30, 10, 64, 60  # hidden width dim / 4 must hold 30 domains
+    x, test = _separable(domains, per_domain, dim, 1), _separable(domains, 20, dim, 2)
+    buffer, net, counts = FeatureBuffer(dim), SelectorNet(dim, 1), []
+    for label in range(domains):
+        buffer.add(x[label * per_domain:(label + 1) * per_domain], label)
         net.grow(label + 1, torch.Generator().manual_seed(label))
         if label:
             steps.clear()
             train_selector(net, buffer, SelectorConfig(max_steps=cap), seed=label, progress=False)
             counts.append(len(steps))
-    reference = [25 * -(-(k + 1) * per_class // 24) for k in range(1, classes)]  # 25 epochs over the buffer
+    reference = [25 * -(-(k + 1) * per_domain // 24) for k in range(1, domains)]  # 25 epochs over the buffer
     assert reference[0] < cap < reference[-1]
     assert counts == [min(r, cap) for r in reference]  # the reference while it fits, then flat in K
     with torch.no_grad():
-        accuracy = (net(test).argmax(1) == torch.arange(classes).repeat_interleave(20)).float().mean()
+        accuracy = (net(test).argmax(1) == torch.arange(domains).repeat_interleave(20)).float().mean()
     assert accuracy > 0.9
 
 
@@ -379,7 +379,7 @@ def test_prefix_cache_evicts_least_recently_used_within_its_budget(served):
     assert list(kept.entries) == [0, 1]  # what is kept stays: image 2 was computed, used and dropped
 
 
-def test_a_base_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
+def test_an_unprompted_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
     root, backbone = served
     samcl = SAMCL.open(root / "set", base=backbone)
     images, prompts = mixed_inputs()
@@ -388,7 +388,7 @@ def test_a_base_embedding_kept_on_a_cached_image_counts_in_the_budget(served):
     gray = images[2]  # routed to base: its embedding does not depend on the prompt
     first = samcl.segment([gray], prompts[2:3])[0]
     entry = engine.cache.get(ByObject(gray))
-    assert first.domain == "base" and entry.base_embedding is not None
+    assert first.domain == "base" and entry.unprompted_embedding is not None
     assert engine.cache.used == entry.nbytes > tensor_bytes([entry.tokens, entry.pooled])
     again = samcl.segment([gray], prompts[2:3])[0]
     assert np.array_equal(again.masks, first.masks) and np.array_equal(again.scores, first.scores)

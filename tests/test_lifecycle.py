@@ -63,7 +63,7 @@ def test_forget_with_the_mlp_retrains_from_scratch_on_the_remaining_rows(tmp_pat
     report = forget(tmp_path / "s", "blue")
     assert report["selector_retrained"] and report["seed"] == 0
     after = ModuleStore(tmp_path / "s").load().selector
-    assert torch.equal(after.buffer.embeddings, before.embeddings[keep])  # no row of blue's images is left
+    assert torch.equal(after.buffer.features, before.features[keep])  # no row of blue's images is left
     assert after.buffer.labels.tolist() == [0] * 8 + [1] * 8
     expected = ModuleStore(tmp_path / "s").load().selector
     torch.manual_seed(1234)  # whatever the global RNG holds: the retrain draws its initial weights from the seed

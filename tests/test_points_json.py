@@ -1,5 +1,5 @@
 """points.json as users bring it (ours, and the reference code's file with its 1024 square frame), masks
-stored as 0/1, EXIF-rotated photos, and how `eval` names the base class."""
+stored as 0/1, EXIF-rotated photos, and how `eval` names the domain learned without a module."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
     assert mask[:10].all() and not mask[10:].any()  # the left columns as stored are the top rows as shown
 
 
-def test_eval_names_the_base_class_by_its_domain_and_refuses_one_name_twice(tmp_path, capsys):
+def test_eval_names_the_domain_without_module_by_its_name_and_refuses_one_name_twice(tmp_path, capsys):
     from conftest import tiny_sam_config
     from helpers import write_domain
 
@@ -113,7 +113,7 @@ def test_eval_names_the_base_class_by_its_domain_and_refuses_one_name_twice(tmp_
     write_domain(tmp_path / "red", (200, 30, 30), seed=0, n_train=3, n_test=3)
     store = tmp_path / "s"
     learn = ["learn", store, "--base", tmp_path / "sam", "--epochs", "1", "--samples-per-domain", "3", "--json"]
-    assert main([str(a) for a in [*learn, "--domain", "COCO", "--data", tmp_path / "coco", "--as-base"]]) == 0
+    assert main([str(a) for a in [*learn, "--domain", "COCO", "--data", tmp_path / "coco", "--without-module"]]) == 0
     assert main([str(a) for a in [*learn, "--domain", "red", "--data", tmp_path / "red"]]) == 0
     capsys.readouterr()
     assert main(["eval", str(store), "--data", f"COCO={tmp_path / 'coco'}", "--json"]) == 0

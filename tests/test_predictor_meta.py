@@ -1,4 +1,4 @@
-"""samcl's predictor is Meta's SamPredictor: the same calls, defaults and shapes, and with the base class (no
+"""samcl's predictor is Meta's SamPredictor: the same calls, defaults and shapes, and on the base model (no
 module) the same outputs as `segment_anything.SamPredictor` on the same random weights.
 
 Meta's predictor imports torchvision (its `ResizeLongestSide.apply_image` calls `to_pil_image` and `resize`, and

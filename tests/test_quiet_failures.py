@@ -35,7 +35,7 @@ def test_identical_training_images_learn_without_a_traceback(tmp_path, capsys):
     assert main(["learn", str(tmp_path / "store"), "--domain", "same", "--data", str(tmp_path / "same"),
                  *FAST]) == 0
     assert main(["learn", str(tmp_path / "store"), "--domain", "red", "--data", str(tmp_path / "same"),
-                 *FAST]) == 0  # a second class of the same images: both covariances degenerate
+                 *FAST]) == 0  # a second domain of the same images: both covariances degenerate
     capsys.readouterr()
 
 

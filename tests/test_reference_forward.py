@@ -1,6 +1,6 @@
 """The "reference" heat mode reproduces the authors' forward, each point checked independently of samcl's code:
 their heat (against OpenCV itself and against explicit loops), its placement in global and windowed blocks and
-at the neck (per-token loops), the stretched input, and the selector embedding of the stretched image."""
+at the neck (per-token loops), the stretched input, and the selector's pooled features of the stretched image."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_malicious_pickle_never_runs(tmp_path):
     out = tmp_path / "store"
     torch.save(selector_state(8, 2), tmp_path / "Module_Selector.pth")
     assert main(["import-reference", str(tmp_path), str(out), "--base", "builtin:tiny-sam",
-                 "--classes", "Kvasir,COCO"]) == 2
+                 "--domains", "Kvasir,COCO"]) == 2
     assert not target.exists() and not out.exists()
 
 
@@ -133,7 +133,7 @@ def test_store_holds_exactly_the_files_tensors(imported):
     root, objects, store = imported
     samcl = SAMCL.open(store, device="cpu")
     assert samcl.domains == ["ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO"]
-    assert [d.kind for d in samcl.module_set.domains] == ["module"] * 5 + ["base"]
+    assert [d.kind for d in samcl.module_set.domains] == ["module"] * 5 + ["no_module"]
     for name, obj in objects.items():
         got = samcl.module_set.modules[name].state_tensors()
         assert torch.equal(got["a.weight"], obj["A"].weight) and torch.equal(got["neck_out.bias"],
@@ -166,7 +166,7 @@ def test_imported_store_refuses_learn(imported, tmp_path):
 def test_info_says_the_store_runs_their_forward(imported, capsys):
     assert main(["info", str(imported[2])]) == 0
     out = capsys.readouterr().out
-    assert "imported from the authors' files" in out and "0 buffered embeddings" in out
+    assert "imported from the authors' files" in out and "0 buffered pooled features" in out
 
 
 def test_command_errors_are_one_line(tmp_path, capsys):
@@ -174,11 +174,11 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     write_reference_dir(root, TINY_DIM, TINY_BLOCKS, TINY_NECK)
     (root / "extra.pth").write_bytes((root / "ISTD.pth").read_bytes())
     assert main(["import-reference", str(root), str(tmp_path / "s"), "--base", "builtin:tiny-sam"]) == 2
-    assert "extra.pth: not one of the selector's classes" in capsys.readouterr().err
+    assert "extra.pth: not one of the selector's domains" in capsys.readouterr().err
     (root / "extra.pth").unlink()
     assert main(["import-reference", str(root), str(tmp_path / "s"), "--base", "builtin:tiny-sam",
-                 "--classes", "ISTD,Kvasir,ISIC,cod,camo"]) == 2
-    assert "6 classes, but 5 were named" in capsys.readouterr().err
+                 "--domains", "ISTD,Kvasir,ISIC,cod,camo"]) == 2
+    assert "6 domains, but 5 were named" in capsys.readouterr().err
     assert main(["import-reference", str(tmp_path / "nowhere"), str(tmp_path / "s"), "--base",
                  "builtin:tiny-sam"]) == 2
     err = capsys.readouterr().err
@@ -193,7 +193,7 @@ def test_help_has_an_example(capsys):
 
 @pytest.mark.parametrize("broken, problem", [
     ({"norm2.running_var": -1.0}, "features.3.running_var holds a negative variance (-1)"),
-    ({"layer1.weight": 3e38}, "the selector's outputs on a probe batch of 16 embeddings are not finite"),
+    ({"layer1.weight": 3e38}, "the selector's outputs on a probe batch of 16 pooled features are not finite"),
 ])
 def test_a_selector_that_cannot_route_is_refused_before_anything_is_written(tmp_path, capsys, broken, problem):
     root = tmp_path / "SAM1"

@@ -45,10 +45,10 @@ def test_relearn_replaces_the_module_in_one_generation(tmp_path, tiny_backbone, 
     assert new_red["info"]["seed"] == 3
     assert not (path / old_red["file"]).exists()  # the replaced module's file went with the commit
     reopened = SAMCL.open(path, base=tiny_backbone)
-    assert reopened.module_set.selector.classes == 2
+    assert reopened.module_set.selector.num_domains == 2
     for key, value in reopened.module_set.modules["blue"].state_tensors().items():  # untouched domain
         assert torch.equal(value, old_blue[key])
-    if kind == "mlp":  # the buffer holds N_e rows per class, none of the old red's
+    if kind == "mlp":  # the buffer holds N_e rows per domain, none of the old red's
         labels = reopened.module_set.buffer.labels
         assert len(labels) == 12 and sorted(labels.bincount().tolist()) == [6, 6]
 

@@ -65,7 +65,7 @@ def test_graph_runtime_matches_torch_logits_and_routing(store, name, fallback):
         a = eager.segment(images, prompts, multimask_output=multimask)
         b = graphs.segment(images, prompts, multimask_output=multimask)
         assert [r.domain for r in a] == [r.domain for r in b]
-        assert [r.selector_score for r in a] == pytest.approx([r.selector_score for r in b], abs=1e-4)
+        assert [r.domain_score for r in a] == pytest.approx([r.domain_score for r in b], abs=1e-4)
         for x, y in zip(a, b):
             assert x.low_res.shape == y.low_res.shape == (3 if multimask else 1, 64, 64)
             assert relative(y.low_res, x.low_res) < 1e-3
@@ -210,6 +210,26 @@ def test_unsupported_sets_are_refused_naming_the_reason(store):
         SAMCL.open(store, device="cpu", runtime="onnxruntime", precision="bfloat16")
 
 
+def test_auto_runs_torch_for_sets_the_graphs_do_not_cover(store, tmp_path, monkeypatch, capsys):
+    """SAM 2 (and SAM 3) bases and imported modules have no graphs: auto picks torch for them where a graph runtime
+    is installed and first in the order (it picked the graph runtime, and segment, eval and serve failed)."""
+    from test_sam2 import tiny_sam2
+
+    monkeypatch.setattr(runtime, "AUTO_ORDER", ("onnxruntime", "torch"))
+    assert runtime.resolve("auto", "cpu") == "onnxruntime" and runtime.resolve("auto", "cpu", graphs=False) == "torch"
+    sam2 = SAMCL.create(tiny_sam2(), tmp_path / "sam2", device="cpu")
+    sam2.learn("red", toy_samples(2, COLOURS["red"][0], 0), FAST)
+    assert sam2.set_runtime("auto") == "torch"
+    assert SAMCL.open(tmp_path / "sam2", base=tiny_sam2(), device="cpu", runtime="auto").runtime == "torch"
+    assert main(["info", str(tmp_path / "sam2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "torch"
+    assert main(["info", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"]["auto"] == "onnxruntime"
+    imported = SAMCL.open(store, device="cpu")
+    imported.module_set.aug_config = AugModuleConfig(**{**imported.aug_config.__dict__, "heat_mode": "reference"})
+    assert imported.set_runtime("auto") == "torch"
+
+
 def test_missing_openvino_is_one_line_and_exit_2(store, tmp_path, monkeypatch, capsys):
     from PIL import Image
 
@@ -309,7 +329,7 @@ def test_server_on_onnxruntime_answers_the_torch_masks(store):
             answer = c.post("/v1/segment", json={"image_id": upload["image_id"], "points": prompt.points.tolist(),
                                                  "labels": prompt.labels.tolist(), "mask_format": "rle"}).json()
             assert answer["domain"] == result.domain
-            assert answer["predicted_iou"] == pytest.approx(float(result.scores[0]), abs=1e-4)
+            assert answer["score"] == pytest.approx(float(result.scores[0]), abs=1e-4)
 
 
 @pytest.mark.parametrize("variant", [{"shared_down": False, "prompt_augmentation": False, "target": "qkv"},

@@ -239,7 +239,7 @@ def test_store_refuses_a_backbone_of_another_family(learned, tmp_path):
     sam_store = tmp_path / "sam-set"
     sam = SAMCL.create(SamBackbone.from_config(tiny_sam_config()), sam_store,
                        selector=SelectorConfig(kind="mlp", samples_per_domain=4, epochs=1))
-    sam.learn("red", toy_samples(4, (200, 30, 30), 0), FAST, as_base=True)
+    sam.learn("red", toy_samples(4, (200, 30, 30), 0), FAST, without_module=True)
     with pytest.raises(SamclError, match="built on a 'sam' backbone, the given base is 'sam2'"):
         SAMCL.open(sam_store, base=tiny_sam2())
 

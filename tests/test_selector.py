@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from samcl import SelectorConfig
-from samcl.selector import EmbeddingBuffer, SelectorNet, make_selector, train_selector
+from samcl.selector import FeatureBuffer, SelectorNet, make_selector, train_selector
 from samcl.selector.config import KINDS
 
 
@@ -20,7 +20,7 @@ def test_selector_learns_separable_domains_and_continues_training():
     torch.manual_seed(0)  # SelectorNet's initial weights come from the global RNG: not from earlier tests' use of it
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=gen) * 3
-    buffer = EmbeddingBuffer(16)
+    buffer = FeatureBuffer(16)
     net = SelectorNet(16, 1)
     config = SelectorConfig(kind="mlp", epochs=25, samples_per_domain=100)
     for label in range(3):
@@ -29,14 +29,14 @@ def test_selector_learns_separable_domains_and_continues_training():
         if label:
             train_selector(net, buffer, config, seed=label, progress=False)
     with torch.no_grad():
-        accuracy = (net(buffer.embeddings).argmax(1) == buffer.labels).float().mean()
+        accuracy = (net(buffer.features).argmax(1) == buffer.labels).float().mean()
     assert accuracy > 0.95
     assert buffer.num_bytes == 300 * 16 * 4 + 300 * 8
 
 
 
-def degenerate_classes(case: str) -> list[torch.Tensor]:
-    """Pooled features (N x 2D, D = 8) of a degenerate class first, then an ordinary one."""
+def degenerate_domains(case: str) -> list[torch.Tensor]:
+    """Pooled features (N x 2D, D = 8) of a degenerate domain first, then an ordinary one."""
     gen = torch.Generator().manual_seed(0)
     one = torch.randn(1, 16, generator=gen)
     if case == "identical":
@@ -54,25 +54,25 @@ def degenerate_classes(case: str) -> list[torch.Tensor]:
 def test_a_class_of_identical_images_is_learned_and_routes_its_image(kind, case, order):
     torch.manual_seed(0)
     selector = make_selector(SelectorConfig(kind=kind, epochs=20, samples_per_domain=12), 8)
-    classes = degenerate_classes(case)[:1] if order == "alone" else degenerate_classes(case)
-    for k, pooled in enumerate(classes):
+    domains = degenerate_domains(case)[:1] if order == "alone" else degenerate_domains(case)
+    for k, pooled in enumerate(domains):
         if kind == "mlp":
-            selector.add_class(pooled, seed=k)
+            selector.add_domain(pooled, seed=k)
         else:
-            selector.add_class(pooled)
-    chosen, scores = selector.choose(classes[0][:1], fallback=False)
+            selector.add_domain(pooled)
+    chosen, scores = selector.choose(domains[0][:1], fallback=False)
     assert all(math.isfinite(score) for score in scores)
-    if kind == "mlp":  # (trained by SGD: no factorisation to fail; which class 20 epochs reach is not the point)
+    if kind == "mlp":  # (trained by SGD: no factorisation to fail; which domain 20 epochs reach is not the point)
         return
     assert chosen == [0]
-    if len(classes) > 1:
-        assert selector.choose(classes[1][:4], fallback=False)[0] == [1] * 4
+    if len(domains) > 1:
+        assert selector.choose(domains[1][:4], fallback=False)[0] == [1] * 4
 
 
 @pytest.mark.parametrize("kind", ["fecam", "ncm", "ranpac"])
 def test_ordinary_classes_never_take_the_regularised_path(kind, monkeypatch):
-    """The regularisation of degenerate classes leaves every other class's numbers as they were (the committed
-    benchmark's): it runs only where a covariance does not factor, which ordinary classes never reach, even with
+    """The regularisation of degenerate domains leaves every other domain's numbers as they were (the committed
+    benchmark's): it runs only where a covariance does not factor, which ordinary domains never reach, even with
     fewer images than features."""
     from samcl.selector import stats
 
@@ -81,6 +81,6 @@ def test_ordinary_classes_never_take_the_regularised_path(kind, monkeypatch):
     gen = torch.Generator().manual_seed(1)
     selector = make_selector(SelectorConfig(kind=kind), 8)
     for k in range(4):
-        selector.add_class(torch.randn(6 + 4 * k, 16, generator=gen) + 3 * k)
+        selector.add_domain(torch.randn(6 + 4 * k, 16, generator=gen) + 3 * k)
     selector.choose(torch.randn(20, 16, generator=gen) * 4)
     assert calls == []

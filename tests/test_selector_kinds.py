@@ -20,22 +20,22 @@ STATS = ("ncm", "fecam", "ranpac")
 COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 190, 40)}
 
 
-def gaussian_classes(count: int, dim: int = 24, n: int = 30, seed: int = 0) -> list[torch.Tensor]:
-    """`count` classes of N x 2D pooled features (separable, not trivially so)."""
+def gaussian_domains(count: int, dim: int = 24, n: int = 30, seed: int = 0) -> list[torch.Tensor]:
+    """`count` domains of N x 2D pooled features (separable, not trivially so)."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(n, 2 * dim, generator=g) + 2.0 * torch.randn(1, 2 * dim, generator=g) for _ in range(count)]
 
 
-def fitted(kind: str, classes: list[torch.Tensor], dim: int = 24):
+def fitted(kind: str, domains: list[torch.Tensor], dim: int = 24):
     selector = make_selector(SelectorConfig(kind=kind, proj_dim=16), dim)
-    for x in classes:
-        selector.add_class(x)
+    for x in domains:
+        selector.add_domain(x)
     return selector
 
 
 @pytest.mark.parametrize("kind", STATS)
 def test_two_learning_orders_route_the_same(kind):
-    train, test = gaussian_classes(4, seed=0), gaussian_classes(4, seed=0)
+    train, test = gaussian_domains(4, seed=0), gaussian_domains(4, seed=0)
     test = [x + 0.3 * torch.randn_like(x) for x in test]
     order = [2, 0, 3, 1]
     one, two = fitted(kind, train), fitted(kind, [train[k] for k in order])
@@ -48,29 +48,29 @@ def test_two_learning_orders_route_the_same(kind):
 
 @pytest.mark.parametrize("kind", STATS)
 def test_removing_a_class_equals_never_learning_it(kind):
-    classes = gaussian_classes(4, seed=1)
-    forgot = fitted(kind, classes)
-    forgot.remove_class(1)
-    never = fitted(kind, [classes[0], classes[2], classes[3]])
+    domains = gaussian_domains(4, seed=1)
+    forgot = fitted(kind, domains)
+    forgot.remove_domain(1)
+    never = fitted(kind, [domains[0], domains[2], domains[3]])
     for key, tensor in never.to_tensors().items():
         assert torch.equal(tensor, forgot.to_tensors()[key]), key
-    x = torch.cat(gaussian_classes(4, seed=2))
+    x = torch.cat(gaussian_domains(4, seed=2))
     assert forgot.choose(x) == never.choose(x)
 
 
 def test_merging_selectors_and_classes():
-    classes = gaussian_classes(4, seed=3)
-    left, right = fitted("fecam", classes[:2]), fitted("fecam", classes[2:])
+    domains = gaussian_domains(4, seed=3)
+    left, right = fitted("fecam", domains[:2]), fitted("fecam", domains[2:])
     left.merge(right)
-    whole = fitted("fecam", classes)
+    whole = fitted("fecam", domains)
     for key, tensor in whole.to_tensors().items():
         assert torch.equal(tensor, left.to_tensors()[key]), key
-    left.merge_classes(0, 1)  # class 1's images become class 0's: the statistics of both together
-    together = fitted("fecam", [torch.cat(classes[:2])] + classes[2:])
+    left.merge_domains(0, 1)  # domain 1's images become domain 0's: the statistics of both together
+    together = fitted("fecam", [torch.cat(domains[:2])] + domains[2:])
     assert torch.allclose(left.stats[0].mean, together.stats[0].mean, atol=1e-6)
     assert torch.allclose(left.stats[0].scatter, together.stats[0].scatter, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError):
-        left.merge(fitted("ncm", classes[:1]))
+        left.merge(fitted("ncm", domains[:1]))
 
 
 def pooled(backbone, samples) -> torch.Tensor:
@@ -98,7 +98,7 @@ def test_twelve_images_per_domain_route_and_unlike_goes_to_base(tiny_backbone):
     all of them goes to base (the fallback), and without the fallback to some learned domain."""
     selector = make_selector(SelectorConfig(), tiny_backbone.hidden_size)  # the default kind
     for k, colour in enumerate(COLOURS.values()):
-        selector.add_class(pooled(tiny_backbone, toy_samples(12, colour, seed=k)))
+        selector.add_domain(pooled(tiny_backbone, toy_samples(12, colour, seed=k)))
     right = total = 0
     for k, colour in enumerate(COLOURS.values()):
         chosen, _ = selector.choose(pooled(tiny_backbone, toy_samples(20, colour, seed=100 + k)))
@@ -125,14 +125,14 @@ def test_fallback_switch(stats_store, tiny_backbone):
     prompts = [__import__("samcl").Prompt.of([[30, 20]])] * 3
     results = samcl.segment(images, prompts)
     assert [r.domain for r in results] == ["base", "base", "blue"]
-    assert results[2].selector_score > results[0].selector_score
+    assert results[2].domain_score > results[0].domain_score
     assert all(r.domain != "base" for r in samcl.segment(images, prompts, fallback=False))
     closed = SAMCL.open(path, base=tiny_backbone, fallback=False)
     assert closed.module_set.selector_config.kind == "fecam"
     assert [r.domain for r in closed.segment(images, prompts)][:2] != ["base", "base"]
     reopened = SAMCL.open(path, base=tiny_backbone)  # stored statistics route exactly as in memory
     again = reopened.segment(images, prompts)
-    assert [r.selector_score for r in again] == [r.selector_score for r in results]
+    assert [r.domain_score for r in again] == [r.domain_score for r in results]
 
 
 def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, tiny_backbone):
@@ -158,24 +158,24 @@ def test_store_without_selector_kind_opens_and_segments_identically(tmp_path, ti
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
 
 
-def test_per_class_shrinkage_keeps_many_classes_apart():
-    """100 classes of one shared (anisotropic) shape, 24 images each in 48 dimensions: the Ledoit-Wolf intensity
-    pulls each class's noisy covariance to the pooled one; a fixed 16-sample shrink leaves it noisy."""
+def test_per_domain_shrinkage_keeps_many_domains_apart():
+    """100 domains of one shared (anisotropic) shape, 24 images each in 48 dimensions: the Ledoit-Wolf intensity
+    pulls each domain's noisy covariance to the pooled one; a fixed 16-sample shrink leaves it noisy."""
     def accuracy(shrink):
         g = torch.Generator().manual_seed(3)
         shape = torch.randn(48, 48, generator=g) / 48 ** 0.5 * torch.linspace(0.2, 2.0, 48)
         selector = make_selector(SelectorConfig(kind="fecam", shrink=shrink), 24)
         centres = [0.4 * torch.randn(1, 48, generator=g) for _ in range(100)]
         for centre in centres:
-            selector.add_class(centre + torch.randn(24, 48, generator=g) @ shape)
+            selector.add_domain(centre + torch.randn(24, 48, generator=g) @ shape)
         test = torch.cat([centre + torch.randn(10, 48, generator=g) @ shape for centre in centres])
         chosen, _ = selector.choose(test, fallback=False)
         again = type(selector).from_tensors(selector.config, 24, selector.to_tensors())
         assert again.choose(test) == selector.choose(test)  # beta is stored: the reloaded set routes the same
         return sum(c == i // 10 for i, c in enumerate(chosen)) / len(chosen)
 
-    per_class, fixed = accuracy(None), accuracy(16.0)
-    assert per_class > 0.95 and per_class > fixed + 0.08, (per_class, fixed)
+    per_domain, fixed = accuracy(None), accuracy(16.0)
+    assert per_domain > 0.95 and per_domain > fixed + 0.08, (per_domain, fixed)
 
 
 def test_tolerance_bound_keeps_false_rejects_under_the_target():
@@ -189,9 +189,9 @@ def test_tolerance_bound_keeps_false_rejects_under_the_target():
         g = torch.Generator().manual_seed(5)
         selector = make_selector(SelectorConfig(kind="fecam", frr=0.01, **kw), 24)
         test = []
-        for _ in range(30):  # 48 training images per class, 200 new images of the same class
+        for _ in range(30):  # 48 training images per domain, 200 new images of the same domain
             centre = 2.0 * torch.randn(1, 48, generator=g)
-            selector.add_class(centre + torch.randn(48, 48, generator=g))
+            selector.add_domain(centre + torch.randn(48, 48, generator=g))
             test.append(centre + torch.randn(200, 48, generator=g))
         chosen, _ = selector.choose(torch.cat(test))
         return sum(c == -1 for c in chosen) / len(chosen)
@@ -207,12 +207,12 @@ def test_fecam_config_from_before_the_tolerance_bound_keeps_its_rule():
     upgraded = upgrade({"format_version": 1, "selector": {"kind": "fecam", "config": old}})  # format version 1
     config = SelectorConfig.from_manifest(upgraded["selector"]["config"])
     assert (config.tolerance, config.shrink, config.proj_dim) == (0.0, 16.0, 128)
-    classes = gaussian_classes(3, seed=4)
+    domains = gaussian_domains(3, seed=4)
     selector = make_selector(config, 24)
-    for x in classes:
-        selector.add_class(x)
+    for x in domains:
+        selector.add_domain(x)
     assert "beta" not in selector.to_tensors()  # the tensors such a store holds, and nothing more
-    x = torch.cat(gaussian_classes(3, seed=5)) * 1.5
+    x = torch.cat(gaussian_domains(3, seed=5)) * 1.5
     chosen, scores = selector.choose(x)
     closed, _ = selector.choose(x, fallback=False)
     assert chosen == [-1 if s < 0.01 else k for k, s in zip(closed, scores)]  # the plain quantile, as before
@@ -220,7 +220,7 @@ def test_fecam_config_from_before_the_tolerance_bound_keeps_its_rule():
 
 
 def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identically(tmp_path, tiny_backbone):
-    """A fecam store as written before the per-class shrinkage and the tolerance bound (its manifest has a fixed
+    """A fecam store as written before the per-domain shrinkage and the tolerance bound (its manifest has a fixed
     `shrink`, `proj_dim` 128 and no `tolerance`; its tensors no `beta`)."""
     path = tmp_path / "old"
     samcl = SAMCL.create(tiny_backbone, path, selector=SelectorConfig(kind="fecam", shrink=16.0, proj_dim=128,
@@ -239,7 +239,7 @@ def test_fecam_store_from_before_the_tolerance_bound_opens_and_segments_identica
     config = old.module_set.selector_config
     assert (config.kind, config.shrink, config.proj_dim, config.tolerance) == ("fecam", 16.0, 128, 0.0)
     after = old.segment(images, prompts)
-    assert [(r.domain, r.selector_score) for r in after] == [(r.domain, r.selector_score) for r in before]
+    assert [(r.domain, r.domain_score) for r in after] == [(r.domain, r.domain_score) for r in before]
     for a, b in zip(after, before):
         assert np.array_equal(a.masks, b.masks) and np.array_equal(a.scores, b.scores)
 
@@ -254,26 +254,26 @@ def test_mlp_on_mean_and_spread_reads_both_and_reopens(tmp_path, tiny_backbone):
         samcl.learn(name, toy_samples(6, colour, seed=k), FAST)
     selector = samcl.module_set.selector
     width = 2 * tiny_backbone.hidden_size
-    assert selector.net.features[0].in_features == width and selector.buffer.embeddings.shape[1] == width
+    assert selector.net.features[0].in_features == width and selector.buffer.features.shape[1] == width
     images = [s.image for s in toy_samples(2, COLOURS["red"], 7) + toy_samples(2, COLOURS["blue"], 8)]
     prompts = [__import__("samcl").Prompt.of([[20, 20]])] * len(images)
     before = samcl.segment(images, prompts)
     again = SAMCL.open(path, base=tiny_backbone)
     assert again.module_set.selector_config.features == "mean_std"
-    assert [(r.domain, r.selector_score) for r in again.segment(images, prompts)] == \
-        [(r.domain, r.selector_score) for r in before]
+    assert [(r.domain, r.domain_score) for r in again.segment(images, prompts)] == \
+        [(r.domain, r.domain_score) for r in before]
 
 
 @pytest.mark.parametrize("kind", STATS)
 def test_domains_of_one_and_two_images(kind):
-    """Classes of one and two images have no covariance of their own (they take the pooled one; for two images the
+    """Domains of one and two images have no covariance of their own (they take the pooled one; for two images the
     Ledoit-Wolf variance is 0 and would keep a singular covariance) and no open-set fit; neither breaks routing."""
     g = torch.Generator().manual_seed(0)
     one, many = torch.randn(1, 48, generator=g), torch.randn(10, 48, generator=g) + 3
     two = torch.randn(2, 48, generator=g) - 3
     selector = make_selector(SelectorConfig(kind=kind), 24)
     for x in (one, many, two):
-        selector.add_class(x)
+        selector.add_domain(x)
     chosen, scores = selector.choose(torch.cat([one, many[:2], two]))
     assert chosen == [0, 1, 1, 2, 2] and all(0 <= s <= 1 for s in scores)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -53,8 +54,8 @@ def test_segment_answers_what_the_engine_gives(store):
     assert answer["domain"] == expected.domain == upload["domain"]
     assert np.array_equal(mask_of(answer), expected.masks[0])
     assert np.array_equal(mask_of(rle), expected.masks[0])
-    assert answer["predicted_iou"] == pytest.approx(float(expected.scores[0]), abs=1e-5)
-    assert answer["score"] is None or 0 <= answer["score"] <= 1  # the selector's, where it gives one
+    assert answer["score"] == pytest.approx(float(expected.scores[0]), abs=1e-5)  # the predicted IoU
+    assert answer["domain_score"] is None or 0 <= answer["domain_score"] <= 1  # the selector's, where it gives one
     assert answer["timings"]["prefix_ms"] == 0 and answer["timings"]["total_ms"] > 0  # the prefix was cached
 
 
@@ -68,7 +69,7 @@ def test_forced_domain_inline_image_and_box(store):
             answer = c.post("/v1/segment", json={"image": base64.b64encode(png(sample.image)).decode(),
                                                  "points": sample.points[:1].tolist(), "box": box,
                                                  "force": domain}).json()
-        assert answer["domain"] == domain and answer["score"] is None
+        assert answer["domain"] == domain and answer["domain_score"] is None
         assert np.array_equal(mask_of(answer), expected.masks[0])
 
 
@@ -77,7 +78,9 @@ def test_domains_healthz_page_and_openapi(store):
         domains = c.get("/v1/domains").json()
         assert [d["name"] for d in domains["domains"]] == ["polyps", "cells"]
         assert all(d["bytes"] > 0 for d in domains["domains"]) and domains["base"]["backbone"]["family"] == "sam"
-        assert c.get("/healthz").json()["status"] == "ok"
+        health = c.get("/healthz").json()
+        assert health["status"] == "ok"
+        assert health["manifest_sha256"] == hashlib.sha256((store / "manifest.json").read_bytes()).hexdigest()
         page = c.get("/")
         assert page.status_code == 200 and "page/page.js" in page.text
         assert c.get("/page/page.js").status_code == 200
@@ -131,6 +134,8 @@ def test_bad_segment_requests_are_4xx(store):
                  ({**ok, "colour": 1}, 422, "invalid_request")]
         for body, status, code in cases:
             assert error_of(c.post("/v1/segment", json=body), status) == code, body
+        said = c.post("/v1/segment", json={"image_id": key}).json()["error"]["message"]
+        assert said == "no prompt: give at least one point or a box", said  # no Python name ('(Prompt)') in JSON
         assert error_of(c.post("/v1/segment", content=b"{oops", headers={"content-type": "application/json"}),
                         422) == "invalid_request"
         nan = json.dumps({**ok, "points": [[float("nan"), 1]]})
@@ -185,7 +190,7 @@ def test_concurrent_requests_run_as_one_mixed_batch_equal_to_each_alone(store):
     for together, single in zip(batched, alone):
         assert together["domain"] == single["domain"]
         assert np.array_equal(mask_of(together), mask_of(single))
-        assert together["predicted_iou"] == pytest.approx(single["predicted_iou"], abs=1e-5)
+        assert together["score"] == pytest.approx(single["score"], abs=1e-5)
 
 
 def test_evicted_image_is_404_and_inline_image_still_works(store):

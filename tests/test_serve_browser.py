@@ -136,7 +136,7 @@ def test_clicks_draw_the_mask_the_api_returns(server, browser, tmp_path):
     assert 0 < expected.sum() < expected.size
     assert np.array_equal(drawn, expected)
     status = browser.find_element(By.ID, "status").text
-    assert f"domain {answer['domain']}" in status and "predicted IoU" in status
+    assert f"domain {answer['domain']}" in status and f"predicted IoU {answer['score']:.3f}" in status
     if os.environ.get("SAMCL_SCREENSHOT"):  # docs/serve.png is made this way
         browser.save_screenshot(os.environ["SAMCL_SCREENSHOT"])
     browser.find_element(By.ID, "undo").click()

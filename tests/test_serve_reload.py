@@ -1,4 +1,4 @@
-"""A store that changes under a running server: picks cached per store identity (the manifest's sha256, never the
+"""A store that changes under a running server: picks cached per manifest_sha256 (the manifest's sha256, never the
 generation number), and a new generation whose load hangs abandoned while the old one keeps serving."""
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def expected_of(path, sample):
 
 
 def test_a_store_recreated_to_the_same_generation_routes_by_the_new_store(tmp_path):
-    """Deleted and learned again in the other order while serving: generation 2 again, other class numbers. The
-    image's cached pick (class 2, 'cells', under the old store) must not be reused: it is 'polyps' now."""
+    """Deleted and learned again in the other order while serving: generation 2 again, other domain numbers. The
+    image's cached pick (domain 2, 'cells', under the old store) must not be reused: it is 'polyps' now."""
     path = make_store(tmp_path / "store")  # polyps, then cells
     sample = generate("cells", 1, 7, "test")[0]
     with client(path) as c:
         upload = c.post("/v1/images", content=png(sample.image)).json()
-        assert upload["domain"] == "cells"  # a learned class, whose number differs in the recreated store
+        assert upload["domain"] == "cells"  # a learned domain, whose number differs in the recreated store
         body = {"image_id": upload["image_id"], "points": sample.points.tolist(), "mask_format": "rle"}
         assert c.post("/v1/segment", json=body).json()["domain"] == "cells"
         shutil.rmtree(path)
@@ -79,6 +79,32 @@ def test_a_store_swapped_in_place_at_the_same_generation_is_served(store, tmp_pa
     expected = expected_of(path, sample)
     assert before["generation"] == answer["generation"] == 2
     assert answer["domain"] == expected.domain and np.array_equal(mask_of(answer), expected.masks[0])
+
+
+def test_a_served_store_opens_from_one_read_and_check_of_its_manifest(store, monkeypatch):
+    """The server hashes the very manifest bytes it opens the store from: one read and one check per open (at start
+    and on a reload, whose poll's read is the one), and one more read (a hash, no parse) that confirms the file
+    still holds them."""
+    import hashlib
+
+    import samcl.serve.reload
+    import samcl.store.files
+    import samcl.store.manifest
+
+    reads, checks = [], []
+    real_bytes, real_check = samcl.store.manifest.manifest_bytes, samcl.store.files.check_manifest
+    counted = lambda *a: reads.append(1) or real_bytes(*a)  # noqa: E731
+    monkeypatch.setattr(samcl.store.manifest, "manifest_bytes", counted)
+    monkeypatch.setattr(samcl.serve.reload, "manifest_bytes", counted)
+    monkeypatch.setattr(samcl.store.files, "check_manifest", lambda *a: checks.append(1) or real_check(*a))
+    app = create_app(ServeConfig(store=store, max_megapixels=0.25))
+    assert (len(reads), len(checks)) == (2, 1)
+    digest = hashlib.sha256((store / "manifest.json").read_bytes()).hexdigest()
+    assert app.state.host.manifest_sha256 == digest
+    host, reads[:], checks[:] = app.state.host, [], []
+    host.manifest_sha256 = "another generation"  # the reload's poll then opens the store from the bytes it read
+    fresh, fresh_digest = samcl.serve.reload.Reloader(host, None, timeout_s=30)._work()
+    assert (len(reads), len(checks)) == (2, 1) and fresh_digest == digest and fresh.domains == host.samcl.domains
 
 
 def test_a_reload_that_hangs_is_abandoned_and_the_old_generation_keeps_serving(store, tmp_path, monkeypatch):

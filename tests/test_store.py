@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_sam_config
 from helpers import assert_same_tensors, toy_samples
 
-from samcl import SAMCL, SamclError, SelectorConfig, TrainConfig
+from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig
 from samcl.backbone import SamBackbone
 from samcl.store import ModuleStore
 
@@ -27,7 +27,7 @@ def test_store_round_trip_is_bit_exact(learned_store, tiny_backbone):
     assert reopened.domains == ["red", "blue"]
     assert_same_tensors(samcl, reopened)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
+    assert manifest["format_version"] == 3 and [d["name"] for d in manifest["domains"]] == ["red", "blue"]
     assert all(d["bytes"] == d["parameters"] * 4 for d in manifest["domains"])
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
 
@@ -74,11 +74,11 @@ def test_duplicate_domain_leaves_store_unchanged(learned_store, tiny_backbone):
     assert (path / "manifest.json").read_bytes() == before
 
 
-def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path):
+def test_a_domain_without_module_and_predictor_select(learned_store, tiny_backbone, tmp_path):
     samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(kind="mlp", samples_per_domain=6, epochs=20))
-    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, as_base=True)
+    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, without_module=True)
     samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
-    assert [d.kind for d in samcl.module_set.domains] == ["base", "module"]
+    assert [d.kind for d in samcl.module_set.domains] == ["no_module", "module"]
     predictor = samcl.predictor()
     sample = toy_samples(1, (200, 30, 30), 9)[0]
     predictor.set_image(sample.image)
@@ -89,10 +89,25 @@ def test_base_class_and_predictor_select(learned_store, tiny_backbone, tmp_path)
     assert predictor.domain == "base"
 
 
+def test_a_version_2_store_with_a_base_kind_domain_opens_as_no_module(tiny_backbone, tmp_path):
+    samcl = SAMCL.create(tiny_backbone, tmp_path / "b", selector=SelectorConfig(kind="ncm"))
+    samcl.learn("general", toy_samples(6, (120, 120, 120), 3), FAST, without_module=True)
+    samcl.learn("red", toy_samples(6, (200, 30, 30), 0), FAST)
+    images = [s.image for s in toy_samples(2, (120, 120, 120), 7) + toy_samples(2, (200, 30, 30), 8)]
+    before = [(r.domain, r.domain_score) for r in samcl.segment(images, [Prompt.of()] * 4)]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [d["kind"] for d in manifest["domains"]] == ["no_module", "module"]
+    manifest["format_version"], manifest["domains"][0]["kind"] = 2, "base"  # what samcl 0.x wrote
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    old = SAMCL.open(tmp_path / "b", base=tiny_backbone)
+    assert [d.kind for d in old.module_set.domains] == ["no_module", "module"]
+    assert [(r.domain, r.domain_score) for r in old.segment(images, [Prompt.of()] * 4)] == before
+
+
 def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_backbone, monkeypatch):
     path, _ = learned_store
     samcl = SAMCL.open(path, base=tiny_backbone)
-    before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.embeddings.clone(),
+    before = ([d.name for d in samcl.module_set.domains], samcl.module_set.buffer.features.clone(),
               {k: v.clone() for k, v in samcl.module_set.selector.to_tensors().items()})
     def disk_full(*args, **kwargs):  # the last step of a learn: everything in memory has changed by now
         raise SamclError("store: cannot write (No space left on device)")
@@ -102,7 +117,7 @@ def test_failed_learn_leaves_the_in_memory_set_unchanged(learned_store, tiny_bac
         samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)
     monkeypatch.undo()
     assert [d.name for d in samcl.module_set.domains] == before[0] and "green" not in samcl.module_set.modules
-    assert torch.equal(samcl.module_set.buffer.embeddings, before[1])
+    assert torch.equal(samcl.module_set.buffer.features, before[1])
     for key, tensor in samcl.module_set.selector.to_tensors().items():
         assert torch.equal(tensor, before[2][key])
     samcl.learn("green", toy_samples(4, (30, 200, 30), 7), FAST)  # and the set still learns afterwards

@@ -34,9 +34,9 @@ def test_a_version_1_store_segments_as_the_code_that_wrote_it(kind, tmp_path):
         result = samcl.segment([image], [prompt])[0]
         assert result.domain == answer["domain"]
         if answer["selector_score"] is None:
-            assert result.selector_score is None
+            assert result.domain_score is None
         else:
-            assert result.selector_score == pytest.approx(answer["selector_score"], rel=1e-3, abs=1e-5)
+            assert result.domain_score == pytest.approx(answer["selector_score"], rel=1e-3, abs=1e-5)
         assert float(result.scores[0]) == pytest.approx(answer["score"], abs=1e-4)
         mask = np.unpackbits(np.frombuffer(bytes.fromhex(answer["mask"]), np.uint8))[: result.masks[0].size]
         agree = (mask.astype(bool) == result.masks[0].reshape(-1)).mean()
@@ -62,8 +62,8 @@ def test_a_version_1_store_learns_as_one_written_now(kind, tmp_path):
     a, b = learned
     assert a.domains == b.domains == ["red", "blue", "green"]
     written = json.loads((old / "manifest.json").read_text())
-    assert written["format_version"] == FORMAT_VERSION == 2 and written["selector"]["config"]["tolerance"] == 0.95
-    assert all("heat_mode" in d["config"] for d in written["domains"])  # version 2 writes every key
+    assert written["format_version"] == FORMAT_VERSION == 3 and written["selector"]["config"]["tolerance"] == 0.95
+    assert all("heat_mode" in d["config"] for d in written["domains"])  # version 2 and later write every key
     for name in a.domains:
         for key, tensor in a.module_set.modules[name].state_tensors().items():
             assert torch.equal(tensor, b.module_set.modules[name].state_tensors()[key]), (name, key)
@@ -72,3 +72,23 @@ def test_a_version_1_store_learns_as_one_written_now(kind, tmp_path):
     images, prompts = zip(*probe_images())
     assert [r.domain for r in a.segment(list(images), list(prompts))] == \
            [r.domain for r in b.segment(list(images), list(prompts))]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_manifest_written_is_its_schema_dump_and_reads_back_as_the_same_model(kind, tmp_path):
+    """One schema per saved thing: save validates the manifest through `Manifest` and writes its `to_dict`; reading
+    the file gives the model that was written, and a domain's manifest record is the in-memory `DomainEntry`."""
+    from samcl.store import DomainEntry, Manifest
+    from samcl.store.schema import DomainRecord, ManifestSchema
+
+    store = ModuleStore(fixture_copy(kind, tmp_path))
+    with store.lock():
+        written = store.save(store.load())
+    on_disk = json.loads((store.path / "manifest.json").read_text())
+    assert isinstance(written, Manifest) and written.to_dict() == on_disk
+    assert list(on_disk) == list(written.to_dict())  # the key order too
+    read = store.read_manifest()
+    assert read == written and read.to_dict() == on_disk
+    assert all(isinstance(d, DomainEntry) for d in read.domains) and DomainRecord is DomainEntry
+    assert ManifestSchema is Manifest
+    assert [d.to_dict() for d in store.load(manifest=read).domains] == on_disk["domains"]

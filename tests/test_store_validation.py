@@ -54,6 +54,8 @@ TAMPERED = {
     "name-base": (lambda m: m["domains"][1].update(name="base"), "reserved"),
     "name-path": (lambda m: m["domains"][1].update(name="../../x"), "'../../x'"),
     "dtype-list": (lambda m: m.update(dtype=["float32"]), "dtype"),
+    "bytes-text": (lambda m: m["domains"][0].update(bytes="x"), "domain 'red' bytes 'x': expected an integer)"),
+    "generation-negative": (lambda m: m.update(generation=-1), "generation -1: expected >= 0)"),
 }
 
 

@@ -126,7 +126,7 @@ def test_hf_video_directory_loads_as_it_is(backbone, tmp_path):
 def test_sam_v1_base_cannot_track():
     from samcl import load_backbone
 
-    with pytest.raises(SamclError, match="only SAM 2 bases can track"):
+    with pytest.raises(SamclError, match="only SAM 2 and SAM 3 tracker bases can track"):
         load_backbone("builtin:tiny-sam", video=True)
 
 
@@ -370,11 +370,17 @@ def test_samcl_track_reads_a_video_file_with_pyav(store_on_checkpoint, frames, t
                  str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*_1.png"))) == FRAMES
     assert "through 8 frames" in capsys.readouterr().out
+    from samcl.io import open_frames
+
+    assert open_frames(path).frame_size(3) == (WIDTH, HEIGHT)  # from the stream, before any frame is decoded
+    assert main(["track", str(store_on_checkpoint), str(path), "--box", "20,10,200,50@3", "--out",
+                 str(tmp_path / "out2")]) == 2
+    assert "frame 3, object 1: box 20,10,200,50 reaches outside the 112x96 image" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file or directory"),
-    ("frame", "--frame 8: .* has 8 frames"),
+    ("frame", r"--frame 8: frame 8 is past the last frame of .* \(8 frames: 0..7\)"),
     ("empty", "no frame images"),
 ])
 def test_samcl_track_bad_input_is_one_line_exit_2(case, message, frames, tmp_path, capsys):
@@ -399,7 +405,7 @@ def test_samcl_track_on_a_sam_store_is_one_line_exit_2(frames, tmp_path, capsys)
     folder = _write_frames(tmp_path / "frames", frames)
     code = main(["track", str(tmp_path / "store"), str(folder), "--point", "1,1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "only SAM 2 bases can track" in err[0]
+    assert code == 2 and len(err) == 1 and "only SAM 2 and SAM 3 tracker bases can track" in err[0]
 
 
 # ---------------------------------------------------------------------------------------------- J&F and the clips

@@ -1,6 +1,6 @@
 """Backbones: the only code that knows SAM internals. `load_backbone` is the one entry point for every kind of
-base: the builtin tiny SAM, an HF-format directory (SAM or SAM 2), a model id on the Hugging Face Hub
-(`facebook/sam-vit-base`, fetched into the Hub's cache as transformers' `from_pretrained` does), or one of Meta's
+base: the builtin tiny SAM, an HF-format directory (SAM, SAM 2 or SAM 3's tracker), a model id on the Hugging Face
+Hub (`facebook/sam-vit-base`, fetched into the Hub's cache as transformers' `from_pretrained` does), or one of Meta's
 checkpoint files."""
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from .base import FrozenBackbone, file_source
 from .sam import SamBackbone
 from .sam2 import Sam2Backbone
 from .sam2_video import Sam2VideoBackbone
+from .sam3 import Sam3Backbone
+from .sam3_video import Sam3VideoBackbone
 
+#: The backbones that track (keep a video model's memory weights).
+VIDEO_BACKBONES = (Sam2VideoBackbone, Sam3VideoBackbone)
+CANNOT_TRACK = "only SAM 2 and SAM 3 tracker bases can track"
 #: The most a model directory's config.json may hold (SAM's is about 4 KB).
 CONFIG_LIMIT = 1 << 20
 #: A Hub model id as `from_pretrained` takes it: owner/name (letters, digits, '-', '_', '.').
@@ -73,9 +78,10 @@ def _hub_offline() -> bool:
 
 
 def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> SamBackbone | Sam2Backbone:
-    """None or "builtin:tiny-sam" -> the shipped tiny SAM ("builtin:tiny-sam2": the shipped tiny SAM 2); a directory -> HF format, SAM, SAM 2 or SAM 2 video by
-    its config's model_type; a Hub model id ("facebook/sam-vit-base") -> its HF-format snapshot (`hub_snapshot`); a
-    file -> Meta's SAM (.pth) or SAM 2 / 2.1 (.pt) checkpoint, told apart by its keys.
+    """None or "builtin:tiny-sam" -> the shipped tiny SAM ("builtin:tiny-sam2": the shipped tiny SAM 2); a directory
+    -> HF format, SAM, SAM 2 (video) or SAM 3 tracker (video) by its config's model_type; a Hub model id
+    ("facebook/sam-vit-base") -> its HF-format snapshot (`hub_snapshot`); a file -> Meta's SAM (.pth) or SAM 2 / 2.1
+    (.pt) checkpoint, told apart by its keys.
     `video`: a `Sam2VideoBackbone` that keeps the video memory weights (Meta's SAM 2 checkpoints; an HF
     directory must be a sam2_video one). The backbone remembers where it came from (`source`), so a store created
     on it can find it again."""
@@ -94,8 +100,8 @@ def load_backbone(spec: str | Path | None = None, *, video: bool = False) -> Sam
             raise ValueError(f"{path}: no such file or directory")
     except ValueError as exc:
         raise SamclError(str(exc)) from None
-    if video and not isinstance(backbone, Sam2VideoBackbone):
-        raise SamclError(f"{path}: only SAM 2 bases can track (this base is {backbone.label})")
+    if video and not isinstance(backbone, VIDEO_BACKBONES):
+        raise SamclError(f"{path}: {CANNOT_TRACK} (this base is {backbone.label})")
     backbone.source = file_source(base, weights)
     return backbone
 
@@ -104,10 +110,10 @@ def video_backbone_for(backbone) -> Sam2VideoBackbone:
     """The video backbone of an image backbone's weights: itself if it is one; else the same base loaded again
     with its video memory (Meta's .pt, or an HF sam2_video directory), checked to be the very same image model
     (its identity, adopted without hashing when it is the same file unchanged), on its device and precision."""
-    if isinstance(backbone, Sam2VideoBackbone):
+    if isinstance(backbone, VIDEO_BACKBONES):
         return backbone
-    if backbone.family != "sam2":
-        raise SamclError(f"only SAM 2 bases can track (this base is {backbone.label})")
+    if backbone.family not in ("sam2", "sam3"):
+        raise SamclError(f"{CANNOT_TRACK} (this base is {backbone.label})")
     if backbone.source is None:
         raise SamclError("this SAM 2 base was built in memory: load it with load_backbone(..., video=True) to track")
     video = load_backbone(backbone.source["base"], video=True)
@@ -133,7 +139,14 @@ def _from_directory(directory: Path, video: bool = False) -> FrozenBackbone:
     if video and model_type == "sam2":
         raise ValueError(f"{directory}: an HF-format SAM 2 image model has no video memory weights; give a "
                          "sam2_video directory or Meta's SAM 2 .pt checkpoint")
-    kinds = {"sam2": Sam2Backbone, "sam2_video": Sam2VideoBackbone}
+    if model_type in ("sam3", "sam3_video"):
+        raise ValueError(f"{directory}: model_type {model_type!r} is SAM 3 with its detector; samcl takes SAM 3's "
+                         "tracker alone: a sam3_tracker or sam3_tracker_video folder")
+    if video and model_type == "sam3_tracker":
+        raise ValueError(f"{directory}: an HF-format SAM 3 tracker image model has no video memory weights; give "
+                         "a sam3_tracker_video directory")
+    kinds = {"sam2": Sam2Backbone, "sam2_video": Sam2VideoBackbone, "sam3_tracker": Sam3Backbone,
+             "sam3_tracker_video": Sam3VideoBackbone}
     return kinds.get(model_type, SamBackbone).from_config_dict(directory, config)
 
 
@@ -153,7 +166,8 @@ def _from_checkpoint(path: Path, video: bool = False) -> FrozenBackbone:
     return SamBackbone(sam_model_from_state_dict(state_dict, str(path)))
 
 
-__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "load_backbone", "resolve_base",
+__all__ = ["FrozenBackbone", "SamBackbone", "Sam2Backbone", "Sam2VideoBackbone", "Sam3Backbone", "Sam3VideoBackbone",
+           "load_backbone", "resolve_base",
            "is_hub_id", "hub_snapshot", "adaptable_blocks", "video_backbone_for", "BUILTIN_TINY_SAM", "BUILTIN_TINY_SAM2",
            "TINY_SAM2_DIR"]
 

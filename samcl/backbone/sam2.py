@@ -96,9 +96,9 @@ class Sam2Backbone(FrozenBackbone, family="sam2", model_type="sam2", model_class
         self.stage_of_block = [s for s, count in enumerate(hiera.blocks_per_stage) for _ in range(count)]
         self.stage_ends = tuple(int(e) for e in np.cumsum(hiera.blocks_per_stage) - 1)
         self.num_blocks = len(self.stage_of_block)
-        self.embedding_stage = vision.num_feature_levels - 1
-        self.grid = _stage_grid(hiera, self.embedding_stage)
-        self.hidden_size = int(hiera.embed_dim_per_stage[self.embedding_stage])
+        self.image_embedding_stage = vision.num_feature_levels - 1
+        self.grid = _stage_grid(hiera, self.image_embedding_stage)
+        self.hidden_size = int(hiera.embed_dim_per_stage[self.image_embedding_stage])
         self.neck_channels = 0  # no neck injection (see the module docstring)
 
     # ----------------------------------------------------------------- building and loading
@@ -115,15 +115,15 @@ class Sam2Backbone(FrozenBackbone, family="sam2", model_type="sam2", model_class
 
     # ----------------------------------------------------------------- choices derived from the config
     @property
-    def embedding_stage_blocks(self) -> range:
+    def image_embedding_stage_blocks(self) -> range:
         """Blocks of the stage at the image embedding's stride (3..9 for Hiera-T)."""
-        first = self.stage_ends[self.embedding_stage - 1] + 1 if self.embedding_stage else 0
-        return range(first, self.stage_ends[self.embedding_stage] + 1)
+        first = self.stage_ends[self.image_embedding_stage - 1] + 1 if self.image_embedding_stage else 0
+        return range(first, self.stage_ends[self.image_embedding_stage] + 1)
 
     @property
     def default_selector_block(self) -> int:
         """The embedding stage's first global-attention block (5 for Hiera-T), else its middle block."""
-        blocks = self.embedding_stage_blocks
+        blocks = self.image_embedding_stage_blocks
         hiera = self.model.config.vision_config.backbone_config
         global_blocks = [b for b in blocks[1:-1] if b in hiera.global_attention_blocks]
         return global_blocks[0] if global_blocks else blocks[len(blocks) // 2]
@@ -132,7 +132,7 @@ class Sam2Backbone(FrozenBackbone, family="sam2", model_type="sam2", model_class
     def site(self) -> AdaptationSite:
         """The embedding stage's blocks after its query-pooling first block (on the heat's grid) can be adapted;
         by default those after the selector block (6..9 for Hiera-T). No neck injection."""
-        stage = self.embedding_stage_blocks
+        stage = self.image_embedding_stage_blocks
         return AdaptationSite(dim=self.hidden_size, grid=self.grid, stride=self.heat_stride,
                               blocks=tuple(range(stage.start + 1, stage.stop)),
                               default_blocks=tuple(range(self.default_selector_block + 1, stage.stop)),

@@ -36,15 +36,16 @@ def image_config_of(video_config) -> Sam2Config:
                       mask_decoder_config=video_config.mask_decoder_config.to_dict())
 
 
-def image_view(video: Sam2VideoModel, config: Sam2Config | None = None) -> Sam2Model:
-    """A Sam2Model whose every module and parameter is the video model's own (no copy, no memory)."""
+def image_view(video, config=None, *, image_class=Sam2Model, shared=SHARED):
+    """An `image_class` model (Sam2Model; SAM 3's tracker passes its own) whose every module and parameter is the
+    video model's own (no copy, no memory); `config`: its image config (default: the video config's image parts)."""
     with torch.device("meta"):
-        image = Sam2Model(config or image_config_of(video.config))
-    for name in SHARED:
+        image = image_class(config or image_config_of(video.config))
+    for name in shared:
         setattr(image, name, getattr(video, name))
     leftover = [name for name, tensor in image.state_dict().items() if tensor.is_meta]
     if leftover:
-        raise ValueError(f"Sam2Model has parts the video model lacks: {leftover[:3]}")
+        raise ValueError(f"{image_class.__name__} has parts the video model lacks: {leftover[:3]}")
     return image.eval()
 
 

@@ -8,7 +8,7 @@ several seeds, one budget; results.json, results.md and plots) and `samcl demo` 
 Protocol. The target domains are learned in order; every method is evaluated on every domain (and on the extra
 domains: the base model's own "general" domain and unseen ones) before learning and after each step, with the
 fixed test points, SAM-style resize (longest side + pad) and scores at the original image size. SAMCL (and its
-ablations) learn the general domain first as the "base" class (SAM without a module), as the reference does with
+ablations) learn the general domain first without a module (SAM itself), as the reference does with
 COCO; no other method learns it.
 
 Budget. Every method trains with the same loop, epochs and batch size (`samcl.learning.trainer`); the learning rate is

@@ -107,8 +107,8 @@ def evaluate_clicks(samcl, samples: Sequence, *, force: str | None = None, max_c
                     desc: str = "clicks") -> dict:
     """`summarize_clicks` of the simulated clicks on every sample (each with `.image`, `.mask`), through the set's
     predictor, with `force` (a domain, "base", or None: the selector's pick per image); `suffix_per_click`: the
-    share of clicks that ran the encoder's blocks after the selector block (the base's embedding, computed once
-    per image, counts once)."""
+    share of clicks that ran the encoder's blocks after the selector block (the base model's unprompted image
+    embedding, computed once per image, counts once)."""
     predictor = samcl.predictor() if refine is None else samcl.predictor(refine=refine)
     runs = []
     backbone = samcl.engine.backbone

@@ -1,7 +1,7 @@
 """`samcl demo`: SAMCL end to end on the shipped tiny SAM and the synthetic domain suite, on a CPU.
 
-Learns the target domains in order (the general domain is learned first as the "base" class: SAM without a
-module, as the reference does with COCO), evaluates every domain before learning and after each step, and
+Learns the target domains in order (the general domain is learned first without a module: SAM itself, as the
+reference does with COCO), evaluates every domain before learning and after each step, and
 compares with one AugModule fine-tuned on the domains in sequence (no selector) to show the forgetting that
 SAMCL avoids. Writes results.json and plots.
 """
@@ -33,7 +33,7 @@ class DemoSize:
     epochs: int
     batch_size: int
     lr: float
-    buffer: int  # N_e: embeddings per domain in the selector's buffer
+    buffer: int  # N_e: pooled features per domain in the selector's buffer
     selector_epochs: int  # the reference's 25 epochs assume N_e = 300; small buffers need more passes
 
 
@@ -86,8 +86,8 @@ def format_report(results: dict) -> str:
     names = order + extra
     width = max(len(n) for n in names + ["zero-shot"]) + 2
     column = max(len(n) for n in names) + 2
-    lines = [f"IoU after each step (rows) on each domain (columns; * = not learned at that step; {GENERAL} is the "
-             "base class, learned first):",
+    lines = [f"IoU after each step (rows) on each domain (columns; * = not learned at that step; {GENERAL} is "
+             "learned first, without a module):",
              "".ljust(width) + "".join(n.rjust(column) for n in names)]
     for s, row in enumerate(res["rows"]):
         label = "zero-shot" if s == 0 else f"+{order[s - 1]}"
@@ -126,7 +126,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     ax.set_yticks(range(len(result.rows)), ["zero-shot"] + [f"after {n}" for n in order])
     for (r, c), value in np.ndenumerate(matrix):
         ax.text(c, r, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
-    ax.set_title(f"SAMCL continual IoU matrix a[t][i] (extra columns: {GENERAL} = the base class, "
+    ax.set_title(f"SAMCL continual IoU matrix a[t][i] (extra columns: {GENERAL} = learned without a module, "
                  "the others never learned)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03).set_label("IoU")
     files.append(save_figure(fig, out, "continual_matrix.png"))
@@ -134,7 +134,7 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
     fig, ax = plt.subplots(figsize=(10, 4.5))
     steps = range(len(result.rows))
     for n in names:
-        role = "" if n in order else " (base class)" if n == GENERAL else " (never learned)"
+        role = "" if n in order else " (no module)" if n == GENERAL else " (never learned)"
         ax.plot(steps, [row[n]["iou"] for row in result.rows], marker="o", label=n + role,
                 linestyle="-" if n in order else ":" if n == GENERAL else "--")
     ax.set_xticks(list(steps), ["zero-shot"] + [f"+{n}" for n in order], rotation=20)
@@ -171,10 +171,10 @@ def write_plots(out: Path, result: ProtocolResult, strategy: SamclStrategy, doma
 
 
 def typical_example(samcl, domain: DomainData, batch_size: int = 16):
-    """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own class
-    (`base` for the base class and never-learned domains); all test images when none was routed right."""
-    classes = samcl.module_set
-    wanted = classes.domain_name(classes.index_of(domain.name)) if domain.name in samcl.domains else "base"
+    """(sample, prediction, IoU, caption) of a median-IoU test image among those routed to the domain's own module
+    (`base` for the domain without a module and never-learned domains); all test images when none was routed right."""
+    module_set = samcl.module_set
+    wanted = module_set.domain_name(module_set.index_of(domain.name)) if domain.name in samcl.domains else "base"
     runs = []
     for start in range(0, len(domain.test), batch_size):
         batch = [domain.test[i] for i in range(start, min(start + batch_size, len(domain.test)))]

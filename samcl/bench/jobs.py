@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import SamclError, __version__
+from .._renamed import renamed_names
 from ..io import atomic_write_json
 from .executor import WorkerContext
 from .methods import BenchmarkSize, make_strategy, strengths
@@ -59,7 +60,7 @@ def read_json(path: Path) -> dict | None:
 
 
 @dataclass(frozen=True)
-class Job:
+class ProtocolRun:
     """One (method, seed) protocol run."""
 
     method: str
@@ -94,7 +95,10 @@ class Job:
         return len(progress["result"]["rows"])
 
 
-def run_job(job: Job, context: WorkerContext) -> dict:
+__getattr__ = renamed_names(__name__, {"Job": "ProtocolRun"}, globals())
+
+
+def run_job(job: ProtocolRun, context: WorkerContext) -> dict:
     """Run (or resume, or just read back) one (method, seed) protocol; returns the result's raw fields."""
     folder, fingerprint = job.folder, job.fingerprint()
     progress = read_json(folder / PROGRESS)

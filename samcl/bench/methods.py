@@ -106,12 +106,12 @@ def make_strategy(method: str, backbone, lr: float | None, size: BenchmarkSize, 
 
 
 def samcl_storage_bytes(backbone, size: BenchmarkSize, train_sizes: list[int], base_size: int | None) -> int:
-    """SAMCL-with-the-paper's-selector's bytes after learning domains of `train_sizes` images (and a base class of
-    `base_size`): modules, MLP selector and buffer, as `SAMCL.storage` counts them (float32). The replay-matched
-    budget keeps this meaning across selector kinds."""
+    """SAMCL-with-the-paper's-selector's bytes after learning domains of `train_sizes` images (and a domain
+    without a module of `base_size`): modules, MLP selector and buffer, as `SAMCL.storage` counts them (float32).
+    The replay-matched budget keeps this meaning across selector kinds."""
     aug = config_for(backbone.site, rank=size.rank)
-    classes = len(train_sizes) + (base_size is not None)
-    net = SelectorNet(aug.dim, classes)
+    domains = len(train_sizes) + (base_size is not None)
+    net = SelectorNet(aug.dim, domains)
     selector = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in net.state_dict().values())
     counts = [min(size.buffer, n) for n in train_sizes + ([base_size] if base_size is not None else [])]
     return aug.num_parameters * 4 * len(train_sizes) + selector + sum(counts) * (aug.dim * 4 + 8)

@@ -21,7 +21,7 @@ from .. import SAMCL, SamclError, SelectorConfig, TrainConfig
 from ..data import Sample
 from ..io import atomic_write_json, bar
 from ..metrics import continual_metrics
-from ..store import BASE_CLASS, ModuleStore, read_tensors, write_tensors
+from ..store import BASE_MODEL, ModuleStore, read_tensors, write_tensors
 
 METRICS = ("iou", "f1", "mae")
 #: Prefix tokens of test images kept across the protocol's evaluations (the frozen prefix never changes).
@@ -106,18 +106,18 @@ class SamclStrategy(Strategy):
         if oracle:
             self.name = "samcl-oracle"
         if base_domain is not None:  # the reference learns a general domain as "base" (SAM without a module)
-            self.samcl.learn(base_domain.name, base_domain.train, train, as_base=True)
+            self.samcl.learn(base_domain.name, base_domain.train, train, without_module=True)
 
     def learn(self, domain: DomainData) -> dict:
         return self.samcl.learn(domain.name, domain.train, self.train)
 
     def evaluate(self, domain: DomainData) -> dict:
-        """Selector accuracy counts the base class's domain as right when "base" is chosen; domains never
+        """Selector accuracy counts the domain learned without a module as right when "base" is chosen; domains never
         learned (unseen) have none."""
         learned = domain.name in self.samcl.domains
-        truth = BASE_CLASS if domain.name == self.base_name else (domain.name if learned else None)
+        truth = BASE_MODEL if domain.name == self.base_name else (domain.name if learned else None)
         if self.oracle:
-            return self.samcl.evaluate(domain.test, truth=domain.name, force=truth or BASE_CLASS)
+            return self.samcl.evaluate(domain.test, truth=domain.name, force=truth or BASE_MODEL)
         return self.samcl.evaluate(domain.test, truth=truth)
 
     def storage(self) -> dict:
@@ -155,10 +155,10 @@ class ProtocolResult:
         out = {metric: continual_metrics(self.matrix(metric)) for metric in METRICS}
         final = self.rows[-1]
         out["final"] = {name: {k: v for k, v in final[name].items() if k != "chosen"} for name in self.order + self.extra}
-        for name in self.order + self.extra:  # the share of images that ran on the base (open set, base class)
+        for name in self.order + self.extra:  # the share that ran on the base (open set, the domain without a module)
             chosen = final[name].get("chosen")
             if chosen and "selector_accuracy" in final[name] or chosen and name in self.extra:
-                out["final"][name]["to_base"] = chosen.get(BASE_CLASS, 0) / max(sum(chosen.values()), 1)
+                out["final"][name]["to_base"] = chosen.get(BASE_MODEL, 0) / max(sum(chosen.values()), 1)
         out["zero_shot"] = {name: self.rows[0][name]["iou"] for name in self.order + self.extra}
         accuracies = [final[n]["selector_accuracy"] for n in self.order if "selector_accuracy" in final[n]]
         if accuracies:

@@ -22,7 +22,7 @@ METHODS: dict[str, Method] = {
     "replay-matched": Method("image replay with SAMCL's storage in bytes", "augmodule"),
     "o-lora": Method("a new qkv LoRA per domain, orthogonal to the earlier ones, summed", "lora-qkv"),
     "samcl": Method("SAMCL: one AugModule per domain + Module Selector (the default kind, fecam)", "augmodule"),
-    "samcl-mlp": Method("SAMCL with the paper's selector: an MLP retrained on an embedding buffer", "augmodule"),
+    "samcl-mlp": Method("SAMCL with the paper's selector: an MLP retrained on a feature buffer", "augmodule"),
     "samcl-mlp-std": Method("SAMCL with the paper's MLP selector given the pooled mean + spread (not the paper's "
                             "input; no open set)", "augmodule"),
     "samcl-ncm": Method("SAMCL with a nearest-class-mean selector (+ open-set fallback)", "augmodule"),

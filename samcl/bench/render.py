@@ -28,7 +28,7 @@ def format_markdown(report: dict) -> str:
         "# samcl benchmark",
         "",
         f"Suite: {cfg['suite']['suite']}; learned in order: {', '.join(learned)}; also evaluated (never learned by "
-        f"any method except SAMCL's base class): {', '.join(extra)}. Base: `{cfg['base']}`.",
+        f"any method except SAMCL, which learns the base's own domain without a module): {', '.join(extra)}. Base: `{cfg['base']}`.",
         f"Seeds {', '.join(map(str, cfg['seeds']))}; every method: {size['epochs']} epochs, batch {size['batch_size']}, "
         f"rank {size['rank']}, trained on {PROMPTS_TEXT[BENCHMARK_PROMPTS]}"
         + (f", {size['train']} train / {size['test']} test images per domain" if cfg["suite"]["suite"].startswith("embedded") else "")
@@ -106,9 +106,9 @@ def format_markdown(report: dict) -> str:
 
 def open_set_section(methods: dict, learned: list[str], extra: list[str]) -> list[str]:
     """The open-set figure: per SAMCL variant, the share of each never-learned domain's images that ran on the base
-    (sent to base, or to the base class) and their IoU against zero-shot; and the false rejects on learned domains
-    (their images sent to base)."""
-    unseen = extra[1:]  # extra[0] is the general domain (SAMCL's base class)
+    (sent to base, or to the domain without a module) and their IoU against zero-shot; and the false rejects on
+    learned domains (their images sent to base)."""
+    unseen = extra[1:]  # extra[0] is the general domain (learned by SAMCL without a module)
     rows = {n: d for n, d in methods.items() if d["aggregate"]["final"][learned[0]].get("to_base", {}).get("mean")
             is not None}
     if not rows or not unseen:

@@ -9,7 +9,7 @@ from .. import SamclError
 from ..method import config_for
 from .config import BenchmarkConfig
 from .executor import Executor
-from .jobs import Job, backbone_for, run_job
+from .jobs import ProtocolRun, backbone_for, run_job
 from .lrsearch import choose_learning_rates
 from .methods import METHODS, check_methods, samcl_storage_bytes
 from .protocol import ProtocolResult
@@ -43,8 +43,8 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     try:
         rates = choose_learning_rates(families, size, config.suite, config.base, identity, state, executor,
                                       config.device)
-        jobs = [Job(method, seed, rates[METHODS[method].family]["lr"] if METHODS[method].family else None, size,
-                    config.suite, config.base, str(state), matched, identity, config.device)
+        jobs = [ProtocolRun(method, seed, rates[METHODS[method].family]["lr"] if METHODS[method].family else None,
+                            size, config.suite, config.base, str(state), matched, identity, config.device)
                 for seed in config.seeds for method in config.methods]
         executor.bar.update(sum(job.units_done() for job in jobs))  # a resumed run's bar starts where it stopped
         raws = executor.map(run_job, jobs)

@@ -14,7 +14,7 @@ from .protocol import DomainData
 @dataclass
 class Suite:
     """domains: learned in order; unseen: evaluated, never learned; general: the base model's own domain
-    (SAMCL's base class, evaluated for every method)."""
+    (learned by SAMCL without a module, evaluated for every method)."""
 
     domains: list[DomainData]
     unseen: list[DomainData]
@@ -49,7 +49,7 @@ def folder_suite(domains, extra, general, seed: int) -> Suite:
 class SuiteSpec:
     """How to build the domains (each worker process builds its own): the embedded synthetic suite, or folders.
     domains: (name, folder) in learning order; extra: evaluated, never learned; general: the base model's own
-    domain (SAMCL's base class, evaluated for every method)."""
+    domain (learned by SAMCL without a module, evaluated for every method)."""
 
     embedded: bool = True
     domains: tuple[tuple[str, str], ...] = ()

@@ -50,13 +50,13 @@ def auto_run(args, samcl, images: list, config, targets) -> int:
         results.extend(coco_results(generated, image_id))
         output.write_label(label_target, label_image(generated))
         rows.append({"image": str(path), "image_id": image_id, "domain": generated.domain,
-                     "selector_score": generated.selector_score, "masks": len(generated.records),
+                     "domain_score": generated.domain_score, "masks": len(generated.records),
                      "labels": label_target.shown})
     atomic_write_json(targets.results, results)
     if args.json:
         print_json({"results": str(targets.results), "images": rows})
     else:
         print(table([[Path(r["image"]).name, r["image_id"], r["domain"], r["masks"], r["labels"]] for r in rows],
-                    ["image", "image_id", "module", "masks", "labels"]))
+                    ["image", "image_id", "domain", "masks", "labels"]))
         print(f"COCO results: {targets.results}")
     return 0

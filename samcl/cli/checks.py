@@ -74,13 +74,19 @@ def check_store_path(store: Path) -> None:
                          "points to, or remove the link")
 
 
-def precheck_store(store: Path) -> None:
+def precheck_store(store: Path):
     """A store's manifest and the files it names, looked at before the base model (and transformers) loads: a bad
-    manifest or a FIFO in the store is named in a second, not after the model is built."""
+    manifest or a FIFO in the store is named in a second, not after the model is built. Returns the manifest, read
+    and checked (a `samcl.store.Manifest`), for the command to pass on (`SAMCL.open(..., manifest=)`), or None
+    where no store is yet."""
     from ..store import ModuleStore
 
-    if ModuleStore(store).exists():
-        ModuleStore(store).check_files(ModuleStore(store).read_manifest())
+    module_store = ModuleStore(store)
+    if not module_store.exists():
+        return None
+    manifest = module_store.read_manifest()
+    module_store.check_files(manifest)
+    return manifest
 
 
 def writable_folder(folder: Path) -> None:

@@ -19,7 +19,6 @@ def cmd_learn(args) -> int:
     from .. import SelectorConfig
     from ..learning import distributed
     from ..selector import DEFAULT_KIND
-    from ..store import ModuleStore
 
     check_store_path(args.store)
     check_device(args.device)
@@ -27,12 +26,12 @@ def cmd_learn(args) -> int:
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
     data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
-    precheck_store(args.store)
+    manifest = precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base
 
-    if ModuleStore(args.store).exists():
-        samcl = SAMCL.open(args.store, base=args.base, device=device)
+    if manifest is not None:
+        samcl = SAMCL.open(args.store, base=args.base, device=device, manifest=manifest)
         kind = samcl.module_set.selector_config.kind
         if args.selector is not None and args.selector != kind:
             raise SamclError(f"--selector {args.selector}: {args.store} already uses the {kind} selector "
@@ -53,7 +52,7 @@ def cmd_learn(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = samcl.learn(args.domain, data, config, as_base=args.as_base, replace=args.replace)
+            report = samcl.learn(args.domain, data, config, without_module=args.without_module, replace=args.replace)
         except ValueError as exc:  # found while reading the samples (e.g. no usable mask): name the folder
             raise SamclError(f"{data.root}: {error_line(exc)}") from None
     distributed.shutdown()
@@ -87,21 +86,18 @@ def _file_warning(message: str, data) -> str:
 
 def cmd_info(args) -> int:
     from ..inference import precision
-    from ..store import ModuleStore, read_manifest
+    from ..store import ModuleStore
 
-    manifest = read_manifest(args.store)
+    manifest = ModuleStore(args.store).read_manifest()
     ModuleStore(args.store).load(manifest=manifest)  # everything open checks: structure, checksums, shapes, values
     from ..backbone import adaptable_blocks
     from ..store import check_recorded_base
 
-    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.get("base_hint"),
-                                                                           manifest["backbone"]["family"]))
-    try:
-        domains = [{"name": d["name"], "kind": d["kind"], "bytes": d.get("bytes", 0),
-                    "parameters": d.get("parameters", 0), "file": d.get("file"), "sha256": d.get("sha256")}
-                   for d in manifest["domains"]]
-    except (KeyError, TypeError) as exc:
-        raise SamclError(f"{args.store}/manifest.json: malformed manifest ({type(exc).__name__}: {exc})") from None
+    unchecked = check_recorded_base(manifest, args.store, adaptable_blocks(manifest.base_hint,
+                                                                           manifest.backbone.family))
+    manifest = manifest.to_dict()  # (as written)
+    domains = [{"name": d["name"], "kind": d["kind"], "bytes": d["bytes"], "parameters": d["parameters"],
+                "file": d["file"], "sha256": d["sha256"]} for d in manifest["domains"]]
     selector, buffer = manifest.get("selector", {}), manifest.get("buffer", {})
     module_bytes = sum(d["bytes"] for d in domains)
     total = module_bytes + selector.get("bytes", 0) + buffer.get("bytes", 0)
@@ -115,7 +111,7 @@ def cmd_info(args) -> int:
         "storage": {"modules": module_bytes, "selector": selector.get("bytes", 0), "buffer": buffer.get("bytes", 0),
                     "total": total},
         "inference_precision": {"auto": precision.resolve("auto", args.device), "native_bf16": precision.native_bf16()},
-        "runtime": runtime_info(args.device),
+        "runtime": runtime_info(args.device, manifest),
         "unchecked": unchecked,
     }
     if args.json:
@@ -126,7 +122,8 @@ def cmd_info(args) -> int:
     print(f"base  {backbone['family']} / {backbone['architecture']}  weights {backbone['weights_sha256'][:12]}  "
           f"({manifest.get('base_hint')})")
     kind = info["selector"]["kind"]
-    kept = f"{buffer.get('count', 0)} buffered embeddings" if kind == "mlp" else "per-domain statistics, no embeddings"
+    kept = (f"{buffer.get('count', 0)} buffered pooled features" if kind == "mlp"
+            else "per-domain statistics, no pooled features")
     features = selector["config"]["features"]
     print(f"selector {kind} on the {features} of block {selector.get('block')}, {kept}")
     if (manifest.get("augmodule") or {}).get("heat_mode") == "reference":
@@ -144,11 +141,15 @@ def cmd_info(args) -> int:
     return 0
 
 
-def runtime_info(device) -> dict:
-    """What --runtime auto picks here, and which runtimes are installed (no model code imported)."""
+def runtime_info(device, manifest: dict | None = None) -> dict:
+    """What --runtime auto picks here (for the store of `manifest`), and which runtimes are installed (no model code
+    imported)."""
     from .. import runtime
 
-    return {"auto": runtime.resolve("auto", device), "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
+    graphs = manifest is None or runtime.covered(manifest["backbone"]["family"],
+                                                 (manifest.get("augmodule") or {}).get("heat_mode"))
+    return {"auto": runtime.resolve("auto", device, graphs=graphs),
+            "installed": [r for r in runtime.RUNTIMES if runtime.installed(r)],
             "rule": runtime.describe_auto()}
 
 
@@ -159,7 +160,12 @@ def cmd_export(args) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SamclError(f"{args.out}: exists and is not an empty folder; give a new folder for the export")
     samcl = SAMCL.open(args.store, base=args.base, device="cpu", precision="float32")
-    description = export_store(samcl, args.out)
+    try:
+        description = export_store(samcl, args.out)
+    except SamclError as exc:  # the library's "use runtime 'torch'" is for inference; export has no --runtime
+        if exc.field != "runtime":
+            raise
+        raise SamclError(str(exc).removesuffix(": use runtime 'torch'"), code=exc.code) from None
     if args.json:
         print_json(description)
         return 0
@@ -210,8 +216,10 @@ def cmd_serve(args) -> int:
                          max_megapixels=args.max_megapixels, max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                          body_timeout_seconds=args.body_timeout_seconds,
                          reload_seconds=args.reload_seconds, reload_timeout_seconds=args.reload_timeout_seconds,
-                         threads=args.threads, precision=args.precision, fallback=not args.no_fallback,
-                         label_studio=label_studio, runtime=args.runtime, refine=args.refine)
+                         threads=args.threads, precision=args.precision, fallback=args.fallback,
+                         label_studio=label_studio, runtime=args.runtime, refine=args.refine,
+                         tracker_max_sessions=args.tracker_max_sessions, tracker_max_objects=args.tracker_max_objects,
+                         tracker_idle_seconds=args.tracker_idle_seconds)
     serve(config, workers=args.workers)
     return 0
 

@@ -13,7 +13,7 @@ from .store_commands import table
 
 def cmd_eval(args) -> int:
     from .. import SAMCL
-    from ..store import BASE_CLASS
+    from ..store import BASE_MODEL
 
     folders: dict[str, str] = {}
     for name, path in args.data:
@@ -24,8 +24,8 @@ def cmd_eval(args) -> int:
     datasets = {name: dataset(Path(path), "test", args.seed, args.points_frame) for name, path in folders.items()}
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, precision=args.precision,
                        runtime=args.runtime)
-    base_name = next((d.name for d in samcl.module_set.domains if d.kind == "base"), None)
-    known = {*samcl.domains, BASE_CLASS}
+    base_name = next((d.name for d in samcl.module_set.domains if d.kind == "no_module"), None)
+    known = {*samcl.domains, BASE_MODEL}
     for name in folders:
         if name not in known:
             print(f"samcl: warning: --data {name}: not a domain of this store (learned: "
@@ -35,10 +35,10 @@ def cmd_eval(args) -> int:
         return _eval_clicks(args, samcl, datasets, base_name)
     results = {}
     for name, data in datasets.items():
-        truth = BASE_CLASS if name == base_name else (name if name in known else None)
+        truth = BASE_MODEL if name == base_name else (name if name in known else None)
         result = samcl.evaluate(data, truth=truth, progress=not args.json)
-        if base_name is not None:  # results name the base class 'base'; the user named it
-            result["chosen"] = {(base_name if k == BASE_CLASS else k): v for k, v in result["chosen"].items()}
+        if base_name is not None:  # results name the domain without a module 'base'; the user named it
+            result["chosen"] = {(base_name if k == BASE_MODEL else k): v for k, v in result["chosen"].items()}
         result.setdefault("selector_accuracy", None)
         results[name] = result
     if args.json:
@@ -56,11 +56,11 @@ def _eval_clicks(args, samcl, datasets: dict, base_name: str | None) -> int:
     """`samcl eval --clicks N`: the simulated clicker (`samcl.bench.clicks`) per domain, for the selector's pick
     (routed), the base, and the domain's own module (oracle) where the domain is learned."""
     from ..bench import evaluate_clicks
-    from ..store import BASE_CLASS
+    from ..store import BASE_MODEL
 
     results: dict[str, dict] = {}
     for name, data in datasets.items():
-        runs = {"routed": None, "base": BASE_CLASS}
+        runs = {"routed": None, "base": BASE_MODEL}
         if name in samcl.domains and name != base_name:
             runs["oracle"] = name
         results[name] = {run: evaluate_clicks(samcl, data, force=force, max_clicks=args.clicks,

@@ -9,7 +9,7 @@ examples:
   samcl learn my-set --domain polyps --data data/kvasir              # new set on the shipped tiny SAM ({BUILTIN})
   samcl learn my-set --base sam_vit_b_01ec64.pth --domain polyps --data data/kvasir
   samcl learn my-set --domain shadows --data data/istd --epochs 20   # later domains: the base is remembered
-  samcl learn my-set --domain general --data data/coco --as-base     # SAM's own domain, learned without a module
+  samcl learn my-set --domain general --data data/coco --without-module  # SAM's own domain: no module
   samcl learn my-set --domain cells --data data/cells --json         # the report as JSON
   samcl learn my-set --domain cells --data data/cells-v2 --replace   # relearn cells: one new generation""",
     "info": """\
@@ -30,7 +30,7 @@ points and boxes are 0-based pixel x,y in the image as viewers show it (EXIF ori
 examples:
   samcl eval my-set --data polyps=data/kvasir --data shadows=data/istd
   samcl eval my-set --data polyps=data/kvasir/test --json
-  samcl eval my-set --data general=data/coco          # the domain learned with --as-base, by its name""",
+  samcl eval my-set --data general=data/coco          # the domain learned --without-module, by its name""",
     "forget": """\
 examples:
   samcl forget my-set polyps              # the set as if polyps had never been learned

@@ -51,20 +51,37 @@ def float_range(low: float, high: float, low_open: bool = False):
     return parse
 
 
-def in_range(accepted):
-    """A value that a config field's `samcl.options.Range` accepts (an integer or a finite number)."""
+def field_value(config_class, name: str, *, narrow: dict | None = None, scale: int = 1):
+    """A value of the config field `config_class.name`, checked by the field's own schema
+    (`samcl.options.check_value`), so the flag takes exactly what the library takes; `narrow`: a tighter range
+    for the command line; `scale`: the field holds the flag's value times this (MiB on the command line, bytes in
+    the field), and the message gives the range in the flag's unit."""
+    import dataclasses
+
+    from ..options import ConfigError, check_value, range_of
+
+    accepted = dataclasses.replace(range_of(config_class, name), **(narrow or {}))
+    integer = accepted.integer and scale == 1
+    shown = dataclasses.replace(accepted, optional=False)  # (a flag given has a value: None is not one)
+    shown = shown if scale == 1 else dataclasses.replace(
+        shown, integer=False, low=None if accepted.low is None else accepted.low / scale,
+        high=None if accepted.high is None else accepted.high / scale)
 
     def parse(text: str):
         try:
-            value = int(text.strip()) if accepted.integer else float(text)
-        except ValueError:
-            value = None
-        if value is None or not accepted.accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {accepted.describe()}, got {text!r}")
+            value = int(text.strip()) if integer else float(text)
+            check_value(config_class, name, value if scale == 1 else _scaled(value, scale), narrow=narrow)
+        except (ValueError, ConfigError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {shown.describe()}, got {text!r}") from None
         return value
 
-    parse.__name__ = "integer" if accepted.integer else "number"
+    parse.__name__ = "integer" if integer else "number"
+    parse.accepted = shown.describe()
     return parse
+
+
+def _scaled(value: float, scale: int) -> int | float:
+    return int(value * scale) if math.isfinite(value) else value
 
 
 def seed(text: str) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import __version__
 from . import flags as t
 from .examples import BUILTIN, EXAMPLES, TOP_EXAMPLES
+from .renamed import renamed_flag
 from .runtime_flags import add_export as _export
 from .runtime_flags import add_runtime
 from .serve_flags import MAX_EPOCHS, add_serve
@@ -31,7 +32,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        meaningless = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        meaningless = default is None or default is False or default == [] or default is argparse.SUPPRESS \
+            or (action.nargs == 0 and isinstance(default, bool))  # a switch's default is its absence
         if "%(default)" not in text and action.option_strings and not meaningless:
             text += " (default: %(default)s)"
         return text
@@ -81,7 +83,7 @@ def build_parser(command: str | None = ALL) -> Parser:
              "forget": "remove one domain exactly: its module, its selector state, every selector weight that saw it",
              "merge": "the union of module sets learned apart on the same base, as a new store (no image needed)",
              "serve": "an HTTP API and a click-to-segment page over a store",
-             "track": "propagate one object's prompt through a video with the set's module (SAM 2 bases)",
+             "track": "propagate objects' prompts through a video with the set's module (SAM 2, SAM 3 tracker)",
              "export": "ONNX graphs of the encoder and decoder, the module rows and the selector, runnable without samcl"}
     for name, add in adders.items():
         child = sub.add_parser(name, help=helps[name], formatter_class=HelpFormatter,
@@ -106,9 +108,10 @@ def command_of(argv: list[str]) -> str | None:
 
 def _learn(p) -> None:
     from .. import SelectorConfig, TrainConfig
-    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, FEATURES, KINDS
+    from ..method import AugModuleConfig
+    from ..selector import DEFAULT_FEATURES, DEFAULT_KIND, KINDS
 
-    train, selector = defaults(TrainConfig), defaults(SelectorConfig)
+    selector = defaults(SelectorConfig)
     p.add_argument("store", type=Path, help="module-set directory (created by the first learn)")
     add_base(p, f"first learn only; default: {BUILTIN}")
     p.add_argument("--domain", required=True, help="name of the new domain")
@@ -125,31 +128,33 @@ def _learn(p) -> None:
     config_flag(p, "--prompts", TrainConfig, "prompts")
     config_flag(p, "--amp", TrainConfig, "amp", extra="(CUDA, or a CPU with native bfloat16; refused on other "
                                                      "CPUs, where it is many times slower)")
-    p.add_argument("--as-base", action="store_true",
-                   help="learn this domain as the 'base' class: no module, SAM's own behaviour")
+    p.add_argument("--without-module", action="store_true",
+                   help="learn this domain without a module: its images run the base model (SAM's own behaviour)")
+    renamed_flag(p, "--as-base", "--without-module")
     p.add_argument("--replace", action="store_true",
                    help="relearn a domain the store holds from --data alone: its old module and selector state "
                         "are replaced in one new generation (a kill before that commit leaves the old set)")
-    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=train["cache_bytes"] / 2**20,
-                   help="memory for the training images' encoder prefix (and masks) kept across epochs, in MiB; "
-                        "beyond it the prefix is recomputed every epoch (slower, same result); 0 = keep none")
+    config_flag(p, "--cache-mb", TrainConfig, "cache_bytes", scale=2**20, narrow={"high": 1 << 40}, dest="cache_mb",
+                extra="(in MiB)")
     add_points_frame(p)
     new = p.add_argument_group("new store only")
-    new.add_argument("--rank", type=t.int_range(1, 1024), default=10, help="AugModule rank r")
+    config_flag(new, "--rank", AugModuleConfig, "rank", narrow={"high": 1024}, extra="of the AugModules")
+    # by hand: its None is "not given" (a new store's mlp, or an existing store's own kind, which it must match)
     new.add_argument("--selector", choices=list(KINDS), default=None, metavar="KIND",
-                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on an "
-                          "embedding buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
+                     help=f"selector kind: {', '.join(KINDS)} (default: {DEFAULT_KIND}; mlp = the paper's MLP on a "
+                          "feature buffer; ncm, fecam, ranpac keep per-domain statistics and send images of no "
                           "learned domain to base)")
-    new.add_argument("--selector-features", choices=list(FEATURES), default=None, metavar="FEATURES",
-                     help="what the selector reads of the pooled block: mean (the paper's grid mean) or mean_std "
-                          "(mean and spread over the grid; the same encoder work) (default: "
-                          + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items()) + ")")
+    config_flag(new, "--selector-features", SelectorConfig, "features", dest="selector_features", metavar="FEATURES",
+                extra="(default: " + ", ".join(f"{kind} {features}" for kind, features in DEFAULT_FEATURES.items())
+                + ")")
     config_flag(new, "--selector-block", SelectorConfig, "block", dest="selector_block")
     config_flag(new, "--samples-per-domain", SelectorConfig, "samples_per_domain")
     config_flag(new, "--selector-epochs", SelectorConfig, "epochs", dest="selector_epochs")
+    # by hand: 0 is SelectorConfig.max_steps None (the reference schedule always), which a number flag cannot say
     new.add_argument("--selector-max-steps", type=t.int_range(0, 10_000_000), default=selector["max_steps"],
                      help="SGD steps per selector retrain once the epochs over the whole buffer would take more "
-                          "(a long history); 0 = the reference schedule always")
+                          "(a long history); 0 = the reference schedule always; an integer from 0 to 10,000,000")
+    # by hand: the storage dtype is `SAMCL.create`'s argument, not a config field
     new.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="storage dtype of modules, selector and buffer")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -198,8 +203,8 @@ def _segment(p) -> None:
     add_precision(p)
     add_runtime(p)
     p.add_argument("--json", action="store_true",
-                   help="print image, module (domain; 'base' when it fell back), selector score, mask score and "
-                        "mask file as JSON (--multimask: masks and scores, three each)")
+                   help="print image, domain ('base' when the base model ran), domain score, score (the mask's "
+                        "predicted IoU) and mask file as JSON (--multimask: masks and scores, three each)")
     _auto(p)
 
 
@@ -241,7 +246,7 @@ def _merge(p) -> None:
 
 
 def _import_reference(p) -> None:
-    from ..reference import REFERENCE_CLASSES, SELECTOR_FILE
+    from ..reference import REFERENCE_DOMAINS, SELECTOR_FILE
 
     p.add_argument("directory", type=Path, help="folder of the authors' module files (<domain>.pth)")
     p.add_argument("out", type=Path, help="new store folder")
@@ -250,10 +255,11 @@ def _import_reference(p) -> None:
                         "files (Meta's .pth / .pt, or an HF directory)")
     p.add_argument("--selector-file", dest="selector", type=Path, default=None,
                    help=f"their selector file (default: DIRECTORY/{SELECTOR_FILE}, else the folder above)")
-    p.add_argument("--classes", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
-                   default=",".join(REFERENCE_CLASSES), metavar="A,B,...",
-                   help="the selector's classes in its output order; the one without a module file is the base "
-                        "class (default: %(default)s)")
+    p.add_argument("--domains", type=lambda v: tuple(c.strip() for c in v.split(",") if c.strip()),
+                   default=",".join(REFERENCE_DOMAINS), metavar="A,B,...",
+                   help="the selector's domains in its output order; the one without a module file "
+                        "is learned without a module (default: %(default)s)")
+    renamed_flag(p, "--classes", "--domains")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -291,7 +297,7 @@ def _benchmark(p) -> None:
     p.add_argument("--extra", type=t.named_dir, action="append", metavar="NAME=DIR",
                    help="a domain folder only evaluated (unseen), with --data")
     p.add_argument("--general", type=t.named_dir, metavar="NAME=DIR",
-                   help="the base model's own domain: SAMCL learns it as its 'base' class, all are evaluated on it")
+                   help="the base model's own domain: SAMCL learns it without a module, all are evaluated on it")
     p.add_argument("--epochs", type=t.int_range(1, MAX_EPOCHS), default=None,
                    help="epochs per domain for every method (default: the suite's)")
     p.add_argument("--batch-size", type=t.int_range(1, MAX_BATCH), default=None,

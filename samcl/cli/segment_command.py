@@ -36,19 +36,19 @@ def cmd_segment(args) -> int:
             prompt.check(image.shape[1], image.shape[0])
         except PromptError as exc:
             raise SamclError(f"{path}: {exc}") from None
-    precheck_store(args.store)
+    manifest = precheck_store(args.store)
     import numpy as np
 
     from .. import SAMCL
 
     samcl = SAMCL.open(args.store, base=args.base, device=args.device, fallback=not args.no_fallback,
-                       precision=args.precision, runtime=args.runtime)
+                       precision=args.precision, runtime=args.runtime, manifest=manifest)
     if auto:
         return auto_run(args, samcl, images, config, auto_targets)
     results = samcl.segment(images, [prompt] * len(images), force=args.force, multimask_output=args.multimask)
     out = []
     for j, (path, target, result) in enumerate(zip(args.images, targets, results)):
-        row = {"image": str(path), "domain": result.domain, "selector_score": result.selector_score}
+        row = {"image": str(path), "domain": result.domain, "domain_score": result.domain_score}
         if triples is None:
             output.write(target, (result.masks[0] * 255).astype(np.uint8))
             row.update(mask=target.shown, score=float(result.scores[0]), foreground=float(result.masks[0].mean()))
@@ -66,5 +66,5 @@ def cmd_segment(args) -> int:
     else:  # with --out - stdout carries the mask: the table goes to stderr
         rows = [[Path(r["image"]).name, r["domain"], f"{r['score']:.3f}" if "score" in r else
                  " ".join(f"{v:.3f}" for v in r["scores"]), r.get("mask") or ", ".join(r["masks"])] for r in out]
-        print(table(rows, ["image", "module", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
+        print(table(rows, ["image", "domain", "score", "mask"]), file=sys.stderr if args.out == "-" else sys.stdout)
     return 0

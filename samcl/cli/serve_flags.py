@@ -1,58 +1,47 @@
-"""Flags of `samcl serve`: the HTTP server's (`ServeConfig`'s defaults) and its Label Studio backend's."""
+"""Flags of `samcl serve`: the HTTP server's (`ServeConfig`'s fields) and its Label Studio backend's
+(`LabelStudioSettings`'s), each with the help, default and range of its field."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..options import field_of, help_of
 from . import flags as t
 from .runtime_flags import add_runtime
-from .shared_flags import add_base, add_precision, defaults
+from .shared_flags import add_base, add_precision, config_flag
 
-MAX_EPOCHS = 100_000
+MAX_EPOCHS = 100_000  # (the benchmark's --epochs)
+MIB = 1 << 20  # the flags' sizes are in MiB, `ServeConfig`'s in bytes
 
 
 def add_serve(p) -> None:
+    """`samcl serve`'s flags: `ServeConfig`'s fields (help, default and range read from them)."""
     from ..serve import TOKEN_ENV, ServeConfig
 
-    d = defaults(ServeConfig)
     p.add_argument("store", type=Path, help="module-set directory (only read; a learn into it is picked up)")
-    p.add_argument("--host", default=d["host"],
-                   help=f"address to listen on; anything but loopback needs a token (--token or ${TOKEN_ENV})")
-    p.add_argument("--port", type=t.int_range(1, 65535), default=d["port"], help="TCP port")
-    p.add_argument("--token", default=None,
-                   help=f"API token clients send as 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; "
-                        "the variable keeps it out of the process list)")
+    config_flag(p, "--host", ServeConfig, "host", extra=f"(--token or ${TOKEN_ENV})")
+    config_flag(p, "--port", ServeConfig, "port")
+    config_flag(p, "--token", ServeConfig, "token")
+    # by hand: how many processes serve is `serve()`'s argument, not a setting of one process (`ServeConfig`)
     p.add_argument("--workers", type=t.int_range(1, 256), default=1,
-                   help="server processes sharing the port (each opens the store and has its own cache)")
-    p.add_argument("--batch-window-ms", type=t.float_range(0, 1000), default=d["batch_window_ms"],
-                   help="how long a request waits for others to share its batch")
-    p.add_argument("--max-batch", type=t.int_range(1, 1024), default=d["max_batch"],
-                   help="most requests in one batch; 1 turns cross-request batching off")
-    p.add_argument("--cache-mb", type=t.float_range(0, 1 << 20), default=d["cache_bytes"] / 2**20,
-                   help="MiB of per-image encoder prefixes kept (least recently used evicted)")
-    p.add_argument("--max-upload-mb", type=t.float_range(0, 4096, low_open=True), default=d["max_upload_bytes"] / 2**20,
-                   help="largest image upload in MiB")
-    p.add_argument("--max-megapixels", type=t.float_range(0, 1000, low_open=True), default=d["max_megapixels"],
-                   help="largest image in megapixels (refused before decoding)")
-    p.add_argument("--max-inflight-mb", type=t.float_range(0, 1 << 20, low_open=True),
-                   default=d["max_inflight_bytes"] / 2**20,
-                   help="MiB that all requests in flight may hold together (bodies, and decoded images at "
-                        "16 to 26 bytes a pixel by format); beyond it a request gets 503 with Retry-After")
-    p.add_argument("--body-timeout-seconds", type=t.float_range(0.1, 3600), default=d["body_timeout_seconds"],
-                   help="a request body not complete this long after its headers (or silent for 10 s) is "
-                        "answered 408 and its share of --max-inflight-mb given back")
-    p.add_argument("--reload-seconds", type=t.float_range(0.05, 3600), default=d["reload_seconds"],
-                   help="how often the store's manifest is checked for a new generation")
-    p.add_argument("--reload-timeout-seconds", type=t.float_range(0.1, 3600), default=d["reload_timeout_seconds"],
-                   help="a new generation still loading after this long is abandoned (reported by /healthz); "
-                        "the previous one keeps serving")
-    p.add_argument("--threads", type=t.int_range(1, 1024), default=None, help="torch threads (default: torch's)")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="always run the selector's nearest domain, even for images no learned domain fits")
-    p.add_argument("--refine", choices=["first", "all", "outside"], default=d["refine"],
-                   help="which clicks heat the encoder: first (a further click of an object costs only the "
-                        "decoder), all (every click re-runs the adapted blocks), outside (only a click outside the "
-                        "heated region does)")
+                   help="server processes sharing the port (each opens the store and has its own cache; 1 to 256)")
+    config_flag(p, "--batch-window-ms", ServeConfig, "batch_window_ms")
+    config_flag(p, "--max-batch", ServeConfig, "max_batch")
+    config_flag(p, "--cache-mb", ServeConfig, "cache_bytes", scale=MIB, dest="cache_mb")
+    config_flag(p, "--max-upload-mb", ServeConfig, "max_upload_bytes", scale=MIB, dest="max_upload_mb")
+    config_flag(p, "--max-megapixels", ServeConfig, "max_megapixels")
+    config_flag(p, "--max-inflight-mb", ServeConfig, "max_inflight_bytes", scale=MIB, dest="max_inflight_mb")
+    config_flag(p, "--body-timeout-seconds", ServeConfig, "body_timeout_seconds")
+    config_flag(p, "--reload-seconds", ServeConfig, "reload_seconds")
+    config_flag(p, "--reload-timeout-seconds", ServeConfig, "reload_timeout_seconds")
+    config_flag(p, "--threads", ServeConfig, "threads")
+    config_flag(p, "--no-fallback", ServeConfig, "fallback", extra="always run the selector's nearest domain")
+    config_flag(p, "--refine", ServeConfig, "refine")
+    config_flag(p, "--tracker-max-sessions", ServeConfig, "tracker_max_sessions")
+    config_flag(p, "--tracker-max-objects", ServeConfig, "tracker_max_objects")
+    config_flag(p, "--tracker-idle-seconds", ServeConfig, "tracker_idle_seconds")
+    # by hand, shared with segment, eval and track: every command's default is auto, ServeConfig's the library's
+    # (precision None: the base's own; runtime torch)
     add_precision(p)
     add_runtime(p)
     add_base(p, "default: the one recorded in the store")
@@ -60,27 +49,21 @@ def add_serve(p) -> None:
 
 
 def _label_studio(ls) -> None:
-    """`samcl serve`'s flags for the Label Studio backend (into the argument group `ls`)."""
-    ls.add_argument("--label-studio-url", metavar="URL", default=None,
-                    help="Label Studio's address, for task images and learning (default: $LABEL_STUDIO_URL)")
-    ls.add_argument("--label-studio-api-key", metavar="KEY", default=None,
-                    help="a personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY, which keeps it "
-                         "out of the process list)")
-    ls.add_argument("--allow-image-url", metavar="PREFIX", action="append", default=[],
-                    help="task images may also come from URLs starting with this http(s) prefix (repeatable); "
-                         "any other URL is refused without a fetch")
-    ls.add_argument("--label-studio-basic-auth", metavar="USER:PASSWORD", default=None,
-                    help="basic auth Label Studio must send (default: $SAMCL_LS_BASIC_AUTH; without it a server "
-                         "with --token takes the token as the basic-auth password)")
-    ls.add_argument("--train-every", metavar="N", type=t.int_range(0, 1_000_000), default=0,
-                    help="learn a project after every N new annotations (0: only on Start Training)")
-    ls.add_argument("--train-epochs", metavar="N", type=t.int_range(1, MAX_EPOCHS), default=5,
-                    help="epochs of a project's learn (a project's extra_params may set its own)")
-    ls.add_argument("--learn-max-tasks", metavar="N", type=t.int_range(1, 1_000_000), default=1000,
-                    help="most annotated tasks a project's learn takes (more: the learn fails, saying so)")
-    ls.add_argument("--learn-max-megapixels", metavar="MP", type=t.float_range(0, 100_000, low_open=True),
-                    default=400.0, help="most megapixels of task images a project's learn holds together")
-    ls.add_argument("--label-studio-preannotate", choices=("on", "off"), default="on",
-                    help="a /predict without a context (a task opened) gets automatic masks; off: none")
-    ls.add_argument("--label-studio-max-masks", metavar="N", type=t.int_range(1, 1000), default=20,
-                    help="most automatic masks a task gets, highest predicted IoU first")
+    """`samcl serve`'s flags for the Label Studio backend (into the argument group `ls`): `LabelStudioSettings`'s
+    fields."""
+    from ..serve import LabelStudioSettings as S
+
+    config_flag(ls, "--label-studio-url", S, "url", metavar="URL", dest="label_studio_url")
+    config_flag(ls, "--label-studio-api-key", S, "api_key", metavar="KEY", dest="label_studio_api_key")
+    config_flag(ls, "--allow-image-url", S, "allowed_urls", metavar="PREFIX", action="append", default=[],
+                dest="allow_image_url", extra="(repeatable)")
+    config_flag(ls, "--label-studio-basic-auth", S, "basic_auth", metavar="USER:PASSWORD",
+                dest="label_studio_basic_auth")
+    config_flag(ls, "--train-every", S, "train_every", metavar="N")
+    config_flag(ls, "--train-epochs", S, "epochs", metavar="N", dest="train_epochs")
+    config_flag(ls, "--learn-max-tasks", S, "max_learn_tasks", metavar="N", dest="learn_max_tasks")
+    config_flag(ls, "--learn-max-megapixels", S, "max_learn_megapixels", metavar="MP", dest="learn_max_megapixels")
+    # by hand: the field's bool spelled on/off (help and default still the field's)
+    ls.add_argument("--label-studio-preannotate", choices=("on", "off"),
+                    default="on" if field_of(S, "preannotate").default else "off", help=help_of(S, "preannotate"))
+    config_flag(ls, "--label-studio-max-masks", S, "max_masks", metavar="N", dest="label_studio_max_masks")

@@ -18,11 +18,11 @@ def table(rows: list[list], header: list[str]) -> str:
 def cmd_import_reference(args) -> int:
     from ..reference import import_reference
 
-    report = import_reference(args.directory, args.out, args.base, args.selector, args.classes)
+    report = import_reference(args.directory, args.out, args.base, args.selector, args.domains)
     if args.json:
         print_json(report)
         return 0
-    rows = [[name, "module" if name in report["modules"] else "base",
+    rows = [[name, "module" if name in report["modules"] else "no_module",
              report["modules"].get(name, {}).get("tensors", "-"), f"{report['modules'][name]['values']:,}"
              if name in report["modules"] else "-"] for name in report["domains"]]
     print(table(rows, ["domain", "kind", "tensors", "values"]))
@@ -40,8 +40,8 @@ def cmd_forget(args) -> int:
         return 0
     how = (f"the mlp selector retrained from scratch on the remaining buffer (seed {report['seed']})"
            if report["selector_retrained"] else f"its {report['selector']} statistics removed exactly")
-    base = " (it was the base class: no module, only its selector state)" if report["was_base_class"] else ""
-    print(f"forgot {args.domain}{base}: {how}; store now holds: {', '.join(report['domains'])}")
+    how_learned = " (it was learned without a module: only its selector state)" if report["without_module"] else ""
+    print(f"forgot {args.domain}{how_learned}: {how}; store now holds: {', '.join(report['domains'])}")
     return 0
 
 

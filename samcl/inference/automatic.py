@@ -1,7 +1,7 @@
 """Automatic ("everything") masks with the routed module: Meta's `SamAutomaticMaskGenerator` on the engine.
 
     result = samcl.generate([image], config=AutoMaskConfig(points_per_side=16))[0]
-    result.domain, result.selector_score          # the module that ran ("base": none) and the selector's score
+    result.domain, result.domain_score          # the domain whose module ran ("base": none) and its selector score
     result.records[0]["segmentation"], ["bbox"]   # one record per mask, with Meta's keys
 
 Per image: the prefix runs once, the selector picks the module from its pooled features (or `force`), and the
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from ..backbone import tokens as batch_ops
+from .._renamed import renamed_attribute
 from ..io.images import to_rgb_array
 from ..io.masks import coco_rle, coco_rles, rle_area, rle_bbox, rle_to_mask, uncompressed_rle
-from ..options import check_fields, option
+from ..options import config, option
 from . import amg
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -33,7 +34,7 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 MASK_THRESHOLD = 0.0
 
 
-@dataclass
+@config
 class AutoMaskConfig:
     """How automatic masks are made: Meta's `SamAutomaticMaskGenerator` arguments, names and defaults (their
     defaults were chosen for SAM ViT-H; a small or fresh model predicts lower IoU, so lower `pred_iou_thresh`)."""
@@ -62,9 +63,6 @@ class AutoMaskConfig:
     output_mode: str = option("binary_mask", "the records' segmentation: binary_mask (H x W bool), "
                                              "uncompressed_rle, or coco_rle (counts as a str)", choices=OUTPUT_MODES)
 
-    def __post_init__(self):
-        check_fields(self)
-
     def point_grids(self) -> list[np.ndarray]:
         return amg.build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,
                                                self.crop_n_points_downscale_factor)
@@ -75,8 +73,8 @@ class GeneratedMasks:
     """One image's automatic masks.
 
     Arguments:
-      domain (str): the module that ran ("base": none).
-      selector_score (float | None): the selector's score for `domain` (None when forced or nothing is learned).
+      domain (str): the domain whose module ran ("base": the base model ran).
+      domain_score (float | None): the selector's score for `domain` (None when forced or nothing is learned).
       records (list[dict]): one per mask with Meta's keys: segmentation (per `output_mode`), area (pixels), bbox
         [x, y, w, h] (Meta's: w and h from the first to the last pixel), predicted_iou, point_coords [[x, y]],
         stability_score, crop_box [x, y, w, h].
@@ -84,9 +82,10 @@ class GeneratedMasks:
     """
 
     domain: str
-    selector_score: float | None
+    domain_score: float | None
     records: list[dict] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)
+    selector_score = renamed_attribute("selector_score", "domain_score")
 
 
 @dataclass

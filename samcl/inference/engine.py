@@ -4,11 +4,11 @@ server, the baselines and the benchmark are front ends over two calls:
     prepared = engine.prepare(images)            # prefix (blocks 0..s) and pooled features, from the cache
     results = engine.run(prepared, prompts)      # route, heat, suffix with each image's module rows, decode
 
-    run: pooled -> selector -> class k per image (or a forced one, or base where no learned domain fits: the
-         open-set fallback) -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's class; an image
+    run: pooled -> selector -> domain k per image (or a forced one, or base where no learned domain fits: the
+         open-set fallback) -> heat(prompts) -> suffix (blocks s+1.., module rows of each image's domain; an image
          without a module reuses its prompt-independent embedding) -> decode -> complete `Prediction`s
 
-A batch may mix classes: the suffix runs once with per-sample module rows from the bank (`samcl.method.bank`), and
+A batch may mix domains: the suffix runs once with per-sample module rows from the bank (`samcl.method.bank`), and
 decoding is per image (or, for the server, per prompt shape), so each result equals segmenting that image
 alone. Prompts are converted to the model-input frame once (`InputPrompt`) and used by the heat and the decoder.
 """
@@ -100,9 +100,9 @@ class Engine:
             self.cache = other.cache
             self.cache.drop_heated()  # embeddings with the old set's modules
 
-    # ------------------------------------------------------------------ classes and module rows
+    # ------------------------------------------------------------------ domains and module rows
     def bank(self, indices: Sequence[int] = ()) -> ModuleBank:
-        """All modules resident as stacked tensors: built once, rebuilt only when the set changed (a class
+        """All modules resident as stacked tensors: built once, rebuilt only when the set changed (a domain
         added, or a module in `indices` replaced). Never reads a file."""
         bank, module_set = self._bank, self.module_set
         if (bank is None or len(bank.owners) != len(module_set.domains)
@@ -117,7 +117,7 @@ class Engine:
         self._bank = None
 
     def resolve(self, force: str | Sequence[str | None] | None, count: int) -> list[int | None]:
-        """`force` -> per image a forced class index, or None where the selector chooses."""
+        """`force` -> per image a forced domain index, or None where the selector chooses."""
         if force is None or isinstance(force, str):
             return [None if force is None else self.module_set.index_of(force)] * count
         if len(force) != count:
@@ -127,7 +127,7 @@ class Engine:
     @torch.no_grad()
     def route(self, pooled: torch.Tensor, forced: Sequence[int | None] | None = None,
               fallback: bool | None = None) -> tuple[list[int], list[float | None]]:
-        """B x 2D pooled features -> each image's class index (the forced one, else the selector's; -1: base:
+        """B x 2D pooled features -> each image's domain index (the forced one, else the selector's; -1: base:
         nothing learned yet, or no learned domain fits (the open-set fallback, unless `fallback` is False; None:
         the engine's `fallback`)) and the selector's score (None where forced or nothing was learned)."""
         forced = [None] * pooled.shape[0] if forced is None else list(forced)
@@ -199,25 +199,25 @@ class Engine:
             results = [self.decode(embeddings[j], inputs[j], prepared[j].geometry, multimask_output, names[j],
                                    return_logits) for j in range(len(prepared))]
         for result, score in zip(results, scores):
-            result.selector_score = score
+            result.domain_score = score
         return results
 
     def embed(self, prepared: Sequence[PreparedImage], chosen: list[int], prompts: Sequence[Prompt],
               refine: str = "all") -> list:
-        """Each image's embedding (a batch of one) for its class and prompt: one suffix pass for the images that
+        """Each image's embedding (a batch of one) for its domain and prompt: one suffix pass for the images that
         need one, each with its module rows (base: the zero row) and the heat of its heat prompt (`refine`).
         An image alone without a module reuses its prompt-independent embedding, computed once; under a
-        strategy other than "all" an image with a module reuses the embedding of the same class and heat
+        strategy other than "all" an image with a module reuses the embedding of the same domain and heat
         prompt, kept on the image (`PrefixCache.attach_heated`)."""
         check_refine(refine)
         one = all(p is prepared[0] for p in prepared) and all(k == chosen[0] for k in chosen)
         if one and self.module_set.module_for(chosen[0]) is None:  # one image (or its prompts) on the base
             image = prepared[0]
-            if image.base_embedding is None:
+            if image.unprompted_embedding is None:
                 embedding = self.backbone.suffix(batch_ops.stack([image.tokens]), self.start_block, None)
-                self.cache.attach_base(image, embedding)
+                self.cache.attach_unprompted(image, embedding)
                 return [embedding] * len(prepared)
-            return [image.base_embedding] * len(prepared)
+            return [image.unprompted_embedding] * len(prepared)
         if refine == "all":
             inputs = [InputPrompt.of(prompt, p.geometry, self.device) for prompt, p in zip(prompts, prepared)]
             embeddings = self.suffix(PrefixCache.stack(prepared), chosen, inputs)
@@ -257,7 +257,7 @@ class Engine:
         return cells * self.backbone.site.stride / scale
 
     def image_embeddings(self, prepared: Sequence[PreparedImage], chosen: list[int]) -> list:
-        """Each image's embedding without a prompt (zero heat) under its class in `chosen` (-1: base), a batch of one
+        """Each image's embedding without a prompt (zero heat) under its domain in `chosen` (-1: base), a batch of one
         each: what automatic masks decode their point grid on (`samcl.inference.automatic`)."""
         return self.embed(prepared, chosen, [Prompt.of(None)] * len(prepared))
 
@@ -279,7 +279,7 @@ class Engine:
         return self.backbone.heat(points, labels, boxes if has_box else None)
 
     def suffix(self, tokens, chosen: list[int], prompts: Sequence[InputPrompt]):
-        """The image embeddings of the batch, each image through its class's module rows."""
+        """The image embeddings of the batch, each image through its domain's module rows."""
         return self.backbone.suffix(tokens, self.start_block, self.injection(chosen, self.heat(prompts)))
 
     def decode(self, embedding, prompt: InputPrompt, geometry, multimask_output: bool, domain: str,
@@ -334,8 +334,9 @@ class Engine:
 
     def evaluate(self, samples: Sequence, *, truth: str | None = None, batch_size: int = 8, progress: bool = False,
                  force: str | None = None) -> dict:
-        """Mean IoU / F1 / MAE over `samples` with their fixed points; `truth` (the true class's name, "base"
-        for the base class) also gives selector accuracy; `force` runs one class for every image (oracle)."""
+        """Mean IoU / F1 / MAE over `samples` with their fixed points; `truth` (the true domain's name, "base"
+        for the domain without a module) also gives selector accuracy; `force` runs one domain for every image
+        (oracle)."""
         scores, correct, chosen = [], 0, {}
         for start in bar(range(0, len(samples), batch_size), desc=f"eval {truth or ''}".strip(),
                           progress=progress, leave=False):

@@ -9,7 +9,7 @@
 
 The calls, arguments, defaults and shapes are Meta's (`segment_anything/predictor.py`): `set_image`,
 `set_torch_image`, `predict`, `predict_torch`, `get_image_embedding`, `reset_image`, `is_image_set`,
-`original_size`, `input_size`, `features`; with the base class the outputs equal Meta's predictor on the same
+`original_size`, `input_size`, `features`; on the base model the outputs equal Meta's predictor on the same
 weights (tests/test_predictor_meta.py). SAM 2's `set_image_batch` / `predict_batch` (`sam2_image_predictor.py`)
 run several images. samcl's own options are keyword-only: `force` (a domain instead of the selector's pick) and
 `refine` (which clicks heat the encoder, `samcl.inference.refine`).

@@ -29,6 +29,7 @@ import torch
 
 from ..backbone import tokens as batch_ops
 from ..backbone.preprocess import mask_to_input
+from .._renamed import renamed_attribute
 from ..method.sizes import tensor_bytes
 
 EVICTION = ("lru", "keep")
@@ -61,9 +62,9 @@ class PreparedImage:
       pooled (torch.Tensor): 2D float32 on the CPU, the selector's features (grid mean, then grid std).
       size (tuple[int, int]): the original height and width.
       mask (torch.Tensor | None): S x S bool, the training mask in the model-input frame (the trainer's).
-      base_embedding: the image embedding of SAM without a module (it does not depend on the prompt), once the
-        engine computed it.
-      heated (dict | None): embeddings with a module, by (class, heat prompt key), the most recent last (the
+      unprompted_embedding: the image embedding of the base model (SAM without a module: no heat, so it does not
+        depend on the prompt), once the engine computed it.
+      heated (dict | None): embeddings with a module, by (domain, heat prompt key), the most recent last (the
         refinement strategies' reuse, `samcl.inference.refine`); at most `HEATED_PER_IMAGE`.
     """
 
@@ -72,12 +73,13 @@ class PreparedImage:
     pooled: torch.Tensor
     size: tuple[int, int]
     mask: torch.Tensor | None = None
-    base_embedding: Any = None
+    unprompted_embedding: Any = None
     heated: OrderedDict | None = None
+    base_embedding = renamed_attribute("base_embedding", "unprompted_embedding")
 
     @property
     def nbytes(self) -> int:
-        held = [self.tokens, self.pooled, self.mask, self.base_embedding, *(self.heated or {}).values()]
+        held = [self.tokens, self.pooled, self.mask, self.unprompted_embedding, *(self.heated or {}).values()]
         return tensor_bytes([t for t in held if t is not None])
 
 
@@ -132,7 +134,7 @@ class PrefixCache:
             if key in self.entries:
                 return self.get(key)
             kept = PreparedImage(batch_ops.map_batch(torch.clone, prepared.tokens), prepared.geometry,
-                                 prepared.pooled, prepared.size, prepared.mask, prepared.base_embedding)
+                                 prepared.pooled, prepared.size, prepared.mask, prepared.unprompted_embedding)
             if not self._make_room(kept.nbytes):
                 return prepared
             self.entries[key] = kept
@@ -140,10 +142,10 @@ class PrefixCache:
             self.used += kept.nbytes
             return kept
 
-    def attach_base(self, prepared: PreparedImage, embedding) -> None:
-        """Keep `embedding` (the image's embedding without a module) on `prepared`, counted in the budget when
-        the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
-        prepared.base_embedding = embedding
+    def attach_unprompted(self, prepared: PreparedImage, embedding) -> None:
+        """Keep `embedding` (the image's unprompted embedding: the base model's) on `prepared`, counted in the budget
+        when the cache holds `prepared` (evicting others first, lru); dropped again when it does not fit."""
+        prepared.unprompted_embedding = embedding
         with self._lock:
             key = self._key_of.get(id(prepared))
             if key is None:
@@ -153,7 +155,7 @@ class PrefixCache:
             if self._make_room(added, protect=key):
                 self.used += added
             else:
-                prepared.base_embedding = None
+                prepared.unprompted_embedding = None
 
     def attach_heated(self, prepared: PreparedImage, key: Hashable, embedding) -> None:
         """Keep `embedding` (the image's embedding with a module and a heat prompt, by `key`) on `prepared`: the

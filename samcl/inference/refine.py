@@ -4,13 +4,13 @@ decoder, as SAM's clicks do.
 An AugModule's heat enters the encoder after the selector block, so the image embedding depends on the prompt
 points rendered into the heat. A strategy picks, for a prompt (every click so far, in click order, and the box),
 its *heat prompt*: the part rendered into the heat; the decoder always gets the whole prompt. The engine keeps
-each image's embeddings by (class, heat prompt) (`PreparedImage.heated`), so a click that keeps the heat prompt
+each image's embeddings by (domain, heat prompt) (`PreparedImage.heated`), so a click that keeps the heat prompt
 runs the decoder alone.
 
     "all"      every point and the box heat the encoder: the suffix runs again on every click (the method as
                trained, and as the committed benchmark scores a prompt)
     "first"    the first prompt heats the encoder: a prompt that extends a kept heat prompt of the same image and
-               class (the same box, its points first, in order) reuses that embedding, so further clicks are
+               domain (the same box, its points first, in order) reuses that embedding, so further clicks are
                decoder-only, SAM's cost; any other prompt heats with all its points (and is kept)
     "outside"  as "first", but a further click that falls outside the heated region (farther than the heat
                kernel's reach from every heated point and from the box) heats the encoder again, with every click
@@ -46,7 +46,7 @@ def heat_prompt(prompt: Prompt, refine: str, kept: Iterable[Prompt] = (), reach:
     Arguments:
       prompt: every click so far (in click order) and the box, in original pixels.
       refine: one of `REFINE`.
-      kept: the heat prompts whose embeddings the image keeps for the class that runs.
+      kept: the heat prompts whose embeddings the image keeps for the domain that runs.
       reach: for "outside", how far (original pixels, per axis) the heat of a point reaches.
 
     Returns:

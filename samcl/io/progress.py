@@ -54,7 +54,7 @@ class LogBar:
 
     def __init__(self, iterable=None, *, total: int | None = None, desc: str | None = None, unit: str = "it"):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc or "progress", unit
-        self.n, self.postfix, self.closed = 0, "", False
+        self.n, self.postfix, self.closed, self.stopped = 0, "", False, False
         self.level = logging.DEBUG if _open else logging.INFO  # inside another bar: detail
         self.start = self.last = time.monotonic()
         self.next_share = 1
@@ -67,6 +67,12 @@ class LogBar:
             for item in self.iterable:
                 yield item
                 self.update()
+        except Exception:  # the work failed (not a consumer stopping early): "stopped", not "done"
+            self.stopped = True
+            raise
+        except KeyboardInterrupt:
+            self.stopped = True
+            raise
         finally:
             self.close()
 
@@ -100,8 +106,8 @@ class LogBar:
         self.closed = True
         if self in _open:
             _open.remove(self)
-        log.log(self.level, "%s: done, %s%s in %.1f s", self.desc, self._count(), self._postfix(),
-                time.monotonic() - self.start)
+        log.log(self.level, "%s: %s, %s%s in %.1f s", self.desc, "stopped" if self.stopped else "done", self._count(),
+                self._postfix(), time.monotonic() - self.start)
 
     def _count(self) -> str:
         if self.total:

@@ -2,6 +2,7 @@
 
     frames = open_frames("clip.mp4")        # or a folder: 00000.jpg, 00001.jpg, ... (in name order)
     frames.count                            # the number of frames when the container says it (else None)
+    frames.frame_size(12)                   # (width, height) of frame 12, before tracking reads it
     for frame in frames: ...                # H x W x 3 uint8 RGB, one decoded frame held at a time
 
 Nothing is decoded ahead: a long video costs one frame of memory here.
@@ -41,6 +42,18 @@ class VideoFrames:
             with self._open() as container:
                 stream = self._stream(container)
                 self.count = int(stream.frames) or None  # 0: the container does not say
+
+    def frame_size(self, index: int) -> tuple[int, int] | None:
+        """(width, height) of frame `index` before tracking reads it: a folder's image is read (an unreadable one
+        is the error it would be later), a video's stream says it (None where it does not, or past the end)."""
+        if self.files is not None:
+            if index >= len(self.files):
+                return None
+            height, width = read_image(self.files[index]).shape[:2]
+            return width, height
+        with self._open() as container:
+            context = self._stream(container).codec_context
+            return (context.width, context.height) if context.width and context.height else None
 
     def _open(self):
         try:

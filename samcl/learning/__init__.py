@@ -1,6 +1,6 @@
 """Learning: training one AugModule on the frozen backbone (`trainer`), the continual loop over a module set
 (`learner.SAMCL`: create, open, learn, segment, evaluate), the same learn spread over torchrun's processes
-(`distributed`), and `forget` / `merge` (`lifecycle`: the same commit with another set of classes).
+(`distributed`), and `forget` / `merge` (`lifecycle`: the same commit with another set of domains).
 
     samcl = SAMCL.create("builtin:tiny-sam", "my-set")
     samcl.learn("polyps", FolderDataset("kvasir/train"), TrainConfig(epochs=20))

@@ -10,7 +10,7 @@ What is distributed, and how it stays equal to one process (see `samcl.learning.
   global batches of `batch_size x world` samples and takes every world-th one; prompt points are drawn per
   (seed, epoch, sample), so they do not depend on which rank runs a sample. DistributedDataParallel averages
   the gradients, so every rank takes the same Adam step as one process with the global batch would.
-- The selector embeddings each rank pooled from its shard (a by-product of the frozen prefix) are gathered,
+- The selector's pooled features each rank computed from its shard (a by-product of the frozen prefix) are gathered,
   so the buffer is the one a single process builds.
 - After training, ranks compare a hash of the module (they must be bit-identical); rank 0 alone embeds the
   missing buffer samples, retrains the selector and writes the store, then broadcasts the result, so every
@@ -75,16 +75,16 @@ class DistContext:
         return box[0]
 
     def gather_pooled(self, pooled: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Merge the sample index -> pooled embedding maps of all ranks (each pooled only its own shard).
+        """Merge the sample index -> pooled features maps of all ranks (each pooled only its own shard).
 
         Where several ranks pooled the same sample (its shard changes per epoch), the lowest rank's copy is
         kept; the prefix is deterministic, so the copies agree."""
         indices = sorted(pooled)
         part = (indices, torch.stack([pooled[i].detach().float().cpu() for i in indices]) if indices else None)
         merged: dict[int, torch.Tensor] = {}
-        for rank_indices, embeddings in self.all_gather(part):
+        for rank_indices, features in self.all_gather(part):
             for j, index in enumerate(rank_indices):
-                merged.setdefault(index, embeddings[j])
+                merged.setdefault(index, features[j])
         return merged
 
     def mean(self, values: list[float]) -> list[float]:
@@ -102,21 +102,21 @@ class DistContext:
 
 
 # ---------------------------------------------------------------------- the steps `SAMCL.learn` takes
-def check_ready(ctx: DistContext, samcl, name: str, count: int, base: bool) -> None:
+def check_ready(ctx: DistContext, samcl, name: str, count: int, without_module: bool) -> None:
     """Before any work: each rank on its own device, and all ranks learning the same thing on the same store
     state (a node that sees another store, e.g. not on a shared filesystem, would otherwise diverge)."""
     if samcl.device.type == "cuda" and samcl.device.index not in (None, torch.cuda.current_device()):
         raise SamclError(f"rank {ctx.rank}: the module set is on {samcl.device} but this rank's GPU is "
                          f"cuda:{torch.cuda.current_device()} (create it with "
                          "device=samcl.learning.distributed.init().device)")
-    ctx.check_agree("the task (domain, base, samples, store generation, domains, device kind)",
-                    (name, base, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
+    ctx.check_agree("the task (domain, without_module, samples, store generation, domains, device kind)",
+                    (name, without_module, count, samcl.module_set.generation, samcl.domains, samcl.device.type))
 
 
 def merge_training(ctx: DistContext, module: nn.Module, stats: dict, pooled: dict[int, torch.Tensor]
                    ) -> tuple[dict[int, torch.Tensor], dict]:
     """After data-parallel training: ranks must hold the same module (bit for bit: DDP synchronised every
-    step); the pooled embeddings of all shards are merged; the logged losses (each rank's share of the global
+    step); the pooled features of all shards are merged; the logged losses (each rank's share of the global
     batch loss) are averaged into the global ones."""
     ctx.check_agree("the trained module (sha256)", tensors_sha256(module.state_tensors()))
     stats = dict(stats)
@@ -133,13 +133,13 @@ def send_result(ctx: DistContext, samcl, report: dict) -> None:
         "report": report, "generation": state.generation, "domains": [d.to_dict() for d in state.domains],
         "selector": {k: v.detach().cpu() for k, v in state.selector.to_tensors().items()},
         "dim": state.selector.dim,
-        "buffer": None if state.buffer is None else (state.buffer.embeddings.cpu(), state.buffer.labels.cpu()),
+        "buffer": None if state.buffer is None else (state.buffer.features.cpu(), state.buffer.labels.cpu()),
     })
 
 
 def receive_result(ctx: DistContext, samcl) -> dict:
     """Other ranks: take rank 0's selector, buffer and entries, so every rank holds the same module set."""
-    from ..selector import EmbeddingBuffer, selector_from_tensors
+    from ..selector import FeatureBuffer, selector_from_tensors
     from ..store.moduleset import DomainEntry
 
     result = ctx.broadcast()
@@ -147,7 +147,7 @@ def receive_result(ctx: DistContext, samcl) -> dict:
     state.generation = result["generation"]
     state.domains = [DomainEntry(**entry) for entry in result["domains"]]
     width = state.selector_config.width(result["dim"])
-    buffer = None if result["buffer"] is None else EmbeddingBuffer(width, *result["buffer"])
+    buffer = None if result["buffer"] is None else FeatureBuffer(width, *result["buffer"])
     state.selector = selector_from_tensors(state.selector_config, result["dim"], len(state.domains),
                                            result["selector"], buffer).to(samcl.device)
     return result["report"]

@@ -2,7 +2,7 @@
 
     samcl = SAMCL.create("sam_vit_b_01ec64.pth", "my-store")
     samcl.learn("polyps", FolderDataset("kvasir/train"))
-    result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: the module that ran
+    result = samcl.segment([image], [Prompt.of(points=[[120, 80]])])[0]   # result.domain: whose module ran
 
 Inference is `samcl.inference.engine` (`SAMCL.segment` and the predictor run it); files are `samcl.store.files`.
 """
@@ -20,6 +20,7 @@ import torch
 from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
 from ..data.sample import Sample
+from .._renamed import renamed_keyword, renamed_method
 from ..errors import SamclError
 from ..inference.automatic import AutoMaskConfig, GeneratedMasks, generate_images
 from ..inference.engine import Engine
@@ -30,10 +31,10 @@ from ..io.progress import bar
 from ..method.augmodule import AugModuleConfig, config_for
 from ..method.sizes import storage
 from ..selector import SelectorConfig, make_selector
-from ..store.check import check_site
+from ..store.check import check_manifest, check_site
 from ..store.files import ModuleStore
-from ..store.manifest import Manifest
-from ..store.moduleset import DomainEntry, ModuleSet, name_problem
+from ..store.moduleset import MODULE, NO_MODULE, DomainEntry, ModuleSet, name_problem
+from ..store.schema import Manifest
 from ..types import Prediction, Prompt
 from . import distributed
 from .lifecycle import remove_domain
@@ -127,7 +128,7 @@ class SAMCL(Running, Tracking):
 
     @classmethod
     def open(cls, store: str | Path, *, base=None, device=None, fallback: bool = True,
-             precision: str | None = None, runtime: str | None = "torch") -> "SAMCL":
+             precision: str | None = None, runtime: str | None = "torch", manifest: dict | None = None) -> "SAMCL":
         """Open a saved store (every file's sha256 and structure checked).
 
         Arguments:
@@ -140,16 +141,20 @@ class SAMCL(Running, Tracking):
             None keeps the base's own (float32 as loaded from a file).
           runtime (str | None): what runs the encoder and decoder: "torch", "onnxruntime", "openvino" or "auto"
             (`samcl.runtime`: graphs exported once per base and cached; the precision then applies to them).
+          manifest (Manifest | None): the store's manifest as `ModuleStore.read_manifest` returned it (read and
+            checked), for a caller that has read it already (a dict is checked first); None: read here.
 
         Returns:
-          (SAMCL): the set, every module resident; its embedding buffer is read when `learn` first needs it.
+          (SAMCL): the set, every module resident; its feature buffer is read when `learn` first needs it.
         """
         from ..runtime.attach import resolved
 
         chosen = resolved(runtime, device)
         module_store = ModuleStore(store)
-        raw = module_store.read_manifest()
-        manifest = Manifest.from_dict(raw)
+        if manifest is None:
+            manifest = module_store.read_manifest()
+        elif not isinstance(manifest, Manifest):
+            manifest = check_manifest(manifest, module_store.path)
         if base is None:
             hint = manifest.base_hint
             if not hint:
@@ -160,10 +165,11 @@ class SAMCL(Running, Tracking):
                 gone = f"{store}: its base model {hint} is no longer there"
                 raise SamclError(f"{gone}; give its new path as base", code="no_base", field="base")
         backbone = base if isinstance(base, FrozenBackbone) else load_backbone(base)
-        backbone.adopt_identity(manifest.backbone, manifest.base_source)
+        backbone.adopt_identity(manifest.backbone.model_dump(), manifest.base_source)
         module_set = module_store.load(identity=backbone.identity(), lazy_buffer=True,  # the buffer is read to learn
-                                       manifest=raw)
-        check_site(module_set.aug_config, manifest.selector.get("dim"), backbone.site, module_store.path)
+                                       manifest=manifest)
+        check_site(module_set.aug_config, manifest.selector.dim, backbone.site, module_store.path)
+        chosen = resolved(runtime, device, backbone, module_set.aug_config)  # auto: torch where no graphs run
         if backbone.source is not None and module_set.base_source != backbone.source:
             module_set.base_source = backbone.source  # verified by hashing: the next save records this file
         samcl = cls(backbone, module_set, module_store, device, precision if chosen == "torch" else None)
@@ -189,15 +195,17 @@ class SAMCL(Running, Tracking):
 
     # ------------------------------------------------------------------ learning
     def learn(self, name: str, samples: Sequence[Sample], config: TrainConfig = TrainConfig(), *,
-              as_base: bool = False, replace: bool = False) -> dict:
-        """Learn one domain: train its AugModule (or none with `as_base`), add its selector state, save.
+              without_module: bool = False, replace: bool = False, as_base: bool | None = None) -> dict:
+        """Learn one domain: train its module (or none with `without_module`), add its selector state, save.
 
         Arguments:
           name (str): the new domain's name (letters, digits, '_', '.', '-'; "base" is reserved).
           samples (Sequence[Sample]): its training images, masks and points (`FolderDataset`, or a list).
           config (TrainConfig): how the module is trained.
-          as_base (bool): learn it as the "base" class: no module, SAM's own behaviour (the base model's domain).
+          without_module (bool): learn it without a module: its images run the base model (SAM's own behaviour;
+            for the base model's own domain). A set holds at most one such domain.
           replace (bool): relearn a domain the set holds (below).
+          as_base (bool | None): the old spelling of `without_module` (deprecated).
 
         Returns:
           (dict): the report: the domain's kind, training losses and seconds, sizes in bytes, the selector's.
@@ -209,6 +217,7 @@ class SAMCL(Running, Tracking):
         Under torch.distributed (torchrun) every rank calls this with the same arguments: the module trains data
         parallel, rank 0 alone writes the store, and all ranks end with the same state
         (`samcl.learning.distributed`)."""
+        without_module = renamed_keyword("as_base", "without_module", as_base, without_module)
         problem = name_problem(name)
         if problem:
             raise SamclError(problem)
@@ -217,15 +226,15 @@ class SAMCL(Running, Tracking):
                              code="domain_exists", field="replace")
         if replace and name not in self.domains:
             raise SamclError(f"domain {name!r}: nothing to replace; learned: {', '.join(self.domains) or 'none'}")
-        replaced = replace and any(d.name == name and d.kind == "base" for d in self.module_set.domains)
-        if as_base and not replaced and any(d.kind == "base" for d in self.module_set.domains):
-            raise SamclError("the module set already has a base class")
+        replaced = replace and any(d.name == name and d.kind == NO_MODULE for d in self.module_set.domains)
+        if without_module and not replaced and any(d.kind == NO_MODULE for d in self.module_set.domains):
+            raise SamclError("the module set already has a domain without a module", field="without_module")
         if len(samples) == 0:
             raise SamclError(f"domain {name!r}: no training samples")
         if self.aug_config.heat_mode == "reference":
             where = self.store.path if self.store is not None else "this module set"
             raise SamclError(f"{where}: imported from the authors' files (samcl import-reference); it holds no "
-                             "embedding buffer to retrain the selector on, and its modules run their forward: "
+                             "feature buffer to retrain the selector on, and its modules run their forward: "
                              "learn new domains into a store of their own")
         if self.backbone.precision != "float32":
             raise SamclError(f"this module set runs in {self.backbone.precision} for inference; learning needs the "
@@ -234,11 +243,11 @@ class SAMCL(Running, Tracking):
         ctx = distributed.current()
         with self._rollback_on_error():
             if self.store is None or (ctx is not None and not ctx.is_main):
-                return self._learn(name, samples, config, as_base, ctx, replace)
+                return self._learn(name, samples, config, without_module, ctx, replace)
             with self.store.lock():
-                if self.store.exists() and self.store.read_manifest().get("generation") != self.module_set.generation:
+                if self.store.exists() and self.store.read_manifest().generation != self.module_set.generation:
                     raise SamclError(f"{self.store.path}: the store changed since it was opened; open it again")
-                return self._learn(name, samples, config, as_base, ctx, replace)
+                return self._learn(name, samples, config, without_module, ctx, replace)
 
     @contextmanager
     def _rollback_on_error(self):
@@ -252,17 +261,17 @@ class SAMCL(Running, Tracking):
             self.engine.forget_bank()
             raise
 
-    def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, base: bool,
+    def _learn(self, name: str, samples: Sequence[Sample], config: TrainConfig, without_module: bool,
                ctx: distributed.DistContext | None = None, replace: bool = False) -> dict:
-        report: dict = {"domain": name, "kind": "base" if base else "module", "train": config.to_dict(),
-                        "replaced": replace}
+        kind = NO_MODULE if without_module else MODULE
+        report: dict = {"domain": name, "kind": kind, "train": config.to_dict(), "replaced": replace}
         pooled: dict[int, torch.Tensor] = {}
-        entry = DomainEntry(name=name, kind="base" if base else "module")
+        entry = DomainEntry(name=name, kind=kind)
         if self.module_set.buffer is not None:
             self.module_set.buffer.load()  # a deferred buffer is read and verified before any training
         if ctx is not None:
-            distributed.check_ready(ctx, self, name, len(samples), base)
-        if not base:
+            distributed.check_ready(ctx, self, name, len(samples), without_module)
+        if not without_module:
             try:
                 module, stats, pooled = train_module(self.backbone, self.aug_config, samples, self.selector_block,
                                                      config, self.device, desc=f"learn {name}",
@@ -272,21 +281,21 @@ class SAMCL(Running, Tracking):
                 raise SamclError(f"learning {name!r} diverged: {exc}", code=exc.code, field=exc.field) from None
             if ctx is not None:
                 pooled, stats = distributed.merge_training(ctx, module, stats, pooled)
-        if replace:  # the old class out of the in-memory set, as `forget` does; saved with the new one
+        if replace:  # the old domain out of the in-memory set, as `forget` does; saved with the new one
             remove_domain(self.module_set, name)
             self.engine.forget_bank()
-        if not base:
+        if not without_module:
             self.module_set.modules[name] = module.to(self.device)
             report["stats"] = stats
         if ctx is not None and not ctx.is_main:
             return distributed.receive_result(ctx, self)  # rank 0 embeds, trains the selector and saves
         start = time.perf_counter()
-        embeddings = self.embeddings_for(samples, config.seed, pooled, config.progress)
+        features = self.features_for(samples, config.seed, pooled, config.progress)
         self.module_set.domains.append(entry)
-        report.update(self._add_class(embeddings, config.seed, config.progress))
+        report.update(self._add_domain(features, config.seed, config.progress))
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
-                      "buffer_samples": len(embeddings),
+                      "buffer_samples": len(features),
                       **{k: v for k, v in report.get("stats", {}).items() if not isinstance(v, list)}}
         if self.store is not None:
             self.store.save(self.module_set, written={name})
@@ -295,16 +304,16 @@ class SAMCL(Running, Tracking):
             distributed.send_result(ctx, self, report)
         return report
 
-    def _add_class(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
-        """The newest class into the selector (`mlp`: N_e embeddings into the buffer, one more output row, a retrain
-        on the whole buffer from two classes on; statistics kinds: the class's statistics in closed form)."""
-        classes = self.module_set
-        if classes.selector is None:
-            classes.selector = make_selector(classes.selector_config, pooled.shape[1] // 2).to(self.device)
-        return classes.selector.add_class(pooled, seed, progress)
+    def _add_domain(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
+        """The newest domain into the selector (`mlp`: N_e feature rows into the buffer, one more output row, a
+        retrain on the whole buffer from two domains on; statistics kinds: the domain's statistics in closed form)."""
+        module_set = self.module_set
+        if module_set.selector is None:
+            module_set.selector = make_selector(module_set.selector_config, pooled.shape[1] // 2).to(self.device)
+        return module_set.selector.add_domain(pooled, seed, progress)
 
-    def embeddings_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
-                       progress: bool = False, batch_size: int = 8) -> torch.Tensor:
+    def features_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
+                     progress: bool = False, batch_size: int = 8) -> torch.Tensor:
         """N x 2D pooled selector-block features (`backbone.pool_stats`) of a seeded subset of `samples` (reusing
         ones already computed): N_e for the `mlp` selector's buffer, every image for a statistics selector (its
         state does not grow with them, and training pooled them all already)."""
@@ -319,6 +328,8 @@ class SAMCL(Running, Tracking):
             found = prefixes.lookup(part, lambda i: (samples[i].image, None))
             known.update((i, prefix.pooled) for i, prefix in zip(part, found))
         return torch.stack([known[i] for i in chosen]).float()
+
+    embeddings_for = renamed_method("embeddings_for", "features_for")
 
     # ------------------------------------------------------------------ inference (`samcl.inference.engine`)
     def segment(self, images: Sequence, prompts: Sequence[Prompt], *, multimask_output: bool = False,
@@ -356,7 +367,8 @@ class SAMCL(Running, Tracking):
 
         Arguments:
           samples (Sequence[Sample]): images with their masks and points (`FolderDataset`, or a list).
-          truth (str | None): the samples' true domain ("base" for the base class); adds selector accuracy.
+          truth (str | None): the samples' true domain ("base" for the domain without a module); adds selector
+            accuracy.
           force (str | None): run this domain's module for every image (oracle selection; "base": none).
           batch_size (int): images per engine call.
           progress (bool): a progress bar on a terminal.

@@ -6,8 +6,8 @@ generation under the store's lock; a kill at any instant leaves the old set or t
     merge("both", ["site-a", "site-b"], rename={"cells": "cells-b"})
 
 What "nothing derived from the domain" means per selector kind: the statistics kinds (ncm, fecam, ranpac) keep
-per-class statistics that only that class's images made, so removing its entry is exact; the `mlp` selector's
-weights mix every class, so it is retrained from scratch on the remaining buffer rows, with the seed of the set's
+per-domain statistics that only that domain's images made, so removing its entry is exact; the `mlp` selector's
+weights mix every domain, so it is retrained from scratch on the remaining buffer rows, with the seed of the set's
 first learned domain (`MlpSelector.retrain`). Merging is the union: modules copied tensor for tensor, statistics
 appended (exact), or the mlp retrained from scratch on both buffers.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import SamclError
 from ..store.files import ModuleStore
-from ..store.moduleset import BASE_CLASS, ModuleSet, name_problem
+from ..store.moduleset import BASE_MODEL, NO_MODULE, ModuleSet, name_problem
 
 
 def _seed(module_set: ModuleSet) -> int:
@@ -29,14 +29,14 @@ def _seed(module_set: ModuleSet) -> int:
 def _load(store: ModuleStore) -> ModuleSet:
     module_set = store.load()  # every file read and checked (the mlp's buffer too: forget and merge need it)
     if module_set.aug_config is not None and module_set.aug_config.heat_mode == "reference":
-        raise SamclError(f"{store.path}: an imported reference set has no embedding buffer to retrain its "
+        raise SamclError(f"{store.path}: an imported reference set has no feature buffer to retrain its "
                          "selector on; forget and merge work on sets samcl learned")
     return module_set
 
 
 def remove_domain(module_set: ModuleSet, domain: str) -> int:
     """Take `domain` out of the in-memory `module_set`: its entry, its module, its selector state (the set's only
-    domain leaves no selector: the next class starts a fresh one, as the first learn did).
+    domain leaves no selector: the next domain starts a fresh one, as the first learn did).
 
     Returns:
       (int): the seed the selector was retrained with (`_seed`)."""
@@ -45,7 +45,7 @@ def remove_domain(module_set: ModuleSet, domain: str) -> int:
     if len(module_set.domains) == 1:
         module_set.selector = None
     else:
-        module_set.selector.remove_class(index, seed=seed)
+        module_set.selector.remove_domain(index, seed=seed)
     del module_set.domains[index]
     module_set.modules.pop(domain, None)
     return seed
@@ -59,15 +59,16 @@ def forget(path: str | Path, domain: str) -> dict:
         module_set = _load(store)
         names = module_set.names
         if domain not in names:
-            hint = " ('base' names no class: the base model itself cannot be forgotten)" if domain == BASE_CLASS else ""
+            hint = (" ('base' names no domain: the base model itself cannot be forgotten)" if domain == BASE_MODEL
+                    else "")
             raise SamclError(f"{path}: no domain {domain!r}{hint}; learned: {', '.join(names) or 'none'}")
         index = names.index(domain)
         if len(names) == 1:
             raise SamclError(f"{path}: {domain!r} is the set's only domain; delete the store instead of forgetting it")
-        was_base = module_set.domains[index].kind == "base"  # no module: only its selector state goes
+        without_module = module_set.domains[index].kind == NO_MODULE  # only its selector state goes
         seed = remove_domain(module_set, domain)
         store.save(module_set, written=set())
-    return {"store": str(path), "forgot": domain, "was_base_class": was_base, "domains": module_set.names,
+    return {"store": str(path), "forgot": domain, "without_module": without_module, "domains": module_set.names,
             "selector": module_set.selector_config.kind,
             "selector_retrained": module_set.selector_config.kind == "mlp", "seed": seed}
 
@@ -105,8 +106,9 @@ def merge(out: str | Path, paths: list[str | Path], *, rename: dict[str, str] | 
     used = set()
     for path, other in zip(paths[1:], sets[1:]):
         _check_compatible(merged, other, str(path))
-        if any(d.kind == "base" for d in merged.domains) and any(d.kind == "base" for d in other.domains):
-            raise SamclError(f"{path}: both sets have a base class; a set has one (forget one of them first)")
+        if any(d.kind == NO_MODULE for d in merged.domains) and any(d.kind == NO_MODULE for d in other.domains):
+            raise SamclError(f"{path}: both sets have a domain without a module; a set has one (forget one of them "
+                             "first)")
         for entry in other.domains:
             new = rename.get(entry.name, entry.name)
             if new != entry.name:

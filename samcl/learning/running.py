@@ -19,7 +19,7 @@ class Running:
         `precision`; the graphs are exported on first use and cached. Returns the runtime now in use."""
         from ..runtime.attach import graph_backbone, resolved
 
-        chosen = resolved(runtime, self.device)
+        chosen = resolved(runtime, self.device, self.backbone, self.aug_config)
         if chosen != "torch":
             graphs = graph_backbone(self.backbone, self.aug_config, self.selector_block, chosen, precision)
             self.engine.use_backbone(graphs, chosen)

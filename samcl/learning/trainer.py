@@ -30,12 +30,12 @@ from ..io.progress import bar
 from ..method.augmodule import AugModule, AugModuleConfig, Injection
 from ..backbone import tokens as batch_ops
 from ..method.prompts import PROMPT_REGIMES, TrainingPrompt, mix_prompt, sample_points, sample_rng
-from ..options import check_fields, option
+from ..options import config, option
 
 AMP_MODES = ("none", "bf16")
 
 
-@dataclass
+@config
 class TrainConfig:
     """How one domain's AugModule is trained (the paper's recipe; see the module docstring for the loss).
 
@@ -84,7 +84,6 @@ class TrainConfig:
                               "decoder", choices=AMP_MODES)
 
     def __post_init__(self):
-        check_fields(self)
         shares = self.mix_negatives + self.mix_box + self.mix_box_points + self.mix_none
         if shares > 1 + 1e-9:
             raise ValueError(f"TrainConfig.mix_negatives + mix_box + mix_box_points + mix_none {shares:g}: "
@@ -105,7 +104,7 @@ def autocast(device: torch.device, amp: str):
     """Mixed precision for the trainable part of a step: bf16 autocast when asked ("bf16"), on CUDA or CPU.
 
     Parameters, gradients and the Adam state stay float32 (bf16 has float32's range: no loss scaling), the
-    loss is computed in float32, and the frozen prefix (so the selector embeddings) is never autocast.
+    loss is computed in float32, and the frozen prefix (so the selector's pooled features) is never autocast.
     """
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
@@ -303,7 +302,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
                  shard: tuple[int, int] = (0, 1), wrap=None, init: AugModule | None = None,
                  objective: Objective | None = None) -> tuple[AugModule, dict, dict[int, torch.Tensor]]:
     """Train a fresh AugModule on `samples`. Returns the module (on CPU), stats (losses, seconds) and the
-    pooled selector-block embeddings of the samples this process ran through the prefix (index -> D).
+    pooled selector-block features of the samples this process ran through the prefix (index -> D).
 
     shard = (rank, world): this process takes every world-th sample of each global batch; `wrap` may wrap
     the module for gradient synchronisation (DistributedDataParallel, which averages gradients over ranks).
@@ -335,7 +334,7 @@ def train_module(backbone, aug_config: AugModuleConfig, samples: Sequence[Sample
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     cache = PrefixCache(backbone, selector_block, device, config.cache_bytes // world)
-    pooled: dict[int, torch.Tensor] = {}  # selector embeddings: a by-product of the prefix, reused for the buffer
+    pooled: dict[int, torch.Tensor] = {}  # the selector's pooled features: a by-product of the prefix
     losses, rates, start = [], [], time.perf_counter()
     steps = bar(total=total, desc=desc, progress=config.progress and rank == 0, leave=False)
     fault_point(f"train: {desc} started")  # (a no-op unless a kill test asks: bars are off when not a terminal)

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import BeforeValidator, Field
 from torch import nn
 
+from ..options import config, option
 from .sizes import tensor_bytes
 
 LN_EPS = 1e-5
@@ -37,7 +40,17 @@ TARGETS = ("attention", "qkv")
 HEAT_MODES = ("samcl", "reference")
 
 
-@dataclass(frozen=True)
+def _block_indices(blocks):
+    """Block indices as a tuple of ints (a list, a range, numpy's integers); anything else is left to refuse."""
+    if isinstance(blocks, (list, tuple, range)) and all(not isinstance(b, (bool, str, float)) for b in blocks):
+        try:
+            return tuple(int(b) for b in blocks)
+        except (TypeError, ValueError):
+            pass
+    return blocks
+
+
+@config(frozen=True)
 class AugModuleConfig:
     """Sizes of one AugModule. Every number comes from the backbone's adaptation site (see `config_for`).
 
@@ -49,29 +62,27 @@ class AugModuleConfig:
     the attention's qkv projection: per-block A_i, B_i, nothing else).
     """
 
-    dim: int
-    adapted_blocks: tuple[int, ...]
-    neck_channels: int
-    rank: int = 10
-    neck_dim: int = 0  # token width entering the neck (defaults to dim)
-    shared_down: bool = True
-    prompt_augmentation: bool = True
-    target: str = "attention"
-    heat_mode: str = "samcl"
+    dim: int = option(help="token width D at the adapted blocks", low=1, integer=True)
+    adapted_blocks: Annotated[tuple[int, ...], BeforeValidator(_block_indices)] = Field(
+        description="encoder block indices that get SLoRA (at least one, each once)", strict=True)
+    neck_channels: int = option(help="channels of the image embedding (0: no neck injection)", low=0, integer=True)
+    rank: int = option(10, "the rank r", low=1, integer=True)
+    neck_dim: int = option(0, "token width entering the neck (0: dim)", low=0, integer=True)
+    shared_down: bool = option(True, "one down-projection A for all adapted blocks (SLoRA)", choices=(True, False))
+    prompt_augmentation: bool = option(True, "the heat features H", choices=(True, False))
+    target: str = option("attention", "where the delta goes: the attention output or the qkv projection",
+                         choices=TARGETS)
+    heat_mode: str = option("samcl", "samcl's heat, or the authors' forward (imported modules)", choices=HEAT_MODES)
 
     def __post_init__(self):
-        object.__setattr__(self, "adapted_blocks", tuple(int(b) for b in self.adapted_blocks))
         if not self.neck_dim:
             object.__setattr__(self, "neck_dim", self.dim)
-        if self.rank < 1 or not self.adapted_blocks:
-            raise ValueError("an AugModule needs rank >= 1 and at least one adapted block")
-        if self.target not in TARGETS:
-            raise ValueError(f"AugModule target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if not self.adapted_blocks or len(set(self.adapted_blocks)) != len(self.adapted_blocks):
+            raise ValueError(f"AugModuleConfig.adapted_blocks {list(self.adapted_blocks)}: expected at least one "
+                             "block, each once")
         if self.target == "qkv" and (self.shared_down or self.prompt_augmentation):
             raise ValueError("a qkv LoRA has one A per block and no prompt augmentation "
                              "(shared_down=False, prompt_augmentation=False)")
-        if self.heat_mode not in HEAT_MODES:
-            raise ValueError(f"AugModule heat_mode {self.heat_mode!r}: expected one of {', '.join(HEAT_MODES)}")
         if self.heat_mode == "reference" and not (self.prompt_augmentation and self.target == "attention"):
             raise ValueError("the reference heat mode is the authors' SLoRA with prompt augmentation")
 

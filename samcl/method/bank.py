@@ -1,14 +1,15 @@
 """Every module of a set resident at once, so that switching modules is choosing rows, never copying a model.
 
-    bank = ModuleBank(config, [module_0, None, module_2])    # class k -> row k + 1; row 0 = zeros (base)
+    bank = ModuleBank(config, [module_0, None, module_2])    # domain k -> row k + 1; row 0 = zeros (base)
     bank.params([3, 3])       # G = 1: a view of row 3 (no copy), for a batch that chose one module
     bank.params([1, 0, 3])    # G = B: one gather per tensor, for a mixed-domain batch
 
-One (K + 1) x shape tensor per parameter name, built once when the set is opened or changes, instead of
-stacking module tensors on every call. A zero row adds exactly nothing (see `samcl.method.augmodule`), so the base
-choice shares the same batched math. Modules whose device and dtype match the bank's are re-pointed at their
-rows, so the bank costs no memory beyond the modules themselves; in-place changes to such a module show in
-the bank at once.
+A *row* is a module's index in these stacked tensors (row 0: the base model's zeros); the word means nothing else
+in samcl: a learned domain is a domain, its AugModule weights its module. One (K + 1) x shape tensor per parameter
+name, built once when the set is opened or changes, instead of stacking module tensors on every call. A zero row
+adds exactly nothing (see `samcl.method.augmodule`), so the base choice shares the same batched math. Modules
+whose device and dtype match the bank's are re-pointed at their rows, so the bank costs no memory beyond the
+modules themselves; in-place changes to such a module show in the bank at once.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ModuleBank:
                         param.data = self.tensors[name][row]  # the module now lives in the bank: no second copy
 
     def row(self, index: int) -> int:
-        """Bank row of class `index` (-1 or a class without module: row 0, the base)."""
+        """Bank row of domain `index` (-1 or a domain without module: row 0, the base)."""
         return 0 if index < 0 or self.owners[index] is None else index + 1
 
     def is_current(self, index: int, module: AugModule | None) -> bool:

@@ -23,13 +23,13 @@ def tensor_bytes(tensors: Any, value_bytes: int | None = None) -> int:
 
 
 def storage(module_set) -> dict:
-    """Bytes a module set stores: per module, selector, buffer (embeddings and their int64 labels), total.
+    """Bytes a module set stores: per module, selector, buffer (pooled features and their int64 labels), total.
     Counted from shapes, so a deferred buffer is not read for it."""
     value = VALUE_BYTES[module_set.dtype]
     per_module = module_set.aug_config.num_parameters * value if module_set.aug_config is not None else 0
     modules = {d.name: per_module for d in module_set.domains if d.kind == "module"}
     selector = buffer = 0
-    if module_set.selector is not None and module_set.selector.classes:
+    if module_set.selector is not None and module_set.selector.num_domains:
         mlp = module_set.buffer is not None  # the MLP's weights take the storage dtype; statistics stay exact
         selector = tensor_bytes(module_set.selector.to_tensors(), value if mlp else None)
         if mlp:

@@ -6,12 +6,13 @@ Their module file (one per domain, `<domain>.pth`) is a pickled dict of `nn.Modu
 AugModule is one to one (`module_tensors`): `A` -> a, `B_i` -> b[i], `norm1_i` -> ln1[i], `norm2_i` -> ln2[i],
 `extra.layer` -> heat, `extra.norm` -> heat_ln, `extra.upward` -> neck_in, `extra.upward_` -> neck_out, and
 `lora_layer` names the adapted blocks. `Module_Selector.pth` is a state dict of their selector (`layer1`, `norm1`,
-..., `layer4`), which is samcl's `SelectorNet` layer for layer (`SELECTOR_LAYERS`); its classes are
-`REFERENCE_CLASSES` in order, the one without a module file being the base class (SAM with no module).
+..., `layer4`), which is samcl's `SelectorNet` layer for layer (`SELECTOR_LAYERS`); its outputs (their "classes",
+samcl's domains) are
+`REFERENCE_DOMAINS` in order, the one without a module file learned without a module (it runs the base model).
 
 Imported modules keep the authors' forward (`heat_mode="reference"`: stretched input, their heat and its
-placement), recorded in the manifest. Their sets carry no embedding buffer, so the store has an empty one and
-`learn` refuses to add domains to it (the selector could only be retrained on buffered embeddings)."""
+placement), recorded in the manifest. Their sets carry no feature buffer, so the store has an empty one and
+`learn` refuses to add domains to it (the selector could only be retrained on buffered pooled features)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,17 @@ from pathlib import Path
 
 import torch
 
+from .._renamed import renamed_keyword
 from ..errors import SamclError
 from ..io import check_regular, quote, read_limited
 from ..method.augmodule import AugModule, config_for, parameter_shapes
-from ..selector import EmbeddingBuffer, MlpSelector, SelectorConfig, SelectorNet
+from ..selector import FeatureBuffer, MlpSelector, SelectorConfig, SelectorNet
 from ..store.check import check_tensors
 from ..store.moduleset import DomainEntry, ModuleSet, name_problem
 from .unpickle import FILE_LIMIT, Record, ReferenceFileError, load_reference_file
 
-#: The classes of the authors' `Module_Selector.pth`, in its output order (COCO: the base class, no module).
-REFERENCE_CLASSES = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
+#: The domains of the authors' `Module_Selector.pth` (their classes), in its output order (COCO: no module).
+REFERENCE_DOMAINS = ("ISTD", "Kvasir", "ISIC", "cod", "camo", "COCO")
 SELECTOR_FILE = "Module_Selector.pth"
 #: Their selector's layers -> samcl's `SelectorNet` (features: Linear, BN, Linear, BN, ReLU, Linear, BN, ReLU).
 SELECTOR_LAYERS = {"layer1": "features.0", "norm1": "features.1", "layer2": "features.2", "norm2": "features.3",
@@ -145,18 +147,18 @@ def selector_state(obj, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_selector(path: Path, dim: int, classes: int, state: dict | None = None) -> SelectorNet:
+def read_selector(path: Path, dim: int, domains: int, state: dict | None = None) -> SelectorNet:
     """Their selector file (or `state`, what `selector_state` made of it already) as a `SelectorNet`."""
-    net = SelectorNet(dim, classes)
+    net = SelectorNet(dim, domains)
     state = state if state is not None else selector_state(load_reference_file(path), path)
     head = state.get("head.weight")
-    if head is not None and head.dim() == 2 and head.shape[0] != classes:
-        problem = f"{path}: the selector has {head.shape[0]} classes, but {classes} were named"
-        raise SamclError(f"{problem} (classes)", field="classes")
+    if head is not None and head.dim() == 2 and head.shape[0] != domains:
+        problem = f"{path}: the selector has {head.shape[0]} domains, but {domains} were named"
+        raise SamclError(f"{problem} (domains)", field="domains")
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise SamclError(f"{path}: does not fit a selector on {dim}-wide embeddings of this base "
+        raise SamclError(f"{path}: does not fit a selector on {dim}-wide pooled features of this base "
                          f"({' '.join(str(exc).split())[:240]})") from None
     check_selector(net.eval(), path)
     return net
@@ -168,8 +170,8 @@ PROBE_BATCH = 16
 
 def check_selector(net: SelectorNet, path: Path) -> None:
     """The selector's BatchNorm statistics are sane (running variances >= 0) and its outputs on a probe batch
-    (seeded normal embeddings, the scale of a SAM block's pooled tokens) are finite: finite weights can still
-    route every image to one class with a NaN score (a variance of -1, weights of 3e38)."""
+    (seeded normal features, the scale of a SAM block's pooled tokens) are finite: finite weights can still
+    route every image to one domain with a NaN score (a variance of -1, weights of 3e38)."""
     for name, tensor in net.state_dict().items():
         if name.endswith("running_var") and bool((tensor < 0).any()):
             raise SamclError(f"{path}: {name} holds a negative variance ({float(tensor.min()):.3g}); a "
@@ -179,43 +181,46 @@ def check_selector(net: SelectorNet, path: Path) -> None:
     with torch.no_grad():
         logits = net(probe)
     if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(torch.softmax(logits, 1)).all()):
-        raise SamclError(f"{path}: the selector's outputs on a probe batch of {PROBE_BATCH} embeddings are not "
+        raise SamclError(f"{path}: the selector's outputs on a probe batch of {PROBE_BATCH} pooled features are not "
                          "finite (NaN or inf): its weights or BatchNorm statistics are out of range, so it "
                          "cannot route")
 
 
-def module_files(directory: Path, classes: tuple[str, ...], selector: Path) -> dict[str, Path | None]:
-    """Class name -> its module file in `directory` (`<name>.pth`, case-insensitive) or None (the base class)."""
+def module_files(directory: Path, domains: tuple[str, ...], selector: Path) -> dict[str, Path | None]:
+    """Domain name -> its module file in `directory` (`<name>.pth`, case-insensitive) or None (no module)."""
     if not directory.is_dir():
         raise SamclError(f"{directory}: not a folder (give the folder of the authors' .pth module files)")
     found = {p.stem.lower(): p for p in sorted(directory.glob("*.pth")) if p.resolve() != selector.resolve()}
-    files = {name: found.pop(name.lower(), None) for name in classes}
+    files = {name: found.pop(name.lower(), None) for name in domains}
     if found:
-        problem = (f"{directory / next(iter(found.values())).name}: not one of the selector's classes "
-                   f"({', '.join(classes)}); name the classes")
-        raise SamclError(f"{problem} (classes)", field="classes")
+        problem = (f"{directory / next(iter(found.values())).name}: not one of the selector's domains "
+                   f"({', '.join(domains)}); name the domains")
+        raise SamclError(f"{problem} (domains)", field="domains")
     bases = [name for name, path in files.items() if path is None]
     if len(bases) > 1:
-        raise SamclError(f"{directory}: no module file for {', '.join(bases)}; only one class (SAM without a "
+        raise SamclError(f"{directory}: no module file for {', '.join(bases)}; only one domain (SAM without a "
                          "module, their COCO) may have none")
-    if len(bases) == len(classes):
-        raise SamclError(f"{directory}: holds no module file of the classes {', '.join(classes)}")
+    if len(bases) == len(domains):
+        raise SamclError(f"{directory}: holds no module file of the domains {', '.join(domains)}")
     return files
 
 
-def import_reference(directory, out, base, selector=None, classes: tuple[str, ...] = REFERENCE_CLASSES) -> dict:
+def import_reference(directory, out, base, selector=None, domains: tuple[str, ...] = REFERENCE_DOMAINS, *,
+                     classes: tuple[str, ...] | None = None) -> dict:
     """Write a samcl store at `out` from the authors' module files in `directory`, their selector (default:
     `directory`/Module_Selector.pth, else the folder above), on the base `base` (a spec for `load_backbone` or
-    a loaded backbone). Returns a report (domains, tensors, values, files)."""
+    a loaded backbone), its outputs named `domains` in order (`classes`: the old spelling, deprecated). Returns a
+    report (domains, tensors, values, files)."""
     from ..store.files import ModuleStore
 
+    domains = renamed_keyword("classes", "domains", classes, domains, default=REFERENCE_DOMAINS)
     directory, out = Path(directory), Path(out)
-    for name in classes:
+    for name in domains:
         problem = name_problem(name)  # the rule of learn
         if problem:
-            raise SamclError(f"classes: {problem}", field="classes")
-    if len(set(classes)) != len(classes):
-        raise SamclError(f"classes: names a class twice: {', '.join(classes)}", field="classes")
+            raise SamclError(f"domains: {problem}", field="domains")
+    if len(set(domains)) != len(domains):
+        raise SamclError(f"domains: names a domain twice: {', '.join(domains)}", field="domains")
     if selector is None:
         candidates = [directory / SELECTOR_FILE, directory.parent / SELECTOR_FILE]
         selector = next((p for p in candidates if os.path.lexists(p)), candidates[0])
@@ -224,7 +229,7 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
         raise SamclError(f"{selector}: no such selector file (give it as selector)", code="not_found",
                          field="selector")
     check_regular(selector, "selector file")  # a fifo or a device: said so, never waited on
-    files = module_files(directory, classes, selector)
+    files = module_files(directory, domains, selector)
     store = ModuleStore(out)
     if store.exists():
         raise SamclError(f"{out}: a store already exists here; import into a new folder")
@@ -248,21 +253,22 @@ def import_reference(directory, out, base, selector=None, classes: tuple[str, ..
     if block >= min(config.adapted_blocks):
         raise SamclError(f"{directory}: the modules adapt block {min(config.adapted_blocks)}, not after the "
                          f"selector block {block} of this base")
-    net = read_selector(selector, site.dim, len(classes), selector_tensors)
+    net = read_selector(selector, site.dim, len(domains), selector_tensors)
     source = backbone.source
     config_mlp = SelectorConfig(kind="mlp", block=block)  # theirs is the paper's MLP, on the mean-pooled block
     state = ModuleSet(backbone=backbone.identity(), selector_config=config_mlp, selector_block=block,
                       aug_config=config, base_hint=(source or {}).get("base"), base_source=source)
-    for name in classes:
-        kind = "module" if name in modules else "base"
+    for name in domains:
+        kind = "module" if name in modules else "no_module"
         info = {**facts.get(name, {}), "selector": selector.name, "heat_mode": "reference"}
         state.domains.append(DomainEntry(name=name, kind=kind, info=info))
     state.modules = modules
-    state.selector = MlpSelector(config_mlp, site.dim, net, EmbeddingBuffer(site.dim))  # no buffer: learn refuses
+    state.selector = MlpSelector(config_mlp, site.dim, net, FeatureBuffer(site.dim))  # no buffer: learn refuses
     with store.lock():
         store.save(state)
-    return {"store": str(out), "domains": list(classes), "base_class": next((n for n in classes if n not in modules), None),
+    return {"store": str(out), "domains": list(domains),
+            "without_module": next((n for n in domains if n not in modules), None),
             "modules": {n: {"file": str(files[n]), "tensors": f["tensors"], "values": f["values"]}
                         for n, f in facts.items()},
             "values_per_module": config.num_parameters, "adapted_blocks": list(config.adapted_blocks),
-            "selector": {"file": str(selector), "block": block, "classes": len(classes)}, "heat_mode": "reference"}
+            "selector": {"file": str(selector), "block": block, "domains": len(domains)}, "heat_mode": "reference"}

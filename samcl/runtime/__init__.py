@@ -28,7 +28,7 @@ EXTRAS = {"onnxruntime": "samcl[onnx]", "openvino": "samcl[openvino]"}
 AUTO_ORDER = ("openvino", "torch")
 
 
-__all__ = ["AUTO_ORDER", "CHOICES", "EXTRAS", "MODULES", "RUNTIMES", "describe_auto", "export_store",
+__all__ = ["AUTO_ORDER", "CHOICES", "EXTRAS", "MODULES", "RUNTIMES", "covered", "describe_auto", "export_store",
            "graph_precision", "installed", "resolve", "set_runtime"]
 #: The names that need torch, loaded on first use.
 __getattr__, __dir__ = lazy_names(__name__, {"export_store": ".export", "set_runtime": ".attach"})
@@ -38,13 +38,20 @@ def installed(runtime: str) -> bool:
     return runtime == "torch" or importlib.util.find_spec(MODULES[runtime]) is not None
 
 
-def resolve(name: str | None, device: str | None = None) -> str:
+def covered(family: str, heat_mode: str | None = None) -> bool:
+    """Can a set on a base of `family` whose modules have `heat_mode` run as graphs? SAM (ViT) bases with samcl's
+    own modules only (`samcl.runtime.export.refuse_unsupported` says why not for the others)."""
+    return family == "sam" and heat_mode != "reference"
+
+
+def resolve(name: str | None, device: str | None = None, *, graphs: bool = True) -> str:
     """A runtime name, or "auto"/None -> the runtime to use. Graph runtimes run on the CPU only; auto picks torch
-    on any other device, else the first installed of `AUTO_ORDER`. A graph runtime that is not installed, or
-    asked for on a GPU, is a SamclError naming the fix."""
+    on any other device and for a set the graphs do not cover (`graphs` False: see `covered`), else the first
+    installed of `AUTO_ORDER`. A graph runtime that is not installed, or asked for on a GPU, is a SamclError
+    naming the fix."""
     on_cpu = device is None or str(device) == "cpu"
     if name in (None, "auto"):
-        if not on_cpu:
+        if not on_cpu or not graphs:
             return "torch"
         return next(r for r in AUTO_ORDER if installed(r))
     if name not in RUNTIMES:
@@ -61,8 +68,8 @@ def resolve(name: str | None, device: str | None = None) -> str:
 def describe_auto(device: str | None = None) -> str:
     """One line for `--help` and `samcl info`: what auto picks here, and why."""
     have = [r for r in RUNTIMES if installed(r)]
-    return (f"auto: the fastest installed on a CPU ({' > '.join(AUTO_ORDER)}), torch on a GPU; installed here: "
-            f"{', '.join(have)}")
+    return (f"auto: the fastest installed on a CPU ({' > '.join(AUTO_ORDER)}), torch on a GPU and for SAM 2, SAM 3 "
+            f"and imported sets (no graphs); installed here: {', '.join(have)}")
 
 
 def graph_precision(runtime: str, precision: str | None, device: str | None = None) -> str:

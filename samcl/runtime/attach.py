@@ -3,7 +3,7 @@ as a backbone the engine calls (`SAMCL.set_runtime` puts it behind the engine)."
 
 from __future__ import annotations
 
-from . import graph_precision, resolve
+from . import covered, graph_precision, resolve
 from .backbone import GraphBackbone
 from .export import cached_graphs
 
@@ -13,12 +13,14 @@ def set_runtime(samcl, runtime: str | None, precision: str | None = None) -> str
     return samcl.set_runtime(runtime, precision)
 
 
-def resolved(runtime: str | None, device) -> str:
-    """`resolve` for a torch device (None: the default device)."""
+def resolved(runtime: str | None, device, backbone=None, aug_config=None) -> str:
+    """`resolve` for a torch device (None: the default device); given the set's `backbone` and `aug_config`, auto
+    is torch where the graphs do not cover the set (`samcl.runtime.covered`)."""
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
-    return resolve(runtime, str(device))
+    graphs = backbone is None or covered(getattr(backbone, "family", "sam"), getattr(aug_config, "heat_mode", None))
+    return resolve(runtime, str(device), graphs=graphs)
 
 
 def graph_backbone(backbone, aug_config, selector_block: int, runtime: str, precision: str | None = None,

@@ -48,8 +48,8 @@ def cache_root() -> Path:
 def refuse_unsupported(backbone, config: AugModuleConfig | None) -> None:
     """One line naming why a set cannot run as graphs: SAM 2 (Hiera) and the authors' imported modules."""
     if getattr(backbone, "family", "sam") != "sam":
-        why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} (SAM 2's Hiera "
-               "encoder is not exported yet)")
+        why = (f"graph export supports SAM (ViT) bases only; this store's base is {backbone.family} "
+               f"({backbone.label}'s encoder is not exported yet)")
         raise SamclError(f"{why}: use runtime 'torch'", code="unsupported", field="runtime")
     if config is not None and config.heat_mode == "reference":
         why = ("this store holds modules imported from the authors' files (heat mode 'reference': their stretched "
@@ -218,10 +218,10 @@ def export_store(samcl, out: Path) -> dict:
     must not exist, or be empty). Returns the JSON written."""
     shown = Path(out)
     out = export_target(shown)
-    classes, backbone = samcl.module_set, samcl.backbone
+    module_set, backbone = samcl.module_set, samcl.backbone
     config = samcl.aug_config
     refuse_unsupported(backbone, config)
-    graphs = cached_graphs(backbone, config, classes.selector_block)
+    graphs = cached_graphs(backbone, config, module_set.selector_block)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}-", dir=out.parent))
@@ -233,8 +233,8 @@ def export_store(samcl, out: Path) -> dict:
         bank = samcl.engine.bank()
         atomic_write_bytes(staging / "modules.safetensors", tensors_to_bytes(bank.tensors))
         description = describe(samcl, json.loads((graphs / "graphs.json").read_text()), bank)
-        if classes.selector is not None:
-            atomic_write_bytes(staging / "selector.safetensors", tensors_to_bytes(classes.selector.to_tensors()))
+        if module_set.selector is not None:
+            atomic_write_bytes(staging / "selector.safetensors", tensors_to_bytes(module_set.selector.to_tensors()))
         atomic_write_json(staging / EXPORT_JSON, description)
         os.chmod(staging, 0o777 & ~current_umask())
         if out.exists():
@@ -266,19 +266,19 @@ def export_target(out: Path) -> Path:
 
 def describe(samcl, graphs: dict, bank) -> dict:
     """samcl_export.json: what each file holds and how to run them (the README's torch-free script reads it)."""
-    classes, backbone, config = samcl.module_set, samcl.backbone, samcl.aug_config
+    module_set, backbone, config = samcl.module_set, samcl.backbone, samcl.aug_config
     from ..backbone.sam import PIXEL_MEAN, PIXEL_STD
 
     heat = backbone.heat_config
-    domains = [{"name": d.name, "kind": d.kind, "row": bank.row(k)} for k, d in enumerate(classes.domains)]
+    domains = [{"name": d.name, "kind": d.kind, "row": bank.row(k)} for k, d in enumerate(module_set.domains)]
     selector = None
-    if classes.selector is not None:
-        selector = {"file": "selector.safetensors", "kind": classes.selector_config.kind,
-                    "config": classes.selector_config.to_dict(), "dim": classes.selector.dim,
-                    "classes": classes.names}
+    if module_set.selector is not None:
+        selector = {"file": "selector.safetensors", "kind": module_set.selector_config.kind,
+                    "config": module_set.selector_config.to_dict(), "dim": module_set.selector.dim,
+                    "classes": module_set.names}  # the domains (key kept: export format 2)
     return {
         "samcl_version": __version__, "format": "samcl-onnx-export", "format_version": GRAPH_FORMAT,
-        "base": {"identity": backbone.identity(), "hint": classes.base_hint},
+        "base": {"identity": backbone.identity(), "hint": module_set.base_hint},
         "graphs": graphs["graphs"],
         "preprocess": {"image_size": backbone.image_size, "resize": "longest side to image_size, bilinear, sides "
                        "rounded half up; zero padding bottom and right after normalizing", "pixel_mean": PIXEL_MEAN,
@@ -289,6 +289,6 @@ def describe(samcl, graphs: dict, bank) -> dict:
         "modules": {"file": "modules.safetensors", "rows": "row 0 = base (zeros), a domain's row in 'domains'",
                     "inputs": {name: row_input(name) for name in parameter_shapes(config)},
                     "config": config.to_dict()},
-        "domains": domains, "selector": selector, "selector_block": classes.selector_block,
+        "domains": domains, "selector": selector, "selector_block": module_set.selector_block,
         "fallback": "statistics selectors send an image no domain fits to base (row 0)",
     }

@@ -1,9 +1,10 @@
-"""The selector interface: pooled prefix features in, a class per image (or -1: base) and a score out."""
+"""The selector interface: pooled prefix features in, a domain per image (or -1: base) and a score out."""
 
 from __future__ import annotations
 
 import torch
 
+from .._renamed import renamed_attribute, renamed_method
 from .config import SelectorConfig
 
 
@@ -11,35 +12,35 @@ class Selector:
     """What the learner, the engine and the store need of a selector.
 
     pooled features are N x 2D (grid mean, then grid std, `backbone.pool_stats`); each kind reads the columns its
-    `config.features` names. Class indices follow the module set's learning order."""
+    `config.features` names. Domain indices follow the module set's learning order."""
 
     kind: str
     config: SelectorConfig
     dim: int
 
     @property
-    def classes(self) -> int:
+    def num_domains(self) -> int:
         raise NotImplementedError
 
-    def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
-        """Take a new class (the last index) from its training images' pooled features; returns a report."""
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+        """Take a new domain (the last index) from its training images' pooled features; returns a report."""
         raise NotImplementedError
 
     def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:
-        """Per image the chosen class (-1: no learned domain fits, run the base) and the selector's score for it
+        """Per image the chosen domain (-1: no learned domain fits, run the base) and the selector's score for it
         (higher is surer; the statistics kinds' score is calibrated: see `samcl.selector.calibration`)."""
         raise NotImplementedError
 
-    def remove_class(self, index: int, seed: int = 0) -> None:
-        """Forget class `index` (later classes move down one). `seed`: for kinds that must retrain."""
+    def remove_domain(self, index: int, seed: int = 0) -> None:
+        """Forget domain `index` (later domains move down one). `seed`: for kinds that must retrain."""
         raise NotImplementedError
 
     def merge(self, other: "Selector", seed: int = 0) -> None:
-        """Append `other`'s classes after ours (same kind and configuration)."""
+        """Append `other`'s domains after ours (same kind and configuration)."""
         raise NotImplementedError
 
     def snapshot(self):
-        """What `restore` needs to undo an `add_class` (a failed learn step)."""
+        """What `restore` needs to undo an `add_domain` (a failed learn step)."""
         raise NotImplementedError
 
     def restore(self, snap) -> None:
@@ -54,3 +55,8 @@ class Selector:
     @property
     def num_bytes(self) -> int:
         raise NotImplementedError
+
+    # the old spellings (deprecated)
+    classes = renamed_attribute("classes", "num_domains")
+    add_class = renamed_method("add_class", "add_domain")
+    remove_class = renamed_method("remove_class", "remove_domain")

@@ -1,16 +1,16 @@
 """The open-set answer of the statistics selectors: when does an image belong to none of the learned domains?
 
-Set from training data only. A new class's training images are split into up to `FOLDS` folds; the class's
-statistics are fitted without a fold and the distances of that fold's images to the class are recorded (held out:
-the distance a new image of the class will have, not the smaller one of an image the statistics have seen). Their
-logarithm is fitted by a normal distribution (mean m, deviation s). An image's score for class k is then the share
-of class k's own images expected to lie farther away: 1 - Phi((log d - m) / s). The selector sends an image to base
-when the score of its nearest class is below that class's threshold, and images far from every class do.
+Set from training data only. A new domain's training images are split into up to `FOLDS` folds; the domain's
+statistics are fitted without a fold and the distances of that fold's images to the domain are recorded (held out:
+the distance a new image of the domain will have, not the smaller one of an image the statistics have seen). Their
+logarithm is fitted by a normal distribution (mean m, deviation s). An image's score for domain k is then the share
+of domain k's own images expected to lie farther away: 1 - Phi((log d - m) / s). The selector sends an image to base
+when the score of its nearest domain is below that domain's threshold, and images far from every domain do.
 
 The threshold: m and s come from a few dozen images, and the plain quantile m + z(1 - frr) s then lets through more
-than `frr` of the class's new images (measured: about three times the 1 % target with 48 images per domain). With
+than `frr` of the domain's new images (measured: about three times the 1 % target with 48 images per domain). With
 `tolerance` > 0 the cut is a one-sided normal tolerance bound instead: the point below which, with confidence
-`tolerance`, at least 1 - frr of the class's images lie, given the n images behind the fit (Natrella's closed form
+`tolerance`, at least 1 - frr of the domain's images lie, given the n images behind the fit (Natrella's closed form
 of the factor k(n, frr, tolerance); k = 2.87 for n = 48 at 1 % and 95 %, 3.7 for n = 12, against the plain 2.33).
 """
 
@@ -23,13 +23,13 @@ from statistics import NormalDist
 import torch
 
 FOLDS = 8
-#: Floor of the fitted spread: with a dozen images a class's held-out distances may agree by chance.
+#: Floor of the fitted spread: with a dozen images a domain's held-out distances may agree by chance.
 MIN_SPREAD = 0.1
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Normal fit (mean, spread) of a class's held-out log distances; spread 0: no fit (fewer than 2 images)."""
+    """Normal fit (mean, spread) of a domain's held-out log distances; spread 0: no fit (fewer than 2 images)."""
 
     mean: float
     spread: float
@@ -43,14 +43,14 @@ class Calibration:
                    float(torch.tensor(max(float(logs.std()), MIN_SPREAD)).float()))
 
     def score(self, distance: float) -> float:
-        """The share of the class's own images expected farther than `distance` (1.0 where there is no fit)."""
+        """The share of the domain's own images expected farther than `distance` (1.0 where there is no fit)."""
         if self.spread <= 0:
             return 1.0
         z = (math.log(max(distance, 1e-12)) - self.mean) / self.spread
         return 0.5 * math.erfc(z / math.sqrt(2))
 
     def looser(self, other: "Calibration", frr: float) -> "Calibration":
-        """The fit that accepts more (the higher 1 - frr quantile of the log distance), for two merged classes."""
+        """The fit that accepts more (the higher 1 - frr quantile of the log distance), for two merged domains."""
         if self.spread <= 0 or other.spread <= 0:
             return Calibration(self.mean, 0.0)
         z = NormalDist().inv_cdf(1 - frr) if 0 < frr < 1 else 0.0
@@ -76,19 +76,19 @@ def tolerance_factor(count: float, frr: float, tolerance: float) -> float:
 
 
 def fallback_threshold(frr: float, count: float, tolerance: float) -> float:
-    """The score below which an image of a class fitted on `count` held-out values goes to base."""
+    """The score below which an image of a domain fitted on `count` held-out values goes to base."""
     if frr <= 0:
         return 0.0
     if tolerance <= 0:
         return frr
-    if count < 3:  # no bound from two values: the fallback stays off for this class
+    if count < 3:  # no bound from two values: the fallback stays off for this domain
         return 0.0
     return 1 - NormalDist().cdf(tolerance_factor(count, frr, tolerance))
 
 
 def held_out_distances(selector, phi: torch.Tensor, stats) -> torch.Tensor:
-    """Open-set distances (`open_distance`: under the class's own statistics) of each of a new class's images (N x M
-    features) to that class fitted without the image's fold."""
+    """Open-set distances (`open_distance`: under the domain's own statistics) of each of a new domain's images (N x M
+    features) to that domain fitted without the image's fold."""
     count = len(phi)
     if count < 2:
         return torch.zeros(0, dtype=torch.float64)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from ..options import check_fields, option
+from ..options import config, option
 
-#: Selector kinds: the paper's MLP on an embedding buffer, and the statistics selectors (`samcl.selector.stats`).
+#: Selector kinds: the paper's MLP on a feature buffer, and the statistics selectors (`samcl.selector.stats`).
 KINDS = ("mlp", "ncm", "fecam", "ranpac")
 #: What a new store gets (chosen by `benchmarks/selector_kinds.py`; see the README's selector section).
 DEFAULT_KIND = "fecam"
@@ -16,16 +16,16 @@ FEATURES = ("mean", "mean_std")
 DEFAULT_FEATURES = {"mlp": "mean", "ncm": "mean_std", "fecam": "mean_std", "ranpac": "mean_std"}
 
 
-@dataclass(frozen=True)
+@config(frozen=True)
 class SelectorConfig:
     """The Module Selector: which kind, what it reads, and how it is fitted.
 
     Arguments:
-      kind (str): one of KINDS: "mlp" (the paper's MLP on an embedding buffer) or a statistics kind ("ncm",
+      kind (str): one of KINDS: "mlp" (the paper's MLP on a feature buffer) or a statistics kind ("ncm",
         "fecam", "ranpac": per-domain statistics, and the open-set answer: images of no learned domain go to base).
       features (str | None): what is read of the pooled block, one of FEATURES (None: the kind's default).
-      block (int | None): encoder block whose pooled output is the embedding (None: the backbone's middle block).
-      samples_per_domain, epochs, lr, batch_size, max_steps: the mlp's buffer (N_e embeddings per class) and its
+      block (int | None): encoder block whose pooled output the selector reads (None: the backbone's middle block).
+      samples_per_domain, epochs, lr, batch_size, max_steps: the mlp's buffer (N_e feature rows per domain) and its
         retraining (max_steps: SGD steps per retrain once `epochs` passes over the buffer would take more; None:
         always the reference schedule).
       proj_dim, shrink, ridge, frr, tolerance: the statistics kinds' projection width, FeCAM's covariance
@@ -39,11 +39,11 @@ class SelectorConfig:
     features: str | None = option(None, "what the selector reads of the pooled block: mean (the paper's grid "
                                         "mean) or mean_std (mean and spread over the grid; the same encoder work)",
                                   choices=tuple(FEATURES), optional=True)
-    block: int | None = option(None, "encoder block for the selector embedding (default: the middle block)",
+    block: int | None = option(None, "encoder block whose pooled output the selector reads (default: the middle block)",
                                low=0, high=255, integer=True, optional=True)
-    samples_per_domain: int = option(300, "N_e embeddings kept per domain (mlp selector)", low=1, high=100_000,
+    samples_per_domain: int = option(300, "N_e pooled feature rows kept per domain (mlp selector)", low=1, high=100_000,
                                      integer=True)
-    epochs: int = option(25, "passes over the embedding buffer per selector retrain", low=1, high=100_000,
+    epochs: int = option(25, "passes over the feature buffer per selector retrain", low=1, high=100_000,
                          integer=True)
     lr: float = option(0.01, "the mlp selector's SGD learning rate", low=0, low_open=True)
     batch_size: int = option(24, "the mlp selector's batch (it has BatchNorm layers: at least 2)", low=2,
@@ -52,10 +52,10 @@ class SelectorConfig:
                                          "would take more (a long history); None = the reference schedule always",
                                    low=1, integer=True, optional=True)
     proj_dim: int = option(144, "statistics kinds: features are randomly projected to this width when wider (the "
-                                "per-class covariance is proj_dim^2)", low=1, integer=True)
-    shrink: float | None = option(None, "fecam: how far a class's covariance is pulled toward the pooled one; None: "
-                                        "per class, by the Ledoit-Wolf estimate from the class's own images; a "
-                                        "number: the class's covariance counts as that many samples of the pooled "
+                                "per-domain covariance is proj_dim^2)", low=1, integer=True)
+    shrink: float | None = option(None, "fecam: how far a domain's covariance is pulled toward the pooled one; None: "
+                                        "per domain, by the Ledoit-Wolf estimate from the domain's own images; a "
+                                        "number: the domain's covariance counts as that many samples of the pooled "
                                         "covariance", low=0, low_open=True, optional=True)
     ridge: float = option(1e-3, "ranpac: ridge strength, relative to the Gram trace", low=0, low_open=True)
     frr: float = option(0.01, "open set: the target share of a learned domain's images sent to base, set from "
@@ -65,7 +65,6 @@ class SelectorConfig:
                                     "tolerance bound); 0: the plain fitted quantile", low=0, high=1, high_open=True)
 
     def __post_init__(self):
-        check_fields(self)
         if self.features is None:
             object.__setattr__(self, "features", DEFAULT_FEATURES[self.kind])
 

@@ -1,25 +1,25 @@
-"""Statistics selectors: per class a count, a mean and (FeCAM, RanPAC) a scatter matrix of the pooled features, never
-the embeddings themselves. A class's statistics are computed once, from its own images, so they do not depend on
-the order classes were learned in, removing a class is dropping its entry (exactly what never learning it gives),
-and two selectors' classes merge by concatenation (`merge`) or two classes by the parallel-axis rule (`merge_classes`).
+"""Statistics selectors: per domain a count, a mean and (FeCAM, RanPAC) a scatter matrix of the pooled features, never
+the features themselves. A domain's statistics are computed once, from its own images, so they do not depend on
+the order domains were learned in, removing a domain is dropping its entry (exactly what never learning it gives),
+and two selectors' domains merge by concatenation (`merge`) or two domains by the parallel-axis rule (`merge_domains`).
 
     ncm     nearest class mean of the L2-normalised features
-    fecam   FeCAM (Goswami et al. 2023): Mahalanobis distance to each class under its covariance, shrunk toward the
+    fecam   FeCAM (Goswami et al. 2023): Mahalanobis distance to each domain under its covariance, shrunk toward the
             pooled within-class covariance and toward the identity, normalised to trace M. How far toward the pooled
-            one: per class, the Ledoit-Wolf intensity (Ledoit & Wolf 2004) lambda = beta / ||S - P||_F^2, where
-            beta (the sampling variance of the class's covariance S, from its own images: one number stored per
-            class) says how noisy S is and P is the pooled covariance; classes that share one shape get nearly the
-            pooled covariance (what keeps 1,000 classes apart), classes with few images or their own shape keep
-            theirs. A config with `shrink` set pulls every class by that fixed count of pooled samples instead.
+            one: per domain, the Ledoit-Wolf intensity (Ledoit & Wolf 2004) lambda = beta / ||S - P||_F^2, where
+            beta (the sampling variance of the domain's covariance S, from its own images: one number stored per
+            domain) says how noisy S is and P is the pooled covariance; domains that share one shape get nearly the
+            pooled covariance (what keeps 1,000 domains apart), domains with few images or their own shape keep
+            theirs. A config with `shrink` set pulls every domain by that fixed count of pooled samples instead.
     ranpac  RanPAC (McDonnell et al. 2023): a fixed random projection with ReLU, ridge regression of one-hot targets
-            from the Gram matrix (the sum of every class's uncentred second moment) and the class sums
+            from the Gram matrix (the sum of every domain's uncentred second moment) and the domain sums
 
-Features wider than `proj_dim` are first multiplied by a fixed random matrix (seeded, stored), so a class's scatter is
-proj_dim x proj_dim whatever the backbone's width: 42 KB per class at proj_dim 144 (float32, upper triangle).
+Features wider than `proj_dim` are first multiplied by a fixed random matrix (seeded, stored), so a domain's scatter is
+proj_dim x proj_dim whatever the backbone's width: 42 KB per domain at proj_dim 144 (float32, upper triangle).
 
-The open-set answer (`samcl.selector.calibration`): each class keeps the log-normal fit of its own held-out training
-images' distances; an image whose chosen class would see it farther than a share `frr` of that class's own images
-goes to base (the cut: `calibration.fallback_threshold`). The open-set distance uses the class's own statistics
+The open-set answer (`samcl.selector.calibration`): each domain keeps the log-normal fit of its own held-out training
+images' distances; an image whose chosen domain would see it farther than a share `frr` of that domain's own images
+goes to base (the cut: `calibration.fallback_threshold`). The open-set distance uses the domain's own statistics
 alone (`open_distance`).
 """
 
@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from .._renamed import renamed_attribute, renamed_method
 from .base import Selector
 from .calibration import Calibration, fallback_threshold, held_out_distances
 from .config import SelectorConfig, features_of
@@ -36,8 +37,8 @@ from .config import SelectorConfig, features_of
 _IDENTITY_SHRINK = 0.1  # FeCAM's diagonal shrinkage: a share of the mean variance added to every variance
 
 
-class ClassStats:
-    """One class: count n, mean (M), scatter sum (x - mean)(x - mean)^T (M x M, or None for NCM) and beta, the
+class DomainStats:
+    """One domain: count n, mean (M), scatter sum (x - mean)(x - mean)^T (M x M, or None for NCM) and beta, the
     Ledoit-Wolf sampling variance of its covariance S = scatter / n: (1/n^2) sum_i ||z_i z_i^T - S||_F^2 over the
     centred features z_i (None without a scatter). Float64 values that are exactly float32 numbers, so a stored set
     reads back bit for bit. Never changed in place."""
@@ -48,7 +49,7 @@ class ClassStats:
         self.count, self.mean, self.scatter, self.beta = float(count), mean, scatter, beta
 
     @classmethod
-    def of(cls, phi: torch.Tensor, with_scatter: bool) -> "ClassStats":
+    def of(cls, phi: torch.Tensor, with_scatter: bool) -> "DomainStats":
         phi = phi.double()
         mean = phi.mean(dim=0)
         scatter = beta = None
@@ -62,9 +63,9 @@ class ClassStats:
             scatter = _f32(scatter)
         return cls(len(phi), _f32(mean), scatter, beta)
 
-    def merged(self, other: "ClassStats") -> "ClassStats":
-        """The statistics of both classes' images together (parallel-axis rule; beta, which needs the images'
-        fourth moments, is combined as if both classes had one mean: an approximation)."""
+    def merged(self, other: "DomainStats") -> "DomainStats":
+        """The statistics of both domains' images together (parallel-axis rule; beta, which needs the images'
+        fourth moments, is combined as if both domains had one mean: an approximation)."""
         n = self.count + other.count
         mean = (self.mean * self.count + other.mean * other.count) / n
         scatter = beta = None
@@ -73,7 +74,7 @@ class ClassStats:
             scatter = self.scatter + other.scatter + (delta @ delta.T) * self.count * other.count / n
             if self.beta is not None and other.beta is not None:
                 beta = _f32_scalar((self.beta * self.count ** 2 + other.beta * other.count ** 2) / n ** 2)
-        return ClassStats(n, _f32(mean), None if scatter is None else _f32(scatter), beta)
+        return DomainStats(n, _f32(mean), None if scatter is None else _f32(scatter), beta)
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
@@ -84,10 +85,10 @@ def _f32_scalar(value: float) -> float:
     return float(torch.tensor(max(value, 0.0), dtype=torch.float32))
 
 
-def _ledoit_wolf(stats: ClassStats, covariance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The class's covariance pulled toward `target` by its Ledoit-Wolf intensity beta / ||S - target||^2 (in
+def _ledoit_wolf(stats: DomainStats, covariance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The domain's covariance pulled toward `target` by its Ledoit-Wolf intensity beta / ||S - target||^2 (in
     [0, 1]). Below three images beta says nothing (for two it is 0 whatever they are: each centred outer product
-    equals S) and the class takes the target's covariance."""
+    equals S) and the domain takes the target's covariance."""
     gap = float(((covariance - target) ** 2).sum())
     weight = 1.0 if gap <= 0 or stats.count < 3 else min(1.0, stats.beta / gap)
     return (1 - weight) * covariance + weight * target
@@ -96,7 +97,7 @@ def _ledoit_wolf(stats: ClassStats, covariance: torch.Tensor, target: torch.Tens
 def definite(matrix: torch.Tensor) -> torch.Tensor:
     """A covariance that factors: `matrix` plus the smallest of 1e-9, 1e-8, ... times its mean variance on the
     diagonal that makes it positive definite (the identity when it has no variance). Called only where the
-    matrix itself does not factor (a class of identical or collinear images), so every other class's numbers
+    matrix itself does not factor (a domain of identical or collinear images), so every other domain's numbers
     are those of the matrix itself."""
     width = matrix.shape[0]
     eye = torch.eye(width, dtype=matrix.dtype)
@@ -123,7 +124,7 @@ class StatsSelector(Selector):
             projection = _f32(torch.randn(width, config.proj_dim, generator=generator, dtype=torch.float64)
                               / config.proj_dim ** 0.5)
         self.projection = projection
-        self.stats: list[ClassStats] = []
+        self.stats: list[DomainStats] = []
         self.calibration: list[Calibration] = []
         self._cache = None
 
@@ -132,7 +133,7 @@ class StatsSelector(Selector):
 
     # ------------------------------------------------------------------ the interface
     @property
-    def classes(self) -> int:
+    def num_domains(self) -> int:
         return len(self.stats)
 
     def phi(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -140,9 +141,9 @@ class StatsSelector(Selector):
         x = features_of(pooled.detach().cpu().double(), self.config.features, self.dim)
         return x @ self.projection if self.projection is not None else x
 
-    def add_class(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
         phi = self.phi(pooled)
-        stats = ClassStats.of(phi, self.with_scatter)
+        stats = DomainStats.of(phi, self.with_scatter)
         distances = held_out_distances(self, phi, stats)
         self.stats.append(stats)
         self.calibration.append(Calibration.fit(distances))
@@ -150,46 +151,46 @@ class StatsSelector(Selector):
         return {"held_out": len(distances)}
 
     def distances(self, phi: torch.Tensor) -> torch.Tensor:
-        """B x M -> B x K distances to every class (lower is nearer)."""
+        """B x M -> B x K distances to every domain (lower is nearer)."""
         raise NotImplementedError
 
     @property
-    def per_class_shrink(self) -> bool:
-        """Covariances shrunk by each class's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
+    def per_domain_shrink(self) -> bool:
+        """Covariances shrunk by each domain's own Ledoit-Wolf intensity (else the fixed `shrink` count)."""
         return self.with_scatter and self.config.shrink is None
 
-    def shrunk(self, stats: ClassStats, target: torch.Tensor) -> torch.Tensor:
-        """The class's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (`config.shrink` set)
-        as if `shrink` samples of `target` joined the class's images."""
-        if self.per_class_shrink:
+    def shrunk(self, stats: DomainStats, target: torch.Tensor) -> torch.Tensor:
+        """The domain's covariance pulled toward `target`: by its own Ledoit-Wolf intensity, or (`config.shrink` set)
+        as if `shrink` samples of `target` joined the domain's images."""
+        if self.per_domain_shrink:
             return _ledoit_wolf(stats, stats.scatter / max(stats.count, 1.0), target)
         return (stats.scatter + self.config.shrink * target) / (stats.count + self.config.shrink)
 
-    def open_precision(self, stats: ClassStats) -> torch.Tensor | None:
-        """The inverse of the class's open-set covariance: its own covariance shrunk toward the isotropic one of equal
+    def open_precision(self, stats: DomainStats) -> torch.Tensor | None:
+        """The inverse of the domain's open-set covariance: its own covariance shrunk toward the isotropic one of equal
         trace (by its Ledoit-Wolf intensity or `shrink` samples' worth), normalised to trace M; None without a
-        scatter (NCM: squared Euclidean distance). It uses the class's own statistics alone, so a class's calibration
-        depends on no other class: it does not change with learning order or when another class is removed."""
+        scatter (NCM: squared Euclidean distance). It uses the domain's own statistics alone, so a domain's calibration
+        depends on no other domain: it does not change with learning order or when another domain is removed."""
         if stats.scatter is None:
             return None
         width = stats.scatter.shape[0]
         trace = float(stats.scatter.trace()) / max(stats.count, 1.0)
         iso = max(trace, 1e-12) / width * torch.eye(width, dtype=torch.float64)
         covariance = self.shrunk(stats, iso)
-        if not float(covariance.trace()) > 0:  # every image of the class the same: no shape of its own
+        if not float(covariance.trace()) > 0:  # every image of the domain the same: no shape of its own
             return torch.eye(width, dtype=torch.float64)
         covariance = covariance * width / covariance.trace()
         try:
             precision = torch.linalg.inv(covariance)
             if bool(torch.isfinite(precision).all()):
                 return precision
-        except torch.linalg.LinAlgError:  # singular (a degenerate class: images on a line, say)
+        except torch.linalg.LinAlgError:  # singular (a degenerate domain: images on a line, say)
             pass
         return torch.linalg.inv(definite(covariance))
 
-    def open_distance(self, phi: torch.Tensor, stats: ClassStats,
+    def open_distance(self, phi: torch.Tensor, stats: DomainStats,
                       precision: torch.Tensor | None = None) -> torch.Tensor:
-        """The open-set distance of B x M to a class (`precision`: its `open_precision`, computed when not given)."""
+        """The open-set distance of B x M to a domain (`precision`: its `open_precision`, computed when not given)."""
         diff = phi - stats.mean
         if stats.scatter is None:
             return (diff ** 2).sum(dim=1)
@@ -202,24 +203,24 @@ class StatsSelector(Selector):
             return [-1] * len(pooled), [0.0] * len(pooled)
         phi = self.phi(pooled)
         best = self.distances(phi).argmin(dim=1).tolist()
-        # per chosen class once: its open-set precision and its fallback cut
-        per_class = {k: (self.open_precision(self.stats[k]),
+        # per chosen domain once: its open-set precision and its fallback cut
+        per_domain = {k: (self.open_precision(self.stats[k]),
                          fallback_threshold(self.config.frr, self.stats[k].count, self.config.tolerance))
                      for k in set(best)}
         chosen, scores = [], []
         for j, k in enumerate(best):
-            precision, cut = per_class[k]
+            precision, cut = per_domain[k]
             score = self.calibration[k].score(float(self.open_distance(phi[j:j + 1], self.stats[k], precision)[0]))
             scores.append(score)
             chosen.append(-1 if fallback and score < cut else k)
         return chosen, scores
 
-    def remove_class(self, index: int, seed: int = 0) -> None:
+    def remove_domain(self, index: int, seed: int = 0) -> None:
         del self.stats[index], self.calibration[index]
         self._cache = None
 
     def merge(self, other: "StatsSelector", seed: int = 0) -> None:
-        """Append `other`'s classes (same kind, features and projection)."""
+        """Append `other`'s domains (same kind, features and projection)."""
         if type(other) is not type(self) or other.config.features != self.config.features or other.dim != self.dim \
                 or not _same(self.projection, other.projection):
             raise ValueError("only selectors of the same kind, features and projection merge")
@@ -227,11 +228,15 @@ class StatsSelector(Selector):
         self.calibration += other.calibration
         self._cache = None
 
-    def merge_classes(self, keep: int, absorb: int) -> None:
-        """Class `absorb`'s images become class `keep`'s (its statistics exact; its open-set fit the looser one)."""
+    merge_classes = renamed_method("merge_classes", "merge_domains")  # the old spellings (deprecated)
+    per_class_shrink = renamed_attribute("per_class_shrink", "per_domain_shrink")
+    bytes_per_class = renamed_method("bytes_per_class", "bytes_per_domain")
+
+    def merge_domains(self, keep: int, absorb: int) -> None:
+        """Domain `absorb`'s images become domain `keep`'s (its statistics exact; its open-set fit the looser one)."""
         self.stats[keep] = self.stats[keep].merged(self.stats[absorb])
         self.calibration[keep] = self.calibration[keep].looser(self.calibration[absorb], self.config.frr)
-        self.remove_class(absorb)
+        self.remove_domain(absorb)
 
     def snapshot(self):
         return list(self.stats), list(self.calibration)
@@ -248,7 +253,7 @@ class StatsSelector(Selector):
         if self.with_scatter:
             rows, cols = torch.triu_indices(*self.stats[0].scatter.shape)
             out["scatter"] = torch.stack([s.scatter[rows, cols] for s in self.stats]).float()
-        if self.per_class_shrink:
+        if self.per_domain_shrink:
             out["beta"] = torch.tensor([s.beta for s in self.stats], dtype=torch.float32)
         if self.projection is not None:
             out["projection"] = self.projection.float()
@@ -260,8 +265,8 @@ class StatsSelector(Selector):
         selector = cls(config, dim, None if projection is None else projection.double())
         count, mean = tensors["count"].double(), tensors["mean"].double()
         scatter, beta = tensors.get("scatter"), tensors.get("beta")
-        if selector.per_class_shrink and beta is None:
-            raise ValueError("a per-class shrinkage selector without its 'beta' tensor")
+        if selector.per_domain_shrink and beta is None:
+            raise ValueError("a per-domain shrinkage selector without its 'beta' tensor")
         width = mean.shape[1]
         for k in range(len(count)):
             full = None
@@ -270,8 +275,8 @@ class StatsSelector(Selector):
                 rows, cols = torch.triu_indices(width, width)
                 full[rows, cols] = scatter[k].double()
                 full = full + full.T - torch.diag(full.diagonal())
-            selector.stats.append(ClassStats(float(count[k]), mean[k], full,
-                                             float(beta[k]) if selector.per_class_shrink else None))
+            selector.stats.append(DomainStats(float(count[k]), mean[k], full,
+                                             float(beta[k]) if selector.per_domain_shrink else None))
             selector.calibration.append(Calibration.from_list(tensors["calibration"][k].tolist()))
         return selector
 
@@ -279,8 +284,8 @@ class StatsSelector(Selector):
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.to_tensors().values()) if self.stats else 0
 
-    def bytes_per_class(self) -> int:
-        """Stored bytes that grow with each class (the projection is a fixed cost)."""
+    def bytes_per_domain(self) -> int:
+        """Stored bytes that grow with each domain (the projection is a fixed cost)."""
         tensors = self.to_tensors()
         return sum(t[0].numel() * t.element_size() for k, t in tensors.items() if k != "projection")
 
@@ -308,20 +313,20 @@ class FecamSelector(StatsSelector):
     kind = "fecam"
 
     def _pooled(self) -> tuple[torch.Tensor, float]:
-        """Sum of scatters and of counts over the classes."""
+        """Sum of scatters and of counts over the domains."""
         return sum(s.scatter for s in self.stats), sum(s.count for s in self.stats)
 
-    def _covariance(self, stats: ClassStats, pooled: torch.Tensor) -> torch.Tensor:
+    def _covariance(self, stats: DomainStats, pooled: torch.Tensor) -> torch.Tensor:
         blend = self.shrunk(stats, pooled)
         width = blend.shape[0]
         blend = blend + _IDENTITY_SHRINK * blend.trace() / width * torch.eye(width, dtype=blend.dtype)
-        if not float(blend.trace()) > 0:  # every image of every class the same: no shape at all
+        if not float(blend.trace()) > 0:  # every image of every domain the same: no shape at all
             return torch.eye(width, dtype=blend.dtype)
         return blend * width / blend.trace()
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class means (K x M) and the Cholesky factors of their covariances (K x M x M, lower): what a new class
-        costs is these K factorisations (the pooled covariance every class is shrunk toward changes), a third of
+        """Domain means (K x M) and the Cholesky factors of their covariances (K x M x M, lower): what a new domain
+        costs is these K factorisations (the pooled covariance every domain is shrunk toward changes), a third of
         the work of inverting them."""
         if self._cache is None:
             scatter, count = self._pooled()
@@ -334,7 +339,7 @@ class FecamSelector(StatsSelector):
         return self._cache
 
     def distances(self, phi):
-        """Mahalanobis distances: |L_k^-1 (x - mean_k)|^2 by triangular solves with each class's factor."""
+        """Mahalanobis distances: |L_k^-1 (x - mean_k)|^2 by triangular solves with each domain's factor."""
         means, factors = self._factors()
         diff = (phi[:, None, :] - means[None]).permute(1, 2, 0)  # K x M x B
         return (torch.linalg.solve_triangular(factors, diff, upper=False) ** 2).sum(dim=1).T
@@ -350,7 +355,7 @@ class RanpacSelector(StatsSelector):
     def phi(self, pooled):
         return torch.relu(super().phi(pooled))
 
-    def _solve(self, parts: list[ClassStats], columns: list[ClassStats]) -> torch.Tensor:
+    def _solve(self, parts: list[DomainStats], columns: list[DomainStats]) -> torch.Tensor:
         gram = sum(s.scatter + s.count * torch.outer(s.mean, s.mean) for s in parts)
         width = gram.shape[0]
         scale = float(gram.trace()) / width if float(gram.trace()) > 0 else 1.0  # (all features zero: no scale)

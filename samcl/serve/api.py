@@ -18,7 +18,7 @@ from . import codec
 from .context import Serving, checked, timings
 from ..io import quote
 from .errors import ApiError
-from .model import Job
+from .model import ModelTask
 from .schemas import (DomainsResponse, ErrorBody, GenerateRequest, GenerateResponse, ImageResponse, SegmentRequest,
                       SegmentResponse)
 
@@ -60,10 +60,10 @@ def router(serving: Serving) -> APIRouter:
         start = time.perf_counter()
         with serving.ticket() as ticket:
             loaded = await serving.load(await serving.image_body(request, ticket), ticket)
-            job = await serving.run(Job("upload", loaded.key, image=loaded.image, entry=loaded.entry))
+            job = await serving.run(ModelTask("upload", loaded.key, image=loaded.image, entry=loaded.entry))
         height, width = job.entry.size
         return {"image_id": loaded.key, "width": width, "height": height, "domain": job.chosen,
-                "score": job.score, "generation": job.generation, "timings": timings(job, start)}
+                "domain_score": job.domain_score, "generation": job.generation, "timings": timings(job, start)}
 
     @api.post("/v1/segment", response_model=SegmentResponse, responses=ERRORS, openapi_extra=SEGMENT_BODY)
     async def segment(request: Request):
@@ -75,14 +75,14 @@ def router(serving: Serving) -> APIRouter:
             height, width = entry.size if entry is not None else image.shape[:2]
             prompt = _prompt(body, width, height)
             serving.check_force(body.force)
-            job = await serving.run(Job("segment", key, image=image, entry=entry, prompt=prompt,
+            job = await serving.run(ModelTask("segment", key, image=image, entry=entry, prompt=prompt,
                                         domain=body.force))
             mask = job.prediction.masks[0]
             # the answer: charged and encoded under the ticket, off the event loop
             ticket.take(await run_in_threadpool(codec.encode_cost, mask, body.mask_format))
             encoded = await run_in_threadpool(codec.encoded_mask, mask, body.mask_format)
-        return {"image_id": key, "domain": job.prediction.domain, "score": job.score,
-                "predicted_iou": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
+        return {"image_id": key, "domain": job.prediction.domain, "domain_score": job.domain_score,
+                "score": float(job.prediction.scores[0]), "foreground": float(mask.mean()),
                 "mask": {**encoded, "width": width, "height": height}, "generation": job.generation,
                 "timings": timings(job, start)}
 
@@ -98,13 +98,14 @@ def router(serving: Serving) -> APIRouter:
             height, width = entry.size if entry is not None else image.shape[:2]
             serving.check_force(body.force)
             config = fit_batch(config, height, width, ticket)
-            job = await serving.run(Job("generate", key, image=image, entry=entry, domain=body.force, config=config))
+            job = await serving.run(ModelTask("generate", key, image=image, entry=entry, domain=body.force,
+                                              config=config))
             generated = job.prediction
             records = generated.records[:body.max_masks]
             ticket.take(ANSWER_COPIES * sum(len(r["segmentation"]["counts"]) + ANSWER_BYTES_PER_MASK for r in records))
             masks = [{k: r[k] for k in ("segmentation", "area", "bbox", "predicted_iou", "stability_score",
                                         "point_coords", "crop_box")} for r in records]
-            return {"image_id": key, "domain": generated.domain, "score": generated.selector_score, "width": width,
+            return {"image_id": key, "domain": generated.domain, "domain_score": generated.domain_score, "width": width,
                     "height": height, "count": len(generated.records), "masks": masks,
                     "generation": job.generation, "timings": timings(job, start)}
 

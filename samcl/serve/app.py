@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from . import api, cvat, cvat_detector, label_studio
+from . import api, cvat, cvat_detector, cvat_tracker, label_studio
 from .batching import Batcher
 from .budget import InflightBudget, return_large_buffers_to_the_system
 from .config import ServeConfig
@@ -46,7 +46,7 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     return_large_buffers_to_the_system()  # so the memory budget bounds the process, not just the live objects
     batcher = Batcher(host.run, None, config.batch_window_s, config.max_batch)
     serving = Serving(config, host, batcher, InflightBudget(config.max_inflight_bytes))
-    reloader = Reloader(host, lambda fresh, identity: batcher.call(host.swap, fresh, identity),
+    reloader = Reloader(host, lambda fresh, digest: batcher.call(host.swap, fresh, digest),
                         config.reload_timeout_seconds)
 
     async def watch_store() -> None:
@@ -78,8 +78,9 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     async def healthz() -> dict:
         """Liveness and what is being served (no token needed: load balancers call it). `reload_error`: why the
         store's newest generation is not served (it did not verify, or its load was abandoned as stuck)."""
-        return {"status": "ok", "pid": os.getpid(), "generation": host.generation, "store": host.identity,
-                "domains": len(host.samcl.domains), "cache": host.cache.stats(), "batches": host.batches,
+        return {"status": "ok", "pid": os.getpid(), "generation": host.generation,
+                "manifest_sha256": host.manifest_sha256, "domains": len(host.samcl.domains),
+                "cache": host.cache.stats(), "batches": host.batches,
                 "inflight": serving.budget.stats(), "reload_error": host.reload_error,
                 "reload_stuck": reloader.stuck is not None, "auth": bool(config.token)}
 
@@ -89,6 +90,7 @@ def create_app(config: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     app.state.label_studio = studio.backend
     app.include_router(cvat.router(serving))
     app.include_router(cvat_detector.router(serving))
+    app.include_router(cvat_tracker.router(serving))
     _page(app)
     return app
 

@@ -45,7 +45,10 @@ def generator_config(options=None, *, field: str = "options", code: str = "bad_o
     try:
         return AutoMaskConfig(**{**options, "output_mode": "coco_rle"})
     except (TypeError, ValueError) as exc:
-        raise ApiError(400, code, f"{field}: {exc}") from None
+        text = str(exc)  # a field's refusal names it as AutoMaskConfig.NAME: here it is the request's field.NAME
+        named = text.startswith("AutoMaskConfig.")
+        raise ApiError(400, code, f"{field}.{text.removeprefix('AutoMaskConfig.')}" if named else f"{field}: {text}") \
+            from None
 
 
 async def generate(serving: Serving, data: bytes, config, force: str | None, ticket: Ticket):

@@ -29,9 +29,9 @@ from .budget import InflightBudget, Ticket, decode_cost
 from .config import ServeConfig
 from ..io import quote
 from .errors import ApiError, answer_for
-from .forms import read_image
+from .forms import read_upload
 from .intake import check_token, parse_json, read_body, read_json
-from .model import Job, ModelHost
+from .model import ModelTask, ModelHost
 
 
 def checked(prompt: Prompt, width: int, height: int) -> Prompt:
@@ -81,7 +81,7 @@ class Serving:
     async def image_body(self, request: Request, ticket: Ticket) -> bytes:
         """An uploaded image file: the raw body (any Content-Type) or a multipart form's image part."""
         self.authorise(request)
-        return await read_image(request, self.config.max_upload_bytes, ticket, self.config.body_timeout_seconds)
+        return await read_upload(request, self.config.max_upload_bytes, ticket, self.config.body_timeout_seconds)
 
     async def json(self, request: Request, model: type[BaseModel], ticket: Ticket, limit: int | None = None):
         self.authorise(request)
@@ -114,15 +114,15 @@ class Serving:
             raise ApiError(400, "unknown_domain", f"unknown domain {quote(force)}; learned: "
                                                   f"{', '.join(domains) or 'none'} (or 'base')")
 
-    async def segment(self, loaded: Loaded, prompt, force: str | None) -> Job:
+    async def segment(self, loaded: Loaded, prompt, force: str | None) -> ModelTask:
         """One prompt on one loaded image through the batcher: the finished job."""
-        return await self.run(Job("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
+        return await self.run(ModelTask("segment", loaded.key, image=loaded.image, entry=loaded.entry, prompt=prompt,
                                   domain=force))
 
-    async def generate(self, loaded: Loaded, config, force: str | None) -> Job:
+    async def generate(self, loaded: Loaded, config, force: str | None) -> ModelTask:
         """Automatic masks of one loaded image through the batcher (`config`: an `AutoMaskConfig`; crop layers need
         `loaded.image`): the finished job, its `GeneratedMasks` in `job.prediction`."""
-        return await self.run(Job("generate", loaded.key, image=loaded.image, entry=loaded.entry, domain=force,
+        return await self.run(ModelTask("generate", loaded.key, image=loaded.image, entry=loaded.entry, domain=force,
                                   config=config))
 
     async def decode(self, data: bytes, ticket: Ticket) -> np.ndarray:
@@ -132,13 +132,13 @@ class Serving:
         ticket.take(decode_cost(opened.format, opened.width * opened.height))
         return await run_in_threadpool(codec.load_image, opened)
 
-    async def run(self, job: Job) -> Job:
+    async def run(self, job: ModelTask) -> ModelTask:
         await self.batcher.submit(job)
         if job.error is not None:
             raise job.error
         return job
 
 
-def timings(job: Job, start: float) -> dict:
+def timings(job: ModelTask, start: float) -> dict:
     return {**{k: round(v, 3) for k, v in job.timings.items()}, "batch_size": job.batch_size,
             "total_ms": round((time.perf_counter() - start) * 1e3, 3)}

@@ -26,7 +26,10 @@ def answer_for(exc, code: str | None = None) -> "ApiError":
     """The answer to a request that raised the library's `exc` (a `SamclError`): its code (or `code`, where the
     route knows better), the status `STATUS` maps it to, and its message."""
     code = code or getattr(exc, "code", None) or "invalid"
-    return ApiError(STATUS.get(code, 400), code, str(exc))
+    message, field = str(exc), getattr(exc, "field", None)
+    if field and message.endswith(f" ({field})"):  # the library's pointer to its argument names nothing in JSON
+        message = message[: -len(field) - 3]
+    return ApiError(STATUS.get(code, 400), code, message)
 
 
 class ApiError(Exception):

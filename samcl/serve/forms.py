@@ -2,7 +2,7 @@
 x-www-form-urlencoded) or as a multipart form (`curl -F image=@photo.jpg`, a browser's FormData, Python
 requests' `files=`).
 
-    data = await read_image(request, limit, ticket, timeout_s)   # the file's bytes; 413 past `limit`, 400 bad form
+    data = await read_upload(request, limit, ticket, timeout_s)   # the file's bytes; 413 past `limit`, 400 bad form
 
 A form is parsed as it streams (python-multipart's push parser), within the same byte limit as a raw body plus
 room for the form's own headers, and only the image's part is kept: the first part named `image` (or `file`, the
@@ -16,6 +16,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from .._renamed import renamed_names
 from .budget import Ticket
 from .errors import ApiError
 from .intake import body_chunks, read_body
@@ -25,7 +26,9 @@ FORM_OVERHEAD = 64 << 10
 IMAGE_FIELDS = (b"image", b"file")
 
 
-async def read_image(request: Request, limit: int, ticket: Ticket, timeout_s: float) -> bytes:
+async def read_upload(request: Request, limit: int, ticket: Ticket, timeout_s: float) -> bytes:
+    """An uploaded image file's bytes from `request` (a raw body or a multipart form; not decoded: that is
+    `samcl.io.read_image`'s, which reads a path or bytes)."""
     kind = request.headers.get("content-type", "")
     if kind.split(";")[0].strip().lower() != "multipart/form-data":
         return await read_body(request, limit, ticket, timeout_s=timeout_s)
@@ -92,3 +95,6 @@ class ImageForm:
 
     def _part_end(self) -> None:
         self._keeping = False
+
+
+__getattr__ = renamed_names(__name__, {"read_image": "read_upload"}, globals())

@@ -17,6 +17,8 @@ from .errors import ApiError
 MAX_POINTS = 64
 #: Most boxes per request: /v1/segment `box`, CVAT `obj_bbox`, Label Studio rectangles.
 MAX_BOXES = 1
+#: Most shapes (and states) in one CVAT tracker call (`cvat_tracker`: each is an object tracked on SAM 2's memory).
+MAX_SHAPES = 16
 #: Most tasks in one Label Studio /predict.
 MAX_TASKS = 1000
 

@@ -1,6 +1,6 @@
 """Picking up a new store generation while serving: what identifies a generation, and a reload in bounded time.
 
-    identity = manifest_identity(store)         # sha256 of manifest.json's bytes
+    digest = manifest_sha256(store)             # sha256 of manifest.json's bytes
     reloader = Reloader(host, swap, timeout_s=30)
     await reloader.check()                       # each --reload-seconds, on the event loop
 
@@ -31,32 +31,45 @@ from ..store import manifest_bytes
 
 log = logging.getLogger("samcl.serve")
 
-def manifest_identity(store: Path) -> str:
+
+def manifest_sha256(store: Path) -> str:
     """sha256 (hex) of STORE/manifest.json's bytes, read as the store reads them (`manifest_bytes`: a regular
     file, bounded; a FIFO or a device in its place is refused instead of hanging or streaming for ever)."""
     return hashlib.sha256(manifest_bytes(store)).hexdigest()
 
 
-def opened_with_identity(open_store: Callable, store: Path, tries: int = 3):
-    """(what `open_store()` opened, the identity of the manifest it read). The manifest is hashed before and after
-    the open; a commit in between means the hash may not be the opened set's, so the open is tried again. A store
-    that keeps changing gets an identity no other load shares (its picks are then never reused)."""
+def opened_with_manifest_sha256(open_store: Callable, store: Path, tries: int = 3, data: bytes | None = None):
+    """(what `open_store(manifest)` opened, the sha256 of the manifest it opened). The manifest is read once: its
+    bytes are hashed, checked (`ModuleStore.read_manifest`) and handed to `open_store` (`SAMCL.open(...,
+    manifest=)`: not read again). The open reads every file the manifest names by its sha256; if a commit
+    replaced those files meanwhile, the open moves on to the new generation, so the open is accepted only when
+    it opened that manifest's generation and the file still holds those bytes (a hash of it, not a second
+    parse), else tried again. A store that keeps changing gets a value no other load shares (its picks are then
+    never reused). `data`: the manifest's bytes as the caller has just read them (the reload's poll), for the
+    first try."""
+    from ..store import ModuleStore
+
     for _ in range(tries):
         try:
-            before = manifest_identity(store)
+            data = manifest_bytes(store) if data is None else data
         except (OSError, SamclError):  # no manifest (yet): the open names the problem in its own words
-            before = None
-        opened = open_store()
-        if manifest_identity(store) == before:
-            return opened, before
+            opened, digest, manifest = open_store(None), None, None
+        else:
+            digest, manifest = hashlib.sha256(data).hexdigest(), ModuleStore(store).read_manifest(data)
+            opened = open_store(manifest)
+        data = None  # a further try reads the file again
+        if manifest is not None and opened.module_set.generation == manifest.generation \
+                and manifest_sha256(store) == digest:
+            return opened, digest
     return opened, f"unsettled-{os.urandom(8).hex()}"
 
 
 class Reloader:
     """Checks the store for a new generation in a daemon thread, within `timeout_s`.
 
-    `host` has `identity`, `generation`, `reload_error` and `load_fresh()` (returns (set, identity)); `swap(set,
-    identity)` is awaited to put a loaded set in service (in the model thread, between batches)."""
+    `host` has `manifest_sha256`, `generation`, `reload_error` and `load_fresh(data)` (returns (set,
+    manifest_sha256), opened from the manifest bytes `data` the check read);
+    `swap(set, manifest_sha256)` is awaited to put a loaded set in service (in the model thread, between batches)."""
 
     def __init__(self, host, swap: Callable, timeout_s: float):
         self.host, self.swap, self.timeout_s = host, swap, timeout_s
@@ -64,10 +77,11 @@ class Reloader:
         self.stuck_since: float | None = None
 
     def _work(self):
-        """In the reload thread: None when the store is unchanged, else (set, identity)."""
-        if manifest_identity(self.host.config.store) == self.host.identity:
+        """In the reload thread: None when the store is unchanged, else (set, manifest_sha256)."""
+        data = manifest_bytes(self.host.config.store)
+        if hashlib.sha256(data).hexdigest() == self.host.manifest_sha256:
             return None
-        return self.host.load_fresh()
+        return self.host.load_fresh(data)  # opened from these very bytes: the manifest is not read again
 
     async def check(self) -> None:
         if self.stuck is not None:

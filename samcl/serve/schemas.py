@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .limits import MAX_POINTS
 
@@ -44,10 +44,10 @@ class Mask(BaseModel):
 
 class SegmentResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
-    score: float | None = Field(description="the selector's score for its pick; null when the domain was forced "
-                                            "or the selector gives none")
-    predicted_iou: float
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
+    domain_score: float | None = Field(description="the selector's score for its pick; null when the domain was "
+                                                   "forced or the selector gives none")
+    score: float = Field(description="the decoder's predicted IoU of the mask")
     foreground: float = Field(description="share of the image's pixels in the mask")
     mask: Mask
     generation: int = Field(description="the store generation that served the request")
@@ -59,7 +59,7 @@ class ImageResponse(BaseModel):
     width: int
     height: int
     domain: str = Field(description="the selector's pick for this image")
-    score: float | None
+    domain_score: float | None = Field(description="the selector's score for its pick")
     generation: int
     timings: dict[str, float | int]
 
@@ -81,7 +81,7 @@ class ErrorBody(BaseModel):
     error: dict[str, str] = Field(description='{"code": ..., "message": ...}')
 
 
-class GenerateRequest(BaseModel):
+class _GenerateRequest(BaseModel):
     """Automatic masks of one image (Meta's `SamAutomaticMaskGenerator` options, by their names; an option left out
     takes Meta's default, see `samcl.inference.automatic.AutoMaskConfig`)."""
 
@@ -92,22 +92,29 @@ class GenerateRequest(BaseModel):
                                                 "longer cached; needed with crop_n_layers > 0: crops are encoded anew)")
     force: str | None = Field(None, description="run this domain's module ('base': none); default: the selector "
                                                  "chooses")
-    points_per_side: Annotated[int, Field(strict=True)] | None = Field(None, description="grid points a side (32)")
-    points_per_batch: Annotated[int, Field(strict=True)] | None = Field(
-        None, description="grid points decoded together (64; the server may decode fewer at once, same result)")
-    pred_iou_thresh: Coordinate | None = Field(None, description="keep masks whose predicted IoU exceeds this (0.88)")
-    stability_score_thresh: Coordinate | None = Field(None, description="keep masks at least this stable (0.95)")
-    stability_score_offset: Coordinate | None = Field(None, description="logit offset of the stability score (1.0)")
-    box_nms_thresh: Coordinate | None = Field(None, description="box IoU for dropping duplicates (0.7)")
-    crop_n_layers: Annotated[int, Field(strict=True)] | None = Field(None, description="crop layers (0)")
-    crop_nms_thresh: Coordinate | None = Field(None, description="box IoU for duplicates between crops (0.7)")
-    crop_overlap_ratio: Coordinate | None = Field(None, description="crop overlap share of the short side (512/1500)")
-    crop_n_points_downscale_factor: Annotated[int, Field(strict=True)] | None = Field(
-        None, description="grid shrink per crop layer (1)")
-    min_mask_region_area: Annotated[int, Field(strict=True)] | None = Field(
-        None, description="remove holes and islands under this many pixels (0: off)")
     max_masks: int = Field(100, ge=1, le=1000, description="answer at most this many masks (the first ones, best "
                                                            "predicted IoU first within a crop)")
+
+
+def _generator_options() -> dict:
+    """`AutoMaskConfig`'s options as request fields (left out: None, Meta's default): the field's help and default,
+    its JSON type strictly; its range is AutoMaskConfig's own check (a 422 naming the field, `api.auto_config`)."""
+    import dataclasses
+
+    from ..inference import AutoMaskConfig
+
+    options = {}
+    for field in dataclasses.fields(AutoMaskConfig):
+        if field.name != "output_mode":
+            numeric = AutoMaskConfig.__pydantic_fields__[field.name].annotation
+            kind = Coordinate if numeric is float else Annotated[int, Field(strict=True)]
+            options[field.name] = (kind | None, Field(None, description=f"{field.metadata['help']} (default: "
+                                                                        f"{field.default:g})"))
+    return options
+
+
+GenerateRequest = create_model("GenerateRequest", __base__=_GenerateRequest, __doc__=_GenerateRequest.__doc__,
+                               **_generator_options())
 
 
 class GeneratedMask(BaseModel):
@@ -122,8 +129,8 @@ class GeneratedMask(BaseModel):
 
 class GenerateResponse(BaseModel):
     image_id: str
-    domain: str = Field(description="the module that ran ('base': SAM without a module)")
-    score: float | None = Field(description="the selector's score for its pick; null when forced or none")
+    domain: str = Field(description="the domain whose module ran ('base': the base model, SAM without a module)")
+    domain_score: float | None = Field(description="the selector's score for its pick; null when forced or none")
     width: int
     height: int
     count: int = Field(description="masks the generator kept (the answer holds at most max_masks of them)")

@@ -3,8 +3,8 @@
     STORE/manifest.json                          format version, base identity, domains in learning order
     STORE/modules/<k>-<name>.g<gen>.safetensors  one AugModule per domain (config in the header metadata too)
     STORE/selector.g<gen>.safetensors            selector state: the MLP's weights, or a statistics selector's
-                                                 per-class statistics (its kind in the manifest; none = mlp)
-    STORE/buffer.g<gen>.safetensors              the mlp selector's embedding buffer
+                                                 per-domain statistics (its kind in the manifest; none = mlp)
+    STORE/buffer.g<gen>.safetensors              the mlp selector's feature buffer
     STORE/.lock                                  the writer lock
 
 Every file is written atomically (temporary file, fsync, rename) under a fresh name, and the manifest is
@@ -17,6 +17,7 @@ store only goes into an empty folder, since the store removes stale files of its
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
@@ -31,13 +32,14 @@ from safetensors.torch import save as save_safetensors
 
 from ..errors import SamclError
 from ..io import atomic_write_bytes, atomic_write_json, check_regular, fault_point
-from ..method.augmodule import AugModule, AugModuleConfig
+from ..method.augmodule import AugModule
 from ..method.sizes import tensor_bytes
-from ..selector import EmbeddingBuffer, SelectorConfig, selector_from_tensors
+from ..selector import FeatureBuffer, selector_from_tensors
 from .check import check_manifest, check_tensors
-from .manifest import (FORMAT, MANIFEST, Manifest, MissingFile, checked_file, read_checked, read_manifest,
-                       read_verified_bytes, sha256_bytes, size_limit)
-from .moduleset import DomainEntry, ModuleSet
+from .manifest import (FORMAT, MANIFEST, MissingFile, checked_file, read_checked, read_manifest, read_verified_bytes,
+                       sha256_bytes, size_limit)
+from .moduleset import ModuleSet
+from .schema import BufferRecord, Manifest
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -132,24 +134,23 @@ class ModuleStore:
                              f"{MANIFEST} from a copy, or remove the folder to start a new store there")
 
     # ------------------------------------------------------------------ reading
-    def check_files(self, manifest: dict) -> None:
+    def check_files(self, manifest: Manifest) -> None:
         """Every file `manifest` names is a regular file within its recorded size: a quick look (no read) that a
         command makes before loading its base model, so a FIFO or a device in a store is named at once."""
-        entries = [d for d in manifest["domains"] if d["kind"] == "module"]
-        entries += [manifest[k] for k in ("selector", "buffer") if (manifest.get(k) or {}).get("file")]
+        entries = [d for d in manifest.domains if d.kind == "module"]
+        entries += [part for part in (manifest.selector, manifest.buffer) if part is not None and part.file]
         for entry in entries:
-            path = checked_file(self.path, entry["file"], entry["sha256"])
+            path = checked_file(self.path, entry.file, entry.sha256)
             if os.path.lexists(path):  # (a missing one is reported by `load`, which may find a newer generation)
                 check_regular(path, "store file")
-                size, limit = os.stat(path).st_size, size_limit(entry.get("bytes"))
+                size, limit = os.stat(path).st_size, size_limit(entry.bytes)
                 if size > limit:
                     raise SamclError(f"{path}: {size:,} bytes, more than its manifest entry allows ({limit:,})")
 
-    def read_manifest(self) -> dict:
-        """The manifest, its structure checked (`samcl.store.check`)."""
-        manifest = read_manifest(self.path)
-        check_manifest(manifest, self.path)
-        return manifest
+    def read_manifest(self, data: bytes | None = None) -> Manifest:
+        """The manifest, read and its structure checked (`samcl.store.check`): what a command reads once and passes
+        on (`load(manifest=...)`, `SAMCL.open(..., manifest=...)`). `data`: the manifest's bytes, read already."""
+        return check_manifest(read_manifest(self.path, data), self.path)
 
     def _read_verified(self, relative, sha256, recorded_bytes=None) -> dict[str, torch.Tensor]:
         data = read_verified_bytes(self.path, relative, sha256, recorded_bytes)
@@ -160,10 +161,12 @@ class ModuleStore:
         check_tensors(tensors, self.path / relative)
         return tensors
 
-    def load(self, identity: dict | None = None, lazy_buffer: bool = False, manifest: dict | None = None) -> ModuleSet:
+    def load(self, identity: dict | None = None, lazy_buffer: bool = False,
+             manifest: Manifest | None = None) -> ModuleSet:
         """Read and verify everything. `identity` (the base's) must match the one the store was built on.
-        `lazy_buffer`: read (and verify) the selector's embedding buffer only when it is first used, which is
+        `lazy_buffer`: read (and verify) the selector's feature buffer only when it is first used, which is
         only for learning; inference opens a store of 1,000 domains without reading its largest file.
+        `manifest`: the manifest as `read_manifest` returned it (read and checked: not read or checked again).
 
         A writer removes the previous generation's files right after replacing the manifest; a reader that read
         the old manifest just before then finds a file gone, and simply reads the new generation instead."""
@@ -174,71 +177,61 @@ class ModuleStore:
                 return self._load(manifest, identity, lazy_buffer)
             except MissingFile:
                 try:
-                    replaced = self.read_manifest().get("generation") != manifest.get("generation")
+                    replaced = self.read_manifest().generation != manifest.generation
                 except SamclError:
                     replaced = False
                 if not replaced:
                     raise
         raise SamclError(f"{self.path}: the store kept changing while it was read; try again")
 
-    def _load(self, manifest: dict, identity: dict | None, lazy_buffer: bool = False) -> ModuleSet:
-        check_manifest(manifest, self.path)
-        try:
-            if identity is not None:
-                check_identity(self.path, manifest["backbone"], identity)
-            state = ModuleSet(
-                backbone=manifest["backbone"],
-                selector_config=SelectorConfig.from_manifest(manifest["selector"]["config"]),
-                selector_block=int(manifest["selector"]["block"]),
-                dtype=manifest.get("dtype", "float32"),
-                base_hint=manifest.get("base_hint"),
-                base_source=manifest.get("base_source"),
-                generation=int(manifest.get("generation", 0)),
-                aug_config=AugModuleConfig.from_dict(manifest["augmodule"]) if manifest.get("augmodule") else None,
-            )
-            state.domains = [DomainEntry(**raw) for raw in manifest["domains"]]
-            selector, buffer = manifest["selector"], manifest.get("buffer") or {}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SamclError(f"{self.manifest_path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    def _load(self, manifest: Manifest, identity: dict | None, lazy_buffer: bool = False) -> ModuleSet:
+        if identity is not None:
+            check_identity(self.path, manifest.backbone.model_dump(), identity)
+        selector, buffer = manifest.selector, manifest.buffer
+        state = ModuleSet(backbone=manifest.backbone.model_dump(), selector_config=selector.config,
+                          selector_block=selector.block, dtype=manifest.dtype, base_hint=manifest.base_hint,
+                          base_source=manifest.base_source, generation=manifest.generation,
+                          aug_config=manifest.augmodule, domains=copy.deepcopy(manifest.domains))
         for entry in state.domains:
             if entry.kind == "module":
                 tensors = self._read_verified(entry.file, entry.sha256, entry.bytes)
                 try:
-                    module = AugModule.from_tensors(AugModuleConfig.from_dict(entry.config),
-                                                    {k: v.float() for k, v in tensors.items()})
+                    module = AugModule.from_tensors(entry.config, {k: v.float() for k, v in tensors.items()})
                 except (ValueError, TypeError, KeyError) as exc:
                     raise SamclError(f"{self.path / entry.file}: does not match its manifest entry ({exc})") from None
                 state.modules[entry.name] = module.requires_grad_(False)
-        if selector.get("file"):
-            tensors = self._read_verified(selector["file"], selector.get("sha256"), selector.get("bytes"))
-            config, dim = state.selector_config, int(selector["dim"])
+        if selector.file:
+            tensors = self._read_verified(selector.file, selector.sha256, selector.bytes)
+            config, dim = state.selector_config, selector.dim
             loaded = None
             if config.kind == "mlp":
                 width = config.width(dim)
                 read = lambda: self._read_buffer(buffer, width)  # noqa: E731
-                loaded = (EmbeddingBuffer.deferred(width, buffer["count"], read)
-                          if lazy_buffer and isinstance(buffer.get("count"), int) else EmbeddingBuffer(width, *read()))
+                loaded = (FeatureBuffer.deferred(width, buffer.count, read)
+                          if lazy_buffer and buffer is not None else FeatureBuffer(width, *read()))
             try:
                 state.selector = selector_from_tensors(config, dim, len(state.domains), tensors, loaded)
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-                raise SamclError(f"{self.path / selector['file']}: selector does not match the manifest "
+                raise SamclError(f"{self.path / selector.file}: selector does not match the manifest "
                                  f"({' '.join(str(exc).split())[:200]})") from None
         return state
 
-    def _read_buffer(self, buffer: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        tensors = self._read_verified(buffer.get("file"), buffer.get("sha256"), buffer.get("bytes"))
+    def _read_buffer(self, buffer: BufferRecord | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if buffer is None:  # an mlp selector with no buffer entry: refused as an entry without its file
+            checked_file(self.path, None, None)
+        tensors = self._read_verified(buffer.file, buffer.sha256, buffer.bytes)
         try:
-            embeddings, labels = tensors["embeddings"].float(), tensors["labels"].long()
-            EmbeddingBuffer(dim, embeddings, labels)  # checks the shapes
+            features, labels = tensors["embeddings"].float(), tensors["labels"].long()  # the file's key (kept)
+            FeatureBuffer(dim, features, labels)  # checks the shapes
         except (KeyError, ValueError) as exc:
-            raise SamclError(f"{self.path / buffer['file']}: not a selector buffer ({exc})") from None
-        if len(labels) != buffer.get("count", len(labels)):
-            raise SamclError(f"{self.path / buffer['file']}: holds {len(labels)} embeddings, the manifest says "
-                             f"{buffer['count']}")
-        return embeddings, labels
+            raise SamclError(f"{self.path / buffer.file}: not a selector buffer ({exc})") from None
+        if len(labels) != buffer.count:
+            raise SamclError(f"{self.path / buffer.file}: holds {len(labels)} feature rows, the manifest says "
+                             f"{buffer.count}")
+        return features, labels
 
     # ------------------------------------------------------------------ writing
-    def save(self, state: ModuleSet, written: set[str] | None = None) -> dict:
+    def save(self, state: ModuleSet, written: set[str] | None = None) -> Manifest:
         """Write new module files (names in `written`, default: modules without a file yet), the selector and
         buffer under a new generation, then the manifest; then remove files no longer named. Returns the manifest.
 
@@ -258,7 +251,7 @@ class ModuleStore:
                 self._remove_unreferenced(self.read_manifest() if self.exists() else None)
             raise
 
-    def _write(self, state: ModuleSet, written: set[str] | None) -> dict:
+    def _write(self, state: ModuleSet, written: set[str] | None) -> Manifest:
         state.generation += 1
         gen = state.generation
         dtype = getattr(torch, state.dtype)
@@ -272,7 +265,7 @@ class ModuleStore:
             entry.bytes = tensor_bytes(tensors)
             entry.sha256, _ = write_tensors(self.path / entry.file, tensors, domain=entry.name,
                                             config=json.dumps(module.config.to_dict()))
-            entry.config = module.config.to_dict()
+            entry.config = module.config
             entry.parameters = module.config.num_parameters
             fault_point(f"save: wrote {entry.file}")
         selector = {"kind": state.selector_config.kind, "config": state.selector_config.to_dict(),
@@ -286,33 +279,34 @@ class ModuleStore:
             check_tensors(sel_tensors, "the selector")
             selector["file"] = f"selector.g{gen}.safetensors"
             sha, size = write_tensors(self.path / selector["file"], sel_tensors)
-            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)
+            selector.update(sha256=sha, bytes=size, dim=state.selector.dim, classes=state.names)  # manifest key kept
             fault_point(f"save: wrote {selector['file']}")
         if state.buffer is not None:
-            buf_tensors = {"embeddings": state.buffer.embeddings.to(dtype), "labels": state.buffer.labels}
+            buf_tensors = {"embeddings": state.buffer.features.to(dtype), "labels": state.buffer.labels}
             buffer = {"file": f"buffer.g{gen}.safetensors"}
             sha, size = write_tensors(self.path / buffer["file"], buf_tensors)
             buffer.update(sha256=sha, bytes=size, count=len(state.buffer))
             fault_point(f"save: wrote {buffer['file']}")
-        manifest = Manifest(generation=gen, backbone=state.backbone, base_hint=state.base_hint,
-                            base_source=state.base_source, dtype=state.dtype,
-                            augmodule=state.aug_config.to_dict() if state.aug_config else None,
-                            selector=selector, buffer=buffer,
-                            domains=[d.to_dict() for d in state.domains]).to_dict()
-        check_manifest(manifest, self.path)  # what open would refuse is never committed (a name, a duplicate...)
-        atomic_write_json(self.manifest_path, manifest)  # the commit point
+        # validated by the one schema open reads with, so what open would refuse is never committed (a name, a
+        # duplicate...), and what is written is that validated manifest's `to_dict`
+        manifest = check_manifest({"generation": gen, "backbone": state.backbone, "base_hint": state.base_hint,
+                                   "base_source": state.base_source, "dtype": state.dtype,
+                                   "augmodule": state.aug_config.to_dict() if state.aug_config else None,
+                                   "selector": selector, "buffer": buffer,
+                                   "domains": [d.to_dict() for d in state.domains]}, self.path)
+        atomic_write_json(self.manifest_path, manifest.to_dict())  # the commit point
         fault_point(f"save: wrote {MANIFEST}")
         self._remove_unreferenced(manifest)
         fault_point("save: done")
         return manifest
 
-    def _remove_unreferenced(self, manifest: dict | None) -> None:
+    def _remove_unreferenced(self, manifest: Manifest | None) -> None:
         """Remove store files (by their name pattern) that `manifest` does not name, and stale temporaries; with no
         manifest, only temporaries. Files that are not the store's own are never touched."""
         keep = set()
         if manifest is not None:
-            keep = {d.get("file") for d in manifest.get("domains", []) if isinstance(d, dict)}
-            keep |= {(manifest.get(key) or {}).get("file") for key in ("selector", "buffer")}
+            keep = {d.file for d in manifest.domains}
+            keep |= {part.file for part in (manifest.selector, manifest.buffer) if part is not None}
         candidates = [(p, True) for p in self.path.glob("*")] + [(p, False) for p in self.path.glob(f"{MODULES}/*")]
         for path, top in candidates:
             if manifest is None and not _TEMP.fullmatch(path.name):

@@ -1,12 +1,12 @@
-"""A store's manifest, without any model code: reading it (a regular file, size- and depth-bounded) and reading
-the files it names, bounded by their recorded size and checked against their sha256. `samcl.store.check` checks
-its structure; `samcl.store.files` builds on both to read and write the tensors."""
+"""A store's manifest file: reading it (a regular file, size- and depth-bounded, its format version checked and
+upgraded, `upgrade`) and reading the files it names, bounded by their recorded size and checked against their
+sha256. Its one schema is `samcl.store.schema.Manifest` (`samcl.store.Manifest`), which `samcl.store.check`
+validates it with; `samcl.store.files` builds on both to read and write the tensors."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._version import __version__
@@ -14,7 +14,7 @@ from ..errors import SamclError
 from ..io import NoSuchFile, parse_json, quote, read_limited
 
 FORMAT = "samcl-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 #: The most a manifest may hold: one of 10,000 domains is about 10 MiB.
 MANIFEST_LIMIT = 64 << 20
@@ -38,14 +38,16 @@ def manifest_bytes(store: Path) -> bytes:
     return read_limited(Path(store) / MANIFEST, MANIFEST_LIMIT, "store manifest")
 
 
-def read_manifest(store: Path) -> dict:
-    """STORE/manifest.json, checked to be a samcl manifest of a format this samcl reads."""
+def read_manifest(store: Path, data: bytes | None = None) -> dict:
+    """STORE/manifest.json as JSON, checked to be a samcl manifest of a format this samcl reads and upgraded to the
+    current version (`ModuleStore.read_manifest` then validates it as a `Manifest`). `data`: its bytes as a caller
+    read them already (`manifest_bytes`; the server hashes the very bytes it opens), None: read here."""
     path = Path(store) / MANIFEST
-    if not path.exists():
+    if data is None and not path.exists():
         if Path(store).is_file():
             raise SamclError(f"{store}: is a file, not a samcl store folder")
         raise SamclError(f"{store}: not a samcl store (no {MANIFEST})")
-    manifest = parse_json(manifest_bytes(store), path, "unreadable manifest")
+    manifest = parse_json(manifest_bytes(store) if data is None else data, path, "unreadable manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SamclError(f"{path}: not a samcl store manifest")
     version = manifest.get("format_version")
@@ -58,51 +60,6 @@ def read_manifest(store: Path) -> dict:
     if version < 1:
         raise SamclError(f"{path}: store format version {version}: not a version samcl wrote")
     return upgrade(manifest)
-
-
-@dataclass
-class Manifest:
-    """What `manifest.json` holds (format `FORMAT_VERSION`), written by `to_dict` and read by `read_manifest`
-    (older versions upgraded first, `upgrade`), with its structure checked by `samcl.store.check`.
-
-    Arguments:
-      generation (int): the commit count: every save writes the next one.
-      backbone (dict): the base's identity: family, architecture, config_sha256, weights_sha256.
-      selector (dict): kind, config (every `SelectorConfig` field), block, and its file, sha256, bytes, dim and
-        classes once a domain is learned.
-      domains (list[dict]): in learning order: name, kind ("module" or "base"), and a module's file, sha256,
-        bytes, parameters and config (every `AugModuleConfig` field).
-      dtype (str): storage dtype of modules, selector and buffer, "float32" or "float16".
-      augmodule (dict | None): the store's `AugModuleConfig` (None: nothing learned yet needs one).
-      buffer (dict): the mlp selector's embedding buffer: file, sha256, bytes, count (empty: none).
-      base_hint (str | None): where the base is (`builtin:tiny-sam` or an absolute path).
-      base_source (dict | None): that base's weights file, size and mtime (reopening it unchanged skips hashing).
-    """
-
-    generation: int
-    backbone: dict
-    selector: dict
-    domains: list[dict]
-    dtype: str = "float32"
-    augmodule: dict | None = None
-    buffer: dict = field(default_factory=dict)
-    base_hint: str | None = None
-    base_source: dict | None = None
-    samcl_version: str = __version__
-
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "samcl_version": self.samcl_version,
-                "generation": self.generation, "backbone": self.backbone, "base_hint": self.base_hint,
-                "base_source": self.base_source, "dtype": self.dtype, "augmodule": self.augmodule,
-                "selector": self.selector, "buffer": self.buffer, "domains": self.domains}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "Manifest":
-        """A manifest of this format version (as `read_manifest` returns it: upgraded and checked)."""
-        return cls(generation=int(raw.get("generation", 0)), backbone=raw["backbone"], selector=raw["selector"],
-                   domains=raw["domains"], dtype=raw.get("dtype", "float32"), augmodule=raw.get("augmodule"),
-                   buffer=raw.get("buffer") or {}, base_hint=raw.get("base_hint"),
-                   base_source=raw.get("base_source"), samcl_version=raw.get("samcl_version", __version__))
 
 
 def _version_1_to_2(raw: dict) -> dict:
@@ -122,8 +79,16 @@ def _version_1_to_2(raw: dict) -> dict:
     return raw
 
 
+def _version_2_to_3(raw: dict) -> dict:
+    """Version 3 calls a domain learned without a module kind "no_module"; versions 1 and 2 wrote "base"."""
+    for entry in raw.get("domains") if isinstance(raw.get("domains"), list) else []:
+        if isinstance(entry, dict) and entry.get("kind") == "base":
+            entry["kind"] = "no_module"
+    return raw
+
+
 #: format version -> the step that turns a manifest of that version into one of the next (one chain)
-UPGRADES = {1: _version_1_to_2}
+UPGRADES = {1: _version_1_to_2, 2: _version_2_to_3}
 
 
 def upgrade(manifest: dict) -> dict:
@@ -171,3 +136,4 @@ def read_verified_bytes(store: Path, relative, sha256, recorded_bytes=None) -> b
     size, `size_limit`)."""
     return read_checked(checked_file(store, relative, sha256), sha256,
                         missing=f"missing (named in {MANIFEST} but not in the store)", limit=size_limit(recorded_bytes))
+

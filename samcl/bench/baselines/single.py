@@ -13,7 +13,7 @@ from ...data import Sample
 from ...io import encode_image
 from ...learning import Objective, train_module
 from ...method import AugModule, AugModuleConfig, config_for
-from ...store import BASE_CLASS
+from ...store import BASE_MODEL
 from ..protocol import EVAL_PREFIX_CACHE_BYTES, DomainData, Strategy
 
 ADAPTER = "adapter"
@@ -56,7 +56,7 @@ class SingleModule:
             self.samcl.put_module(ADAPTER, module)
 
     def evaluate(self, samples: Sequence[Sample]) -> dict:
-        return self.samcl.evaluate(samples, force=ADAPTER if self.module is not None else BASE_CLASS)
+        return self.samcl.evaluate(samples, force=ADAPTER if self.module is not None else BASE_MODEL)
 
 
 def module_tensors(prefix: str, module: AugModule) -> dict[str, torch.Tensor]:

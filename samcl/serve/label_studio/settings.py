@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from ... import SamclError
 from ...io import quote
+from ...options import ConfigError, config, option
 from ..errors import ApiError
 
 URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "SAMCL_LS_BASIC_AUTH"
@@ -32,20 +34,34 @@ URL_ENV, KEY_ENV, BASIC_AUTH_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "
 MAX_MASKS = 1000
 
 
-@dataclass
+@config
 class LabelStudioSettings:
-    url: str | None = None
-    api_key: str | None = None
-    allowed_urls: list[str] = field(default_factory=list)
-    basic_auth: str | None = None  # "USER:PASSWORD"
-    train_every: int = 0  # 0: learn only on Start Training
-    epochs: int = 5
-    batch_size: int = 4
-    seed: int = 0
-    max_learn_tasks: int = 1000  # a project with more annotated tasks is not learned (the reason is reported)
-    max_learn_megapixels: float = 400.0  # the task images of one learn, held together
-    preannotate: bool = True  # a /predict without a context answers automatic masks (`preannotate`)
-    max_masks: int = 20  # most automatic masks a task gets, highest predicted IoU first
+    """The Label Studio backend's server settings (module docstring); `samcl serve` reads its Label Studio flags'
+    help, defaults and ranges from these fields. The address, key and basic auth come from the environment when
+    not given."""
+
+    url: str | None = option(None, f"Label Studio's address, for task images and learning (default: ${URL_ENV})")
+    api_key: str | None = option(None, f"a personal access token of Label Studio (default: ${KEY_ENV}, which keeps "
+                                       "it out of the process list)")
+    allowed_urls: list[str] = option(help="task images may also come from URLs starting with these http(s) "
+                                          "prefixes; any other URL is refused without a fetch", factory=list)
+    basic_auth: str | None = option(None, f"basic auth Label Studio must send, as USER:PASSWORD (default: "
+                                          f"${BASIC_AUTH_ENV}; without it a server with a token takes the token as "
+                                          "the basic-auth password)")
+    train_every: int = option(0, "learn a project after every N new annotations (0: only on Start Training)",
+                              low=0, high=1_000_000, integer=True)
+    epochs: int = option(5, "epochs of a project's learn (a project's extra_params may set its own)", low=1,
+                         high=100_000, integer=True)
+    batch_size: int = option(4, "batch of a project's learn", low=1, high=4096, integer=True)
+    seed: int = option(0, "seed of a project's learn", low=0, high=2**32 - 1, integer=True)
+    max_learn_tasks: int = option(1000, "most annotated tasks a project's learn takes (more: the learn fails, "
+                                        "saying so)", low=1, high=1_000_000, integer=True)
+    max_learn_megapixels: float = option(400.0, "most megapixels of task images a project's learn holds together",
+                                         low=0, low_open=True, high=100_000)
+    preannotate: bool = option(True, "a /predict without a context (a task opened) gets automatic masks; off: none",
+                               choices=(True, False))
+    max_masks: int = option(20, "most automatic masks a task gets, highest predicted IoU first", low=1,
+                            high=MAX_MASKS, integer=True)
 
     def __post_init__(self) -> None:
         from .urls import checked_url, dot_segments_resolved
@@ -75,14 +91,6 @@ class LabelStudioSettings:
             if not colon or not user or not password:
                 rule = "give USER:PASSWORD, both non-empty (an empty password would turn the check off)"
                 raise SamclError(f"basic_auth: {rule}", field="basic_auth")
-        for name, value in (("max_learn_tasks", self.max_learn_tasks), ("max_learn_megapixels",
-                                                                         self.max_learn_megapixels)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise SamclError(f"{name} {value!r}: give a number above 0", field=name)
-        masks = self.max_masks
-        if not isinstance(masks, int) or isinstance(masks, bool) or not 1 <= masks <= MAX_MASKS:
-            rule = f"give an integer from 1 to {MAX_MASKS}"
-            raise SamclError(f"max_masks {self.max_masks!r}: {rule}", field="max_masks")
 
 
 #: Longest extra_params text read (Label Studio's field holds a small JSON object).
@@ -136,32 +144,38 @@ class ProjectSettings:
                     from None
         if not isinstance(extra, dict):
             raise ApiError(400, "bad_extra_params", "extra_params: give a JSON object")
-        unknown = sorted(set(extra) - {"domain", "pin", "train_every", "epochs", "replace", "automatic"})
-        if unknown:
-            raise ApiError(400, "bad_extra_params", f"extra_params: unknown setting {quote(unknown[0])} (known: "
-                                                    "domain, pin, train_every, epochs, replace, automatic)")
+        try:
+            params = ProjectParams(**extra)
+        except ConfigError as exc:
+            raise ApiError(400, "bad_extra_params", str(exc)) from None
         if "automatic" in extra:
             from ..automatic import generator_config
 
             self.automatic = generator_config(extra["automatic"], field="extra_params.automatic",
                                               code="bad_extra_params")
-        if "domain" in extra:
-            value = extra["domain"]
-            if not isinstance(value, str) or domain_name(value, self.project) != value:
-                raise ApiError(400, "bad_extra_params", f"extra_params.domain {quote(value)}: use letters, digits, "
-                                                        "'_', '.', '-' (max 64), not 'base'")
-            self.domain = value
-        for key in ("pin", "replace"):
+        for key in ("domain", "pin", "replace", "train_every", "epochs"):
             if key in extra:
-                if not isinstance(extra[key], bool):
-                    raise ApiError(400, "bad_extra_params", f"extra_params.{key}: true or false")
-                setattr(self, key, extra[key])
-        for key, top in (("train_every", 1_000_000), ("epochs", 1000)):
-            if key in extra:
-                value = extra[key]
-                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                    raise ApiError(400, "bad_extra_params", f"extra_params.{key}: an integer 0..{top}")
-                setattr(self, key, value)
+                setattr(self, key, getattr(params, key))
+
+
+@config(frozen=True, name="extra_params")
+class ProjectParams:
+    """A project's settings as its `extra_params` gives them (the module docstring); None: not given (an explicit
+    null is refused). `automatic` is checked by `serve.automatic.generator_config` (AutoMaskConfig's fields)."""
+
+    domain: str = option(None, "the domain the project's annotations are learned as")
+    pin: bool = option(None, "once the domain is learned, its tasks run its module", choices=(True, False))
+    replace: bool = option(None, "take the domain over, or move this project to another domain",
+                           choices=(True, False))
+    train_every: int = option(None, "learn after every N new annotations (0: only on Start Training)", low=0,
+                              high=1_000_000, integer=True)
+    epochs: int = option(None, "training epochs (0: the server's)", low=0, high=1000, integer=True)
+    automatic: Any = None
+
+    def __post_init__(self):
+        if self.domain is not None and domain_name(self.domain, 0) != self.domain:
+            raise ConfigError(f"extra_params.domain {quote(self.domain)}: use letters, digits, '_', '.', '-' "
+                              "(max 64), not 'base'", field="extra_params.domain")
 
 
 def project_id(value) -> int:

@@ -74,7 +74,7 @@
       busy(true); setStatus("uploading…");
       try {
         const info = await upload(file);
-        setStatus(`${info.width}x${info.height} · selector picks ${info.domain}` + (info.score == null ? "" : ` (score ${info.score.toFixed(3)})`) + " · click to segment");
+        setStatus(`${info.width}x${info.height} · selector picks ${info.domain}` + (info.domain_score == null ? "" : ` (${info.domain_score.toFixed(3)})`) + " · click to segment");
       } catch (e) { setStatus("upload failed: " + e.message, true); }
       busy(false); buttons();
     };
@@ -121,8 +121,8 @@
       if (seq !== state.seq) return;  // a newer click's answer is on its way
       state.response = body; state.requests++;
       await drawMask(body.mask.data);
-      const score = body.score == null ? "n/a" : body.score.toFixed(3);
-      setStatus(`domain ${body.domain} · selector score ${score} · predicted IoU ${body.predicted_iou.toFixed(3)} · ${body.timings.total_ms.toFixed(0)} ms`);
+      const domainScore = body.domain_score == null ? "n/a" : body.domain_score.toFixed(3);
+      setStatus(`domain ${body.domain} · domain score ${domainScore} · predicted IoU ${body.score.toFixed(3)} · ${body.timings.total_ms.toFixed(0)} ms`);
     } catch (e) { if (seq === state.seq) setStatus("segment failed: " + e.message, true); }
     if (seq === state.seq) busy(false);
     buttons();
