@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -147,12 +148,36 @@ def module_path(store: Path, index: int = 0) -> Path:
 
 
 
+#: `python -m samcl.cli` that, on its way out, writes its own peak RSS (VmHWM of /proc/self/status: the memory of
+#: this program since its exec) to the file named by SAMCL_TEST_HWM. The rusage of the child is no measure on Linux:
+#: exec starts its ru_maxrss at the forking process's high-water mark, which is pytest's after many tests.
+_REPORTING_CLI = """
+import atexit, os, runpy, sys
+def _report():
+    with open("/proc/self/status") as status, open(os.environ["SAMCL_TEST_HWM"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(_report)
+sys.argv = ["samcl", *sys.argv[1:]]
+runpy.run_module("samcl.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_cli(args, timeout: float = 10.0, env: dict | None = None) -> dict:
     """`python -m samcl.cli ARGS` as a child: exit code (None if killed at `timeout`), stderr, wall seconds and
-    the child's own peak RSS in bytes (os.wait4's rusage: this child alone, not every child so far)."""
+    the child's own peak RSS in bytes (VmHWM, which the child reports as it exits; where it was killed first, its
+    rusage from os.wait4, which may also count the forking process's peak)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "samcl.cli", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    with tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
+        proc = subprocess.Popen([sys.executable, "-c", _REPORTING_CLI, *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env={**os.environ, **(env or {}), "SAMCL_TEST_HWM": hwm.name})
+        result = _waited(proc, start, timeout)
+        reported = Path(hwm.name).read_text().strip()
+    if reported:
+        result["peak_rss"] = int(reported) * 1024
+    return result
+
+
+def _waited(proc, start: float, timeout: float) -> dict:
     timed_out = False
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

@@ -137,7 +137,7 @@ def test_reader_follows_a_commit_that_removed_the_files_it_was_about_to_read(sma
                     (small_store / source.relative_to(newer)).parent.mkdir(exist_ok=True)
                     shutil.copy(source, small_store / source.relative_to(newer))
             samcl.io.atomic_write_bytes(small_store / "manifest.json", (newer / "manifest.json").read_bytes())
-            ModuleStore(small_store)._remove_unreferenced(json.loads((newer / "manifest.json").read_text()))
+            ModuleStore(small_store)._remove_unreferenced(ModuleStore(newer).read_manifest())
         return real_read(self, relative, sha256, *size)
 
     old_selector = json.loads((small_store / "manifest.json").read_text())["selector"]["file"]
