@@ -8,9 +8,9 @@ session) against `SAMCL.track` of each video in turn, in one run, one thread.
 Videos: synthetic clips (samcl.data.synthetic.video) of the learned domains polyps and cells and the never-learned
 camouflage_sand, in turn, each prompted on frame 0 with its fixed points, each run with its own domain's module
 (the base for the never-learned one), so a batch of 3 or more mixes two modules and the base. The base is a
-random-weight tiny SAM 2 (Hiera [1, 2, 5, 1] at 128 px, the configuration benchmarks/video.py uses; no pretrained
-SAM 2 can be downloaded here): the cost does not depend on the weights. Each way runs `--repeats` times interleaved and its fastest run counts; the masks of the two ways are
-checked equal (batching changes the cost, not the result).
+random-weight tiny SAM 2 (Hiera [1, 2, 5, 1] at 128 px; benchmarks/video.py's `tiny_sam2_video`, builtin:tiny-sam2's
+architecture): the cost does not depend on the weights. Each way runs `--repeats` times interleaved and its fastest
+run counts; the masks of the two ways are checked equal (batching changes the cost, not the result).
 
 Raw output: benchmarks/results/track_batch.json and track_batch.md (with the command, machine and date).
 """
@@ -26,36 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from samcl import SAMCL, Prompt, TrainConfig
-from samcl.backbone import Sam2VideoBackbone
 from samcl.data.synthetic.video import clip_samples, generate_clips
 from samcl.io import atomic_write_bytes, atomic_write_json
+from video import tiny_sam2_video  # benchmarks/video.py's random-weight tiny SAM 2
 
 DOMAINS = ("polyps", "cells", "camouflage_sand")
 LEARNED = DOMAINS[:2]
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def tiny_sam2_video(seed: int) -> Sam2VideoBackbone:
-    """benchmarks/video.py's random-weight tiny SAM 2 with its memory (transformers' initialisation, seeded)."""
-    size, grids = 128, [32, 16, 8]
-    config = Sam2VideoConfig(
-        vision_config={"backbone_config": {
-            "model_type": "sam2_hiera_det_model", "hidden_size": 16, "num_attention_heads": 1,
-            "image_size": [size, size], "blocks_per_stage": [1, 2, 5, 1], "embed_dim_per_stage": [16, 32, 64, 128],
-            "num_attention_heads_per_stage": [1, 2, 4, 8], "window_size_per_stage": [4, 4, 6, 3],
-            "global_attention_blocks": [4, 7], "window_positional_embedding_background_size": [4, 4]},
-            "backbone_channel_list": [128, 64, 32, 16], "backbone_feature_sizes": [[g, g] for g in grids],
-            "fpn_hidden_size": 128, "model_type": "sam2_vision_model"},
-        prompt_encoder_config={"hidden_size": 128, "image_size": size, "patch_size": 16},
-        mask_decoder_config={"hidden_size": 128}, image_size=size, memory_attention_hidden_size=128,
-        memory_attention_feed_forward_hidden_size=256, memory_attention_rope_feat_sizes=[8, 8],
-        memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
-        memory_fuser_intermediate_dim=512)
-    torch.manual_seed(seed)
-    return Sam2VideoBackbone(Sam2VideoModel(config))
 
 
 def module_of(clip) -> str:

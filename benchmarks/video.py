@@ -44,7 +44,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from samcl import SAMCL, Prompt, TrainConfig
-from samcl.backbone import BUILTIN_TINY_SAM2, Sam2VideoBackbone, load_backbone
+from samcl.backbone import BUILTIN_TINY_SAM2, TINY_SAM2_DIR, Sam2VideoBackbone, load_backbone
 from samcl.bench.davis import sequence_scores
 from samcl.data.synthetic.video import clip_samples, generate_clips
 from samcl.io import atomic_write_bytes, atomic_write_json
@@ -66,22 +66,9 @@ def base_backbone(kind: str, seed: int) -> Sam2VideoBackbone:
 
 
 def tiny_sam2_video(seed: int) -> Sam2VideoBackbone:
-    """A random-weight tiny SAM 2 with its memory (see the module doc). transformers' memory width is fixed at 64 and
-    its object pointers need a wider model (128: two memory tokens each, as the official 256 / 64 gives four)."""
-    size, grids = 128, [32, 16, 8]
-    config = Sam2VideoConfig(
-        vision_config={"backbone_config": {
-            "model_type": "sam2_hiera_det_model", "hidden_size": 16, "num_attention_heads": 1,
-            "image_size": [size, size], "blocks_per_stage": [1, 2, 5, 1], "embed_dim_per_stage": [16, 32, 64, 128],
-            "num_attention_heads_per_stage": [1, 2, 4, 8], "window_size_per_stage": [4, 4, 6, 3],
-            "global_attention_blocks": [4, 7], "window_positional_embedding_background_size": [4, 4]},
-            "backbone_channel_list": [128, 64, 32, 16], "backbone_feature_sizes": [[g, g] for g in grids],
-            "fpn_hidden_size": 128, "model_type": "sam2_vision_model"},
-        prompt_encoder_config={"hidden_size": 128, "image_size": size, "patch_size": 16},
-        mask_decoder_config={"hidden_size": 128}, image_size=size, memory_attention_hidden_size=128,
-        memory_attention_feed_forward_hidden_size=256, memory_attention_rope_feat_sizes=[8, 8],
-        memory_encoder_hidden_size=128, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
-        memory_fuser_intermediate_dim=512)
+    """A random-weight tiny SAM 2 with its memory: the shipped builtin:tiny-sam2's architecture (its config.json, made
+    by scripts/pretrain_tiny_sam2.py's `build_config`; see the module doc), transformers' initialisation, seeded."""
+    config = Sam2VideoConfig.from_pretrained(TINY_SAM2_DIR)
     torch.manual_seed(seed)
     return Sam2VideoBackbone(Sam2VideoModel(config))
 
