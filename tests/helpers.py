@@ -104,3 +104,52 @@ def stack_params(modules: list, config, device=None, dtype=None) -> dict[str, to
         parts = [m.named_tensors()[name] if m is not None else zeros[name] for m in modules]
         out[name] = torch.stack([p.to(device=device, dtype=dtype) for p in parts])
     return out
+
+
+def transformers_propagation(model, pixels, prompts: dict, height: int, width: int, session_class,
+                             streaming: bool = False) -> list[dict]:
+    """transformers' own video propagation (Sam2VideoModel, Sam3TrackerVideoModel: `session_class` is its inference
+    session), inputs added as its processor adds them (a box: two points labelled 2 and 3 before the clicks;
+    model-input pixels) for `prompts` {frame 0: {object: Prompt}}: offline (the session holds the whole video) or
+    streaming (each frame given to the model as it comes). Returns per frame {object: its low-res mask logits}."""
+    session = session_class(video=None if streaming else pixels, video_height=height, video_width=width,
+                            dtype=torch.float32)
+    scale = torch.tensor([pixels.shape[-1] / width, pixels.shape[-2] / height])
+    for obj, prompt in prompts[0].items():
+        points = [] if prompt.box is None else [torch.from_numpy(prompt.box).view(2, 2)]
+        labels = [] if prompt.box is None else [torch.tensor([2, 3])]
+        points.append(torch.from_numpy(prompt.points))
+        labels.append(torch.from_numpy(prompt.labels))
+        session.add_point_inputs(session.obj_id_to_idx(obj), 0, {
+            "point_coords": (torch.cat(points) * scale)[None, None],
+            "point_labels": torch.cat(labels).to(torch.int32)[None, None]})
+    session.obj_with_new_inputs = list(prompts[0])
+    with torch.no_grad():
+        outputs = (model(session, frame=frame) for frame in pixels) if streaming else \
+            model.propagate_in_video_iterator(session, start_frame_idx=0)
+        return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)} for output in outputs]
+
+
+def cli_runner(capsys):
+    """`run(*argv)`: one `samcl` command in this process that must succeed (its stderr in the failure); its stdout."""
+    from samcl.cli import main
+
+    def run(*argv) -> str:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    return run
+
+
+def cli_learn_red_and_blue(run, tmp_path: Path, base: Path) -> Path:
+    """Two synthetic domains (red, blue: 4 training and 2 test images each) learned by `samcl learn` into a new store
+    on `base` (a model folder); `run(*argv)` runs one command and returns its stdout. Returns the store."""
+    write_domain(tmp_path / "red", (200, 30, 30), seed=0, n_train=4, n_test=2)
+    write_domain(tmp_path / "blue", (30, 30, 200), seed=1, n_train=4, n_test=2)
+    store = tmp_path / "store"
+    run("learn", store, "--base", base, "--domain", "red", "--data", tmp_path / "red",
+        "--epochs", "1", "--samples-per-domain", "4", "--selector-epochs", "2", "--json")
+    run("learn", store, "--domain", "blue", "--data", tmp_path / "blue", "--epochs", "1", "--json")
+    return store

@@ -9,14 +9,13 @@ import pytest
 import torch
 from conftest import tiny_sam_config
 from heat_checks import assert_heat_lands_on_its_token
-from helpers import assert_same_tensors, stack_params, toy_samples, write_domain
+from helpers import assert_same_tensors, cli_learn_red_and_blue, cli_runner, stack_params, toy_samples
 from PIL import Image
 from transformers import Sam2Config, Sam2Model
 
 from samcl import SAMCL, Prompt, SamclError, SelectorConfig, TrainConfig, load_backbone
 from samcl.backbone import Sam2Backbone, SamBackbone
 from samcl.backbone.sam2 import StretchGeometry
-from samcl.cli import main
 from samcl.method import AugModule, AugModuleConfig, AugModuleSize, HeatConfig, Injection, config_for, render_heat
 
 FAST = TrainConfig(epochs=1, batch_size=2, progress=False)
@@ -247,19 +246,8 @@ def test_store_refuses_a_backbone_of_another_family(learned, tmp_path):
 def test_cli_learn_info_segment_eval_on_an_hf_sam2_directory(tmp_path, capsys):
     tiny_sam2(seed=1).model.save_pretrained(tmp_path / "tiny-sam2")
     assert isinstance(load_backbone(tmp_path / "tiny-sam2"), Sam2Backbone)
-    write_domain(tmp_path / "red", (200, 30, 30), seed=0, n_train=4, n_test=2)
-    write_domain(tmp_path / "blue", (30, 30, 200), seed=1, n_train=4, n_test=2)
-    store = tmp_path / "store"
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return out
-
-    run("learn", store, "--base", tmp_path / "tiny-sam2", "--domain", "red", "--data", tmp_path / "red",
-        "--epochs", "1", "--samples-per-domain", "4", "--selector-epochs", "2", "--json")
-    run("learn", store, "--domain", "blue", "--data", tmp_path / "blue", "--epochs", "1", "--json")
+    run = cli_runner(capsys)
+    store = cli_learn_red_and_blue(run, tmp_path, tmp_path / "tiny-sam2")
     info = json.loads(run("info", store, "--json"))
     assert info["backbone"]["family"] == "sam2" and [d["name"] for d in info["domains"]] == ["red", "blue"]
     assert info["augmodule"]["neck_channels"] == 0 and info["augmodule"]["adapted_blocks"] == [5, 6, 7]

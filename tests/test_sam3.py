@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import transformers_propagation
 from transformers import Sam3TrackerConfig, Sam3TrackerModel
 from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
@@ -311,28 +312,9 @@ def frames() -> list[np.ndarray]:
     return out
 
 
-def _transformers_propagation(model, pixels) -> list[dict[int, torch.Tensor]]:
-    """Sam3TrackerVideoModel's own offline propagation, inputs added as its processor adds them (a box: two points
-    labelled 2 and 3 before the clicks; model-input pixels)."""
-    session = Sam3TrackerVideoInferenceSession(video=pixels, video_height=HEIGHT, video_width=WIDTH,
-                                               dtype=torch.float32)
-    scale = torch.tensor([pixels.shape[-1] / WIDTH, pixels.shape[-2] / HEIGHT])
-    for obj, prompt in VIDEO_PROMPTS[0].items():
-        points = [] if prompt.box is None else [torch.from_numpy(prompt.box).view(2, 2)]
-        labels = [] if prompt.box is None else [torch.tensor([2, 3])]
-        points.append(torch.from_numpy(prompt.points))
-        labels.append(torch.from_numpy(prompt.labels))
-        session.add_point_inputs(session.obj_id_to_idx(obj), 0, {
-            "point_coords": (torch.cat(points) * scale)[None, None],
-            "point_labels": torch.cat(labels).to(torch.int32)[None, None]})
-    session.obj_with_new_inputs = list(VIDEO_PROMPTS[0])
-    with torch.no_grad():
-        outputs = list(model.propagate_in_video_iterator(session, start_frame_idx=0))
-    return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)} for output in outputs]
-
-
 def test_base_propagation_equals_transformers_sam3trackervideomodel(video_backbone, frames):
-    expected = _transformers_propagation(video_backbone.video, _pixels(video_backbone, frames))
+    expected = transformers_propagation(video_backbone.video, _pixels(video_backbone, frames), VIDEO_PROMPTS, HEIGHT,
+                                        WIDTH, Sam3TrackerVideoInferenceSession)
     samcl = SAMCL.create(video_backbone, device="cpu")
     ours = list(VideoTracker(samcl.engine).track(iter(frames), VIDEO_PROMPTS, return_logits=True, num_frames=FRAMES))
     assert len(ours) == len(expected) == FRAMES

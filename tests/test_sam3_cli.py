@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from helpers import write_domain
+from helpers import cli_learn_red_and_blue, cli_runner, write_domain
 from PIL import Image
 from test_sam3 import randomize, tiny_sam3_config
 
@@ -17,19 +17,8 @@ def test_cli_learn_info_segment_eval_on_an_hf_sam3_tracker_folder(tmp_path, caps
     backbone = Sam3Backbone.from_config(tiny_sam3_config(), seed=1)
     randomize(backbone.model, 1)
     backbone.model.save_pretrained(tmp_path / "tiny-sam3")
-    write_domain(tmp_path / "red", (200, 30, 30), seed=0, n_train=4, n_test=2)
-    write_domain(tmp_path / "blue", (30, 30, 200), seed=1, n_train=4, n_test=2)
-    store = tmp_path / "store"
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return out
-
-    run("learn", store, "--base", tmp_path / "tiny-sam3", "--domain", "red", "--data", tmp_path / "red",
-        "--epochs", "1", "--samples-per-domain", "4", "--selector-epochs", "2", "--json")
-    run("learn", store, "--domain", "blue", "--data", tmp_path / "blue", "--epochs", "1", "--json")
+    run = cli_runner(capsys)
+    store = cli_learn_red_and_blue(run, tmp_path, tmp_path / "tiny-sam3")
     info = json.loads(run("info", store, "--json"))
     assert info["backbone"]["family"] == "sam3" and [d["name"] for d in info["domains"]] == ["red", "blue"]
     assert info["augmodule"]["neck_channels"] == 32 and info["augmodule"]["adapted_blocks"] == [3]

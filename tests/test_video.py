@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+from helpers import transformers_propagation
 from video_meta import TINY_VIDEO, TINY_VIDEO_OVERRIDES, randomized_meta_video_predictor
 
 from samcl import SAMCL, Prompt, SamclError
@@ -132,23 +133,8 @@ def test_sam_v1_base_cannot_track():
 
 # ---------------------------------------------------------------------------------------------- parity
 def _transformers_reference(model, pixels, streaming: bool = False) -> list[dict[int, torch.Tensor]]:
-    """transformers' own propagation, inputs added as its processor adds them: offline (the session holds the whole
-    video) or streaming (each frame given to the model as it comes)."""
-    session = Sam2VideoInferenceSession(video=None if streaming else pixels, video_height=HEIGHT, video_width=WIDTH,
-                                        dtype=torch.float32)
-    scale = torch.tensor([pixels.shape[-1] / WIDTH, pixels.shape[-2] / HEIGHT])
-    for obj, prompt in PROMPTS[0].items():
-        points = [] if prompt.box is None else [torch.from_numpy(prompt.box).view(2, 2)]
-        labels = [] if prompt.box is None else [torch.tensor([2, 3])]
-        points.append(torch.from_numpy(prompt.points))
-        labels.append(torch.from_numpy(prompt.labels))
-        session.add_point_inputs(session.obj_id_to_idx(obj), 0, {
-            "point_coords": (torch.cat(points) * scale)[None, None],
-            "point_labels": torch.cat(labels).to(torch.int32)[None, None]})
-    session.obj_with_new_inputs = list(PROMPTS[0])
-    outputs = (model(session, frame=frame) for frame in pixels) if streaming else \
-        model.propagate_in_video_iterator(session, start_frame_idx=0)
-    return [{obj: output.pred_masks[j] for j, obj in enumerate(output.object_ids)} for output in outputs]
+    """transformers' own propagation of PROMPTS (`helpers.transformers_propagation`), offline or streaming."""
+    return transformers_propagation(model, pixels, PROMPTS, HEIGHT, WIDTH, Sam2VideoInferenceSession, streaming)
 
 
 def _meta_reference(meta, pixels, monkeypatch) -> list[dict[int, torch.Tensor]]:
