@@ -31,9 +31,7 @@ import argparse
 import contextlib
 import io
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -49,6 +47,7 @@ from samcl import SAMCL, AutoMaskConfig, SelectorConfig, TrainConfig, load_backb
 from samcl.data.synthetic import GENERAL  # noqa: E402
 from samcl.data.synthetic.instances import INSTANCE_DOMAINS, generate_instances, instance_samples  # noqa: E402
 from samcl.inference.automatic import coco_results  # noqa: E402
+from samcl.inference.precision import cpu_name  # noqa: E402
 from samcl.io import atomic_write_json, coco_rle, rle_bbox  # noqa: E402
 from samcl.io.files import atomic_write_bytes  # noqa: E402
 from samcl.method.prompts import PROMPT_REGIMES  # noqa: E402
@@ -119,16 +118,6 @@ def timing(samcl: SAMCL, image: np.ndarray, domain: str, config: AutoMaskConfig,
     return {"seconds": medians, "module_over_base": medians["module"] / medians["base"],
             "routed_over_base": medians["routed"] / medians["base"], "repeats": repeats, "domain": domain,
             "image_size": list(image.shape[:2])}
-
-
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(report: dict) -> str:

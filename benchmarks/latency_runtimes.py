@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -37,7 +36,7 @@ from latency import add_random_domains, interleaved, test_image, vit_b_backbone 
 from latency_precision import transformers_sam  # noqa: E402
 
 from samcl import SAMCL, Prompt  # noqa: E402
-from samcl.inference.precision import native_bf16  # noqa: E402
+from samcl.inference.precision import cpu_name, native_bf16  # noqa: E402
 from samcl.method import config_for  # noqa: E402
 from samcl.runtime import installed  # noqa: E402
 from samcl.runtime.export import cached_graphs  # noqa: E402
@@ -100,17 +99,6 @@ def samcl_sets(size: int | None, runtimes: list[str]) -> dict:
             samcl.set_runtime(runtime, precision)
         sets[name] = samcl
     return sets
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def quality(sets: dict, image, prompt) -> dict:

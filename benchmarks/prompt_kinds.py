@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import torch
 
 from samcl import SAMCL, Prompt, SelectorConfig, TrainConfig, load_backbone
 from samcl.data import synthetic
+from samcl.inference.precision import cpu_name
 from samcl.io import atomic_write_bytes, atomic_write_json
 from samcl.method.prompts import band_width, dilate, mask_box, near_band, sample_points, sample_rng
 from samcl.metrics import mask_scores
@@ -160,8 +160,7 @@ def markdown(report: dict) -> str:
 
 
 def provenance() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from pretrain_tiny_sam import dice_loss, focal_loss, lr_lambda, mask_iou, sample
 
 from samcl.data import synthetic
 from samcl.data.synthetic.video import FRAMES, generate_clips
+from samcl.inference.precision import cpu_name
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # SAM 2's (samcl.backbone.sam2)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -389,16 +389,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore", action="store_true",
                         help="do not train: store --out's weights as float16 and rewrite its card's scores")
     return parser.parse_args(argv)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_card(path: Path, args, config: Sam2VideoConfig, params: int, before: dict, after: dict, wall: float,

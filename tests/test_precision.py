@@ -196,6 +196,15 @@ def test_auto_reads_native_bf16_from_cpu_flags(tmp_path, monkeypatch):
         precision.resolve("fp8")
 
 
+def test_cpu_name_is_the_model_name_of_cpuinfo_else_platforms(tmp_path):
+    import platform
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu avx2\n")
+    assert precision.cpu_name(cpuinfo) == "Some CPU @ 2.0GHz" and precision.cpu_flags(cpuinfo) == {"fpu", "avx2"}
+    assert precision.cpu_name(tmp_path / "absent") == (platform.processor() or platform.machine())
+
+
 def test_cli_segment_in_bfloat16(store, tmp_path, capsys):
     sample = toy_samples(1, (200, 30, 30), 9)[0]
     from PIL import Image

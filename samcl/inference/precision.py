@@ -26,17 +26,29 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 AUTO_BF16 = True
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The first CPU's feature flags (empty where the file is absent: not Linux)."""
+def _cpuinfo_value(cpuinfo: str | Path, keys: tuple[str, ...]) -> str | None:
+    """The first CPU's value of the first of `keys` in a Linux /proc/cpuinfo (None where the file or key is absent)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+        if sep and key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The first CPU's feature flags (empty where the file is absent: not Linux)."""
+    return set((_cpuinfo_value(cpuinfo, ("flags", "Features")) or "").split())
+
+
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows: what benchmarks name with a timing."""
+    import platform
+
+    return _cpuinfo_value(cpuinfo, ("model name",)) or platform.processor() or platform.machine()
 
 
 def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
