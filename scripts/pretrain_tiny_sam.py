@@ -378,10 +378,15 @@ def rescore(args: argparse.Namespace) -> None:
     model = SamModel.from_pretrained(args.out)
     scores = score_all(model, args.eval_n, args.data_seed)
     card = args.out / "MODEL_CARD.md"
+    rewrite_scores(card, score_section(scores, args.eval_n, args.data_seed))
+    print(f"rewrote the scores in {card}")
+
+
+def rewrite_scores(card: Path, section: str) -> None:
+    """Replace a model card's scores section (from SCORES_HEADING to the end) by `section`, or append it."""
     text = card.read_text()
     head = text[: text.index(SCORES_HEADING)] if SCORES_HEADING in text else text + "\n"
-    card.write_text(head + score_section(scores, args.eval_n, args.data_seed))
-    print(f"rewrote the scores in {card}")
+    card.write_text(head + section)
 
 
 def main(argv=None) -> None:

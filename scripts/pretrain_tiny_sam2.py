@@ -39,7 +39,7 @@ from tqdm import tqdm
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_tiny_sam import dice_loss, focal_loss, lr_lambda, mask_iou, sample_prompts
+from pretrain_tiny_sam import SCORES_HEADING, dice_loss, focal_loss, lr_lambda, mask_iou, rewrite_scores, sample_prompts
 
 from samcl.data import synthetic
 from samcl.data.synthetic.video import FRAMES, generate_clips
@@ -440,9 +440,6 @@ Command (from the repository root):
     path.write_text(text)
 
 
-SCORES_HEADING = "## Scores"
-
-
 def score_section(args, before: dict, after: dict) -> str:
     return f"""{SCORES_HEADING} (samcl's own paths, base, no module; the shipped float16-stored weights)
 | | random init (same seed) | this model |
@@ -486,9 +483,7 @@ def rescore(args) -> None:
     print(f"random init: {before}\nthis model: {after}", flush=True)
     save(model, args.out)
     card = args.out / "MODEL_CARD.md"
-    text = card.read_text()
-    head = text[: text.index(SCORES_HEADING)] if SCORES_HEADING in text else text + "\n"
-    card.write_text(head + score_section(args, before, after))
+    rewrite_scores(card, score_section(args, before, after))
     print(f"rewrote the weights (float16) and the scores in {card}")
 
 
