@@ -79,7 +79,8 @@ def test_bad_prompt_flags_are_one_line_exit_2(flags, message, frames, tmp_path, 
 
 def test_objects_prompted_on_different_frames_are_the_python_apis(store_on_checkpoint, frames, tmp_path, capsys):
     """`--point 40,30@1 --box ...:7@3 --point ...:7@5` is SAMCL.track with {1: {1: ...}, 3: {7: ...}, 5: {7: ...}}:
-    object 7 has no mask before frame 3, and its second prompt adds to its track."""
+    object 7 has masks from frame 1 on (its prompted frames are in its memory from the start, as Meta's offline
+    propagate_in_video has them), and its second prompt adds to its track."""
     import numpy as np
 
     from samcl import SAMCL, Prompt
@@ -90,7 +91,7 @@ def test_objects_prompted_on_different_frames_are_the_python_apis(store_on_check
                   "--point", "90,80:7@5", "--force", "base") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prompted_frame"] == 1 and report["prompted_frames"] == {"1": [1], "3": [7], "5": [7]}
-    assert [sorted(row["objects"]) for row in report["frames"]] == [[], ["1"], ["1"]] + [["1", "7"]] * (FRAMES - 3)
+    assert [sorted(row["objects"]) for row in report["frames"]] == [[]] + [["1", "7"]] * (FRAMES - 1)
     prompts = {1: {1: Prompt.of(points=[[40, 30]])}, 3: {7: Prompt.of(box=[60, 40, 104, 90])},
                5: {7: Prompt.of(points=[[90, 80]])}}
     samcl = SAMCL.open(store_on_checkpoint, device="cpu")
@@ -99,7 +100,7 @@ def test_objects_prompted_on_different_frames_are_the_python_apis(store_on_check
         for obj, result in frame.objects.items():
             assert np.array_equal(read_mask(tmp_path / "out" / f"{frame.index:05d}_{obj}.png") > 0, result.mask)
             compared += 1
-    assert compared == 2 * FRAMES - 4
+    assert compared == 2 * FRAMES - 2
 
 
 @pytest.mark.parametrize("direction, tracked", [("reverse", range(0, 7)), ("both", range(FRAMES))])
@@ -121,8 +122,9 @@ def _written(folder):
 
 def test_a_prompt_past_a_video_of_unsaid_length_is_found_when_read_and_leaves_no_masks(
         store_on_checkpoint, frames, tmp_path, capsys, monkeypatch):
-    """A container that does not say its frame count: the frame past its end shows once the video is read, in one
-    line that says so, and the masks written until then are removed (--out is as it was: here, not made)."""
+    """A container that does not say its frame count: the frame past its end shows once the video is read (read
+    ahead to the last prompted frame before any frame is tracked), in one line that says so, and no mask is left
+    (--out is as it was: here, not made)."""
     import samcl.io
 
     opened = samcl.io.open_frames
@@ -139,7 +141,7 @@ def test_a_prompt_past_a_video_of_unsaid_length_is_found_when_read_and_leaves_no
     lines = capsys.readouterr().err.splitlines()
     err = [line for line in lines if not line.startswith("samcl: track: ")]
     assert code == 2 and len(err) == 1, err  # after the progress lines, which say it stopped (not "done")
-    assert lines[-2].startswith("samcl: track: stopped, 8 frame in "), lines
+    assert lines[-2].startswith("samcl: track: stopped, 0 frame in "), lines
     assert re.search(r"frame 11 .* is past the last frame of .*: it has 8 frames \(0..7\), known only once the "
                      r"video was read", err[0]), err
     assert _written(tmp_path / "out") is None
@@ -190,13 +192,11 @@ def test_a_prompt_outside_its_frame_is_refused_before_the_model_loads(frames, tm
     assert _written(tmp_path / "out") is None
 
 
-def test_both_ways_an_object_prompted_later_is_tracked_from_its_prompt_and_before_the_first(
-        store_on_checkpoint, frames, tmp_path, capsys):
-    """Tracking is causal in its direction (README): object 2, first prompted on frame 5, has masks from 5 on and,
-    going back, before frame 2 (the first prompted), none on 2..4."""
+def test_both_ways_an_object_prompted_later_has_masks_on_every_frame(store_on_checkpoint, frames, tmp_path, capsys):
+    """Object 2, first prompted on frame 5, has masks on every frame, 2..4 included (README: its prompted frame is
+    in its memory from the start, as Meta's offline predictor has it)."""
     folder = _write_frames(tmp_path / "frames", frames)
     assert _track(store_on_checkpoint, folder, tmp_path / "out", "--point", "40,30@2", "--point", "80,70:2@5",
                   "--direction", "both") == 0
     report = json.loads(capsys.readouterr().out)
-    assert [sorted(row["objects"]) for row in report["frames"]] == (
-        [["1", "2"]] * 2 + [["1"]] * 3 + [["1", "2"]] * (FRAMES - 5))
+    assert [sorted(row["objects"]) for row in report["frames"]] == [["1", "2"]] * FRAMES

@@ -217,20 +217,21 @@ def test_forcing_base_on_a_learned_set_equals_base_propagation(backbone, learned
 
 def test_module_adapts_every_frame_and_heat_enters_only_on_prompted_frames(learned, frames, monkeypatch):
     """Each frame's encoder runs with the module's rows; the heat is the image path's on the prompted frames
-    (frame 0 and 4 here) and zero on every other frame."""
+    (frame 0 and 4 here) and zero on every other frame. Frame 4 also runs once before the propagation (its
+    conditioning outputs: `VideoTracker._condition`)."""
     heats = []
     engine = learned.engine
     injection = engine.injection
     monkeypatch.setattr(engine, "injection", lambda chosen, heat: heats.append(heat.clone()) or injection(chosen, heat))
     prompts = {**PROMPTS, 4: {1: Prompt.of(points=[[60, 50]])}}
     out = list(learned.track(iter(frames), prompts, force="red", num_frames=FRAMES, return_logits=True))
-    assert len(heats) == FRAMES and all(frame.domain == "red" for frame in out)
-    assert [bool(heat.abs().sum() > 0) for heat in heats] == [t in prompts for t in range(FRAMES)]
+    assert len(heats) == 1 + FRAMES and all(frame.domain == "red" for frame in out)
+    assert [bool(heat.abs().sum() > 0) for heat in heats] == [True] + [t in prompts for t in range(FRAMES)]
     from samcl.inference import InputPrompt
 
     prepared = engine.prepare([frames[4]], keep=False)[0]
     expected = engine.heat([InputPrompt.of(prompts[4][1], prepared.geometry, engine.device)])
-    assert torch.equal(heats[4], expected)
+    assert torch.equal(heats[0], expected) and torch.equal(heats[1 + 4], expected)
     base = _ours(learned.backbone, frames, prompts, num_frames=FRAMES)
     assert max((a.objects[1].logits - b.objects[1].logits).abs().max().item() for a, b in zip(out, base)) > 1e-3
 
@@ -443,7 +444,8 @@ def test_synthetic_clips_move_deform_and_are_deterministic():
     assert len(clip_samples(first)) == 20
 
 
-def test_an_object_prompted_later_is_tracked_from_its_frame(backbone, frames):
+def test_an_object_prompted_later_is_tracked_from_the_first_prompted_frame(backbone, frames):
+    """Its prompted frame runs before the propagation (tests/test_video_offline.py: as Meta's offline predictor)."""
     prompts = {0: {1: Prompt.of(points=[[40, 30]])}, 3: {2: Prompt.of(box=[10, 10, 50, 50])}}
     out = list(SAMCL.create(backbone, device="cpu").track(iter(frames), prompts))
-    assert [sorted(frame.objects) for frame in out] == [[1]] * 3 + [[1, 2]] * (FRAMES - 3)
+    assert [sorted(frame.objects) for frame in out] == [[1, 2]] * FRAMES

@@ -194,15 +194,28 @@ class VideoTracker:
         names = [f"video {j}: " if len(videos) > 1 else "" for j in range(len(videos))]
         states = [self.open(force=f, fallback=fallback, num_frames=n, return_logits=return_logits,
                             route_frames=route_frames) for f, n in zip(forced, lengths)]
+        starts = [last if direction == "reverse" else first for first, last in ranges]
+        ahead = [sorted(k for k, on in p.items() if on and k != start) for p, start in zip(prompts, starts)]
+        held: list = [None] * len(videos)  # frames up to the last prompted one, indexable, where they are needed
+        streams = {}
+        for j, (video, (_, last)) in enumerate(zip(videos, ranges)):
+            if direction == "reverse":
+                held[j] = _first_frames(video, last + 1, names[j])
+            elif ahead[j]:
+                held[j], streams[j] = _read_ahead(video, last + 1, names[j])
+            else:
+                streams[j] = iter(video)
+        ready = self._condition(states, starts, held, prompts, ahead)
         if direction == "reverse":
-            held = [_first_frames(v, last + 1, name) for v, (_, last), name in zip(videos, ranges, names)]
-            yield from self._backwards(states, held, [last for _, last in ranges], prompts)
+            yield from self._backwards(states, held, starts, prompts, ready)
             return
-        before: list[list] = [[] for _ in videos]  # "both": the frames before the first prompted one
+        before: list[list] = [[] for _ in videos]  # "both": the frames the backward pass runs, up to back_from
+        back_from = [first - 1 for first, _ in ranges]
         if direction == "both":
-            for state, (first, _) in zip(states, ranges):
+            for j, (state, (first, _)) in enumerate(zip(states, ranges)):
                 state.keep = range(first + 1, first + 1 + self.backbone.memory_window)
-        streams = {j: iter(video) for j, video in enumerate(videos)}
+                if first > 0 and any(obj not in prompts[j][first] for p in prompts[j].values() for obj in p):
+                    back_from[j] = first  # tracked there going forward: Meta's reverse pass tracks it again
         index = 0
         while streams:
             running = []
@@ -213,37 +226,87 @@ class VideoTracker:
                     del streams[j]
                     if index <= last:
                         raise SamclError(f"{names[j]}frame {last} is past the video's last frame {index - 1}")
-                elif index >= first:
-                    running.append((j, image))
-                elif direction == "both":
-                    before[j].append(image)  # nothing to track yet: not even encoded
-                else:
+                    continue
+                if direction == "both" and index <= back_from[j]:
+                    before[j].append(image)  # before the first prompted frame: not even encoded yet
+                if index >= first:
+                    running.append((j, ready.pop(j) if index == first and j in ready else image))
+                elif direction == "forward":
                     yield j, TrackedFrame(index)
             if running:
                 frames = self.step([states[j] for j, _ in running], [index] * len(running),
                                    [image for _, image in running], [prompts[j].get(index) for j, _ in running])
-                yield from ((j, frame) for (j, _), frame in zip(running, frames))
+                yield from ((j, frame) for (j, _), frame in zip(running, frames) if index != back_from[j])
             index += 1
         if direction == "both":
             for state in states:
                 state.keep = range(0)
-            yield from self._backwards(states, before, [first - 1 for first, _ in ranges], None)
+            yield from self._backwards(states, before, back_from, prompts, {}, release=True)
 
-    def _backwards(self, videos: list[Video], frames: list[Sequence], starts: list[int],
-                   prompts: Sequence[Mapping] | None) -> Iterator[tuple[int, TrackedFrame]]:
-        """Step t runs frame starts[j] - t of each video that has one, in reverse. prompts: one `prompts_by_frame`
-        each ("reverse"), or None ("both": no prompt before the first; each held frame is let go once run)."""
+    def _backwards(self, videos: list[Video], frames: list[Sequence], starts: list[int], prompts: Sequence[Mapping],
+                   ready: dict, *, release: bool = False) -> Iterator[tuple[int, TrackedFrame]]:
+        """Step t runs frame starts[j] - t of each video that has one, in reverse (`ready`: a video's start frame,
+        already prepared). release: each frame is let go once run (the held frames of "both" are our own list)."""
         for t in range(max(starts, default=-1) + 1):
             running = [j for j, start in enumerate(starts) if start - t >= 0]
             indices = [starts[j] - t for j in running]
-            images = [frames[j][index] for j, index in zip(running, indices)]
-            if prompts is None:
+            images = [ready.pop(j) if t == 0 and j in ready else frames[j][index] for j, index in zip(running, indices)]
+            if release:
                 for j, index in zip(running, indices):
                     frames[j][index] = None
             out = self.step([videos[j] for j in running], indices, images,
-                            [None if prompts is None else prompts[j].get(index) for j, index in zip(running, indices)],
-                            reverse=True)
+                            [prompts[j].get(index) for j, index in zip(running, indices)], reverse=True)
             yield from zip(running, out)
+
+    def _condition(self, videos: list[Video], starts: list[int], frames: list, prompts: Sequence[Mapping],
+                   ahead: list[list[int]]) -> dict:
+        """Before the propagation, each video's prompted frames other than its start (`ahead`), as Meta's
+        add_new_points_or_box before propagate_in_video: every object's conditioning frames are in its memory from
+        the first frame tracked. A video is routed on its start frame first (its module encodes them);
+        -> {video number: its start frame, prepared} for the step that runs it."""
+        needing = [j for j, frames_ahead in enumerate(ahead) if frames_ahead]
+        if not needing:
+            return {}
+        prepared = self._prepare([frames[j][starts[j]] for j in needing])
+        self._route([videos[j] for j in needing], prepared)
+        for j in needing:  # object indices in the order of their first prompt, as without frames run ahead
+            for index in sorted(prompts[j]):
+                for obj in prompts[j][index]:
+                    videos[j].session.obj_id_to_idx(obj)
+        for n in range(max(len(ahead[j]) for j in needing)):
+            group = [j for j in needing if n < len(ahead[j])]
+            indices = [ahead[j][n] for j in group]
+            self._conditioning_outputs([videos[j] for j in group], indices,
+                                       [frames[j][index] for j, index in zip(group, indices)],
+                                       [prompts[j][index] for j, index in zip(group, indices)])
+        return dict(zip(needing, prepared))
+
+    def _conditioning_outputs(self, videos: Sequence[Video], indices: Sequence[int], images: Sequence,
+                              prompts: Sequence[Mapping[int, Prompt]]) -> None:
+        """Frame `indices[j]` of each video: the conditioning outputs of the objects prompted there
+        (`_prompted_alone`), their features in one batch through each video's module."""
+        prepared = self._prepare(images)
+        inputs = [{obj: self._input(p, item, index, obj) for obj, p in prompt.items()}
+                  for prompt, item, index in zip(prompts, prepared, indices)]
+        features = self._features(prepared, [v.chosen for v in videos], inputs)
+        for j, (video, index) in enumerate(zip(videos, indices)):
+            self._prompted_alone(video, index, _one(features, j), inputs[j])
+
+    def _prompted_alone(self, video: Video, index: int, features: dict, inputs: Mapping[int, InputPrompt]) -> None:
+        """The objects prompted on frame `index` as Meta's add_new_points_or_box runs each: its conditioning output
+        and memory made without the video's other objects, in a session of their own, then put into the video's.
+        (transformers' forward would track the other objects on the frame too, and encode all the frame's memories
+        as masks from points once one object is prompted; Meta encodes a tracked object's as a tracked one.)"""
+        alone = _Session(None, self.engine.device, self.backbone.dtype)
+        alone.cache.cache_vision_features(index, features)
+        self._add_prompts(alone, index, inputs)
+        self.backbone.video(alone, frame_idx=index)
+        for obj in inputs:
+            source, target = alone.obj_id_to_idx(obj), video.session.obj_id_to_idx(obj)
+            out = alone.output_dict_per_obj[source]["cond_frame_outputs"][index]
+            out.pop("high_res_masks", None)  # its memory is encoded
+            video.session.output_dict_per_obj[target]["cond_frame_outputs"][index] = out
+            video.session.point_inputs_per_obj[target][index] = alone.point_inputs_per_obj[source][index]
 
     # ------------------------------------------------------------------ one frame of each video
     def step(self, videos: Sequence[Video], indices: Sequence[int], images: Sequence,
@@ -259,10 +322,13 @@ class VideoTracker:
         features = self._features(prepared, [v.chosen for v in videos], inputs)
         frames = []
         for j, (video, index, item) in enumerate(zip(videos, indices, prepared)):
-            mine = {name: [level[:, j:j + 1] for level in levels] for name, levels in features.items()}
+            mine = _one(features, j)
             video.session.cache.cache_vision_features(index, mine)
-            if inputs[j]:
-                self._add_prompts(video.session, index, inputs[j])
+            fresh = {obj: p for obj, p in inputs[j].items() if not _conditioned(video.session, obj, index)}
+            if fresh and any(obj not in fresh for obj in video.session.obj_ids):  # others are tracked on this frame
+                self._prompted_alone(video, index, mine, fresh)
+            elif fresh:
+                self._add_prompts(video.session, index, fresh)
             output = self.backbone.video(video.session, frame_idx=index, reverse=reverse)
             self._forget_old(video, index, reverse)
             frames.append(self._frame(index, output, item.geometry, engine.module_set.domain_name(video.chosen),
@@ -374,6 +440,34 @@ def _prompted_range(prompts_by_frame: Mapping[int, Mapping], num_frames: int | N
         raise SamclError(f"frame {max(prompts_by_frame)} is past the video's last frame {num_frames - 1}")
     prompted = [k for k, v in prompts_by_frame.items() if v]
     return min(prompted), max(prompted)
+
+
+def _one(features: dict, j: int) -> dict:
+    """The j-th frame's FPN levels of a batch's `video_features`."""
+    return {name: [level[:, j:j + 1] for level in levels] for name, levels in features.items()}
+
+
+def _conditioned(session: _Session, obj: int, index: int) -> bool:
+    """Whether `obj`'s prompts on frame `index` already ran (`VideoTracker._condition`)."""
+    return obj in session.obj_ids and index in session.output_dict_per_obj[session.obj_id_to_idx(obj)][
+        "cond_frame_outputs"]
+
+
+def _read_ahead(frames: Iterable, count: int, name: str) -> tuple[Sequence, Iterator]:
+    """(the first `count` frames, indexable; every frame from the first on): a sequence is indexed; an iterator's
+    first frames are held until the second runs over them (each let go as it passes)."""
+    if isinstance(frames, Sequence):
+        return _first_frames(frames, count, name), iter(frames)
+    stream = iter(frames)
+    held = _first_frames(stream, count, name)
+
+    def passing():
+        for n in range(len(held)):
+            image, held[n] = held[n], None
+            yield image
+        yield from stream
+
+    return held, passing()
 
 
 def _first_frames(frames: Iterable, count: int, name: str = "") -> Sequence:

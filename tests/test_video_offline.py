@@ -1,0 +1,96 @@
+"""Objects prompted on different frames: every object's conditioning (prompted) frames are in its memory before the
+propagation, as Meta's offline SAM2VideoPredictor has them (add_new_points_or_box on each prompted frame, then
+propagate_in_video), in every direction; samcl's masks equal Meta's (tests/test_video.py builds the random tiny
+SAM 2 and Meta's predictor from the same weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_video import FRAMES, HEIGHT, TOLERANCE, WIDTH, _pixels, backbone, frames, learned, meta  # noqa: F401
+
+from samcl import SAMCL, Prompt
+
+#: object 1 clicked on frame 1 (SAM 2's multimask path), object 2 boxed on frame 5
+LATER = {1: {1: Prompt.of(points=[[40, 30]])}, 5: {2: Prompt.of(box=[55, 30, 100, 85])}}
+
+
+def _meta(meta, pixels, monkeypatch, passes, prompts=LATER, start=None) -> dict[int, dict[int, torch.Tensor]]:
+    """Meta's predictor as a user runs it on a whole video: add_new_points_or_box for every prompt, then
+    propagate_in_video once per pass (reverse flags in `passes`; `start`: its start_frame_idx, None: the earliest
+    prompted frame) on the same state. Returns per frame what the user keeps: the last logits it yielded per object
+    (its reverse pass yields the earliest prompted frame again, tracked backwards for the objects not prompted there)."""
+    import sam2.sam2_video_predictor as predictor
+
+    monkeypatch.setattr(predictor, "load_video_frames", lambda **kwargs: (pixels, HEIGHT, WIDTH))
+    # Meta stores memories in bfloat16 (its users run it under CUDA's autocast): on the CPU a memory with no object
+    # pointer in it would reach float32 layers as bfloat16. Cast as torch.cat casts it when pointers are in it
+    # (and as transformers casts every memory to the session's dtype).
+    attention = meta.memory_attention.forward
+    monkeypatch.setattr(meta.memory_attention, "forward", lambda memory, **kw: attention(memory=memory.float(), **kw))
+    out: dict[int, dict[int, torch.Tensor]] = {}
+    with torch.inference_mode():
+        state = meta.init_state("frames stood in")
+        for index, objects in prompts.items():
+            for obj, prompt in objects.items():
+                meta.add_new_points_or_box(state, index, obj, points=prompt.points, labels=prompt.labels,
+                                           box=prompt.box)
+        for reverse in passes:
+            for index, ids, _ in meta.propagate_in_video(state, start_frame_idx=start, reverse=reverse):
+                for obj in ids:
+                    outputs = state["output_dict_per_obj"][state["obj_id_to_idx"][obj]]
+                    kind = "cond_frame_outputs" if index in outputs["cond_frame_outputs"] else "non_cond_frame_outputs"
+                    out.setdefault(index, {})[obj] = outputs[kind][index]["pred_masks"][0].float()
+    return out
+
+
+def _ours(samcl, frames, direction, prompts=LATER, source=iter, **options) -> list:
+    return list(samcl.track(source(frames), prompts, num_frames=FRAMES, return_logits=True, direction=direction,
+                            **options))
+
+
+def _differences(ours, theirs) -> dict[tuple[int, int], float]:
+    """(frame, object) -> max |logit difference|, after checking each frame comes once with Meta's objects."""
+    assert len({frame.index for frame in ours}) == len(ours)
+    assert sorted(frame.index for frame in ours if frame.objects) == sorted(theirs)
+    by_index = {frame.index: frame for frame in ours}
+    out = {}
+    for index, expected in theirs.items():
+        assert sorted(by_index[index].objects) == sorted(expected), index
+        for obj, logits in expected.items():
+            out[index, obj] = (by_index[index].objects[obj].logits - logits).abs().max().item()
+    return out
+
+
+def _assert_equal(ours, theirs):
+    differences = _differences(ours, theirs)
+    worst = max(differences, key=differences.get)
+    assert differences[worst] <= TOLERANCE, (worst, differences[worst])
+
+
+def test_both_ways_equal_metas_offline_predictor_for_objects_prompted_on_different_frames(
+        backbone, meta, frames, monkeypatch):
+    """The whole video, as Meta's user runs it: object 2 (prompted on frame 5) has Meta's masks on frames 0-4
+    too, object 1 (prompted on frame 1) on frame 0, and each frame is yielded once with the final logits."""
+    expected = _meta(meta, _pixels(backbone, frames), monkeypatch, [False, True])
+    assert sorted(expected) == list(range(FRAMES)) and all(sorted(e) == [1, 2] for e in expected.values())
+    ours = _ours(SAMCL.create(backbone, device="cpu"), frames, "both")
+    assert [frame.index for frame in ours] == [*range(2, FRAMES), *range(1, -1, -1)]
+    _assert_equal(ours, expected)
+    assert ours[0].index == 2 and ours[0].objects[2].mask.any()  # object 2 before its prompt
+
+
+def test_forward_equals_metas_propagate_in_video_from_the_earliest_prompt(backbone, meta, frames, monkeypatch):
+    """Forward over a known video: Meta fills every object from the earliest prompted frame on; the object
+    prompted on frame 5 then also carries its tracked frames 1-4 in memory on frames 6 and 7."""
+    expected = _meta(meta, _pixels(backbone, frames), monkeypatch, [False])
+    assert sorted(expected) == list(range(1, FRAMES))
+    samcl = SAMCL.create(backbone, device="cpu")
+    _assert_equal(_ours(samcl, frames, "forward"), expected)
+    _assert_equal(_ours(samcl, frames, "forward", source=list), expected)  # a sequence is indexed, not read ahead
+
+
+def test_reverse_equals_metas_reverse_propagation_from_the_last_prompt(backbone, meta, frames, monkeypatch):
+    expected = _meta(meta, _pixels(backbone, frames), monkeypatch, [True], start=5)
+    assert sorted(expected) == list(range(6)) and all(sorted(e) == [1, 2] for e in expected.values())
+    _assert_equal(_ours(SAMCL.create(backbone, device="cpu"), frames, "reverse"), expected)
