@@ -42,77 +42,21 @@ run backwards over (up to the last prompted frame, resp. before the first one) u
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
-from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from .._renamed import renamed_attribute
 from ..backbone import tokens as batch_ops
 from ..errors import SamclError
 from ..types import Prompt, PromptError
 from .engine import Engine, InputPrompt
+from .video_passes import DIRECTIONS, Passes, prompted_range
+from .video_state import TrackedFrame, TrackedObject, Video, _Session, conditioned, one_frame
 
-DIRECTIONS = ("forward", "reverse", "both")
-
-
-@dataclass
-class TrackedObject:
-    """One object on one frame. mask: H x W bool at the frame's size; presence: the object's presence probability
-    (sigmoid of SAM 2's object score); logits: the 1 x h x w low-res mask logits when asked for."""
-
-    mask: np.ndarray
-    presence: float
-    logits: torch.Tensor | None = None
-    score = renamed_attribute("score", "presence")  # the old spelling (deprecated): "score" is a predicted IoU
+__all__ = ["DIRECTIONS", "TrackedFrame", "TrackedObject", "Video", "VideoTracker"]
 
 
-@dataclass
-class TrackedFrame:
-    """One frame's result. index: its 0-based number; objects: object id -> TrackedObject (empty before the first
-    prompt); domain: the module the video runs ("base": none); frame_domain: what the selector would pick for
-    this frame alone (None where nothing is routed: a forced domain, or before the first prompt)."""
-
-    index: int
-    objects: dict[int, TrackedObject] = field(default_factory=dict)
-    domain: str | None = None
-    frame_domain: str | None = None
-
-
-class _Session(Sam2VideoInferenceSession):
-    """transformers' inference session fed with features rather than frames: `num_frames` is the video's length
-    when known (as Meta's and transformers' offline propagation see it), else unbounded (their streaming
-    behaviour: 16 object pointers)."""
-
-    def __init__(self, num_frames: int | None, device, dtype):
-        super().__init__(inference_device=device, inference_state_device=device, video_storage_device=device,
-                         dtype=dtype, max_vision_features_cache_size=1)
-        self._frames = num_frames if num_frames else sys.maxsize
-
-    @property
-    def num_frames(self) -> int:
-        return self._frames
-
-
-@dataclass(eq=False)
-class Video:
-    """One video being tracked: its inference session, its module and its options (`VideoTracker.open`).
-    chosen: the module index once routed (-1: base); keep: frames whose tracked outputs are kept for a reverse pass
-    after the forward one ("both")."""
-
-    session: _Session
-    forced: int | None
-    fallback: bool | None = None
-    route_frames: bool = False
-    return_logits: bool = False
-    chosen: int | None = None
-    keep: range = range(0)
-
-
-class VideoTracker:
+class VideoTracker(Passes):
     """Tracks objects through videos with an engine's modules (see the module doc)."""
 
     def __init__(self, engine: Engine):
@@ -190,107 +134,11 @@ class VideoTracker:
         lengths = [None] * len(videos) if num_frames is None else list(num_frames)
         if len(forced) != len(videos) or len(lengths) != len(videos):
             raise SamclError(f"{len(videos)} videos: give force and num_frames per video")
-        ranges = [_prompted_range(p, n, direction) for p, n in zip(prompts, lengths)]
+        ranges = [prompted_range(p, n, direction) for p, n in zip(prompts, lengths)]
         names = [f"video {j}: " if len(videos) > 1 else "" for j in range(len(videos))]
         states = [self.open(force=f, fallback=fallback, num_frames=n, return_logits=return_logits,
                             route_frames=route_frames) for f, n in zip(forced, lengths)]
-        starts = [last if direction == "reverse" else first for first, last in ranges]
-        ahead = [sorted(k for k, on in p.items() if on and k != start) for p, start in zip(prompts, starts)]
-        held: list = [None] * len(videos)  # frames up to the last prompted one, indexable, where they are needed
-        streams = {}
-        for j, (video, (_, last)) in enumerate(zip(videos, ranges)):
-            if direction == "reverse":
-                held[j] = _first_frames(video, last + 1, names[j])
-            elif ahead[j]:
-                held[j], streams[j] = _read_ahead(video, last + 1, names[j])
-            else:
-                streams[j] = iter(video)
-        ready = self._condition(states, starts, held, prompts, ahead)
-        if direction == "reverse":
-            yield from self._backwards(states, held, starts, prompts, ready)
-            return
-        before: list[list] = [[] for _ in videos]  # "both": the frames the backward pass runs, up to back_from
-        back_from = [first - 1 for first, _ in ranges]
-        if direction == "both":
-            for j, (state, (first, _)) in enumerate(zip(states, ranges)):
-                state.keep = range(first + 1, first + 1 + self.backbone.memory_window)
-                if first > 0 and any(obj not in prompts[j][first] for p in prompts[j].values() for obj in p):
-                    back_from[j] = first  # tracked there going forward: Meta's reverse pass tracks it again
-        index = 0
-        while streams:
-            running = []
-            for j in list(streams):
-                image = next(streams[j], None)
-                first, last = ranges[j]
-                if image is None:
-                    del streams[j]
-                    if index <= last:
-                        raise SamclError(f"{names[j]}frame {last} is past the video's last frame {index - 1}")
-                    continue
-                if direction == "both" and index <= back_from[j]:
-                    before[j].append(image)  # before the first prompted frame: not even encoded yet
-                if index >= first:
-                    running.append((j, ready.pop(j) if index == first and j in ready else image))
-                elif direction == "forward":
-                    yield j, TrackedFrame(index)
-            if running:
-                frames = self.step([states[j] for j, _ in running], [index] * len(running),
-                                   [image for _, image in running], [prompts[j].get(index) for j, _ in running])
-                yield from ((j, frame) for (j, _), frame in zip(running, frames) if index != back_from[j])
-            index += 1
-        if direction == "both":
-            for state in states:
-                state.keep = range(0)
-            yield from self._backwards(states, before, back_from, prompts, {}, release=True)
-
-    def _backwards(self, videos: list[Video], frames: list[Sequence], starts: list[int], prompts: Sequence[Mapping],
-                   ready: dict, *, release: bool = False) -> Iterator[tuple[int, TrackedFrame]]:
-        """Step t runs frame starts[j] - t of each video that has one, in reverse (`ready`: a video's start frame,
-        already prepared). release: each frame is let go once run (the held frames of "both" are our own list)."""
-        for t in range(max(starts, default=-1) + 1):
-            running = [j for j, start in enumerate(starts) if start - t >= 0]
-            indices = [starts[j] - t for j in running]
-            images = [ready.pop(j) if t == 0 and j in ready else frames[j][index] for j, index in zip(running, indices)]
-            if release:
-                for j, index in zip(running, indices):
-                    frames[j][index] = None
-            out = self.step([videos[j] for j in running], indices, images,
-                            [prompts[j].get(index) for j, index in zip(running, indices)], reverse=True)
-            yield from zip(running, out)
-
-    def _condition(self, videos: list[Video], starts: list[int], frames: list, prompts: Sequence[Mapping],
-                   ahead: list[list[int]]) -> dict:
-        """Before the propagation, each video's prompted frames other than its start (`ahead`), as Meta's
-        add_new_points_or_box before propagate_in_video: every object's conditioning frames are in its memory from
-        the first frame tracked. A video is routed on its start frame first (its module encodes them);
-        -> {video number: its start frame, prepared} for the step that runs it."""
-        needing = [j for j, frames_ahead in enumerate(ahead) if frames_ahead]
-        if not needing:
-            return {}
-        prepared = self._prepare([frames[j][starts[j]] for j in needing])
-        self._route([videos[j] for j in needing], prepared)
-        for j in needing:  # object indices in the order of their first prompt, as without frames run ahead
-            for index in sorted(prompts[j]):
-                for obj in prompts[j][index]:
-                    videos[j].session.obj_id_to_idx(obj)
-        for n in range(max(len(ahead[j]) for j in needing)):
-            group = [j for j in needing if n < len(ahead[j])]
-            indices = [ahead[j][n] for j in group]
-            self._conditioning_outputs([videos[j] for j in group], indices,
-                                       [frames[j][index] for j, index in zip(group, indices)],
-                                       [prompts[j][index] for j, index in zip(group, indices)])
-        return dict(zip(needing, prepared))
-
-    def _conditioning_outputs(self, videos: Sequence[Video], indices: Sequence[int], images: Sequence,
-                              prompts: Sequence[Mapping[int, Prompt]]) -> None:
-        """Frame `indices[j]` of each video: the conditioning outputs of the objects prompted there
-        (`_prompted_alone`), their features in one batch through each video's module."""
-        prepared = self._prepare(images)
-        inputs = [{obj: self._input(p, item, index, obj) for obj, p in prompt.items()}
-                  for prompt, item, index in zip(prompts, prepared, indices)]
-        features = self._features(prepared, [v.chosen for v in videos], inputs)
-        for j, (video, index) in enumerate(zip(videos, indices)):
-            self._prompted_alone(video, index, _one(features, j), inputs[j])
+        yield from self._propagate(videos, prompts, states, ranges, names, direction)
 
     def _prompted_alone(self, video: Video, index: int, features: dict, inputs: Mapping[int, InputPrompt]) -> None:
         """The objects prompted on frame `index` as Meta's add_new_points_or_box runs each: its conditioning output
@@ -322,9 +170,9 @@ class VideoTracker:
         features = self._features(prepared, [v.chosen for v in videos], inputs)
         frames = []
         for j, (video, index, item) in enumerate(zip(videos, indices, prepared)):
-            mine = _one(features, j)
+            mine = one_frame(features, j)
             video.session.cache.cache_vision_features(index, mine)
-            fresh = {obj: p for obj, p in inputs[j].items() if not _conditioned(video.session, obj, index)}
+            fresh = {obj: p for obj, p in inputs[j].items() if not conditioned(video.session, obj, index)}
             if fresh and any(obj not in fresh for obj in video.session.obj_ids):  # others are tracked on this frame
                 self._prompted_alone(video, index, mine, fresh)
             elif fresh:
@@ -426,61 +274,3 @@ class VideoTracker:
                                            logits[j].cpu() if return_logits else None)
                    for j, obj in enumerate(output.object_ids)}
         return TrackedFrame(index, objects, domain, frame_domain)
-
-
-def _prompted_range(prompts_by_frame: Mapping[int, Mapping], num_frames: int | None, direction: str):
-    """(first, last) prompted frame, after the checks every call makes."""
-    if direction not in DIRECTIONS:
-        raise SamclError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
-    if not prompts_by_frame or not any(prompts_by_frame.values()):
-        raise SamclError("no prompt: give at least one object's prompt on one frame")
-    if min(prompts_by_frame) < 0:
-        raise SamclError(f"frame {min(prompts_by_frame)}: frames are numbered from 0")
-    if num_frames is not None and max(prompts_by_frame) >= num_frames:
-        raise SamclError(f"frame {max(prompts_by_frame)} is past the video's last frame {num_frames - 1}")
-    prompted = [k for k, v in prompts_by_frame.items() if v]
-    return min(prompted), max(prompted)
-
-
-def _one(features: dict, j: int) -> dict:
-    """The j-th frame's FPN levels of a batch's `video_features`."""
-    return {name: [level[:, j:j + 1] for level in levels] for name, levels in features.items()}
-
-
-def _conditioned(session: _Session, obj: int, index: int) -> bool:
-    """Whether `obj`'s prompts on frame `index` already ran (`VideoTracker._condition`)."""
-    return obj in session.obj_ids and index in session.output_dict_per_obj[session.obj_id_to_idx(obj)][
-        "cond_frame_outputs"]
-
-
-def _read_ahead(frames: Iterable, count: int, name: str) -> tuple[Sequence, Iterator]:
-    """(the first `count` frames, indexable; every frame from the first on): a sequence is indexed; an iterator's
-    first frames are held until the second runs over them (each let go as it passes)."""
-    if isinstance(frames, Sequence):
-        return _first_frames(frames, count, name), iter(frames)
-    stream = iter(frames)
-    held = _first_frames(stream, count, name)
-
-    def passing():
-        for n in range(len(held)):
-            image, held[n] = held[n], None
-            yield image
-        yield from stream
-
-    return held, passing()
-
-
-def _first_frames(frames: Iterable, count: int, name: str = "") -> Sequence:
-    """The first `count` frames, indexable: a sequence as it is, else read (and held) from the iterator (a list
-    the caller's frames can be let go from). name: the video's, for the error."""
-    if isinstance(frames, Sequence):
-        held = frames
-    else:
-        held = []
-        for image in frames:
-            held.append(image)
-            if len(held) == count:
-                break
-    if len(held) < count:
-        raise SamclError(f"{name}frame {count - 1} is past the video's last frame {len(held) - 1}")
-    return held
