@@ -5,7 +5,6 @@ SAM 2 and Meta's predictor from the same weights)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from test_video import FRAMES, HEIGHT, TOLERANCE, WIDTH, _pixels, backbone, frames, learned, meta  # noqa: F401
 
@@ -94,3 +93,55 @@ def test_reverse_equals_metas_reverse_propagation_from_the_last_prompt(backbone,
     expected = _meta(meta, _pixels(backbone, frames), monkeypatch, [True], start=5)
     assert sorted(expected) == list(range(6)) and all(sorted(e) == [1, 2] for e in expected.values())
     _assert_equal(_ours(SAMCL.create(backbone, device="cpu"), frames, "reverse"), expected)
+
+
+# ---------------------------------------------------------------------------------------------- frames held, videos batched
+def test_frames_are_read_ahead_to_the_last_prompted_one_then_streamed_and_let_go(backbone, frames):
+    """A 40-frame stream prompted on frames 1 and 5: frames 0-5 are read before the first frame is yielded, then one
+    more frame per frame; a frame read ahead is let go once the propagation has passed it."""
+    import weakref
+
+    read, alive = [], []
+
+    def stream():
+        for t in range(40):
+            image = frames[t % FRAMES].copy()
+            read.append(t)
+            alive.append(weakref.ref(image))
+            yield image
+
+    seen = []
+    for frame in SAMCL.create(backbone, device="cpu").track(stream(), LATER):
+        seen.append((frame.index, len(read)))
+        assert not any(ref() is not None for ref in alive[:max(frame.index - 1, 0)]), frame.index
+    assert seen == [(t, max(6, t + 1)) for t in range(40)]
+
+
+def test_videos_with_frames_run_ahead_stepped_together_equal_each_alone(learned, frames):
+    """Two videos, each with a frame run ahead (one on the learned module, one on the base): their prompted frames
+    run ahead in one batch, and each video's frames equal its own `track`'s."""
+    videos = [frames, [frame[:80, :90] for frame in frames[:6]]]
+    prompts = [LATER, {0: {1: Prompt.of(points=[[30, 20]])}, 3: {2: Prompt.of(box=[10, 10, 60, 50])}}]
+    force = ["red", "base"]
+    tracker = learned.tracker()
+    batches = []
+    condition = tracker._conditioning_outputs
+    tracker._conditioning_outputs = lambda videos, *a: batches.append(len(videos)) or condition(videos, *a)
+    learned.tracker = lambda: tracker
+    try:
+        together = {0: [], 1: []}
+        for number, frame in learned.track_videos([iter(v) for v in videos], prompts, force=force,
+                                                  return_logits=True):
+            together[number].append(frame)
+    finally:
+        del learned.tracker
+    assert batches == [2]
+    for number, video in enumerate(videos):
+        alone = list(learned.track(iter(video), prompts[number], force=force[number], return_logits=True))
+        assert [f.index for f in together[number]] == [f.index for f in alone] == list(range(len(video)))
+        for ours, theirs in zip(together[number], alone):
+            assert ours.domain == theirs.domain and sorted(ours.objects) == sorted(theirs.objects)
+            for obj in theirs.objects:
+                assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
+        assert {frame.domain for frame in together[number] if frame.objects} == {force[number]}
+    assert sorted(together[1][0].objects) == [1, 2]  # object 2, prompted on frame 3, from frame 0 on

@@ -85,8 +85,10 @@ def add_track(p) -> None:
                    help="forward: from the first prompted frame to the end (earlier frames get no mask); reverse: "
                         "from the last prompted frame back to frame 0 (later frames are not read); both: forward, then "
                         "back from the first prompted frame, so every frame (Meta's propagate_in_video, then "
-                        "reverse=True); an object first prompted later has no mask on the frames before its "
-                        "prompt and after the first prompted frame")
+                        "reverse=True). Every prompted frame is in its objects' memory from the start, as in Meta's "
+                        "offline predictor: an object first prompted later is tracked from where the run starts. "
+                        "Memory: with prompts on several frames, the frames up to the last prompted one are read "
+                        "ahead and held; later frames are read one at a time")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for <frame>_<object>.png masks and scores.json (created; must not hold masks)")
     add_routing(p, force="run this domain's module instead of the selector's pick on the prompted frame the run "

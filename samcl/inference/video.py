@@ -22,22 +22,34 @@ different encoder. With `route_frames` the selector is asked about every frame t
 the pooled features are there anyway), so a caller can measure how often frames would route differently
 (benchmarks/video.py reports it).
 
-Directions (Meta's ``propagate_in_video``): "forward" from the first prompted frame to the end (earlier frames get
-no objects); "reverse" from the last prompted frame back to frame 0 (``reverse=True``: memories and object
-pointers are read from the frames after the current one); "both": forward, then reverse from the first prompted
-frame on the same session, as Meta's predictor is used for a whole video (the reverse pass reads the forward
-pass's outputs just after the prompted frame, which are kept for it). Tracking is causal in the direction of
-travel: an object first prompted on a later frame has no mask before that frame going forward, so with "both" it
-has none between the first prompted frame and its own (Meta's offline predictor, which sees every prompt before
-it propagates, would fill them from the later prompt).
+Prompted frames first (Meta's offline ``SAM2VideoPredictor``: ``add_new_points_or_box`` on every prompted frame,
+then ``propagate_in_video``): before the propagation, every prompted frame other than the one the run starts
+from is run for the objects prompted there alone (`VideoTracker._prompted_alone`: their conditioning outputs and
+memories; the video is routed on its start frame first), so from the first frame tracked every object's memory
+holds all its conditioning frames, which the memory attention reads whatever their time direction (object
+pointers: only those on the side already travelled, as Meta's and transformers' evaluation). An object first
+prompted on a later frame is thus tracked from the start frame on, and its later frames carry those tracked
+frames in memory. A start frame that mixes prompted and tracked objects runs the prompted ones alone too
+(transformers' forward would encode every memory of such a frame as a mask from points; Meta encodes each object's
+as its own). A frame run ahead is encoded twice (ahead, and when the propagation reaches it).
 
-Memory bound: one decoded frame at a time (the caller's iterator streams them), the current frame's features,
-each object's conditioning (prompted) frames, and the outputs of the last `Sam2VideoBackbone.memory_window`
-tracked frames per object (15 for the official configs: 6 memories, 16 object pointers); older tracked
-outputs are dropped, as they are never read again, and full-resolution masks are dropped once encoded. So memory
-does not grow with the video's length beyond the prompted frames. "reverse" and "both" also hold the frames they
-run backwards over (up to the last prompted frame, resp. before the first one) unless `frames` is a sequence
-(a list is indexed, not copied).
+Directions (Meta's ``propagate_in_video``): "forward" from the first prompted frame to the end (earlier frames get
+no objects); "reverse" from the last prompted frame back to frame 0 (``reverse=True``: memories of tracked frames
+and object pointers are read from the frames after the current one); "both": forward, then reverse from the first
+prompted frame on the same session, as Meta's predictor is used for a whole video (the reverse pass reads the
+forward pass's outputs just after the first prompted frame, which are kept for it). Where an object is tracked on
+the first prompted frame (prompted later only), the reverse pass tracks that frame again, as Meta's does, and the
+frame is yielded then, with those final masks; each frame is yielded once. Parity: tests/test_video_offline.py.
+
+Memory bound: the current frame's features, each object's conditioning (prompted) frames, and the outputs of the
+last `Sam2VideoBackbone.memory_window` tracked frames per object (15 for the official configs: 6 memories, 16
+object pointers); older tracked outputs are dropped, as they are never read again, and full-resolution masks are
+dropped once encoded. Frames: with every prompt on one frame, one decoded frame at a time (the caller's iterator
+streams them); with prompts on several frames, the frames up to the last prompted one are read ahead and held
+(each let go once the propagation passes it), and the later ones stream one at a time. "reverse" holds the frames
+up to the last prompted one, "both" those it runs backwards over (up to the first prompted one). A sequence of
+frames (a list) is indexed, never copied. So memory does not grow with the video's length beyond the prompted
+frames.
 """
 
 from __future__ import annotations
@@ -99,8 +111,10 @@ class VideoTracker(Passes):
         Returns:
           (Iterator[TrackedFrame]): one per frame, in the order they run: "forward" every frame, those before the
           first prompted one empty; "reverse" the last prompted frame down to 0 (later frames are not read);
-          "both" the forward frames, then the earlier ones from the first prompted frame down. Raises SamclError
-          for no prompt, a prompt outside its frame, or a prompted frame past the last one.
+          "both" the forward frames, then the earlier ones from the first prompted frame down (the first prompted
+          frame comes there rather than forward when an object prompted only later is tracked on it: the module
+          doc). Raises SamclError for no prompt, a prompt outside its frame, or a prompted frame past the last one
+          (with prompts on several frames, before any frame is yielded).
         """
         runs = self.track_videos([frames], [prompts_by_frame], force=force, fallback=fallback,
                                  num_frames=[num_frames], return_logits=return_logits, route_frames=route_frames,
@@ -125,8 +139,9 @@ class VideoTracker(Passes):
         Returns:
           (Iterator[tuple[int, TrackedFrame]]): (video number, frame) as they run. Forward: step t runs frame t of
           each video that has one. Reverse: step t runs frame (last prompted - t) of each video. Both: the forward
-          steps, then step t runs frame (first prompted - 1 - t) of each. Each video's frames are its own
-          `track`'s (up to float rounding).
+          steps, then step t runs frame (first prompted - 1 - t) of each, or (first prompted - t) where `track`
+          yields the first prompted frame backwards. Each video's frames are its own `track`'s (up to float
+          rounding); the prompted frames run ahead are batched the same way.
         """
         if len(prompts) != len(videos):
             raise SamclError(f"{len(videos)} videos but {len(prompts)} prompt sets")

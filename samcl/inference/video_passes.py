@@ -148,11 +148,16 @@ def _read_ahead(frames: Iterable, count: int, name: str) -> tuple[Sequence, Iter
 
     def passing():
         for n in range(len(held)):
-            image, held[n] = held[n], None
-            yield image
+            yield _let_go(held, n)  # (no local of this generator keeps the frame)
         yield from stream
 
     return held, passing()
+
+
+def _let_go(frames: list, n: int):
+    """frames[n], no longer held there."""
+    image, frames[n] = frames[n], None
+    return image
 
 
 def _first_frames(frames: Iterable, count: int, name: str = "") -> Sequence:
