@@ -18,7 +18,7 @@ def _meta(meta, pixels, monkeypatch, passes, prompts=LATER, start=None) -> dict[
     """Meta's predictor as a user runs it on a whole video: add_new_points_or_box for every prompt, then
     propagate_in_video once per pass (reverse flags in `passes`; `start`: its start_frame_idx, None: the earliest
     prompted frame) on the same state. Returns per frame what the user keeps: the last logits it yielded per object
-    (its reverse pass yields the earliest prompted frame again, tracked backwards for the objects not prompted there)."""
+    (its reverse pass yields the earliest prompted frame again, tracked backwards for objects not prompted there)."""
     import sam2.sam2_video_predictor as predictor
 
     monkeypatch.setattr(predictor, "load_video_frames", lambda **kwargs: (pixels, HEIGHT, WIDTH))
@@ -90,12 +90,14 @@ def test_forward_equals_metas_propagate_in_video_from_the_earliest_prompt(backbo
 
 
 def test_reverse_equals_metas_reverse_propagation_from_the_last_prompt(backbone, meta, frames, monkeypatch):
+    """Back from frame 5 (Meta's start_frame_idx=5, reverse=True): object 1, prompted on frame 1, is tracked on
+    frames 5-2 from its prompted frame's memory, which is ahead of it in time."""
     expected = _meta(meta, _pixels(backbone, frames), monkeypatch, [True], start=5)
     assert sorted(expected) == list(range(6)) and all(sorted(e) == [1, 2] for e in expected.values())
     _assert_equal(_ours(SAMCL.create(backbone, device="cpu"), frames, "reverse"), expected)
 
 
-# ---------------------------------------------------------------------------------------------- frames held, videos batched
+# ------------------------------------------------------------------------------ frames held, videos batched, routing
 def test_frames_are_read_ahead_to_the_last_prompted_one_then_streamed_and_let_go(backbone, frames):
     """A 40-frame stream prompted on frames 1 and 5: frames 0-5 are read before the first frame is yielded, then one
     more frame per frame; a frame read ahead is let go once the propagation has passed it."""
@@ -145,3 +147,18 @@ def test_videos_with_frames_run_ahead_stepped_together_equal_each_alone(learned,
                 assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
         assert {frame.domain for frame in together[number] if frame.objects} == {force[number]}
     assert sorted(together[1][0].objects) == [1, 2]  # object 2, prompted on frame 3, from frame 0 on
+
+
+def test_a_video_with_frames_run_ahead_is_routed_once_on_its_start_frame(learned, frames, monkeypatch):
+    """The module that encodes the frames run ahead is the one the selector picks on the frame the run starts from
+    (the first prompted one; the last going in reverse), asked once per video."""
+    engine = learned.engine
+    asked = []
+    route = engine.route
+    monkeypatch.setattr(engine, "route", lambda pooled, *a: asked.append(pooled.clone()) or route(pooled, *a))
+    for direction, start in (("both", 1), ("forward", 1), ("reverse", 5)):
+        asked.clear()
+        out = list(learned.track(iter(frames), LATER, direction=direction))
+        expected = engine.prepare([frames[start]], keep=False)[0].pooled
+        assert len(asked) == 1 and torch.allclose(asked[0][0], expected), direction
+        assert len({frame.domain for frame in out if frame.objects}) == 1

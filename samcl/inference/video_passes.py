@@ -17,7 +17,8 @@ class Passes:
     `_input`, `_features`, `_prompted_alone`)."""
 
     def _propagate(self, videos: Sequence[Iterable], prompts: Sequence[Mapping], states: list[Video],
-                   ranges: list[tuple[int, int]], names: list[str], direction: str) -> Iterator[tuple[int, TrackedFrame]]:
+                   ranges: list[tuple[int, int]], names: list[str],
+                   direction: str) -> Iterator[tuple[int, TrackedFrame]]:
         """`VideoTracker.track_videos` once its arguments are checked and each video opened (`states`): the
         prompted frames other than each video's start first (`_condition`), then the propagation."""
         starts = [last if direction == "reverse" else first for first, last in ranges]
