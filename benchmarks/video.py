@@ -2,7 +2,7 @@
 module and with the oracle module, the per-frame cost against base propagation, and how often frames would route
 differently from their video.
 
-    python benchmarks/video.py                      # 6 train / 4 test clips of 10 frames per domain
+    python benchmarks/video.py                      # 12 train / 6 test clips of 10 frames per domain
     python benchmarks/video.py --quick              # 2 / 1 clips: the script end to end in about a minute
     python benchmarks/video.py --base random        # on a random-weight tiny SAM 2 instead (the path and its cost)
 
@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from samcl import SAMCL, Prompt, TrainConfig
 from samcl.backbone import BUILTIN_TINY_SAM2, TINY_SAM2_DIR, Sam2VideoBackbone, load_backbone
 from samcl.bench.davis import sequence_scores
 from samcl.data.synthetic.video import clip_samples, generate_clips
+from samcl.inference.precision import cpu_name
 from samcl.io import atomic_write_bytes, atomic_write_json
 
 LEARNED = ("polyps", "cells")
@@ -147,15 +148,17 @@ def measure(samcl: SAMCL, backbone, clips: dict, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 train / 1 test clips per domain")
+    parser.add_argument("--train-clips", type=int, default=12, help="training clips per learned domain (10 frames each)")
+    parser.add_argument("--test-clips", type=int, default=6, help="test clips per domain")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4, help="module training epochs per learned domain")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per propagation (the fastest counts)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--base", choices=sorted(BASES), default="tiny-sam2",
                         help="the pretrained builtin:tiny-sam2 (default) or a random-weight tiny SAM 2")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    n_train, n_test = (2, 1) if args.quick else (6, 4)
+    n_train, n_test = (2, 1) if args.quick else (args.train_clips, args.test_clips)
     backbone = base_backbone(args.base, args.seed)
     samcl = SAMCL.create(backbone, device="cpu")
     for domain in LEARNED:
@@ -163,8 +166,7 @@ def main() -> None:
         samcl.learn(domain, samples, TrainConfig(epochs=args.epochs, batch_size=4, seed=args.seed, progress=False))
     clips = {d: generate_clips(d, n_test, args.seed, "test") for d in (*LEARNED, *UNSEEN)}
     result = measure(samcl, backbone, clips, args.repeats)
-    command = "python benchmarks/video.py" + (" --quick" if args.quick else "") + \
-        (f" --repeats {args.repeats}" if args.repeats != 3 else "") + (f" --base {args.base}" if args.base != "tiny-sam2" else "")
+    command = " ".join(["python benchmarks/video.py", *sys.argv[1:]])
     result["provenance"] = provenance(command, args)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "video.json", result)
@@ -175,11 +177,9 @@ def main() -> None:
 def provenance(command: str, args) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
-        platform.processor()
     return {"command": command, "seed": args.seed, "epochs": args.epochs, "repeats": args.repeats, "commit": commit,
-            "cpu": cpu,
+            "train_clips": 2 if args.quick else args.train_clips, "test_clips": 1 if args.quick else args.test_clips,
+            "cpu": cpu_name(),
             "threads": 1, "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "base": BASES[args.base], "base_kind": args.base}
@@ -208,7 +208,8 @@ def table(result: dict) -> str:
               f"frames whose own routing differs from their video's: {result['frames_routed_differently']:.1%} of "
               f"{result['frames_routed']}",
               "", f"{p['base']}.", f"`{p['command']}` at {p['commit']}, {p['date']}, {p['cpu']}, 1 thread, torch "
-                                   f"{p['torch']}, seed {p['seed']}, {p['epochs']} epochs."]
+                                   f"{p['torch']}, seed {p['seed']}, {p['train_clips']} training clips per learned domain, "
+                                   f"{p['epochs']} epochs."]
     return "\n".join(lines) + "\n"
 
 
