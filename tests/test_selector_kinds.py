@@ -284,3 +284,45 @@ def test_merged_classes_keep_the_fit_looser_at_the_configured_frr():
     wide, narrow = Calibration(0.0, 1.0), Calibration(1.0, 0.1)  # log-distance quantiles cross at z = 1 / 0.9
     assert wide.looser(narrow, frr=0.01) == wide  # z(0.99) = 2.33: the wide fit reaches farther
     assert wide.looser(narrow, frr=0.4) == narrow  # z(0.6) = 0.25: the narrow fit's quantile is higher
+
+
+def test_frames_of_one_video_are_held_out_together_so_new_videos_of_the_domain_are_not_sent_to_base():
+    """A domain learned from 12 videos of 10 near-identical frames: folds that split a video measure each held-out
+    frame against statistics fitted on its own video's other frames, and the cut sends most new videos of the domain
+    to base; folds by video (`Sample.group`) keep them under a few percent."""
+    def rejected(grouped: bool) -> float:
+        g = torch.Generator().manual_seed(3)
+        selector = make_selector(SelectorConfig(kind="fecam", frr=0.01), 24)
+        test = []
+        for _ in range(4):  # domains
+            centre = 2.0 * torch.randn(1, 48, generator=g)
+
+            def videos(n):
+                return (centre + torch.randn(n, 1, 48, generator=g) + 0.2 * torch.randn(n, 10, 48, generator=g))
+
+            groups = [f"video{v}" for v in range(12) for _ in range(10)] if grouped else None
+            selector.add_domain(videos(12).reshape(120, 48), groups=groups)
+            test.append(videos(30).reshape(300, 48))
+        chosen, _ = selector.choose(torch.cat(test))
+        return sum(c == -1 for c in chosen) / len(chosen)
+
+    by_video, by_frame = rejected(True), rejected(False)
+    assert by_video <= 0.05 and by_frame >= 0.3, (by_video, by_frame)
+
+
+def test_frames_learned_from_clips_carry_their_clip_as_group_into_the_selector(tiny_backbone, monkeypatch):
+    from samcl.data import synthetic
+    from samcl.data.synthetic.video import clip_samples, generate_clips
+    from samcl.selector.stats import StatsSelector
+
+    samples = clip_samples(generate_clips(synthetic.GENERAL, 2, 0, "train"))
+    assert len({s.group for s in samples}) == 2 and all(s.name.startswith(s.group) for s in samples)
+    seen = []
+    real = StatsSelector.add_domain
+    monkeypatch.setattr(StatsSelector, "add_domain",
+                        lambda self, pooled, seed=0, progress=False, groups=None: seen.append((len(pooled), groups))
+                        or real(self, pooled, seed, progress, groups=groups))
+    samcl = SAMCL.create(tiny_backbone, selector=SelectorConfig(kind="fecam"))
+    samcl.learn("clips", samples, FAST, without_module=True)
+    samcl.learn("images", toy_samples(6, COLOURS["blue"], seed=1), FAST)
+    assert seen[0] == (len(samples), [s.group for s in samples]) and seen[1] == (6, None)

@@ -14,6 +14,8 @@ class Sample:
     image: H x W x 3 uint8 RGB. mask: H x W bool (foreground True).
     points: N x 2 float (x, y) in image pixels, or None (then sampled from the mask with a seed).
     labels: N int (1 positive, 0 negative), or None (all positive).
+    group: what the sample is not independent of, e.g. the video its frame comes from (None: nothing). A statistics
+      selector holds a group's samples out together when it sets its open-set cut (`samcl.selector.calibration`).
     """
 
     name: str
@@ -21,6 +23,7 @@ class Sample:
     mask: np.ndarray
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
+    group: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:

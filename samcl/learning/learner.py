@@ -291,8 +291,10 @@ class SAMCL(Running, Tracking):
             return distributed.receive_result(ctx, self)  # rank 0 embeds, trains the selector and saves
         start = time.perf_counter()
         features = self.features_for(samples, config.seed, pooled, config.progress)
+        rows = self._feature_rows(len(samples), config.seed)
+        groups = [samples[i].group for i in rows] if any(samples[i].group is not None for i in rows) else None
         self.module_set.domains.append(entry)
-        report.update(self._add_domain(features, config.seed, config.progress))
+        report.update(self._add_domain(features, config.seed, config.progress, groups))
         report["selector_seconds"] = time.perf_counter() - start
         entry.info = {"train_samples": len(samples), "epochs": config.epochs, "seed": config.seed,
                       "buffer_samples": len(features),
@@ -304,22 +306,22 @@ class SAMCL(Running, Tracking):
             distributed.send_result(ctx, self, report)
         return report
 
-    def _add_domain(self, pooled: torch.Tensor, seed: int, progress: bool) -> dict:
+    def _add_domain(self, pooled: torch.Tensor, seed: int, progress: bool,
+                    groups: list[str | None] | None = None) -> dict:
         """The newest domain into the selector (`mlp`: N_e feature rows into the buffer, one more output row, a
-        retrain on the whole buffer from two domains on; statistics kinds: the domain's statistics in closed form)."""
+        retrain on the whole buffer from two domains on; statistics kinds: the domain's statistics in closed form,
+        its open-set cut from held-out folds that keep each of the rows' `groups` whole)."""
         module_set = self.module_set
         if module_set.selector is None:
             module_set.selector = make_selector(module_set.selector_config, pooled.shape[1] // 2).to(self.device)
-        return module_set.selector.add_domain(pooled, seed, progress)
+        return module_set.selector.add_domain(pooled, seed, progress, groups=groups)
 
     def features_for(self, samples: Sequence[Sample], seed: int, known: dict[int, torch.Tensor] | None = None,
                      progress: bool = False, batch_size: int = 8) -> torch.Tensor:
         """N x 2D pooled selector-block features (`backbone.pool_stats`) of a seeded subset of `samples` (reusing
         ones already computed): N_e for the `mlp` selector's buffer, every image for a statistics selector (its
         state does not grow with them, and training pooled them all already)."""
-        config = self.module_set.selector_config
-        count = min(config.samples_per_domain if config.kind == "mlp" else len(samples), len(samples))
-        chosen = sorted(np.random.default_rng(seed).choice(len(samples), size=count, replace=False).tolist())
+        chosen = self._feature_rows(len(samples), seed)
         known = known or {}
         missing = [i for i in chosen if i not in known]
         prefixes = PrefixCache(self.backbone, self.selector_block, self.device)  # budget 0: computes, keeps nothing
@@ -328,6 +330,12 @@ class SAMCL(Running, Tracking):
             found = prefixes.lookup(part, lambda i: (samples[i].image, None))
             known.update((i, prefix.pooled) for i, prefix in zip(part, found))
         return torch.stack([known[i] for i in chosen]).float()
+
+    def _feature_rows(self, count: int, seed: int) -> list[int]:
+        """Which of `count` samples `features_for` pools, in its order."""
+        config = self.module_set.selector_config
+        size = min(config.samples_per_domain if config.kind == "mlp" else count, count)
+        return sorted(np.random.default_rng(seed).choice(count, size=size, replace=False).tolist())
 
     embeddings_for = renamed_method("embeddings_for", "features_for")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .._renamed import renamed_attribute, renamed_method
@@ -22,8 +24,10 @@ class Selector:
     def num_domains(self) -> int:
         raise NotImplementedError
 
-    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
-        """Take a new domain (the last index) from its training images' pooled features; returns a report."""
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False,
+                   groups: Sequence[str | None] | None = None) -> dict:
+        """Take a new domain (the last index) from its training images' pooled features; returns a report.
+        groups: each row's `Sample.group` (None: independent images), for the kinds with an open-set cut."""
         raise NotImplementedError
 
     def choose(self, pooled: torch.Tensor, fallback: bool = True) -> tuple[list[int], list[float]]:

@@ -17,6 +17,7 @@ of the factor k(n, frr, tolerance); k = 2.87 for n = 48 at 1 % and 95 %, 3.7 for
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -64,6 +65,17 @@ class Calibration:
         return cls(float(values[0]), float(values[1]))
 
 
+def _group_numbers(groups: Sequence[str | None] | None, count: int) -> torch.Tensor:
+    """Per image the number its fold is taken from: its group's, in order of first appearance (an image of no group
+    is a group of its own); the image's own index where there are fewer than two groups."""
+    if groups is None or len(groups) != count:
+        return torch.arange(count)
+    numbers: dict = {}
+    keys = [group if group is not None else (None, i) for i, group in enumerate(groups)]
+    index = torch.tensor([numbers.setdefault(key, len(numbers)) for key in keys])
+    return index if len(numbers) >= 2 else torch.arange(count)
+
+
 def tolerance_factor(count: float, frr: float, tolerance: float) -> float:
     """k such that m + k s bounds the 1 - frr quantile of a normal sample of `count` values with confidence
     `tolerance` (Natrella 1963, the usual closed form for one-sided normal tolerance limits)."""
@@ -86,14 +98,17 @@ def fallback_threshold(frr: float, count: float, tolerance: float) -> float:
     return 1 - NormalDist().cdf(tolerance_factor(count, frr, tolerance))
 
 
-def held_out_distances(selector, phi: torch.Tensor, stats) -> torch.Tensor:
+def held_out_distances(selector, phi: torch.Tensor, stats, groups: Sequence[str | None] | None = None) -> torch.Tensor:
     """Open-set distances (`open_distance`: under the domain's own statistics) of each of a new domain's images (N x M
-    features) to that domain fitted without the image's fold."""
+    features) to that domain fitted without the image's fold. groups: each image's `Sample.group` (or None): a group
+    lies in one fold, so that no held-out frame of a video is measured against statistics fitted on its neighbours
+    (which would make the cut as tight as a frame's distance to its own video, and send new videos of the domain to
+    base); images of no group, and a domain of fewer than two groups, fold one by one."""
     count = len(phi)
     if count < 2:
         return torch.zeros(0, dtype=torch.float64)
-    folds = min(FOLDS, count)
-    index = torch.arange(count)
+    index = _group_numbers(groups, count)
+    folds = min(FOLDS, int(index.max()) + 1)
     out = torch.empty(count, dtype=torch.float64)
     for fold in range(folds):
         held = index % folds == fold

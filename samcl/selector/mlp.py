@@ -15,6 +15,8 @@ from the output layer. `max_steps=None` is the reference schedule at any size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -215,7 +217,8 @@ class MlpSelector(Selector):
     def num_domains(self) -> int:
         return 0 if self.net is None else self.net.head.out_features
 
-    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False,
+                   groups: Sequence[str | None] | None = None) -> dict:  # (no open set: groups change nothing)
         label = self.num_domains if self.net is not None else 0
         features = pooled[:, : self.width]
         if self.net is None:

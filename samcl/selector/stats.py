@@ -26,6 +26,7 @@ alone (`open_distance`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -141,10 +142,11 @@ class StatsSelector(Selector):
         x = features_of(pooled.detach().cpu().double(), self.config.features, self.dim)
         return x @ self.projection if self.projection is not None else x
 
-    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False) -> dict:
+    def add_domain(self, pooled: torch.Tensor, seed: int = 0, progress: bool = False,
+                   groups: Sequence[str | None] | None = None) -> dict:
         phi = self.phi(pooled)
         stats = DomainStats.of(phi, self.with_scatter)
-        distances = held_out_distances(self, phi, stats)
+        distances = held_out_distances(self, phi, stats, groups)
         self.stats.append(stats)
         self.calibration.append(Calibration.fit(distances))
         self._cache = None

@@ -103,6 +103,7 @@ def generate_clips(domain: str, n: int, seed: int, split: str = "test", frames: 
 
 
 def clip_samples(clips: list[Clip]) -> list[Sample]:
-    """Every frame of `clips` as an image sample (points drawn by the trainer), to learn a domain from its videos."""
-    return [Sample(f"{clip.name}_{t:03d}", frame, mask) for clip in clips
+    """Every frame of `clips` as an image sample (points drawn by the trainer; its clip as its `group`), to learn a
+    domain from its videos."""
+    return [Sample(f"{clip.name}_{t:03d}", frame, mask, group=clip.name) for clip in clips
             for t, (frame, mask) in enumerate(zip(clip.frames, clip.masks)) if mask.any()]
