@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -150,7 +151,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 train / 1 test clips per domain")
     parser.add_argument("--train-clips", type=int, default=12, help="training clips per learned domain (10 frames each)")
     parser.add_argument("--test-clips", type=int, default=6, help="test clips per domain")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one run per seed (its clips, its modules' training); the table averages them")
     parser.add_argument("--epochs", type=int, default=4, help="module training epochs per learned domain")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per propagation (the fastest counts)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -159,13 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     n_train, n_test = (2, 1) if args.quick else (args.train_clips, args.test_clips)
-    backbone = base_backbone(args.base, args.seed)
-    samcl = SAMCL.create(backbone, device="cpu")
-    for domain in LEARNED:
-        samples = clip_samples(generate_clips(domain, n_train, args.seed, "train"))
-        samcl.learn(domain, samples, TrainConfig(epochs=args.epochs, batch_size=4, seed=args.seed, progress=False))
-    clips = {d: generate_clips(d, n_test, args.seed, "test") for d in (*LEARNED, *UNSEEN)}
-    result = measure(samcl, backbone, clips, args.repeats)
+    result = combine({seed: run_seed(args, seed, n_train, n_test) for seed in args.seeds})
     command = " ".join(["python benchmarks/video.py", *sys.argv[1:]])
     result["provenance"] = provenance(command, args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -174,10 +170,47 @@ def main() -> None:
     print(table(result))
 
 
+def run_seed(args, seed: int, n_train: int, n_test: int) -> dict:
+    """One seed: the base, both learned domains' modules from their training clips (frames as images, each clip
+    the group of its frames), the test clips of every domain measured."""
+    backbone = base_backbone(args.base, seed)
+    samcl = SAMCL.create(backbone, device="cpu")
+    for domain in LEARNED:
+        samples = clip_samples(generate_clips(domain, n_train, seed, "train"))
+        samcl.learn(domain, samples, TrainConfig(epochs=args.epochs, batch_size=4, seed=seed, progress=False))
+    clips = {d: generate_clips(d, n_test, seed, "test") for d in (*LEARNED, *UNSEEN)}
+    return measure(samcl, backbone, clips, args.repeats)
+
+
+def combine(runs: dict[int, dict]) -> dict:
+    """The seeds' results as one: J, F and J&F averaged over the seeds, the routed gain per seed, the cost ratios'
+    median over every clip of every seed; each seed's own result under "per_seed"."""
+    first = next(iter(runs.values()))
+    domains = {}
+    for domain in first["domains"]:
+        rows = [run["domains"][domain] for run in runs.values()]
+        closed = [row["frames_closed_set_to_own_domain"] for row in rows]
+        domains[domain] = {
+            **{name: {k: statistics.mean(row[name][k] for row in rows) for k in ("J", "F", "J&F")}
+               for name in ("base", "routed", "oracle")},
+            "clips": sum(row["clips"] for row in rows),
+            "video_routed_to": [pick for row in rows for pick in row["video_routed_to"]],
+            "frames_closed_set_to_own_domain": None if closed[0] is None else statistics.mean(closed),
+            "routed_gain_per_seed": {str(seed): 100 * (run["domains"][domain]["routed"]["J&F"]
+                                                      - run["domains"][domain]["base"]["J&F"])
+                                     for seed, run in runs.items()}}
+    per_clip = {k: [v for run in runs.values() for v in run["cost_per_clip"][k]] for k in first["cost_per_clip"]}
+    frames = sum(run["frames_routed"] for run in runs.values())
+    return {"domains": domains, "cost": {k: statistics.median(v) for k, v in per_clip.items()}, "cost_per_clip": per_clip,
+            "frames_routed_differently": sum(run["frames_routed_differently"] * run["frames_routed"]
+                                             for run in runs.values()) / max(frames, 1),
+            "frames_routed": frames, "per_seed": {str(seed): run for seed, run in runs.items()}}
+
+
 def provenance(command: str, args) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    return {"command": command, "seed": args.seed, "epochs": args.epochs, "repeats": args.repeats, "commit": commit,
+    return {"command": command, "seeds": args.seeds, "epochs": args.epochs, "repeats": args.repeats, "commit": commit,
             "train_clips": 2 if args.quick else args.train_clips, "test_clips": 1 if args.quick else args.test_clips,
             "cpu": cpu_name(),
             "threads": 1, "torch": torch.__version__,
@@ -187,16 +220,18 @@ def provenance(command: str, args) -> dict:
 
 def table(result: dict) -> str:
     p = result["provenance"]
-    lines = ["| domain | clips | base J&F | routed J&F | oracle J&F | routed J / F | video routed to |",
+    lines = [f"Mean over seeds {', '.join(map(str, p['seeds']))} ({p['test_clips']} test clips each):", "",
+             "| domain | clips | base J&F | routed J&F | oracle J&F | routed J / F | videos routed to |",
              "|---|---|---|---|---|---|---|"]
     for domain, row in result["domains"].items():
         learned = "" if domain in LEARNED else " (never learned)"
-        picks = ", ".join(sorted(set(row["video_routed_to"])))
+        picks = ", ".join(f"{name} {count}" for name, count in Counter(row["video_routed_to"]).most_common())
         lines.append(f"| {domain}{learned} | {row['clips']} | {row['base']['J&F']:.3f} | {row['routed']['J&F']:.3f} | "
                      f"{row['oracle']['J&F']:.3f} | {row['routed']['J']:.3f} / {row['routed']['F']:.3f} | {picks} |")
     gains = {d: 100 * (r["routed"]["J&F"] - r["base"]["J&F"]) for d, r in result["domains"].items()}
-    lines += ["", "J&F goal, routed - base: " + ", ".join(
-        f"{d} {g:+.1f} points ({'learned: goal >= +10' if d in LEARNED else 'never learned: goal within 1'}, "
+    lines += ["", "J&F goal, routed - base (mean; per seed): " + ", ".join(
+        f"{d} {g:+.1f} points ({'; '.join(f'{v:+.1f}' for v in result['domains'][d]['routed_gain_per_seed'].values())}"
+        f"; {'learned: goal >= +10' if d in LEARNED else 'never learned: goal within 1'}, "
         f"{'met' if (g >= 10 if d in LEARNED else abs(g) <= 1) else 'not met'})" for d, g in gains.items())]
     cost = result["cost"]
     closed = {d: r["frames_closed_set_to_own_domain"] for d, r in result["domains"].items() if d in LEARNED}
@@ -208,7 +243,7 @@ def table(result: dict) -> str:
               f"frames whose own routing differs from their video's: {result['frames_routed_differently']:.1%} of "
               f"{result['frames_routed']}",
               "", f"{p['base']}.", f"`{p['command']}` at {p['commit']}, {p['date']}, {p['cpu']}, 1 thread, torch "
-                                   f"{p['torch']}, seed {p['seed']}, {p['train_clips']} training clips per learned domain, "
+                                   f"{p['torch']}, {p['train_clips']} training clips per learned domain, "
                                    f"{p['epochs']} epochs."]
     return "\n".join(lines) + "\n"
 
