@@ -326,3 +326,36 @@ def test_frames_learned_from_clips_carry_their_clip_as_group_into_the_selector(t
     samcl.learn("clips", samples, FAST, without_module=True)
     samcl.learn("images", toy_samples(6, COLOURS["blue"], seed=1), FAST)
     assert seen[0] == (len(samples), [s.group for s in samples]) and seen[1] == (6, None)
+
+
+def test_folder_frames_grouped_by_their_video_name_reach_the_selector_and_a_bad_pattern_is_one_line(
+        tmp_path, tiny_backbone, monkeypatch, capsys):
+    from helpers import write_split
+
+    from samcl.cli import main
+    from samcl.data import FolderDataset
+    from samcl.selector.stats import StatsSelector
+
+    samples = [Sample(f"clip{v}_{t:03d}", s.image, s.mask, s.points) for v in range(2) for t, s in
+               enumerate(toy_samples(3, COLOURS["red"], seed=v))]
+    split = write_split(tmp_path / "frames" / "train", samples, with_points=False)
+    data = FolderDataset(split, group_by=r"(.+)_\d+$")
+    monkeypatch.setattr(type(data), "__getitem__", lambda self, i: pytest.fail("read an image"))
+    assert [data.group_of(i) for i in range(len(data))] == ["clip0"] * 3 + ["clip1"] * 3
+    monkeypatch.undo()
+    assert FolderDataset(split, group_by=r"(.+)_\d+$")[4].group == "clip1" and FolderDataset(split)[4].group is None
+    seen = []
+    real = StatsSelector.add_domain
+    monkeypatch.setattr(StatsSelector, "add_domain", lambda self, pooled, seed=0, progress=False, groups=None:
+                        seen.append(groups) or real(self, pooled, seed, progress, groups=groups))
+    store = tmp_path / "store"
+    common = ["learn", str(store), "--domain", "red", "--data", str(split), "--epochs", "1", "--without-module"]
+    assert main([*common, "--group-by", r"(.+)_\d+$"]) == 0 and seen == [["clip0"] * 3 + ["clip1"] * 3]
+    capsys.readouterr()
+    for pattern, problem in (("(.+", "--group-by (.+: not a regular expression"),
+                             (r".+_\d+$", "needs a group"), (r"(x.+)_\d+$", "does not match --group-by")):
+        assert main(["learn", str(tmp_path / "other"), "--domain", "red", "--data", str(split), "--group-by",
+                     pattern]) == 2
+        err = capsys.readouterr().err.strip()
+        assert problem in err and err.count("\n") == 0, err
+    assert not (tmp_path / "other").exists()

@@ -49,12 +49,13 @@ def note(message: str) -> None:
     print(f"samcl: {in_flags(message, None)}", file=sys.stderr)
 
 
-def dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False):
+def dataset(path: Path, split: str, seed: int, frame: str, points: int = 3, skip_unlabeled: bool = False,
+            group_by: str | None = None):
     from .. import FolderDataset
     from ..data import resolve_split
 
     data = FolderDataset(resolve_split(path, split), seed=seed, points_per_image=points, points_frame=frame,
-                         skip_unlabeled=True)  # counted here, so the error can name the flag that skips them
+                         skip_unlabeled=True, group_by=group_by)  # counted here, so the error can name the flag
     if data.unlabeled and not skip_unlabeled:
         more = f" (and {len(data.unlabeled) - 1} more)" if len(data.unlabeled) > 1 else ""
         hint = "; --skip-unlabeled learns from the others" if split == "train" else ""

@@ -25,7 +25,8 @@ def cmd_learn(args) -> int:
     ctx = distributed.init(args.device)  # under torchrun: join the process group, one device per process
     device = ctx.device if ctx is not None else args.device
     check_amp(args.amp, device)
-    data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled)
+    data = dataset(args.data, "train", args.seed, args.points_frame, args.points_per_image, args.skip_unlabeled,
+                   args.group_by)
     manifest = precheck_store(args.store)
     from .. import SAMCL, TrainConfig, load_backbone
     from ..backbone import resolve_base

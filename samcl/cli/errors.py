@@ -17,6 +17,7 @@ from .. import SamclError
 #: The library's field (as `SamclError.field` names it) -> the flag that sets it.
 FLAGS = {
     "runtime": "--runtime",
+    "group_by": "--group-by",
     "precision": "--precision",
     "device": "--device",
     "base": "--base",

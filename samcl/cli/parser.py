@@ -117,6 +117,11 @@ def _learn(p) -> None:
     p.add_argument("--domain", required=True, help="name of the new domain")
     p.add_argument("--data", required=True, type=Path,
                    help="split folder (images/, masks/) or domain folder (its train/ is used)")
+    p.add_argument("--group-by", metavar="REGEX", default=None,
+                   help="frames of videos: a regular expression whose first group, matched at the start of each "
+                        "file name (without extension), names the image's video, e.g. '(.+)_\\d+$' for "
+                        "<video>_<number>.png; a video's frames are then held out together when the selector sets "
+                        "its open-set cut (split, new videos of the domain go to base)")
     p.add_argument("--skip-unlabeled", action="store_true",
                    help="learn from the images that have a mask and leave out (with a warning and a count) those "
                         "without one (default: an image without a mask is an error)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -73,12 +74,16 @@ class FolderDataset(Sequence[Sample]):
     """A split folder as a sequence of `Sample`s; images are read when indexed.
 
     Every image needs a mask of the same name, unless `skip_unlabeled` (then images without one are left out and
-    listed in `unlabeled`) or not `strict` (then unpaired files on both sides are ignored)."""
+    listed in `unlabeled`) or not `strict` (then unpaired files on both sides are ignored). `group_by`: a regular
+    expression whose first group, matched at the start of each file name's stem, is the image's `Sample.group`
+    (e.g. "(.+)_\\d+$" for frames named <video>_<number>: a video's frames are held out together when the selector
+    sets its open-set cut); every stem must match."""
 
     def __init__(self, split_dir: str | Path, *, seed: int = 0, points_per_image: int = 3, strict: bool = True,
-                 points_frame: str = "auto", skip_unlabeled: bool = False):
+                 points_frame: str = "auto", skip_unlabeled: bool = False, group_by: str | None = None):
         if points_frame not in POINT_FRAMES:
             raise ValueError(f"points_frame {points_frame!r}: expected one of {', '.join(POINT_FRAMES)}")
+        self.group_by = _group_pattern(group_by)
         self.root = Path(split_dir)
         self.seed = seed
         self.points_per_image = points_per_image
@@ -113,6 +118,18 @@ class FolderDataset(Sequence[Sample]):
         self.points, self.points_frame, self.points_note = read_points(self.points_file, self._names(), points_frame)
         self._positives = self._on_mask = 0  # fixed positive points seen so far, and those on their mask
         self._warned = False
+        self.groups = [self._group(stem) for stem in self.stems] if self.group_by is not None else None
+
+    def _group(self, stem: str) -> str:
+        match = self.group_by.match(stem)
+        if match is None or not match.group(1):
+            raise SamclError(f"{self.images[stem]}: its name does not match group_by '{self.group_by.pattern}'",
+                             field="group_by")
+        return match.group(1)
+
+    def group_of(self, index: int) -> str | None:
+        """The group of image `index` (`group_by`), without reading it."""
+        return None if self.groups is None else self.groups[index]
 
     def _names(self) -> dict[str, str]:
         """Full file name (image's and mask's) -> stem."""
@@ -138,7 +155,7 @@ class FolderDataset(Sequence[Sample]):
         elif mask.any():
             points = sample_points(mask, self.points_per_image, sample_rng(self.seed, index, 7919))
             labels = np.ones(len(points), np.int64)
-        return Sample(stem, image, mask, points, labels)
+        return Sample(stem, image, mask, points, labels, group=self.group_of(index))
 
     def _to_pixels(self, stem: str, points: np.ndarray, mask: np.ndarray) -> np.ndarray:
         height, width = mask.shape
@@ -234,3 +251,17 @@ def _entry(path: Path, key: str, value) -> tuple[np.ndarray, np.ndarray, bool]:
                        for v in labels)):
         raise SamclError(f"{path}: malformed labels for {key!r} (expected one 1 or 0 per point, got {labels!r:.60})")
     return points, np.asarray(labels, dtype=np.int64), reference
+
+
+def _group_pattern(group_by: str | None):
+    """The compiled `group_by` (one group at least), or None."""
+    if group_by is None:
+        return None
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        raise SamclError(f"group_by '{group_by}': not a regular expression ({exc})", field="group_by") from None
+    if pattern.groups < 1:
+        raise SamclError(f"group_by '{group_by}': needs a group, e.g. '(.+)_\\d+$', whose match names the video",
+                         field="group_by")
+    return pattern

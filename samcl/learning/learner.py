@@ -19,7 +19,7 @@ import torch
 
 from ..backbone import is_hub_id, load_backbone
 from ..backbone.base import FrozenBackbone
-from ..data.sample import Sample
+from ..data.sample import Sample, groups_of
 from .._renamed import renamed_keyword, renamed_method
 from ..errors import SamclError
 from ..inference.automatic import AutoMaskConfig, GeneratedMasks, generate_images
@@ -291,8 +291,7 @@ class SAMCL(Running, Tracking):
             return distributed.receive_result(ctx, self)  # rank 0 embeds, trains the selector and saves
         start = time.perf_counter()
         features = self.features_for(samples, config.seed, pooled, config.progress)
-        rows = self._feature_rows(len(samples), config.seed)
-        groups = [samples[i].group for i in rows] if any(samples[i].group is not None for i in rows) else None
+        groups = groups_of(samples, self._feature_rows(len(samples), config.seed))
         self.module_set.domains.append(entry)
         report.update(self._add_domain(features, config.seed, config.progress, groups))
         report["selector_seconds"] = time.perf_counter() - start
