@@ -153,3 +153,15 @@ def cli_learn_red_and_blue(run, tmp_path: Path, base: Path) -> Path:
         "--epochs", "1", "--samples-per-domain", "4", "--selector-epochs", "2", "--json")
     run("learn", store, "--domain", "blue", "--data", tmp_path / "blue", "--epochs", "1", "--json")
     return store
+
+
+def assert_together_equals_alone(samcl, videos, prompts, force, together: dict) -> None:
+    """Each video's frames tracked together with others (`together[number]`, from `track_videos`) equal its own
+    `track` (same frames in order, domains, objects, logits within 1e-5)."""
+    for number, video in enumerate(videos):
+        alone = list(samcl.track(iter(video), prompts[number], force=force[number], return_logits=True))
+        assert [f.index for f in together[number]] == [f.index for f in alone] == list(range(len(video)))
+        for ours, theirs in zip(together[number], alone):
+            assert ours.domain == theirs.domain and sorted(ours.objects) == sorted(theirs.objects)
+            for obj in theirs.objects:
+                assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5

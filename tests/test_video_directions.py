@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_together_equals_alone
 from test_video import FRAMES, HEIGHT, PROMPTS, TOLERANCE, WIDTH, _pixels, backbone, frames, learned, meta  # noqa: F401
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
@@ -138,13 +139,7 @@ def test_videos_stepped_together_equal_each_alone_with_mixed_domains(learned, fr
     finally:
         del learned.tracker
     assert calls == [2, 2, 3, 3, 3, 3, 2, 2]  # video 1 starts at frame 2 and ends after frame 5
-    for number, video in enumerate(videos):
-        alone = list(learned.track(iter(video), prompts[number], force=force[number], return_logits=True))
-        assert [f.index for f in together[number]] == [f.index for f in alone] == list(range(len(video)))
-        for ours, theirs in zip(together[number], alone):
-            assert ours.domain == theirs.domain and sorted(ours.objects) == sorted(theirs.objects)
-            for obj in theirs.objects:
-                assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
+    assert_together_equals_alone(learned, videos, prompts, force, together)
     assert together[0][0].domain == "red" and together[1][2].domain == "base"
 
 

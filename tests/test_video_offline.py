@@ -6,6 +6,7 @@ SAM 2 and Meta's predictor from the same weights)."""
 from __future__ import annotations
 
 import torch
+from helpers import assert_together_equals_alone
 from test_video import FRAMES, HEIGHT, TOLERANCE, WIDTH, _pixels, backbone, frames, learned, meta  # noqa: F401
 
 from samcl import SAMCL, Prompt
@@ -138,13 +139,8 @@ def test_videos_with_frames_run_ahead_stepped_together_equal_each_alone(learned,
     finally:
         del learned.tracker
     assert batches == [2]
-    for number, video in enumerate(videos):
-        alone = list(learned.track(iter(video), prompts[number], force=force[number], return_logits=True))
-        assert [f.index for f in together[number]] == [f.index for f in alone] == list(range(len(video)))
-        for ours, theirs in zip(together[number], alone):
-            assert ours.domain == theirs.domain and sorted(ours.objects) == sorted(theirs.objects)
-            for obj in theirs.objects:
-                assert (ours.objects[obj].logits - theirs.objects[obj].logits).abs().max().item() <= 1e-5
+    assert_together_equals_alone(learned, videos, prompts, force, together)
+    for number in range(len(videos)):
         assert {frame.domain for frame in together[number] if frame.objects} == {force[number]}
     assert sorted(together[1][0].objects) == [1, 2]  # object 2, prompted on frame 3, from frame 0 on
 
