@@ -255,6 +255,17 @@ def evaluate(model: SamModel, domain: str, n: int, seed: int, batch_size: int = 
 # ----------------------------------------------------------------------------------------------------
 
 
+def optimizer_and_schedule(model, args):
+    """(trainable parameters, AdamW with weight decay on matrices only, warmup + cosine schedule) from the script's
+    --lr, --weight-decay, --warmup and --steps (both pretraining scripts)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps))
+
+
 def lr_lambda(warmup: int, total: int, floor: float = 0.02):
     def f(step: int) -> float:
         if step < warmup:
@@ -405,12 +416,7 @@ def main(argv=None) -> None:
     print(f"data: {len(data)} images, {sum(len(i) for i in data.instances)} objects, {time.time() - started:.0f}s",
           flush=True)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps))
+    trainable, optimizer, scheduler = optimizer_and_schedule(model, args)
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()

@@ -47,7 +47,8 @@ from tqdm import tqdm
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_tiny_sam import SCORES_HEADING, dice_loss, focal_loss, lr_lambda, mask_iou, rewrite_scores, sample_prompts
+from pretrain_tiny_sam import (SCORES_HEADING, dice_loss, focal_loss, mask_iou, optimizer_and_schedule, rewrite_scores,
+                               sample_prompts)
 
 from samcl.data import synthetic
 from samcl.data.synthetic.video import FRAMES, generate_clips
@@ -513,12 +514,7 @@ def main(argv=None) -> None:
     clips = ClipData(args.clips, args.data_seed, size)
     print(f"data: {len(images.images)} images, {len(clips.frames)} clips, {time.time() - started:.0f}s", flush=True)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps))
+    trainable, optimizer, scheduler = optimizer_and_schedule(model, args)
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     model.train()
